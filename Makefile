@@ -1,0 +1,38 @@
+# The README's commands. `make setup` is idempotent; `make test` and `make demo` run it first.
+BUILD ?= build
+JOBS ?= $(shell nproc)
+MODEL ?= ../shared/models/stories260K
+CMAKE_ARGS ?=
+
+.PHONY: setup configure build test test-integration demo bench format clean
+
+setup:
+	bash scripts/setup.sh
+	$(MAKE) build
+
+configure:
+	@test -f $(BUILD)/CMakeCache.txt || cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+test:
+	bash scripts/setup.sh
+	$(MAKE) build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
+
+test-integration:
+	SWARM_SETUP_INTEGRATION=1 bash scripts/setup.sh
+	$(MAKE) build
+	cd $(BUILD) && ctest --output-on-failure -L integration --timeout 900
+
+demo:
+	bash scripts/setup.sh
+	$(MAKE) build
+	bash scripts/demo.sh $(MODEL)
+
+format:
+	clang-format -i $$(git ls-files '*.h' '*.cc')
+
+clean:
+	rm -rf $(BUILD)
