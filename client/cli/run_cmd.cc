@@ -1,0 +1,107 @@
+// `swarm run` (generate in-process) and `swarm logits` (full-forward logits to safetensors).
+#include <cstdio>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "client/cli/command.h"
+#include "client/cli/sampling_flags.h"
+#include "model/generate.h"
+#include "model/safetensors.h"
+#include "nlohmann/json.hpp"
+
+namespace swarm::cli {
+namespace {
+
+absl::StatusOr<std::unique_ptr<model::Engine>> OpenEngine(const Flags& flags) {
+  auto dir = flags.Required("model");
+  if (!dir.ok()) return dir.status();
+  model::LoadOptions options;
+  options.device = flags.String("device", "cpu");
+  auto dtype = model::ParseDType(flags.String("dtype", "f32"));
+  if (!dtype.ok()) return dtype.status();
+  options.dtype = *dtype;
+  return model::Engine::Create(*dir, options);
+}
+
+int Run(const std::vector<std::string>& args) {
+  std::set<std::string> value_flags = {"model", "prompt", "ids", "device", "dtype"};
+  value_flags.insert(kSamplingFlags.begin(), kSamplingFlags.end());
+  auto flags = Flags::Parse(args, value_flags, {"json", "no-stop"});
+  if (!flags.ok()) return Fail("run", flags.status());
+  auto params = ParseSamplingFlags(*flags);
+  if (!params.ok()) return Fail("run", params.status());
+  if (flags->Has("prompt") == flags->Has("ids")) {
+    return Fail("run", absl::InvalidArgumentError("give exactly one of --prompt or --ids"));
+  }
+  auto engine = OpenEngine(*flags);
+  if (!engine.ok()) return Fail("run", engine.status());
+  std::vector<int64_t> prompt;
+  if (flags->Has("ids")) {
+    auto ids = flags->IntList("ids");
+    if (!ids.ok()) return Fail("run", ids.status());
+    prompt = *ids;
+  } else {
+    if ((*engine)->tokenizer() == nullptr) {
+      return Fail("run", absl::FailedPreconditionError("--prompt needs a tokenizer.json in the "
+                                                       "model directory; use --ids"));
+    }
+    auto ids = (*engine)->tokenizer()->Encode(flags->String("prompt"), true);
+    if (!ids.ok()) return Fail("run", ids.status());
+    prompt = *ids;
+  }
+  const bool json = flags->Bool("json");
+  if (!json && flags->Has("prompt")) {
+    std::fputs(flags->String("prompt").c_str(), stdout);
+    std::fflush(stdout);
+  }
+  auto result = (*engine)->Generate(prompt, *params, [&](const model::GeneratedToken& t) {
+    if (!json) {
+      std::fputs(t.text.c_str(), stdout);
+      std::fflush(stdout);
+    }
+    return true;
+  });
+  if (!result.ok()) {
+    if (!json) std::fputs("\n", stdout);
+    return Fail("run", result.status());
+  }
+  if (json) {
+    nlohmann::json out = {{"prompt_ids", prompt},
+                          {"ids", result->ids},
+                          {"text", result->text},
+                          {"finish_reason", result->finish_reason}};
+    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  } else {
+    std::fputs("\n", stdout);
+  }
+  return 0;
+}
+
+int Logits(const std::vector<std::string>& args) {
+  auto flags = Flags::Parse(args, {"model", "ids", "out", "device", "dtype"}, {});
+  if (!flags.ok()) return Fail("logits", flags.status());
+  auto out = flags->Required("out");
+  if (!out.ok()) return Fail("logits", out.status());
+  auto ids = flags->IntList("ids");
+  if (!ids.ok()) return Fail("logits", ids.status());
+  if (ids->empty()) return Fail("logits", absl::InvalidArgumentError("--ids is required"));
+  auto engine = OpenEngine(*flags);
+  if (!engine.ok()) return Fail("logits", engine.status());
+  auto logits = (*engine)->Logits(*ids);
+  if (!logits.ok()) return Fail("logits", logits.status());
+  model::TensorToWrite t{"logits", model::StDType::kF32, logits->shape, std::move(logits->data)};
+  absl::Status s = model::WriteSafetensors(*out, {t});
+  if (!s.ok()) return Fail("logits", s);
+  return 0;
+}
+
+}  // namespace
+
+SWARM_REGISTER_COMMAND(run, "run", "run --model DIR [--prompt TEXT | --ids 1,2,3] "
+                       "[--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] "
+                       "[--seed S] [--device cpu|cuda:N] [--dtype f32|bf16|f16] [--json]",
+                       Run);
+SWARM_REGISTER_COMMAND(logits, "logits",
+                       "logits --model DIR --ids 1,2,3 --out FILE.safetensors", Logits);
+
+}  // namespace swarm::cli

@@ -1,0 +1,698 @@
+// Transformer math for the four supported families, on LibTorch. This file is the only place in
+// the project that knows how a layer computes.
+#include "model/model.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "model/status_macros.h"
+
+namespace swarm::model {
+namespace {
+
+std::string ShapeStr(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
+}
+
+torch::ScalarType ToTorch(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return torch::kFloat32;
+    case DType::kF16:
+      return torch::kFloat16;
+    case DType::kBF16:
+      return torch::kBFloat16;
+  }
+  return torch::kFloat32;
+}
+
+absl::StatusOr<torch::ScalarType> ToTorch(StDType dtype) {
+  switch (dtype) {
+    case StDType::kF32:
+      return torch::kFloat32;
+    case StDType::kF16:
+      return torch::kFloat16;
+    case StDType::kBF16:
+      return torch::kBFloat16;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("dtype ", StDTypeName(dtype), " is not a floating weight type"));
+  }
+}
+
+absl::StatusOr<torch::Device> ParseDevice(const std::string& device) {
+  if (device == "cpu") return torch::Device(torch::kCPU);
+  if (absl::StartsWith(device, "cuda")) {
+    if (!torch::cuda::is_available()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device ", device, " requested but CUDA is not available in this build"));
+    }
+    try {
+      torch::Device d(device);
+      if (d.has_index() && d.index() >= static_cast<int>(torch::cuda::device_count())) {
+        return absl::InvalidArgumentError(absl::StrCat("device ", device, " does not exist (",
+                                                       torch::cuda::device_count(), " GPUs)"));
+      }
+      return d;
+    } catch (const std::exception& e) {
+      return absl::InvalidArgumentError(absl::StrCat("bad device '", device, "'"));
+    }
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("bad device '", device, "' (expected cpu or cuda:N)"));
+}
+
+// Hidden states in: a HostTensor viewed (not copied) as a torch tensor.
+torch::Tensor FromHost(const HostTensor& h) {
+  return torch::from_blob(const_cast<char*>(h.data.data()), h.shape,
+                          torch::TensorOptions().dtype(ToTorch(h.dtype)));
+}
+
+HostTensor ToHost(const torch::Tensor& t, DType dtype) {
+  torch::Tensor c = t.to(torch::kCPU, ToTorch(dtype)).contiguous();
+  HostTensor out;
+  out.dtype = dtype;
+  out.shape.assign(c.sizes().begin(), c.sizes().end());
+  out.data.assign(static_cast<const char*>(c.data_ptr()), c.nbytes());
+  return out;
+}
+
+// Runs `fn`, turning any LibTorch exception into an Internal status.
+template <typename Fn>
+auto TorchCall(absl::string_view what, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
+  }
+}
+
+// Weight loading with validation against the config: the shape must match exactly.
+class WeightLoader {
+ public:
+  WeightLoader(const Checkpoint& ckpt, torch::Device device, torch::ScalarType dtype)
+      : ckpt_(ckpt), device_(device), dtype_(dtype) {}
+
+  absl::StatusOr<torch::Tensor> Load(absl::string_view logical, std::vector<int64_t> shape) {
+    ASSIGN_OR_RETURN(std::string name, ckpt_.Resolve(logical));
+    ASSIGN_OR_RETURN(TensorView view, ckpt_.store().Get(name));
+    if (view.shape != shape) {
+      return absl::InvalidArgumentError(absl::StrCat("loading ", view.file, ": tensor '", name,
+                                                     "' has shape ", ShapeStr(view.shape),
+                                                     ", config says ", ShapeStr(shape)));
+    }
+    auto src_type = ToTorch(view.dtype);
+    if (!src_type.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("loading ", view.file, ": tensor '", name, "': ", src_type.status().message()));
+    }
+    return TorchCall(absl::StrCat("loading tensor '", name, "'"),
+                     [&]() -> absl::StatusOr<torch::Tensor> {
+                       torch::Tensor t = torch::from_blob(const_cast<uint8_t*>(view.data),
+                                                          view.shape,
+                                                          torch::TensorOptions().dtype(*src_type));
+                       // CPU and same dtype: keep the mmap view (zero copy, paged in lazily).
+                       if (device_.is_cpu() && *src_type == dtype_) return t;
+                       return t.to(device_, dtype_).contiguous();
+                     });
+  }
+
+ private:
+  const Checkpoint& ckpt_;
+  torch::Device device_;
+  torch::ScalarType dtype_;
+};
+
+struct LayerWeights {
+  // Llama family: norms are weights only. GPT-2: norms have biases, projections are stored
+  // [out, in] here (Conv1D weights transposed as views).
+  torch::Tensor norm1_w, norm1_b, norm2_w, norm2_b;
+  torch::Tensor q_w, k_w, v_w, q_b, k_b, v_b;  // Llama family.
+  torch::Tensor qkv_w, qkv_b;                  // GPT-2 fused c_attn.
+  torch::Tensor o_w, o_b;
+  torch::Tensor gate_w, up_w, down_w, gate_b, up_b, down_b;
+  int64_t bytes = 0;
+};
+
+std::string LayerName(const ModelConfig& c, int layer, absl::string_view rest) {
+  if (c.IsGpt2()) return absl::StrCat("h.", layer, ".", rest);
+  return absl::StrCat("model.layers.", layer, ".", rest);
+}
+
+absl::StatusOr<LayerWeights> LoadLayer(const ModelConfig& c, int layer, WeightLoader& w) {
+  LayerWeights lw;
+  const int64_t d = c.hidden_size, hd = c.head_dim, I = c.intermediate_size;
+  auto name = [&](absl::string_view rest) { return LayerName(c, layer, rest); };
+  if (c.IsGpt2()) {
+    ASSIGN_OR_RETURN(lw.norm1_w, w.Load(name("ln_1.weight"), {d}));
+    ASSIGN_OR_RETURN(lw.norm1_b, w.Load(name("ln_1.bias"), {d}));
+    ASSIGN_OR_RETURN(lw.norm2_w, w.Load(name("ln_2.weight"), {d}));
+    ASSIGN_OR_RETURN(lw.norm2_b, w.Load(name("ln_2.bias"), {d}));
+    ASSIGN_OR_RETURN(torch::Tensor qkv, w.Load(name("attn.c_attn.weight"), {d, 3 * d}));
+    lw.qkv_w = qkv.t();
+    ASSIGN_OR_RETURN(lw.qkv_b, w.Load(name("attn.c_attn.bias"), {3 * d}));
+    ASSIGN_OR_RETURN(torch::Tensor o, w.Load(name("attn.c_proj.weight"), {d, d}));
+    lw.o_w = o.t();
+    ASSIGN_OR_RETURN(lw.o_b, w.Load(name("attn.c_proj.bias"), {d}));
+    ASSIGN_OR_RETURN(torch::Tensor fc, w.Load(name("mlp.c_fc.weight"), {d, I}));
+    lw.up_w = fc.t();
+    ASSIGN_OR_RETURN(lw.up_b, w.Load(name("mlp.c_fc.bias"), {I}));
+    ASSIGN_OR_RETURN(torch::Tensor proj, w.Load(name("mlp.c_proj.weight"), {I, d}));
+    lw.down_w = proj.t();
+    ASSIGN_OR_RETURN(lw.down_b, w.Load(name("mlp.c_proj.bias"), {d}));
+  } else {
+    const int64_t qd = c.num_heads * hd, kvd = c.num_kv_heads * hd;
+    ASSIGN_OR_RETURN(lw.norm1_w, w.Load(name("input_layernorm.weight"), {d}));
+    ASSIGN_OR_RETURN(lw.norm2_w, w.Load(name("post_attention_layernorm.weight"), {d}));
+    ASSIGN_OR_RETURN(lw.q_w, w.Load(name("self_attn.q_proj.weight"), {qd, d}));
+    ASSIGN_OR_RETURN(lw.k_w, w.Load(name("self_attn.k_proj.weight"), {kvd, d}));
+    ASSIGN_OR_RETURN(lw.v_w, w.Load(name("self_attn.v_proj.weight"), {kvd, d}));
+    ASSIGN_OR_RETURN(lw.o_w, w.Load(name("self_attn.o_proj.weight"), {d, qd}));
+    if (c.attention_bias) {
+      ASSIGN_OR_RETURN(lw.q_b, w.Load(name("self_attn.q_proj.bias"), {qd}));
+      ASSIGN_OR_RETURN(lw.k_b, w.Load(name("self_attn.k_proj.bias"), {kvd}));
+      ASSIGN_OR_RETURN(lw.v_b, w.Load(name("self_attn.v_proj.bias"), {kvd}));
+    }
+    ASSIGN_OR_RETURN(lw.gate_w, w.Load(name("mlp.gate_proj.weight"), {I, d}));
+    ASSIGN_OR_RETURN(lw.up_w, w.Load(name("mlp.up_proj.weight"), {I, d}));
+    ASSIGN_OR_RETURN(lw.down_w, w.Load(name("mlp.down_proj.weight"), {d, I}));
+    if (c.mlp_bias) {
+      ASSIGN_OR_RETURN(lw.gate_b, w.Load(name("mlp.gate_proj.bias"), {I}));
+      ASSIGN_OR_RETURN(lw.up_b, w.Load(name("mlp.up_proj.bias"), {I}));
+      ASSIGN_OR_RETURN(lw.down_b, w.Load(name("mlp.down_proj.bias"), {d}));
+    }
+  }
+  for (const torch::Tensor* t :
+       {&lw.norm1_w, &lw.norm1_b, &lw.norm2_w, &lw.norm2_b, &lw.q_w, &lw.k_w, &lw.v_w, &lw.q_b,
+        &lw.k_b, &lw.v_b, &lw.qkv_w, &lw.qkv_b, &lw.o_w, &lw.o_b, &lw.gate_w, &lw.up_w, &lw.down_w,
+        &lw.gate_b, &lw.up_b, &lw.down_b}) {
+    if (t->defined()) lw.bytes += t->nbytes();
+  }
+  return lw;
+}
+
+torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  return b.defined() ? torch::nn::functional::linear(x, w, b) : torch::nn::functional::linear(x, w);
+}
+
+// RMSNorm as Hugging Face computes it: in float32, then back to the input dtype, times weight.
+torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& w, double eps) {
+  torch::Tensor xf = x.to(torch::kFloat32);
+  torch::Tensor var = xf.pow(2).mean(-1, /*keepdim=*/true);
+  return w * (xf * torch::rsqrt(var + eps)).to(x.scalar_type());
+}
+
+torch::Tensor LayerNorm(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                        double eps) {
+  return torch::layer_norm(x, {x.size(-1)}, w, b, eps);
+}
+
+torch::Tensor RotateHalf(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+class KvCacheImpl : public KvCache {
+ public:
+  struct LayerKv {
+    torch::Tensor k, v;  // [kv_heads, capacity, head_dim]
+    int64_t length = 0;
+  };
+
+  int64_t Length(int layer) const override {
+    auto it = layers_.find(layer);
+    return it == layers_.end() ? 0 : it->second.length;
+  }
+  int64_t Bytes() const override {
+    int64_t b = 0;
+    for (const auto& [layer, kv] : layers_) {
+      if (kv.k.defined()) b += kv.k.nbytes() + kv.v.nbytes();
+    }
+    return b;
+  }
+  std::map<int, LayerKv> layers_;
+};
+
+class LayerHostImpl : public LayerHost {
+ public:
+  const std::vector<int>& layers() const override { return layers_; }
+  bool Hosts(int layer) const override { return weights_.count(layer) > 0; }
+  const ModelConfig& config() const override { return config_; }
+  int64_t WeightBytes() const override { return weight_bytes_; }
+  int64_t KvBytesPerToken() const override {
+    return static_cast<int64_t>(layers_.size()) * 2 * config_.num_kv_heads * config_.head_dim *
+           torch::elementSize(dtype_);
+  }
+  std::unique_ptr<KvCache> NewCache() const override { return std::make_unique<KvCacheImpl>(); }
+
+  absl::StatusOr<HostTensor> Forward(const HostTensor& h, int64_t start_pos,
+                                     absl::Span<const int> layers, KvCache* cache,
+                                     float gate) const override;
+
+  static absl::StatusOr<std::unique_ptr<LayerHostImpl>> Create(
+      std::shared_ptr<const Checkpoint> ckpt, std::vector<int> layers, const LoadOptions& options);
+
+ private:
+  torch::Tensor Attention(const LayerWeights& w, const torch::Tensor& x, int64_t start_pos,
+                          KvCacheImpl::LayerKv& kv) const;
+  torch::Tensor Mlp(const LayerWeights& w, const torch::Tensor& x) const;
+
+  std::shared_ptr<const Checkpoint> ckpt_;
+  ModelConfig config_;
+  std::vector<int> layers_;
+  std::map<int, LayerWeights> weights_;
+  torch::Device device_{torch::kCPU};
+  torch::ScalarType dtype_ = torch::kFloat32;
+  torch::Tensor cos_, sin_;  // [max_pos, head_dim] rotary tables in the compute dtype.
+  int64_t weight_bytes_ = 0;
+};
+
+absl::StatusOr<std::unique_ptr<LayerHostImpl>> LayerHostImpl::Create(
+    std::shared_ptr<const Checkpoint> ckpt, std::vector<int> layers, const LoadOptions& options) {
+  auto host = std::make_unique<LayerHostImpl>();
+  host->config_ = ckpt->config();
+  const ModelConfig& c = host->config_;
+  std::sort(layers.begin(), layers.end());
+  layers.erase(std::unique(layers.begin(), layers.end()), layers.end());
+  for (int l : layers) {
+    if (l < 0 || l >= c.num_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", l, " out of range: the model has ", c.num_layers, " layers"));
+    }
+  }
+  host->layers_ = layers;
+  ASSIGN_OR_RETURN(host->device_, ParseDevice(options.device));
+  host->dtype_ = ToTorch(options.dtype);
+  WeightLoader loader(*ckpt, host->device_, host->dtype_);
+  for (int l : layers) {
+    ASSIGN_OR_RETURN(LayerWeights lw, LoadLayer(c, l, loader));
+    host->weight_bytes_ += lw.bytes;
+    host->weights_.emplace(l, std::move(lw));
+  }
+  if (!c.IsGpt2()) {
+    absl::Status s = TorchCall("building rotary tables", [&]() -> absl::Status {
+      // Matches transformers' default rope: inv_freq and angles in float32.
+      torch::Tensor inv_freq =
+          1.0 / torch::pow(c.rope_theta, torch::arange(0, c.head_dim, 2, torch::kInt64)
+                                                 .to(torch::kFloat32) /
+                                             static_cast<double>(c.head_dim));
+      torch::Tensor pos = torch::arange(c.max_position_embeddings, torch::kInt64).to(torch::kFloat32);
+      torch::Tensor freqs = torch::outer(pos, inv_freq.to(torch::kFloat32));
+      torch::Tensor emb = torch::cat({freqs, freqs}, -1);
+      host->cos_ = emb.cos().to(host->device_, host->dtype_);
+      host->sin_ = emb.sin().to(host->device_, host->dtype_);
+      return absl::OkStatus();
+    });
+    RETURN_IF_ERROR(s);
+  }
+  host->ckpt_ = std::move(ckpt);
+  return host;
+}
+
+torch::Tensor LayerHostImpl::Attention(const LayerWeights& w, const torch::Tensor& x,
+                                       int64_t start_pos, KvCacheImpl::LayerKv& kv) const {
+  const ModelConfig& c = config_;
+  const int64_t T = x.size(0), H = c.num_heads, KV = c.num_kv_heads, hd = c.head_dim;
+  const int64_t G = H / KV;
+  torch::Tensor q, k, v;
+  if (c.IsGpt2()) {
+    torch::Tensor qkv = Linear(x, w.qkv_w, w.qkv_b);  // [T, 3d]
+    auto parts = qkv.split(c.hidden_size, -1);
+    q = parts[0].view({T, H, hd}).transpose(0, 1);
+    k = parts[1].view({T, KV, hd}).transpose(0, 1);
+    v = parts[2].view({T, KV, hd}).transpose(0, 1);
+  } else {
+    q = Linear(x, w.q_w, w.q_b).view({T, H, hd}).transpose(0, 1);  // [H, T, hd]
+    k = Linear(x, w.k_w, w.k_b).view({T, KV, hd}).transpose(0, 1);
+    v = Linear(x, w.v_w, w.v_b).view({T, KV, hd}).transpose(0, 1);
+    torch::Tensor cos = cos_.narrow(0, start_pos, T);  // [T, hd]
+    torch::Tensor sin = sin_.narrow(0, start_pos, T);
+    q = q * cos + RotateHalf(q) * sin;
+    k = k * cos + RotateHalf(k) * sin;
+  }
+  // Append to the cache, growing capacity geometrically.
+  const int64_t total = start_pos + T;
+  if (!kv.k.defined() || kv.k.size(1) < total) {
+    int64_t cap = kv.k.defined() ? kv.k.size(1) : 0;
+    int64_t want = std::max<int64_t>(std::max<int64_t>(cap * 2, 64), total);
+    want = std::min<int64_t>(want, std::max<int64_t>(c.max_position_embeddings, total));
+    auto opts = torch::TensorOptions().dtype(dtype_).device(device_);
+    torch::Tensor nk = torch::empty({KV, want, hd}, opts);
+    torch::Tensor nv = torch::empty({KV, want, hd}, opts);
+    if (kv.length > 0) {
+      nk.narrow(1, 0, kv.length).copy_(kv.k.narrow(1, 0, kv.length));
+      nv.narrow(1, 0, kv.length).copy_(kv.v.narrow(1, 0, kv.length));
+    }
+    kv.k = nk;
+    kv.v = nv;
+  }
+  kv.k.narrow(1, start_pos, T).copy_(k);
+  kv.v.narrow(1, start_pos, T).copy_(v);
+  kv.length = total;
+  torch::Tensor keys = kv.k.narrow(1, 0, total);  // [KV, L, hd]
+  torch::Tensor vals = kv.v.narrow(1, 0, total);
+
+  // Grouped-query attention without repeating K/V: fold the G query heads of a KV head into rows.
+  torch::Tensor qg = q.reshape({KV, G * T, hd});
+  torch::Tensor scores = torch::matmul(qg, keys.transpose(1, 2)).to(torch::kFloat32);
+  scores = scores.mul_(1.0 / std::sqrt(static_cast<double>(hd))).view({KV, G, T, total});
+  // Mask: query at position start_pos+t sees keys j <= start_pos+t (and within the window).
+  if (T > 1 || c.sliding_window > 0) {
+    torch::Tensor qpos = torch::arange(start_pos, total, torch::TensorOptions().device(device_))
+                             .unsqueeze(1);
+    torch::Tensor kpos = torch::arange(total, torch::TensorOptions().device(device_)).unsqueeze(0);
+    torch::Tensor masked = kpos > qpos;
+    if (c.sliding_window > 0) masked = masked.logical_or(kpos <= qpos - c.sliding_window);
+    scores.masked_fill_(masked, -std::numeric_limits<float>::infinity());
+  }
+  torch::Tensor probs = torch::softmax(scores, -1).to(dtype_).view({KV, G * T, total});
+  torch::Tensor out = torch::matmul(probs, vals);  // [KV, G*T, hd]
+  out = out.view({H, T, hd}).transpose(0, 1).reshape({T, H * hd});
+  return Linear(out, w.o_w, w.o_b);
+}
+
+torch::Tensor LayerHostImpl::Mlp(const LayerWeights& w, const torch::Tensor& x) const {
+  if (config_.IsGpt2()) {
+    torch::Tensor h = Linear(x, w.up_w, w.up_b);
+    h = config_.hidden_act == "gelu" ? torch::gelu(h) : torch::gelu(h, "tanh");
+    return Linear(h, w.down_w, w.down_b);
+  }
+  torch::Tensor g = torch::silu(Linear(x, w.gate_w, w.gate_b));
+  return Linear(g * Linear(x, w.up_w, w.up_b), w.down_w, w.down_b);
+}
+
+absl::StatusOr<HostTensor> LayerHostImpl::Forward(const HostTensor& h, int64_t start_pos,
+                                                  absl::Span<const int> layers, KvCache* cache,
+                                                  float gate) const {
+  const ModelConfig& c = config_;
+  RETURN_IF_ERROR(h.Validate());
+  if (h.shape.size() != 2 || h.shape[1] != c.hidden_size) {
+    return absl::InvalidArgumentError(absl::StrCat("hidden states have shape ", ShapeStr(h.shape),
+                                                   ", expected [T,", c.hidden_size, "]"));
+  }
+  const int64_t T = h.shape[0];
+  if (T < 1) return absl::InvalidArgumentError("hidden states hold no tokens");
+  if (start_pos < 0 || start_pos + T > c.max_position_embeddings) {
+    return absl::OutOfRangeError(absl::StrCat("positions ", start_pos, "..", start_pos + T - 1,
+                                              " exceed the context of ",
+                                              c.max_position_embeddings, " tokens"));
+  }
+  auto* kvc = dynamic_cast<KvCacheImpl*>(cache);
+  if (kvc == nullptr) return absl::InvalidArgumentError("KV cache from another implementation");
+  for (int l : layers) {
+    if (!Hosts(l)) {
+      return absl::InvalidArgumentError(absl::StrCat("layer ", l, " is not hosted here (hosted: ",
+                                                     absl::StrJoin(layers_, ","), ")"));
+    }
+    if (kvc->Length(l) != start_pos) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("layer ", l, " has ", kvc->Length(l), " cached positions, step starts at ",
+                       start_pos));
+    }
+  }
+  return TorchCall("forward", [&]() -> absl::StatusOr<HostTensor> {
+    c10::InferenceMode guard;
+    torch::Tensor x0 = FromHost(h).to(device_, dtype_);
+    torch::Tensor x = x0;
+    for (int l : layers) {
+      const LayerWeights& w = weights_.at(l);
+      auto& kv = kvc->layers_[l];
+      if (c.IsGpt2()) {
+        x = x + Attention(w, LayerNorm(x, w.norm1_w, w.norm1_b, c.norm_eps), start_pos, kv);
+        x = x + Mlp(w, LayerNorm(x, w.norm2_w, w.norm2_b, c.norm_eps));
+      } else {
+        x = x + Attention(w, RmsNorm(x, w.norm1_w, c.norm_eps), start_pos, kv);
+        x = x + Mlp(w, RmsNorm(x, w.norm2_w, c.norm_eps));
+      }
+    }
+    if (gate != 1.0f) x = x0 + gate * (x - x0);
+    return ToHost(x, h.dtype);
+  });
+}
+
+class ModelEndsImpl : public ModelEnds {
+ public:
+  static absl::StatusOr<std::unique_ptr<ModelEndsImpl>> Create(
+      std::shared_ptr<const Checkpoint> ckpt, const LoadOptions& options) {
+    auto ends = std::make_unique<ModelEndsImpl>();
+    const ModelConfig& c = ckpt->config();
+    ends->config_ = c;
+    ASSIGN_OR_RETURN(ends->device_, ParseDevice(options.device));
+    ends->dtype_ = ToTorch(options.dtype);
+    WeightLoader w(*ckpt, ends->device_, ends->dtype_);
+    const int64_t d = c.hidden_size, V = c.vocab_size;
+    if (c.IsGpt2()) {
+      ASSIGN_OR_RETURN(ends->embed_, w.Load("wte.weight", {V, d}));
+      ASSIGN_OR_RETURN(ends->pos_embed_, w.Load("wpe.weight", {c.max_position_embeddings, d}));
+      ASSIGN_OR_RETURN(ends->norm_w_, w.Load("ln_f.weight", {d}));
+      ASSIGN_OR_RETURN(ends->norm_b_, w.Load("ln_f.bias", {d}));
+    } else {
+      ASSIGN_OR_RETURN(ends->embed_, w.Load("model.embed_tokens.weight", {V, d}));
+      ASSIGN_OR_RETURN(ends->norm_w_, w.Load("model.norm.weight", {d}));
+    }
+    if (!c.tie_word_embeddings || ckpt->store().Has("lm_head.weight")) {
+      auto head = w.Load("lm_head.weight", {V, d});
+      if (head.ok()) {
+        ends->head_ = *head;
+      } else if (c.tie_word_embeddings) {
+        ends->head_ = ends->embed_;
+      } else {
+        return head.status();
+      }
+    } else {
+      ends->head_ = ends->embed_;
+    }
+    for (const torch::Tensor* t : {&ends->embed_, &ends->pos_embed_, &ends->norm_w_,
+                                   &ends->norm_b_}) {
+      if (t->defined()) ends->bytes_ += t->nbytes();
+    }
+    if (!ends->head_.is_same(ends->embed_)) ends->bytes_ += ends->head_.nbytes();
+    ends->ckpt_ = std::move(ckpt);
+    return ends;
+  }
+
+  const ModelConfig& config() const override { return config_; }
+  int64_t WeightBytes() const override { return bytes_; }
+
+  absl::StatusOr<HostTensor> Embed(absl::Span<const int64_t> ids,
+                                   int64_t start_pos) const override {
+    const ModelConfig& c = config_;
+    for (int64_t id : ids) {
+      if (id < 0 || id >= c.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", id, " outside the vocabulary of ", c.vocab_size));
+      }
+    }
+    const int64_t T = static_cast<int64_t>(ids.size());
+    if (start_pos < 0 || start_pos + T > c.max_position_embeddings) {
+      return absl::OutOfRangeError(absl::StrCat("positions ", start_pos, "..", start_pos + T - 1,
+                                                " exceed the context of ",
+                                                c.max_position_embeddings, " tokens"));
+    }
+    return TorchCall("embed", [&]() -> absl::StatusOr<HostTensor> {
+      c10::InferenceMode guard;
+      torch::Tensor idx =
+          torch::from_blob(const_cast<int64_t*>(ids.data()), {T}, torch::kInt64).to(device_);
+      torch::Tensor x = embed_.index_select(0, idx);
+      if (pos_embed_.defined()) x = x + pos_embed_.narrow(0, start_pos, T);
+      return ToHost(x, DType::kF32);
+    });
+  }
+
+  absl::StatusOr<HostTensor> FinalNorm(const HostTensor& h) const override {
+    RETURN_IF_ERROR(CheckHidden(h));
+    return TorchCall("final norm", [&]() -> absl::StatusOr<HostTensor> {
+      c10::InferenceMode guard;
+      return ToHost(Norm(FromHost(h).to(device_, dtype_)), DType::kF32);
+    });
+  }
+
+  absl::StatusOr<HostTensor> Logits(const HostTensor& h, bool last_only) const override {
+    RETURN_IF_ERROR(CheckHidden(h));
+    return TorchCall("logits", [&]() -> absl::StatusOr<HostTensor> {
+      c10::InferenceMode guard;
+      torch::Tensor x = FromHost(h).to(device_, dtype_);
+      if (last_only) x = x.narrow(0, x.size(0) - 1, 1);
+      torch::Tensor logits = torch::nn::functional::linear(Norm(x), head_);
+      return ToHost(logits, DType::kF32);
+    });
+  }
+
+  absl::StatusOr<HostTensor> EmbeddingRows(absl::Span<const int64_t> ids) const override {
+    for (int64_t id : ids) {
+      if (id < 0 || id >= config_.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", id, " outside the vocabulary of ", config_.vocab_size));
+      }
+    }
+    return TorchCall("embedding rows", [&]() -> absl::StatusOr<HostTensor> {
+      c10::InferenceMode guard;
+      torch::Tensor idx = torch::from_blob(const_cast<int64_t*>(ids.data()),
+                                           {static_cast<int64_t>(ids.size())}, torch::kInt64)
+                              .to(device_);
+      return ToHost(embed_.index_select(0, idx), DType::kF32);
+    });
+  }
+
+ private:
+  absl::Status CheckHidden(const HostTensor& h) const {
+    RETURN_IF_ERROR(h.Validate());
+    if (h.shape.size() != 2 || h.shape[1] != config_.hidden_size || h.shape[0] < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("hidden states have shape ",
+                                                     ShapeStr(h.shape), ", expected [T,",
+                                                     config_.hidden_size, "] with T >= 1"));
+    }
+    return absl::OkStatus();
+  }
+  torch::Tensor Norm(const torch::Tensor& x) const {
+    if (config_.IsGpt2()) return LayerNorm(x, norm_w_, norm_b_, config_.norm_eps);
+    return RmsNorm(x, norm_w_, config_.norm_eps);
+  }
+
+  std::shared_ptr<const Checkpoint> ckpt_;
+  ModelConfig config_;
+  torch::Device device_{torch::kCPU};
+  torch::ScalarType dtype_ = torch::kFloat32;
+  torch::Tensor embed_, pos_embed_, norm_w_, norm_b_, head_;
+  int64_t bytes_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Open(const std::string& model_dir) {
+  auto ckpt = std::shared_ptr<Checkpoint>(new Checkpoint());
+  ckpt->dir_ = model_dir;
+  ASSIGN_OR_RETURN(ckpt->config_, LoadModelConfig(model_dir));
+  ASSIGN_OR_RETURN(ckpt->store_, TensorStore::Open(model_dir));
+  if (ckpt->config_.IsGpt2()) {
+    ckpt->gpt2_prefix_ = ckpt->store_->Has("transformer.wte.weight") ? "transformer." : "";
+  }
+  return std::shared_ptr<const Checkpoint>(std::move(ckpt));
+}
+
+absl::StatusOr<std::string> Checkpoint::Resolve(absl::string_view logical_name) const {
+  std::string name(logical_name);
+  if (config_.IsGpt2() && logical_name != "lm_head.weight") name = gpt2_prefix_ + name;
+  if (!store_->Has(name)) {
+    return absl::NotFoundError(absl::StrCat("missing tensor '", name, "' in ", dir_));
+  }
+  return name;
+}
+
+std::vector<std::string> Checkpoint::LayerTensorNames(int layer) const {
+  std::vector<std::string> out;
+  const std::string prefix = config_.IsGpt2() ? absl::StrCat(gpt2_prefix_, "h.", layer, ".")
+                                              : absl::StrCat("model.layers.", layer, ".");
+  for (const std::string& name : store_->Names()) {
+    // GPT-2's attn.bias / attn.masked_bias are mask buffers, not weights.
+    if (absl::StartsWith(name, prefix) && !absl::EndsWith(name, "attn.bias") &&
+        !absl::EndsWith(name, "attn.masked_bias")) {
+      out.push_back(name);
+    }
+  }
+  return out;
+}
+
+int64_t Checkpoint::LayerBytes(int layer) const {
+  int64_t bytes = 0;
+  for (const std::string& name : LayerTensorNames(layer)) {
+    auto v = store_->Get(name);
+    if (v.ok()) bytes += v->nbytes;
+  }
+  return bytes;
+}
+
+int64_t Checkpoint::EmbeddingBytes() const {
+  int64_t bytes = 0;
+  for (const char* n : {"model.embed_tokens.weight", "wte.weight", "wpe.weight"}) {
+    auto name = Resolve(n);
+    if (!name.ok()) continue;
+    auto v = store_->Get(*name);
+    if (v.ok()) bytes += v->nbytes;
+  }
+  return bytes;
+}
+
+int64_t Checkpoint::HeadBytes() const {
+  int64_t bytes = 0;
+  for (const char* n : {"model.norm.weight", "ln_f.weight", "ln_f.bias", "lm_head.weight"}) {
+    auto name = Resolve(n);
+    if (!name.ok()) continue;
+    auto v = store_->Get(*name);
+    if (v.ok()) bytes += v->nbytes;
+  }
+  return bytes;
+}
+
+absl::StatusOr<BlockLayout> BlockLayout::Create(int num_layers, int num_blocks) {
+  if (num_blocks < 1 || num_blocks > num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("number of blocks ", num_blocks,
+                                                   " must be between 1 and the ", num_layers,
+                                                   " layers of the model"));
+  }
+  BlockLayout layout;
+  layout.num_layers = num_layers;
+  layout.num_blocks = num_blocks;
+  return layout;
+}
+
+int BlockLayout::begin(int block) const {
+  const int base = num_layers / num_blocks, extra = num_layers % num_blocks;
+  return block * base + std::min(block, extra);
+}
+
+int BlockLayout::end(int block) const { return begin(block + 1); }
+
+std::vector<int> BlockLayout::Layers(int block) const {
+  std::vector<int> out;
+  for (int l = begin(block); l < end(block); ++l) out.push_back(l);
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<LayerHost>> LayerHost::Create(
+    std::shared_ptr<const Checkpoint> checkpoint, std::vector<int> layers,
+    const LoadOptions& options) {
+  ASSIGN_OR_RETURN(auto host, LayerHostImpl::Create(std::move(checkpoint), std::move(layers),
+                                                    options));
+  return std::unique_ptr<LayerHost>(std::move(host));
+}
+
+absl::StatusOr<std::unique_ptr<ModelEnds>> ModelEnds::Create(
+    std::shared_ptr<const Checkpoint> checkpoint, const LoadOptions& options) {
+  ASSIGN_OR_RETURN(auto ends, ModelEndsImpl::Create(std::move(checkpoint), options));
+  return std::unique_ptr<ModelEnds>(std::move(ends));
+}
+
+absl::StatusOr<HostTensor> CombineResiduals(const HostTensor& h,
+                                            const std::vector<HostTensor>& outs,
+                                            absl::Span<const float> weights) {
+  RETURN_IF_ERROR(h.Validate());
+  if (outs.size() != weights.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(outs.size(), " block outputs but ",
+                                                   weights.size(), " weights"));
+  }
+  for (const HostTensor& o : outs) {
+    if (o.shape != h.shape || o.dtype != h.dtype) {
+      return absl::InvalidArgumentError(absl::StrCat("block output ", ShapeStr(o.shape),
+                                                     " does not match input ", ShapeStr(h.shape)));
+    }
+  }
+  return TorchCall("combine", [&]() -> absl::StatusOr<HostTensor> {
+    c10::InferenceMode guard;
+    torch::Tensor x = FromHost(h).to(torch::kFloat32);
+    torch::Tensor acc = x.clone();
+    for (size_t i = 0; i < outs.size(); ++i) {
+      acc.add_(FromHost(outs[i]).to(torch::kFloat32) - x, weights[i]);
+    }
+    return ToHost(acc, h.dtype);
+  });
+}
+
+}  // namespace swarm::model
