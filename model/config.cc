@@ -63,8 +63,8 @@ absl::StatusOr<ModelConfig> ParseJson(const json& j, absl::string_view source) {
   }
   ModelConfig c;
   std::string model_type = j.value("model_type", "");
-  if (auto it = j.find("architectures"); it != j.end() && it->is_array() && !it->empty() &&
-                                         (*it)[0].is_string()) {
+  if (auto it = j.find("architectures");
+      it != j.end() && it->is_array() && !it->empty() && (*it)[0].is_string()) {
     c.architecture = (*it)[0].get<std::string>();
   }
   const std::string& a = c.architecture;
@@ -125,8 +125,7 @@ absl::StatusOr<ModelConfig> ParseJson(const json& j, absl::string_view source) {
     c.intermediate_size = *v;
     if (!(v = GetInt(j, {"max_position_embeddings"}, source, 2048)).ok()) return v.status();
     c.max_position_embeddings = *v;
-    if (!(v = GetInt(j, {"head_dim"}, source,
-                     c.num_heads > 0 ? c.hidden_size / c.num_heads : 0))
+    if (!(v = GetInt(j, {"head_dim"}, source, c.num_heads > 0 ? c.hidden_size / c.num_heads : 0))
              .ok())
       return v.status();
     c.head_dim = *v;
@@ -189,13 +188,13 @@ absl::StatusOr<ModelConfig> ParseJson(const json& j, absl::string_view source) {
     if (!s.ok()) return s;
   }
   if (c.num_heads % c.num_kv_heads != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": num_attention_heads ", c.num_heads,
-                     " is not a multiple of num_key_value_heads ", c.num_kv_heads));
+    return absl::InvalidArgumentError(absl::StrCat(source, ": num_attention_heads ", c.num_heads,
+                                                   " is not a multiple of num_key_value_heads ",
+                                                   c.num_kv_heads));
   }
   if (c.head_dim % 2 != 0 && !c.IsGpt2()) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": head_dim ", c.head_dim,
-                                                   " must be even for rotary embeddings"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": head_dim ", c.head_dim, " must be even for rotary embeddings"));
   }
   if (c.IsGpt2() && c.hidden_size % c.num_heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": n_embd ", c.hidden_size,

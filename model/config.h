@@ -26,7 +26,7 @@ struct ModelConfig {
   int64_t num_layers = 0;
   int64_t num_heads = 0;
   int64_t num_kv_heads = 0;
-  int64_t head_dim = 0;                // hidden_size / num_heads unless config says otherwise.
+  int64_t head_dim = 0;                 // hidden_size / num_heads unless config says otherwise.
   int64_t max_position_embeddings = 0;  // The context limit.
   double norm_eps = 1e-5;               // rms_norm_eps or layer_norm_epsilon.
   double rope_theta = 10000.0;

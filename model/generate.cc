@@ -92,9 +92,8 @@ absl::StatusOr<GenerateResult> Generate(const ModelEnds& ends, BlockExecutor& ex
   if (prompt_ids.empty()) return absl::InvalidArgumentError("the prompt is empty");
   const int64_t ctx = c.max_position_embeddings;
   if (static_cast<int64_t>(prompt_ids.size()) > ctx) {
-    return absl::OutOfRangeError(absl::StrCat("prompt of ", prompt_ids.size(),
-                                              " tokens is longer than the context of ", ctx,
-                                              " tokens"));
+    return absl::OutOfRangeError(absl::StrCat(
+        "prompt of ", prompt_ids.size(), " tokens is longer than the context of ", ctx, " tokens"));
   }
   std::vector<int64_t> eos = c.eos_token_ids;
   if (tokenizer != nullptr && tokenizer->eos_id().has_value()) eos.push_back(*tokenizer->eos_id());

@@ -72,9 +72,9 @@ struct GeneratedToken {
 };
 
 struct GenerateResult {
-  std::vector<int64_t> ids;     // Generated ids only.
-  std::string text;             // Their decoded text (empty without a tokenizer).
-  std::string finish_reason;    // "eos", "length", "context" or "cancelled".
+  std::vector<int64_t> ids;   // Generated ids only.
+  std::string text;           // Their decoded text (empty without a tokenizer).
+  std::string finish_reason;  // "eos", "length", "context" or "cancelled".
 };
 
 // Called for each token as it is decoded; return false to stop early ("cancelled").

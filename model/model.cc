@@ -110,18 +110,17 @@ class WeightLoader {
     }
     auto src_type = ToTorch(view.dtype);
     if (!src_type.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("loading ", view.file, ": tensor '", name, "': ", src_type.status().message()));
+      return absl::InvalidArgumentError(absl::StrCat("loading ", view.file, ": tensor '", name,
+                                                     "': ", src_type.status().message()));
     }
-    return TorchCall(absl::StrCat("loading tensor '", name, "'"),
-                     [&]() -> absl::StatusOr<torch::Tensor> {
-                       torch::Tensor t = torch::from_blob(const_cast<uint8_t*>(view.data),
-                                                          view.shape,
-                                                          torch::TensorOptions().dtype(*src_type));
-                       // CPU and same dtype: keep the mmap view (zero copy, paged in lazily).
-                       if (device_.is_cpu() && *src_type == dtype_) return t;
-                       return t.to(device_, dtype_).contiguous();
-                     });
+    return TorchCall(
+        absl::StrCat("loading tensor '", name, "'"), [&]() -> absl::StatusOr<torch::Tensor> {
+          torch::Tensor t = torch::from_blob(const_cast<uint8_t*>(view.data), view.shape,
+                                             torch::TensorOptions().dtype(*src_type));
+          // CPU and same dtype: keep the mmap view (zero copy, paged in lazily).
+          if (device_.is_cpu() && *src_type == dtype_) return t;
+          return t.to(device_, dtype_).contiguous();
+        });
   }
 
  private:
@@ -190,9 +189,9 @@ absl::StatusOr<LayerWeights> LoadLayer(const ModelConfig& c, int layer, WeightLo
     }
   }
   for (const torch::Tensor* t :
-       {&lw.norm1_w, &lw.norm1_b, &lw.norm2_w, &lw.norm2_b, &lw.q_w, &lw.k_w, &lw.v_w, &lw.q_b,
-        &lw.k_b, &lw.v_b, &lw.qkv_w, &lw.qkv_b, &lw.o_w, &lw.o_b, &lw.gate_w, &lw.up_w, &lw.down_w,
-        &lw.gate_b, &lw.up_b, &lw.down_b}) {
+       {&lw.norm1_w, &lw.norm1_b, &lw.norm2_w, &lw.norm2_b, &lw.q_w,   &lw.k_w,   &lw.v_w,
+        &lw.q_b,     &lw.k_b,     &lw.v_b,     &lw.qkv_w,   &lw.qkv_b, &lw.o_w,   &lw.o_b,
+        &lw.gate_w,  &lw.up_w,    &lw.down_w,  &lw.gate_b,  &lw.up_b,  &lw.down_b}) {
     if (t->defined()) lw.bytes += t->nbytes();
   }
   return lw;
@@ -300,10 +299,11 @@ absl::StatusOr<std::unique_ptr<LayerHostImpl>> LayerHostImpl::Create(
     absl::Status s = TorchCall("building rotary tables", [&]() -> absl::Status {
       // Matches transformers' default rope: inv_freq and angles in float32.
       torch::Tensor inv_freq =
-          1.0 / torch::pow(c.rope_theta, torch::arange(0, c.head_dim, 2, torch::kInt64)
-                                                 .to(torch::kFloat32) /
-                                             static_cast<double>(c.head_dim));
-      torch::Tensor pos = torch::arange(c.max_position_embeddings, torch::kInt64).to(torch::kFloat32);
+          1.0 / torch::pow(c.rope_theta,
+                           torch::arange(0, c.head_dim, 2, torch::kInt64).to(torch::kFloat32) /
+                               static_cast<double>(c.head_dim));
+      torch::Tensor pos =
+          torch::arange(c.max_position_embeddings, torch::kInt64).to(torch::kFloat32);
       torch::Tensor freqs = torch::outer(pos, inv_freq.to(torch::kFloat32));
       torch::Tensor emb = torch::cat({freqs, freqs}, -1);
       host->cos_ = emb.cos().to(host->device_, host->dtype_);
@@ -365,8 +365,8 @@ torch::Tensor LayerHostImpl::Attention(const LayerWeights& w, const torch::Tenso
   scores = scores.mul_(1.0 / std::sqrt(static_cast<double>(hd))).view({KV, G, T, total});
   // Mask: query at position start_pos+t sees keys j <= start_pos+t (and within the window).
   if (T > 1 || c.sliding_window > 0) {
-    torch::Tensor qpos = torch::arange(start_pos, total, torch::TensorOptions().device(device_))
-                             .unsqueeze(1);
+    torch::Tensor qpos =
+        torch::arange(start_pos, total, torch::TensorOptions().device(device_)).unsqueeze(1);
     torch::Tensor kpos = torch::arange(total, torch::TensorOptions().device(device_)).unsqueeze(0);
     torch::Tensor masked = kpos > qpos;
     if (c.sliding_window > 0) masked = masked.logical_or(kpos <= qpos - c.sliding_window);
@@ -401,20 +401,19 @@ absl::StatusOr<HostTensor> LayerHostImpl::Forward(const HostTensor& h, int64_t s
   if (T < 1) return absl::InvalidArgumentError("hidden states hold no tokens");
   if (start_pos < 0 || start_pos + T > c.max_position_embeddings) {
     return absl::OutOfRangeError(absl::StrCat("positions ", start_pos, "..", start_pos + T - 1,
-                                              " exceed the context of ",
-                                              c.max_position_embeddings, " tokens"));
+                                              " exceed the context of ", c.max_position_embeddings,
+                                              " tokens"));
   }
   auto* kvc = dynamic_cast<KvCacheImpl*>(cache);
   if (kvc == nullptr) return absl::InvalidArgumentError("KV cache from another implementation");
   for (int l : layers) {
     if (!Hosts(l)) {
-      return absl::InvalidArgumentError(absl::StrCat("layer ", l, " is not hosted here (hosted: ",
-                                                     absl::StrJoin(layers_, ","), ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer ", l, " is not hosted here (hosted: ", absl::StrJoin(layers_, ","), ")"));
     }
     if (kvc->Length(l) != start_pos) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("layer ", l, " has ", kvc->Length(l), " cached positions, step starts at ",
-                       start_pos));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "layer ", l, " has ", kvc->Length(l), " cached positions, step starts at ", start_pos));
     }
   }
   return TorchCall("forward", [&]() -> absl::StatusOr<HostTensor> {
@@ -469,8 +468,8 @@ class ModelEndsImpl : public ModelEnds {
     } else {
       ends->head_ = ends->embed_;
     }
-    for (const torch::Tensor* t : {&ends->embed_, &ends->pos_embed_, &ends->norm_w_,
-                                   &ends->norm_b_}) {
+    for (const torch::Tensor* t :
+         {&ends->embed_, &ends->pos_embed_, &ends->norm_w_, &ends->norm_b_}) {
       if (t->defined()) ends->bytes_ += t->nbytes();
     }
     if (!ends->head_.is_same(ends->embed_)) ends->bytes_ += ends->head_.nbytes();
@@ -545,9 +544,9 @@ class ModelEndsImpl : public ModelEnds {
   absl::Status CheckHidden(const HostTensor& h) const {
     RETURN_IF_ERROR(h.Validate());
     if (h.shape.size() != 2 || h.shape[1] != config_.hidden_size || h.shape[0] < 1) {
-      return absl::InvalidArgumentError(absl::StrCat("hidden states have shape ",
-                                                     ShapeStr(h.shape), ", expected [T,",
-                                                     config_.hidden_size, "] with T >= 1"));
+      return absl::InvalidArgumentError(absl::StrCat("hidden states have shape ", ShapeStr(h.shape),
+                                                     ", expected [T,", config_.hidden_size,
+                                                     "] with T >= 1"));
     }
     return absl::OkStatus();
   }
@@ -659,8 +658,8 @@ std::vector<int> BlockLayout::Layers(int block) const {
 absl::StatusOr<std::unique_ptr<LayerHost>> LayerHost::Create(
     std::shared_ptr<const Checkpoint> checkpoint, std::vector<int> layers,
     const LoadOptions& options) {
-  ASSIGN_OR_RETURN(auto host, LayerHostImpl::Create(std::move(checkpoint), std::move(layers),
-                                                    options));
+  ASSIGN_OR_RETURN(auto host,
+                   LayerHostImpl::Create(std::move(checkpoint), std::move(layers), options));
   return std::unique_ptr<LayerHost>(std::move(host));
 }
 
@@ -675,8 +674,8 @@ absl::StatusOr<HostTensor> CombineResiduals(const HostTensor& h,
                                             absl::Span<const float> weights) {
   RETURN_IF_ERROR(h.Validate());
   if (outs.size() != weights.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(outs.size(), " block outputs but ",
-                                                   weights.size(), " weights"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(outs.size(), " block outputs but ", weights.size(), " weights"));
   }
   for (const HostTensor& o : outs) {
     if (o.shape != h.shape || o.dtype != h.dtype) {

@@ -115,8 +115,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   file->size_ = static_cast<size_t>(st.st_size);
   if (file->size_ < 8) {
     close(fd);
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": truncated safetensors file (", file->size_, " bytes, need at least 8)"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": truncated safetensors file (",
+                                                   file->size_, " bytes, need at least 8)"));
   }
   void* p = mmap(nullptr, file->size_, PROT_READ, MAP_PRIVATE, fd, 0);
   close(fd);
@@ -128,9 +128,9 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   uint64_t header_len = 0;
   std::memcpy(&header_len, file->base_, 8);  // Little-endian, as on every supported host.
   if (header_len > kMaxHeaderBytes || header_len > file->size_ - 8) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": header length ", header_len, " runs past the end of the file (",
-                     file->size_, " bytes)"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": header length ", header_len,
+                                                   " runs past the end of the file (", file->size_,
+                                                   " bytes)"));
   }
   const char* hdr = reinterpret_cast<const char*>(file->base_ + 8);
   json j = json::parse(hdr, hdr + header_len, nullptr, /*allow_exceptions=*/false);

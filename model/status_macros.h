@@ -13,9 +13,9 @@
 #define SWARM_STATUS_CONCAT_(a, b) SWARM_STATUS_CONCAT_INNER_(a, b)
 
 // Returns the status from the enclosing function if `expr` is not OK.
-#define RETURN_IF_ERROR(expr)                    \
-  do {                                           \
-    ::absl::Status swarm_status_ = (expr);       \
+#define RETURN_IF_ERROR(expr)                      \
+  do {                                             \
+    ::absl::Status swarm_status_ = (expr);         \
     if (!swarm_status_.ok()) return swarm_status_; \
   } while (0)
 
@@ -23,8 +23,8 @@
 #define ASSIGN_OR_RETURN(lhs, expr) \
   SWARM_ASSIGN_OR_RETURN_IMPL_(SWARM_STATUS_CONCAT_(swarm_statusor_, __LINE__), lhs, expr)
 
-#define SWARM_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr) \
-  auto statusor = (expr);                                 \
+#define SWARM_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr)  \
+  auto statusor = (expr);                                  \
   if (!statusor.ok()) return std::move(statusor).status(); \
   lhs = std::move(statusor).value()
 

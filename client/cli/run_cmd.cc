@@ -97,11 +97,12 @@ int Logits(const std::vector<std::string>& args) {
 
 }  // namespace
 
-SWARM_REGISTER_COMMAND(run, "run", "run --model DIR [--prompt TEXT | --ids 1,2,3] "
+SWARM_REGISTER_COMMAND(run, "run",
+                       "run --model DIR [--prompt TEXT | --ids 1,2,3] "
                        "[--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] "
                        "[--seed S] [--device cpu|cuda:N] [--dtype f32|bf16|f16] [--json]",
                        Run);
-SWARM_REGISTER_COMMAND(logits, "logits",
-                       "logits --model DIR --ids 1,2,3 --out FILE.safetensors", Logits);
+SWARM_REGISTER_COMMAND(logits, "logits", "logits --model DIR --ids 1,2,3 --out FILE.safetensors",
+                       Logits);
 
 }  // namespace swarm::cli
