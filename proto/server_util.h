@@ -1,0 +1,81 @@
+// Plumbing the two servers (swarm-worker, swarm-coordinator) share: building a gRPC server with
+// health checking, reflection and explicit message limits; waiting for SIGINT/SIGTERM; parsing the
+// flags of the server binaries. Not for request handling. Functions are thread-safe except
+// BlockShutdownSignals, which main() calls first.
+#ifndef SWARM_PROTO_SERVER_UTIL_H_
+#define SWARM_PROTO_SERVER_UTIL_H_
+
+#include <grpcpp/server.h>
+#include <grpcpp/support/channel_arguments.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace swarm {
+
+// Blocks SIGINT and SIGTERM in the calling thread and in every thread it starts afterwards, so
+// that WaitForShutdownSignal() receives them. Call at the top of main(), before any thread exists.
+void BlockShutdownSignals();
+// Waits for SIGINT or SIGTERM and returns its number.
+int WaitForShutdownSignal();
+
+struct StartedServer {
+  std::unique_ptr<grpc::Server> server;
+  std::string address;  // The bound address: the listen host with the port actually chosen.
+};
+
+// Builds and starts an insecure gRPC server on `listen` ("HOST:PORT", port 0 picks a free port)
+// with `services`, the standard health service (initially NOT_SERVING for "" and every service
+// name in `health_names`) and server reflection. Messages are limited to kMaxMessageBytes.
+// Callback services run on gRPC's callback threads. Errors: the address cannot be bound.
+absl::StatusOr<StartedServer> StartServer(const std::string& listen,
+                                          const std::vector<grpc::Service*>& services,
+                                          const std::vector<std::string>& health_names);
+// Sets the health status of "" and of `health_names`.
+void SetServing(grpc::Server* server, const std::vector<std::string>& health_names, bool serving);
+
+// Channel arguments for calls between our own processes: message limits, keepalive so that a
+// dead peer is noticed, fast reconnect.
+grpc::ChannelArguments InternalChannelArguments();
+
+// "HOST:PORT" with a port 0..65535; IPv6 hosts in brackets. InvalidArgument naming `flag`.
+absl::Status ValidateHostPort(absl::string_view address, absl::string_view flag);
+
+// "1048576", "512MiB", "2GiB", "1.5GB" (KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB of 1000).
+absl::StatusOr<int64_t> ParseByteSize(absl::string_view text);
+// Human-readable size: "1.5 GiB".
+std::string FormatBytes(int64_t bytes);
+
+// `--name value`, `--name=value` and boolean `--flag` arguments of a server binary, with the same
+// rules as the swarm CLI's flags: every flag declared, no positional arguments.
+class ServerFlags {
+ public:
+  static absl::StatusOr<ServerFlags> Parse(int argc, char** argv,
+                                           const std::set<std::string>& value_flags,
+                                           const std::set<std::string>& bool_flags);
+  bool Has(const std::string& name) const;
+  bool Bool(const std::string& name) const;
+  std::string String(const std::string& name, const std::string& fallback = "") const;
+  absl::StatusOr<std::string> Required(const std::string& name) const;
+  absl::StatusOr<int64_t> Int(const std::string& name, int64_t fallback) const;
+  absl::StatusOr<double> Double(const std::string& name, double fallback) const;
+  absl::StatusOr<int64_t> Bytes(const std::string& name, int64_t fallback) const;
+  // absl duration syntax ("30s", "5m", "1h30m") or plain seconds.
+  absl::StatusOr<absl::Duration> Duration(const std::string& name, absl::Duration fallback) const;
+
+ private:
+  std::map<std::string, std::string> values_;
+  std::set<std::string> bools_;
+};
+
+}  // namespace swarm
+
+#endif  // SWARM_PROTO_SERVER_UTIL_H_
