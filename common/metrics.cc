@@ -1,0 +1,659 @@
+#include "common/metrics.h"
+
+#include <algorithm>
+#include <cctype>
+#include <exception>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace swarm::common {
+namespace {
+
+using prometheus::Counter;
+using prometheus::Family;
+using prometheus::Gauge;
+using prometheus::Histogram;
+using prometheus::Labels;
+using prometheus::Registry;
+
+// Bucket layouts, in seconds. A forward step spans ~100 µs (a tiny model on CPU) to seconds (a
+// 70B block on a slow card); requests span tens of ms to minutes.
+const Histogram::BucketBoundaries& StepBuckets() {
+  static const auto* b =
+      new Histogram::BucketBoundaries{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                      0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
+  return *b;
+}
+const Histogram::BucketBoundaries& FirstTokenBuckets() {
+  static const auto* b = new Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                                         1,     2.5,  5,     10,   30,  60};
+  return *b;
+}
+const Histogram::BucketBoundaries& RequestBuckets() {
+  static const auto* b = new Histogram::BucketBoundaries{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,  2.5,
+                                                         5,    10,    30,   60,  120,  300, 600};
+  return *b;
+}
+const Histogram::BucketBoundaries& BlockLoadBuckets() {
+  static const auto* b = new Histogram::BucketBoundaries{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                                         2.5,  5,     10,   30,  60,   120};
+  return *b;
+}
+
+// Registration and Add() validate names and may throw; our names are constants, but keep any
+// exception at the call site as the house style asks.
+template <typename F>
+absl::Status Guard(absl::string_view what, F&& f) {
+  try {
+    f();
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("registering metric ", what, ": ", e.what()));
+  } catch (...) {
+    return absl::InternalError(absl::StrCat("registering metric ", what, ": unknown exception"));
+  }
+}
+
+// Lazily added series (rare paths: errors, unknown labels). Returns null if prometheus-cpp throws,
+// which callers treat as "drop this sample".
+template <typename T, typename... Args>
+T* AddOrNull(Family<T>* family, const Labels& labels, Args&&... args) {
+  try {
+    return &family->Add(labels, std::forward<Args>(args)...);
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+double NonNegative(double v) { return v > 0 ? v : 0; }
+
+// A label value that is an identifier ([A-Za-z0-9_]+, at most 40 characters) as given, else
+// "other": keeps code-supplied names readable and anything odd bounded.
+std::string IdentifierLabel(absl::string_view s) {
+  if (s.empty() || s.size() > 40) return "other";
+  for (char c : s) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') return "other";
+  }
+  return std::string(s);
+}
+
+// "A-B" (or "A") → {A, B}; false when malformed.
+bool ParseLayerRange(absl::string_view text, int* first, int* last) {
+  std::vector<absl::string_view> parts = absl::StrSplit(text, '-');
+  if (parts.size() == 1) parts.push_back(parts[0]);
+  if (parts.size() != 2) return false;
+  if (!absl::SimpleAtoi(parts[0], first) || !absl::SimpleAtoi(parts[1], last)) return false;
+  return *first >= 0 && *first <= *last;
+}
+
+template <typename T>
+std::vector<double> ToDoubles(absl::Span<const T> xs) {
+  std::vector<double> out;
+  out.reserve(xs.size());
+  for (T x : xs) out.push_back(static_cast<double>(x));
+  return out;
+}
+
+}  // namespace
+
+double JainIndex(absl::Span<const double> loads) {
+  double sum = 0, sum_sq = 0;
+  for (double x : loads) {
+    x = NonNegative(x);
+    sum += x;
+    sum_sq += x * x;
+  }
+  if (loads.empty() || sum_sq <= 0) return 1.0;
+  return (sum * sum) / (static_cast<double>(loads.size()) * sum_sq);
+}
+
+double JainIndex(absl::Span<const int64_t> counts) {
+  std::vector<double> d = ToDoubles(counts);
+  return JainIndex(absl::Span<const double>(d));
+}
+
+double MaxMeanRatio(absl::Span<const double> loads) {
+  double sum = 0, max = 0;
+  for (double x : loads) {
+    x = NonNegative(x);
+    sum += x;
+    max = std::max(max, x);
+  }
+  if (loads.empty() || sum <= 0) return 1.0;
+  return max / (sum / static_cast<double>(loads.size()));
+}
+
+double MaxMeanRatio(absl::Span<const int64_t> counts) {
+  std::vector<double> d = ToDoubles(counts);
+  return MaxMeanRatio(absl::Span<const double>(d));
+}
+
+std::string StatusCodeLabel(absl::StatusCode code) {
+  std::string name = absl::StatusCodeToString(code);
+  if (name.empty()) return "unknown";
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name;
+}
+
+absl::string_view ModeLabel(absl::string_view mode) {
+  if (mode == "exact") return "exact";
+  if (mode == "sparse") return "sparse";
+  return "other";
+}
+
+// ---------------------------------------------------------------------------------------------
+// WorkerMetrics
+
+struct WorkerMetrics::Impl {
+  struct Range {
+    int first = 0;
+    int last = 0;
+    std::string label;
+    Counter* steps = nullptr;
+    Counter* tokens = nullptr;
+    Histogram* latency = nullptr;
+  };
+
+  std::shared_ptr<Registry> registry;
+  Family<Counter>* steps_family = nullptr;
+  Family<Counter>* tokens_family = nullptr;
+  Family<Histogram>* latency_family = nullptr;
+  Family<Counter>* errors = nullptr;
+  Family<Counter>* session_evictions = nullptr;
+  std::vector<Range> ranges;  // Fixed after Create().
+  Gauge* ready = nullptr;
+  Gauge* sessions = nullptr;
+  Gauge* kv_bytes = nullptr;
+  Gauge* kv_budget = nullptr;
+  Gauge* resident = nullptr;
+  Counter* loads = nullptr;
+  Counter* evictions = nullptr;
+  Histogram* load_seconds = nullptr;
+
+  // The hosted range a request's layers count under, or null for "other".
+  const Range* Find(absl::string_view layer_range) const {
+    for (const Range& r : ranges) {
+      if (r.label == layer_range) return &r;
+    }
+    int first = 0, last = 0;
+    if (!ParseLayerRange(layer_range, &first, &last)) return nullptr;
+    for (const Range& r : ranges) {
+      if (first >= r.first && first <= r.last) return &r;
+    }
+    return nullptr;
+  }
+};
+
+absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const Options& options) {
+  if (options.layer_ranges.empty()) {
+    return absl::InvalidArgumentError("WorkerMetrics: no layer range given");
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->registry = options.registry ? options.registry : std::make_shared<Registry>();
+  Registry& reg = *impl->registry;
+  absl::flat_hash_set<std::string> seen;
+  for (const std::string& text : options.layer_ranges) {
+    Impl::Range r;
+    if (!ParseLayerRange(text, &r.first, &r.last)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("WorkerMetrics: layer range '", text, "' is not A-B with 0 <= A <= B"));
+    }
+    r.label = absl::StrCat(r.first, "-", r.last);
+    if (!seen.insert(r.label).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("WorkerMetrics: layer range '", text, "' given twice"));
+    }
+    impl->ranges.push_back(std::move(r));
+  }
+
+  Impl* m = impl.get();
+  absl::Status s = Guard("swarm_worker_*", [&] {
+    m->steps_family = &prometheus::BuildCounter()
+                           .Name("swarm_worker_forward_steps_total")
+                           .Help("Forward steps completed, by hosted layer range.")
+                           .Register(reg);
+    m->tokens_family = &prometheus::BuildCounter()
+                            .Name("swarm_worker_forward_tokens_total")
+                            .Help(
+                                "Token positions run through the layers by completed forward "
+                                "steps (a prefill of T tokens counts T).")
+                            .Register(reg);
+    m->latency_family = &prometheus::BuildHistogram()
+                             .Name("swarm_worker_forward_duration_seconds")
+                             .Help("Time to run one completed forward step over the layer range.")
+                             .Register(reg);
+    for (Impl::Range& r : m->ranges) {
+      r.steps = &m->steps_family->Add({{"layers", r.label}});
+      r.tokens = &m->tokens_family->Add({{"layers", r.label}});
+      r.latency = &m->latency_family->Add({{"layers", r.label}}, StepBuckets());
+    }
+    m->errors = &prometheus::BuildCounter()
+                     .Name("swarm_worker_errors_total")
+                     .Help("RPCs that failed, by method and gRPC status code.")
+                     .Register(reg);
+    m->ready = &prometheus::BuildGauge()
+                    .Name("swarm_worker_ready")
+                    .Help("1 once the hosted layers are loaded and the worker reports SERVING.")
+                    .Register(reg)
+                    .Add({});
+    m->sessions = &prometheus::BuildGauge()
+                       .Name("swarm_worker_active_sessions")
+                       .Help("Open sessions (each holds a KV cache).")
+                       .Register(reg)
+                       .Add({});
+    m->kv_bytes = &prometheus::BuildGauge()
+                       .Name("swarm_worker_kv_cache_bytes")
+                       .Help("Bytes held by the KV caches of open sessions.")
+                       .Register(reg)
+                       .Add({});
+    m->kv_budget = &prometheus::BuildGauge()
+                        .Name("swarm_worker_kv_cache_budget_bytes")
+                        .Help("KV cache memory budget in bytes (0 = unlimited).")
+                        .Register(reg)
+                        .Add({});
+    m->session_evictions = &prometheus::BuildCounter()
+                                .Name("swarm_worker_session_evictions_total")
+                                .Help("Sessions dropped by the worker, by reason.")
+                                .Register(reg);
+    m->resident = &prometheus::BuildGauge()
+                       .Name("swarm_worker_blocks_resident")
+                       .Help("Blocks resident in device memory now.")
+                       .Register(reg)
+                       .Add({});
+    m->loads = &prometheus::BuildCounter()
+                    .Name("swarm_worker_block_loads_total")
+                    .Help("Blocks loaded onto the device.")
+                    .Register(reg)
+                    .Add({});
+    m->evictions = &prometheus::BuildCounter()
+                        .Name("swarm_worker_block_evictions_total")
+                        .Help("Blocks dropped from device memory.")
+                        .Register(reg)
+                        .Add({});
+    m->load_seconds = &prometheus::BuildHistogram()
+                           .Name("swarm_worker_block_load_duration_seconds")
+                           .Help("Time to load one block onto the device.")
+                           .Register(reg)
+                           .Add({}, BlockLoadBuckets());
+    std::vector<std::string> labels;
+    for (const Impl::Range& r : m->ranges) labels.push_back(r.label);
+    prometheus::BuildGauge()
+        .Name("swarm_worker_info")
+        .Help("Always 1; labels describe the worker: model, device, dtype, hosted layer ranges.")
+        .Register(reg)
+        .Add({{"model", options.model},
+              {"device", options.device},
+              {"dtype", options.dtype},
+              {"layers", absl::StrJoin(labels, ",")}})
+        .Set(1);
+  });
+  if (!s.ok()) return s;
+  return std::unique_ptr<WorkerMetrics>(new WorkerMetrics(std::move(impl)));
+}
+
+WorkerMetrics::WorkerMetrics(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+WorkerMetrics::~WorkerMetrics() = default;
+
+std::shared_ptr<prometheus::Registry> WorkerMetrics::registry() const { return impl_->registry; }
+
+void WorkerMetrics::OnForward(absl::string_view layer_range, double seconds, absl::StatusCode code,
+                              int64_t tokens) {
+  if (code != absl::StatusCode::kOk) {
+    OnError("Forward", code);
+    return;
+  }
+  const Impl::Range* r = impl_->Find(layer_range);
+  Counter* steps = r ? r->steps : AddOrNull(impl_->steps_family, {{"layers", "other"}});
+  Counter* toks = r ? r->tokens : AddOrNull(impl_->tokens_family, {{"layers", "other"}});
+  Histogram* lat =
+      r ? r->latency : AddOrNull(impl_->latency_family, {{"layers", "other"}}, StepBuckets());
+  if (steps) steps->Increment();
+  if (toks && tokens > 0) toks->Increment(static_cast<double>(tokens));
+  if (lat) lat->Observe(NonNegative(seconds));
+}
+
+void WorkerMetrics::OnError(absl::string_view method, absl::StatusCode code) {
+  Counter* c = AddOrNull(impl_->errors,
+                         {{"method", IdentifierLabel(method)}, {"code", StatusCodeLabel(code)}});
+  if (c) c->Increment();
+}
+
+void WorkerMetrics::SetReady(bool ready) { impl_->ready->Set(ready ? 1 : 0); }
+void WorkerMetrics::SetActiveSessions(int64_t sessions) {
+  impl_->sessions->Set(static_cast<double>(sessions));
+}
+void WorkerMetrics::SetKvCacheBytes(int64_t bytes) {
+  impl_->kv_bytes->Set(static_cast<double>(bytes));
+}
+void WorkerMetrics::SetKvCacheBudgetBytes(int64_t bytes) {
+  impl_->kv_budget->Set(static_cast<double>(bytes));
+}
+void WorkerMetrics::OnSessionEvicted(absl::string_view reason) {
+  Counter* c = AddOrNull(impl_->session_evictions, {{"reason", IdentifierLabel(reason)}});
+  if (c) c->Increment();
+}
+void WorkerMetrics::SetBlocksResident(int64_t blocks) {
+  impl_->resident->Set(static_cast<double>(blocks));
+}
+void WorkerMetrics::OnBlockLoad(double seconds) {
+  impl_->loads->Increment();
+  impl_->load_seconds->Observe(NonNegative(seconds));
+}
+void WorkerMetrics::OnBlockEviction() { impl_->evictions->Increment(); }
+
+// ---------------------------------------------------------------------------------------------
+// CoordinatorMetrics
+
+struct CoordinatorMetrics::Impl {
+  struct ModeSeries {
+    Counter* prompt_tokens = nullptr;
+    Counter* generated_tokens = nullptr;
+    Histogram* duration = nullptr;
+    Histogram* first_token = nullptr;
+    Histogram* inter_token = nullptr;
+  };
+  struct WorkerSeries {
+    Counter* steps = nullptr;
+    Histogram* latency = nullptr;
+    Gauge* up = nullptr;
+  };
+
+  std::shared_ptr<Registry> registry;
+  Family<Counter>* requests = nullptr;
+  Family<Counter>* prompt_tokens = nullptr;
+  Family<Counter>* generated_tokens = nullptr;
+  Family<Histogram>* duration = nullptr;
+  Family<Histogram>* first_token = nullptr;
+  Family<Histogram>* inter_token = nullptr;
+  Family<Counter>* worker_steps = nullptr;
+  Family<Histogram>* worker_latency = nullptr;
+  Family<Gauge>* worker_up = nullptr;
+  Family<Counter>* worker_errors = nullptr;
+  Gauge* active = nullptr;
+  Gauge* ready = nullptr;
+  Gauge* jain = nullptr;
+  Gauge* max_mean = nullptr;
+  Gauge* gap = nullptr;
+  ModeSeries exact, sparse;  // Fixed after Create(); "other" is added on demand.
+  std::vector<Counter*> selections, steps;
+  std::vector<Gauge*> share, tolls, replicas;
+  absl::flat_hash_map<std::string, WorkerSeries> workers;  // Fixed after Create().
+
+  ModeSeries Mode(absl::string_view mode) {
+    absl::string_view label = ModeLabel(mode);
+    if (label == "exact") return exact;
+    if (label == "sparse") return sparse;
+    return MakeMode(label);
+  }
+  ModeSeries MakeMode(absl::string_view label) {
+    Labels l{{"mode", std::string(label)}};
+    ModeSeries m;
+    m.prompt_tokens = AddOrNull(prompt_tokens, l);
+    m.generated_tokens = AddOrNull(generated_tokens, l);
+    m.duration = AddOrNull(duration, l, RequestBuckets());
+    m.first_token = AddOrNull(first_token, l, FirstTokenBuckets());
+    m.inter_token = AddOrNull(inter_token, l, StepBuckets());
+    return m;
+  }
+  WorkerSeries Worker(absl::string_view worker) {
+    auto it = workers.find(worker);
+    if (it != workers.end()) return it->second;
+    Labels l{{"worker", "other"}};
+    WorkerSeries w;
+    w.steps = AddOrNull(worker_steps, l);
+    w.latency = AddOrNull(worker_latency, l, StepBuckets());
+    w.up = AddOrNull(worker_up, l);
+    return w;
+  }
+  bool ValidBlock(int b) const { return b >= 0 && b < static_cast<int>(selections.size()); }
+};
+
+absl::StatusOr<std::unique_ptr<CoordinatorMetrics>> CoordinatorMetrics::Create(
+    const Options& options) {
+  if (options.num_blocks <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CoordinatorMetrics: num_blocks must be > 0, got ", options.num_blocks));
+  }
+  absl::flat_hash_set<std::string> seen;
+  for (const std::string& w : options.workers) {
+    if (w.empty()) return absl::InvalidArgumentError("CoordinatorMetrics: empty worker address");
+    if (!seen.insert(w).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("CoordinatorMetrics: worker '", w, "' given twice"));
+    }
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->registry = options.registry ? options.registry : std::make_shared<Registry>();
+  Registry& reg = *impl->registry;
+  Impl* m = impl.get();
+  absl::Status s = Guard("swarm_coordinator_*", [&] {
+    m->requests = &prometheus::BuildCounter()
+                       .Name("swarm_coordinator_requests_total")
+                       .Help("Generate requests finished, by mode and outcome (gRPC code).")
+                       .Register(reg);
+    m->prompt_tokens = &prometheus::BuildCounter()
+                            .Name("swarm_coordinator_prompt_tokens_total")
+                            .Help("Prompt tokens of finished requests.")
+                            .Register(reg);
+    m->generated_tokens = &prometheus::BuildCounter()
+                               .Name("swarm_coordinator_generated_tokens_total")
+                               .Help("Tokens generated and streamed by finished requests.")
+                               .Register(reg);
+    m->duration = &prometheus::BuildHistogram()
+                       .Name("swarm_coordinator_request_duration_seconds")
+                       .Help("Generate request latency, accept to last token.")
+                       .Register(reg);
+    m->first_token = &prometheus::BuildHistogram()
+                          .Name("swarm_coordinator_time_to_first_token_seconds")
+                          .Help("Time from accepting a request to streaming its first token.")
+                          .Register(reg);
+    m->inter_token = &prometheus::BuildHistogram()
+                          .Name("swarm_coordinator_inter_token_latency_seconds")
+                          .Help("Time between two consecutive tokens of one request.")
+                          .Register(reg);
+    m->exact = m->MakeMode("exact");
+    m->sparse = m->MakeMode("sparse");
+    for (const char* mode : {"exact", "sparse"}) {
+      m->requests->Add({{"mode", mode}, {"outcome", "ok"}});  // Series exist from the start.
+    }
+    m->active = &prometheus::BuildGauge()
+                     .Name("swarm_coordinator_active_requests")
+                     .Help("Generate requests in flight.")
+                     .Register(reg)
+                     .Add({});
+    m->ready = &prometheus::BuildGauge()
+                    .Name("swarm_coordinator_ready")
+                    .Help("1 while the workers together cover every layer (serving).")
+                    .Register(reg)
+                    .Add({});
+
+    auto& selections = prometheus::BuildCounter()
+                           .Name("swarm_coordinator_block_selections_total")
+                           .Help("Requests for which the router selected the block.")
+                           .Register(reg);
+    auto& steps = prometheus::BuildCounter()
+                      .Name("swarm_coordinator_block_steps_total")
+                      .Help("Forward steps run on the block (its load).")
+                      .Register(reg);
+    auto& share = prometheus::BuildGauge()
+                      .Name("swarm_coordinator_block_load_share_ratio")
+                      .Help("The block's share of the router's current load estimate (sums to 1).")
+                      .Register(reg);
+    auto& tolls = prometheus::BuildGauge()
+                      .Name("swarm_coordinator_router_toll")
+                      .Help("The router's load toll on the block (router score units).")
+                      .Register(reg);
+    auto& replicas = prometheus::BuildGauge()
+                         .Name("swarm_coordinator_block_replicas")
+                         .Help("Ready workers hosting the block (0 = uncovered).")
+                         .Register(reg);
+    for (int b = 0; b < options.num_blocks; ++b) {
+      Labels l{{"block", absl::StrCat(b)}};
+      m->selections.push_back(&selections.Add(l));
+      m->steps.push_back(&steps.Add(l));
+      m->share.push_back(&share.Add(l));
+      m->tolls.push_back(&tolls.Add(l));
+      m->replicas.push_back(&replicas.Add(l));
+    }
+    m->jain = &prometheus::BuildGauge()
+                   .Name("swarm_coordinator_block_load_jain_ratio")
+                   .Help(
+                       "Jain's fairness index of the block loads: 1 balanced, 1/N one block "
+                       "carries all.")
+                   .Register(reg)
+                   .Add({});
+    m->max_mean = &prometheus::BuildGauge()
+                       .Name("swarm_coordinator_block_load_max_mean_ratio")
+                       .Help("Largest block load over the mean block load: 1 balanced, N worst.")
+                       .Register(reg)
+                       .Add({});
+    m->gap = &prometheus::BuildGauge()
+                  .Name("swarm_coordinator_router_equilibrium_gap")
+                  .Help("The router's distance from its load equilibrium (0 at equilibrium).")
+                  .Register(reg)
+                  .Add({});
+    m->jain->Set(1);
+    m->max_mean->Set(1);
+
+    m->worker_steps = &prometheus::BuildCounter()
+                           .Name("swarm_coordinator_worker_steps_total")
+                           .Help("Forward steps dispatched to the worker and completed.")
+                           .Register(reg);
+    m->worker_latency = &prometheus::BuildHistogram()
+                             .Name("swarm_coordinator_worker_step_duration_seconds")
+                             .Help("Round trip of one forward step to the worker.")
+                             .Register(reg);
+    m->worker_up = &prometheus::BuildGauge()
+                        .Name("swarm_coordinator_worker_up")
+                        .Help("1 when the coordinator sees the worker as healthy (SERVING).")
+                        .Register(reg);
+    m->worker_errors = &prometheus::BuildCounter()
+                            .Name("swarm_coordinator_worker_errors_total")
+                            .Help("Steps dispatched to the worker that failed, by gRPC code.")
+                            .Register(reg);
+    for (const std::string& w : options.workers) {
+      Labels l{{"worker", w}};
+      Impl::WorkerSeries ws;
+      ws.steps = &m->worker_steps->Add(l);
+      ws.latency = &m->worker_latency->Add(l, StepBuckets());
+      ws.up = &m->worker_up->Add(l);
+      m->workers.emplace(w, ws);
+    }
+    prometheus::BuildGauge()
+        .Name("swarm_coordinator_info")
+        .Help("Always 1; labels describe the coordinator: model and block count.")
+        .Register(reg)
+        .Add({{"model", options.model}, {"blocks", absl::StrCat(options.num_blocks)}})
+        .Set(1);
+  });
+  if (!s.ok()) return s;
+  return std::unique_ptr<CoordinatorMetrics>(new CoordinatorMetrics(std::move(impl)));
+}
+
+CoordinatorMetrics::CoordinatorMetrics(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CoordinatorMetrics::~CoordinatorMetrics() = default;
+
+std::shared_ptr<prometheus::Registry> CoordinatorMetrics::registry() const {
+  return impl_->registry;
+}
+
+void CoordinatorMetrics::OnRequestStart(absl::string_view mode) { impl_->active->Increment(); }
+
+void CoordinatorMetrics::OnRequestDone(absl::string_view mode, absl::StatusCode outcome,
+                                       int64_t prompt_tokens, int64_t generated_tokens,
+                                       double seconds, double time_to_first_token_seconds) {
+  impl_->active->Decrement();
+  Counter* c = AddOrNull(impl_->requests, {{"mode", std::string(ModeLabel(mode))},
+                                           {"outcome", StatusCodeLabel(outcome)}});
+  if (c) c->Increment();
+  Impl::ModeSeries m = impl_->Mode(mode);
+  if (m.prompt_tokens && prompt_tokens > 0) {
+    m.prompt_tokens->Increment(static_cast<double>(prompt_tokens));
+  }
+  if (m.generated_tokens && generated_tokens > 0) {
+    m.generated_tokens->Increment(static_cast<double>(generated_tokens));
+  }
+  if (m.duration) m.duration->Observe(NonNegative(seconds));
+  if (m.first_token && time_to_first_token_seconds >= 0) {
+    m.first_token->Observe(time_to_first_token_seconds);
+  }
+}
+
+void CoordinatorMetrics::OnInterToken(absl::string_view mode, double seconds) {
+  Impl::ModeSeries m = impl_->Mode(mode);
+  if (m.inter_token) m.inter_token->Observe(NonNegative(seconds));
+}
+
+void CoordinatorMetrics::OnBlocksSelected(absl::Span<const int> blocks) {
+  for (int b : blocks) {
+    if (impl_->ValidBlock(b)) impl_->selections[b]->Increment();
+  }
+}
+
+void CoordinatorMetrics::OnBlockSteps(absl::Span<const int> blocks, int64_t steps) {
+  if (steps <= 0) return;
+  for (int b : blocks) {
+    if (impl_->ValidBlock(b)) impl_->steps[b]->Increment(static_cast<double>(steps));
+  }
+}
+
+void CoordinatorMetrics::SetBlockLoads(absl::Span<const double> loads) {
+  const size_t n = std::min(loads.size(), impl_->share.size());
+  absl::Span<const double> used = loads.subspan(0, n);
+  double sum = 0;
+  for (double x : used) sum += NonNegative(x);
+  for (size_t b = 0; b < n; ++b) {
+    impl_->share[b]->Set(sum > 0 ? NonNegative(used[b]) / sum : 0.0);
+  }
+  impl_->jain->Set(JainIndex(used));
+  impl_->max_mean->Set(MaxMeanRatio(used));
+}
+
+void CoordinatorMetrics::SetBalance(double jain, double max_mean, double equilibrium_gap) {
+  impl_->jain->Set(jain);
+  impl_->max_mean->Set(max_mean);
+  impl_->gap->Set(equilibrium_gap);
+}
+
+void CoordinatorMetrics::SetTolls(absl::Span<const double> tolls) {
+  const size_t n = std::min(tolls.size(), impl_->tolls.size());
+  for (size_t b = 0; b < n; ++b) impl_->tolls[b]->Set(tolls[b]);
+}
+
+void CoordinatorMetrics::SetBlockReplicas(int block, int replicas) {
+  if (impl_->ValidBlock(block)) impl_->replicas[block]->Set(replicas);
+}
+
+void CoordinatorMetrics::OnWorkerStep(absl::string_view worker, double seconds,
+                                      absl::StatusCode code) {
+  if (code != absl::StatusCode::kOk) {
+    absl::string_view label = impl_->workers.contains(worker) ? worker : "other";
+    Counter* c = AddOrNull(impl_->worker_errors,
+                           {{"worker", std::string(label)}, {"code", StatusCodeLabel(code)}});
+    if (c) c->Increment();
+    return;
+  }
+  Impl::WorkerSeries w = impl_->Worker(worker);
+  if (w.steps) w.steps->Increment();
+  if (w.latency) w.latency->Observe(NonNegative(seconds));
+}
+
+void CoordinatorMetrics::SetWorkerUp(absl::string_view worker, bool up) {
+  Impl::WorkerSeries w = impl_->Worker(worker);
+  if (w.up) w.up->Set(up ? 1 : 0);
+}
+
+void CoordinatorMetrics::SetReady(bool ready) { impl_->ready->Set(ready ? 1 : 0); }
+
+}  // namespace swarm::common

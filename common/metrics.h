@@ -1,0 +1,164 @@
+// Typed Prometheus metric sets for swarm-worker (WorkerMetrics) and swarm-coordinator
+// (CoordinatorMetrics), and the load-balance figures they export (Jain's index, max/mean).
+//
+// Callers: the worker's and coordinator's servers create one set per process at start-up, pass
+// registry() to MetricsServer (common/metrics_server.h) for `--metrics-listen`, and call the small
+// On*/Set* methods from their request paths. docs/metrics.md lists every metric; the Grafana
+// dashboard and the Prometheus rules in deploy/ use these names, and tests/common checks that every
+// name they query is exported here.
+//
+// Naming: swarm_<component>_<quantity>_<unit>; counters end in _total; base units (seconds, bytes,
+// ratio); histograms, not summaries. Labels are bounded: every label value is either fixed at
+// Create() (blocks 0..N-1, the worker addresses, the hosted layer ranges), one of a small closed
+// set (mode: exact|sparse|other; code: the 17 absl/gRPC status codes in snake case), or folded
+// into "other".
+//
+// Threading: every method is thread-safe and cheap enough for the per-token path (series used per
+// step are created once at Create(); updates are atomic adds). prometheus-cpp stays out of this
+// header: it is only forward-declared for registry().
+#ifndef SWARM_COMMON_METRICS_H_
+#define SWARM_COMMON_METRICS_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+
+namespace prometheus {
+class Registry;
+}  // namespace prometheus
+
+namespace swarm::common {
+
+// Jain's fairness index of a load vector, (Σx)² / (n·Σx²): 1 when every entry is equal, 1/n when
+// one entry carries everything. 1 for an empty or all-zero vector (nothing to be unfair about).
+// Negative entries are treated as 0.
+double JainIndex(absl::Span<const double> loads);
+double JainIndex(absl::Span<const int64_t> counts);
+
+// max/mean of a load vector: 1 when balanced, n when one entry carries everything. 1 for an empty
+// or all-zero vector. Negative entries are treated as 0.
+double MaxMeanRatio(absl::Span<const double> loads);
+double MaxMeanRatio(absl::Span<const int64_t> counts);
+
+// The `code` label value of a status code: "ok", "cancelled", "invalid_argument",
+// "resource_exhausted", ... (snake case of the gRPC code name; gRPC and absl codes agree).
+std::string StatusCodeLabel(absl::StatusCode code);
+
+// The `mode` label value: "exact" or "sparse" as given (case-sensitive), anything else "other".
+absl::string_view ModeLabel(absl::string_view mode);
+
+// Metrics of one swarm-worker process (prefix swarm_worker_).
+class WorkerMetrics {
+ public:
+  struct Options {
+    // The layer ranges this worker hosts, "A-B" inclusive, e.g. {"0-3"} or {"0-1", "6-7"}. Each
+    // becomes a `layers` label value; at least one is required.
+    std::vector<std::string> layer_ranges;
+    std::string model;           // swarm_worker_info{model}: the model's name or directory.
+    std::string device = "cpu";  // swarm_worker_info{device}
+    std::string dtype = "f32";   // swarm_worker_info{dtype}
+    // Register onto this registry instead of a new one (e.g. a test hosting both sets).
+    std::shared_ptr<prometheus::Registry> registry;
+  };
+
+  // InvalidArgument naming the entry when a layer range is not "A-B" with 0 <= A <= B or when
+  // none is given.
+  static absl::StatusOr<std::unique_ptr<WorkerMetrics>> Create(const Options& options);
+  ~WorkerMetrics();
+
+  // The registry to serve on /metrics.
+  std::shared_ptr<prometheus::Registry> registry() const;
+
+  // One Forward RPC over `layer_range` ("A-B"), `tokens` positions, taking `seconds`. OK: counts a
+  // step and its tokens and observes the latency under the hosted range that contains layer A (a
+  // sub-range of a hosted range counts under that range; anything else under layers="other").
+  // Not OK: counts swarm_worker_errors_total{method="Forward",code} only.
+  void OnForward(absl::string_view layer_range, double seconds, absl::StatusCode code,
+                 int64_t tokens = 1);
+  // A failed RPC other than Forward: `method` is the RPC's short name ("OpenSession", "Info",
+  // ...); names outside the WorkerService's methods are folded into "other".
+  void OnError(absl::string_view method, absl::StatusCode code);
+
+  void SetReady(bool ready);                  // 1 once the hosted layers are loaded (SERVING).
+  void SetActiveSessions(int64_t sessions);   // Open sessions (KV caches held).
+  void SetKvCacheBytes(int64_t bytes);        // Bytes held by KV caches now.
+  void SetKvCacheBudgetBytes(int64_t bytes);  // The KV memory budget (0 = unlimited).
+  void OnSessionEvicted(absl::string_view reason);  // reason: "idle_ttl" | "budget" | "other".
+  // Residency (a worker that pages blocks in and out of device memory).
+  void SetBlocksResident(int64_t blocks);
+  void OnBlockLoad(double seconds);  // One block loaded onto the device, taking `seconds`.
+  void OnBlockEviction();            // One block dropped from the device.
+
+ private:
+  struct Impl;
+  explicit WorkerMetrics(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Metrics of one swarm-coordinator process (prefix swarm_coordinator_).
+class CoordinatorMetrics {
+ public:
+  struct Options {
+    int num_blocks = 0;                // Blocks 0..N-1 get per-block series. Required (> 0).
+    std::vector<std::string> workers;  // Worker addresses as given to --workers: `worker` labels.
+    std::string model;                 // swarm_coordinator_info{model}
+    std::shared_ptr<prometheus::Registry> registry;  // As in WorkerMetrics::Options.
+  };
+
+  // InvalidArgument when num_blocks <= 0 or a worker address is empty or repeated.
+  static absl::StatusOr<std::unique_ptr<CoordinatorMetrics>> Create(const Options& options);
+  ~CoordinatorMetrics();
+
+  std::shared_ptr<prometheus::Registry> registry() const;
+
+  // --- Requests. `mode` is "exact" or "sparse" (see ModeLabel).
+  // A Generate call was accepted: swarm_coordinator_active_requests += 1. Pair with
+  // OnRequestDone.
+  void OnRequestStart(absl::string_view mode);
+  // A Generate call finished with `outcome` (OK, CANCELLED, DEADLINE_EXCEEDED, ...):
+  // active_requests -= 1, requests_total{mode,outcome} += 1, token counters += the counts, and the
+  // request latency is observed. `time_to_first_token_seconds` < 0 means no token was produced
+  // (not observed).
+  void OnRequestDone(absl::string_view mode, absl::StatusCode outcome, int64_t prompt_tokens,
+                     int64_t generated_tokens, double seconds, double time_to_first_token_seconds);
+  // The gap between two consecutive streamed tokens of one request.
+  void OnInterToken(absl::string_view mode, double seconds);
+
+  // --- Block load. Block indices outside [0, num_blocks) are ignored.
+  // The router chose `blocks` for one request: block_selections_total{block} += 1 each.
+  void OnBlocksSelected(absl::Span<const int> blocks);
+  // `steps` forward steps ran on each of `blocks` (exact mode: every block, every step).
+  void OnBlockSteps(absl::Span<const int> blocks, int64_t steps = 1);
+  // Current load per block (the router's load estimate; entry b is block b; extra entries are
+  // ignored): sets block_load_share_ratio{block} = load_b / Σload, and the Jain and max/mean
+  // gauges from the same vector.
+  void SetBlockLoads(absl::Span<const double> loads);
+  // Sets the balance gauges directly: Jain's index, max/mean and the router's equilibrium gap.
+  void SetBalance(double jain, double max_mean, double equilibrium_gap);
+  // The router's per-block load tolls (entry b is block b).
+  void SetTolls(absl::Span<const double> tolls);
+  // How many ready workers host block `block` now (0 = the block is uncovered).
+  void SetBlockReplicas(int block, int replicas);
+
+  // --- Workers. Unknown addresses are counted under worker="other".
+  // One step dispatched to `worker` (round trip `seconds`). OK: steps_total and the latency
+  // histogram; otherwise worker_errors_total{worker,code}.
+  void OnWorkerStep(absl::string_view worker, double seconds, absl::StatusCode code);
+  void SetWorkerUp(absl::string_view worker, bool up);  // The coordinator's health view.
+  void SetReady(bool ready);  // 1 while the workers cover every layer (serving).
+
+ private:
+  struct Impl;
+  explicit CoordinatorMetrics(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace swarm::common
+
+#endif  // SWARM_COMMON_METRICS_H_

@@ -1,0 +1,88 @@
+// MetricsServer: serves a prometheus::Registry as Prometheus text on `GET /metrics`, plus
+// `GET /healthz`, over cpp-httplib on one HOST:PORT. Used by swarm-worker and swarm-coordinator
+// for their `--metrics-listen` flag (the same server can later carry an HTTP API).
+//
+// Why not prometheus-cpp's own Exposer: its civetweb threads have ~100 KB stacks, smaller than the
+// static TLS of LibTorch's dependency tree, so pthread_create fails inside a LibTorch process
+// (see DESIGN.md). cpp-httplib uses std::thread with the default stack size.
+//
+// Threading: Start() binds the socket and returns once the server thread accepts connections; the
+// server owns that thread and a small fixed pool of request threads, all joined by Stop() or the
+// destructor (no detached threads). Scrapes run concurrently with metric updates; prometheus-cpp
+// metrics are thread-safe. All public methods are thread-safe; Stop() is idempotent.
+#ifndef SWARM_COMMON_METRICS_SERVER_H_
+#define SWARM_COMMON_METRICS_SERVER_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+
+namespace httplib {
+class Server;
+}  // namespace httplib
+namespace prometheus {
+class Registry;
+}  // namespace prometheus
+
+namespace swarm::common {
+
+// A parsed "HOST:PORT" ("127.0.0.1:9100", "0.0.0.0:0", "[::1]:9100", ":9100" = all interfaces).
+struct HostPort {
+  std::string host;
+  int port = 0;
+};
+// InvalidArgument naming `text` when it is not HOST:PORT with a port in [0, 65535].
+absl::StatusOr<HostPort> ParseHostPort(absl::string_view text);
+
+class MetricsServer {
+ public:
+  struct Options {
+    // HOST:PORT to bind; port 0 picks a free port (read it back with port()).
+    std::string listen = "127.0.0.1:0";
+    // The registry to serve. Required. Shared so that the server can outlive nothing it serves.
+    std::shared_ptr<prometheus::Registry> registry;
+    // Optional: /healthz answers 200 "ok" when this returns true (or when unset), 503 otherwise.
+    std::function<bool()> healthy;
+    // Request-handling threads (connections are keep-alive; Prometheus uses one per target).
+    int threads = 4;
+  };
+
+  // Binds and starts serving. InvalidArgument for a malformed address or a missing registry,
+  // Unavailable naming the address when it cannot be bound (in use, no such interface).
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const Options& options);
+
+  MetricsServer(const MetricsServer&) = delete;
+  MetricsServer& operator=(const MetricsServer&) = delete;
+  ~MetricsServer();  // Stop()s.
+
+  // The bound port (the real one when Options::listen asked for port 0).
+  int port() const { return port_; }
+  // "HOST:PORT" with the bound port, e.g. "127.0.0.1:41234".
+  std::string address() const;
+
+  // Stops accepting, finishes in-flight requests and joins every thread. Idempotent.
+  void Stop();
+
+ private:
+  MetricsServer(std::unique_ptr<httplib::Server> server, std::string host, int port);
+
+  const std::string host_;
+  const int port_;
+  absl::Mutex mu_;
+  std::unique_ptr<httplib::Server> server_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_ ABSL_GUARDED_BY(mu_);
+};
+
+// The text exposition of `registry` ("# HELP ...\n# TYPE ...\n..."). Never throws: a failing
+// serializer yields Internal. Used by the server and by tests that check metric output directly.
+absl::StatusOr<std::string> SerializeRegistry(const prometheus::Registry& registry);
+
+}  // namespace swarm::common
+
+#endif  // SWARM_COMMON_METRICS_SERVER_H_

@@ -1,0 +1,226 @@
+// MetricsServer: /metrics and /healthz over cpp-httplib, checked with an httplib client in the
+// same process. This test binary links LibTorch (through swarm_model), so it also shows the server
+// starts inside a LibTorch process, which prometheus-cpp's civetweb Exposer cannot.
+#include "common/metrics_server.h"
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "prometheus/counter.h"
+#include "prometheus/registry.h"
+
+namespace swarm::common {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::shared_ptr<prometheus::Registry> NewRegistry(prometheus::Counter** counter) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto& family = prometheus::BuildCounter()
+                     .Name("swarm_test_things_total")
+                     .Help("Things.")
+                     .Register(*registry);
+  *counter = &family.Add({{"kind", "a"}});
+  return registry;
+}
+
+std::unique_ptr<MetricsServer> StartOrDie(MetricsServer::Options options) {
+  absl::StatusOr<std::unique_ptr<MetricsServer>> server = MetricsServer::Start(options);
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? *std::move(server) : nullptr;
+}
+
+httplib::Result Get(int port, const std::string& path) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_connection_timeout(5, 0);
+  client.set_read_timeout(5, 0);
+  return client.Get(path.c_str());
+}
+
+TEST(ParseHostPortTest, AcceptsHostPortForms) {
+  auto hp = ParseHostPort("127.0.0.1:9100");
+  ASSERT_TRUE(hp.ok()) << hp.status();
+  EXPECT_EQ(hp->host, "127.0.0.1");
+  EXPECT_EQ(hp->port, 9100);
+
+  hp = ParseHostPort("[::1]:0");
+  ASSERT_TRUE(hp.ok()) << hp.status();
+  EXPECT_EQ(hp->host, "::1");
+  EXPECT_EQ(hp->port, 0);
+
+  hp = ParseHostPort(":9090");
+  ASSERT_TRUE(hp.ok()) << hp.status();
+  EXPECT_EQ(hp->host, "0.0.0.0");
+  EXPECT_EQ(hp->port, 9090);
+}
+
+TEST(ParseHostPortTest, RejectsMalformedAddresses) {
+  for (const char* bad : {"", "localhost", "127.0.0.1:", "127.0.0.1:x", "127.0.0.1:65536",
+                          "127.0.0.1:-1", "::1:9100"}) {
+    auto hp = ParseHostPort(bad);
+    EXPECT_EQ(hp.status().code(), absl::StatusCode::kInvalidArgument) << "'" << bad << "'";
+  }
+  EXPECT_THAT(std::string(ParseHostPort("nope").status().message()), HasSubstr("'nope'"));
+}
+
+TEST(MetricsServerTest, ServesRegistryOnAnEphemeralPort) {
+  prometheus::Counter* counter = nullptr;
+  MetricsServer::Options options;
+  options.registry = NewRegistry(&counter);
+  auto server = StartOrDie(options);
+  ASSERT_NE(server, nullptr);
+  ASSERT_GT(server->port(), 0);
+  EXPECT_EQ(server->address(), "127.0.0.1:" + std::to_string(server->port()));
+
+  counter->Increment(3);
+  auto res = Get(server->port(), "/metrics");
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200);
+  EXPECT_THAT(res->get_header_value("Content-Type"), HasSubstr("text/plain; version=0.0.4"));
+  EXPECT_THAT(res->body, HasSubstr("# TYPE swarm_test_things_total counter"));
+  EXPECT_THAT(res->body, HasSubstr("swarm_test_things_total{kind=\"a\"} 3"));
+
+  // A later scrape sees later updates.
+  counter->Increment(2);
+  res = Get(server->port(), "/metrics");
+  ASSERT_TRUE(res);
+  EXPECT_THAT(res->body, HasSubstr("swarm_test_things_total{kind=\"a\"} 5"));
+}
+
+TEST(MetricsServerTest, HealthzFollowsTheCallback) {
+  prometheus::Counter* counter = nullptr;
+  std::atomic<bool> healthy{false};
+  MetricsServer::Options options;
+  options.registry = NewRegistry(&counter);
+  options.healthy = [&healthy] { return healthy.load(); };
+  auto server = StartOrDie(options);
+  ASSERT_NE(server, nullptr);
+
+  auto res = Get(server->port(), "/healthz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503);
+  healthy = true;
+  res = Get(server->port(), "/healthz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(res->body, "ok\n");
+}
+
+TEST(MetricsServerTest, HealthzWithoutCallbackIsOkAndUnknownPathsAre404) {
+  prometheus::Counter* counter = nullptr;
+  MetricsServer::Options options;
+  options.registry = NewRegistry(&counter);
+  auto server = StartOrDie(options);
+  ASSERT_NE(server, nullptr);
+  auto res = Get(server->port(), "/healthz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  res = Get(server->port(), "/nope");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 404);
+}
+
+TEST(MetricsServerTest, RejectsBadOptions) {
+  MetricsServer::Options options;  // No registry.
+  EXPECT_EQ(MetricsServer::Start(options).status().code(), absl::StatusCode::kInvalidArgument);
+
+  prometheus::Counter* counter = nullptr;
+  options.registry = NewRegistry(&counter);
+  options.listen = "127.0.0.1";
+  auto s = MetricsServer::Start(options).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("'127.0.0.1'"));
+
+  options.listen = "127.0.0.1:0";
+  options.threads = 0;
+  EXPECT_EQ(MetricsServer::Start(options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(MetricsServerTest, PortInUseIsUnavailable) {
+  prometheus::Counter* counter = nullptr;
+  MetricsServer::Options options;
+  options.registry = NewRegistry(&counter);
+  auto first = StartOrDie(options);
+  ASSERT_NE(first, nullptr);
+  options.listen = first->address();
+  auto second = MetricsServer::Start(options);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr(first->address()));
+}
+
+TEST(MetricsServerTest, StopClosesThePortAndIsIdempotent) {
+  prometheus::Counter* counter = nullptr;
+  MetricsServer::Options options;
+  options.registry = NewRegistry(&counter);
+  auto server = StartOrDie(options);
+  ASSERT_NE(server, nullptr);
+  const int port = server->port();
+  ASSERT_TRUE(Get(port, "/metrics"));
+  server->Stop();
+  server->Stop();
+  auto res = Get(port, "/metrics");
+  EXPECT_FALSE(res);
+  // The port is free again: a new server can bind it.
+  options.listen = "127.0.0.1:" + std::to_string(port);
+  auto again = StartOrDie(options);
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->port(), port);
+}
+
+TEST(MetricsServerTest, StartStopRepeatedlyLeavesNoThreadsBehind) {
+  // Each iteration joins its threads; a leak or a hang in Stop() would show as a timeout here.
+  prometheus::Counter* counter = nullptr;
+  MetricsServer::Options options;
+  options.registry = NewRegistry(&counter);
+  for (int i = 0; i < 20; ++i) {
+    auto server = StartOrDie(options);
+    ASSERT_NE(server, nullptr);
+  }
+}
+
+TEST(MetricsServerTest, ConcurrentScrapesWhileMetricsChange) {
+  prometheus::Counter* counter = nullptr;
+  MetricsServer::Options options;
+  options.registry = NewRegistry(&counter);
+  auto server = StartOrDie(options);
+  ASSERT_NE(server, nullptr);
+
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    while (!done) counter->Increment();
+  });
+  std::atomic<int> ok{0};
+  std::vector<std::thread> scrapers;
+  for (int t = 0; t < 3; ++t) {
+    scrapers.emplace_back([&] {
+      for (int i = 0; i < 20; ++i) {
+        auto res = Get(server->port(), "/metrics");
+        if (res && res->status == 200 &&
+            res->body.find("swarm_test_things_total{kind=\"a\"}") != std::string::npos) {
+          ++ok;
+        }
+      }
+    });
+  }
+  for (auto& t : scrapers) t.join();
+  done = true;
+  writer.join();
+  EXPECT_EQ(ok.load(), 60);
+}
+
+TEST(SerializeRegistryTest, EmptyRegistryIsEmptyText) {
+  prometheus::Registry registry;
+  auto text = SerializeRegistry(registry);
+  ASSERT_TRUE(text.ok());
+  EXPECT_EQ(*text, "");
+}
+
+}  // namespace
+}  // namespace swarm::common

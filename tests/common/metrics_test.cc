@@ -1,0 +1,3 @@
+#include "common/metrics.h"
+
+#include "gtest/gtest.h"
