@@ -42,6 +42,15 @@ bool SplitHostPort(absl::string_view address, absl::string_view* host, absl::str
 
 }  // namespace
 
+void LogLine(absl::string_view component, absl::string_view message) {
+  // One fwrite per line keeps lines from different threads whole.
+  std::string line =
+      absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()), " ",
+                   component, ": ", message, "\n");
+  std::fwrite(line.data(), 1, line.size(), stderr);
+  std::fflush(stderr);
+}
+
 void BlockShutdownSignals() {
   sigset_t set = ShutdownSignals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);

@@ -21,6 +21,9 @@
 
 namespace swarm {
 
+// Writes "<UTC time> <component>: <message>" to stderr as one line. Thread-safe.
+void LogLine(absl::string_view component, absl::string_view message);
+
 // Blocks SIGINT and SIGTERM in the calling thread and in every thread it starts afterwards, so
 // that WaitForShutdownSignal() receives them. Call at the top of main(), before any thread exists.
 void BlockShutdownSignals();

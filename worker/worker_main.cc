@@ -1,0 +1,152 @@
+// swarm-worker: hosts some layers of a model and serves WorkerService (see DESIGN.md's CLI
+// contract). Prints "listening on HOST:PORT" on stdout once the port is bound (so --listen
+// HOST:0 works for scripts), loads its layers, then reports SERVING. SIGINT/SIGTERM stop it
+// cleanly.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "model/model.h"
+#include "proto/layer_ranges.h"
+#include "proto/server_util.h"
+#include "worker/worker_server.h"
+
+namespace {
+
+constexpr char kLog[] = "swarm-worker";
+constexpr char kUsage[] =
+    "usage: swarm-worker --model DIR (--layers A-B[,C-D] | --blocks i,j --num-blocks N)\n"
+    "                    --listen HOST:PORT [--device cpu|cuda:N] [--dtype f32|bf16|f16]\n"
+    "                    [--max-sessions N] [--session-ttl 5m] [--kv-budget 2GiB]\n"
+    "                    [--threads N] [--max-queued-steps N]\n";
+
+int Fail(const absl::Status& s) {
+  std::fprintf(stderr, "swarm-worker: %s\n", std::string(s.message()).c_str());
+  return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+// Half of the memory the kernel says is available now: the default KV budget on cpu.
+int64_t DefaultCpuKvBudget() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key, unit;
+  int64_t kb = 0;
+  while (meminfo >> key >> kb >> unit) {
+    if (key == "MemAvailable:") return kb * 1024 / 2;
+  }
+  return 0;
+}
+
+absl::StatusOr<std::vector<int>> HostedLayers(const swarm::ServerFlags& flags, int64_t num_layers) {
+  if (flags.Has("layers") == flags.Has("blocks")) {
+    return absl::InvalidArgumentError("give either --layers A-B or --blocks i,j --num-blocks N");
+  }
+  if (flags.Has("layers")) return swarm::ParseLayers(flags.String("layers"), num_layers);
+  auto num_blocks = flags.Int("num-blocks", 0);
+  if (!num_blocks.ok()) return num_blocks.status();
+  if (*num_blocks <= 0) return absl::InvalidArgumentError("--blocks needs --num-blocks N");
+  auto layout = swarm::model::BlockLayout::Create(num_layers, *num_blocks);
+  if (!layout.ok()) return layout.status();
+  std::vector<int> blocks;
+  for (absl::string_view b : absl::StrSplit(flags.String("blocks"), ',')) {
+    int block = 0;
+    if (!absl::SimpleAtoi(b, &block) || block < 0 || block >= *num_blocks) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--blocks: '", b, "' is not a block in 0..", *num_blocks - 1));
+    }
+    for (int l : layout->Layers(block)) blocks.push_back(l);
+  }
+  std::sort(blocks.begin(), blocks.end());
+  blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
+  return blocks;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  swarm::BlockShutdownSignals();
+  if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  auto flags = swarm::ServerFlags::Parse(
+      argc, argv,
+      {"model", "layers", "blocks", "num-blocks", "listen", "device", "dtype", "max-sessions",
+       "session-ttl", "kv-budget", "threads", "max-queued-steps"},
+      {});
+  if (!flags.ok()) {
+    std::fputs(kUsage, stderr);
+    return Fail(flags.status());
+  }
+  swarm::worker::WorkerServerOptions options;
+  {
+    auto model = flags->Required("model");
+    if (!model.ok()) return Fail(model.status());
+    options.model_dir = *model;
+    auto config = swarm::model::LoadModelConfig(options.model_dir);
+    if (!config.ok()) return Fail(config.status());
+    auto layers = HostedLayers(*flags, config->num_layers);
+    if (!layers.ok()) return Fail(layers.status());
+    options.layers = *layers;
+  }
+  options.listen = flags->String("listen", "127.0.0.1:0");
+  options.load.device = flags->String("device", "cpu");
+  auto dtype = swarm::model::ParseDType(flags->String("dtype", "f32"));
+  if (!dtype.ok()) return Fail(dtype.status());
+  options.load.dtype = *dtype;
+  auto max_sessions = flags->Int("max-sessions", options.limits.max_sessions);
+  auto ttl = flags->Duration("session-ttl", options.limits.idle_ttl);
+  auto budget = flags->Bytes("kv-budget", options.load.device == "cpu" ? DefaultCpuKvBudget() : 0);
+  auto threads = flags->Int("threads", options.compute_threads);
+  auto queued = flags->Int("max-queued-steps", options.max_queued_steps);
+  for (const absl::Status& s :
+       {max_sessions.status(), ttl.status(), budget.status(), threads.status(), queued.status()}) {
+    if (!s.ok()) return Fail(s);
+  }
+  if (*max_sessions < 1 || *threads < 1 || *queued < 0 || *ttl <= absl::ZeroDuration()) {
+    return Fail(absl::InvalidArgumentError(
+        "--max-sessions and --threads must be at least 1, --session-ttl positive"));
+  }
+  options.limits.max_sessions = static_cast<int>(*max_sessions);
+  options.limits.idle_ttl = *ttl;
+  options.limits.kv_budget_bytes = *budget;
+  options.compute_threads = static_cast<int>(*threads);
+  options.max_queued_steps = static_cast<int>(*queued);
+
+  auto server = swarm::worker::WorkerServer::Start(options);
+  if (!server.ok()) return Fail(server.status());
+  std::printf("listening on %s\n", (*server)->address().c_str());
+  std::fflush(stdout);
+  swarm::LogLine(
+      kLog, absl::StrCat("listening on ", (*server)->address(), "; model ", options.model_dir, " (",
+                         (*server)->checkpoint().config().architecture, ", fingerprint ",
+                         (*server)->checkpoint().config().Fingerprint(), "), layers ",
+                         swarm::FormatLayers(options.layers), ", device ", options.load.device,
+                         ", dtype ", swarm::model::DTypeName(options.load.dtype), ", KV budget ",
+                         options.limits.kv_budget_bytes > 0
+                             ? swarm::FormatBytes(options.limits.kv_budget_bytes)
+                             : std::string("unlimited")));
+
+  bool load_failed = false;
+  std::thread loader([&] {
+    absl::Status s = (*server)->Load();
+    if (!s.ok()) {
+      swarm::LogLine(kLog, s.ToString());
+      load_failed = true;
+      kill(getpid(), SIGTERM);  // Wakes the main thread's WaitForShutdownSignal.
+    }
+  });
+  int sig = swarm::WaitForShutdownSignal();
+  if (!load_failed) swarm::LogLine(kLog, absl::StrCat("signal ", sig, ": shutting down"));
+  // A load in progress cannot be interrupted; joining it first keeps shutdown orderly.
+  loader.join();
+  (*server)->Shutdown();
+  return load_failed ? 1 : 0;
+}

@@ -1,0 +1,374 @@
+#include "worker/worker_server.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "model/status_macros.h"
+#include "proto/layer_ranges.h"
+#include "proto/server_util.h"
+#include "proto/status_util.h"
+#include "proto/tensor_util.h"
+#include "proto/thread_pool.h"
+#include "swarm/v1/worker.grpc.pb.h"
+
+namespace swarm::worker {
+
+namespace {
+
+constexpr char kLog[] = "swarm-worker";
+
+// The earlier of the client's deadline and `start + cap`.
+absl::Time EffectiveDeadline(const grpc::CallbackServerContext* ctx, absl::Time start,
+                             absl::Duration cap) {
+  const auto client = ctx->deadline();
+  if (client == std::chrono::system_clock::time_point::max()) return start + cap;
+  return std::min(absl::FromChrono(client), start + cap);
+}
+
+absl::Status CheckStillWanted(const grpc::CallbackServerContext* ctx, absl::Time deadline) {
+  if (ctx->IsCancelled()) return absl::CancelledError("the caller cancelled the step");
+  if (absl::Now() > deadline) {
+    return absl::DeadlineExceededError("the step's deadline passed while it waited for a thread");
+  }
+  return absl::OkStatus();
+}
+
+StepRequest StepFromProto(const v1::ForwardRequest& req) {
+  StepRequest step;
+  step.session_id = req.session_id();
+  step.step_id = req.step_id();
+  step.start_position = req.start_position();
+  step.layers.assign(req.layers().begin(), req.layers().end());
+  step.gate = req.has_gate() ? req.gate() : 1.0f;
+  return step;
+}
+
+}  // namespace
+
+// The gRPC face of a WorkerServer. Requests arrive as const messages owned by gRPC until the
+// reactor finishes; Forward moves the hidden state's bytes out of them (const_cast) rather than
+// copying, since gRPC does not read a request again after handing it to the handler.
+class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
+ public:
+  explicit WorkerServiceImpl(WorkerServer* owner) : owner_(owner) {}
+
+  grpc::ServerUnaryReactor* Info(grpc::CallbackServerContext* ctx, const v1::InfoRequest*,
+                                 v1::InfoResponse* resp) override {
+    const model::ModelConfig& c = owner_->checkpoint_->config();
+    const WorkerServerOptions& o = owner_->options_;
+    resp->set_model_fingerprint(c.Fingerprint());
+    resp->set_architecture(c.architecture);
+    resp->set_num_layers(static_cast<int32_t>(c.num_layers));
+    resp->set_hidden_size(c.hidden_size);
+    resp->set_max_position_embeddings(c.max_position_embeddings);
+    resp->set_model_dir(owner_->checkpoint_->dir());
+    resp->mutable_layers()->Assign(o.layers.begin(), o.layers.end());
+    resp->set_device(o.load.device);
+    resp->set_dtype(ToProtoDType(o.load.dtype));
+    resp->set_kv_budget_bytes(o.limits.kv_budget_bytes);
+    resp->set_max_sessions(o.limits.max_sessions);
+    resp->set_session_ttl_seconds(absl::ToDoubleSeconds(o.limits.idle_ttl));
+    {
+      absl::MutexLock lock(&owner_->mu_);
+      resp->set_load_error(owner_->load_error_);
+    }
+    if (Worker* w = owner_->worker()) {
+      resp->set_ready(true);
+      resp->set_weight_bytes(w->host().WeightBytes());
+      resp->set_kv_bytes_per_token(w->host().KvBytesPerToken());
+      WorkerStats s = w->Stats();
+      resp->set_sessions(s.sessions);
+      resp->set_kv_reserved_bytes(s.kv_reserved_bytes);
+      resp->set_kv_used_bytes(s.kv_used_bytes);
+      resp->set_inflight_steps(s.inflight_steps);
+      resp->set_steps_total(s.steps_total);
+      resp->set_tokens_total(s.tokens_total);
+    }
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* OpenSession(grpc::CallbackServerContext* ctx,
+                                        const v1::OpenSessionRequest* req,
+                                        v1::OpenSessionResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    absl::StatusOr<Worker*> w = Ready();
+    if (!w.ok()) {
+      reactor->Finish(ToGrpcStatus(w.status()));
+      return reactor;
+    }
+    absl::StatusOr<std::string> id = (*w)->OpenSession(req->max_length());
+    if (id.ok()) {
+      resp->set_session_id(*id);
+    } else {
+      LogLine(kLog, absl::StrCat("OpenSession (request '", req->request_id(),
+                                 "'): ", id.status().ToString()));
+    }
+    reactor->Finish(ToGrpcStatus(id.status()));
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* CloseSession(grpc::CallbackServerContext* ctx,
+                                         const v1::CloseSessionRequest* req,
+                                         v1::CloseSessionResponse*) override {
+    auto* reactor = ctx->DefaultReactor();
+    absl::StatusOr<Worker*> w = Ready();
+    reactor->Finish(ToGrpcStatus(w.ok() ? (*w)->CloseSession(req->session_id()) : w.status()));
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* ctx, const v1::ForwardRequest* req,
+                                    v1::ForwardResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    const absl::Time deadline = EffectiveDeadline(ctx, absl::Now(), owner_->options_.max_step_time);
+    auto* mreq = const_cast<v1::ForwardRequest*>(req);
+    bool queued = owner_->pool_->TrySchedule([this, ctx, reactor, mreq, resp, deadline] {
+      reactor->Finish(ToGrpcStatus(RunUnary(ctx, deadline, mreq, resp)));
+    });
+    if (!queued) reactor->Finish(ToGrpcStatus(Overloaded()));
+    return reactor;
+  }
+
+  grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>* ForwardStream(
+      grpc::CallbackServerContext* ctx) override;
+
+  absl::StatusOr<Worker*> Ready() const {
+    if (Worker* w = owner_->worker()) return w;
+    return absl::UnavailableError("this worker is still loading its layers");
+  }
+
+  absl::Status Overloaded() const {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("worker overloaded: ", owner_->pool_->pending(), " steps running or queued"));
+  }
+
+  // Bytes a streamed step may carry at most: the whole context in f32.
+  int64_t MaxStepBytes() const {
+    const model::ModelConfig& c = owner_->checkpoint_->config();
+    return c.max_position_embeddings * c.hidden_size * 4;
+  }
+
+  absl::StatusOr<StepResult> RunStep(const grpc::CallbackServerContext* ctx, absl::Time deadline,
+                                     const v1::ForwardRequest& header, model::HostTensor hidden) {
+    ASSIGN_OR_RETURN(Worker * w, Ready());
+    RETURN_IF_ERROR(CheckStillWanted(ctx, deadline));
+    return w->Forward(StepFromProto(header), std::move(hidden));
+  }
+
+ private:
+  absl::Status RunUnary(const grpc::CallbackServerContext* ctx, absl::Time deadline,
+                        v1::ForwardRequest* req, v1::ForwardResponse* resp) {
+    ASSIGN_OR_RETURN(model::HostTensor hidden,
+                     MoveTensorFromProto(req->mutable_hidden(), /*rank=*/2, "hidden"));
+    ASSIGN_OR_RETURN(StepResult result, RunStep(ctx, deadline, *req, std::move(hidden)));
+    if (result.hidden.data.size() > kMaxTensorPieceBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the reply of ", result.hidden.data.size(),
+                       " bytes does not fit one message; use ForwardStream"));
+    }
+    resp->set_step_id(req->step_id());
+    resp->set_length(result.length);
+    resp->set_replayed(result.replayed);
+    MoveTensorToProto(std::move(result.hidden), resp->mutable_hidden());
+    return absl::OkStatus();
+  }
+
+  WorkerServer* owner_;
+};
+
+namespace {
+
+// One streamed step: read pieces until the hidden state is complete, compute on the pool, write
+// the reply in pieces, finish. Deletes itself in OnDone.
+class ForwardStreamReactor final
+    : public grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse> {
+ public:
+  ForwardStreamReactor(WorkerServiceImpl* service, ThreadPool* pool,
+                       grpc::CallbackServerContext* ctx, absl::Duration max_step_time)
+      : service_(service),
+        pool_(pool),
+        ctx_(ctx),
+        deadline_(EffectiveDeadline(ctx, absl::Now(), max_step_time)) {
+    StartRead(&piece_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The caller half-closed (or went away) before the tensor was complete.
+      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("hidden: the stream ended with ", assembler_.remaining(),
+                                       " bytes missing")));
+      return;
+    }
+    absl::Status s;
+    if (!assembler_.started()) {
+      header_.Swap(&piece_);
+      s = assembler_.Begin(header_.mutable_hidden(), /*rank=*/2, service_->MaxStepBytes(),
+                           "hidden");
+    } else {
+      s = assembler_.Append(piece_.mutable_hidden()->mutable_data());
+    }
+    if (!s.ok()) {
+      Finish(ToGrpcStatus(s));
+      return;
+    }
+    if (!assembler_.complete()) {
+      piece_.Clear();
+      StartRead(&piece_);
+      return;
+    }
+    if (!pool_->TrySchedule([this] { Compute(); })) Finish(ToGrpcStatus(service_->Overloaded()));
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the caller went away"));
+      return;
+    }
+    WriteNext();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Compute() {
+    absl::StatusOr<StepResult> result =
+        service_->RunStep(ctx_, deadline_, header_, assembler_.Take());
+    if (!result.ok()) {
+      Finish(ToGrpcStatus(result.status()));
+      return;
+    }
+    result_ = *std::move(result);
+    WriteNext();
+  }
+
+  void WriteNext() {
+    const size_t total = result_.hidden.data.size();
+    if (offset_ >= total && wrote_any_) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    const size_t len = std::min(kMaxTensorPieceBytes, total - offset_);
+    reply_.Clear();
+    if (!wrote_any_) {
+      reply_.set_step_id(header_.step_id());
+      reply_.set_length(result_.length);
+      reply_.set_replayed(result_.replayed);
+    }
+    CopyTensorPieceToProto(result_.hidden, offset_, len, /*with_header=*/!wrote_any_,
+                           reply_.mutable_hidden());
+    offset_ += len;
+    wrote_any_ = true;
+    StartWrite(&reply_);
+  }
+
+  WorkerServiceImpl* const service_;
+  ThreadPool* const pool_;
+  grpc::CallbackServerContext* const ctx_;
+  const absl::Time deadline_;
+  v1::ForwardRequest piece_;
+  v1::ForwardRequest header_;
+  TensorAssembler assembler_;
+  StepResult result_;
+  v1::ForwardResponse reply_;
+  size_t offset_ = 0;
+  bool wrote_any_ = false;
+};
+
+}  // namespace
+
+grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>* WorkerServiceImpl::ForwardStream(
+    grpc::CallbackServerContext* ctx) {
+  return new ForwardStreamReactor(this, owner_->pool_.get(), ctx, owner_->options_.max_step_time);
+}
+
+absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(
+    const WorkerServerOptions& options) {
+  auto server = std::unique_ptr<WorkerServer>(new WorkerServer());
+  server->options_ = options;
+  ASSIGN_OR_RETURN(server->checkpoint_, model::Checkpoint::Open(options.model_dir));
+  const int64_t num_layers = server->checkpoint_->config().num_layers;
+  if (options.layers.empty()) return absl::InvalidArgumentError("no layers to host");
+  for (size_t i = 0; i < options.layers.size(); ++i) {
+    const int l = options.layers[i];
+    if (l < 0 || l >= num_layers || (i > 0 && l <= options.layers[i - 1])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layers [", absl::StrJoin(options.layers, ","), "]: must be sorted, unique and below ",
+          num_layers, " (the layers of ", options.model_dir, ")"));
+    }
+  }
+  server->pool_ = std::make_unique<ThreadPool>(options.compute_threads, options.max_queued_steps);
+  server->service_ = std::make_unique<WorkerServiceImpl>(server.get());
+  server->health_names_ = {v1::WorkerService::service_full_name()};
+  ASSIGN_OR_RETURN(StartedServer started,
+                   StartServer(options.listen, {server->service_.get()}, server->health_names_));
+  server->server_ = std::move(started.server);
+  server->address_ = std::move(started.address);
+  server->reaper_ = std::thread([s = server.get()] { s->ReapLoop(); });
+  return server;
+}
+
+WorkerServer::~WorkerServer() { Shutdown(); }
+
+absl::Status WorkerServer::Load() {
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::unique_ptr<model::LayerHost>> host =
+      model::LayerHost::Create(checkpoint_, options_.layers, options_.load);
+  if (!host.ok()) {
+    absl::Status s =
+        Annotate(host.status(), absl::StrCat("loading layers of ", checkpoint_->dir()));
+    absl::MutexLock lock(&mu_);
+    load_error_ = s.ToString();
+    return s;
+  }
+  worker_ = std::make_unique<Worker>(*std::move(host), options_.limits);
+  worker_ptr_.store(worker_.get(), std::memory_order_release);
+  SetServing(server_.get(), health_names_, true);
+  LogLine(kLog,
+          absl::StrCat(
+              "loaded layers ", FormatLayers(options_.layers), " (",
+              FormatBytes(worker_->host().WeightBytes()), ") on ", options_.load.device, " in ",
+              absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1))),
+              "; serving"));
+  return absl::OkStatus();
+}
+
+void WorkerServer::ReapLoop() {
+  absl::MutexLock lock(&mu_);
+  while (!stopping_) {
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.reap_interval);
+    if (stopping_) break;
+    if (Worker* w = worker()) {
+      mu_.Unlock();
+      int n = w->ReapIdle(absl::Now());
+      if (n > 0) {
+        LogLine(kLog, absl::StrCat("closed ", n, " session(s) idle for more than ",
+                                   absl::FormatDuration(options_.limits.idle_ttl)));
+      }
+      mu_.Lock();
+    }
+  }
+}
+
+void WorkerServer::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    stopping_ = true;
+  }
+  if (server_) {
+    SetServing(server_.get(), health_names_, false);
+    server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  }
+  if (reaper_.joinable()) reaper_.join();
+  pool_.reset();  // Runs what is queued (their calls are already cancelled), joins the threads.
+}
+
+}  // namespace swarm::worker

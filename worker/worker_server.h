@@ -1,0 +1,99 @@
+// swarm-worker's server: WorkerService (proto/swarm/v1/worker.proto) over a Worker, with
+// grpc.health.v1 (NOT_SERVING until the layers are loaded) and reflection. Used by
+// worker_main.cc and by tests, which run it in-process on 127.0.0.1:0.
+//
+// Threading: handlers run on gRPC's callback threads and only do cheap work there (Info, session
+// bookkeeping); every Forward step is handed to an owned, bounded compute pool, so a slow step
+// never holds a gRPC thread. A reaper thread owned by the server closes idle sessions; Shutdown()
+// stops the server, then joins the pool and the reaper. All methods are thread-safe.
+#ifndef SWARM_WORKER_WORKER_SERVER_H_
+#define SWARM_WORKER_WORKER_SERVER_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "model/model.h"
+#include "worker/worker.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace swarm {
+class ThreadPool;
+}
+
+namespace swarm::worker {
+
+struct WorkerServerOptions {
+  std::string model_dir;
+  std::vector<int> layers;  // Sorted, unique, each < the model's layer count.
+  model::LoadOptions load;
+  SessionLimits limits;
+  std::string listen = "127.0.0.1:0";
+  int compute_threads = 2;     // Steps computed at once.
+  int max_queued_steps = 256;  // Steps waiting beyond that: RESOURCE_EXHAUSTED.
+  // Server-side cap on a call's deadline (a call without a deadline gets this one); a step whose
+  // deadline has passed when a compute thread picks it up is not run.
+  absl::Duration max_step_time = absl::Minutes(2);
+  absl::Duration max_control_time = absl::Seconds(30);  // Same for the other calls.
+  absl::Duration reap_interval = absl::Seconds(1);
+};
+
+class WorkerServiceImpl;
+
+class WorkerServer {
+ public:
+  // Opens the checkpoint (config and tensor index only), checks the layers, and starts serving:
+  // Info answers at once, health says NOT_SERVING and Forward UNAVAILABLE until Load().
+  static absl::StatusOr<std::unique_ptr<WorkerServer>> Start(const WorkerServerOptions& options);
+  ~WorkerServer();  // Shutdown().
+
+  // "host:port" actually bound.
+  const std::string& address() const { return address_; }
+  const model::Checkpoint& checkpoint() const { return *checkpoint_; }
+  const WorkerServerOptions& options() const { return options_; }
+
+  // Loads the hosted layers onto the device (blocking; call once), then reports SERVING.
+  // Errors name the tensor or device at fault; Info then carries the error.
+  absl::Status Load();
+  // Null until Load() succeeded.
+  Worker* worker() const { return worker_ptr_.load(std::memory_order_acquire); }
+
+  // Stops accepting calls, waits up to `grace` for running ones, joins every thread. Idempotent.
+  void Shutdown(absl::Duration grace = absl::Seconds(5));
+
+ private:
+  friend class WorkerServiceImpl;
+  WorkerServer() = default;
+  void ReapLoop();
+
+  WorkerServerOptions options_;
+  std::shared_ptr<const model::Checkpoint> checkpoint_;
+  std::string address_;
+  std::vector<std::string> health_names_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<WorkerServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+
+  std::unique_ptr<Worker> worker_;  // Set once by Load().
+  std::atomic<Worker*> worker_ptr_{nullptr};
+
+  absl::Mutex mu_;
+  std::string load_error_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread reaper_;
+};
+
+}  // namespace swarm::worker
+
+#endif  // SWARM_WORKER_WORKER_SERVER_H_
