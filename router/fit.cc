@@ -1,0 +1,128 @@
+// LibTorch stays in this translation unit.
+#include "router/fit.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace swarm::router {
+
+absl::StatusOr<std::vector<float>> FitPcaBasis(const std::vector<float>& centred, int64_t rows,
+                                               int64_t dim, int64_t rank) {
+  if (rows < 1 || dim < 1 || rank < 1 || rank > dim ||
+      static_cast<int64_t>(centred.size()) != rows * dim) {
+    return absl::InvalidArgumentError(absl::StrCat("PCA of ", centred.size(), " values as [", rows,
+                                                   ", ", dim, "] to rank ", rank));
+  }
+  try {
+    torch::NoGradGuard no_grad;
+    torch::Tensor x =
+        torch::from_blob(const_cast<float*>(centred.data()), {rows, dim}, torch::kFloat32)
+            .to(torch::kFloat64);
+    torch::Tensor cov = x.t().matmul(x) / static_cast<double>(std::max<int64_t>(rows - 1, 1));
+    auto [evals, evecs] = torch::linalg::eigh(cov, "L");  // Ascending eigenvalues.
+    torch::Tensor top = evecs.flip({1}).narrow(1, 0, rank).t().contiguous();  // [rank, dim]
+    // Deterministic signs.
+    torch::Tensor idx = top.abs().argmax(1);
+    torch::Tensor signs = top.gather(1, idx.unsqueeze(1)).sign();
+    signs = torch::where(signs == 0, torch::ones_like(signs), signs);
+    top = (top * signs).to(torch::kFloat32).contiguous();
+    std::vector<float> out(top.data_ptr<float>(), top.data_ptr<float>() + rank * dim);
+    return out;
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("PCA failed: ", e.what()));
+  }
+}
+
+absl::StatusOr<GateWeights> FitGate(const std::vector<float>& features, int64_t num_prompts,
+                                    int64_t in, int64_t out, const std::vector<GateGroup>& groups,
+                                    const GateFitOptions& options,
+                                    std::vector<float>* temperatures) {
+  if (num_prompts < 1 || in < 1 || out < 1 ||
+      static_cast<int64_t>(features.size()) != num_prompts * in) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "gate fit: ", features.size(), " feature values for ", num_prompts, " prompts × ", in));
+  }
+  for (const GateGroup& g : groups) {
+    if (g.values.size() != g.columns.size() * num_prompts) {
+      return absl::InvalidArgumentError("gate fit: group values do not match its columns");
+    }
+    for (int c : g.columns) {
+      if (c < 0 || c >= out) return absl::InvalidArgumentError("gate fit: column out of range");
+    }
+  }
+  try {
+    torch::manual_seed(options.seed);
+    torch::nn::Linear l1(in, options.hidden), l2(options.hidden, out);
+    torch::Tensor x =
+        torch::from_blob(const_cast<float*>(features.data()), {num_prompts, in}, torch::kFloat32)
+            .clone();
+    struct G {
+      torch::Tensor cols, values;
+      double sign, scale;
+      int index;
+    };
+    std::vector<G> gs;
+    for (const GateGroup& g : groups) {
+      if (g.columns.size() < 2) continue;  // A single choice carries no signal.
+      std::vector<int64_t> cols(g.columns.begin(), g.columns.end());
+      G t;
+      t.cols = torch::tensor(cols, torch::kInt64);
+      t.values = torch::from_blob(const_cast<float*>(g.values.data()),
+                                  {num_prompts, static_cast<int64_t>(cols.size())}, torch::kFloat32)
+                     .clone();
+      t.sign = g.lower_is_better ? -1.0 : 1.0;
+      t.scale = g.scale > 0 ? g.scale : 1e-3;
+      t.index = g.index;
+      gs.push_back(std::move(t));
+    }
+    std::vector<torch::Tensor> params = l1->parameters();
+    for (const auto& p : l2->parameters()) params.push_back(p);
+    torch::optim::Adam opt(
+        params,
+        torch::optim::AdamOptions(options.learning_rate).weight_decay(options.weight_decay));
+    const int epochs = std::max(1, options.epochs);
+    for (int e = 0; e < epochs; ++e) {
+      double frac = epochs > 1 ? static_cast<double>(e) / (epochs - 1) : 1.0;
+      double t_rel = options.t_start * std::pow(options.t_end / options.t_start, frac);
+      opt.zero_grad();
+      torch::Tensor logits = l2(torch::relu(l1(x)));
+      torch::Tensor loss = torch::zeros({}, torch::kFloat32);
+      for (const G& g : gs) {
+        torch::Tensor target = torch::softmax(g.values * (g.sign / (t_rel * g.scale)), 1).detach();
+        torch::Tensor logp = torch::log_softmax(logits.index_select(1, g.cols), 1);
+        loss = loss - (target * logp).sum(1).mean();
+      }
+      if (gs.empty()) break;
+      loss.backward();
+      opt.step();
+    }
+    if (temperatures != nullptr) {
+      for (const GateGroup& g : groups) {
+        if (g.index >= 0 && g.index < static_cast<int>(temperatures->size())) {
+          (*temperatures)[g.index] =
+              static_cast<float>(options.t_end * (g.scale > 0 ? g.scale : 1e-3));
+        }
+      }
+    }
+    auto to_vec = [](const torch::Tensor& t) {
+      torch::Tensor c = t.detach().to(torch::kFloat32).contiguous();
+      return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+    };
+    GateWeights w;
+    w.in = in;
+    w.hidden = options.hidden;
+    w.out = out;
+    w.w1 = to_vec(l1->weight);
+    w.b1 = to_vec(l1->bias);
+    w.w2 = to_vec(l2->weight);
+    w.b2 = to_vec(l2->bias);
+    return w;
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("gate fit failed: ", e.what()));
+  }
+}
+
+}  // namespace swarm::router

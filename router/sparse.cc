@@ -1,0 +1,157 @@
+#include "router/sparse.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "model/status_macros.h"
+
+namespace swarm::router {
+
+const char* CombineName(Combine combine) {
+  return combine == Combine::kSequential ? "sequential" : "parallel";
+}
+
+absl::StatusOr<Combine> ParseCombine(absl::string_view name) {
+  if (name == "sequential") return Combine::kSequential;
+  if (name == "parallel") return Combine::kParallel;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown combine mode '", name, "' (expected sequential or parallel)"));
+}
+
+absl::StatusOr<std::unique_ptr<SparseExecutor>> SparseExecutor::Create(const model::LayerHost* host,
+                                                                       model::BlockLayout layout,
+                                                                       SparsePlan plan) {
+  if (host == nullptr) return absl::InvalidArgumentError("SparseExecutor: null layer host");
+  if (plan.blocks.empty()) {
+    return absl::InvalidArgumentError("sparse plan selects no block");
+  }
+  if (!plan.weights.empty() && plan.weights.size() != plan.blocks.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sparse plan has ", plan.blocks.size(), " blocks but ", plan.weights.size(), " weights"));
+  }
+  auto exec = std::unique_ptr<SparseExecutor>(new SparseExecutor());
+  for (size_t i = 0; i < plan.blocks.size(); ++i) {
+    int b = plan.blocks[i];
+    if (b < 0 || b >= layout.num_blocks) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("block ", b, " is outside 0..", layout.num_blocks - 1));
+    }
+    for (const auto& [other, w] : exec->blocks_) {
+      if (other == b) {
+        return absl::InvalidArgumentError(absl::StrCat("block ", b, " selected twice"));
+      }
+    }
+    for (int layer : layout.Layers(b)) {
+      if (!host->Hosts(layer)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("block ", b, ": layer ", layer, " is not loaded on this host"));
+      }
+    }
+    exec->blocks_.push_back({b, plan.weights.empty() ? 1.0f : plan.weights[i]});
+  }
+  std::sort(exec->blocks_.begin(), exec->blocks_.end());
+  exec->host_ = host;
+  exec->layout_ = layout;
+  exec->combine_ = plan.combine;
+  exec->cache_ = host->NewCache();
+  return exec;
+}
+
+absl::StatusOr<model::HostTensor> SparseExecutor::Run(const model::HostTensor& h,
+                                                      int64_t start_pos) {
+  if (combine_ == Combine::kSequential) {
+    model::HostTensor x = h;
+    for (const auto& [b, w] : blocks_) {
+      std::vector<int> layers = layout_.Layers(b);
+      ASSIGN_OR_RETURN(x, host_->Forward(x, start_pos, layers, cache_.get(), w));
+    }
+    return x;
+  }
+  std::vector<model::HostTensor> outs;
+  std::vector<float> weights;
+  outs.reserve(blocks_.size());
+  for (const auto& [b, w] : blocks_) {
+    std::vector<int> layers = layout_.Layers(b);
+    ASSIGN_OR_RETURN(model::HostTensor out, host_->Forward(h, start_pos, layers, cache_.get()));
+    outs.push_back(std::move(out));
+    weights.push_back(w);
+  }
+  return model::CombineResiduals(h, outs, weights);
+}
+
+std::vector<float> LogSoftmaxRows(const model::HostTensor& logits) {
+  std::vector<float> v = logits.ToFloats();
+  if (logits.shape.size() != 2) return v;
+  const int64_t T = logits.shape[0], V = logits.shape[1];
+  for (int64_t t = 0; t < T; ++t) {
+    float* row = v.data() + t * V;
+    float mx = *std::max_element(row, row + V);
+    double s = 0;
+    for (int64_t i = 0; i < V; ++i) s += std::exp(static_cast<double>(row[i] - mx));
+    float lse = mx + static_cast<float>(std::log(s));
+    for (int64_t i = 0; i < V; ++i) row[i] -= lse;
+  }
+  return v;
+}
+
+absl::StatusOr<Divergence> CompareLogProbs(absl::Span<const float> full,
+                                           absl::Span<const float> sparse, int64_t vocab,
+                                           absl::Span<const int64_t> ids, int64_t first_pos) {
+  const int64_t T = static_cast<int64_t>(ids.size());
+  if (vocab <= 0 || static_cast<int64_t>(full.size()) != T * vocab ||
+      full.size() != sparse.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("comparing logits: sizes ", full.size(), " and ",
+                                                   sparse.size(), " for ", T, " tokens × vocab ",
+                                                   vocab));
+  }
+  if (first_pos < 0 || first_pos > T - 2) {
+    return absl::InvalidArgumentError(absl::StrCat("comparing logits: nothing to score from row ",
+                                                   first_pos, " of ", T, " tokens"));
+  }
+  Divergence d;
+  for (int64_t t = first_pos; t <= T - 2; ++t) {
+    const float* p = full.data() + t * vocab;
+    const float* q = sparse.data() + t * vocab;
+    double kl = 0;
+    int64_t ap = 0, aq = 0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      double lp = p[i];
+      kl += std::exp(lp) * (lp - q[i]);
+      if (p[i] > p[ap]) ap = i;
+      if (q[i] > q[aq]) aq = i;
+    }
+    d.kl += std::max(0.0, kl);
+    d.top1 += ap == aq ? 1.0 : 0.0;
+    int64_t next = ids[t + 1];
+    if (next < 0 || next >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", next, " outside vocab"));
+    }
+    d.nll_full -= p[next];
+    d.nll_sparse -= q[next];
+    ++d.positions;
+  }
+  double n = static_cast<double>(d.positions);
+  d.kl /= n;
+  d.top1 /= n;
+  d.nll_full /= n;
+  d.nll_sparse /= n;
+  return d;
+}
+
+absl::StatusOr<Divergence> CompareLogits(const model::HostTensor& full,
+                                         const model::HostTensor& sparse,
+                                         absl::Span<const int64_t> ids, int64_t first_pos) {
+  if (full.shape.size() != 2 || full.shape != sparse.shape ||
+      full.shape[0] != static_cast<int64_t>(ids.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("comparing logits of shapes [", absl::StrJoin(full.shape, ","), "] and [",
+                     absl::StrJoin(sparse.shape, ","), "] for ", ids.size(), " tokens"));
+  }
+  std::vector<float> p = LogSoftmaxRows(full);
+  std::vector<float> q = LogSoftmaxRows(sparse);
+  return CompareLogProbs(p, q, full.shape[1], ids, first_pos);
+}
+
+}  // namespace swarm::router

@@ -1,0 +1,82 @@
+// Sparse execution in-process, and how its quality is measured.
+//
+//  - SparseExecutor: a model::BlockExecutor that runs only the selected blocks of a LayerHost.
+//    `sequential`: selected blocks in layer order, skipped blocks are the identity, each block's
+//    update is gated: h ← h + g_b·(B_b(h) − h). `parallel`: every selected block reads the same
+//    h and h_out = h + Σ_b w_b·(B_b(h) − h) (model::CombineResiduals). One block set per
+//    request, used for prefill and every decode step, so the KV caches of the selected layers
+//    stay consistent (skipped layers never see the sequence). With every block selected and
+//    g = 1, sequential equals exact mode. Plays the role the coordinator's remote dispatch plays
+//    in the distributed sparse mode.
+//  - CompareLogits: KL(full ‖ sparse), top-1 agreement and token NLLs over a continuation.
+//
+// A SparseExecutor holds one sequence's caches: one per request, used from one thread. The
+// LayerHost must outlive it.
+#ifndef SWARM_ROUTER_SPARSE_H_
+#define SWARM_ROUTER_SPARSE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "model/generate.h"
+#include "model/model.h"
+
+namespace swarm::router {
+
+enum class Combine { kSequential, kParallel };
+const char* CombineName(Combine combine);
+absl::StatusOr<Combine> ParseCombine(absl::string_view name);
+
+struct SparsePlan {
+  std::vector<int> blocks;     // Selected blocks (any order; run in layer order).
+  std::vector<float> weights;  // One per block (same order as `blocks`); empty = all 1.
+  Combine combine = Combine::kSequential;
+};
+
+class SparseExecutor : public model::BlockExecutor {
+ public:
+  // InvalidArgument for an empty, out-of-range or duplicated block, or a weights/blocks size
+  // mismatch; FailedPrecondition when `host` lacks a layer of a selected block.
+  static absl::StatusOr<std::unique_ptr<SparseExecutor>> Create(const model::LayerHost* host,
+                                                                model::BlockLayout layout,
+                                                                SparsePlan plan);
+  absl::StatusOr<model::HostTensor> Run(const model::HostTensor& h, int64_t start_pos) override;
+
+ private:
+  SparseExecutor() = default;
+  const model::LayerHost* host_ = nullptr;
+  model::BlockLayout layout_;
+  std::vector<std::pair<int, float>> blocks_;  // (block, weight) in layer order.
+  Combine combine_ = Combine::kSequential;
+  std::unique_ptr<model::KvCache> cache_;
+};
+
+// Quality of a sparse pass against the exact one over teacher-forced `ids`.
+struct Divergence {
+  double kl = 0;          // Mean KL(full ‖ sparse) over the scored positions (nats).
+  double top1 = 0;        // Fraction of positions where both argmaxes agree.
+  double nll_full = 0;    // Mean −log p_full(next token).
+  double nll_sparse = 0;  // Mean −log p_sparse(next token).
+  int64_t positions = 0;
+};
+
+// Scores rows first_pos .. T−2 of `full` and `sparse` (both f32 [T, vocab] logits of `ids`),
+// each predicting ids[t + 1]. InvalidArgument when shapes disagree or nothing is scored.
+absl::StatusOr<Divergence> CompareLogits(const model::HostTensor& full,
+                                         const model::HostTensor& sparse,
+                                         absl::Span<const int64_t> ids, int64_t first_pos);
+
+// Log-softmax of each row of `logits` [T, V] (f32).
+std::vector<float> LogSoftmaxRows(const model::HostTensor& logits);
+// As CompareLogits, with the rows already log-softmaxed.
+absl::StatusOr<Divergence> CompareLogProbs(absl::Span<const float> full,
+                                           absl::Span<const float> sparse, int64_t vocab,
+                                           absl::Span<const int64_t> ids, int64_t first_pos);
+
+}  // namespace swarm::router
+
+#endif  // SWARM_ROUTER_SPARSE_H_
