@@ -1,0 +1,193 @@
+// Single-process engine benchmark: prefill and decode tokens/s at batch 1, bytes of weights read
+// per decoded token, the machine's streaming read bandwidth measured in the same run, and the
+// achieved fraction of that roofline. With --rss it also reports the peak RSS of fresh processes
+// that load half of the layers vs all of them (each run in a child process of this binary).
+//
+//   model_bench --model DIR [--prompt-tokens 128] [--decode-tokens 64] [--threads N] [--rss]
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "model/generate.h"
+#include "model/model.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using swarm::model::HostTensor;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// Streaming read bandwidth: `threads` threads each sum a disjoint slice of a buffer much larger
+// than the caches; best of several passes.
+double ReadBandwidth(size_t bytes, int threads) {
+  std::vector<uint64_t> buf(bytes / 8);
+  for (size_t i = 0; i < buf.size(); ++i) buf[i] = i;
+  double best = 0;
+  std::atomic<uint64_t> sink{0};
+  for (int pass = 0; pass < 5; ++pass) {
+    auto t0 = Clock::now();
+    std::vector<std::thread> pool;
+    const size_t per = buf.size() / threads;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        const uint64_t* p = buf.data() + t * per;
+        for (size_t i = 0; i + 4 <= per; i += 4) {
+          s0 += p[i];
+          s1 += p[i + 1];
+          s2 += p[i + 2];
+          s3 += p[i + 3];
+        }
+        sink += s0 + s1 + s2 + s3;
+      });
+    }
+    for (auto& th : pool) th.join();
+    best = std::max(best, static_cast<double>(per * threads * 8) / Seconds(t0, Clock::now()));
+  }
+  return best;
+}
+
+long PeakRssKb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
+  }
+  return -1;
+}
+
+// Child mode: load `n` layers (and the ends), run one forward over 8 tokens, print peak RSS.
+int RssChild(const std::string& dir, int n) {
+  auto ckpt = swarm::model::Checkpoint::Open(dir);
+  if (!ckpt.ok()) return 1;
+  std::vector<int> layers(n);
+  std::iota(layers.begin(), layers.end(), 0);
+  auto host = swarm::model::LayerHost::Create(*ckpt, layers, {});
+  if (!host.ok()) return 1;
+  auto cache = (*host)->NewCache();
+  const int64_t d = (*ckpt)->config().hidden_size;
+  HostTensor h = HostTensor::FromFloats({8, d}, std::vector<float>(8 * d, 0.01f));
+  if (!(*host)->Forward(h, 0, layers, cache.get()).ok()) return 1;
+  std::printf("%ld\n", PeakRssKb());
+  return 0;
+}
+
+long RunRssChild(const std::string& self, const std::string& dir, int n) {
+  std::string cmd = absl::StrCat(self, " --model ", dir, " --rss-child ", n);
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return -1;
+  long kb = -1;
+  if (std::fscanf(p, "%ld", &kb) != 1) kb = -1;
+  pclose(p);
+  return kb;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string dir = "../shared/models/stories260K";
+  int prompt_tokens = 128, decode_tokens = 64, threads = 0, rss_child = -1;
+  bool rss = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
+    if (a == "--model") dir = next();
+    else if (a == "--prompt-tokens") prompt_tokens = std::atoi(next().c_str());
+    else if (a == "--decode-tokens") decode_tokens = std::atoi(next().c_str());
+    else if (a == "--threads") threads = std::atoi(next().c_str());
+    else if (a == "--rss") rss = true;
+    else if (a == "--rss-child") rss_child = std::atoi(next().c_str());
+    else {
+      std::fprintf(stderr, "model_bench: unknown argument %s\n", a.c_str());
+      return 2;
+    }
+  }
+  if (rss_child >= 0) return RssChild(dir, rss_child);
+  if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
+
+  auto engine = swarm::model::Engine::Create(dir);
+  if (!engine.ok()) {
+    std::fprintf(stderr, "model_bench: %s\n", std::string(engine.status().message()).c_str());
+    return 1;
+  }
+  const auto& c = (*engine)->config();
+  prompt_tokens = std::min<int>(prompt_tokens, c.max_position_embeddings - decode_tokens - 1);
+  std::vector<int64_t> prompt(prompt_tokens);
+  for (int i = 0; i < prompt_tokens; ++i) prompt[i] = 1 + (i * 7919) % (c.vocab_size - 1);
+
+  // Warm-up (pages the weights in), then timed prefill and decode.
+  swarm::model::SamplingParams p;
+  p.max_new_tokens = 4;
+  p.stop_at_eos = false;
+  (void)(*engine)->Generate(prompt, p);
+
+  const auto& layers = (*engine)->layers();
+  double prefill_best = 1e30, decode_best = 1e30;
+  for (int rep = 0; rep < 3; ++rep) {
+    swarm::model::LocalExecutor exec(&layers);
+    auto h = (*engine)->ends().Embed(prompt, 0);
+    auto t0 = Clock::now();
+    auto out = exec.Run(*h, 0);
+    auto logits = (*engine)->ends().Logits(*out, true);
+    auto t1 = Clock::now();
+    if (!out.ok() || !logits.ok()) return 1;
+    prefill_best = std::min(prefill_best, Seconds(t0, t1));
+    auto t2 = Clock::now();
+    for (int i = 0; i < decode_tokens; ++i) {
+      const int64_t id[1] = {prompt[i % prompt_tokens]};
+      auto e = (*engine)->ends().Embed(id, prompt_tokens + i);
+      auto o = exec.Run(*e, prompt_tokens + i);
+      auto l = (*engine)->ends().Logits(*o, true);
+      if (!o.ok() || !l.ok()) return 1;
+    }
+    decode_best = std::min(decode_best, Seconds(t2, Clock::now()) / decode_tokens);
+  }
+  // Bytes read per decoded token: every layer weight once, the head once, one embedding row.
+  const double bytes_per_token = static_cast<double>(layers.WeightBytes()) +
+                                 static_cast<double>(c.vocab_size * c.hidden_size * 4) +
+                                 c.hidden_size * 4.0;
+  const double bw = ReadBandwidth(size_t{1} << 30, threads);
+  const double achieved = bytes_per_token / decode_best;
+  std::printf("model            %s (%s, %ld layers, d=%ld, vocab %ld)\n", dir.c_str(),
+              c.architecture.c_str(), static_cast<long>(c.num_layers),
+              static_cast<long>(c.hidden_size), static_cast<long>(c.vocab_size));
+  std::printf("threads          %d\n", threads);
+  std::printf("prefill          %d tokens: %.1f tokens/s\n", prompt_tokens,
+              prompt_tokens / prefill_best);
+  std::printf("decode           %.2f tokens/s (%.3f ms/token)\n", 1.0 / decode_best,
+              decode_best * 1e3);
+  std::printf("weights/token    %.1f MB\n", bytes_per_token / 1e6);
+  std::printf("read bandwidth   %.2f GB/s (measured, %d threads)\n", bw / 1e9, threads);
+  std::printf("achieved         %.2f GB/s = %.1f %% of the bandwidth roofline\n", achieved / 1e9,
+              100.0 * achieved / bw);
+  if (rss) {
+    const std::string self = "/proc/self/exe";
+    std::string exe(4096, '\0');
+    ssize_t n = readlink(self.c_str(), exe.data(), exe.size());
+    exe.resize(n > 0 ? n : 0);
+    const int half = static_cast<int>(c.num_layers / 2);
+    long half_kb = RunRssChild(exe, dir, half);
+    long all_kb = RunRssChild(exe, dir, static_cast<int>(c.num_layers));
+    long none_kb = RunRssChild(exe, dir, 0);
+    std::printf("peak RSS         0 layers %.1f MB, %d layers %.1f MB, all %ld layers %.1f MB\n",
+                none_kb / 1024.0, half, half_kb / 1024.0, static_cast<long>(c.num_layers),
+                all_kb / 1024.0);
+    std::printf("peak RSS ratio   (half - none) / (all - none) = %.3f\n",
+                static_cast<double>(half_kb - none_kb) / (all_kb - none_kb));
+  }
+  return 0;
+}
