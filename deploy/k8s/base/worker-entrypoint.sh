@@ -1,0 +1,51 @@
+#!/bin/sh
+# swarm-worker's entrypoint in Kubernetes: picks this pod's line of the layer map by its
+# StatefulSet ordinal (the number after the last '-' of the pod name) and execs swarm-worker with
+# it. Extra arguments (the container's `args`, e.g. --device cuda:0) are passed through.
+# Environment: POD_NAME (downward API; falls back to the hostname), SWARM_MODEL_DIR,
+# SWARM_LAYER_MAP, SWARM_WORKER_PORT, SWARM_METRICS_PORT, SWARM_NUM_BLOCKS (for "blocks" lines),
+# SWARM_WORKER_BIN (tests point it at a stub).
+set -eu
+
+die() {
+  echo "worker-entrypoint: $*" >&2
+  exit 2
+}
+
+map="${SWARM_LAYER_MAP:-/etc/swarm/layer-map.txt}"
+pod="${POD_NAME:-$(hostname)}"
+ordinal="${pod##*-}"
+case "$ordinal" in
+  '' | *[!0-9]*) die "cannot read a StatefulSet ordinal from pod name '$pod'" ;;
+esac
+[ -r "$map" ] || die "layer map '$map' is not readable"
+: "${SWARM_MODEL_DIR:?worker-entrypoint: SWARM_MODEL_DIR is not set}"
+
+# Entries: lines without comments and surrounding blanks, empty lines dropped.
+entries=$(sed -e 's/#.*//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' "$map" | grep -v '^$' || true)
+count=$(printf '%s\n' "$entries" | grep -c . || true)
+line=$((ordinal + 1))
+[ "$line" -le "$count" ] ||
+  die "pod '$pod' has ordinal $ordinal but layer map '$map' has $count entries; scale the StatefulSet to $count or add a line"
+entry=$(printf '%s\n' "$entries" | sed -n "${line}p")
+
+case "$entry" in
+  blocks\ *)
+    blocks="${entry#blocks }"
+    blocks=$(printf '%s' "$blocks" | tr -d '[:space:]')
+    : "${SWARM_NUM_BLOCKS:?worker-entrypoint: a 'blocks' entry needs SWARM_NUM_BLOCKS}"
+    set -- --blocks "$blocks" --num-blocks "$SWARM_NUM_BLOCKS" "$@"
+    ;;
+  *)
+    printf '%s' "$entry" | grep -Eq '^[0-9]+-[0-9]+$' ||
+      die "layer map entry $line '$entry' is neither 'A-B' nor 'blocks i,j'"
+    set -- --layers "$entry" "$@"
+    ;;
+esac
+
+echo "worker-entrypoint: pod $pod (ordinal $ordinal) hosts $entry" >&2
+exec "${SWARM_WORKER_BIN:-swarm-worker}" \
+  --model "$SWARM_MODEL_DIR" \
+  --listen "0.0.0.0:${SWARM_WORKER_PORT:-7001}" \
+  --metrics-listen "0.0.0.0:${SWARM_METRICS_PORT:-9100}" \
+  "$@"
