@@ -309,7 +309,8 @@ absl::StatusOr<Llama2cModel> ReadLlama2cCheckpoint(const std::string& path) {
     }
   }
   const uint64_t expected = ExpectedBytes(h, fp32_slots, q8_slots);
-  if (expected != size) {
+  if (expected > size) return absl::DataLossError(FileSizeMismatch(path, h, expected, size));
+  if (expected < size) {
     return absl::InvalidArgumentError(FileSizeMismatch(path, h, expected, size));
   }
 

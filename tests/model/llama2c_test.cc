@@ -345,6 +345,13 @@ TEST_F(Llama2cVersionedTest, TruncatedCheckpointNamesFile) {
   ASSERT_FALSE(model.ok());
   EXPECT_NE(model.status().message().find(path), std::string::npos) << model.status();
   EXPECT_NE(model.status().message().find("truncated"), std::string::npos) << model.status();
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kDataLoss);
+
+  WriteFile(path, legacy_ + "junk");  // Trailing bytes: not what the header describes.
+  model = ReadLlama2cCheckpoint(path);
+  ASSERT_FALSE(model.ok());
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(model.status().message().find("trailing"), std::string::npos) << model.status();
 
   WriteFile(path, legacy_.substr(0, 10));  // Not even a header.
   model = ReadLlama2cCheckpoint(path);
