@@ -1,0 +1,137 @@
+// `swarm calibrate`: measure what skipping blocks costs on a calibration prompt set and write the
+// router file (router/calibrate.h).
+#include <chrono>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "client/cli/command.h"
+#include "model/generate.h"
+#include "router/calibrate.h"
+#include "router/probe.h"
+#include "router/router_file.h"
+
+namespace swarm::cli {
+namespace {
+
+absl::StatusOr<int> IntFlag(const Flags& flags, const std::string& name, int64_t fallback) {
+  auto v = flags.Int(name, fallback);
+  if (!v.ok()) return v.status();
+  return static_cast<int>(*v);
+}
+
+absl::Status Calibrate(const Flags& flags) {
+  auto dir = flags.Required("model");
+  if (!dir.ok()) return dir.status();
+  auto out = flags.Required("out");
+  if (!out.ok()) return out.status();
+  if (!flags.Has("num-blocks")) {
+    return absl::InvalidArgumentError("missing required flag --num-blocks");
+  }
+  router::CalibrationOptions options;
+  auto n = IntFlag(flags, "num-blocks", 0);
+  auto k = IntFlag(flags, "top-k-blocks", 0);
+  auto count = IntFlag(flags, "num-prompts", 256);
+  auto seed = flags.Int("seed", 1);
+  auto cont = IntFlag(flags, "continuation", 16);
+  auto min_len = IntFlag(flags, "min-prompt-tokens", 4);
+  auto max_len = IntFlag(flags, "max-prompt-tokens", 24);
+  auto neighbours = IntFlag(flags, "neighbours", router::kDefaultNeighbours);
+  auto rank = IntFlag(flags, "pca-rank", 16);
+  auto epochs = IntFlag(flags, "gate-epochs", 400);
+  auto max_subsets = IntFlag(flags, "max-subsets", 128);
+  for (const absl::Status& s :
+       {n.status(), k.status(), count.status(), seed.status(), cont.status(), min_len.status(),
+        max_len.status(), neighbours.status(), rank.status(), epochs.status(),
+        max_subsets.status()}) {
+    if (!s.ok()) return s;
+  }
+  if (flags.Has("top-k-blocks") && *k < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("top-k-blocks must be at least 1, got ", *k));
+  }
+  options.num_blocks = *n;
+  options.top_k = *k;
+  options.neighbours = *neighbours;
+  options.pca_rank = *rank;
+  options.fit_gate = flags.Bool("fit-gate");
+  options.gate.epochs = *epochs;
+  options.max_subsets_per_k = *max_subsets;
+  options.seed = static_cast<uint64_t>(*seed);
+  auto keep = router::ParseKeepList(flags.String("keep-blocks"), &options.default_keep);
+  if (!keep.ok()) return keep.status();
+  options.keep_blocks = *keep;
+  options.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+
+  auto t0 = std::chrono::steady_clock::now();
+  auto engine = model::Engine::Create(*dir);
+  if (!engine.ok()) return engine.status();
+  // Validate N and k before spending time on sampling.
+  auto layout = model::BlockLayout::Create(static_cast<int>((*engine)->config().num_layers), *n);
+  if (!layout.ok()) return layout.status();
+
+  router::SampleOptions so;
+  so.count = *count;
+  so.seed = options.seed;
+  so.stream = 1;
+  so.min_prompt_tokens = *min_len;
+  so.max_prompt_tokens = *max_len;
+  so.continuation_tokens = *cont;
+  absl::StatusOr<std::vector<router::Sample>> samples;
+  if (flags.Has("prompts")) {
+    auto lines = router::ReadPromptLines(flags.String("prompts"));
+    if (!lines.ok()) return lines.status();
+    if (flags.Has("num-prompts") && static_cast<int>(lines->size()) > *count) {
+      lines->resize(*count);
+    }
+    options.prompt_source = flags.String("prompts");
+    samples = router::SamplesFromTexts(**engine, *lines, so);
+  } else {
+    options.prompt_source = "sampled";
+    samples = router::SampleFromModel(**engine, so);
+  }
+  if (!samples.ok()) return samples.status();
+  std::fprintf(stderr, "%zu calibration prompts (%s, seed %llu)\n", samples->size(),
+               options.prompt_source.c_str(), static_cast<unsigned long long>(options.seed));
+
+  router::CalibrationReport report;
+  auto data = router::Calibrate(**engine, *samples, options, &report);
+  if (!data.ok()) return data.status();
+  data->notes["model_dir"] = *dir;
+  absl::Status saved = router::SaveRouterData(*out, *data);
+  if (!saved.ok()) return saved;
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("wrote %s: %d prompts, N=%d, kept %s, %d subsets measured, gate %s, %.1f s\n",
+              out->c_str(), report.num_prompts, data->num_blocks,
+              router::FormatMask(data->keep).c_str(), report.num_subsets,
+              data->gate.has_value() ? "yes" : "no", seconds);
+  for (const router::LooSummary& s : report.loo) {
+    std::printf(
+        "k=%d%s: leave-one-out mean KL: best static %.4f, neighbours %.4f, router (β=%.1f) "
+        "%.4f, oracle %.4f\n",
+        s.top_k, s.additive ? " (additive skip damages)" : "", s.static_kl, s.neighbours_only_kl,
+        s.blend, s.router_kl, s.oracle_kl);
+  }
+  return absl::OkStatus();
+}
+
+int Run(const std::vector<std::string>& args) {
+  auto flags = Flags::Parse(args,
+                            {"model", "num-blocks", "out", "top-k-blocks", "prompts", "num-prompts",
+                             "seed", "continuation", "min-prompt-tokens", "max-prompt-tokens",
+                             "keep-blocks", "neighbours", "pca-rank", "gate-epochs", "max-subsets"},
+                            {"fit-gate"});
+  if (!flags.ok()) return Fail("calibrate", flags.status());
+  absl::Status s = Calibrate(*flags);
+  if (!s.ok()) return Fail("calibrate", s);
+  return 0;
+}
+
+}  // namespace
+
+SWARM_REGISTER_COMMAND(calibrate, "calibrate",
+                       "calibrate --model DIR --num-blocks N --out router.safetensors "
+                       "[--top-k-blocks K] [--prompts FILE] [--num-prompts P] [--seed S] "
+                       "[--fit-gate] [--keep-blocks 0,-1|none] [--continuation T]",
+                       Run);
+
+}  // namespace swarm::cli

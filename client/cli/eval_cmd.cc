@@ -1,0 +1,115 @@
+// `swarm eval`: the quality table of sparse routing on a test set disjoint from calibration
+// (router/evaluate.h).
+#include <chrono>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "client/cli/command.h"
+#include "model/generate.h"
+#include "router/evaluate.h"
+#include "router/probe.h"
+#include "router/router.h"
+
+namespace swarm::cli {
+namespace {
+
+absl::Status Eval(const Flags& flags) {
+  auto dir = flags.Required("model");
+  if (!dir.ok()) return dir.status();
+  auto path = flags.Required("router");
+  if (!path.ok()) return path.status();
+  auto ks = flags.IntList("top-k-blocks");
+  if (!ks.ok()) return ks.status();
+  auto count = flags.Int("num-prompts", 128);
+  auto seed = flags.Int("seed", 1);
+  auto greedy = flags.Int("greedy-tokens", 32);
+  auto bootstrap = flags.Int("bootstrap", 2000);
+  auto min_len = flags.Int("min-prompt-tokens", 4);
+  auto max_len = flags.Int("max-prompt-tokens", 24);
+  for (const absl::Status& s : {count.status(), seed.status(), greedy.status(), bootstrap.status(),
+                                min_len.status(), max_len.status()}) {
+    if (!s.ok()) return s;
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  auto engine = model::Engine::Create(*dir);
+  if (!engine.ok()) return engine.status();
+  router::RouterOptions ro;
+  if (flags.Has("num-blocks")) {
+    auto n = flags.Int("num-blocks", 0);
+    if (!n.ok()) return n.status();
+    ro.expected_num_blocks = static_cast<int>(*n);
+  }
+  auto router = router::Router::Load(*path, (*engine)->checkpoint(), ro);
+  if (!router.ok()) return router.status();
+  router::EvalOptions options;
+  for (int64_t k : *ks) {
+    absl::Status valid =
+        router::ValidateTopK(static_cast<int>(k), (*router)->num_blocks(), (*router)->keep_mask());
+    if (!valid.ok()) return valid;
+    options.top_ks.push_back(static_cast<int>(k));
+  }
+  options.greedy_tokens = static_cast<int>(*greedy);
+  options.bootstrap_samples = static_cast<int>(*bootstrap);
+  options.seed = static_cast<uint64_t>(*seed);
+  options.balance = !flags.Bool("no-balance");
+  options.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+
+  router::SampleOptions so;
+  so.count = static_cast<int>(*count);
+  so.seed = options.seed;
+  so.stream = 2;  // Calibration draws from stream 1.
+  so.min_prompt_tokens = static_cast<int>(*min_len);
+  so.max_prompt_tokens = static_cast<int>(*max_len);
+  so.continuation_tokens =
+      (*router)->data().continuation_tokens > 0 ? (*router)->data().continuation_tokens : 16;
+  if (flags.Has("continuation")) {
+    auto c = flags.Int("continuation", 16);
+    if (!c.ok()) return c.status();
+    so.continuation_tokens = static_cast<int>(*c);
+  }
+  absl::StatusOr<std::vector<router::Sample>> samples;
+  if (flags.Has("prompts")) {
+    auto lines = router::ReadPromptLines(flags.String("prompts"));
+    if (!lines.ok()) return lines.status();
+    if (flags.Has("num-prompts") && static_cast<int64_t>(lines->size()) > *count) {
+      lines->resize(*count);
+    }
+    samples = router::SamplesFromTexts(**engine, *lines, so);
+  } else {
+    samples = router::SampleFromModel(**engine, so);
+  }
+  if (!samples.ok()) return samples.status();
+  int dropped = 0;
+  std::vector<router::Sample> test =
+      router::DisjointFromCalibration(**router, std::move(*samples), &dropped);
+  auto report = router::Evaluate(**engine, **router, test, options);
+  if (!report.ok()) return report.status();
+  report->dropped_overlap = dropped;
+  std::fputs(router::FormatReport(*report).c_str(), stdout);
+  std::printf("\n(evaluated in %.1f s)\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return absl::OkStatus();
+}
+
+int Run(const std::vector<std::string>& args) {
+  auto flags = Flags::Parse(
+      args,
+      {"model", "router", "top-k-blocks", "num-prompts", "seed", "greedy-tokens", "bootstrap",
+       "prompts", "continuation", "min-prompt-tokens", "max-prompt-tokens", "num-blocks"},
+      {"no-balance"});
+  if (!flags.ok()) return Fail("eval", flags.status());
+  absl::Status s = Eval(*flags);
+  if (!s.ok()) return Fail("eval", s);
+  return 0;
+}
+
+}  // namespace
+
+SWARM_REGISTER_COMMAND(eval, "eval",
+                       "eval --model DIR --router router.safetensors [--top-k-blocks K[,K...]] "
+                       "[--num-prompts P] [--prompts FILE] [--seed S] [--greedy-tokens G] "
+                       "[--no-balance]",
+                       Run);
+
+}  // namespace swarm::cli
