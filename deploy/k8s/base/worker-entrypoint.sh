@@ -26,7 +26,8 @@ entries=$(sed -e 's/#.*//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' "$map" 
 count=$(printf '%s\n' "$entries" | grep -c . || true)
 line=$((ordinal + 1))
 [ "$line" -le "$count" ] ||
-  die "pod '$pod' has ordinal $ordinal but layer map '$map' has $count entries; scale the StatefulSet to $count or add a line"
+  die "pod '$pod' has ordinal $ordinal but layer map '$map' has $count entries;" \
+    "scale the StatefulSet to $count or add a line"
 entry=$(printf '%s\n' "$entries" | sed -n "${line}p")
 
 case "$entry" in
