@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The Dockerfile's runtime stage installs every shared library the binaries load: each library
+# `ldd` resolves for the given binaries belongs to a Debian package in the dependency closure of
+# the runtime stage's `apt-get install` list (apt-cache depends --recurse).
+#   runtime_deps_test.sh SOURCE_DIR BINARY...
+# Exit 0 pass, 1 fail, 77 skip (no dpkg/apt-cache, no apt lists, or no binary built yet).
+set -euo pipefail
+src="$(cd "${1:?usage: runtime_deps_test.sh SOURCE_DIR BINARY...}" && pwd)"
+shift
+
+for tool in ldd dpkg-query apt-cache; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "SKIP: $tool not found"; exit 77; }
+done
+binaries=()
+for b in "$@"; do
+  [[ -x "$b" ]] && binaries+=("$b")
+done
+((${#binaries[@]} > 0)) || { echo "SKIP: none of the binaries is built: $*"; exit 77; }
+
+# The runtime stage's package list: the words of its first `apt-get install` command.
+mapfile -t packages < <(awk '
+  /^FROM .* AS runtime$/ { in_stage = 1; next }
+  /^FROM / { in_stage = 0 }
+  in_stage && /apt-get install/ { in_list = 1; next }
+  in_list && /&&/ { exit }
+  in_list { for (i = 1; i <= NF; i++) if ($i != "\\") print $i }
+' "$src/deploy/Dockerfile")
+((${#packages[@]} > 3)) || { echo "FAIL: no runtime package list found in deploy/Dockerfile"; exit 1; }
+echo "runtime stage installs: ${packages[*]}"
+
+if ! closure="$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
+  --no-breaks --no-replaces --no-enhances "${packages[@]}" 2>"${TMPDIR:-/tmp}/apt-depends.$$")"; then
+  if grep -q "Unable to locate package" "${TMPDIR:-/tmp}/apt-depends.$$"; then
+    grep "Unable to locate" "${TMPDIR:-/tmp}/apt-depends.$$"
+    rm -f "${TMPDIR:-/tmp}/apt-depends.$$"
+    echo "SKIP or FAIL? apt lists may be missing: run apt-get update. Treating as skip."
+    exit 77
+  fi
+  cat "${TMPDIR:-/tmp}/apt-depends.$$"
+  rm -f "${TMPDIR:-/tmp}/apt-depends.$$"
+  exit 1
+fi
+rm -f "${TMPDIR:-/tmp}/apt-depends.$$"
+declare -A have=()
+while read -r line; do
+  [[ "$line" =~ ^[a-z0-9] ]] && have["${line%%:*}"]=1
+done <<<"$closure"
+echo "closure: ${#have[@]} packages"
+
+# Which Debian package ships each library the binaries load: one dpkg-query for all of them
+# (dpkg records some under /lib, merged /usr resolves them under /usr/lib).
+declare -A libs_of=() owner=()
+for b in "${binaries[@]}"; do
+  libs_of["$b"]="$(ldd "$b" | awk '/=> \// { print $3 }' | xargs -r readlink -f | sort -u)"
+done
+mapfile -t all_libs < <(printf '%s\n' "${libs_of[@]}" | grep . | sort -u)
+lookup() {
+  dpkg-query -S "$@" 2>/dev/null | while IFS= read -r line; do
+    printf '%s\t%s\n' "${line##*: }" "${line%%: *}"
+  done || true
+}
+while IFS=$'\t' read -r path pkgs; do
+  pkg="${pkgs%%,*}"
+  owner["$path"]="${pkg%%:*}"
+  owner["/usr$path"]="${pkg%%:*}"
+done < <(lookup "${all_libs[@]}"; lookup $(printf '%s\n' "${all_libs[@]}" | sed -n 's|^/usr/|/|p'))
+
+failures=0
+for b in "${binaries[@]}"; do
+  missing=()
+  n=0
+  while read -r lib; do
+    [[ -n "$lib" ]] || continue
+    n=$((n + 1))
+    pkg="${owner[$lib]:-}"
+    if [[ -z "$pkg" ]]; then
+      missing+=("$lib (no Debian package owns it)")
+    elif [[ -z "${have[$pkg]:-}" ]]; then
+      missing+=("$lib ($pkg)")
+    fi
+  done <<<"${libs_of[$b]}"
+  if ((${#missing[@]} > 0)); then
+    echo "FAIL: $(basename "$b"): the runtime stage lacks"
+    printf '  %s\n' "${missing[@]}"
+    failures=$((failures + 1))
+  else
+    echo "ok: $(basename "$b"): all $n shared libraries come with the runtime packages"
+  fi
+done
+((failures == 0)) || exit 1
