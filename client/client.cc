@@ -1,0 +1,183 @@
+#include "client/client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "proto/server_util.h"
+#include "proto/status_util.h"
+#include "swarm/v1/coordinator.grpc.pb.h"
+
+namespace swarm {
+
+struct Client::Impl {
+  std::string address;
+  ClientOptions options;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::CoordinatorService::Stub> stub;
+};
+
+namespace {
+
+absl::StatusOr<v1::Mode> ParseMode(const std::string& mode) {
+  if (mode.empty() || mode == "exact") return v1::MODE_EXACT;
+  if (mode == "sparse") return v1::MODE_SPARSE;
+  return absl::InvalidArgumentError(absl::StrCat("mode '", mode, "': want exact or sparse"));
+}
+
+absl::StatusOr<v1::Combine> ParseCombine(const std::string& combine) {
+  if (combine.empty() || combine == "sequential") return v1::COMBINE_SEQUENTIAL;
+  if (combine == "parallel") return v1::COMBINE_PARALLEL;
+  return absl::InvalidArgumentError(
+      absl::StrCat("combine '", combine, "': want sequential or parallel"));
+}
+
+std::string DTypeString(int dtype) {
+  switch (dtype) {
+    case v1::DTYPE_F32:
+      return "f32";
+    case v1::DTYPE_F16:
+      return "f16";
+    case v1::DTYPE_BF16:
+      return "bf16";
+    default:
+      return "";
+  }
+}
+
+}  // namespace
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+const std::string& Client::address() const { return impl_->address; }
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& address,
+                                                        const ClientOptions& options) {
+  if (auto s = ValidateHostPort(address, "server address"); !s.ok()) return s;
+  auto impl = std::make_unique<Impl>();
+  impl->address = address;
+  impl->options = options;
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);  // Replies are small; never fail on size.
+  impl->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  impl->stub = v1::CoordinatorService::NewStub(impl->channel);
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+absl::StatusOr<GenerateResult> Client::Generate(const GenerateRequest& request,
+                                                const ChunkCallback& on_chunk) {
+  v1::GenerateRequest req;
+  req.set_prompt(request.prompt);
+  req.mutable_prompt_ids()->Assign(request.prompt_ids.begin(), request.prompt_ids.end());
+  req.set_add_special_tokens(request.add_special_tokens);
+  v1::SamplingParams* sp = req.mutable_sampling();
+  sp->set_max_new_tokens(request.max_new_tokens);
+  sp->set_temperature(request.temperature);
+  sp->set_top_k(request.top_k);
+  sp->set_top_p(request.top_p);
+  sp->set_seed(request.seed);
+  sp->set_stop_at_eos(request.stop_at_eos);
+  absl::StatusOr<v1::Mode> mode = ParseMode(request.mode);
+  if (!mode.ok()) return mode.status();
+  absl::StatusOr<v1::Combine> combine = ParseCombine(request.combine);
+  if (!combine.ok()) return combine.status();
+  req.set_mode(*mode);
+  req.set_combine(*combine);
+  req.set_top_k_blocks(request.top_k_blocks);
+  req.set_request_id(request.request_id);
+
+  grpc::ClientContext ctx;
+  const absl::Duration timeout = request.timeout > absl::ZeroDuration()
+                                     ? request.timeout
+                                     : impl_->options.default_generate_timeout;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
+      impl_->stub->Generate(&ctx, req);
+  GenerateResult result;
+  v1::GenerateResponse msg;
+  bool stopped = false;
+  while (reader->Read(&msg)) {
+    if (msg.prompt_ids_size() > 0) {
+      result.prompt_ids.assign(msg.prompt_ids().begin(), msg.prompt_ids().end());
+    }
+    if (!msg.request_id().empty()) result.request_id = msg.request_id();
+    if (!msg.finish_reason().empty()) result.finish_reason = msg.finish_reason();
+    if (msg.has_usage()) {
+      result.time_to_first_token_seconds = msg.usage().time_to_first_token_seconds();
+      result.total_seconds = msg.usage().total_seconds();
+    }
+    if (msg.ids_size() == 0 && msg.text().empty()) continue;
+    GenerateChunk chunk;
+    chunk.ids.assign(msg.ids().begin(), msg.ids().end());
+    chunk.text = msg.text();
+    result.ids.insert(result.ids.end(), chunk.ids.begin(), chunk.ids.end());
+    result.text += chunk.text;
+    if (on_chunk && !on_chunk(chunk)) {
+      stopped = true;
+      ctx.TryCancel();
+      break;
+    }
+  }
+  grpc::Status status = reader->Finish();
+  if (stopped) return absl::CancelledError("stopped by the caller");
+  if (!status.ok()) return FromGrpcStatus(status, impl_->address);
+  return result;
+}
+
+absl::StatusOr<ClusterStatus> Client::Status(absl::Duration timeout) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  v1::StatusRequest req;
+  v1::StatusResponse resp;
+  grpc::Status status = impl_->stub->Status(&ctx, req, &resp);
+  if (!status.ok()) return FromGrpcStatus(status, impl_->address);
+  ClusterStatus out;
+  out.serving = resp.serving();
+  out.reason = resp.reason();
+  out.model_fingerprint = resp.model_fingerprint();
+  out.architecture = resp.architecture();
+  out.num_layers = resp.num_layers();
+  out.max_position_embeddings = resp.max_position_embeddings();
+  out.active_requests = resp.active_requests();
+  out.requests_total = resp.requests_total();
+  for (const v1::WorkerStatus& w : resp.workers()) {
+    WorkerStatus ws;
+    ws.address = w.address();
+    ws.reachable = w.reachable();
+    ws.compatible = w.compatible();
+    ws.ready = w.ready();
+    ws.error = w.error();
+    for (const v1::LayerRange& r : w.layers()) ws.layers.emplace_back(r.begin(), r.end());
+    ws.device = w.device();
+    ws.dtype = DTypeString(w.dtype());
+    ws.sessions = w.sessions();
+    ws.max_sessions = w.max_sessions();
+    ws.kv_used_bytes = w.kv_used_bytes();
+    ws.kv_reserved_bytes = w.kv_reserved_bytes();
+    ws.kv_budget_bytes = w.kv_budget_bytes();
+    ws.weight_bytes = w.weight_bytes();
+    ws.inflight_steps = w.inflight_steps();
+    ws.active_requests = w.active_requests();
+    ws.steps_total = w.steps_total();
+    out.workers.push_back(std::move(ws));
+  }
+  return out;
+}
+
+absl::Status Client::WaitUntilServing(absl::Duration timeout) {
+  const absl::Time end = absl::Now() + timeout;
+  absl::Status last = absl::UnavailableError("no answer yet");
+  while (absl::Now() < end) {
+    absl::StatusOr<ClusterStatus> s = Status(std::min(absl::Seconds(5), end - absl::Now()));
+    if (s.ok() && s->serving) return absl::OkStatus();
+    last = s.ok() ? absl::UnavailableError(s->reason) : s.status();
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return absl::DeadlineExceededError(absl::StrCat(
+      impl_->address, " not serving after ", absl::FormatDuration(timeout), ": ", last.message()));
+}
+
+}  // namespace swarm

@@ -1,0 +1,134 @@
+// The C++ SDK of a Swarm cluster: `swarm::Client` talks to a swarm-coordinator over gRPC to
+// stream generated text (Generate, with a per-chunk callback) and to read the cluster's state
+// (Status). It is what the `swarm generate` / `swarm status` commands use, and what other
+// programs use through the installed CMake package:
+//
+//   find_package(swarm REQUIRED)
+//   target_link_libraries(app PRIVATE swarm::swarm_client)
+//   #include "client/client.h"
+//
+// This header uses only the standard library and Abseil; protobuf and gRPC stay inside.
+// Threading: a Client is thread-safe; several threads may run Generate at once (they share one
+// HTTP/2 connection). Callbacks run on the calling thread.
+#ifndef SWARM_CLIENT_CLIENT_H_
+#define SWARM_CLIENT_CLIENT_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace swarm {
+
+struct ClientOptions {
+  // Deadline of a Generate call that sets no timeout of its own.
+  absl::Duration default_generate_timeout = absl::Minutes(10);
+};
+
+struct GenerateRequest {
+  std::string prompt;               // Tokenized by the coordinator...
+  std::vector<int64_t> prompt_ids;  // ...unless ids are given.
+  bool add_special_tokens = true;   // BOS etc. for `prompt`.
+  int64_t max_new_tokens = 64;
+  float temperature = 0.0f;  // 0 = greedy.
+  int64_t top_k = 0;         // 0 = off.
+  float top_p = 1.0f;        // 1 = off.
+  uint64_t seed = 0;
+  bool stop_at_eos = true;
+  std::string mode = "exact";                     // "exact" or "sparse".
+  int top_k_blocks = 0;                           // Sparse mode.
+  std::string combine = "sequential";             // Sparse mode: "sequential" or "parallel".
+  std::string request_id;                         // Optional; shows in the coordinator's logs.
+  absl::Duration timeout = absl::ZeroDuration();  // 0: ClientOptions::default_generate_timeout.
+};
+
+// What arrived in one streamed message.
+struct GenerateChunk {
+  std::vector<int64_t> ids;  // Newly generated ids (may be empty).
+  std::string text;          // Newly final text (may be empty).
+};
+
+struct GenerateResult {
+  std::vector<int64_t> prompt_ids;
+  std::vector<int64_t> ids;   // Generated ids only.
+  std::string text;           // Their text.
+  std::string finish_reason;  // "eos", "length", "context".
+  std::string request_id;
+  double time_to_first_token_seconds = 0;  // As measured by the coordinator.
+  double total_seconds = 0;
+};
+
+struct WorkerStatus {
+  std::string address;
+  bool reachable = false;
+  bool compatible = false;                  // Same model as the coordinator.
+  bool ready = false;                       // Layers loaded.
+  std::string error;                        // Why it is not used, if it is not.
+  std::vector<std::pair<int, int>> layers;  // Half-open ranges [begin, end).
+  std::string device;
+  std::string dtype;
+  int sessions = 0;
+  int max_sessions = 0;
+  int64_t kv_used_bytes = 0;
+  int64_t kv_reserved_bytes = 0;
+  int64_t kv_budget_bytes = 0;  // 0 = unlimited.
+  int64_t weight_bytes = 0;
+  int inflight_steps = 0;
+  int active_requests = 0;  // The coordinator's requests routed through it.
+  uint64_t steps_total = 0;
+};
+
+struct ClusterStatus {
+  bool serving = false;
+  std::string reason;  // Why not, when not serving.
+  std::string model_fingerprint;
+  std::string architecture;
+  int num_layers = 0;
+  int64_t max_position_embeddings = 0;
+  std::vector<WorkerStatus> workers;
+  int active_requests = 0;
+  uint64_t requests_total = 0;
+};
+
+// Returning false from the callback cancels the request (the coordinator then frees its sessions
+// on every worker) and Generate returns Cancelled.
+using ChunkCallback = std::function<bool(const GenerateChunk&)>;
+
+class Client {
+ public:
+  // Creates a channel to `address` ("host:port"). Does not wait for the server (see
+  // WaitUntilServing). InvalidArgument for a malformed address.
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(const std::string& address,
+                                                         const ClientOptions& options = {});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  const std::string& address() const;
+
+  // Generates, calling `on_chunk` for every streamed message that carries ids or text. Errors are
+  // the coordinator's gRPC status (InvalidArgument, OutOfRange, Unavailable, ...), with the
+  // address in the message.
+  absl::StatusOr<GenerateResult> Generate(const GenerateRequest& request,
+                                          const ChunkCallback& on_chunk = nullptr);
+
+  absl::StatusOr<ClusterStatus> Status(absl::Duration timeout = absl::Seconds(10));
+
+  // Polls Status until the coordinator serves; DeadlineExceeded with the last reason otherwise.
+  absl::Status WaitUntilServing(absl::Duration timeout);
+
+ private:
+  struct Impl;
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace swarm
+
+#endif  // SWARM_CLIENT_CLIENT_H_

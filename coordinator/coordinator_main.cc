@@ -1,0 +1,91 @@
+// swarm-coordinator: serves CoordinatorService for a model whose layers live on swarm-workers
+// (see DESIGN.md's CLI contract). Prints "listening on HOST:PORT" on stdout once the port is
+// bound; reports SERVING once the workers cover every layer. SIGINT/SIGTERM stop it cleanly.
+#include <cstdio>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "coordinator/coordinator_server.h"
+#include "proto/server_util.h"
+
+namespace {
+
+constexpr char kLog[] = "swarm-coordinator";
+constexpr char kUsage[] =
+    "usage: swarm-coordinator --model DIR --workers HOST:PORT,... --listen HOST:PORT\n"
+    "                         [--metrics-listen HOST:PORT] [--device cpu|cuda:N]\n"
+    "                         [--max-concurrent-requests N] [--max-queued-requests N]\n"
+    "                         [--request-timeout 10m] [--step-timeout 60s]\n";
+
+int Fail(const absl::Status& s) {
+  std::fprintf(stderr, "swarm-coordinator: %s\n", std::string(s.message()).c_str());
+  return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  swarm::BlockShutdownSignals();
+  if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  auto flags = swarm::ServerFlags::Parse(
+      argc, argv,
+      {"model", "workers", "listen", "metrics-listen", "device", "max-concurrent-requests",
+       "max-queued-requests", "request-timeout", "step-timeout"},
+      {});
+  if (!flags.ok()) {
+    std::fputs(kUsage, stderr);
+    return Fail(flags.status());
+  }
+  swarm::coordinator::CoordinatorOptions options;
+  auto model = flags->Required("model");
+  auto workers = flags->Required("workers");
+  if (!model.ok()) return Fail(model.status());
+  if (!workers.ok()) return Fail(workers.status());
+  options.model_dir = *model;
+  options.workers = absl::StrSplit(*workers, ',', absl::SkipWhitespace());
+  if (options.workers.empty()) {
+    return Fail(absl::InvalidArgumentError("--workers: give at least one HOST:PORT"));
+  }
+  options.listen = flags->String("listen", "127.0.0.1:0");
+  options.device = flags->String("device", "cpu");
+  auto concurrent = flags->Int("max-concurrent-requests", options.max_concurrent_requests);
+  auto queued = flags->Int("max-queued-requests", options.max_queued_requests);
+  auto request_timeout = flags->Duration("request-timeout", options.max_request_time);
+  auto step_timeout = flags->Duration("step-timeout", options.step_timeout);
+  for (const absl::Status& s :
+       {concurrent.status(), queued.status(), request_timeout.status(), step_timeout.status()}) {
+    if (!s.ok()) return Fail(s);
+  }
+  if (*concurrent < 1 || *queued < 0) {
+    return Fail(absl::InvalidArgumentError("--max-concurrent-requests must be at least 1"));
+  }
+  options.max_concurrent_requests = static_cast<int>(*concurrent);
+  options.max_queued_requests = static_cast<int>(*queued);
+  options.max_request_time = *request_timeout;
+  options.step_timeout = *step_timeout;
+  if (flags->Has("metrics-listen")) {
+    if (auto s = swarm::ValidateHostPort(flags->String("metrics-listen"), "--metrics-listen");
+        !s.ok()) {
+      return Fail(s);
+    }
+    swarm::LogLine(kLog, "--metrics-listen: /metrics is not served by this build yet");
+  }
+
+  auto server = swarm::coordinator::CoordinatorServer::Start(options);
+  if (!server.ok()) return Fail(server.status());
+  std::printf("listening on %s\n", (*server)->address().c_str());
+  std::fflush(stdout);
+  swarm::LogLine(
+      kLog, absl::StrCat("listening on ", (*server)->address(), "; model ", options.model_dir, " (",
+                         (*server)->config().architecture, ", ", (*server)->config().num_layers,
+                         " layers), workers ", absl::StrJoin(options.workers, ",")));
+  int sig = swarm::WaitForShutdownSignal();
+  swarm::LogLine(kLog, absl::StrCat("signal ", sig, ": shutting down"));
+  (*server)->Shutdown();
+  return 0;
+}

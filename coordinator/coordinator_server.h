@@ -1,0 +1,131 @@
+// swarm-coordinator's server: CoordinatorService (proto/swarm/v1/coordinator.proto) with
+// grpc.health.v1 and reflection. It loads only the tokenizer and the model's ends (embeddings,
+// final norm, head), learns what each worker hosts through Info, and serves once the usable
+// workers cover every layer with the same model fingerprint; until then it keeps retrying with
+// backoff, logging why it cannot serve, and health says NOT_SERVING. Generation is
+// model::Generate over a RemoteExecutor: the one generation loop of the project.
+//
+// Threading: gRPC handlers run on gRPC's callback threads and never block there: a Generate call
+// runs on an owned, bounded request pool (RESOURCE_EXHAUSTED beyond it), Status refreshes the
+// workers asynchronously. A monitor thread owned by the server polls the workers. Shutdown()
+// stops the server (cancelling running requests, which close their worker sessions), then joins
+// the pool and the monitor. All methods are thread-safe.
+#ifndef SWARM_COORDINATOR_COORDINATOR_SERVER_H_
+#define SWARM_COORDINATOR_COORDINATOR_SERVER_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "coordinator/worker_set.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace swarm {
+class ThreadPool;
+}
+
+namespace swarm::coordinator {
+
+// Hook points for metrics (a later component wires them to Prometheus). Called on request
+// threads; implementations must be thread-safe and cheap. Every method has a no-op default.
+class CoordinatorObserver {
+ public:
+  virtual ~CoordinatorObserver() = default;
+  virtual void OnRequestStart(absl::string_view mode) {}
+  // `ttft_seconds` < 0 when no token was produced.
+  virtual void OnRequestDone(absl::string_view mode, absl::StatusCode code, int64_t prompt_tokens,
+                             int64_t generated_tokens, double seconds, double ttft_seconds) {}
+  virtual void OnInterToken(absl::string_view mode, double seconds) {}
+  // One Forward to `worker` (its address), taking `seconds`.
+  virtual void OnWorkerStep(absl::string_view worker, double seconds, absl::StatusCode code) {}
+  virtual void SetWorkerUp(absl::string_view worker, bool up) {}
+  virtual void SetReady(bool ready) {}
+};
+
+struct CoordinatorOptions {
+  std::string model_dir;
+  std::vector<std::string> workers;  // "host:port" each.
+  std::string listen = "127.0.0.1:0";
+  std::string device = "cpu";        // Where the embeddings and the head run.
+  int max_concurrent_requests = 16;  // Requests generating at once.
+  int max_queued_requests = 64;      // Waiting beyond that: RESOURCE_EXHAUSTED.
+  // Cap on a request's deadline (a call without one gets this one).
+  absl::Duration max_request_time = absl::Minutes(10);
+  absl::Duration step_timeout = absl::Seconds(60);       // One Forward.
+  absl::Duration control_timeout = absl::Seconds(5);     // Info, Open/CloseSession.
+  absl::Duration poll_interval = absl::Seconds(5);       // Worker polling while serving.
+  absl::Duration min_backoff = absl::Milliseconds(100);  // Retry delays while not serving.
+  absl::Duration max_backoff = absl::Seconds(5);
+  CoordinatorObserver* observer = nullptr;  // Not owned; must outlive the server.
+};
+
+class CoordinatorServiceImpl;
+
+class CoordinatorServer {
+ public:
+  // Loads the tokenizer (if the model has one) and the model's ends, starts the gRPC server
+  // (NOT_SERVING) and the monitor thread. Errors: the model cannot be loaded, the address cannot
+  // be bound, a bad worker address.
+  static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(
+      const CoordinatorOptions& options);
+  ~CoordinatorServer();  // Shutdown().
+
+  const std::string& address() const { return address_; }
+  const model::ModelConfig& config() const { return checkpoint_->config(); }
+  bool serving() const { return serving_.load(); }
+  WorkerSet& workers() { return *workers_; }
+
+  // Waits until serving; DeadlineExceeded with the reason it is not after `timeout`.
+  absl::Status WaitUntilServing(absl::Duration timeout);
+
+  // Stops accepting calls, cancels running ones after `grace`, joins every thread. Idempotent.
+  void Shutdown(absl::Duration grace = absl::Seconds(5));
+
+ private:
+  friend class CoordinatorServiceImpl;
+  friend class GenerateCall;
+  CoordinatorServer() = default;
+  void MonitorLoop();
+  void UpdateServing();
+
+  CoordinatorOptions options_;
+  CoordinatorObserver default_observer_;
+  CoordinatorObserver* observer_ = nullptr;
+  std::shared_ptr<const model::Checkpoint> checkpoint_;
+  std::unique_ptr<model::Tokenizer> tokenizer_;  // Null when the model has no tokenizer.json.
+  std::unique_ptr<model::ModelEnds> ends_;
+  std::unique_ptr<WorkerSet> workers_;
+  std::string address_;
+  std::vector<std::string> health_names_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<CoordinatorServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+
+  std::atomic<bool> serving_{false};
+  std::atomic<int> active_requests_{0};
+  std::atomic<uint64_t> requests_total_{0};
+  std::atomic<uint64_t> request_counter_{0};
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  std::string not_serving_reason_ ABSL_GUARDED_BY(mu_) = "workers not contacted yet";
+  std::thread monitor_;
+};
+
+}  // namespace swarm::coordinator
+
+#endif  // SWARM_COORDINATOR_COORDINATOR_SERVER_H_

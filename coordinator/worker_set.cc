@@ -1,0 +1,164 @@
+#include "coordinator/worker_set.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
+#include "proto/layer_ranges.h"
+#include "proto/server_util.h"
+#include "proto/status_util.h"
+
+namespace swarm::coordinator {
+
+WorkerSet::WorkerSet(const std::vector<std::string>& addresses, std::string fingerprint,
+                     int num_layers)
+    : addresses_(addresses), fingerprint_(std::move(fingerprint)), num_layers_(num_layers) {
+  for (const std::string& address : addresses_) {
+    auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
+                                             InternalChannelArguments());
+    stubs_.push_back(v1::WorkerService::NewStub(channel));
+    WorkerState state;
+    state.address = address;
+    state.error = "not contacted yet";
+    states_.push_back(std::move(state));
+  }
+}
+
+void WorkerSet::RefreshAsync(absl::Duration timeout, std::function<void()> done) {
+  struct Call {
+    grpc::ClientContext ctx;
+    v1::InfoRequest request;
+    v1::InfoResponse response;
+  };
+  struct Pending {
+    std::atomic<int> left;
+    std::function<void()> done;
+  };
+  if (stubs_.empty()) {
+    if (done) done();
+    return;
+  }
+  auto pending = std::make_shared<Pending>();
+  pending->left = size();
+  pending->done = std::move(done);
+  for (int i = 0; i < size(); ++i) {
+    auto call = std::make_shared<Call>();
+    call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    stubs_[i]->async()->Info(&call->ctx, &call->request, &call->response,
+                             [this, i, call, pending](grpc::Status status) {
+                               Record(i, status, call->response);
+                               if (pending->left.fetch_sub(1) == 1 && pending->done) {
+                                 pending->done();
+                               }
+                             });
+  }
+}
+
+void WorkerSet::Refresh(absl::Duration timeout) {
+  absl::Notification done;
+  RefreshAsync(timeout, [&done] { done.Notify(); });
+  done.WaitForNotification();
+}
+
+void WorkerSet::Record(int index, const grpc::Status& status, const v1::InfoResponse& info) {
+  absl::MutexLock lock(&mu_);
+  WorkerState& s = states_[index];
+  const bool was_usable = s.usable();
+  s.reachable = status.ok();
+  if (!status.ok()) {
+    s.compatible = s.ready = false;
+    s.error = absl::StrCat("unreachable: ", FromGrpcStatus(status).ToString());
+  } else {
+    s.info = info;
+    s.ready = info.ready();
+    s.compatible = info.model_fingerprint() == fingerprint_;
+    if (!s.compatible) {
+      s.error = absl::StrCat("serves another model (fingerprint ", info.model_fingerprint(),
+                             ", the coordinator's is ", fingerprint_, ")");
+    } else if (!s.ready) {
+      s.error = info.load_error().empty()
+                    ? "still loading its layers"
+                    : absl::StrCat("failed to load its layers: ", info.load_error());
+    } else {
+      s.error.clear();
+    }
+  }
+  if (was_usable != s.usable()) ++changes_;
+}
+
+std::vector<WorkerState> WorkerSet::Snapshot() const {
+  absl::MutexLock lock(&mu_);
+  return states_;
+}
+
+std::vector<RouteCandidate> WorkerSet::CandidatesLocked() const {
+  std::vector<RouteCandidate> candidates;
+  for (const WorkerState& s : states_) {
+    RouteCandidate c;
+    c.layers.assign(s.info.layers().begin(), s.info.layers().end());
+    c.load = s.active_requests;
+    c.usable = s.usable();
+    c.address = s.address;
+    candidates.push_back(std::move(c));
+  }
+  return candidates;
+}
+
+absl::Status WorkerSet::Coverage() const {
+  absl::MutexLock lock(&mu_);
+  absl::Status s = CheckCoverage(num_layers_, CandidatesLocked());
+  if (s.ok()) return s;
+  std::vector<std::string> why;
+  for (const WorkerState& w : states_) {
+    if (!w.usable()) why.push_back(absl::StrCat(w.address, " ", w.error));
+  }
+  if (states_.empty()) why.push_back("no workers configured");
+  return absl::UnavailableError(absl::StrCat(s.message(), " (", absl::StrJoin(why, "; "), ")"));
+}
+
+absl::StatusOr<std::vector<Hop>> WorkerSet::AcquireRoute() {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::vector<Hop>> route = PlanRoute(num_layers_, CandidatesLocked());
+  if (!route.ok()) return route.status();
+  std::vector<bool> counted(states_.size(), false);
+  for (const Hop& hop : *route) {
+    if (!counted[hop.worker]) ++states_[hop.worker].active_requests;
+    counted[hop.worker] = true;
+  }
+  return route;
+}
+
+void WorkerSet::Release(const std::vector<Hop>& route) {
+  absl::MutexLock lock(&mu_);
+  std::vector<bool> counted(states_.size(), false);
+  for (const Hop& hop : route) {
+    if (!counted[hop.worker]) --states_[hop.worker].active_requests;
+    counted[hop.worker] = true;
+  }
+}
+
+void WorkerSet::MarkUnreachable(int index, const absl::Status& status) {
+  absl::MutexLock lock(&mu_);
+  WorkerState& s = states_[index];
+  if (s.usable()) ++changes_;
+  s.reachable = false;
+  s.error = absl::StrCat("unreachable: ", status.ToString());
+}
+
+void WorkerSet::Notify() {
+  absl::MutexLock lock(&mu_);
+  ++changes_;
+}
+
+void WorkerSet::WaitForChange(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  const uint64_t seen = changes_;
+  auto changed = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return changes_ != seen; };
+  mu_.AwaitWithTimeout(absl::Condition(&changed), timeout);
+}
+
+}  // namespace swarm::coordinator

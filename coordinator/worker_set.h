@@ -1,0 +1,84 @@
+// The coordinator's view of its workers: one channel and stub per --workers address, what each
+// last said about itself (Info), whether it is usable (reachable, layers loaded, same model
+// fingerprint as the coordinator) and how many of this coordinator's requests go through it.
+// The monitor thread refreshes it; request threads read snapshots, plan routes from it and report
+// failures into it.
+//
+// Threading: all methods are thread-safe (one mutex; no RPC is made while holding it).
+#ifndef SWARM_COORDINATOR_WORKER_SET_H_
+#define SWARM_COORDINATOR_WORKER_SET_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "coordinator/route.h"
+#include "swarm/v1/worker.grpc.pb.h"
+
+namespace swarm::coordinator {
+
+struct WorkerState {
+  std::string address;
+  bool reachable = false;
+  bool compatible = false;
+  bool ready = false;
+  std::string error;  // Why it is not usable, if it is not.
+  v1::InfoResponse info;
+  int active_requests = 0;
+  bool usable() const { return reachable && compatible && ready; }
+};
+
+class WorkerSet {
+ public:
+  // `fingerprint` and `num_layers` describe the coordinator's model; workers must match them.
+  WorkerSet(const std::vector<std::string>& addresses, std::string fingerprint, int num_layers);
+
+  int size() const { return static_cast<int>(stubs_.size()); }
+  const std::string& address(int index) const { return addresses_[index]; }
+  v1::WorkerService::Stub* stub(int index) const { return stubs_[index].get(); }
+
+  // Asks every worker for Info at once, with `timeout`, and records the answers; `done` runs on a
+  // gRPC thread once all have answered or failed. Never blocks.
+  void RefreshAsync(absl::Duration timeout, std::function<void()> done);
+  // The same, blocking until all have answered.
+  void Refresh(absl::Duration timeout);
+
+  std::vector<WorkerState> Snapshot() const;
+  // OK when the usable workers cover every layer; Unavailable saying what is missing and why the
+  // other workers are not used.
+  absl::Status Coverage() const;
+  // A route through the usable workers for one request, preferring the least loaded, and counts
+  // the request against each worker on it (undo with Release).
+  absl::StatusOr<std::vector<Hop>> AcquireRoute();
+  void Release(const std::vector<Hop>& route);
+
+  // Records that a call to the worker failed as if it were down (UNAVAILABLE and friends): it is
+  // not routed to until a refresh finds it again. Wakes WaitForChange().
+  void MarkUnreachable(int index, const absl::Status& status);
+  // Blocks until MarkUnreachable or Notify is called, or `timeout` passes.
+  void WaitForChange(absl::Duration timeout);
+  void Notify();
+
+ private:
+  void Record(int index, const grpc::Status& status, const v1::InfoResponse& info);
+  std::vector<RouteCandidate> CandidatesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::vector<std::string> addresses_;
+  const std::string fingerprint_;
+  const int num_layers_;
+  std::vector<std::unique_ptr<v1::WorkerService::Stub>> stubs_;
+
+  mutable absl::Mutex mu_;
+  std::vector<WorkerState> states_ ABSL_GUARDED_BY(mu_);
+  uint64_t changes_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace swarm::coordinator
+
+#endif  // SWARM_COORDINATOR_WORKER_SET_H_
