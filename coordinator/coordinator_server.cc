@@ -53,6 +53,10 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
         deadline_(EffectiveDeadline(ctx, start_, server->options_.max_request_time)) {}
 
   void Begin() {
+    if (server_->stopping()) {
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down"));
+      return;
+    }
     if (!server_->pool_->TrySchedule([this] { Run(); })) {
       Finish(ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
           "coordinator overloaded: ", server_->pool_->pending(), " requests running or queued"))));
@@ -519,7 +523,12 @@ void CoordinatorServer::Shutdown(absl::Duration grace) {
   if (workers_) workers_->Notify();  // Wakes the monitor.
   if (server_) {
     SetServing(server_.get(), health_names_, false);
-    server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+    // Drain: new requests are refused (UNAVAILABLE) while running ones get `grace` to finish.
+    // Then shut down with an immediate deadline: grpc::Server would otherwise also wait for idle
+    // client connections to close, which a client that is not polling never does.
+    const absl::Time end = absl::Now() + grace;
+    while (pool_->pending() > 0 && absl::Now() < end) absl::SleepFor(absl::Milliseconds(10));
+    server_->Shutdown(absl::ToChronoTime(absl::Now()));
   }
   if (monitor_.joinable()) monitor_.join();
   pool_.reset();

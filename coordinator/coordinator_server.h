@@ -99,6 +99,10 @@ class CoordinatorServer {
   friend class GenerateCall;
   CoordinatorServer() = default;
   void MonitorLoop();
+  bool stopping() {
+    absl::MutexLock lock(&mu_);
+    return stopping_;
+  }
   void UpdateServing();
 
   CoordinatorOptions options_;

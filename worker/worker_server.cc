@@ -365,7 +365,11 @@ void WorkerServer::Shutdown(absl::Duration grace) {
   }
   if (server_) {
     SetServing(server_.get(), health_names_, false);
-    server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+    // Let the steps already queued finish (up to `grace`), then shut down with an immediate
+    // deadline: grpc::Server would otherwise also wait for idle client connections to close.
+    const absl::Time end = absl::Now() + grace;
+    while (pool_->pending() > 0 && absl::Now() < end) absl::SleepFor(absl::Milliseconds(10));
+    server_->Shutdown(absl::ToChronoTime(absl::Now()));
   }
   if (reaper_.joinable()) reaper_.join();
   pool_.reset();  // Runs what is queued (their calls are already cancelled), joins the threads.

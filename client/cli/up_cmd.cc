@@ -1,0 +1,346 @@
+// `swarm up`: a local cluster of processes — W swarm-workers with an even layer split and a
+// swarm-coordinator — for trying Swarm on one machine. Prints "serving on HOST:PORT" on stdout
+// once the coordinator serves; child output goes to stderr prefixed with the child's name.
+// SIGINT/SIGTERM (Ctrl-C) stops every child (coordinator first); a child that dies stops the
+// rest. Children are in their own process group and get SIGTERM if `swarm up` itself dies
+// (PR_SET_PDEATHSIG), so no process is left behind.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "client/cli/command.h"
+#include "client/client.h"
+#include "model/config.h"
+#include "model/model.h"
+
+namespace swarm::cli {
+namespace {
+
+struct Child {
+  std::string name;  // "worker 0", "coordinator"
+  pid_t pid = -1;
+  int fd = -1;  // Read end of the child's stdout+stderr.
+  std::string buffer;
+  std::string address;  // From its "listening on" line.
+  bool exited = false;
+  int wait_status = 0;
+};
+
+std::string SelfDir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return ".";
+  std::string path(buf, n);
+  return path.substr(0, path.rfind('/'));
+}
+
+absl::StatusOr<std::string> FindBinary(const std::string& dir, const std::string& name) {
+  std::string path = absl::StrCat(dir, "/", name);
+  if (access(path.c_str(), X_OK) == 0) return path;
+  return absl::NotFoundError(
+      absl::StrCat("cannot find ", name, " in ", dir, " (build it, or pass --bin-dir)"));
+}
+
+// Forks and execs `argv` with stdout and stderr on a pipe; the child leaves our process group and
+// is killed with SIGTERM when we die.
+absl::StatusOr<Child> Spawn(const std::string& name, const std::vector<std::string>& argv,
+                            const sigset_t& original_mask) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) {
+    return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
+  }
+  const pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
+  if (pid == 0) {
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(1);
+    sigprocmask(SIG_SETMASK, &original_mask, nullptr);
+    dup2(fds[1], STDOUT_FILENO);
+    dup2(fds[1], STDERR_FILENO);
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
+    _exit(127);
+  }
+  close(fds[1]);
+  fcntl(fds[0], F_SETFL, O_NONBLOCK);
+  Child child;
+  child.name = name;
+  child.pid = pid;
+  child.fd = fds[0];
+  return child;
+}
+
+class Cluster {
+ public:
+  explicit Cluster(int signal_fd) : signal_fd_(signal_fd) {}
+
+  std::vector<Child>& children() { return children_; }
+
+  // Reads what the children wrote, forwards whole lines to stderr with their name, records
+  // "listening on" addresses, reaps exited children; handles signals. Waits up to `timeout`.
+  // Returns false once a stop was requested (signal) or a child exited.
+  bool Pump(absl::Duration timeout) {
+    std::vector<pollfd> pfds;
+    pfds.push_back({signal_fd_, POLLIN, 0});
+    for (Child& c : children_) {
+      if (c.fd >= 0) pfds.push_back({c.fd, POLLIN, 0});
+    }
+    poll(pfds.data(), pfds.size(), static_cast<int>(absl::ToInt64Milliseconds(timeout)));
+    if (pfds[0].revents & POLLIN) {
+      signalfd_siginfo info;
+      while (read(signal_fd_, &info, sizeof(info)) == sizeof(info)) {
+        if (info.ssi_signo == SIGINT || info.ssi_signo == SIGTERM) stop_requested_ = true;
+      }
+    }
+    for (Child& c : children_) Drain(&c);
+    Reap();
+    for (Child& c : children_) {
+      if (c.exited && !stopping_ && !failed_) {
+        std::fprintf(stderr, "swarm up: %s (pid %d) exited (%s); stopping the cluster\n",
+                     c.name.c_str(), c.pid, Describe(c.wait_status).c_str());
+        failed_ = true;
+      }
+    }
+    return !stop_requested_ && !failed_;
+  }
+
+  bool failed() const { return failed_; }
+
+  // SIGTERM to the coordinator, then the workers; SIGKILL to whatever is left after `grace`.
+  void StopAll(absl::Duration grace) {
+    stopping_ = true;
+    for (auto it = children_.rbegin(); it != children_.rend(); ++it) {
+      if (!it->exited) kill(it->pid, SIGTERM);
+      if (it->name == "coordinator") WaitExited(&*it, grace / 2);
+    }
+    const absl::Time end = absl::Now() + grace;
+    while (!AllExited() && absl::Now() < end) Pump(absl::Milliseconds(50));
+    for (Child& c : children_) {
+      if (!c.exited) {
+        std::fprintf(stderr, "swarm up: %s (pid %d) did not stop; killing it\n", c.name.c_str(),
+                     c.pid);
+        kill(c.pid, SIGKILL);
+        waitpid(c.pid, &c.wait_status, 0);
+        c.exited = true;
+      }
+      Drain(&c);
+      if (c.fd >= 0) close(c.fd);
+      c.fd = -1;
+    }
+  }
+
+  void Add(Child child) { children_.push_back(std::move(child)); }
+
+ private:
+  static std::string Describe(int status) {
+    if (WIFEXITED(status)) return absl::StrCat("exit code ", WEXITSTATUS(status));
+    if (WIFSIGNALED(status)) return absl::StrCat("signal ", WTERMSIG(status));
+    return "unknown";
+  }
+
+  void WaitExited(Child* c, absl::Duration timeout) {
+    const absl::Time end = absl::Now() + timeout;
+    while (!c->exited && absl::Now() < end) Pump(absl::Milliseconds(50));
+  }
+
+  bool AllExited() const {
+    for (const Child& c : children_) {
+      if (!c.exited) return false;
+    }
+    return true;
+  }
+
+  void Reap() {
+    for (Child& c : children_) {
+      if (c.exited) continue;
+      if (waitpid(c.pid, &c.wait_status, WNOHANG) == c.pid) c.exited = true;
+    }
+  }
+
+  void Drain(Child* c) {
+    if (c->fd < 0) return;
+    char buf[4096];
+    while (true) {
+      ssize_t n = read(c->fd, buf, sizeof(buf));
+      if (n > 0) {
+        c->buffer.append(buf, n);
+        continue;
+      }
+      if (n == 0) {  // EOF: the child closed its output (exited).
+        if (!c->buffer.empty()) c->buffer.push_back('\n');
+        close(c->fd);
+        c->fd = -1;
+      }
+      break;
+    }
+    size_t nl;
+    while ((nl = c->buffer.find('\n')) != std::string::npos) {
+      std::string line = c->buffer.substr(0, nl);
+      c->buffer.erase(0, nl + 1);
+      absl::string_view rest = line;
+      if (c->address.empty() && absl::ConsumePrefix(&rest, "listening on ")) {
+        c->address = std::string(absl::StripAsciiWhitespace(rest));
+        continue;
+      }
+      std::fprintf(stderr, "[%s] %s\n", c->name.c_str(), line.c_str());
+    }
+  }
+
+  const int signal_fd_;
+  std::vector<Child> children_;
+  bool stop_requested_ = false;
+  bool stopping_ = false;
+  bool failed_ = false;
+};
+
+int Up(const std::vector<std::string>& args) {
+  auto flags = Flags::Parse(
+      args, {"model", "workers", "port", "host", "device", "dtype", "bin-dir", "startup-timeout"},
+      {});
+  if (!flags.ok()) return Fail("up", flags.status());
+  auto model_dir = flags->Required("model");
+  if (!model_dir.ok()) return Fail("up", model_dir.status());
+  auto num_workers = flags->Int("workers", 2);
+  auto port = flags->Int("port", 0);
+  auto startup = flags->Double("startup-timeout", 120);
+  for (const absl::Status& s : {num_workers.status(), port.status(), startup.status()}) {
+    if (!s.ok()) return Fail("up", s);
+  }
+  if (*port < 0 || *port > 65535) {
+    return Fail("up", absl::InvalidArgumentError(absl::StrCat("--port ", *port, " is not a port")));
+  }
+  auto config = model::LoadModelConfig(*model_dir);
+  if (!config.ok()) return Fail("up", config.status());
+  if (*num_workers < 1 || *num_workers > config->num_layers) {
+    return Fail("up", absl::InvalidArgumentError(
+                          absl::StrCat("--workers ", *num_workers, ": need 1..", config->num_layers,
+                                       " (the model has ", config->num_layers, " layers)")));
+  }
+  auto layout = model::BlockLayout::Create(config->num_layers, *num_workers);
+  if (!layout.ok()) return Fail("up", layout.status());
+  const std::string bin_dir = flags->String("bin-dir", SelfDir());
+  auto worker_bin = FindBinary(bin_dir, "swarm-worker");
+  if (!worker_bin.ok()) return Fail("up", worker_bin.status());
+  auto coordinator_bin = FindBinary(bin_dir, "swarm-coordinator");
+  if (!coordinator_bin.ok()) return Fail("up", coordinator_bin.status());
+  const std::string host = flags->String("host", "127.0.0.1");
+
+  // Signals arrive through a signalfd so that the poll loop sees them.
+  sigset_t mask, original;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  sigprocmask(SIG_BLOCK, &mask, &original);
+  int signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (signal_fd < 0) {
+    return Fail("up", absl::InternalError(absl::StrCat("signalfd: ", std::strerror(errno))));
+  }
+  Cluster cluster(signal_fd);
+  auto finish = [&](int code) {
+    cluster.StopAll(absl::Seconds(10));
+    close(signal_fd);
+    sigprocmask(SIG_SETMASK, &original, nullptr);
+    if (code == 0) std::fprintf(stderr, "swarm up: stopped\n");
+    return code;
+  };
+  const absl::Time deadline = absl::Now() + absl::Seconds(*startup);
+  auto wait_for_address = [&](Child* c) -> bool {
+    while (c->address.empty()) {
+      if (!cluster.Pump(absl::Milliseconds(100))) return false;
+      if (absl::Now() > deadline) {
+        std::fprintf(stderr, "swarm up: %s did not start listening in time\n", c->name.c_str());
+        return false;
+      }
+    }
+    return true;
+  };
+
+  std::vector<std::string> worker_addresses;
+  for (int b = 0; b < *num_workers; ++b) {
+    std::vector<std::string> argv = {*worker_bin,
+                                     "--model",
+                                     *model_dir,
+                                     "--layers",
+                                     absl::StrCat(layout->begin(b), "-", layout->end(b) - 1),
+                                     "--listen",
+                                     absl::StrCat(host, ":0"),
+                                     "--device",
+                                     flags->String("device", "cpu"),
+                                     "--dtype",
+                                     flags->String("dtype", "f32")};
+    auto child = Spawn(absl::StrCat("worker ", b), argv, original);
+    if (!child.ok()) return finish(Fail("up", child.status()));
+    cluster.Add(*std::move(child));
+  }
+  for (Child& c : cluster.children()) {
+    if (!wait_for_address(&c)) return finish(1);
+    worker_addresses.push_back(c.address);
+  }
+  {
+    std::vector<std::string> argv = {*coordinator_bin,
+                                     "--model",
+                                     *model_dir,
+                                     "--workers",
+                                     absl::StrJoin(worker_addresses, ","),
+                                     "--listen",
+                                     absl::StrCat(host, ":", *port)};
+    auto child = Spawn("coordinator", argv, original);
+    if (!child.ok()) return finish(Fail("up", child.status()));
+    cluster.Add(*std::move(child));
+  }
+  if (!wait_for_address(&cluster.children().back())) return finish(1);
+  const std::string address = cluster.children().back().address;
+  auto client = Client::Connect(address);
+  if (!client.ok()) return finish(Fail("up", client.status()));
+  while (true) {
+    if (!cluster.Pump(absl::Milliseconds(100))) return finish(cluster.failed() ? 1 : 0);
+    auto status = (*client)->Status(absl::Seconds(2));
+    if (status.ok() && status->serving) break;
+    if (absl::Now() > deadline) {
+      std::fprintf(stderr, "swarm up: the coordinator is not serving: %s\n",
+                   status.ok() ? status->reason.c_str() : status.status().ToString().c_str());
+      return finish(1);
+    }
+  }
+  std::printf("serving on %s\n", address.c_str());
+  std::fflush(stdout);
+  std::fprintf(stderr,
+               "swarm up: %lld workers (%s) and a coordinator on %s; try\n"
+               "  swarm generate --server %s --prompt \"Once upon a time\"\n"
+               "  swarm status --server %s\n"
+               "Ctrl-C stops the cluster.\n",
+               static_cast<long long>(*num_workers), absl::StrJoin(worker_addresses, ", ").c_str(),
+               address.c_str(), address.c_str(), address.c_str());
+  while (cluster.Pump(absl::Seconds(1))) {
+  }
+  return finish(cluster.failed() ? 1 : 0);
+}
+
+}  // namespace
+
+SWARM_REGISTER_COMMAND(up, "up",
+                       "up --model DIR [--workers W] [--port P] [--host 127.0.0.1] "
+                       "[--device cpu|cuda:N] [--dtype f32|bf16|f16] [--bin-dir DIR]",
+                       Up);
+
+}  // namespace swarm::cli
