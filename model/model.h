@@ -57,6 +57,10 @@ class Checkpoint {
 struct LoadOptions {
   std::string device = "cpu";  // "cpu" or "cuda:N".
   DType dtype = DType::kF32;   // Compute/storage dtype on the device.
+  // CPU, checkpoint dtype == dtype: true copies weights into huge-page-backed memory (fastest
+  // decode); false keeps them as views of the file mapping (zero copy, shared page cache between
+  // processes on one host, paged in on first use). Other cases always convert into new memory.
+  bool copy_weights = true;
 };
 
 // Contiguous layer ranges. Block b of N covers layers [begin(b), end(b)); layers are split as

@@ -1,6 +1,7 @@
-// Lazy, selective loading: a process hosting 2 of 8 layers pages in about a quarter of the layer
-// weights. Measured as the resident size of the checkpoint's mapping in /proc/self/smaps after
-// loading and running the layers (the f32 CPU path keeps weights as views of the mapping).
+// Lazy, selective loading: a process hosting 2 of 8 layers holds about a quarter of the layer
+// weights. Zero-copy mode is measured as the resident size of the checkpoint's mapping in
+// /proc/self/smaps after loading and running the layers; the default (copying) mode as the growth
+// of the process's anonymous RSS.
 #include <unistd.h>
 
 #include <filesystem>
@@ -37,6 +38,16 @@ int64_t MappedRssBytes(const std::string& path) {
   return kb * 1024;
 }
 
+// A field of /proc/self/status in kB.
+int64_t StatusKb(const std::string& field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field, 0) == 0) return std::atoll(line.c_str() + field.size());
+  }
+  return -1;
+}
+
 TEST(LazyLoad, HostingAQuarterOfTheLayersTouchesAQuarterOfTheWeights) {
   char tmpl[] = "/tmp/swarm_lazy_XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);
@@ -62,7 +73,9 @@ TEST(LazyLoad, HostingAQuarterOfTheLayersTouchesAQuarterOfTheWeights) {
   // Opening parsed only the header.
   EXPECT_LT(MappedRssBytes(file), 1 << 20);
 
-  auto host = LayerHost::Create(*ckpt, {2, 3}, {});
+  LoadOptions zero_copy;
+  zero_copy.copy_weights = false;
+  auto host = LayerHost::Create(*ckpt, {2, 3}, zero_copy);
   ASSERT_TRUE(host.ok()) << host.status();
   auto cache = (*host)->NewCache();
   HostTensor h = HostTensor::FromFloats({4, 512}, std::vector<float>(4 * 512, 0.01f));
@@ -74,6 +87,18 @@ TEST(LazyLoad, HostingAQuarterOfTheLayersTouchesAQuarterOfTheWeights) {
   EXPECT_LE(rss, two_layers + (2 << 20)) << rss << " vs " << two_layers;
   EXPECT_LT(rss, all_layers / 3);
   EXPECT_EQ((*host)->WeightBytes(), two_layers);
+
+  // The default copies hosted weights into anonymous memory and releases the file pages: the
+  // process grows by about two layers, and the mapping holds nothing resident afterwards.
+  host->reset();
+  cache.reset();
+  const int64_t anon_before = StatusKb("RssAnon:") * 1024;
+  auto copied = LayerHost::Create(*ckpt, {2, 3}, {});
+  ASSERT_TRUE(copied.ok()) << copied.status();
+  const int64_t grown = StatusKb("RssAnon:") * 1024 - anon_before;
+  EXPECT_GE(grown, two_layers * 9 / 10) << grown;
+  EXPECT_LE(grown, two_layers * 13 / 10 + (8 << 20)) << grown;
+  EXPECT_LT(MappedRssBytes(file), 4 << 20);
   std::filesystem::remove_all(dir);
 }
 
