@@ -23,42 +23,63 @@ namespace swarm::model {
 
 class Tokenizer {
  public:
-  // Reads and parses a tokenizer.json file. Errors name the file and what is malformed.
+  // Reads and parses a tokenizer.json file (or DIR/tokenizer.json when `path` is a directory).
+  // A tokenizer_config.json next to it, when present, names BOS/EOS (bos_token, eos_token).
+  // Errors (InvalidArgument, NotFound) name the file and what is malformed: bad JSON, missing
+  // model/vocab/merges, a model type other than BPE, unsupported pipeline stages.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromFile(const std::string& path);
   // Parses tokenizer.json text; `source` names it in error messages.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromJson(absl::string_view json_text,
                                                              absl::string_view source);
   virtual ~Tokenizer() = default;
 
-  // Encodes `text`. With `add_special_tokens` the post-processor's template is applied (BOS etc.).
+  // Encodes `text` (InvalidArgument unless it is valid UTF-8). Added/special tokens written in the
+  // text are always recognised; with `add_special_tokens` the post-processor's template is
+  // applied too (BOS etc.).
   virtual absl::StatusOr<std::vector<int64_t>> Encode(absl::string_view text,
                                                       bool add_special_tokens = true) const = 0;
-  // Decodes ids to text as Hugging Face's decode(skip_special_tokens=skip_special) does.
+  // Decodes ids to text as Hugging Face's decode(skip_special_tokens=skip_special) does; ids
+  // outside the vocabulary are ignored. Always valid UTF-8 (bad bytes become U+FFFD).
   virtual std::string Decode(absl::Span<const int64_t> ids, bool skip_special = false) const = 0;
 
-  virtual int64_t vocab_size() const = 0;  // Including added tokens.
+  virtual int64_t vocab_size() const = 0;  // Largest id + 1, added tokens included.
   virtual std::optional<int64_t> TokenToId(absl::string_view token) const = 0;
   virtual std::optional<std::string> IdToToken(int64_t id) const = 0;
-  virtual std::optional<int64_t> bos_id() const = 0;  // From the post-processor / added tokens.
+  // BOS / EOS: tokenizer_config.json's bos_token / eos_token when FromFile found one, else what
+  // the post-processor adds, else a conventionally named token ("<s>", "<|begin_of_text|>";
+  // "</s>", "<|end_of_text|>", "<|endoftext|>", ...).
+  virtual std::optional<int64_t> bos_id() const = 0;
   virtual std::optional<int64_t> eos_id() const = 0;
 };
 
 // Incremental decoding for streaming: feed ids one at a time; each call returns the text that is
-// now final. Never returns a partial UTF-8 character (bytes are held back until complete), and the
-// concatenation of all returned pieces plus Flush() equals Decode(all ids).
+// now final. Never returns a partial UTF-8 character: trailing U+FFFD characters (bytes of a
+// character that later ids may complete) are held back until they are completed or Flush() is
+// called. With skip_special (the default, as for generated text) special tokens such as BOS/EOS
+// produce no text.
+// Contract: the concatenation of all pieces returned by Push() and Flush() equals
+// Decode(prefix + pushed, skip_special) with the stable text of Decode(prefix, skip_special) cut
+// from its front; with no prefix that is exactly Decode(pushed, skip_special).
+// Cost: each Push() decodes a window of at most ~16 ids (the window restarts once its text is
+// final), so streaming stays linear in the number of ids.
+// Not thread-safe (one decoder per stream); the Tokenizer must outlive it.
 class StreamDecoder {
  public:
-  // `prefix_ids` (e.g. the prompt) give context for leading-space handling; their text is not
-  // emitted.
-  explicit StreamDecoder(const Tokenizer* tokenizer, std::vector<int64_t> prefix_ids = {});
+  // `prefix_ids` (e.g. the prompt) give context, e.g. for SentencePiece's leading-space
+  // stripping, which applies only at the start of a text; their text is not emitted.
+  explicit StreamDecoder(const Tokenizer* tokenizer, std::vector<int64_t> prefix_ids = {},
+                         bool skip_special = true);
+  // Appends `id` and returns the text that became final (possibly empty).
   std::string Push(int64_t id);
+  // Returns everything not yet returned, held-back bytes included (as U+FFFD). Call once at the
+  // end of the stream.
   std::string Flush();
 
  private:
   const Tokenizer* tokenizer_;
-  std::vector<int64_t> ids_;
-  size_t prefix_len_ = 0;
-  size_t emitted_bytes_ = 0;
+  std::vector<int64_t> ids_;  // The decoding window: recent ids (prefix ids at first).
+  bool skip_special_;
+  size_t emitted_bytes_ = 0;  // Bytes of Decode(ids_) already returned (or the prefix's).
 };
 
 }  // namespace swarm::model
