@@ -12,25 +12,45 @@ PACKAGES=(
   nlohmann-json3-dev libcpp-httplib-dev libpcre2-dev libutf8proc-dev
   iproute2 procps
 )
-# Extra packages for the integration tests (a real Prometheus, manifest checks).
+# Extra packages for the integration tests (tests/deploy: a real Prometheus and promtool, manifest
+# checks with kubectl kustomize, yamllint and Node.js). They are optional: one apt cannot find
+# (kubectl is not in Debian bookworm itself; machines here come with it) is reported and its tests
+# skip. A kubectl, node or npm already on the PATH is used as it is.
+OPTIONAL=()
 if [[ "${SWARM_SETUP_INTEGRATION:-0}" == "1" ]]; then
-  PACKAGES+=(prometheus kubectl yamllint curl)
+  OPTIONAL+=(prometheus yamllint curl python3)
+  command -v kubectl >/dev/null 2>&1 || OPTIONAL+=(kubectl)
+  command -v node >/dev/null 2>&1 || OPTIONAL+=(nodejs)
+  command -v npm >/dev/null 2>&1 || OPTIONAL+=(npm)
 fi
 
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=()
 for p in "${PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$p")
-  fi
+  installed "$p" || missing+=("$p")
+done
+missing_optional=()
+for p in ${OPTIONAL[@]+"${OPTIONAL[@]}"}; do
+  installed "$p" || missing_optional+=("$p")
 done
 
-if ((${#missing[@]} == 0)); then
-  echo "setup: all ${#PACKAGES[@]} packages present"
+if ((${#missing[@]} + ${#missing_optional[@]} == 0)); then
+  echo "setup: all $((${#PACKAGES[@]} + ${#OPTIONAL[@]})) packages present"
   exit 0
 fi
 
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
-echo "setup: installing ${missing[*]}"
 $SUDO apt-get update -q
+for p in ${missing_optional[@]+"${missing_optional[@]}"}; do
+  if apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [^(]'; then
+    missing+=("$p")
+  else
+    echo "setup: optional package $p is not available from apt; the tests that need it will skip"
+  fi
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+echo "setup: installing ${missing[*]}"
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
