@@ -1,0 +1,156 @@
+// Shared helpers for the serving tests (worker, coordinator, client, integration): paths of the
+// models and golden fixtures in ../shared, golden id sequences, and in-process servers on
+// 127.0.0.1:0. Header-only so that every test binary can include it. Not thread-safe.
+#ifndef SWARM_TESTS_COORDINATOR_TEST_CLUSTER_H_
+#define SWARM_TESTS_COORDINATOR_TEST_CLUSTER_H_
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "coordinator/coordinator_server.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "model/safetensors.h"
+#include "worker/worker_server.h"
+
+namespace swarm::testing {
+
+inline const std::string kShared = SWARM_SHARED_DIR;
+
+// Models with golden fixtures: "stories260K" (models/) or a fixtures/hf-random/ name.
+inline std::string ModelDir(const std::string& name) {
+  if (name == "stories260K") return kShared + "/models/stories260K";
+  return kShared + "/fixtures/hf-random/" + name;
+}
+
+inline std::vector<int64_t> GoldenIds(const std::string& model, const std::string& key) {
+  auto file =
+      model::SafetensorsFile::Open(kShared + "/fixtures/golden/" + model + "/golden.safetensors");
+  EXPECT_TRUE(file.ok()) << file.status();
+  if (!file.ok()) return {};
+  auto view = (*file)->Get(key);
+  EXPECT_TRUE(view.ok()) << view.status();
+  if (!view.ok()) return {};
+  std::vector<int64_t> ids(view->NumElements());
+  std::memcpy(ids.data(), view->data, ids.size() * sizeof(int64_t));
+  return ids;
+}
+
+inline std::vector<float> GoldenFloats(const std::string& model, const std::string& key) {
+  auto file =
+      model::SafetensorsFile::Open(kShared + "/fixtures/golden/" + model + "/golden.safetensors");
+  EXPECT_TRUE(file.ok()) << file.status();
+  if (!file.ok()) return {};
+  auto view = (*file)->Get(key);
+  EXPECT_TRUE(view.ok()) << view.status();
+  if (!view.ok()) return {};
+  std::vector<float> v(view->NumElements());
+  std::memcpy(v.data(), view->data, v.size() * sizeof(float));
+  return v;
+}
+
+inline std::vector<int> Range(int begin, int end) {
+  std::vector<int> v;
+  for (int i = begin; i < end; ++i) v.push_back(i);
+  return v;
+}
+
+// A loaded worker on 127.0.0.1:0 (or `listen`).
+inline std::unique_ptr<worker::WorkerServer> StartWorker(
+    const std::string& model_dir, std::vector<int> layers, worker::SessionLimits limits = {},
+    const std::string& listen = "127.0.0.1:0") {
+  worker::WorkerServerOptions options;
+  options.model_dir = model_dir;
+  options.layers = std::move(layers);
+  options.limits = limits;
+  options.listen = listen;
+  options.reap_interval = absl::Milliseconds(20);
+  auto server = worker::WorkerServer::Start(options);
+  EXPECT_TRUE(server.ok()) << server.status();
+  if (!server.ok()) return nullptr;
+  absl::Status s = (*server)->Load();
+  EXPECT_TRUE(s.ok()) << s;
+  return *std::move(server);
+}
+
+inline std::unique_ptr<coordinator::CoordinatorServer> StartCoordinator(
+    const std::string& model_dir, const std::vector<std::string>& workers, bool wait_serving = true,
+    coordinator::CoordinatorOptions options = {}) {
+  options.model_dir = model_dir;
+  options.workers = workers;
+  options.listen = "127.0.0.1:0";
+  options.min_backoff = absl::Milliseconds(20);
+  options.max_backoff = absl::Milliseconds(200);
+  auto server = coordinator::CoordinatorServer::Start(options);
+  EXPECT_TRUE(server.ok()) << server.status();
+  if (!server.ok()) return nullptr;
+  if (wait_serving) {
+    absl::Status s = (*server)->WaitUntilServing(absl::Seconds(20));
+    EXPECT_TRUE(s.ok()) << s;
+  }
+  return *std::move(server);
+}
+
+// Workers hosting the given layer sets of `model`, and a coordinator over them.
+struct Cluster {
+  std::vector<std::unique_ptr<worker::WorkerServer>> workers;
+  std::unique_ptr<coordinator::CoordinatorServer> coordinator;
+
+  std::vector<std::string> addresses() const {
+    std::vector<std::string> a;
+    for (const auto& w : workers) a.push_back(w->address());
+    return a;
+  }
+};
+
+inline Cluster StartCluster(const std::string& model, const std::vector<std::vector<int>>& splits,
+                            worker::SessionLimits limits = {}) {
+  Cluster c;
+  for (const auto& layers : splits)
+    c.workers.push_back(StartWorker(ModelDir(model), layers, limits));
+  c.coordinator = StartCoordinator(ModelDir(model), c.addresses());
+  return c;
+}
+
+// grpc.health.v1 Check of `service` ("" = the server as a whole) at `address`.
+inline grpc::health::v1::HealthCheckResponse::ServingStatus Health(const std::string& address,
+                                                                   const std::string& service) {
+  auto stub = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service(service);
+  grpc::health::v1::HealthCheckResponse resp;
+  grpc::Status s = stub->Check(&ctx, req, &resp);
+  if (!s.ok()) return grpc::health::v1::HealthCheckResponse::UNKNOWN;
+  return resp.status();
+}
+
+// A TCP port on 127.0.0.1 that was free a moment ago (for "a worker that is down").
+inline int UnusedPort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  int port = ntohs(addr.sin_port);
+  close(fd);
+  return port;
+}
+
+}  // namespace swarm::testing
+
+#endif  // SWARM_TESTS_COORDINATOR_TEST_CLUSTER_H_

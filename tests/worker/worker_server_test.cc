@@ -1,0 +1,436 @@
+// WorkerService over the wire (in-process server on 127.0.0.1:0): results against the golden
+// hidden states, the step rules, every bad input's gRPC status, limits (sessions, KV budget, idle
+// TTL, deadlines, message size) and health.
+#include "worker/worker_server.h"
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "model/host_tensor.h"
+#include "proto/tensor_util.h"
+#include "swarm/v1/worker.grpc.pb.h"
+#include "tests/coordinator/test_cluster.h"
+
+namespace swarm::worker {
+namespace {
+
+using ::swarm::testing::GoldenFloats;
+using ::swarm::testing::ModelDir;
+using HealthStatus = grpc::health::v1::HealthCheckResponse;
+
+constexpr int64_t kHidden = 64;  // stories260K
+constexpr int64_t kContext = 512;
+
+model::HostTensor Rows(const std::vector<float>& all, int64_t begin, int64_t end) {
+  std::vector<float> v(all.begin() + begin * kHidden, all.begin() + end * kHidden);
+  return model::HostTensor::FromFloats({end - begin, kHidden}, v);
+}
+
+float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  float m = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  return m;
+}
+
+class WorkerServerTest : public ::testing::Test {
+ protected:
+  void Start(std::vector<int> layers, SessionLimits limits = {}, bool load = true,
+             absl::Duration max_step_time = absl::Minutes(2)) {
+    WorkerServerOptions options;
+    options.model_dir = ModelDir("stories260K");
+    options.layers = std::move(layers);
+    options.limits = limits;
+    options.reap_interval = absl::Milliseconds(10);
+    options.max_step_time = max_step_time;
+    auto server = WorkerServer::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    if (load) {
+      ASSERT_TRUE(server_->Load().ok());
+    }
+    grpc::ChannelArguments args;
+    args.SetMaxSendMessageSize(-1);
+    stub_ = v1::WorkerService::NewStub(
+        grpc::CreateCustomChannel(server_->address(), grpc::InsecureChannelCredentials(), args));
+  }
+
+  void SetDeadline(grpc::ClientContext* ctx) {
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  }
+
+  grpc::Status Open(std::string* id, int64_t max_length = 0) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    v1::OpenSessionRequest req;
+    req.set_max_length(max_length);
+    v1::OpenSessionResponse resp;
+    grpc::Status s = stub_->OpenSession(&ctx, req, &resp);
+    *id = resp.session_id();
+    return s;
+  }
+
+  grpc::Status Close(const std::string& id) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    v1::CloseSessionRequest req;
+    req.set_session_id(id);
+    v1::CloseSessionResponse resp;
+    return stub_->CloseSession(&ctx, req, &resp);
+  }
+
+  v1::InfoResponse Info() {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    v1::InfoResponse resp;
+    EXPECT_TRUE(stub_->Info(&ctx, v1::InfoRequest(), &resp).ok());
+    return resp;
+  }
+
+  static v1::ForwardRequest Request(const std::string& id, uint64_t step, int64_t start,
+                                    std::vector<int> layers, const model::HostTensor& h) {
+    v1::ForwardRequest req;
+    req.set_session_id(id);
+    req.set_step_id(step);
+    req.set_start_position(start);
+    req.mutable_layers()->Assign(layers.begin(), layers.end());
+    CopyTensorToProto(h, req.mutable_hidden());
+    return req;
+  }
+
+  grpc::Status Forward(const v1::ForwardRequest& req, v1::ForwardResponse* resp) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    return stub_->Forward(&ctx, req, resp);
+  }
+
+  grpc::Status Forward(const std::string& id, uint64_t step, int64_t start, std::vector<int> layers,
+                       const model::HostTensor& h, std::vector<float>* out = nullptr) {
+    v1::ForwardResponse resp;
+    grpc::Status s = Forward(Request(id, step, start, std::move(layers), h), &resp);
+    if (s.ok() && out != nullptr) {
+      auto t = MoveTensorFromProto(resp.mutable_hidden(), 2, "reply");
+      EXPECT_TRUE(t.ok()) << t.status();
+      if (t.ok()) *out = t->ToFloats();
+    }
+    return s;
+  }
+
+  std::unique_ptr<WorkerServer> server_;
+  std::unique_ptr<v1::WorkerService::Stub> stub_;
+};
+
+TEST_F(WorkerServerTest, ReportsIdentityAndServesOnlyAfterLoading) {
+  Start({0, 1, 2}, {}, /*load=*/false);
+  v1::InfoResponse info = Info();
+  EXPECT_FALSE(info.ready());
+  EXPECT_EQ(info.model_fingerprint(), server_->checkpoint().config().Fingerprint());
+  EXPECT_EQ(info.num_layers(), 5);
+  EXPECT_EQ(std::vector<int>(info.layers().begin(), info.layers().end()),
+            std::vector<int>({0, 1, 2}));
+  EXPECT_EQ(info.device(), "cpu");
+  EXPECT_EQ(swarm::testing::Health(server_->address(), ""), HealthStatus::NOT_SERVING);
+  EXPECT_EQ(swarm::testing::Health(server_->address(), "swarm.v1.WorkerService"),
+            HealthStatus::NOT_SERVING);
+  std::string id;
+  EXPECT_EQ(Open(&id).error_code(), grpc::StatusCode::UNAVAILABLE);
+
+  ASSERT_TRUE(server_->Load().ok());
+  info = Info();
+  EXPECT_TRUE(info.ready());
+  EXPECT_GT(info.weight_bytes(), 0);
+  EXPECT_GT(info.kv_bytes_per_token(), 0);
+  EXPECT_EQ(swarm::testing::Health(server_->address(), ""), HealthStatus::SERVING);
+  EXPECT_EQ(swarm::testing::Health(server_->address(), "swarm.v1.WorkerService"),
+            HealthStatus::SERVING);
+}
+
+TEST_F(WorkerServerTest, PrefillAndDecodeStepsMatchTheGoldenHiddenStates) {
+  Start({0, 1, 2});
+  const std::vector<float> h0 = GoldenFloats("stories260K", "greedy.hidden.0");
+  const std::vector<float> h3 = GoldenFloats("stories260K", "greedy.hidden.3");
+  const int64_t t = static_cast<int64_t>(h0.size()) / kHidden;
+  ASSERT_GT(t, 4);
+  std::string id;
+  ASSERT_TRUE(Open(&id).ok());
+  // Prefill all but the last position, then one decode step: the same numbers as one pass.
+  std::vector<float> out, last;
+  ASSERT_TRUE(Forward(id, 1, 0, {0, 1, 2}, Rows(h0, 0, t - 1), &out).ok());
+  ASSERT_TRUE(Forward(id, 2, t - 1, {0, 1, 2}, Rows(h0, t - 1, t), &last).ok());
+  out.insert(out.end(), last.begin(), last.end());
+  EXPECT_LT(MaxAbsDiff(out, h3), 1e-4);
+  EXPECT_TRUE(Close(id).ok());
+  EXPECT_EQ(Close(id).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(WorkerServerTest, NonContiguousLayersInSeparateStepsOfOneSession) {
+  // Layers 0-1 then (elsewhere) 2, then 3-4 here again: the worker keeps one session for both.
+  Start({0, 1, 3, 4});
+  auto other = swarm::testing::StartWorker(ModelDir("stories260K"), {2});
+  const std::vector<float> h0 = GoldenFloats("stories260K", "prompt.hidden.0");
+  const std::vector<float> h2 = GoldenFloats("stories260K", "prompt.hidden.2");
+  const std::vector<float> h3 = GoldenFloats("stories260K", "prompt.hidden.3");
+  const int64_t t = static_cast<int64_t>(h0.size()) / kHidden;
+  std::string id;
+  ASSERT_TRUE(Open(&id).ok());
+  std::vector<float> out;
+  ASSERT_TRUE(Forward(id, 1, 0, {0, 1}, Rows(h0, 0, t), &out).ok());
+  EXPECT_LT(MaxAbsDiff(out, h2), 1e-4);
+  // Layer 3 of this worker needs the input of layer 3 (golden hidden.3), at position 0.
+  ASSERT_TRUE(Forward(id, 2, 0, {3, 4}, Rows(h3, 0, t), &out).ok());
+  EXPECT_EQ(out.size(), static_cast<size_t>(t * kHidden));
+  // Running layers 0-1 again at position 0 is out of order now.
+  EXPECT_EQ(Forward(id, 3, 0, {0, 1}, Rows(h0, 0, t)).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST_F(WorkerServerTest, StreamedStepInPiecesEqualsUnaryStep) {
+  Start({0, 1, 2});
+  const std::vector<float> h0 = GoldenFloats("stories260K", "greedy.hidden.0");
+  const std::vector<float> h3 = GoldenFloats("stories260K", "greedy.hidden.3");
+  const int64_t t = static_cast<int64_t>(h0.size()) / kHidden;
+  std::string id;
+  ASSERT_TRUE(Open(&id).ok());
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  auto stream = stub_->ForwardStream(&ctx);
+  v1::ForwardRequest first = Request(id, 1, 0, {0, 1, 2}, Rows(h0, 0, t));
+  const std::string data = first.hidden().data();
+  // Uneven pieces: the server must not care where the cuts are.
+  first.mutable_hidden()->set_data(data.substr(0, 1000));
+  ASSERT_TRUE(stream->Write(first));
+  for (size_t off = 1000; off < data.size(); off += 777) {
+    v1::ForwardRequest piece;
+    piece.mutable_hidden()->set_data(data.substr(off, 777));
+    ASSERT_TRUE(stream->Write(piece));
+  }
+  stream->WritesDone();
+  v1::ForwardResponse resp;
+  std::string reply;
+  v1::ForwardResponse header;
+  int pieces = 0;
+  while (stream->Read(&resp)) {
+    if (pieces++ == 0) header = resp;
+    reply += resp.hidden().data();
+  }
+  ASSERT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(header.step_id(), 1u);
+  EXPECT_EQ(header.length(), t);
+  header.mutable_hidden()->set_data(reply);
+  auto out = MoveTensorFromProto(header.mutable_hidden(), 2, "reply");
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_LT(MaxAbsDiff(out->ToFloats(), h3), 1e-4);
+}
+
+TEST_F(WorkerServerTest, StreamEndingEarlyIsInvalidArgument) {
+  Start({0});
+  std::string id;
+  ASSERT_TRUE(Open(&id).ok());
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  auto stream = stub_->ForwardStream(&ctx);
+  v1::ForwardRequest first =
+      Request(id, 1, 0, {0}, model::HostTensor::FromFloats({4, kHidden}, std::vector<float>(256)));
+  first.mutable_hidden()->mutable_data()->resize(100);  // 924 bytes never come.
+  ASSERT_TRUE(stream->Write(first));
+  stream->WritesDone();
+  v1::ForwardResponse resp;
+  while (stream->Read(&resp)) {
+  }
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+class BadInputTest : public WorkerServerTest {
+ protected:
+  void SetUp() override {
+    Start({0, 1, 2});
+    ASSERT_TRUE(Open(&id_).ok());
+    one_ = model::HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden, 0.5f));
+  }
+  std::string id_;
+  model::HostTensor one_;
+};
+
+TEST_F(BadInputTest, WrongHiddenSize) {
+  auto h = model::HostTensor::FromFloats({1, kHidden + 1}, std::vector<float>(kHidden + 1));
+  grpc::Status s = Forward(id_, 1, 0, {0}, h);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  auto flat = model::HostTensor::FromFloats({kHidden}, std::vector<float>(kHidden));
+  EXPECT_EQ(Forward(id_, 1, 0, {0}, flat).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(BadInputTest, WrongDtype) {
+  for (int dtype : {static_cast<int>(v1::DTYPE_UNSPECIFIED), 99}) {
+    v1::ForwardRequest req = Request(id_, 1, 0, {0}, one_);
+    req.mutable_hidden()->set_dtype(static_cast<v1::DType>(dtype));
+    v1::ForwardResponse resp;
+    grpc::Status s = Forward(req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << dtype << s.error_message();
+  }
+  // bf16 bytes labelled as such are accepted and answered in bf16.
+  v1::ForwardRequest req = Request(id_, 1, 0, {0}, one_);
+  req.mutable_hidden()->set_dtype(v1::DTYPE_BF16);
+  req.mutable_hidden()->mutable_data()->resize(kHidden * 2);
+  v1::ForwardResponse resp;
+  ASSERT_TRUE(Forward(req, &resp).ok());
+  EXPECT_EQ(resp.hidden().dtype(), v1::DTYPE_BF16);
+  EXPECT_EQ(resp.hidden().data().size(), static_cast<size_t>(kHidden * 2));
+}
+
+TEST_F(BadInputTest, WrongByteCount) {
+  v1::ForwardRequest req = Request(id_, 1, 0, {0}, one_);
+  req.mutable_hidden()->mutable_data()->pop_back();
+  v1::ForwardResponse resp;
+  grpc::Status s = Forward(req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("bytes"), std::string::npos) << s.error_message();
+}
+
+TEST_F(BadInputTest, PositionBeyondTheContext) {
+  grpc::Status s = Forward(id_, 1, kContext, {0}, one_);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::OUT_OF_RANGE) << s.error_message();
+  auto two = model::HostTensor::FromFloats({2, kHidden}, std::vector<float>(2 * kHidden));
+  EXPECT_EQ(Forward(id_, 1, kContext - 1, {0}, two).error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_EQ(Forward(id_, 1, -1, {0}, one_).error_code(), grpc::StatusCode::OUT_OF_RANGE);
+}
+
+TEST_F(BadInputTest, UnknownSession) {
+  EXPECT_EQ(Forward("no-such-session", 1, 0, {0}, one_).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(BadInputTest, LayersNotHostedOrMalformed) {
+  EXPECT_EQ(Forward(id_, 1, 0, {3}, one_).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Forward(id_, 1, 0, {}, one_).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Forward(id_, 1, 0, {1, 0}, one_).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Forward(id_, 1, 0, {0, 0}, one_).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(BadInputTest, StepAtTheWrongPositionIsNotApplied) {
+  EXPECT_EQ(Forward(id_, 1, 5, {0}, one_).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  // Nothing was written: the step at the right position still works.
+  ASSERT_TRUE(Forward(id_, 1, 0, {0}, one_).ok());
+  EXPECT_EQ(Forward(id_, 2, 0, {0}, one_).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(Forward(id_, 2, 2, {0}, one_).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(Forward(id_, 2, 1, {0}, one_).ok());
+}
+
+TEST_F(BadInputTest, DuplicatedStepGetsTheCachedReplyAndIsNotAppliedTwice) {
+  std::vector<float> first, again;
+  ASSERT_TRUE(Forward(id_, 1, 0, {0, 1}, one_, &first).ok());
+  v1::ForwardResponse resp;
+  ASSERT_TRUE(Forward(Request(id_, 1, 0, {0, 1}, one_), &resp).ok());
+  EXPECT_TRUE(resp.replayed());
+  EXPECT_EQ(resp.length(), 1);
+  auto t = MoveTensorFromProto(resp.mutable_hidden(), 2, "reply");
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->ToFloats(), first);
+  // Not applied again: the next position is still 1.
+  EXPECT_TRUE(Forward(id_, 2, 1, {0, 1}, one_).ok());
+  // An older step id, or the last id with different contents, is ALREADY_EXISTS.
+  EXPECT_EQ(Forward(id_, 1, 0, {0, 1}, one_).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(Forward(id_, 2, 5, {0, 1}, one_).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(Forward(id_, 0, 2, {0, 1}, one_).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(BadInputTest, NonFiniteGate) {
+  v1::ForwardRequest req = Request(id_, 1, 0, {0}, one_);
+  req.set_gate(std::numeric_limits<float>::infinity());
+  v1::ForwardResponse resp;
+  EXPECT_EQ(Forward(req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(BadInputTest, MessageOverFourMebibytesIsRefused) {
+  const int64_t rows = (5 << 20) / (kHidden * 4);
+  auto big = model::HostTensor::FromFloats({rows, kHidden}, std::vector<float>(rows * kHidden));
+  EXPECT_EQ(Forward(id_, 1, 0, {0}, big).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
+TEST_F(WorkerServerTest, SessionLimit) {
+  SessionLimits limits;
+  limits.max_sessions = 2;
+  Start({0}, limits);
+  std::string a, b, c;
+  ASSERT_TRUE(Open(&a).ok());
+  ASSERT_TRUE(Open(&b).ok());
+  EXPECT_EQ(Open(&c).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  ASSERT_TRUE(Close(a).ok());
+  EXPECT_TRUE(Open(&c).ok());
+}
+
+TEST_F(WorkerServerTest, KvBudgetAtOpenAndWhenGrowing) {
+  SessionLimits limits;
+  Start({0}, limits, /*load=*/false);
+  ASSERT_TRUE(server_->Load().ok());
+  const int64_t per_token = server_->worker()->host().KvBytesPerToken();
+  // Restart with a budget of 100 positions.
+  limits.kv_budget_bytes = 100 * per_token;
+  Start({0}, limits);
+  std::string a, b, c;
+  ASSERT_TRUE(Open(&a, 60).ok());
+  grpc::Status s = Open(&b, 60);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  ASSERT_TRUE(Open(&b, 40).ok());
+  EXPECT_EQ(Info().kv_reserved_bytes(), 100 * per_token);
+  // Session a reserved 60 positions; growing it to 61 does not fit.
+  auto h60 = model::HostTensor::FromFloats({60, kHidden}, std::vector<float>(60 * kHidden));
+  auto one = model::HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden));
+  ASSERT_TRUE(Forward(a, 1, 0, {0}, h60).ok());
+  EXPECT_EQ(Forward(a, 2, 60, {0}, one).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  ASSERT_TRUE(Close(b).ok());
+  EXPECT_TRUE(Forward(a, 2, 60, {0}, one).ok());
+  EXPECT_EQ(Open(&c, 0).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);  // 0 = context.
+}
+
+TEST_F(WorkerServerTest, IdleSessionsAreReaped) {
+  SessionLimits limits;
+  limits.idle_ttl = absl::Milliseconds(100);
+  Start({0}, limits);
+  std::string id;
+  ASSERT_TRUE(Open(&id).ok());
+  EXPECT_EQ(Info().sessions(), 1);
+  absl::SleepFor(absl::Milliseconds(400));
+  EXPECT_EQ(Info().sessions(), 0);
+  auto one = model::HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden));
+  EXPECT_EQ(Forward(id, 1, 0, {0}, one).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(WorkerServerTest, StepPastItsDeadlineIsNotRun) {
+  Start({0}, {}, /*load=*/true, /*max_step_time=*/absl::Nanoseconds(1));
+  std::string id;
+  ASSERT_TRUE(Open(&id).ok());
+  auto one = model::HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden));
+  EXPECT_EQ(Forward(id, 1, 0, {0}, one).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(Info().steps_total(), 0u);
+}
+
+TEST_F(WorkerServerTest, ShutdownWithAnIdleClientConnectionIsPrompt) {
+  Start({0});
+  EXPECT_TRUE(Info().ready());  // Leaves an open, idle connection.
+  const absl::Time start = absl::Now();
+  server_->Shutdown();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+}
+
+TEST(WorkerTest, ReapIdleClosesOnlySessionsPastTheirTtl) {
+  auto ckpt = model::Checkpoint::Open(ModelDir("stories260K"));
+  ASSERT_TRUE(ckpt.ok());
+  auto host = model::LayerHost::Create(*ckpt, {0}, {});
+  ASSERT_TRUE(host.ok());
+  SessionLimits limits;
+  limits.idle_ttl = absl::Minutes(1);
+  Worker worker(*std::move(host), limits);
+  auto a = worker.OpenSession(10);
+  auto b = worker.OpenSession(10);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(worker.ReapIdle(absl::Now()), 0);
+  EXPECT_EQ(worker.ReapIdle(absl::Now() + absl::Minutes(2)), 2);
+  EXPECT_EQ(worker.Stats().sessions, 0);
+  EXPECT_EQ(worker.Stats().kv_reserved_bytes, 0);
+  EXPECT_EQ(worker.CloseSession(*a).code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace swarm::worker
