@@ -111,8 +111,7 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const Option
 
   int port = hp->port;
   if (port == 0) {
-    port = server->bind_to_any_port(hp->host);
-    if (port < 0) port = -1;
+    port = server->bind_to_any_port(hp->host);  // The bound port, or -1.
   } else if (!server->bind_to_port(hp->host, port)) {
     port = -1;
   }

@@ -45,7 +45,7 @@ class MetricsServer {
   struct Options {
     // HOST:PORT to bind; port 0 picks a free port (read it back with port()).
     std::string listen = "127.0.0.1:0";
-    // The registry to serve. Required. Shared so that the server can outlive nothing it serves.
+    // The registry to serve. Required; the server holds a reference while it runs.
     std::shared_ptr<prometheus::Registry> registry;
     // Optional: /healthz answers 200 "ok" when this returns true (or when unset), 503 otherwise.
     std::function<bool()> healthy;
