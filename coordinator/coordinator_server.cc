@@ -296,11 +296,12 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       absl::MutexLock lock(&mu_);
       cancelled = cancelled_;
     }
-    if (cancelled) return absl::CancelledError("the client cancelled the request");
-    if (deadline_hit_ || (!result.ok() && absl::Now() > deadline_)) {
+    // A client's deadline reaches us as a cancellation too; name it for what it is.
+    if (deadline_hit_ || ((cancelled || !result.ok()) && absl::Now() >= deadline_)) {
       return absl::DeadlineExceededError(
           absl::StrCat("the request's deadline passed after ", generated_, " tokens"));
     }
+    if (cancelled) return absl::CancelledError("the client cancelled the request");
     if (!result.ok()) return result.status();
     *finish_reason = result->finish_reason;
     return absl::OkStatus();
