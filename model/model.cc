@@ -99,25 +99,43 @@ auto TorchCall(absl::string_view what, Fn&& fn) -> decltype(fn()) {
 // Copies a tensor out of the checkpoint mapping into anonymous memory backed by transparent huge
 // pages (decode reads every weight once per token; 2 MiB pages take the TLB misses of 4 KiB
 // file pages off that path), then drops the file pages from this process's resident set.
-torch::Tensor CopyToHugePages(const TensorView& view) {
+torch::Tensor View(const TensorView& view) {
+  return torch::from_blob(const_cast<uint8_t*>(view.data), view.shape,
+                          torch::TensorOptions().dtype(*ToTorch(view.dtype)));
+}
+
+torch::Tensor CopyToHugePages(const std::vector<TensorView>& views) {
+  size_t nbytes = 0;
+  std::vector<int64_t> shape = views[0].shape;
+  shape[0] = 0;
+  for (const TensorView& v : views) {
+    nbytes += v.nbytes;
+    shape[0] += v.shape[0];
+  }
   // Rounded to base pages only: THP backs every aligned 2 MiB stretch inside the region (and
   // adjacent regions merge), so small tensors waste at most a page.
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  const size_t len = (view.nbytes + page - 1) & ~(page - 1);
+  const size_t len = (nbytes + page - 1) & ~(page - 1);
   void* p = len == 0
                 ? MAP_FAILED
                 : mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  auto options = torch::TensorOptions().dtype(*ToTorch(view.dtype));
   if (p == MAP_FAILED) {
-    return torch::from_blob(const_cast<uint8_t*>(view.data), view.shape, options).clone();
+    std::vector<torch::Tensor> parts;
+    for (const TensorView& v : views) parts.push_back(View(v));
+    return torch::cat(parts, 0);
   }
   madvise(p, len, MADV_HUGEPAGE);
-  std::memcpy(p, view.data, view.nbytes);
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(view.data) + page - 1) & ~(page - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(view.data) + view.nbytes) & ~(page - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  char* dst = static_cast<char*>(p);
+  for (const TensorView& v : views) {
+    std::memcpy(dst, v.data, v.nbytes);
+    dst += v.nbytes;
+    const uintptr_t begin = (reinterpret_cast<uintptr_t>(v.data) + page - 1) & ~(page - 1);
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(v.data) + v.nbytes) & ~(page - 1);
+    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  }
   return torch::from_blob(
-      p, view.shape, [len](void* q) { munmap(q, len); }, options);
+      p, shape, [len](void* q) { munmap(q, len); },
+      torch::TensorOptions().dtype(*ToTorch(views[0].dtype)));
 }
 
 // Weight loading with validation against the config: the shape must match exactly.
@@ -126,29 +144,49 @@ class WeightLoader {
   WeightLoader(const Checkpoint& ckpt, torch::Device device, torch::ScalarType dtype, bool copy)
       : ckpt_(ckpt), device_(device), dtype_(dtype), copy_(copy) {}
 
+  // Zero copy: tensors stay views of the checkpoint mapping.
+  bool zero_copy() const { return device_.is_cpu() && !copy_; }
+
   absl::StatusOr<torch::Tensor> Load(absl::string_view logical, std::vector<int64_t> shape) {
-    ASSIGN_OR_RETURN(std::string name, ckpt_.Resolve(logical));
-    ASSIGN_OR_RETURN(TensorView view, ckpt_.store().Get(name));
-    if (view.shape != shape) {
-      return absl::InvalidArgumentError(absl::StrCat("loading ", view.file, ": tensor '", name,
-                                                     "' has shape ", ShapeStr(view.shape),
-                                                     ", config says ", ShapeStr(shape)));
-    }
-    auto src_type = ToTorch(view.dtype);
-    if (!src_type.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("loading ", view.file, ": tensor '", name,
-                                                     "': ", src_type.status().message()));
+    return LoadConcat({{std::string(logical), std::move(shape)}});
+  }
+
+  // Loads tensors with the same trailing dimensions concatenated along dim 0 into one (fewer,
+  // larger matmuls on the decode path). In zero-copy mode only a single part is allowed.
+  absl::StatusOr<torch::Tensor> LoadConcat(
+      const std::vector<std::pair<std::string, std::vector<int64_t>>>& parts) {
+    std::vector<TensorView> views;
+    for (const auto& [logical, shape] : parts) {
+      ASSIGN_OR_RETURN(std::string name, ckpt_.Resolve(logical));
+      ASSIGN_OR_RETURN(TensorView view, ckpt_.store().Get(name));
+      if (view.shape != shape) {
+        return absl::InvalidArgumentError(absl::StrCat("loading ", view.file, ": tensor '", name,
+                                                       "' has shape ", ShapeStr(view.shape),
+                                                       ", config says ", ShapeStr(shape)));
+      }
+      auto src_type = ToTorch(view.dtype);
+      if (!src_type.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("loading ", view.file, ": tensor '", name,
+                                                       "': ", src_type.status().message()));
+      }
+      views.push_back(std::move(view));
     }
     return TorchCall(
-        absl::StrCat("loading tensor '", name, "'"), [&]() -> absl::StatusOr<torch::Tensor> {
-          torch::Tensor t = torch::from_blob(const_cast<uint8_t*>(view.data), view.shape,
-                                             torch::TensorOptions().dtype(*src_type));
-          // CPU and same dtype: keep the mmap view (zero copy, paged in lazily).
-          if (device_.is_cpu() && *src_type == dtype_) {
-            if (!copy_) return t;  // Zero copy: a view of the mapping, paged in on use.
-            return CopyToHugePages(view);
+        absl::StrCat("loading tensor '", views[0].name, "'"),
+        [&]() -> absl::StatusOr<torch::Tensor> {
+          const bool same_type = *ToTorch(views[0].dtype) == dtype_ &&
+                                 std::all_of(views.begin(), views.end(), [&](const TensorView& v) {
+                                   return v.dtype == views[0].dtype;
+                                 });
+          if (device_.is_cpu() && same_type) {
+            if (!copy_ && views.size() == 1) return View(views[0]);
+            return CopyToHugePages(views);
           }
-          return t.to(device_, dtype_).contiguous();
+          std::vector<torch::Tensor> converted;
+          for (const TensorView& v : views) {
+            converted.push_back(View(v).to(device_, dtype_));
+          }
+          return converted.size() == 1 ? converted[0].contiguous() : torch::cat(converted, 0);
         });
   }
 
@@ -163,8 +201,9 @@ struct LayerWeights {
   // Llama family: norms are weights only. GPT-2: norms have biases, projections are stored
   // [out, in] here (Conv1D weights transposed as views).
   torch::Tensor norm1_w, norm1_b, norm2_w, norm2_b;
-  torch::Tensor q_w, k_w, v_w, q_b, k_b, v_b;  // Llama family.
-  torch::Tensor qkv_w, qkv_b;                  // GPT-2 fused c_attn.
+  torch::Tensor q_w, k_w, v_w, q_b, k_b, v_b;  // Llama family, zero-copy mode.
+  torch::Tensor qkv_w, qkv_b;                  // Fused [q;k;v] (GPT-2 c_attn, or copied Llama).
+  torch::Tensor gate_up_w, gate_up_b;          // Fused [gate;up] (copied Llama).
   torch::Tensor o_w, o_b;
   torch::Tensor gate_w, up_w, down_w, gate_b, up_b, down_b;
   int64_t bytes = 0;
@@ -200,21 +239,46 @@ absl::StatusOr<LayerWeights> LoadLayer(const ModelConfig& c, int layer, WeightLo
     const int64_t qd = c.num_heads * hd, kvd = c.num_kv_heads * hd;
     ASSIGN_OR_RETURN(lw.norm1_w, w.Load(name("input_layernorm.weight"), {d}));
     ASSIGN_OR_RETURN(lw.norm2_w, w.Load(name("post_attention_layernorm.weight"), {d}));
-    ASSIGN_OR_RETURN(lw.q_w, w.Load(name("self_attn.q_proj.weight"), {qd, d}));
-    ASSIGN_OR_RETURN(lw.k_w, w.Load(name("self_attn.k_proj.weight"), {kvd, d}));
-    ASSIGN_OR_RETURN(lw.v_w, w.Load(name("self_attn.v_proj.weight"), {kvd, d}));
-    ASSIGN_OR_RETURN(lw.o_w, w.Load(name("self_attn.o_proj.weight"), {d, qd}));
-    if (c.attention_bias) {
-      ASSIGN_OR_RETURN(lw.q_b, w.Load(name("self_attn.q_proj.bias"), {qd}));
-      ASSIGN_OR_RETURN(lw.k_b, w.Load(name("self_attn.k_proj.bias"), {kvd}));
-      ASSIGN_OR_RETURN(lw.v_b, w.Load(name("self_attn.v_proj.bias"), {kvd}));
+    using Parts = std::vector<std::pair<std::string, std::vector<int64_t>>>;
+    const Parts qkv_w = {{name("self_attn.q_proj.weight"), {qd, d}},
+                         {name("self_attn.k_proj.weight"), {kvd, d}},
+                         {name("self_attn.v_proj.weight"), {kvd, d}}};
+    const Parts qkv_b = {{name("self_attn.q_proj.bias"), {qd}},
+                         {name("self_attn.k_proj.bias"), {kvd}},
+                         {name("self_attn.v_proj.bias"), {kvd}}};
+    const Parts gate_up_w = {{name("mlp.gate_proj.weight"), {I, d}},
+                             {name("mlp.up_proj.weight"), {I, d}}};
+    const Parts gate_up_b = {{name("mlp.gate_proj.bias"), {I}}, {name("mlp.up_proj.bias"), {I}}};
+    if (w.zero_copy()) {
+      // Separate views of the mapping.
+      ASSIGN_OR_RETURN(lw.q_w, w.Load(qkv_w[0].first, qkv_w[0].second));
+      ASSIGN_OR_RETURN(lw.k_w, w.Load(qkv_w[1].first, qkv_w[1].second));
+      ASSIGN_OR_RETURN(lw.v_w, w.Load(qkv_w[2].first, qkv_w[2].second));
+      ASSIGN_OR_RETURN(lw.gate_w, w.Load(gate_up_w[0].first, gate_up_w[0].second));
+      ASSIGN_OR_RETURN(lw.up_w, w.Load(gate_up_w[1].first, gate_up_w[1].second));
+      if (c.attention_bias) {
+        ASSIGN_OR_RETURN(lw.q_b, w.Load(qkv_b[0].first, qkv_b[0].second));
+        ASSIGN_OR_RETURN(lw.k_b, w.Load(qkv_b[1].first, qkv_b[1].second));
+        ASSIGN_OR_RETURN(lw.v_b, w.Load(qkv_b[2].first, qkv_b[2].second));
+      }
+      if (c.mlp_bias) {
+        ASSIGN_OR_RETURN(lw.gate_b, w.Load(gate_up_b[0].first, gate_up_b[0].second));
+        ASSIGN_OR_RETURN(lw.up_b, w.Load(gate_up_b[1].first, gate_up_b[1].second));
+      }
+    } else {
+      // Fused: one [q;k;v] and one [gate;up] matrix, so decode makes 4 matmuls a layer, not 7.
+      ASSIGN_OR_RETURN(lw.qkv_w, w.LoadConcat(qkv_w));
+      ASSIGN_OR_RETURN(lw.gate_up_w, w.LoadConcat(gate_up_w));
+      if (c.attention_bias) {
+        ASSIGN_OR_RETURN(lw.qkv_b, w.LoadConcat(qkv_b));
+      }
+      if (c.mlp_bias) {
+        ASSIGN_OR_RETURN(lw.gate_up_b, w.LoadConcat(gate_up_b));
+      }
     }
-    ASSIGN_OR_RETURN(lw.gate_w, w.Load(name("mlp.gate_proj.weight"), {I, d}));
-    ASSIGN_OR_RETURN(lw.up_w, w.Load(name("mlp.up_proj.weight"), {I, d}));
+    ASSIGN_OR_RETURN(lw.o_w, w.Load(name("self_attn.o_proj.weight"), {d, qd}));
     ASSIGN_OR_RETURN(lw.down_w, w.Load(name("mlp.down_proj.weight"), {d, I}));
     if (c.mlp_bias) {
-      ASSIGN_OR_RETURN(lw.gate_b, w.Load(name("mlp.gate_proj.bias"), {I}));
-      ASSIGN_OR_RETURN(lw.up_b, w.Load(name("mlp.up_proj.bias"), {I}));
       ASSIGN_OR_RETURN(lw.down_b, w.Load(name("mlp.down_proj.bias"), {d}));
     }
   }
@@ -352,16 +416,18 @@ torch::Tensor LayerHostImpl::Attention(const LayerWeights& w, const torch::Tenso
   const int64_t T = x.size(0), H = c.num_heads, KV = c.num_kv_heads, hd = c.head_dim;
   const int64_t G = H / KV;
   torch::Tensor q, k, v;
-  if (c.IsGpt2()) {
-    torch::Tensor qkv = Linear(x, w.qkv_w, w.qkv_b);  // [T, 3d]
-    auto parts = qkv.split(c.hidden_size, -1);
-    q = parts[0].view({T, H, hd}).transpose(0, 1);
+  if (w.qkv_w.defined()) {
+    torch::Tensor qkv = Linear(x, w.qkv_w, w.qkv_b);  // [T, (H + 2 KV) hd]
+    auto parts = qkv.split_with_sizes({H * hd, KV * hd, KV * hd}, -1);
+    q = parts[0].view({T, H, hd}).transpose(0, 1);  // [H, T, hd]
     k = parts[1].view({T, KV, hd}).transpose(0, 1);
     v = parts[2].view({T, KV, hd}).transpose(0, 1);
   } else {
-    q = Linear(x, w.q_w, w.q_b).view({T, H, hd}).transpose(0, 1);  // [H, T, hd]
+    q = Linear(x, w.q_w, w.q_b).view({T, H, hd}).transpose(0, 1);
     k = Linear(x, w.k_w, w.k_b).view({T, KV, hd}).transpose(0, 1);
     v = Linear(x, w.v_w, w.v_b).view({T, KV, hd}).transpose(0, 1);
+  }
+  if (!c.IsGpt2()) {
     torch::Tensor cos = cos_.narrow(0, start_pos, T);  // [T, hd]
     torch::Tensor sin = sin_.narrow(0, start_pos, T);
     q = q * cos + RotateHalf(q) * sin;
@@ -413,6 +479,10 @@ torch::Tensor LayerHostImpl::Mlp(const LayerWeights& w, const torch::Tensor& x) 
     torch::Tensor h = Linear(x, w.up_w, w.up_b);
     h = config_.hidden_act == "gelu" ? torch::gelu(h) : torch::gelu(h, "tanh");
     return Linear(h, w.down_w, w.down_b);
+  }
+  if (w.gate_up_w.defined()) {
+    auto gu = Linear(x, w.gate_up_w, w.gate_up_b).split(config_.intermediate_size, -1);
+    return Linear(torch::silu(gu[0]) * gu[1], w.down_w, w.down_b);
   }
   torch::Tensor g = torch::silu(Linear(x, w.gate_w, w.gate_b));
   return Linear(g * Linear(x, w.up_w, w.up_b), w.down_w, w.down_b);

@@ -125,6 +125,23 @@ TEST_P(GoldenTest, GreedyIdsMatchHuggingFace) {
   }
 }
 
+// Zero-copy loading keeps q/k/v and gate/up as separate views of the mapping instead of fused
+// copies: a different code path that must give the same numbers.
+TEST_P(GoldenTest, ZeroCopyWeightsMatchHuggingFace) {
+  const Fixture& fx = GetParam();
+  auto golden = SafetensorsFile::Open(kShared + "/fixtures/golden/" + fx.name +
+                                      "/golden.safetensors");
+  ASSERT_TRUE(golden.ok()) << golden.status();
+  LoadOptions options;
+  options.copy_weights = false;
+  auto engine = Engine::Create(fx.model_dir, options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const std::string seq = fx.sequences[0];
+  auto logits = (*engine)->Logits(ReadIds(**golden, seq + ".input_ids"));
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  EXPECT_LT(MaxAbsDiff(logits->ToFloats(), ReadFloats(**golden, seq + ".logits")), 1e-4);
+}
+
 // Prefill part of the sequence, then one token at a time through the KV cache: every logits row
 // must equal the full forward's. The Mistral model's 40-token sequence crosses its 16-token window.
 TEST_P(GoldenTest, IncrementalDecodingMatchesFullForward) {
