@@ -212,8 +212,10 @@ TEST(Tokenizer, LoadsLargeVocabularyQuickly) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_TRUE(tok.ok()) << tok.status();
   std::printf("qwen3 tokenizer.json (151k vocab, 151k merges) loaded in %.3f s\n", seconds);
-  // Well under a second in Release on an idle core; the bound leaves room for loaded CI machines.
-  EXPECT_LT(seconds, 5.0);
+#ifdef NDEBUG
+  // About 0.13 s optimised on an idle core; the bound leaves room for loaded CI machines.
+  EXPECT_LT(seconds, 2.0);
+#endif
 }
 
 TEST(Tokenizer, EncodesLongInputsFast) {
@@ -229,7 +231,11 @@ TEST(Tokenizer, EncodesLongInputsFast) {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     ASSERT_TRUE(ids.ok()) << ids.status();
     EXPECT_EQ(tok.Decode(*ids), text) << name;
+#ifdef NDEBUG
     EXPECT_LT(seconds, 2.0) << name;
+#else
+    (void)seconds;
+#endif
   }
 }
 
