@@ -283,9 +283,10 @@ absl::StatusOr<LayerWeights> LoadLayer(const ModelConfig& c, int layer, WeightLo
     }
   }
   for (const torch::Tensor* t :
-       {&lw.norm1_w, &lw.norm1_b, &lw.norm2_w, &lw.norm2_b, &lw.q_w,   &lw.k_w,   &lw.v_w,
-        &lw.q_b,     &lw.k_b,     &lw.v_b,     &lw.qkv_w,   &lw.qkv_b, &lw.o_w,   &lw.o_b,
-        &lw.gate_w,  &lw.up_w,    &lw.down_w,  &lw.gate_b,  &lw.up_b,  &lw.down_b}) {
+       {&lw.norm1_w, &lw.norm1_b, &lw.norm2_w,   &lw.norm2_b,  &lw.q_w,    &lw.k_w,
+        &lw.v_w,     &lw.q_b,     &lw.k_b,       &lw.v_b,      &lw.qkv_w,  &lw.qkv_b,
+        &lw.o_w,     &lw.o_b,     &lw.gate_w,    &lw.up_w,     &lw.down_w, &lw.gate_b,
+        &lw.up_b,    &lw.down_b,  &lw.gate_up_w, &lw.gate_up_b}) {
     if (t->defined()) lw.bytes += t->nbytes();
   }
   return lw;

@@ -99,6 +99,7 @@ TEST(LazyLoad, HostingAQuarterOfTheLayersTouchesAQuarterOfTheWeights) {
   EXPECT_GE(grown, two_layers * 9 / 10) << grown;
   EXPECT_LE(grown, two_layers * 13 / 10 + (8 << 20)) << grown;
   EXPECT_LT(MappedRssBytes(file), 4 << 20);
+  EXPECT_EQ((*copied)->WeightBytes(), two_layers);
   std::filesystem::remove_all(dir);
 }
 
