@@ -3,9 +3,10 @@
 // worker_main.cc and by tests, which run it in-process on 127.0.0.1:0.
 //
 // Threading: handlers run on gRPC's callback threads and only do cheap work there (Info, session
-// bookkeeping); every Forward step is handed to an owned, bounded compute pool, so a slow step
-// never holds a gRPC thread. A reaper thread owned by the server closes idle sessions; Shutdown()
-// stops the server, then joins the pool and the reaper. All methods are thread-safe.
+// bookkeeping, and Forward steps small enough to take well under a millisecond); every other step
+// is handed to an owned, bounded compute pool, so a slow step never holds a gRPC thread. A reaper
+// thread owned by the server closes idle sessions; Shutdown() stops the server, then joins the pool
+// and the reaper. All methods are thread-safe.
 #ifndef SWARM_WORKER_WORKER_SERVER_H_
 #define SWARM_WORKER_WORKER_SERVER_H_
 
@@ -41,6 +42,10 @@ struct WorkerServerOptions {
   std::string listen = "127.0.0.1:0";
   int compute_threads = 2;     // Steps computed at once.
   int max_queued_steps = 256;  // Steps waiting beyond that: RESOURCE_EXHAUSTED.
+  // Steps touching at most this many weight bytes (positions x hosted weight bytes) run on the
+  // gRPC thread that received them instead of the pool: a thread hand-off would cost about as
+  // much as the step. 0 sends every step to the pool.
+  int64_t max_inline_step_bytes = int64_t{8} << 20;
   // Server-side cap on a call's deadline (a call without a deadline gets this one); a step whose
   // deadline has passed when a compute thread picks it up is not run.
   absl::Duration max_step_time = absl::Minutes(2);

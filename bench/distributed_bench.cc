@@ -1,0 +1,361 @@
+// Distributed serving benchmark: decode tokens/s of the in-process engine vs the same model
+// through a coordinator and 2 workers (separate processes, `swarm up`, loopback), and the
+// overhead of one hop (a Forward RPC to a worker process vs the same layer run in-process).
+//
+//   distributed_bench [--model DIR | --synth-mb MB] [--decode-tokens 64] [--prompt-tokens 16]
+//                     [--reps 3] [--hop-steps 400]
+//
+// --synth-mb writes a synthetic Llama of about MB megabytes (f32) into a temporary directory
+// (model/synth.h) and removes it afterwards. Prints one table; every number is a median or mean
+// over the repetitions, measured in this run on this machine.
+#include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "client/client.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "model/synth.h"
+#include "proto/server_util.h"
+#include "proto/tensor_util.h"
+#include "swarm/v1/worker.grpc.pb.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Us(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[static_cast<size_t>(p * (v.size() - 1))];
+}
+
+double Mean(const std::vector<double>& v) {
+  return v.empty() ? 0 : std::accumulate(v.begin(), v.end(), 0.0) / v.size();
+}
+
+std::string SelfDir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  std::string path(buf, n > 0 ? n : 0);
+  return path.substr(0, path.rfind('/'));
+}
+
+// A child process whose stdout we read until a line with `prefix`; SIGINT on destruction.
+struct Child {
+  pid_t pid = -1;
+  int fd = -1;
+  ~Child() {
+    if (pid > 0) {
+      kill(pid, SIGINT);
+      int status;
+      waitpid(pid, &status, 0);
+    }
+    if (fd >= 0) close(fd);
+  }
+};
+
+std::string SpawnAndWait(Child* child, std::vector<std::string> argv, const std::string& prefix) {
+  int fds[2];
+  if (pipe(fds) != 0) return "";
+  child->pid = fork();
+  if (child->pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    dup2(fds[1], STDOUT_FILENO);
+    int null = open("/dev/null", O_WRONLY);
+    dup2(null, STDERR_FILENO);
+    std::vector<char*> args;
+    for (std::string& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  child->fd = fds[0];
+  std::string buffer;
+  const auto end = Clock::now() + std::chrono::seconds(180);
+  while (Clock::now() < end) {
+    size_t nl = buffer.find('\n');
+    if (nl != std::string::npos) {
+      std::string line = buffer.substr(0, nl);
+      buffer.erase(0, nl + 1);
+      absl::string_view rest = line;
+      if (absl::ConsumePrefix(&rest, prefix)) return std::string(absl::StripAsciiWhitespace(rest));
+      continue;
+    }
+    pollfd p{child->fd, POLLIN, 0};
+    if (poll(&p, 1, 200) > 0) {
+      char buf[1024];
+      ssize_t n = read(child->fd, buf, sizeof(buf));
+      if (n <= 0) return "";
+      buffer.append(buf, n);
+    }
+  }
+  return "";
+}
+
+struct DecodeStats {
+  double tokens_per_s = 0;
+  double p50_us = 0;  // Per decoded token.
+};
+
+// Decode-only numbers from the arrival times of the tokens (the first token includes prefill).
+DecodeStats FromTimes(const std::vector<std::vector<Clock::time_point>>& runs) {
+  std::vector<double> per_token, rates;
+  for (const auto& times : runs) {
+    for (size_t i = 2; i < times.size(); ++i) per_token.push_back(Us(times[i] - times[i - 1]));
+    if (times.size() > 2) {
+      rates.push_back((times.size() - 2) / (Us(times.back() - times[1]) / 1e6));
+    }
+  }
+  return DecodeStats{Percentile(rates, 0.5), Percentile(per_token, 0.5)};
+}
+
+std::vector<int64_t> PromptIds(int n, int64_t vocab) {
+  std::vector<int64_t> ids = {1};
+  std::mt19937 rng(7);
+  while (static_cast<int>(ids.size()) < n) ids.push_back(3 + rng() % (vocab - 3));
+  return ids;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model_dir;
+  int64_t synth_mb = 0, decode_tokens = 64, prompt_tokens = 16, reps = 3, hop_steps = 400;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string flag = argv[i], value = argv[i + 1];
+    if (flag == "--model") {
+      model_dir = value;
+    } else if ((flag == "--synth-mb" && absl::SimpleAtoi(value, &synth_mb)) ||
+               (flag == "--decode-tokens" && absl::SimpleAtoi(value, &decode_tokens)) ||
+               (flag == "--prompt-tokens" && absl::SimpleAtoi(value, &prompt_tokens)) ||
+               (flag == "--reps" && absl::SimpleAtoi(value, &reps)) ||
+               (flag == "--hop-steps" && absl::SimpleAtoi(value, &hop_steps))) {
+    } else {
+      std::fprintf(stderr, "distributed_bench: bad flag %s %s\n", flag.c_str(), value.c_str());
+      return 2;
+    }
+  }
+  std::string synth_dir;
+  if (synth_mb > 0) {
+    // Llama blocks of hidden 1024 (≈ 50 MB f32 each with intermediate 2816) plus 8k-vocab ends.
+    swarm::model::SynthOptions o;
+    o.hidden = 1024;
+    o.intermediate = 2816;
+    o.heads = 16;
+    o.kv_heads = 8;
+    o.vocab = 8192;
+    o.max_position = 1024;
+    o.layers =
+        std::max<int64_t>(2, (synth_mb * 1000000 - 2 * o.vocab * o.hidden * 4) /
+                                 (4 * (3 * o.hidden * o.hidden + 3 * o.hidden * o.intermediate)));
+    synth_dir = absl::StrCat("/tmp/swarm-distributed-bench-", getpid());
+    o.out_dir = synth_dir;
+    auto r = swarm::model::WriteSynthModel(o);
+    if (!r.ok()) {
+      std::fprintf(stderr, "distributed_bench: %s\n", r.status().ToString().c_str());
+      return 1;
+    }
+    model_dir = synth_dir;
+    std::printf("synthetic model: %lld layers, %.0f MB of weights in %s\n",
+                static_cast<long long>(o.layers), r->weight_bytes / 1e6, synth_dir.c_str());
+  }
+  if (model_dir.empty()) model_dir = "../shared/models/stories260K";
+  auto cleanup = [&] {
+    if (!synth_dir.empty()) std::system(("rm -rf '" + synth_dir + "'").c_str());
+  };
+
+  auto engine = swarm::model::Engine::Create(model_dir);
+  if (!engine.ok()) {
+    std::fprintf(stderr, "distributed_bench: %s\n", engine.status().ToString().c_str());
+    cleanup();
+    return 1;
+  }
+  const swarm::model::ModelConfig& config = (*engine)->config();
+  const std::vector<int64_t> prompt = PromptIds(prompt_tokens, config.vocab_size);
+  swarm::model::SamplingParams params;
+  params.max_new_tokens = decode_tokens;
+  params.stop_at_eos = false;
+
+  // 1. In-process engine.
+  std::vector<std::vector<Clock::time_point>> local_runs;
+  for (int r = 0; r <= reps; ++r) {  // Run 0 warms up.
+    std::vector<Clock::time_point> times = {Clock::now()};
+    auto out = (*engine)->Generate(prompt, params, [&](const swarm::model::GeneratedToken& t) {
+      if (t.id >= 0) times.push_back(Clock::now());
+      return true;
+    });
+    if (!out.ok()) {
+      std::fprintf(stderr, "distributed_bench: %s\n", out.status().ToString().c_str());
+      cleanup();
+      return 1;
+    }
+    if (r > 0) local_runs.push_back(times);
+  }
+  const DecodeStats local = FromTimes(local_runs);
+
+  // 2. The same through `swarm up` (coordinator + 2 worker processes).
+  DecodeStats dist;
+  {
+    Child up;
+    const std::string address = SpawnAndWait(
+        &up, {SelfDir() + "/swarm", "up", "--model", model_dir, "--workers", "2"}, "serving on ");
+    if (address.empty()) {
+      std::fprintf(stderr, "distributed_bench: swarm up did not start\n");
+      cleanup();
+      return 1;
+    }
+    auto client = swarm::Client::Connect(address);
+    std::vector<std::vector<Clock::time_point>> runs;
+    for (int r = 0; r <= reps; ++r) {
+      swarm::GenerateRequest req;
+      req.prompt_ids = prompt;
+      req.max_new_tokens = decode_tokens;
+      req.stop_at_eos = false;
+      std::vector<Clock::time_point> times = {Clock::now()};
+      auto out = (*client)->Generate(req, [&](const swarm::GenerateChunk& c) {
+        for (size_t i = 0; i < c.ids.size(); ++i) times.push_back(Clock::now());
+        return true;
+      });
+      if (!out.ok()) {
+        std::fprintf(stderr, "distributed_bench: %s\n", out.status().ToString().c_str());
+        cleanup();
+        return 1;
+      }
+      if (r > 0) runs.push_back(times);
+    }
+    dist = FromTimes(runs);
+  }
+
+  // 3. One hop: Forward of layer 0 in a worker process vs the same layer in-process.
+  double rpc_p50 = 0, local_p50 = 0, info_p50 = 0, idle_info_p50 = 0;
+  {
+    Child worker;
+    const std::string address = SpawnAndWait(&worker,
+                                             {SelfDir() + "/swarm-worker", "--model", model_dir,
+                                              "--layers", "0", "--listen", "127.0.0.1:0"},
+                                             "listening on ");
+    auto stub = swarm::v1::WorkerService::NewStub(grpc::CreateCustomChannel(
+        address, grpc::InsecureChannelCredentials(), swarm::InternalChannelArguments()));
+    auto host = swarm::model::LayerHost::Create((*engine)->checkpoint(), {0}, {});
+    if (address.empty() || !host.ok()) {
+      std::fprintf(stderr, "distributed_bench: hop setup failed\n");
+      cleanup();
+      return 1;
+    }
+    const int64_t steps = std::min<int64_t>(hop_steps, config.max_position_embeddings - 1);
+    std::vector<float> values(config.hidden_size, 0.1f);
+    const auto one = swarm::model::HostTensor::FromFloats({1, config.hidden_size}, values);
+    // Wait for the worker to load and open a session.
+    std::string session;
+    for (int i = 0; i < 600 && session.empty(); ++i) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      swarm::v1::OpenSessionRequest req;
+      req.set_max_length(steps);
+      swarm::v1::OpenSessionResponse resp;
+      if (stub->OpenSession(&ctx, req, &resp).ok()) {
+        session = resp.session_id();
+      } else {
+        usleep(100000);
+      }
+    }
+    std::vector<double> rpc, loc;
+    auto cache = (*host)->NewCache();
+    const int layer0[1] = {0};
+    for (int64_t pos = 0; pos < steps; ++pos) {
+      swarm::v1::ForwardRequest req;
+      req.set_session_id(session);
+      req.set_step_id(pos + 1);
+      req.set_start_position(pos);
+      req.add_layers(0);
+      swarm::CopyTensorToProto(one, req.mutable_hidden());
+      swarm::v1::ForwardResponse resp;
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+      auto t0 = Clock::now();
+      grpc::Status s = stub->Forward(&ctx, req, &resp);
+      auto t1 = Clock::now();
+      auto out = (*host)->Forward(one, pos, layer0, cache.get());
+      auto t2 = Clock::now();
+      if (!s.ok() || !out.ok()) {
+        std::fprintf(stderr, "distributed_bench: hop step failed: %s\n", s.error_message().c_str());
+        cleanup();
+        return 1;
+      }
+      if (pos >= 10) {  // Skip warm-up.
+        rpc.push_back(Us(t1 - t0));
+        loc.push_back(Us(t2 - t1));
+      }
+    }
+    rpc_p50 = Percentile(rpc, 0.5);
+    local_p50 = Percentile(loc, 0.5);
+    // The floor: an RPC that does no work (Info is answered on gRPC's own thread).
+    std::vector<double> info;
+    for (int i = 0; i < 200; ++i) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      swarm::v1::InfoResponse resp;
+      auto t0 = Clock::now();
+      stub->Info(&ctx, swarm::v1::InfoRequest(), &resp);
+      if (i >= 10) info.push_back(Us(Clock::now() - t0));
+    }
+    info_p50 = Percentile(info, 0.5);
+    {
+      std::vector<double> slp;
+      for (int i = 0; i < 200; ++i) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+        swarm::v1::InfoResponse resp;
+        usleep(150);
+        auto t0 = Clock::now();
+        stub->Info(&ctx, swarm::v1::InfoRequest(), &resp);
+        if (i >= 10) slp.push_back(Us(Clock::now() - t0));
+      }
+      idle_info_p50 = Percentile(slp, 0.5);
+    }
+  }
+  cleanup();
+
+  const double hops_per_token = 2;  // coordinator → worker 1 → coordinator → worker 2.
+  std::printf("model: %s (%s, %lld layers, hidden %lld)\n", model_dir.c_str(),
+              config.architecture.c_str(), static_cast<long long>(config.num_layers),
+              static_cast<long long>(config.hidden_size));
+  std::printf("prompt %lld tokens, %lld decoded tokens x %lld runs (after one warm-up run)\n",
+              static_cast<long long>(prompt_tokens), static_cast<long long>(decode_tokens),
+              static_cast<long long>(reps));
+  std::printf("%-44s %12s %14s\n", "", "decode tok/s", "p50 us/token");
+  std::printf("%-44s %12.1f %14.1f\n", "in-process engine", local.tokens_per_s, local.p50_us);
+  std::printf("%-44s %12.1f %14.1f\n", "coordinator + 2 workers (processes, loopback)",
+              dist.tokens_per_s, dist.p50_us);
+  std::printf("distributed / in-process: %.3f\n", dist.tokens_per_s / local.tokens_per_s);
+  std::printf("per-hop overhead, end to end (p50 difference / %g hops): %.1f us\n", hops_per_token,
+              (dist.p50_us - local.p50_us) / hops_per_token);
+  std::printf(
+      "one hop, layer 0: Forward RPC p50 %.1f us, in-process p50 %.1f us, "
+      "overhead %.1f us\n",
+      rpc_p50, local_p50, rpc_p50 - local_p50);
+  std::printf("an RPC doing no work (Info), p50: %.1f us back to back, %.1f us after 150 us idle\n",
+              info_p50, idle_info_p50);
+  return 0;
+}
