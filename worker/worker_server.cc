@@ -107,6 +107,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     if (id.ok()) {
       resp->set_session_id(*id);
     } else {
+      owner_->observer_->OnError("OpenSession", id.status().code());
       LogLine(kLog, absl::StrCat("OpenSession (request '", req->request_id(),
                                  "'): ", id.status().ToString()));
     }
@@ -119,7 +120,9 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
                                          v1::CloseSessionResponse*) override {
     auto* reactor = ctx->DefaultReactor();
     absl::StatusOr<Worker*> w = Ready();
-    reactor->Finish(ToGrpcStatus(w.ok() ? (*w)->CloseSession(req->session_id()) : w.status()));
+    absl::Status s = w.ok() ? (*w)->CloseSession(req->session_id()) : w.status();
+    if (!s.ok()) owner_->observer_->OnError("CloseSession", s.code());
+    reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
 
@@ -172,7 +175,15 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
                                      const v1::ForwardRequest& header, model::HostTensor hidden) {
     ASSIGN_OR_RETURN(Worker * w, Ready());
     RETURN_IF_ERROR(CheckStillWanted(ctx, deadline));
-    return w->Forward(StepFromProto(header), std::move(hidden));
+    const int64_t positions = hidden.shape.empty() ? 0 : hidden.shape[0];
+    const absl::Time start = absl::Now();
+    absl::StatusOr<StepResult> result = w->Forward(StepFromProto(header), std::move(hidden));
+    if (owner_->observer_ != &owner_->default_observer_) {
+      owner_->observer_->OnForward(
+          FormatLayers(std::vector<int>(header.layers().begin(), header.layers().end())), positions,
+          absl::ToDoubleSeconds(absl::Now() - start), result.status().code());
+    }
+    return result;
   }
 
  private:
@@ -306,6 +317,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(
     const WorkerServerOptions& options) {
   auto server = std::unique_ptr<WorkerServer>(new WorkerServer());
   server->options_ = options;
+  if (options.observer != nullptr) server->observer_ = options.observer;
   ASSIGN_OR_RETURN(server->checkpoint_, model::Checkpoint::Open(options.model_dir));
   const int64_t num_layers = server->checkpoint_->config().num_layers;
   if (options.layers.empty()) return absl::InvalidArgumentError("no layers to host");
@@ -344,6 +356,7 @@ absl::Status WorkerServer::Load() {
   worker_ = std::make_unique<Worker>(*std::move(host), options_.limits);
   worker_ptr_.store(worker_.get(), std::memory_order_release);
   SetServing(server_.get(), health_names_, true);
+  observer_->SetReady(true);
   LogLine(kLog,
           absl::StrCat(
               "loaded layers ", FormatLayers(options_.layers), " (",
@@ -361,6 +374,9 @@ void WorkerServer::ReapLoop() {
     if (Worker* w = worker()) {
       mu_.Unlock();
       int n = w->ReapIdle(absl::Now());
+      for (int i = 0; i < n; ++i) observer_->OnSessionEvicted("idle_ttl");
+      WorkerStats stats = w->Stats();
+      observer_->SetSessions(stats.sessions, stats.kv_used_bytes, options_.limits.kv_budget_bytes);
       if (n > 0) {
         LogLine(kLog, absl::StrCat("closed ", n, " session(s) idle for more than ",
                                    absl::FormatDuration(options_.limits.idle_ttl)));
@@ -377,6 +393,7 @@ void WorkerServer::Shutdown(absl::Duration grace) {
     shut_down_ = true;
     stopping_ = true;
   }
+  observer_->SetReady(false);
   if (server_) {
     SetServing(server_.get(), health_names_, false);
     // Let the steps already queued finish (up to `grace`), then shut down with an immediate

@@ -19,6 +19,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "model/model.h"
@@ -33,6 +34,22 @@ class ThreadPool;
 }
 
 namespace swarm::worker {
+
+// Hook points for metrics (a later component wires them to Prometheus). Called on request and
+// reaper threads; implementations must be thread-safe and cheap. Every method has a no-op default.
+class WorkerObserver {
+ public:
+  virtual ~WorkerObserver() = default;
+  // One Forward step over `layers` ("0-3"), `positions` positions, taking `seconds` of compute.
+  virtual void OnForward(absl::string_view layers, int64_t positions, double seconds,
+                         absl::StatusCode code) {}
+  // A failed call other than Forward ("OpenSession", "CloseSession").
+  virtual void OnError(absl::string_view method, absl::StatusCode code) {}
+  virtual void SetReady(bool ready) {}
+  // Refreshed every reap interval.
+  virtual void SetSessions(int sessions, int64_t kv_used_bytes, int64_t kv_budget_bytes) {}
+  virtual void OnSessionEvicted(absl::string_view reason) {}  // "idle_ttl".
+};
 
 struct WorkerServerOptions {
   std::string model_dir;
@@ -51,6 +68,7 @@ struct WorkerServerOptions {
   absl::Duration max_step_time = absl::Minutes(2);
   absl::Duration max_control_time = absl::Seconds(30);  // Same for the other calls.
   absl::Duration reap_interval = absl::Seconds(1);
+  WorkerObserver* observer = nullptr;  // Not owned; must outlive the server.
 };
 
 class WorkerServiceImpl;
@@ -82,6 +100,8 @@ class WorkerServer {
   void ReapLoop();
 
   WorkerServerOptions options_;
+  WorkerObserver default_observer_;
+  WorkerObserver* observer_ = &default_observer_;
   std::shared_ptr<const model::Checkpoint> checkpoint_;
   std::string address_;
   std::vector<std::string> health_names_;

@@ -46,6 +46,7 @@ class WorkerServerTest : public ::testing::Test {
     options.limits = limits;
     options.reap_interval = absl::Milliseconds(10);
     options.max_step_time = max_step_time;
+    options.observer = observer_;
     auto server = WorkerServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -119,6 +120,7 @@ class WorkerServerTest : public ::testing::Test {
     return s;
   }
 
+  WorkerObserver* observer_ = nullptr;
   std::unique_ptr<WorkerServer> server_;
   std::unique_ptr<v1::WorkerService::Stub> stub_;
 };
@@ -412,6 +414,41 @@ TEST_F(WorkerServerTest, ShutdownWithAnIdleClientConnectionIsPrompt) {
   const absl::Time start = absl::Now();
   server_->Shutdown();
   EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+}
+
+class CountingObserver : public WorkerObserver {
+ public:
+  void OnForward(absl::string_view layers, int64_t positions, double seconds,
+                 absl::StatusCode code) override {
+    absl::MutexLock lock(&mu);
+    steps.push_back(absl::StrCat(layers, ":", positions, ":", absl::StatusCodeToString(code)));
+  }
+  void SetReady(bool r) override { ready = r; }
+  void SetSessions(int s, int64_t, int64_t) override { sessions = s; }
+  absl::Mutex mu;
+  std::vector<std::string> steps;
+  std::atomic<bool> ready{false};
+  std::atomic<int> sessions{-1};
+};
+
+TEST_F(WorkerServerTest, ObserverSeesStepsSessionsAndReadiness) {
+  CountingObserver observer;
+  observer_ = &observer;
+  Start({0, 1});
+  EXPECT_TRUE(observer.ready);
+  std::string id;
+  ASSERT_TRUE(Open(&id).ok());
+  auto two = model::HostTensor::FromFloats({2, kHidden}, std::vector<float>(2 * kHidden));
+  ASSERT_TRUE(Forward(id, 1, 0, {0, 1}, two).ok());
+  EXPECT_FALSE(Forward(id, 2, 0, {0, 1}, two).ok());
+  {
+    absl::MutexLock lock(&observer.mu);
+    EXPECT_EQ(observer.steps, std::vector<std::string>({"0-1:2:OK", "0-1:2:FAILED_PRECONDITION"}));
+  }
+  absl::SleepFor(absl::Milliseconds(100));  // A reap interval refreshes the gauges.
+  EXPECT_EQ(observer.sessions, 1);
+  server_->Shutdown();
+  EXPECT_FALSE(observer.ready);
 }
 
 TEST(WorkerTest, ReapIdleClosesOnlySessionsPastTheirTtl) {
