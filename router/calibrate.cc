@@ -244,11 +244,15 @@ absl::StatusOr<RouterData> Calibrate(const model::Engine& engine,
   // Leave-one-out choice of the prior weight β per k.
   const int64_t R = d.space.rank;
   const int K = std::min(options.neighbours, std::max(1, P - 1));
+  // Leave one *prompt* out: identical prompts (short sampled prompts repeat) are left out with
+  // it, or a prompt would find its twin and the study would overstate what neighbours know.
+  std::vector<int64_t> hashes;
+  for (const Sample& s : samples) hashes.push_back(HashIds(s.prompt));
   std::vector<std::vector<int>> nn(P);
   for (int p = 0; p < P; ++p) {
     std::vector<std::pair<float, int>> sims;
     for (int q = 0; q < P; ++q) {
-      if (q == p && P > 1) continue;
+      if (hashes[q] == hashes[p]) continue;
       float s = 0;
       for (int64_t i = 0; i < R; ++i) s += d.features[p * R + i] * d.features[q * R + i];
       sims.push_back({-s, q});
@@ -277,9 +281,12 @@ absl::StatusOr<RouterData> Calibrate(const model::Engine& engine,
       for (int p = 0; p < P; ++p) {
         for (int c = 0; c < pr.cols; ++c) {
           double prior = P > 1 ? (sum[c] - pr.v[p * pr.cols + c]) / (P - 1) : sum[c];
-          double m = 0;
-          for (int q : nn[p]) m += pr.v[q * pr.cols + c];
-          m /= std::max<size_t>(1, nn[p].size());
+          double m = prior;
+          if (!nn[p].empty()) {
+            m = 0;
+            for (int q : nn[p]) m += pr.v[q * pr.cols + c];
+            m /= nn[p].size();
+          }
           est[c] = (1 - beta) * m + beta * prior;
         }
         total += Realised(pr, p, Choose(pr, est));
@@ -358,7 +365,7 @@ absl::StatusOr<RouterData> Calibrate(const model::Engine& engine,
                         gate_options.epochs, gate_options.t_start, gate_options.t_end));
   }
 
-  for (const Sample& s : samples) d.prompt_hashes.push_back(HashIds(s.prompt));
+  d.prompt_hashes = hashes;
   d.notes["pca_rank"] = absl::StrCat(d.space.rank);
   d.notes["calibrated_k"] = absl::StrJoin(ks, ",");
   d.notes["measure_seconds"] = absl::StrFormat("%.2f", measure_seconds);

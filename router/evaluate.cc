@@ -190,6 +190,25 @@ absl::StatusOr<EvalReport> Evaluate(const model::Engine& engine, Router& router,
       for (const auto& [name, c] : choices) masks.push_back(c[p]);
       RETURN_IF_ERROR(measure(p, masks));
     }
+    if (enumerable && options.ceiling_continuations > 0 && options.continuation_temperature > 0) {
+      auto& c =
+          add_strategy(absl::StrCat("prompt ceiling (", options.ceiling_continuations, " draws)"));
+      for (int p = 0; p < T; ++p) {
+        std::vector<double> mean(admissible.size(), 0.0);
+        for (int j = 0; j < options.ceiling_continuations; ++j) {
+          model::SamplingParams sp;
+          sp.max_new_tokens = static_cast<int64_t>(test[p].continuation.size());
+          sp.temperature = options.continuation_temperature;
+          sp.seed = DeriveSeed(options.seed, 7, static_cast<uint64_t>(p) * 1000 + j);
+          sp.stop_at_eos = false;
+          ASSIGN_OR_RETURN(model::GenerateResult g, engine.Generate(test[p].prompt, sp));
+          auto m = MeasureSubsets(engine, layout, Sample{test[p].prompt, g.ids}, admissible);
+          if (!m.ok()) return Annotate(m.status(), absl::StrCat("test prompt ", p));
+          for (size_t i = 0; i < admissible.size(); ++i) mean[i] += m->at(admissible[i]).kl;
+        }
+        c[p] = admissible[std::min_element(mean.begin(), mean.end()) - mean.begin()];
+      }
+    }
     if (enumerable) {
       auto& c = add_strategy("oracle");
       for (int p = 0; p < T; ++p) {

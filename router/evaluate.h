@@ -32,11 +32,18 @@ struct EvalOptions {
   uint64_t seed = 0;
   // Enumerate every admissible subset (oracle) when there are at most this many.
   int max_oracle_subsets = 64;
+  // "prompt ceiling": the best any prompt-only router could do, estimated by choosing, for each
+  // test prompt, the subset with the lowest mean damage over this many *other* continuations of
+  // the same prompt (drawn at continuation_temperature) and scoring it on the test continuation.
+  // 0 = off; pointless for greedy continuations (then it equals the oracle).
+  int ceiling_continuations = 0;
+  float continuation_temperature = 1.0f;
   // Toll curve: caps in units of the damage scale (infinity = uncapped), a stream of
   // passes × |test| requests where prompts whose untolled choice is the most common one are
   // `skew` times likelier.
   bool balance = true;
-  std::vector<double> toll_caps = {0, 0.25, 0.5, 1, 2, 4, std::numeric_limits<double>::infinity()};
+  std::vector<double> toll_caps = {0,   0.1,  0.2, 0.3, 0.4,
+                                   0.5, 0.75, 1,   2,   std::numeric_limits<double>::infinity()};
   double toll_rate = 0.05;
   int balance_passes = 4;
   double skew = 4.0;
@@ -95,7 +102,9 @@ struct EvalReport {
 std::vector<Sample> DisjointFromCalibration(const Router& router, std::vector<Sample> samples,
                                             int* dropped);
 
-// Evaluates `router` on `test` (which should be disjoint from calibration).
+// Evaluates `router` on `test` (which should be disjoint from calibration). Strategies in order:
+// random, drop-deepest, best static, router: neighbours, [router: gate, router: both when the
+// file has a gate], [prompt ceiling], [oracle when every admissible subset is enumerated].
 absl::StatusOr<EvalReport> Evaluate(const model::Engine& engine, Router& router,
                                     const std::vector<Sample>& test, const EvalOptions& options);
 

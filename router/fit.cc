@@ -56,35 +56,87 @@ absl::StatusOr<GateWeights> FitGate(const std::vector<float>& features, int64_t 
   try {
     torch::manual_seed(options.seed);
     torch::nn::Linear l1(in, options.hidden), l2(options.hidden, out);
-    torch::Tensor x =
+    torch::Tensor x_all =
         torch::from_blob(const_cast<float*>(features.data()), {num_prompts, in}, torch::kFloat32)
             .clone();
+    // Every fifth prompt is held out to pick the checkpoint (when there are enough prompts).
+    std::vector<int64_t> train_idx, val_idx;
+    for (int64_t p = 0; p < num_prompts; ++p) {
+      (num_prompts >= 10 && p % 5 == 4 ? val_idx : train_idx).push_back(p);
+    }
+    torch::Tensor ti = torch::tensor(train_idx, torch::kInt64);
+    torch::Tensor x = x_all.index_select(0, ti);
+    torch::Tensor xv = val_idx.empty()
+                           ? torch::Tensor()
+                           : x_all.index_select(0, torch::tensor(val_idx, torch::kInt64));
     struct G {
-      torch::Tensor cols, values;
+      torch::Tensor cols, values, val_values;
       double sign, scale;
-      int index;
+      bool lower_is_better;
     };
     std::vector<G> gs;
+    torch::Tensor prior_bias = torch::zeros({out}, torch::kFloat32);
     for (const GateGroup& g : groups) {
       if (g.columns.size() < 2) continue;  // A single choice carries no signal.
       std::vector<int64_t> cols(g.columns.begin(), g.columns.end());
       G t;
       t.cols = torch::tensor(cols, torch::kInt64);
-      t.values = torch::from_blob(const_cast<float*>(g.values.data()),
-                                  {num_prompts, static_cast<int64_t>(cols.size())}, torch::kFloat32)
-                     .clone();
+      torch::Tensor v =
+          torch::from_blob(const_cast<float*>(g.values.data()),
+                           {num_prompts, static_cast<int64_t>(cols.size())}, torch::kFloat32)
+              .clone();
+      t.values = v.index_select(0, ti);
+      if (!val_idx.empty()) t.val_values = v.index_select(0, torch::tensor(val_idx, torch::kInt64));
       t.sign = g.lower_is_better ? -1.0 : 1.0;
       t.scale = g.scale > 0 ? g.scale : 1e-3;
-      t.index = g.index;
+      t.lower_is_better = g.lower_is_better;
+      // Start from the static prior: the output bias is the prior's soft-label logit at the
+      // final temperature, so the MLP learns a per-prompt correction to it.
+      prior_bias.index_put_({t.cols}, t.values.mean(0) * (t.sign / (options.t_end * t.scale)));
       gs.push_back(std::move(t));
     }
+    {
+      torch::NoGradGuard guard;
+      l2->weight.mul_(0.01);
+      l2->bias.copy_(prior_bias);
+    }
+    // Validation score: mean realised damage of the gate's choice relative to the prior's choice,
+    // summed over the subset groups; the cross-entropy at the final temperature otherwise.
+    auto validate = [&]() -> double {
+      if (val_idx.empty()) return 0.0;
+      torch::NoGradGuard guard;
+      torch::Tensor logits = l2(torch::relu(l1(xv)));
+      double score = 0;
+      for (const G& g : gs) {
+        torch::Tensor sub = logits.index_select(1, g.cols);
+        if (g.lower_is_better) {
+          torch::Tensor pick = sub.argmax(1, true);
+          double chosen = g.val_values.gather(1, pick).mean().item<double>();
+          int64_t static_col = g.values.mean(0).argmin().item<int64_t>();
+          double st = g.val_values.select(1, static_col).mean().item<double>();
+          score += st > 0 ? chosen / st : chosen;
+        } else {
+          torch::Tensor target =
+              torch::softmax(g.val_values * (g.sign / (options.t_end * g.scale)), 1);
+          score -= (target * torch::log_softmax(sub, 1)).sum(1).mean().item<double>();
+        }
+      }
+      return score;
+    };
     std::vector<torch::Tensor> params = l1->parameters();
     for (const auto& p : l2->parameters()) params.push_back(p);
+    auto snapshot = [&]() {
+      std::vector<torch::Tensor> copy;
+      for (const auto& p : params) copy.push_back(p.detach().clone());
+      return copy;
+    };
+    std::vector<torch::Tensor> best = snapshot();
+    double best_score = validate();
     torch::optim::Adam opt(
         params,
         torch::optim::AdamOptions(options.learning_rate).weight_decay(options.weight_decay));
     const int epochs = std::max(1, options.epochs);
-    for (int e = 0; e < epochs; ++e) {
+    for (int e = 0; e < epochs && !gs.empty(); ++e) {
       double frac = epochs > 1 ? static_cast<double>(e) / (epochs - 1) : 1.0;
       double t_rel = options.t_start * std::pow(options.t_end / options.t_start, frac);
       opt.zero_grad();
@@ -95,9 +147,19 @@ absl::StatusOr<GateWeights> FitGate(const std::vector<float>& features, int64_t 
         torch::Tensor logp = torch::log_softmax(logits.index_select(1, g.cols), 1);
         loss = loss - (target * logp).sum(1).mean();
       }
-      if (gs.empty()) break;
       loss.backward();
       opt.step();
+      if ((e + 1) % 10 == 0 || e + 1 == epochs) {
+        double score = validate();
+        if (val_idx.empty() || score < best_score - 1e-9) {
+          best_score = score;
+          best = snapshot();
+        }
+      }
+    }
+    {
+      torch::NoGradGuard guard;
+      for (size_t i = 0; i < params.size(); ++i) params[i].copy_(best[i]);
     }
     if (temperatures != nullptr) {
       for (const GateGroup& g : groups) {

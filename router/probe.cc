@@ -62,20 +62,34 @@ absl::StatusOr<std::vector<Sample>> SampleFromModel(const model::Engine& engine,
     std::mt19937_64 rng(seed);
     int plen = std::uniform_int_distribution<int>(options.min_prompt_tokens,
                                                   options.max_prompt_tokens)(rng);
+    // One draw for prompt and continuation when both use the same temperature (the continuation
+    // is then simply the text that follows); otherwise the continuation is drawn separately.
+    const bool one_draw = options.continuation_temperature == options.temperature;
     model::SamplingParams params;
-    params.max_new_tokens = plen - 1 + options.continuation_tokens;
+    params.max_new_tokens = plen - 1 + (one_draw ? options.continuation_tokens : 0);
     params.temperature = options.temperature;
     params.seed = seed;
     params.stop_at_eos = false;
-    ASSIGN_OR_RETURN(model::GenerateResult g, engine.Generate({bos}, params));
-    if (static_cast<int>(g.ids.size()) != params.max_new_tokens) {
-      return absl::InternalError(absl::StrCat("sampling prompt ", i, ": got ", g.ids.size(),
-                                              " tokens, expected ", params.max_new_tokens));
-    }
     Sample s;
     s.prompt.push_back(bos);
-    s.prompt.insert(s.prompt.end(), g.ids.begin(), g.ids.begin() + (plen - 1));
-    s.continuation.assign(g.ids.begin() + (plen - 1), g.ids.end());
+    if (params.max_new_tokens > 0) {
+      ASSIGN_OR_RETURN(model::GenerateResult g, engine.Generate({bos}, params));
+      if (static_cast<int>(g.ids.size()) != params.max_new_tokens) {
+        return absl::InternalError(absl::StrCat("sampling prompt ", i, ": got ", g.ids.size(),
+                                                " tokens, expected ", params.max_new_tokens));
+      }
+      s.prompt.insert(s.prompt.end(), g.ids.begin(), g.ids.begin() + (plen - 1));
+      s.continuation.assign(g.ids.begin() + (plen - 1), g.ids.end());
+    }
+    if (!one_draw) {
+      model::SamplingParams cp;
+      cp.max_new_tokens = options.continuation_tokens;
+      cp.temperature = options.continuation_temperature;
+      cp.seed = DeriveSeed(seed, 1, 0);
+      cp.stop_at_eos = false;
+      ASSIGN_OR_RETURN(model::GenerateResult g, engine.Generate(s.prompt, cp));
+      s.continuation = std::move(g.ids);
+    }
     out.push_back(std::move(s));
   }
   return out;
@@ -103,7 +117,7 @@ absl::StatusOr<std::vector<Sample>> SamplesFromTexts(const model::Engine& engine
     }
     model::SamplingParams params;
     params.max_new_tokens = options.continuation_tokens;
-    params.temperature = options.temperature;
+    params.temperature = options.continuation_temperature;
     params.seed = DeriveSeed(options.seed, options.stream, i);
     params.stop_at_eos = false;
     ASSIGN_OR_RETURN(model::GenerateResult g, engine.Generate(ids, params));

@@ -39,7 +39,10 @@ struct SampleOptions {
   int min_prompt_tokens = 4;  // BOS included.
   int max_prompt_tokens = 24;
   int continuation_tokens = 16;
-  float temperature = 1.0f;
+  float temperature = 1.0f;  // Prompts sampled from BOS.
+  // Continuations: 1 = samples of the model's distribution (perplexity is meaningful);
+  // 0 = greedy, what a default `swarm run` returns (then the prompt determines the damage).
+  float continuation_temperature = 1.0f;
 };
 
 // Prompts sampled from the full model starting at BOS. InvalidArgument for count < 1 or bad

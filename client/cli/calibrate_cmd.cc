@@ -31,11 +31,11 @@ absl::Status Calibrate(const Flags& flags) {
   router::CalibrationOptions options;
   auto n = IntFlag(flags, "num-blocks", 0);
   auto k = IntFlag(flags, "top-k-blocks", 0);
-  auto count = IntFlag(flags, "num-prompts", 256);
+  auto count = IntFlag(flags, "num-prompts", 1024);
   auto seed = flags.Int("seed", 1);
   auto cont = IntFlag(flags, "continuation", 16);
-  auto min_len = IntFlag(flags, "min-prompt-tokens", 4);
-  auto max_len = IntFlag(flags, "max-prompt-tokens", 24);
+  auto min_len = IntFlag(flags, "min-prompt-tokens", 8);
+  auto max_len = IntFlag(flags, "max-prompt-tokens", 32);
   auto neighbours = IntFlag(flags, "neighbours", router::kDefaultNeighbours);
   auto rank = IntFlag(flags, "pca-rank", 16);
   auto epochs = IntFlag(flags, "gate-epochs", 400);
@@ -76,6 +76,13 @@ absl::Status Calibrate(const Flags& flags) {
   so.min_prompt_tokens = *min_len;
   so.max_prompt_tokens = *max_len;
   so.continuation_tokens = *cont;
+  auto ctemp = flags.Double("continuation-temperature", 1.0);
+  if (!ctemp.ok()) return ctemp.status();
+  if (*ctemp < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--continuation-temperature must be >= 0, got ", *ctemp));
+  }
+  so.continuation_temperature = static_cast<float>(*ctemp);
   absl::StatusOr<std::vector<router::Sample>> samples;
   if (flags.Has("prompts")) {
     auto lines = router::ReadPromptLines(flags.String("prompts"));
@@ -97,6 +104,9 @@ absl::Status Calibrate(const Flags& flags) {
   auto data = router::Calibrate(**engine, *samples, options, &report);
   if (!data.ok()) return data.status();
   data->notes["model_dir"] = *dir;
+  data->notes["continuation_temperature"] = absl::StrCat(so.continuation_temperature);
+  data->notes["min_prompt_tokens"] = absl::StrCat(so.min_prompt_tokens);
+  data->notes["max_prompt_tokens"] = absl::StrCat(so.max_prompt_tokens);
   absl::Status saved = router::SaveRouterData(*out, *data);
   if (!saved.ok()) return saved;
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -115,11 +125,12 @@ absl::Status Calibrate(const Flags& flags) {
 }
 
 int Run(const std::vector<std::string>& args) {
-  auto flags = Flags::Parse(args,
-                            {"model", "num-blocks", "out", "top-k-blocks", "prompts", "num-prompts",
-                             "seed", "continuation", "min-prompt-tokens", "max-prompt-tokens",
-                             "keep-blocks", "neighbours", "pca-rank", "gate-epochs", "max-subsets"},
-                            {"fit-gate"});
+  auto flags = Flags::Parse(
+      args,
+      {"model", "num-blocks", "out", "top-k-blocks", "prompts", "num-prompts", "seed",
+       "continuation", "min-prompt-tokens", "max-prompt-tokens", "keep-blocks", "neighbours",
+       "pca-rank", "gate-epochs", "max-subsets", "continuation-temperature"},
+      {"fit-gate"});
   if (!flags.ok()) return Fail("calibrate", flags.status());
   absl::Status s = Calibrate(*flags);
   if (!s.ok()) return Fail("calibrate", s);
@@ -131,7 +142,8 @@ int Run(const std::vector<std::string>& args) {
 SWARM_REGISTER_COMMAND(calibrate, "calibrate",
                        "calibrate --model DIR --num-blocks N --out router.safetensors "
                        "[--top-k-blocks K] [--prompts FILE] [--num-prompts P] [--seed S] "
-                       "[--fit-gate] [--keep-blocks 0,-1|none] [--continuation T]",
+                       "[--fit-gate] [--keep-blocks 0,-1|none] [--continuation T] "
+                       "[--continuation-temperature T]",
                        Run);
 
 }  // namespace swarm::cli

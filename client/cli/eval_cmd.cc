@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli/command.h"
@@ -21,14 +22,12 @@ absl::Status Eval(const Flags& flags) {
   if (!path.ok()) return path.status();
   auto ks = flags.IntList("top-k-blocks");
   if (!ks.ok()) return ks.status();
-  auto count = flags.Int("num-prompts", 128);
+  auto count = flags.Int("num-prompts", 512);
   auto seed = flags.Int("seed", 1);
   auto greedy = flags.Int("greedy-tokens", 32);
   auto bootstrap = flags.Int("bootstrap", 2000);
-  auto min_len = flags.Int("min-prompt-tokens", 4);
-  auto max_len = flags.Int("max-prompt-tokens", 24);
-  for (const absl::Status& s : {count.status(), seed.status(), greedy.status(), bootstrap.status(),
-                                min_len.status(), max_len.status()}) {
+  for (const absl::Status& s :
+       {count.status(), seed.status(), greedy.status(), bootstrap.status()}) {
     if (!s.ok()) return s;
   }
   auto t0 = std::chrono::steady_clock::now();
@@ -55,19 +54,45 @@ absl::Status Eval(const Flags& flags) {
   options.balance = !flags.Bool("no-balance");
   options.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
 
+  const auto& notes = (*router)->data().notes;
   router::SampleOptions so;
   so.count = static_cast<int>(*count);
   so.seed = options.seed;
   so.stream = 2;  // Calibration draws from stream 1.
-  so.min_prompt_tokens = static_cast<int>(*min_len);
-  so.max_prompt_tokens = static_cast<int>(*max_len);
   so.continuation_tokens =
       (*router)->data().continuation_tokens > 0 ? (*router)->data().continuation_tokens : 16;
+  {
+    // Default: the calibration's continuation temperature.
+    auto it = notes.find("continuation_temperature");
+    double t = 1.0;
+    if (it != notes.end() && !absl::SimpleAtod(it->second, &t)) t = 1.0;
+    auto ct = flags.Double("continuation-temperature", t);
+    if (!ct.ok()) return ct.status();
+    so.continuation_temperature = static_cast<float>(*ct);
+  }
+  options.continuation_temperature = so.continuation_temperature;
+  {
+    auto m = flags.Int("ceiling-continuations", so.continuation_temperature > 0 ? 4 : 0);
+    if (!m.ok()) return m.status();
+    options.ceiling_continuations = static_cast<int>(*m);
+  }
   if (flags.Has("continuation")) {
     auto c = flags.Int("continuation", 16);
     if (!c.ok()) return c.status();
     so.continuation_tokens = static_cast<int>(*c);
   }
+  // Test prompts are drawn like the calibration prompts unless told otherwise.
+  auto note_int = [&](const char* key, int64_t fallback) {
+    auto it = notes.find(key);
+    int64_t v;
+    return it != notes.end() && absl::SimpleAtoi(it->second, &v) ? v : fallback;
+  };
+  auto min_len = flags.Int("min-prompt-tokens", note_int("min_prompt_tokens", 8));
+  auto max_len = flags.Int("max-prompt-tokens", note_int("max_prompt_tokens", 32));
+  if (!min_len.ok()) return min_len.status();
+  if (!max_len.ok()) return max_len.status();
+  so.min_prompt_tokens = static_cast<int>(*min_len);
+  so.max_prompt_tokens = static_cast<int>(*max_len);
   absl::StatusOr<std::vector<router::Sample>> samples;
   if (flags.Has("prompts")) {
     auto lines = router::ReadPromptLines(flags.String("prompts"));
@@ -96,7 +121,8 @@ int Run(const std::vector<std::string>& args) {
   auto flags = Flags::Parse(
       args,
       {"model", "router", "top-k-blocks", "num-prompts", "seed", "greedy-tokens", "bootstrap",
-       "prompts", "continuation", "min-prompt-tokens", "max-prompt-tokens", "num-blocks"},
+       "prompts", "continuation", "min-prompt-tokens", "max-prompt-tokens", "num-blocks",
+       "continuation-temperature", "ceiling-continuations"},
       {"no-balance"});
   if (!flags.ok()) return Fail("eval", flags.status());
   absl::Status s = Eval(*flags);
@@ -109,7 +135,7 @@ int Run(const std::vector<std::string>& args) {
 SWARM_REGISTER_COMMAND(eval, "eval",
                        "eval --model DIR --router router.safetensors [--top-k-blocks K[,K...]] "
                        "[--num-prompts P] [--prompts FILE] [--seed S] [--greedy-tokens G] "
-                       "[--no-balance]",
+                       "[--continuation-temperature T] [--ceiling-continuations M] [--no-balance]",
                        Run);
 
 }  // namespace swarm::cli
