@@ -26,7 +26,7 @@ constexpr char kUsage[] =
     "usage: swarm-worker --model DIR (--layers A-B[,C-D] | --blocks i,j --num-blocks N)\n"
     "                    --listen HOST:PORT [--device cpu|cuda:N] [--dtype f32|bf16|f16]\n"
     "                    [--max-sessions N] [--session-ttl 5m] [--kv-budget 2GiB]\n"
-    "                    [--threads N] [--max-queued-steps N]\n";
+    "                    [--threads N] [--max-queued-steps N] [--metrics-listen HOST:PORT]\n";
 
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "swarm-worker: %s\n", std::string(s.message()).c_str());
@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
   auto flags = swarm::ServerFlags::Parse(
       argc, argv,
       {"model", "layers", "blocks", "num-blocks", "listen", "device", "dtype", "max-sessions",
-       "session-ttl", "kv-budget", "threads", "max-queued-steps"},
+       "session-ttl", "kv-budget", "threads", "max-queued-steps", "metrics-listen"},
       {});
   if (!flags.ok()) {
     std::fputs(kUsage, stderr);
@@ -120,6 +120,13 @@ int main(int argc, char** argv) {
   options.compute_threads = static_cast<int>(*threads);
   options.max_queued_steps = static_cast<int>(*queued);
 
+  if (flags->Has("metrics-listen")) {
+    if (auto s = swarm::ValidateHostPort(flags->String("metrics-listen"), "--metrics-listen");
+        !s.ok()) {
+      return Fail(s);
+    }
+    swarm::LogLine(kLog, "--metrics-listen: /metrics is not served by this build yet");
+  }
   auto server = swarm::worker::WorkerServer::Start(options);
   if (!server.ok()) return Fail(server.status());
   std::printf("listening on %s\n", (*server)->address().c_str());

@@ -63,10 +63,9 @@ struct WorkerServerOptions {
   // gRPC thread that received them instead of the pool: a thread hand-off would cost about as
   // much as the step. 0 sends every step to the pool.
   int64_t max_inline_step_bytes = int64_t{8} << 20;
-  // Server-side cap on a call's deadline (a call without a deadline gets this one); a step whose
+  // Server-side cap on a step's deadline (a step without a deadline gets this one); a step whose
   // deadline has passed when a compute thread picks it up is not run.
   absl::Duration max_step_time = absl::Minutes(2);
-  absl::Duration max_control_time = absl::Seconds(30);  // Same for the other calls.
   absl::Duration reap_interval = absl::Seconds(1);
   WorkerObserver* observer = nullptr;  // Not owned; must outlive the server.
 };

@@ -73,6 +73,9 @@ TEST_F(ServingTest, HealthAndStatusOfAServingCluster) {
   EXPECT_EQ(testing::Health(cluster_.coordinator->address(), ""), HealthStatus::SERVING);
   EXPECT_EQ(testing::Health(cluster_.coordinator->address(), "swarm.v1.CoordinatorService"),
             HealthStatus::SERVING);
+  EXPECT_NE(testing::ReflectionListServices(cluster_.coordinator->address())
+                .find("swarm.v1.CoordinatorService"),
+            std::string::npos);
   auto s = client_->Status();
   ASSERT_TRUE(s.ok());
   EXPECT_TRUE(s->serving);

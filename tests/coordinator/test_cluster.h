@@ -4,6 +4,7 @@
 #ifndef SWARM_TESTS_COORDINATOR_TEST_CLUSTER_H_
 #define SWARM_TESTS_COORDINATOR_TEST_CLUSTER_H_
 
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -134,6 +135,43 @@ inline grpc::health::v1::HealthCheckResponse::ServingStatus Health(const std::st
   grpc::Status s = stub->Check(&ctx, req, &resp);
   if (!s.ok()) return grpc::health::v1::HealthCheckResponse::UNKNOWN;
   return resp.status();
+}
+
+// The services a server lists through gRPC server reflection (what `grpcurl list` shows), as the
+// raw reply: ServerReflectionInfo called with list_services = "*", through a generic stub.
+inline std::string ReflectionListServices(const std::string& address) {
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  auto call =
+      stub.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  void* tag;
+  bool ok = false;
+  auto step = [&](int id) {
+    return cq.Next(&tag, &ok) && ok && tag == reinterpret_cast<void*>(id);
+  };
+  call->StartCall(reinterpret_cast<void*>(1));
+  if (!step(1)) return "";
+  // ServerReflectionRequest{list_services: "*"}: field 7, length-delimited.
+  grpc::Slice slice(std::string("\x3a\x01*", 3));
+  grpc::ByteBuffer request(&slice, 1);
+  call->Write(request, reinterpret_cast<void*>(2));
+  if (!step(2)) return "";
+  grpc::ByteBuffer response;
+  call->Read(&response, reinterpret_cast<void*>(3));
+  if (!step(3)) return "";
+  std::vector<grpc::Slice> slices;
+  response.Dump(&slices);
+  std::string out;
+  for (const grpc::Slice& s : slices)
+    out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  ctx.TryCancel();
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(4));
+  cq.Next(&tag, &ok);
+  return out;
 }
 
 // A TCP port on 127.0.0.1 that was free a moment ago (for "a worker that is down").

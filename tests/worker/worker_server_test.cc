@@ -148,6 +148,9 @@ TEST_F(WorkerServerTest, ReportsIdentityAndServesOnlyAfterLoading) {
   EXPECT_EQ(swarm::testing::Health(server_->address(), ""), HealthStatus::SERVING);
   EXPECT_EQ(swarm::testing::Health(server_->address(), "swarm.v1.WorkerService"),
             HealthStatus::SERVING);
+  const std::string services = swarm::testing::ReflectionListServices(server_->address());
+  EXPECT_NE(services.find("swarm.v1.WorkerService"), std::string::npos) << services;
+  EXPECT_NE(services.find("grpc.health.v1.Health"), std::string::npos) << services;
 }
 
 TEST_F(WorkerServerTest, PrefillAndDecodeStepsMatchTheGoldenHiddenStates) {
