@@ -88,6 +88,9 @@ absl::StatusOr<GenerateResult> Client::Generate(const GenerateRequest& request,
   req.set_combine(*combine);
   req.set_top_k_blocks(request.top_k_blocks);
   req.set_request_id(request.request_id);
+  req.mutable_blocks()->Assign(request.blocks.begin(), request.blocks.end());
+  req.mutable_block_weights()->Assign(request.block_weights.begin(), request.block_weights.end());
+  req.set_num_blocks(request.num_blocks);
 
   grpc::ClientContext ctx;
   const absl::Duration timeout = request.timeout > absl::ZeroDuration()
@@ -104,6 +107,11 @@ absl::StatusOr<GenerateResult> Client::Generate(const GenerateRequest& request,
       result.prompt_ids.assign(msg.prompt_ids().begin(), msg.prompt_ids().end());
     }
     if (!msg.request_id().empty()) result.request_id = msg.request_id();
+    if (msg.num_blocks() > 0) {
+      result.blocks.assign(msg.blocks().begin(), msg.blocks().end());
+      result.block_weights.assign(msg.block_weights().begin(), msg.block_weights().end());
+      result.num_blocks = msg.num_blocks();
+    }
     if (!msg.finish_reason().empty()) result.finish_reason = msg.finish_reason();
     if (msg.has_usage()) {
       result.time_to_first_token_seconds = msg.usage().time_to_first_token_seconds();
@@ -137,6 +145,7 @@ absl::StatusOr<ClusterStatus> Client::Status(absl::Duration timeout) {
   ClusterStatus out;
   out.serving = resp.serving();
   out.reason = resp.reason();
+  out.router = resp.router();
   out.model_fingerprint = resp.model_fingerprint();
   out.architecture = resp.architecture();
   out.num_layers = resp.num_layers();
@@ -164,6 +173,28 @@ absl::StatusOr<ClusterStatus> Client::Status(absl::Duration timeout) {
     ws.steps_total = w.steps_total();
     out.workers.push_back(std::move(ws));
   }
+  return out;
+}
+
+absl::StatusOr<Prediction> Client::Predict(const std::string& prompt,
+                                           const std::vector<int64_t>& prompt_ids, int top_k_blocks,
+                                           absl::Duration timeout) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  v1::PredictRequest req;
+  req.set_prompt(prompt);
+  req.mutable_prompt_ids()->Assign(prompt_ids.begin(), prompt_ids.end());
+  req.set_top_k_blocks(top_k_blocks);
+  v1::PredictResponse resp;
+  grpc::Status status = impl_->stub->Predict(&ctx, req, &resp);
+  if (!status.ok()) return FromGrpcStatus(status, impl_->address);
+  Prediction out;
+  for (const v1::BlockWeight& b : resp.blocks()) {
+    out.blocks.push_back(BlockChoice{b.block(), b.layers().begin(), b.layers().end(), b.weight()});
+  }
+  out.num_blocks = resp.num_blocks();
+  out.prompt_ids.assign(resp.prompt_ids().begin(), resp.prompt_ids().end());
+  out.expected_kl = resp.expected_kl();
   return out;
 }
 

@@ -41,10 +41,15 @@ struct GenerateRequest {
   float top_p = 1.0f;        // 1 = off.
   uint64_t seed = 0;
   bool stop_at_eos = true;
-  std::string mode = "exact";                     // "exact" or "sparse".
-  int top_k_blocks = 0;                           // Sparse mode.
-  std::string combine = "sequential";             // Sparse mode: "sequential" or "parallel".
-  std::string request_id;                         // Optional; shows in the coordinator's logs.
+  std::string mode = "exact";          // "exact" or "sparse".
+  int top_k_blocks = 0;                // Sparse mode.
+  std::string combine = "sequential";  // Sparse mode: "sequential" or "parallel".
+  std::string request_id;              // Optional; shows in the coordinator's logs.
+  // Sparse mode with an explicit plan instead of the router's choice: these blocks of a
+  // num_blocks-way even split, with these weights (empty = all 1).
+  std::vector<int> blocks;
+  std::vector<float> block_weights;
+  int num_blocks = 0;
   absl::Duration timeout = absl::ZeroDuration();  // 0: ClientOptions::default_generate_timeout.
 };
 
@@ -60,6 +65,10 @@ struct GenerateResult {
   std::string text;           // Their text.
   std::string finish_reason;  // "eos", "length", "context".
   std::string request_id;
+  // Sparse mode: the blocks that ran (of num_blocks) and their weights.
+  std::vector<int> blocks;
+  std::vector<float> block_weights;
+  int num_blocks = 0;
   double time_to_first_token_seconds = 0;  // As measured by the coordinator.
   double total_seconds = 0;
 };
@@ -87,6 +96,7 @@ struct WorkerStatus {
 struct ClusterStatus {
   bool serving = false;
   std::string reason;  // Why not, when not serving.
+  std::string router;  // The router file sparse mode uses ("" = none).
   std::string model_fingerprint;
   std::string architecture;
   int num_layers = 0;
@@ -94,6 +104,20 @@ struct ClusterStatus {
   std::vector<WorkerStatus> workers;
   int active_requests = 0;
   uint64_t requests_total = 0;
+};
+
+struct BlockChoice {
+  int block = 0;
+  int begin_layer = 0;  // The block's layers [begin_layer, end_layer).
+  int end_layer = 0;
+  float weight = 1.0f;
+};
+
+struct Prediction {
+  std::vector<BlockChoice> blocks;
+  int num_blocks = 0;
+  std::vector<int64_t> prompt_ids;
+  double expected_kl = 0;  // The router's damage estimate (nats per token).
 };
 
 // Returning false from the callback cancels the request (the coordinator then frees its sessions
@@ -119,6 +143,12 @@ class Client {
                                           const ChunkCallback& on_chunk = nullptr);
 
   absl::StatusOr<ClusterStatus> Status(absl::Duration timeout = absl::Seconds(10));
+
+  // The blocks the coordinator's router would run for `prompt` (or `prompt_ids` when not
+  // empty), without running any. FailedPrecondition when the coordinator has no router file.
+  absl::StatusOr<Prediction> Predict(const std::string& prompt,
+                                     const std::vector<int64_t>& prompt_ids, int top_k_blocks,
+                                     absl::Duration timeout = absl::Seconds(10));
 
   // Polls Status until the coordinator serves; DeadlineExceeded with the last reason otherwise.
   absl::Status WaitUntilServing(absl::Duration timeout);

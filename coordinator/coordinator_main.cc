@@ -17,7 +17,7 @@ constexpr char kUsage[] =
     "usage: swarm-coordinator --model DIR --workers HOST:PORT,... --listen HOST:PORT\n"
     "                         [--metrics-listen HOST:PORT] [--device cpu|cuda:N]\n"
     "                         [--max-concurrent-requests N] [--max-queued-requests N]\n"
-    "                         [--request-timeout 10m] [--step-timeout 60s]\n";
+    "                         [--request-timeout 10m] [--step-timeout 60s] [--router FILE]\n";
 
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "swarm-coordinator: %s\n", std::string(s.message()).c_str());
@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
   auto flags = swarm::ServerFlags::Parse(
       argc, argv,
       {"model", "workers", "listen", "metrics-listen", "device", "max-concurrent-requests",
-       "max-queued-requests", "request-timeout", "step-timeout"},
+       "max-queued-requests", "request-timeout", "step-timeout", "router"},
       {});
   if (!flags.ok()) {
     std::fputs(kUsage, stderr);
@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
   }
   options.listen = flags->String("listen", "127.0.0.1:0");
   options.device = flags->String("device", "cpu");
+  options.router_path = flags->String("router");
   auto concurrent = flags->Int("max-concurrent-requests", options.max_concurrent_requests);
   auto queued = flags->Int("max-queued-requests", options.max_queued_requests);
   auto request_timeout = flags->Duration("request-timeout", options.max_request_time);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <utility>
 
@@ -18,6 +19,7 @@
 #include "proto/status_util.h"
 #include "proto/tensor_util.h"
 #include "proto/thread_pool.h"
+#include "router/router.h"
 #include "swarm/v1/coordinator.grpc.pb.h"
 
 namespace swarm::coordinator {
@@ -199,8 +201,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
         break;
       case v1::MODE_SPARSE:
         mode_ = "sparse";
-        return absl::UnimplementedError(
-            "sparse mode needs the router, which this coordinator does not run yet; use exact");
+        break;
       default:
         mode_ = "other";
         return absl::InvalidArgumentError(absl::StrCat("unknown mode ", r.mode()));
@@ -254,10 +255,31 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
           ") exceeds the model's context of ", context, " tokens"));
     }
 
-    absl::StatusOr<std::vector<Hop>> route = server_->workers_->AcquireRoute();
-    if (!route.ok()) {
-      return absl::UnavailableError(
-          absl::StrCat("coordinator is not serving: ", server_->workers_->Coverage().message()));
+    // Which layers run: every layer (exact), or the chosen blocks (sparse).
+    const bool sparse = r.mode() == v1::MODE_SPARSE;
+    SparseChoice choice;
+    std::vector<std::vector<int>> layer_sets;
+    if (sparse) {
+      ASSIGN_OR_RETURN(choice, server_->ChooseBlocks(r, ids));
+      ASSIGN_OR_RETURN(model::BlockLayout layout,
+                       model::BlockLayout::Create(config.num_layers, choice.num_blocks));
+      for (int b : choice.blocks) layer_sets.push_back(layout.Layers(b));
+    } else {
+      std::vector<int> all(config.num_layers);
+      for (int l = 0; l < config.num_layers; ++l) all[l] = l;
+      layer_sets.push_back(std::move(all));
+    }
+    absl::StatusOr<std::vector<std::vector<Hop>>> routes =
+        server_->workers_->AcquireRoutes(layer_sets);
+    if (!routes.ok()) {
+      return absl::UnavailableError(absl::StrCat(
+          "coordinator is not serving: ",
+          sparse ? routes.status().message() : server_->workers_->Coverage().message()));
+    }
+    ExecutionPlan plan;
+    plan.parallel = sparse && r.combine() == v1::COMBINE_PARALLEL;
+    for (size_t i = 0; i < routes->size(); ++i) {
+      plan.blocks.push_back(PlanBlock{(*routes)[i], sparse ? choice.weights[i] : 1.0f});
     }
     RemoteExecutorOptions exec_options;
     exec_options.deadline = deadline_;
@@ -267,8 +289,8 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
     exec_options.observer = this;
     absl::StatusOr<model::GenerateResult> result;
     {
-      RemoteExecutor executor(server_->workers_.get(), *route, exec_options);
-      route_ = executor.DescribeRoute();
+      RemoteExecutor executor(server_->workers_.get(), std::move(plan), exec_options);
+      route_ = executor.Describe();
       {
         absl::MutexLock lock(&mu_);
         executor_ = &executor;
@@ -277,6 +299,11 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       Push([&](v1::GenerateResponse* m) {
         m->mutable_prompt_ids()->Assign(ids.begin(), ids.end());
         m->set_request_id(request_id_);
+        if (sparse) {
+          m->mutable_blocks()->Assign(choice.blocks.begin(), choice.blocks.end());
+          m->mutable_block_weights()->Assign(choice.weights.begin(), choice.weights.end());
+          m->set_num_blocks(choice.num_blocks);
+        }
       });
       absl::Status open = executor.Open(prompt_tokens_ + params.max_new_tokens);
       if (open.ok()) {
@@ -289,7 +316,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       absl::MutexLock lock(&mu_);
       executor_ = nullptr;
     }
-    server_->workers_->Release(*route);
+    server_->workers_->Release(*routes);
 
     bool cancelled;
     {
@@ -355,16 +382,49 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::CallbackServ
     return reactor;
   }
 
-  grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* ctx, const v1::PredictRequest*,
-                                    v1::PredictResponse*) override {
+  // The router answers in well under a millisecond without running any block: done here.
+  grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* ctx, const v1::PredictRequest* req,
+                                    v1::PredictResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                                 "Predict needs the router, which this coordinator does not run "
-                                 "yet"));
+    reactor->Finish(ToGrpcStatus(DoPredict(*req, resp)));
     return reactor;
   }
 
  private:
+  absl::Status DoPredict(const v1::PredictRequest& req, v1::PredictResponse* resp) {
+    if (server_->router_ == nullptr) {
+      return absl::FailedPreconditionError(
+          "Predict needs a router file: start swarm-coordinator with --router FILE");
+    }
+    std::vector<int64_t> ids(req.prompt_ids().begin(), req.prompt_ids().end());
+    if (ids.empty()) {
+      if (server_->tokenizer_ == nullptr) {
+        return absl::InvalidArgumentError("this model has no tokenizer.json: send prompt_ids");
+      }
+      ASSIGN_OR_RETURN(ids, server_->tokenizer_->Encode(req.prompt(), true));
+    }
+    if (ids.empty()) return absl::InvalidArgumentError("the prompt is empty");
+    const int n = server_->router_->num_blocks();
+    if (req.top_k_blocks() < 1 || req.top_k_blocks() > n) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("top_k_blocks ", req.top_k_blocks(), " is not in 1..", n));
+    }
+    ASSIGN_OR_RETURN(router::Prediction p, server_->router_->Predict(ids, req.top_k_blocks()));
+    ASSIGN_OR_RETURN(model::BlockLayout layout,
+                     model::BlockLayout::Create(server_->config().num_layers, n));
+    for (size_t i = 0; i < p.blocks.size(); ++i) {
+      v1::BlockWeight* b = resp->add_blocks();
+      b->set_block(p.blocks[i]);
+      b->mutable_layers()->set_begin(layout.begin(p.blocks[i]));
+      b->mutable_layers()->set_end(layout.end(p.blocks[i]));
+      b->set_weight(i < p.weights.size() ? p.weights[i] : 1.0f);
+    }
+    resp->set_num_blocks(n);
+    resp->mutable_prompt_ids()->Assign(ids.begin(), ids.end());
+    resp->set_expected_kl(p.expected_kl);
+    return absl::OkStatus();
+  }
+
   void Fill(v1::StatusResponse* resp) {
     const model::ModelConfig& c = server_->config();
     resp->set_serving(server_->serving());
@@ -378,6 +438,7 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::CallbackServ
     resp->set_max_position_embeddings(c.max_position_embeddings);
     resp->set_active_requests(server_->active_requests_.load());
     resp->set_requests_total(server_->requests_total_.load());
+    resp->set_router(server_->options_.router_path);
     for (const WorkerState& s : server_->workers_->Snapshot()) {
       v1::WorkerStatus* w = resp->add_workers();
       w->set_address(s.address);
@@ -422,6 +483,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   model::LoadOptions load;
   load.device = options.device;
   ASSIGN_OR_RETURN(server->ends_, model::ModelEnds::Create(server->checkpoint_, load));
+  if (!options.router_path.empty()) {
+    ASSIGN_OR_RETURN(server->router_,
+                     router::Router::Load(options.router_path, server->checkpoint_));
+  }
   const model::ModelConfig& c = server->checkpoint_->config();
   server->workers_ =
       std::make_unique<WorkerSet>(options.workers, c.Fingerprint(), static_cast<int>(c.num_layers));
@@ -438,6 +503,60 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
 }
 
 CoordinatorServer::~CoordinatorServer() { Shutdown(); }
+
+absl::StatusOr<SparseChoice> CoordinatorServer::ChooseBlocks(const v1::GenerateRequest& request,
+                                                             const std::vector<int64_t>& ids) {
+  SparseChoice choice;
+  const int num_layers = static_cast<int>(config().num_layers);
+  if (request.blocks_size() > 0) {
+    choice.num_blocks = request.num_blocks();
+    if (choice.num_blocks < 1 || choice.num_blocks > num_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("num_blocks ", choice.num_blocks, " is not in 1..", num_layers));
+    }
+    if (request.block_weights_size() != 0 &&
+        request.block_weights_size() != request.blocks_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(request.blocks_size(), " blocks but ",
+                                                     request.block_weights_size(), " weights"));
+    }
+    std::vector<std::pair<int, float>> chosen;
+    for (int i = 0; i < request.blocks_size(); ++i) {
+      const int b = request.blocks(i);
+      const float w = request.block_weights_size() > 0 ? request.block_weights(i) : 1.0f;
+      if (b < 0 || b >= choice.num_blocks || !std::isfinite(w)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "block ", b, " (weight ", w, ") is not a block of 0..", choice.num_blocks - 1));
+      }
+      chosen.emplace_back(b, w);
+    }
+    std::sort(chosen.begin(), chosen.end());
+    for (size_t i = 1; i < chosen.size(); ++i) {
+      if (chosen[i].first == chosen[i - 1].first) {
+        return absl::InvalidArgumentError(absl::StrCat("block ", chosen[i].first, " repeated"));
+      }
+    }
+    for (auto [b, w] : chosen) {
+      choice.blocks.push_back(b);
+      choice.weights.push_back(w);
+    }
+    return choice;
+  }
+  if (router_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "sparse mode needs a router file (swarm-coordinator --router FILE) or an explicit plan "
+        "(blocks and num_blocks)");
+  }
+  choice.num_blocks = router_->num_blocks();
+  if (request.top_k_blocks() < 1 || request.top_k_blocks() > choice.num_blocks) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_k_blocks ", request.top_k_blocks(), " is not in 1..", choice.num_blocks));
+  }
+  ASSIGN_OR_RETURN(router::Prediction p, router_->Route(ids, request.top_k_blocks()));
+  choice.blocks = p.blocks;
+  choice.weights = p.weights;
+  choice.weights.resize(choice.blocks.size(), 1.0f);
+  return choice;
+}
 
 void CoordinatorServer::UpdateServing() {
   absl::Status coverage = workers_->Coverage();

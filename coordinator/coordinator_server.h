@@ -1,9 +1,10 @@
 // swarm-coordinator's server: CoordinatorService (proto/swarm/v1/coordinator.proto) with
-// grpc.health.v1 and reflection. It loads only the tokenizer and the model's ends (embeddings,
-// final norm, head), learns what each worker hosts through Info, and serves once the usable
-// workers cover every layer with the same model fingerprint; until then it keeps retrying with
-// backoff, logging why it cannot serve, and health says NOT_SERVING. Generation is
-// model::Generate over a RemoteExecutor: the one generation loop of the project.
+// grpc.health.v1 and reflection. It loads only the tokenizer, the model's ends (embeddings,
+// final norm, head) and optionally a router file for sparse mode, learns what each worker hosts
+// through Info, and serves once the usable workers cover every layer with the same model
+// fingerprint; until then it keeps retrying with backoff, logging why it cannot serve, and health
+// says NOT_SERVING. Generation is model::Generate over a RemoteExecutor: the one generation loop of
+// the project.
 //
 // Threading: gRPC handlers run on gRPC's callback threads and never block there: a Generate call
 // runs on an owned, bounded request pool (RESOURCE_EXHAUSTED beyond it), Status refreshes the
@@ -35,7 +36,13 @@ class Server;
 
 namespace swarm {
 class ThreadPool;
+namespace router {
+class Router;
 }
+namespace v1 {
+class GenerateRequest;
+}
+}  // namespace swarm
 
 namespace swarm::coordinator {
 
@@ -70,6 +77,16 @@ struct CoordinatorOptions {
   absl::Duration min_backoff = absl::Milliseconds(100);  // Retry delays while not serving.
   absl::Duration max_backoff = absl::Seconds(5);
   CoordinatorObserver* observer = nullptr;  // Not owned; must outlive the server.
+  // A router file (`swarm calibrate`) for sparse mode and Predict; "" = none (sparse requests
+  // then need an explicit plan).
+  std::string router_path;
+};
+
+// The blocks a sparse request runs, of a num_blocks-way split, with their weights.
+struct SparseChoice {
+  int num_blocks = 0;
+  std::vector<int> blocks;  // Sorted.
+  std::vector<float> weights;
 };
 
 class CoordinatorServiceImpl;
@@ -99,6 +116,9 @@ class CoordinatorServer {
   friend class GenerateCall;
   CoordinatorServer() = default;
   void MonitorLoop();
+  // The request's explicit plan, or the router's choice for its prompt.
+  absl::StatusOr<SparseChoice> ChooseBlocks(const v1::GenerateRequest& request,
+                                            const std::vector<int64_t>& ids);
   bool stopping() {
     absl::MutexLock lock(&mu_);
     return stopping_;
@@ -111,6 +131,7 @@ class CoordinatorServer {
   std::shared_ptr<const model::Checkpoint> checkpoint_;
   std::unique_ptr<model::Tokenizer> tokenizer_;  // Null when the model has no tokenizer.json.
   std::unique_ptr<model::ModelEnds> ends_;
+  std::unique_ptr<router::Router> router_;  // Null without --router.
   std::unique_ptr<WorkerSet> workers_;
   std::string address_;
   std::vector<std::string> health_names_;

@@ -2,48 +2,59 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "model/model.h"
 #include "model/status_macros.h"
 #include "proto/layer_ranges.h"
 #include "proto/server_util.h"
 #include "proto/status_util.h"
 #include "proto/tensor_util.h"
+#include "swarm/v1/worker.grpc.pb.h"
 
 namespace swarm::coordinator {
 
-RemoteExecutor::RemoteExecutor(WorkerSet* workers, std::vector<struct Hop> route,
+RemoteExecutor::RemoteExecutor(WorkerSet* workers, ExecutionPlan plan,
                                RemoteExecutorOptions options)
-    : workers_(workers), route_(std::move(route)), options_(std::move(options)) {
-  for (const struct Hop& hop : route_) {
-    if (SessionFor(hop.worker) == nullptr) sessions_.push_back(WorkerSession{hop.worker, "", 0});
+    : workers_(workers), plan_(std::move(plan)), options_(std::move(options)) {
+  for (int b = 0; b < static_cast<int>(plan_.blocks.size()); ++b) {
+    for (const Hop& hop : plan_.blocks[b].hops) {
+      if (SessionFor(b, hop.worker) == nullptr) sessions_.push_back(Session{b, hop.worker, "", 0});
+    }
   }
 }
 
 RemoteExecutor::~RemoteExecutor() { Close(); }
 
-RemoteExecutor::WorkerSession* RemoteExecutor::SessionFor(int worker) {
-  for (WorkerSession& s : sessions_) {
-    if (s.worker == worker) return &s;
+RemoteExecutor::Session* RemoteExecutor::SessionFor(int block, int worker) {
+  for (Session& s : sessions_) {
+    if (s.block == block && s.worker == worker) return &s;
   }
   return nullptr;
 }
 
-std::string RemoteExecutor::DescribeRoute() const {
-  std::vector<std::string> parts;
-  for (const struct Hop& hop : route_) {
-    parts.push_back(
-        absl::StrCat(workers_->address(hop.worker), "[", FormatLayers(hop.layers), "]"));
+std::string RemoteExecutor::Describe() const {
+  std::vector<std::string> blocks;
+  for (const PlanBlock& block : plan_.blocks) {
+    std::vector<std::string> hops;
+    for (const Hop& hop : block.hops) {
+      hops.push_back(
+          absl::StrCat(workers_->address(hop.worker), "[", FormatLayers(hop.layers), "]"));
+    }
+    std::string s = absl::StrJoin(hops, " -> ");
+    if (block.weight != 1.0f) absl::StrAppend(&s, " x", block.weight);
+    blocks.push_back(s);
   }
-  return absl::StrJoin(parts, " -> ");
+  return absl::StrJoin(blocks, plan_.parallel ? " | " : " ; ");
 }
 
 void RemoteExecutor::Cancel() {
   absl::MutexLock lock(&mu_);
   cancelled_ = true;
-  if (inflight_ != nullptr) inflight_->TryCancel();
+  for (grpc::ClientContext* ctx : inflight_) ctx->TryCancel();
 }
 
 absl::Status RemoteExecutor::Call(int worker, const char* method,
@@ -54,12 +65,12 @@ absl::Status RemoteExecutor::Call(int worker, const char* method,
   {
     absl::MutexLock lock(&mu_);
     if (cancelled_) return absl::CancelledError("the request was cancelled");
-    inflight_ = &ctx;
+    inflight_.insert(&ctx);
   }
   grpc::Status s = rpc(&ctx);
   {
     absl::MutexLock lock(&mu_);
-    inflight_ = nullptr;
+    inflight_.erase(&ctx);
   }
   if (s.ok()) return absl::OkStatus();
   absl::Status status =
@@ -69,130 +80,175 @@ absl::Status RemoteExecutor::Call(int worker, const char* method,
 }
 
 absl::Status RemoteExecutor::Open(int64_t max_length) {
-  for (WorkerSession& ws : sessions_) {
+  for (Session& session : sessions_) {
     v1::OpenSessionRequest req;
     req.set_max_length(max_length);
     req.set_request_id(options_.request_id);
     v1::OpenSessionResponse resp;
     absl::Status s = Call(
-        ws.worker, "OpenSession",
+        session.worker, "OpenSession",
         [&](grpc::ClientContext* ctx) {
-          return workers_->stub(ws.worker)->OpenSession(ctx, req, &resp);
+          return workers_->stub(session.worker)->OpenSession(ctx, req, &resp);
         },
         options_.control_timeout);
     if (!s.ok()) {
       Close();
       return s;
     }
-    ws.session_id = resp.session_id();
+    session.id = resp.session_id();
   }
   return absl::OkStatus();
 }
 
 void RemoteExecutor::Close() {
-  for (WorkerSession& ws : sessions_) {
-    if (ws.session_id.empty()) continue;
+  for (Session& session : sessions_) {
+    if (session.id.empty()) continue;
     // Not through Call(): closing must happen even after the request was cancelled.
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.control_timeout));
     v1::CloseSessionRequest req;
-    req.set_session_id(ws.session_id);
+    req.set_session_id(session.id);
     v1::CloseSessionResponse resp;
-    grpc::Status s = workers_->stub(ws.worker)->CloseSession(&ctx, req, &resp);
+    grpc::Status s = workers_->stub(session.worker)->CloseSession(&ctx, req, &resp);
     if (!s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND) {
       LogLine("swarm-coordinator",
               absl::StrCat("request '", options_.request_id, "': closing session on ",
-                           workers_->address(ws.worker), ": ", FromGrpcStatus(s).ToString(),
+                           workers_->address(session.worker), ": ", FromGrpcStatus(s).ToString(),
                            " (the worker frees it after its idle TTL)"));
     }
-    ws.session_id.clear();
+    session.id.clear();
   }
+}
+
+absl::StatusOr<model::HostTensor> RemoteExecutor::RunHop(int block, const Hop& hop,
+                                                         const model::HostTensor& in,
+                                                         bool in_is_ours, model::HostTensor* ours,
+                                                         int64_t start_pos, float gate) {
+  Session* session = SessionFor(block, hop.worker);
+  v1::ForwardRequest req;
+  req.set_session_id(session->id);
+  req.set_step_id(++session->last_step);
+  req.set_start_position(start_pos);
+  req.mutable_layers()->Assign(hop.layers.begin(), hop.layers.end());
+  if (gate != 1.0f) req.set_gate(gate);
+  const int64_t positions = in.shape.empty() ? 0 : in.shape[0];
+  const std::vector<int64_t> shape = in.shape;
+  const absl::Time start = absl::Now();
+  model::HostTensor out;
+  absl::Status s;
+  if (in.data.size() <= kMaxTensorPieceBytes) {
+    // The common case (every decode step): one message each way; bytes moved, not copied, except
+    // a block's input, which belongs to the caller.
+    if (in_is_ours) {
+      MoveTensorToProto(std::move(*ours), req.mutable_hidden());
+    } else {
+      CopyTensorToProto(in, req.mutable_hidden());
+    }
+    v1::ForwardResponse resp;
+    s = Call(
+        hop.worker, "Forward",
+        [&](grpc::ClientContext* ctx) {
+          return workers_->stub(hop.worker)->Forward(ctx, req, &resp);
+        },
+        options_.step_timeout);
+    if (s.ok()) {
+      auto t = MoveTensorFromProto(resp.mutable_hidden(), /*rank=*/2, "reply hidden");
+      if (t.ok()) out = *std::move(t);
+      s = t.status();
+    }
+  } else {
+    s = Call(
+        hop.worker, "ForwardStream",
+        [&](grpc::ClientContext* ctx) -> grpc::Status {
+          auto stream = workers_->stub(hop.worker)->ForwardStream(ctx);
+          for (size_t off = 0; off < in.data.size(); off += kMaxTensorPieceBytes) {
+            const size_t len = std::min(kMaxTensorPieceBytes, in.data.size() - off);
+            CopyTensorPieceToProto(in, off, len, /*with_header=*/off == 0, req.mutable_hidden());
+            if (!stream->Write(req)) break;  // The server ended the call; Finish says why.
+            req.Clear();
+          }
+          stream->WritesDone();
+          TensorAssembler assembler;
+          v1::ForwardResponse piece;
+          absl::Status a;
+          while (a.ok() && stream->Read(&piece)) {
+            a = assembler.started()
+                    ? assembler.Append(piece.mutable_hidden()->mutable_data())
+                    : assembler.Begin(piece.mutable_hidden(), 2, INT64_MAX, "reply hidden");
+          }
+          if (!a.ok()) ctx->TryCancel();
+          grpc::Status fs = stream->Finish();
+          if (!fs.ok()) return fs;
+          if (!a.ok()) return ToGrpcStatus(a);
+          if (!assembler.complete()) {
+            return grpc::Status(grpc::StatusCode::DATA_LOSS, "reply hidden state incomplete");
+          }
+          out = assembler.Take();
+          return grpc::Status::OK;
+        },
+        options_.step_timeout);
+  }
+  if (options_.observer != nullptr) {
+    options_.observer->OnHop(hop.worker, positions, absl::Now() - start, s);
+  }
+  if (!s.ok()) {
+    return Annotate(s,
+                    absl::StrCat("layers ", FormatLayers(hop.layers), " at position ", start_pos));
+  }
+  if (out.shape != shape) {
+    return absl::InternalError(absl::StrCat("worker ", workers_->address(hop.worker),
+                                            " answered shape [", absl::StrJoin(out.shape, ","),
+                                            "] for [", absl::StrJoin(shape, ","), "]"));
+  }
+  return out;
+}
+
+absl::StatusOr<model::HostTensor> RemoteExecutor::RunBlock(int block, const model::HostTensor& in,
+                                                           int64_t start_pos, float gate) {
+  const std::vector<Hop>& hops = plan_.blocks[block].hops;
+  model::HostTensor cur;
+  for (size_t i = 0; i < hops.size(); ++i) {
+    ASSIGN_OR_RETURN(cur, RunHop(block, hops[i], i == 0 ? in : cur, /*in_is_ours=*/i > 0, &cur,
+                                 start_pos, hops.size() == 1 ? gate : 1.0f));
+  }
+  return cur;
 }
 
 absl::StatusOr<model::HostTensor> RemoteExecutor::Run(const model::HostTensor& h,
                                                       int64_t start_pos) {
-  model::HostTensor cur;
-  for (size_t i = 0; i < route_.size(); ++i) {
-    const struct Hop& hop = route_[i];
-    const model::HostTensor& in = i == 0 ? h : cur;
-    WorkerSession* ws = SessionFor(hop.worker);
-    v1::ForwardRequest req;
-    req.set_session_id(ws->session_id);
-    req.set_step_id(++ws->last_step);
-    req.set_start_position(start_pos);
-    req.mutable_layers()->Assign(hop.layers.begin(), hop.layers.end());
-    const int64_t positions = in.shape.empty() ? 0 : in.shape[0];
-    const std::vector<int64_t> shape = in.shape;
-    const absl::Time start = absl::Now();
-    model::HostTensor out;
-    absl::Status s;
-    if (in.data.size() <= kMaxTensorPieceBytes) {
-      // The common case (every decode step): one message each way; bytes moved, not copied,
-      // except the first hop's input, which belongs to the caller.
-      if (i == 0) {
-        CopyTensorToProto(in, req.mutable_hidden());
-      } else {
-        MoveTensorToProto(std::move(cur), req.mutable_hidden());
+  const int n = static_cast<int>(plan_.blocks.size());
+  if (n == 0) return absl::InternalError("empty execution plan");
+  if (!plan_.parallel) {
+    model::HostTensor cur;
+    for (int b = 0; b < n; ++b) {
+      const model::HostTensor& x = b == 0 ? h : cur;
+      const float w = plan_.blocks[b].weight;
+      const bool single_hop = plan_.blocks[b].hops.size() == 1;
+      ASSIGN_OR_RETURN(model::HostTensor out, RunBlock(b, x, start_pos, w));
+      if (w != 1.0f && !single_hop) {
+        // The gate spans several workers: applied here, h + g·(B(h) − h).
+        ASSIGN_OR_RETURN(out, model::CombineResiduals(x, {out}, {w}));
       }
-      v1::ForwardResponse resp;
-      s = Call(
-          hop.worker, "Forward",
-          [&](grpc::ClientContext* ctx) {
-            return workers_->stub(hop.worker)->Forward(ctx, req, &resp);
-          },
-          options_.step_timeout);
-      if (s.ok()) {
-        auto t = MoveTensorFromProto(resp.mutable_hidden(), /*rank=*/2, "reply hidden");
-        if (t.ok()) out = *std::move(t);
-        s = t.status();
-      }
-    } else {
-      s = Call(
-          hop.worker, "ForwardStream",
-          [&](grpc::ClientContext* ctx) -> grpc::Status {
-            auto stream = workers_->stub(hop.worker)->ForwardStream(ctx);
-            for (size_t off = 0; off < in.data.size(); off += kMaxTensorPieceBytes) {
-              const size_t len = std::min(kMaxTensorPieceBytes, in.data.size() - off);
-              CopyTensorPieceToProto(in, off, len, /*with_header=*/off == 0, req.mutable_hidden());
-              if (!stream->Write(req)) break;  // The server ended the call; Finish says why.
-              req.Clear();
-            }
-            stream->WritesDone();
-            TensorAssembler assembler;
-            v1::ForwardResponse piece;
-            absl::Status a;
-            while (a.ok() && stream->Read(&piece)) {
-              a = assembler.started()
-                      ? assembler.Append(piece.mutable_hidden()->mutable_data())
-                      : assembler.Begin(piece.mutable_hidden(), 2, INT64_MAX, "reply hidden");
-            }
-            if (!a.ok()) ctx->TryCancel();
-            grpc::Status fs = stream->Finish();
-            if (!fs.ok()) return fs;
-            if (!a.ok()) return ToGrpcStatus(a);
-            if (!assembler.complete()) {
-              return grpc::Status(grpc::StatusCode::DATA_LOSS, "reply hidden state incomplete");
-            }
-            out = assembler.Take();
-            return grpc::Status::OK;
-          },
-          options_.step_timeout);
+      cur = std::move(out);
     }
-    if (options_.observer != nullptr) {
-      options_.observer->OnHop(hop.worker, positions, absl::Now() - start, s);
-    }
-    if (!s.ok()) {
-      return Annotate(
-          s, absl::StrCat("layers ", FormatLayers(hop.layers), " at position ", start_pos));
-    }
-    if (out.shape != shape) {
-      return absl::InternalError(absl::StrCat("worker ", workers_->address(hop.worker),
-                                              " answered shape [", absl::StrJoin(out.shape, ","),
-                                              "] for [", absl::StrJoin(shape, ","), "]"));
-    }
-    cur = std::move(out);
+    return cur;
   }
-  return cur;
+  // Parallel: every block reads h; the blocks' chains run at once.
+  std::vector<absl::StatusOr<model::HostTensor>> outs(n, absl::UnknownError("not run"));
+  std::vector<std::thread> helpers;
+  for (int b = 1; b < n; ++b) {
+    helpers.emplace_back([&, b] { outs[b] = RunBlock(b, h, start_pos, 1.0f); });
+  }
+  outs[0] = RunBlock(0, h, start_pos, 1.0f);
+  for (std::thread& t : helpers) t.join();
+  std::vector<model::HostTensor> values;
+  std::vector<float> weights;
+  for (int b = 0; b < n; ++b) {
+    if (!outs[b].ok()) return outs[b].status();
+    values.push_back(*std::move(outs[b]));
+    weights.push_back(plan_.blocks[b].weight);
+  }
+  return model::CombineResiduals(h, values, weights);
 }
 
 }  // namespace swarm::coordinator

@@ -1,22 +1,34 @@
 // A model::BlockExecutor whose layers live on workers: each Run() sends the hidden state through
-// the request's route (one Forward per hop, in layer order) and returns the last hop's output.
-// model::Generate drives it exactly as it drives the in-process LocalExecutor, so sampling and
-// stop rules exist in one place.
+// the request's plan (one Forward per hop) and returns the result. model::Generate drives it
+// exactly as it drives the in-process LocalExecutor, so sampling and stop rules exist in one
+// place.
 //
-// One RemoteExecutor serves one request: Open() opens a session on every worker of the route,
+// A plan is a list of blocks, each a chain of hops (a worker and the consecutive layers it runs):
+//  - exact mode: one block holding every layer;
+//  - sparse, sequential combine: the selected blocks in layer order, h ← h + g·(B(h) − h) per
+//    block (g = the block's weight; the gate travels with the Forward when the block is one hop,
+//    otherwise the coordinator applies it);
+//  - sparse, parallel combine: every block reads the same h, dispatched concurrently, and
+//    h_out = h + Σ w_b·(B_b(h) − h) (model::CombineResiduals).
+// These are the formulas of router/sparse.h's in-process SparseExecutor.
+//
+// One RemoteExecutor serves one request: Open() opens a session per (block, worker) of the plan,
 // Close() (or the destructor) closes them all, whatever happened in between. Step ids count up
-// per worker session; positions come from Generate.
+// per session; positions come from Generate.
 //
-// Threading: Run/Open/Close on the request's thread; Cancel() from any thread (it aborts the call
-// in flight and makes later ones fail with CANCELLED).
+// Threading: Run/Open/Close on the request's thread (Run uses short-lived helper threads, joined
+// before it returns, for parallel blocks); Cancel() from any thread: it aborts the calls in flight
+// and makes later ones fail with CANCELLED.
 #ifndef SWARM_COORDINATOR_REMOTE_EXECUTOR_H_
 #define SWARM_COORDINATOR_REMOTE_EXECUTOR_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -24,11 +36,11 @@
 #include "coordinator/route.h"
 #include "coordinator/worker_set.h"
 #include "model/generate.h"
-#include "swarm/v1/worker.pb.h"
 
 namespace grpc {
 class ClientContext;
-}
+class Status;
+}  // namespace grpc
 
 namespace swarm::coordinator {
 
@@ -37,6 +49,16 @@ struct HopObserver {
   virtual ~HopObserver() = default;
   virtual void OnHop(int worker, int64_t positions, absl::Duration elapsed,
                      const absl::Status& status) = 0;
+};
+
+struct PlanBlock {
+  std::vector<Hop> hops;  // In layer order.
+  float weight = 1.0f;
+};
+
+struct ExecutionPlan {
+  std::vector<PlanBlock> blocks;
+  bool parallel = false;  // Parallel combine (otherwise sequential).
 };
 
 struct RemoteExecutorOptions {
@@ -49,11 +71,11 @@ struct RemoteExecutorOptions {
 
 class RemoteExecutor : public model::BlockExecutor {
  public:
-  RemoteExecutor(WorkerSet* workers, std::vector<Hop> route, RemoteExecutorOptions options);
+  RemoteExecutor(WorkerSet* workers, ExecutionPlan plan, RemoteExecutorOptions options);
   ~RemoteExecutor() override;
 
-  // Opens one session per distinct worker on the route, reserving `max_length` positions. On
-  // error the sessions already opened are closed.
+  // Opens the plan's sessions, reserving `max_length` positions each. On error the sessions
+  // already opened are closed.
   absl::Status Open(int64_t max_length);
   absl::StatusOr<model::HostTensor> Run(const model::HostTensor& h, int64_t start_pos) override;
   // Closes every open session (best effort; a worker that cannot be reached frees it when its
@@ -61,29 +83,36 @@ class RemoteExecutor : public model::BlockExecutor {
   void Close();
   void Cancel();
 
-  // The hops of the route, for logs: "127.0.0.1:7001[0-2] -> 127.0.0.1:7002[3-4]".
-  std::string DescribeRoute() const;
+  // The plan, for logs: "127.0.0.1:7001[0-2] -> 127.0.0.1:7002[3-4]"; sparse blocks are
+  // separated by " | " (parallel) or " ; " (sequential).
+  std::string Describe() const;
 
  private:
-  struct WorkerSession {
+  struct Session {
+    int block = 0;
     int worker = -1;
-    std::string session_id;
+    std::string id;
     uint64_t last_step = 0;
   };
-  absl::StatusOr<model::HostTensor> Hop(const struct Hop& hop, v1::ForwardRequest* request);
+  Session* SessionFor(int block, int worker);
+  // Runs `block`'s hops on `in`; `gate` goes with a single-hop block's Forward.
+  absl::StatusOr<model::HostTensor> RunBlock(int block, const model::HostTensor& in,
+                                             int64_t start_pos, float gate);
+  absl::StatusOr<model::HostTensor> RunHop(int block, const Hop& hop, const model::HostTensor& in,
+                                           bool in_is_ours, model::HostTensor* ours,
+                                           int64_t start_pos, float gate);
   absl::Status Call(int worker, const char* method,
                     const std::function<grpc::Status(grpc::ClientContext*)>& rpc,
                     absl::Duration timeout);
-  WorkerSession* SessionFor(int worker);
 
   WorkerSet* const workers_;
-  const std::vector<struct Hop> route_;
+  const ExecutionPlan plan_;
   const RemoteExecutorOptions options_;
-  std::vector<WorkerSession> sessions_;
+  std::vector<Session> sessions_;  // Fixed after construction.
 
   absl::Mutex mu_;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::ClientContext* inflight_ ABSL_GUARDED_BY(mu_) = nullptr;
+  absl::flat_hash_set<grpc::ClientContext*> inflight_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace swarm::coordinator

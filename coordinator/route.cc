@@ -14,18 +14,20 @@ bool Hosts(const RouteCandidate& w, int layer) {
   return std::binary_search(w.layers.begin(), w.layers.end(), layer);
 }
 
-int RunLength(const RouteCandidate& w, int layer, int num_layers) {
+// Consecutive entries of `layers` from index i that `w` hosts.
+int RunLength(const RouteCandidate& w, absl::Span<const int> layers, size_t i) {
   int n = 0;
-  while (layer + n < num_layers && Hosts(w, layer + n)) ++n;
+  while (i + n < layers.size() && Hosts(w, layers[i + n])) ++n;
   return n;
 }
 
 }  // namespace
 
-absl::StatusOr<std::vector<Hop>> PlanRoute(int num_layers,
+absl::StatusOr<std::vector<Hop>> PlanRoute(absl::Span<const int> layers,
                                            const std::vector<RouteCandidate>& workers) {
   std::vector<Hop> hops;
-  for (int layer = 0; layer < num_layers; ++layer) {
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const int layer = layers[i];
     if (!hops.empty()) {
       const RouteCandidate& current = workers[hops.back().worker];
       if (current.usable && Hosts(current, layer)) {
@@ -35,19 +37,37 @@ absl::StatusOr<std::vector<Hop>> PlanRoute(int num_layers,
     }
     int best = -1;
     std::tuple<int, int, int> best_key;
-    for (int i = 0; i < static_cast<int>(workers.size()); ++i) {
-      const RouteCandidate& w = workers[i];
-      if (!w.usable || !Hosts(w, layer)) continue;
-      auto key = std::make_tuple(w.load, -RunLength(w, layer, num_layers), i);
+    for (int w = 0; w < static_cast<int>(workers.size()); ++w) {
+      const RouteCandidate& c = workers[w];
+      if (!c.usable || !Hosts(c, layer)) continue;
+      auto key = std::make_tuple(c.load, -RunLength(c, layers, i), w);
       if (best < 0 || key < best_key) {
-        best = i;
+        best = w;
         best_key = key;
       }
     }
-    if (best < 0) return CheckCoverage(num_layers, workers);
+    if (best < 0) {
+      std::vector<int> missing;
+      for (int l : layers) {
+        bool hosted = false;
+        for (const RouteCandidate& c : workers) hosted = hosted || (c.usable && Hosts(c, l));
+        if (!hosted) missing.push_back(l);
+      }
+      return absl::UnavailableError(
+          absl::StrCat("layers ", FormatLayers(missing), " are not hosted by any usable worker"));
+    }
     hops.push_back(Hop{best, {layer}});
   }
   return hops;
+}
+
+absl::StatusOr<std::vector<Hop>> PlanRoute(int num_layers,
+                                           const std::vector<RouteCandidate>& workers) {
+  std::vector<int> all(num_layers);
+  for (int l = 0; l < num_layers; ++l) all[l] = l;
+  absl::StatusOr<std::vector<Hop>> route = PlanRoute(all, workers);
+  if (!route.ok()) return CheckCoverage(num_layers, workers);
+  return route;
 }
 
 absl::Status CheckCoverage(int num_layers, const std::vector<RouteCandidate>& workers) {

@@ -1,7 +1,7 @@
 // Route planning for exact mode: which worker runs which layers, in layer order. Pure functions
 // over a snapshot of the workers, so the policy is unit-testable without servers. Thread-safe.
 //
-// Policy: walk layers 0..N-1; keep extending the current hop while its worker hosts the next
+// Policy: walk the layers in order; keep extending the current hop while its worker hosts the next
 // layer (fewer hops = less latency); where a new hop starts, pick among the usable workers that
 // host the layer the least loaded one, then the one hosting the longest run from there, then the
 // lowest index. A worker may appear in several hops (non-contiguous layers).
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 
 namespace swarm::coordinator {
 
@@ -27,7 +28,11 @@ struct Hop {
   std::vector<int> layers;  // Consecutive layers this hop runs.
 };
 
-// Unavailable naming the first layer no usable worker hosts.
+// A route through `layers` (strictly increasing; the layers of one block, or all of them).
+// Unavailable naming the layers no usable worker hosts.
+absl::StatusOr<std::vector<Hop>> PlanRoute(absl::Span<const int> layers,
+                                           const std::vector<RouteCandidate>& workers);
+// Every layer 0..num_layers-1 (exact mode).
 absl::StatusOr<std::vector<Hop>> PlanRoute(int num_layers,
                                            const std::vector<RouteCandidate>& workers);
 

@@ -120,24 +120,34 @@ absl::Status WorkerSet::Coverage() const {
   return absl::UnavailableError(absl::StrCat(s.message(), " (", absl::StrJoin(why, "; "), ")"));
 }
 
-absl::StatusOr<std::vector<Hop>> WorkerSet::AcquireRoute() {
+absl::StatusOr<std::vector<std::vector<Hop>>> WorkerSet::AcquireRoutes(
+    const std::vector<std::vector<int>>& layer_sets) {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::vector<Hop>> route = PlanRoute(num_layers_, CandidatesLocked());
-  if (!route.ok()) return route.status();
-  std::vector<bool> counted(states_.size(), false);
-  for (const Hop& hop : *route) {
-    if (!counted[hop.worker]) ++states_[hop.worker].active_requests;
-    counted[hop.worker] = true;
+  const std::vector<RouteCandidate> candidates = CandidatesLocked();
+  std::vector<std::vector<Hop>> routes;
+  for (const std::vector<int>& layers : layer_sets) {
+    absl::StatusOr<std::vector<Hop>> route = PlanRoute(layers, candidates);
+    if (!route.ok()) return route.status();
+    routes.push_back(*std::move(route));
   }
-  return route;
+  std::vector<bool> counted(states_.size(), false);
+  for (const auto& route : routes) {
+    for (const Hop& hop : route) {
+      if (!counted[hop.worker]) ++states_[hop.worker].active_requests;
+      counted[hop.worker] = true;
+    }
+  }
+  return routes;
 }
 
-void WorkerSet::Release(const std::vector<Hop>& route) {
+void WorkerSet::Release(const std::vector<std::vector<Hop>>& routes) {
   absl::MutexLock lock(&mu_);
   std::vector<bool> counted(states_.size(), false);
-  for (const Hop& hop : route) {
-    if (!counted[hop.worker]) --states_[hop.worker].active_requests;
-    counted[hop.worker] = true;
+  for (const auto& route : routes) {
+    for (const Hop& hop : route) {
+      if (!counted[hop.worker]) --states_[hop.worker].active_requests;
+      counted[hop.worker] = true;
+    }
   }
 }
 

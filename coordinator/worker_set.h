@@ -53,10 +53,12 @@ class WorkerSet {
   // OK when the usable workers cover every layer; Unavailable saying what is missing and why the
   // other workers are not used.
   absl::Status Coverage() const;
-  // A route through the usable workers for one request, preferring the least loaded, and counts
-  // the request against each worker on it (undo with Release).
-  absl::StatusOr<std::vector<Hop>> AcquireRoute();
-  void Release(const std::vector<Hop>& route);
+  // Routes through the usable workers for one request, one per layer set (exact mode: one set
+  // with every layer; sparse mode: one per selected block), preferring the least loaded workers,
+  // and counts the request once against each worker used (undo with Release).
+  absl::StatusOr<std::vector<std::vector<Hop>>> AcquireRoutes(
+      const std::vector<std::vector<int>>& layer_sets);
+  void Release(const std::vector<std::vector<Hop>>& routes);
 
   // Records that a call to the worker failed as if it were down (UNAVAILABLE and friends): it is
   // not routed to until a refresh finds it again. Wakes WaitForChange().

@@ -2,7 +2,9 @@
 #include <cstdio>
 #include <iostream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "client/cli/command.h"
 #include "client/cli/sampling_flags.h"
 #include "client/client.h"
@@ -12,8 +14,9 @@ namespace swarm::cli {
 namespace {
 
 int Generate(const std::vector<std::string>& args) {
-  std::set<std::string> value_flags = {"server",       "prompt",  "ids",     "mode",
-                                       "top-k-blocks", "combine", "timeout", "request-id"};
+  std::set<std::string> value_flags = {"server",       "prompt",     "ids",          "mode",
+                                       "top-k-blocks", "combine",    "timeout",      "request-id",
+                                       "blocks",       "num-blocks", "block-weights"};
   value_flags.insert(kSamplingFlags.begin(), kSamplingFlags.end());
   auto flags = Flags::Parse(args, value_flags, {"json", "no-stop", "no-special"});
   if (!flags.ok()) return Fail("generate", flags.status());
@@ -45,6 +48,27 @@ int Generate(const std::vector<std::string>& args) {
   if (!top_k_blocks.ok()) return Fail("generate", top_k_blocks.status());
   req.top_k_blocks = static_cast<int>(*top_k_blocks);
   req.request_id = flags->String("request-id");
+  if (flags->Has("blocks")) {
+    auto blocks = flags->IntList("blocks");
+    if (!blocks.ok()) return Fail("generate", blocks.status());
+    req.blocks.assign(blocks->begin(), blocks->end());
+    auto n = flags->Int("num-blocks", 0);
+    if (!n.ok()) return Fail("generate", n.status());
+    if (*n <= 0) {
+      return Fail("generate", absl::InvalidArgumentError("--blocks needs --num-blocks N"));
+    }
+    req.num_blocks = static_cast<int>(*n);
+    for (absl::string_view w :
+         absl::StrSplit(flags->String("block-weights"), ',', absl::SkipEmpty())) {
+      float v = 0;
+      if (!absl::SimpleAtof(w, &v)) {
+        return Fail("generate", absl::InvalidArgumentError(absl::StrCat("flag --block-weights: '",
+                                                                        w, "' is not a number")));
+      }
+      req.block_weights.push_back(v);
+    }
+    if (!flags->Has("mode")) req.mode = "sparse";
+  }
   auto timeout = flags->Double("timeout", 600);
   if (!timeout.ok()) return Fail("generate", timeout.status());
   req.timeout = absl::Seconds(*timeout);
@@ -73,6 +97,11 @@ int Generate(const std::vector<std::string>& args) {
                           {"text", result->text},
                           {"finish_reason", result->finish_reason},
                           {"request_id", result->request_id}};
+    if (result->num_blocks > 0) {
+      out["blocks"] = result->blocks;
+      out["block_weights"] = result->block_weights;
+      out["num_blocks"] = result->num_blocks;
+    }
     std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
     std::fputs("\n", stdout);
@@ -86,7 +115,8 @@ SWARM_REGISTER_COMMAND(generate, "generate",
                        "generate --server HOST:PORT [--prompt TEXT | --ids 1,2,3] "
                        "[--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] "
                        "[--seed S] [--no-stop] [--mode exact|sparse] [--top-k-blocks K] "
-                       "[--combine sequential|parallel] [--timeout SECONDS] [--json]",
+                       "[--combine sequential|parallel] [--blocks i,j --num-blocks N "
+                       "[--block-weights a,b]] [--timeout SECONDS] [--json]",
                        Generate);
 
 }  // namespace swarm::cli

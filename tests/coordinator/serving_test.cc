@@ -116,12 +116,12 @@ TEST_F(ServingTest, UnknownModeOrCombineIsInvalidArgument) {
   EXPECT_EQ(client_->Generate(sdk).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(ServingTest, SparseModeIsUnimplementedForNow) {
+TEST_F(ServingTest, SparseModeWithoutARouterOrPlanIsFailedPrecondition) {
   GenerateRequest req;
   req.prompt = "Once";
   req.mode = "sparse";
   req.top_k_blocks = 2;
-  EXPECT_EQ(client_->Generate(req).status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(client_->Generate(req).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(ServingTest, BadPromptsAndSamplingAreInvalidArgument) {
@@ -157,13 +157,14 @@ TEST_F(ServingTest, RequestDeadlineIsEnforced) {
   EXPECT_TRUE(NoSessionsLeft(*client_));
 }
 
-TEST_F(ServingTest, PredictIsUnimplementedForNow) {
+TEST_F(ServingTest, PredictWithoutARouterIsFailedPrecondition) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   v1::PredictRequest req;
   req.set_prompt("Once");
+  req.set_top_k_blocks(2);
   v1::PredictResponse resp;
-  EXPECT_EQ(stub_->Predict(&ctx, req, &resp).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(stub_->Predict(&ctx, req, &resp).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
 }
 
 TEST_F(ServingTest, EightConcurrentClientsGetWhatTheyGetAloneAndLeaveNoSession) {
