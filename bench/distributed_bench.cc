@@ -197,25 +197,9 @@ int main(int argc, char** argv) {
   params.max_new_tokens = decode_tokens;
   params.stop_at_eos = false;
 
-  // 1. In-process engine.
-  std::vector<std::vector<Clock::time_point>> local_runs;
-  for (int r = 0; r <= reps; ++r) {  // Run 0 warms up.
-    std::vector<Clock::time_point> times = {Clock::now()};
-    auto out = (*engine)->Generate(prompt, params, [&](const swarm::model::GeneratedToken& t) {
-      if (t.id >= 0) times.push_back(Clock::now());
-      return true;
-    });
-    if (!out.ok()) {
-      std::fprintf(stderr, "distributed_bench: %s\n", out.status().ToString().c_str());
-      cleanup();
-      return 1;
-    }
-    if (r > 0) local_runs.push_back(times);
-  }
-  const DecodeStats local = FromTimes(local_runs);
-
-  // 2. The same through `swarm up` (coordinator + 2 worker processes).
-  DecodeStats dist;
+  // 1 and 2: the in-process engine and the same model through `swarm up` (a coordinator and 2
+  // worker processes), run alternately so that both see the same machine load.
+  DecodeStats local, dist;
   std::vector<double> server_rates;  // As the coordinator measured them (Usage).
   {
     Child up;
@@ -227,15 +211,11 @@ int main(int argc, char** argv) {
       return 1;
     }
     auto client = swarm::Client::Connect(address);
-    std::vector<std::vector<Clock::time_point>> runs;
-    for (int r = 0; r <= reps; ++r) {
-      swarm::GenerateRequest req;
-      req.prompt_ids = prompt;
-      req.max_new_tokens = decode_tokens;
-      req.stop_at_eos = false;
+    std::vector<std::vector<Clock::time_point>> local_runs, dist_runs;
+    for (int r = 0; r <= reps; ++r) {  // Round 0 warms up.
       std::vector<Clock::time_point> times = {Clock::now()};
-      auto out = (*client)->Generate(req, [&](const swarm::GenerateChunk& c) {
-        for (size_t i = 0; i < c.ids.size(); ++i) times.push_back(Clock::now());
+      auto out = (*engine)->Generate(prompt, params, [&](const swarm::model::GeneratedToken& t) {
+        if (t.id >= 0) times.push_back(Clock::now());
         return true;
       });
       if (!out.ok()) {
@@ -243,13 +223,30 @@ int main(int argc, char** argv) {
         cleanup();
         return 1;
       }
+      if (r > 0) local_runs.push_back(times);
+
+      swarm::GenerateRequest req;
+      req.prompt_ids = prompt;
+      req.max_new_tokens = decode_tokens;
+      req.stop_at_eos = false;
+      times = {Clock::now()};
+      auto remote = (*client)->Generate(req, [&](const swarm::GenerateChunk& c) {
+        for (size_t i = 0; i < c.ids.size(); ++i) times.push_back(Clock::now());
+        return true;
+      });
+      if (!remote.ok()) {
+        std::fprintf(stderr, "distributed_bench: %s\n", remote.status().ToString().c_str());
+        cleanup();
+        return 1;
+      }
       if (r > 0) {
-        runs.push_back(times);
+        dist_runs.push_back(times);
         server_rates.push_back((decode_tokens - 1) /
-                               (out->total_seconds - out->time_to_first_token_seconds));
+                               (remote->total_seconds - remote->time_to_first_token_seconds));
       }
     }
-    dist = FromTimes(runs);
+    local = FromTimes(local_runs);
+    dist = FromTimes(dist_runs);
   }
 
   // 3. One hop: Forward of layer 0 in a worker process vs the same layer in-process.
@@ -346,9 +343,12 @@ int main(int argc, char** argv) {
   std::printf("model: %s (%s, %lld layers, hidden %lld)\n", model_dir.c_str(),
               config.architecture.c_str(), static_cast<long long>(config.num_layers),
               static_cast<long long>(config.hidden_size));
-  std::printf("prompt %lld tokens, %lld decoded tokens x %lld runs (after one warm-up run)\n",
-              static_cast<long long>(prompt_tokens), static_cast<long long>(decode_tokens),
-              static_cast<long long>(reps));
+  std::printf(
+      "prompt %lld tokens, %lld decoded tokens x %lld runs each, alternating (after one "
+      "warm-up round); OPENBLAS_THREAD_TIMEOUT=%s\n",
+      static_cast<long long>(prompt_tokens), static_cast<long long>(decode_tokens),
+      static_cast<long long>(reps),
+      std::getenv("OPENBLAS_THREAD_TIMEOUT") ? std::getenv("OPENBLAS_THREAD_TIMEOUT") : "unset");
   std::printf("%-44s %12s %14s\n", "", "decode tok/s", "p50 us/token");
   std::printf("%-44s %12.1f %14.1f\n", "in-process engine", local.tokens_per_s, local.p50_us);
   std::printf("%-44s %12.1f %14.1f\n", "coordinator + 2 workers (processes, loopback)",

@@ -72,6 +72,10 @@ absl::StatusOr<Child> Spawn(const std::string& name, const std::vector<std::stri
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != parent) _exit(1);
     sigprocmask(SIG_SETMASK, &original_mask, nullptr);
+    // The workers of one machine take turns (a pipeline): OpenBLAS threads that spin-wait after
+    // each call (for up to ~0.1 s by default) would steal the cores from the worker whose turn
+    // it is. A user's own setting wins.
+    setenv("OPENBLAS_THREAD_TIMEOUT", "4", /*overwrite=*/0);
     dup2(fds[1], STDOUT_FILENO);
     dup2(fds[1], STDERR_FILENO);
     std::vector<char*> args;
