@@ -49,10 +49,6 @@ double Percentile(std::vector<double> v, double p) {
   return v[static_cast<size_t>(p * (v.size() - 1))];
 }
 
-double Mean(const std::vector<double>& v) {
-  return v.empty() ? 0 : std::accumulate(v.begin(), v.end(), 0.0) / v.size();
-}
-
 std::string SelfDir() {
   char buf[4096];
   ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
@@ -114,20 +110,18 @@ std::string SpawnAndWait(Child* child, std::vector<std::string> argv, const std:
 }
 
 struct DecodeStats {
-  double tokens_per_s = 0;
-  double p50_us = 0;  // Per decoded token.
+  double tokens_per_s = 0;  // Median over the runs.
 };
 
-// Decode-only numbers from the arrival times of the tokens (the first token includes prefill).
+// Decode-only rate from the arrival times of the tokens (the first token includes prefill).
 DecodeStats FromTimes(const std::vector<std::vector<Clock::time_point>>& runs) {
-  std::vector<double> per_token, rates;
+  std::vector<double> rates;
   for (const auto& times : runs) {
-    for (size_t i = 2; i < times.size(); ++i) per_token.push_back(Us(times[i] - times[i - 1]));
     if (times.size() > 2) {
       rates.push_back((times.size() - 2) / (Us(times.back() - times[1]) / 1e6));
     }
   }
-  return DecodeStats{Percentile(rates, 0.5), Percentile(per_token, 0.5)};
+  return DecodeStats{Percentile(rates, 0.5)};
 }
 
 std::vector<int64_t> PromptIds(int n, int64_t vocab) {
@@ -250,7 +244,7 @@ int main(int argc, char** argv) {
   }
 
   // 3. One hop: Forward of layer 0 in a worker process vs the same layer in-process.
-  double rpc_p50 = 0, local_p50 = 0, info_p50 = 0, idle_info_p50 = 0;
+  double rpc_p50 = 0, local_p50 = 0, local2_p50 = 0, info_p50 = 0, idle_info_p50 = 0;
   {
     Child worker;
     const std::string address = SpawnAndWait(&worker,
@@ -259,7 +253,7 @@ int main(int argc, char** argv) {
                                              "listening on ");
     auto stub = swarm::v1::WorkerService::NewStub(grpc::CreateCustomChannel(
         address, grpc::InsecureChannelCredentials(), swarm::InternalChannelArguments()));
-    auto host = swarm::model::LayerHost::Create((*engine)->checkpoint(), {0}, {});
+    auto host = swarm::model::LayerHost::Create((*engine)->checkpoint(), {0, 1}, {});
     if (address.empty() || !host.ok()) {
       std::fprintf(stderr, "distributed_bench: hop setup failed\n");
       cleanup();
@@ -282,9 +276,11 @@ int main(int argc, char** argv) {
         usleep(100000);
       }
     }
-    std::vector<double> rpc, loc;
+    std::vector<double> rpc, loc, loc2;
     auto cache = (*host)->NewCache();
+    auto cache2 = (*host)->NewCache();
     const int layer0[1] = {0};
+    const int layers01[2] = {0, 1};
     for (int64_t pos = 0; pos < steps; ++pos) {
       swarm::v1::ForwardRequest req;
       req.set_session_id(session);
@@ -300,7 +296,9 @@ int main(int argc, char** argv) {
       auto t1 = Clock::now();
       auto out = (*host)->Forward(one, pos, layer0, cache.get());
       auto t2 = Clock::now();
-      if (!s.ok() || !out.ok()) {
+      auto out2 = (*host)->Forward(one, pos, layers01, cache2.get());
+      auto t3 = Clock::now();
+      if (!s.ok() || !out.ok() || !out2.ok()) {
         std::fprintf(stderr, "distributed_bench: hop step failed: %s\n", s.error_message().c_str());
         cleanup();
         return 1;
@@ -308,10 +306,12 @@ int main(int argc, char** argv) {
       if (pos >= 10) {  // Skip warm-up.
         rpc.push_back(Us(t1 - t0));
         loc.push_back(Us(t2 - t1));
+        loc2.push_back(Us(t3 - t2));
       }
     }
     rpc_p50 = Percentile(rpc, 0.5);
     local_p50 = Percentile(loc, 0.5);
+    local2_p50 = Percentile(loc2, 0.5);
     // The floor: an RPC that does no work (Info is answered on gRPC's own thread).
     std::vector<double> info;
     for (int i = 0; i < 200; ++i) {
@@ -349,21 +349,22 @@ int main(int argc, char** argv) {
       static_cast<long long>(prompt_tokens), static_cast<long long>(decode_tokens),
       static_cast<long long>(reps),
       std::getenv("OPENBLAS_THREAD_TIMEOUT") ? std::getenv("OPENBLAS_THREAD_TIMEOUT") : "unset");
-  std::printf("%-44s %12s %14s\n", "", "decode tok/s", "p50 us/token");
-  std::printf("%-44s %12.1f %14.1f\n", "in-process engine", local.tokens_per_s, local.p50_us);
-  std::printf("%-44s %12.1f %14.1f\n", "coordinator + 2 workers (processes, loopback)",
-              dist.tokens_per_s, dist.p50_us);
-  std::printf("%-44s %12.1f\n", "  the same, timed by the coordinator",
-              Percentile(server_rates, 0.5));
+  const double coord_rate = Percentile(server_rates, 0.5);
+  std::printf("%-46s %12s\n", "", "decode tok/s");
+  std::printf("%-46s %12.1f\n", "in-process engine", local.tokens_per_s);
+  std::printf("%-46s %12.1f\n", "coordinator + 2 workers (processes, loopback)", dist.tokens_per_s);
+  std::printf("%-46s %12.1f\n", "  the same, timed by the coordinator", coord_rate);
   std::printf("distributed / in-process: %.3f (client clock), %.3f (coordinator clock)\n",
-              dist.tokens_per_s / local.tokens_per_s,
-              Percentile(server_rates, 0.5) / local.tokens_per_s);
-  std::printf("per-hop overhead, end to end (p50 difference / %g hops): %.1f us\n", hops_per_token,
-              (dist.p50_us - local.p50_us) / hops_per_token);
+              dist.tokens_per_s / local.tokens_per_s, coord_rate / local.tokens_per_s);
+  std::printf("per-hop overhead, end to end ((1/distributed - 1/in-process) / %g hops): %.1f us\n",
+              hops_per_token, (1e6 / coord_rate - 1e6 / local.tokens_per_s) / hops_per_token);
   std::printf(
-      "one hop, layer 0: Forward RPC p50 %.1f us, in-process p50 %.1f us, "
-      "overhead %.1f us\n",
+      "one hop, layer 0: Forward RPC p50 %.1f us, in-process p50 %.1f us, overhead %.1f us\n",
       rpc_p50, local_p50, rpc_p50 - local_p50);
+  std::printf(
+      "fixed cost of one LayerHost::Forward call (2 x 1 layer - 2 layers, in-process): "
+      "%.1f us\n",
+      2 * local_p50 - local2_p50);
   std::printf("an RPC doing no work (Info), p50: %.1f us back to back, %.1f us after 150 us idle\n",
               info_p50, idle_info_p50);
   return 0;

@@ -52,7 +52,8 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       : server_(server),
         request_(request),
         start_(absl::Now()),
-        deadline_(EffectiveDeadline(ctx, start_, server->options_.max_request_time)) {}
+        deadline_(EffectiveDeadline(ctx, start_, server->options_.max_request_time)),
+        stream_interval_(server->options_.stream_interval) {}
 
   void Begin() {
     if (server_->stopping()) {
@@ -99,7 +100,14 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
 
   Action NextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (writing_ || finished_) return Action::kNone;
-    if (has_pending_ && !cancelled_) {
+    // Tokens decoded faster than one message per stream interval are coalesced: each message
+    // costs both processes a wake-up. The first message, the first token and the last message
+    // go out at once; later tokens wait at most the interval (plus one token).
+    const absl::Time now = absl::Now();
+    const bool due = done_ || messages_ < 2 || now - last_write_ >= stream_interval_;
+    if (has_pending_ && !cancelled_ && due) {
+      last_write_ = now;
+      ++messages_;
       writing_msg_.Clear();
       writing_msg_.Swap(&pending_);
       has_pending_ = false;
@@ -351,6 +359,9 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   absl::Mutex mu_;
   v1::GenerateResponse pending_ ABSL_GUARDED_BY(mu_);
   bool has_pending_ ABSL_GUARDED_BY(mu_) = false;
+  const absl::Duration stream_interval_;
+  absl::Time last_write_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  int messages_ ABSL_GUARDED_BY(mu_) = 0;
   v1::GenerateResponse writing_msg_;  // Owned by the write in flight.
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;

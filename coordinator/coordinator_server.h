@@ -71,7 +71,9 @@ struct CoordinatorOptions {
   int max_queued_requests = 64;      // Waiting beyond that: RESOURCE_EXHAUSTED.
   // Cap on a request's deadline (a call without one gets this one).
   absl::Duration max_request_time = absl::Minutes(10);
-  absl::Duration step_timeout = absl::Seconds(60);       // One Forward.
+  absl::Duration step_timeout = absl::Seconds(60);  // One Forward.
+  // Tokens decoded faster than this are streamed together (one message per interval at most).
+  absl::Duration stream_interval = absl::Milliseconds(5);
   absl::Duration control_timeout = absl::Seconds(5);     // Info, Open/CloseSession.
   absl::Duration poll_interval = absl::Seconds(5);       // Worker polling while serving.
   absl::Duration min_backoff = absl::Milliseconds(100);  // Retry delays while not serving.
