@@ -319,6 +319,28 @@ TEST(CoordinatorStartTest, AWorkerOfAnotherModelIsRejected) {
   EXPECT_EQ(s2->workers[1].steps_total, 0u);
 }
 
+TEST(CoordinatorStartTest, Bf16WorkersServeF32HiddenStates) {
+  worker::WorkerServerOptions options;
+  options.model_dir = ModelDir("stories260K");
+  options.layers = Range(0, 5);
+  options.load.dtype = model::DType::kBF16;
+  auto w = worker::WorkerServer::Start(options);
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_TRUE((*w)->Load().ok());
+  auto coordinator = testing::StartCoordinator(ModelDir("stories260K"), {(*w)->address()});
+  auto client = Client::Connect(coordinator->address());
+  GenerateRequest req;
+  req.prompt = "Once upon a time";
+  req.max_new_tokens = 16;
+  auto r = (*client)->Generate(req);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->ids.size(), 16u);
+  EXPECT_NE(r->text.find("Lily"), std::string::npos) << r->text;  // bf16 still tells the story.
+  auto s = (*client)->Status();
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->workers[0].dtype, "bf16");
+}
+
 TEST(CoordinatorStartTest, ReplicasShareTheLoad) {
   auto cluster = testing::StartCluster("stories260K", {Range(0, 5), Range(0, 5)});
   std::vector<std::thread> threads;
