@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
@@ -261,6 +262,22 @@ absl::StatusOr<RouterData> Calibrate(const model::Engine& engine,
     std::partial_sort(sims.begin(), sims.begin() + k, sims.end());
     for (int i = 0; i < k; ++i) nn[p].push_back(sims[i].second);
   }
+  // The study's queries are the prompts that occur once: like a test prompt, which by
+  // construction is not in the calibration set. Frequent short prompts have many near-twins
+  // (prefix extensions) and would overstate what neighbours know about a new prompt.
+  std::vector<int> queries;
+  {
+    std::map<int64_t, int> count;
+    for (int64_t h : hashes) ++count[h];
+    for (int p = 0; p < P; ++p) {
+      if (count[hashes[p]] == 1) queries.push_back(p);
+    }
+    if (static_cast<int>(queries.size()) < std::max(10, P / 10)) {
+      queries.resize(P);
+      std::iota(queries.begin(), queries.end(), 0);
+    }
+  }
+  const double Q = static_cast<double>(queries.size());
   d.blend.assign(N + 1, 0.5f);
   std::vector<LooSummary> loo;
   for (int k = 0; k <= N; ++k) {
@@ -278,7 +295,7 @@ absl::StatusOr<RouterData> Calibrate(const model::Engine& engine,
     auto loo_mean = [&](double beta) {
       double total = 0;
       std::vector<double> est(pr.cols);
-      for (int p = 0; p < P; ++p) {
+      for (int p : queries) {
         for (int c = 0; c < pr.cols; ++c) {
           double prior = P > 1 ? (sum[c] - pr.v[p * pr.cols + c]) / (P - 1) : sum[c];
           double m = prior;
@@ -291,7 +308,7 @@ absl::StatusOr<RouterData> Calibrate(const model::Engine& engine,
         }
         total += Realised(pr, p, Choose(pr, est));
       }
-      return total / P;
+      return total / Q;
     };
     LooSummary s;
     s.top_k = k;
@@ -311,13 +328,13 @@ absl::StatusOr<RouterData> Calibrate(const model::Engine& engine,
     for (int c = 0; c < pr.cols; ++c) mean[c] = sum[c] / P;
     std::vector<int> static_choice = Choose(pr, mean);
     double st = 0, orc = 0;
-    for (int p = 0; p < P; ++p) {
+    for (int p : queries) {
       st += Realised(pr, p, static_choice);
       std::vector<double> own(pr.v.begin() + p * pr.cols, pr.v.begin() + (p + 1) * pr.cols);
       orc += Realised(pr, p, Choose(pr, own));
     }
-    s.static_kl = st / P;
-    s.oracle_kl = orc / P;
+    s.static_kl = st / Q;
+    s.oracle_kl = orc / Q;
     d.blend[k] = static_cast<float>(s.blend);
     loo.push_back(s);
     log(absl::StrFormat(
@@ -357,12 +374,28 @@ absl::StatusOr<RouterData> Calibrate(const model::Engine& engine,
     d.gate_temperature.assign(N + 2, 1.0f);
     GateFitOptions gate_options = options.gate;
     gate_options.seed = options.seed;
+    // Hold out every third prompt that occurs once (the leave-one-out study's queries, shaped
+    // like test prompts, which never repeat a calibration prompt), so that checkpoint selection
+    // sees the distribution the router is evaluated on and no held-out prompt is trained on.
+    if (gate_options.validation_rows.empty() && P >= 10) {
+      std::map<int64_t, int> count;
+      for (int64_t h : hashes) ++count[h];
+      int unique = 0;
+      for (int p = 0; p < P; ++p) {
+        if (count[hashes[p]] == 1 && unique++ % 3 == 2) gate_options.validation_rows.push_back(p);
+      }
+    }
+    GateFitStats stats;
     ASSIGN_OR_RETURN(GateWeights w, FitGate(d.features, P, d.space.rank, S + N, groups,
-                                            gate_options, &d.gate_temperature));
+                                            gate_options, &d.gate_temperature, &stats));
     d.gate = std::move(w);
-    log(absl::StrFormat("fitted the MLP gate (%d → %d → %d, %d epochs, T %.2f → %.2f × scale)",
-                        static_cast<int>(d.space.rank), gate_options.hidden, S + N,
-                        gate_options.epochs, gate_options.t_start, gate_options.t_end));
+    log(absl::StrFormat(
+        "fitted the MLP gate (%d → %d → %d, %d epochs, T %.2f → %.2f × scale, %d/%d prompts "
+        "trained/held out): kept epoch %d, held-out score %.4f (untrained, = static prior: %.4f)",
+        static_cast<int>(d.space.rank), gate_options.hidden, S + N, gate_options.epochs,
+        gate_options.t_start, gate_options.t_end, stats.train_rows, stats.validation_rows,
+        stats.best_epoch, stats.best_score, stats.start_score));
+    d.notes["gate_kept_epoch"] = absl::StrCat(stats.best_epoch);
   }
 
   d.prompt_hashes = hashes;

@@ -43,7 +43,8 @@ struct CalibrationOptions {
   std::function<void(const std::string&)> log;
 };
 
-// Leave-one-out summary per calibrated k.
+// Leave-one-out summary per calibrated k, over the calibration prompts that occur once (each
+// left out with its own data; all prompts when too few are unique).
 struct LooSummary {
   int top_k = 0;
   double blend = 1;               // Chosen prior weight β.

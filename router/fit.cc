@@ -38,8 +38,8 @@ absl::StatusOr<std::vector<float>> FitPcaBasis(const std::vector<float>& centred
 
 absl::StatusOr<GateWeights> FitGate(const std::vector<float>& features, int64_t num_prompts,
                                     int64_t in, int64_t out, const std::vector<GateGroup>& groups,
-                                    const GateFitOptions& options,
-                                    std::vector<float>* temperatures) {
+                                    const GateFitOptions& options, std::vector<float>* temperatures,
+                                    GateFitStats* stats) {
   if (num_prompts < 1 || in < 1 || out < 1 ||
       static_cast<int64_t>(features.size()) != num_prompts * in) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -61,8 +61,17 @@ absl::StatusOr<GateWeights> FitGate(const std::vector<float>& features, int64_t 
             .clone();
     // Every fifth prompt is held out to pick the checkpoint (when there are enough prompts).
     std::vector<int64_t> train_idx, val_idx;
-    for (int64_t p = 0; p < num_prompts; ++p) {
-      (num_prompts >= 10 && p % 5 == 4 ? val_idx : train_idx).push_back(p);
+    std::vector<bool> held(num_prompts, false);
+    if (!options.validation_rows.empty()) {
+      for (int64_t p : options.validation_rows) {
+        if (p >= 0 && p < num_prompts) held[p] = true;
+      }
+    } else if (num_prompts >= 10) {
+      for (int64_t p = 4; p < num_prompts; p += 5) held[p] = true;
+    }
+    for (int64_t p = 0; p < num_prompts; ++p) (held[p] ? val_idx : train_idx).push_back(p);
+    if (train_idx.empty()) {
+      return absl::InvalidArgumentError("gate fit: every calibration prompt is held out");
     }
     torch::Tensor ti = torch::tensor(train_idx, torch::kInt64);
     torch::Tensor x = x_all.index_select(0, ti);
@@ -107,6 +116,8 @@ absl::StatusOr<GateWeights> FitGate(const std::vector<float>& features, int64_t 
       torch::NoGradGuard guard;
       torch::Tensor logits = l2(torch::relu(l1(xv)));
       double score = 0;
+      bool has_damage_group = false;
+      for (const G& g : gs) has_damage_group = has_damage_group || g.lower_is_better;
       for (const G& g : gs) {
         torch::Tensor sub = logits.index_select(1, g.cols);
         if (g.lower_is_better) {
@@ -115,7 +126,7 @@ absl::StatusOr<GateWeights> FitGate(const std::vector<float>& features, int64_t 
           int64_t static_col = g.values.mean(0).argmin().item<int64_t>();
           double st = g.val_values.select(1, static_col).mean().item<double>();
           score += st > 0 ? chosen / st : chosen;
-        } else {
+        } else if (!has_damage_group) {
           torch::Tensor target =
               torch::softmax(g.val_values * (g.sign / (options.t_end * g.scale)), 1);
           score -= (target * torch::log_softmax(sub, 1)).sum(1).mean().item<double>();
@@ -132,6 +143,13 @@ absl::StatusOr<GateWeights> FitGate(const std::vector<float>& features, int64_t 
     };
     std::vector<torch::Tensor> best = snapshot();
     double best_score = validate();
+    const double start_score = best_score;
+    int best_epoch = 0;
+    if (stats != nullptr) {
+      stats->train_rows = static_cast<int>(train_idx.size());
+      stats->validation_rows = static_cast<int>(val_idx.size());
+      stats->start_score = best_score;
+    }
     torch::optim::Adam opt(
         params,
         torch::optim::AdamOptions(options.learning_rate).weight_decay(options.weight_decay));
@@ -151,8 +169,12 @@ absl::StatusOr<GateWeights> FitGate(const std::vector<float>& features, int64_t 
       opt.step();
       if ((e + 1) % 10 == 0 || e + 1 == epochs) {
         double score = validate();
-        if (val_idx.empty() || score < best_score - 1e-9) {
+        // A trained checkpoint must beat the untrained gate (the static prior) by a margin, or
+        // noise in a small held-out set would pick it.
+        if (val_idx.empty() ||
+            (score < best_score - 1e-9 && score < start_score * (1 - options.min_improvement))) {
           best_score = score;
+          best_epoch = e + 1;
           best = snapshot();
         }
       }
@@ -160,6 +182,10 @@ absl::StatusOr<GateWeights> FitGate(const std::vector<float>& features, int64_t 
     {
       torch::NoGradGuard guard;
       for (size_t i = 0; i < params.size(); ++i) params[i].copy_(best[i]);
+    }
+    if (stats != nullptr) {
+      stats->best_epoch = best_epoch;
+      stats->best_score = best_score;
     }
     if (temperatures != nullptr) {
       for (const GateGroup& g : groups) {

@@ -39,18 +39,31 @@ struct GateFitOptions {
   double t_start = 2.0;
   double t_end = 0.25;
   uint64_t seed = 0;
+  // A trained checkpoint is kept only when its held-out score beats the untrained gate's by this
+  // fraction.
+  double min_improvement = 0.01;
+  // Rows held out to pick the checkpoint; empty = every fifth row (from 10 rows up). Rows not
+  // listed here are trained on.
+  std::vector<int64_t> validation_rows;
+};
+
+struct GateFitStats {
+  int train_rows = 0, validation_rows = 0;
+  int best_epoch = 0;      // 0 = the untrained gate (the static prior) was kept.
+  double start_score = 0;  // Held-out score of the untrained gate (lower is better).
+  double best_score = 0;   // ... and of the kept checkpoint.
 };
 
 // Fits logits = MLP(features) with Σ_groups cross-entropy against the soft labels. The output
 // bias starts at the static prior's logits (so an untrained gate is the best static choice) and
-// the checkpoint kept is the one that does best on every fifth prompt, held out (from 10 prompts
-// up): realised damage of its choice relative to the static choice for damage groups.
+// the checkpoint kept is the one that does best on the held-out rows (options.validation_rows):
+// realised damage of its choice relative to the static choice for damage groups.
 // `features` is [P, in]. Writes the final temperature (nats) of each group into
 // temperatures[group.index]. InvalidArgument for empty data or mismatched sizes.
 absl::StatusOr<GateWeights> FitGate(const std::vector<float>& features, int64_t num_prompts,
                                     int64_t in, int64_t out, const std::vector<GateGroup>& groups,
-                                    const GateFitOptions& options,
-                                    std::vector<float>* temperatures);
+                                    const GateFitOptions& options, std::vector<float>* temperatures,
+                                    GateFitStats* stats = nullptr);
 
 }  // namespace swarm::router
 
