@@ -12,17 +12,11 @@
 namespace swarm::testing {
 namespace {
 
-std::string TempDir(const std::string& name) {
-  std::string dir = absl::StrCat(::testing::TempDir(), "swarm-", name, "-", getpid());
-  std::string cmd = absl::StrCat("rm -rf '", dir, "' && mkdir -p '", dir, "'");
-  EXPECT_EQ(std::system(cmd.c_str()), 0);
-  return dir;
-}
-
 std::string Ids(const std::vector<int64_t>& ids) { return absl::StrJoin(ids, ","); }
 
 TEST(ClusterProcessTest, SwarmUpServesTheGoldenIdsAndStopsEveryProcess) {
-  const std::string dir = TempDir("up");
+  ScratchDir scratch("up");
+  const std::string& dir = scratch.path();
   Process up({kBin + "/swarm", "up", "--model", ModelDir("stories260K"), "--workers", "2"},
              dir + "/up.log");
   const std::string address = up.WaitForLine("serving on ");
@@ -65,7 +59,8 @@ TEST(ClusterProcessTest, SwarmUpServesTheGoldenIdsAndStopsEveryProcess) {
 }
 
 TEST(ClusterProcessTest, SwarmUpRejectsMoreWorkersThanLayers) {
-  const std::string dir = TempDir("up-bad");
+  ScratchDir scratch("up-bad");
+  const std::string& dir = scratch.path();
   CommandResult r =
       RunCommand({kBin + "/swarm", "up", "--model", ModelDir("stories260K"), "--workers", "6"},
                  dir + "/up.log");
@@ -73,7 +68,8 @@ TEST(ClusterProcessTest, SwarmUpRejectsMoreWorkersThanLayers) {
 }
 
 TEST(ClusterProcessTest, SeparateProcessesSurviveAKilledWorker) {
-  const std::string dir = TempDir("procs");
+  ScratchDir scratch("procs");
+  const std::string& dir = scratch.path();
   const std::string model = ModelDir("stories260K");
   Process w1(
       {kBin + "/swarm-worker", "--model", model, "--layers", "0-2", "--listen", "127.0.0.1:0"},
@@ -119,7 +115,8 @@ TEST(ClusterProcessTest, SeparateProcessesSurviveAKilledWorker) {
 }
 
 TEST(ClusterProcessTest, BadFlagsFailWithAReason) {
-  const std::string dir = TempDir("flags");
+  ScratchDir scratch("flags");
+  const std::string& dir = scratch.path();
   const std::string model = ModelDir("stories260K");
   CommandResult r =
       RunCommand({kBin + "/swarm-worker", "--model", model, "--layers", "0-9"}, dir + "/w.log");
@@ -135,7 +132,8 @@ TEST(ClusterProcessTest, BadFlagsFailWithAReason) {
 }
 
 TEST(SdkPackageTest, AnOutsideProjectBuildsAgainstTheInstalledPackage) {
-  const std::string dir = TempDir("sdk");
+  ScratchDir scratch("sdk");
+  const std::string& dir = scratch.path();
   const std::string prefix = dir + "/prefix";
   ASSERT_EQ(RunCommand({"cmake", "--install", kBin, "--prefix", prefix}, dir + "/install.log",
                        absl::Minutes(2))

@@ -78,8 +78,8 @@ TEST(MultiHostTest, WorkersInTheirOwnNetworkNamespacesGiveTheGoldenIds) {
   if (!netns) {
     std::fprintf(stderr, "MultiHostTest: not root or no `ip netns`: running on loopback\n");
   }
-  const std::string dir = absl::StrCat(::testing::TempDir(), "swarm-multihost-", getpid());
-  ASSERT_EQ(std::system(("mkdir -p " + dir).c_str()), 0);
+  ScratchDir scratch("multihost");
+  const std::string& dir = scratch.path();
   const std::string model = ModelDir("stories260K");
   std::vector<std::unique_ptr<Process>> workers;
   std::vector<std::string> addresses;

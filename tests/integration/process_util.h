@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -23,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "gtest/gtest.h"
 
 namespace swarm::testing {
 
@@ -145,7 +147,7 @@ struct CommandResult {
 
 // Runs argv to completion (stderr to `log`), returns its exit code and stdout.
 inline CommandResult RunCommand(const std::vector<std::string>& argv, const std::string& log,
-                         absl::Duration timeout = absl::Seconds(60)) {
+                                absl::Duration timeout = absl::Seconds(60)) {
   Process p(argv, log);
   CommandResult r;
   r.out = p.ReadAll(timeout);
@@ -153,6 +155,24 @@ inline CommandResult RunCommand(const std::vector<std::string>& argv, const std:
   r.exit_code = (status >= 0 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
   return r;
 }
+
+// A fresh directory under the test temp dir, removed with everything in it at destruction.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& name)
+      : path_(absl::StrCat(::testing::TempDir(), "swarm-", name, "-", getpid())) {
+    Remove();
+    std::system(absl::StrCat("mkdir -p '", path_, "'").c_str());
+  }
+  ~ScratchDir() { Remove(); }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  void Remove() { std::system(absl::StrCat("rm -rf '", path_, "'").c_str()); }
+  std::string path_;
+};
 
 // Pids whose parent is `pid`.
 inline std::vector<pid_t> ChildrenOf(pid_t pid) {
