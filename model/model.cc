@@ -293,6 +293,13 @@ absl::StatusOr<LayerWeights> LoadLayer(const ModelConfig& c, int layer, WeightLo
 }
 
 torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  // One row (a decode step): matrix-vector product. Through gemm, BLAS packs the whole weight
+  // matrix on every call, reading it twice; gemv streams it once.
+  if (x.dim() == 2 && x.size(0) == 1) {
+    torch::Tensor y = torch::mv(w, x[0]);
+    if (b.defined()) y.add_(b);
+    return y.unsqueeze(0);
+  }
   return b.defined() ? torch::nn::functional::linear(x, w, b) : torch::nn::functional::linear(x, w);
 }
 
