@@ -237,49 +237,65 @@ int main(int argc, char** argv) {
   std::printf(
       "| mode | blocks | prefill ms | decode tokens/s | speed-up (decode) |\n"
       "|---|---|---:|---:|---:|\n");
-  double exact_tps = 0;
-  auto run = [&](const std::string& name, const std::vector<int>& blocks,
-                 router::Combine combine) -> absl::Status {
-    std::vector<double> prefill, tps;
-    for (int64_t rep = 0; rep < reps; ++rep) {
-      router::SparsePlan plan;
-      plan.blocks = blocks;
-      plan.combine = combine;
-      auto exec = router::SparseExecutor::Create(&(*big)->layers(), *layout, plan);
-      if (!exec.ok()) return exec.status();
-      auto h = (*big)->ends().Embed(prompt, 0);
-      if (!h.ok()) return h.status();
-      auto t0 = Clock::now();
-      auto out = (*exec)->Run(*h, 0);
-      auto t1 = Clock::now();
-      if (!out.ok()) return out.status();
-      prefill.push_back(Us(t0, t1) / 1000);
-      auto exec2 = router::SparseExecutor::Create(&(*big)->layers(), *layout, plan);
-      auto t2 = Clock::now();
-      auto g = model::Generate((*big)->ends(), **exec2, nullptr, prompt, params);
-      auto t3 = Clock::now();
-      if (!g.ok()) return g.status();
-      // Includes the prefill of the prompt; decode dominates at these lengths.
-      tps.push_back(decode_tokens / (Us(t2, t3) / 1e6));
-    }
-    Stats p = Summarise(prefill);
-    Stats t = Summarise(tps);
-    if (exact_tps == 0) exact_tps = t.p50;
-    std::printf("| %s | %s | %.1f | %.1f | %.2f× |\n", name.c_str(),
-                router::FormatBlocks(blocks).c_str(), p.p50, t.p50, t.p50 / exact_tps);
-    return absl::OkStatus();
+  struct Mode {
+    std::string name;
+    std::vector<int> blocks;
+    router::Combine combine;
+    std::vector<double> prefill_ms, tps;
   };
+  std::vector<Mode> modes;
   std::vector<int> all(N);
   std::iota(all.begin(), all.end(), 0);
-  absl::Status s = run("exact (all blocks)", all, router::Combine::kSequential);
+  modes.push_back({"exact (all blocks)", all, router::Combine::kSequential, {}, {}});
   for (int kk : {N * 3 / 4, N / 2}) {
-    if (!s.ok() || kk < 2) break;
+    if (kk < 2) break;
     std::vector<int> blocks = {0};
     for (int b = 1; static_cast<int>(blocks.size()) < kk - 1; ++b) blocks.push_back(b);
     blocks.push_back(N - 1);
-    s = run(absl::StrCat("sparse sequential k=", kk), blocks, router::Combine::kSequential);
-    if (s.ok()) {
-      s = run(absl::StrCat("sparse parallel k=", kk), blocks, router::Combine::kParallel);
+    modes.push_back(
+        {absl::StrCat("sparse sequential k=", kk), blocks, router::Combine::kSequential, {}, {}});
+    modes.push_back(
+        {absl::StrCat("sparse parallel k=", kk), blocks, router::Combine::kParallel, {}, {}});
+  }
+  // Modes interleaved within each repetition, so that load from other processes on a shared
+  // machine spreads over all of them; medians reported.
+  auto measure = [&](Mode& m) -> absl::Status {
+    router::SparsePlan plan;
+    plan.blocks = m.blocks;
+    plan.combine = m.combine;
+    auto exec = router::SparseExecutor::Create(&(*big)->layers(), *layout, plan);
+    if (!exec.ok()) return exec.status();
+    auto h = (*big)->ends().Embed(prompt, 0);
+    if (!h.ok()) return h.status();
+    auto t0 = Clock::now();
+    auto out = (*exec)->Run(*h, 0);
+    auto t1 = Clock::now();
+    if (!out.ok()) return out.status();
+    m.prefill_ms.push_back(Us(t0, t1) / 1000);
+    auto exec2 = router::SparseExecutor::Create(&(*big)->layers(), *layout, plan);
+    if (!exec2.ok()) return exec2.status();
+    auto t2 = Clock::now();
+    auto g = model::Generate((*big)->ends(), **exec2, nullptr, prompt, params);
+    auto t3 = Clock::now();
+    if (!g.ok()) return g.status();
+    // Includes the prompt's prefill; decode dominates at these lengths.
+    m.tps.push_back(decode_tokens / (Us(t2, t3) / 1e6));
+    return absl::OkStatus();
+  };
+  absl::Status s;
+  for (int64_t rep = 0; rep < reps && s.ok(); ++rep) {
+    for (Mode& m : modes) {
+      s = measure(m);
+      if (!s.ok()) break;
+    }
+  }
+  if (s.ok()) {
+    double exact_tps = Summarise(modes[0].tps).p50;
+    for (const Mode& m : modes) {
+      Stats p = Summarise(m.prefill_ms);
+      Stats t = Summarise(m.tps);
+      std::printf("| %s | %s | %.1f | %.1f | %.2f× |\n", m.name.c_str(),
+                  router::FormatBlocks(m.blocks).c_str(), p.p50, t.p50, t.p50 / exact_tps);
     }
   }
   if (s.ok()) {
