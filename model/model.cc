@@ -339,6 +339,7 @@ class KvCacheImpl : public KvCache {
     return b;
   }
   std::map<int, LayerKv> layers_;
+  int64_t capacity_hint_ = 0;
 };
 
 class LayerHostImpl : public LayerHost {
@@ -351,7 +352,12 @@ class LayerHostImpl : public LayerHost {
     return static_cast<int64_t>(layers_.size()) * 2 * config_.num_kv_heads * config_.head_dim *
            torch::elementSize(dtype_);
   }
-  std::unique_ptr<KvCache> NewCache() const override { return std::make_unique<KvCacheImpl>(); }
+  std::unique_ptr<KvCache> NewCache(int64_t capacity) const override {
+    auto cache = std::make_unique<KvCacheImpl>();
+    cache->capacity_hint_ =
+        std::min(std::max<int64_t>(capacity, 0), config_.max_position_embeddings);
+    return cache;
+  }
 
   absl::StatusOr<HostTensor> Forward(const HostTensor& h, int64_t start_pos,
                                      absl::Span<const int> layers, KvCache* cache,
@@ -362,7 +368,7 @@ class LayerHostImpl : public LayerHost {
 
  private:
   torch::Tensor Attention(const LayerWeights& w, const torch::Tensor& x, int64_t start_pos,
-                          KvCacheImpl::LayerKv& kv) const;
+                          KvCacheImpl::LayerKv& kv, int64_t capacity_hint) const;
   torch::Tensor Mlp(const LayerWeights& w, const torch::Tensor& x) const;
 
   std::shared_ptr<const Checkpoint> ckpt_;
@@ -419,7 +425,8 @@ absl::StatusOr<std::unique_ptr<LayerHostImpl>> LayerHostImpl::Create(
 }
 
 torch::Tensor LayerHostImpl::Attention(const LayerWeights& w, const torch::Tensor& x,
-                                       int64_t start_pos, KvCacheImpl::LayerKv& kv) const {
+                                       int64_t start_pos, KvCacheImpl::LayerKv& kv,
+                                       int64_t capacity_hint) const {
   const ModelConfig& c = config_;
   const int64_t T = x.size(0), H = c.num_heads, KV = c.num_kv_heads, hd = c.head_dim;
   const int64_t G = H / KV;
@@ -445,7 +452,9 @@ torch::Tensor LayerHostImpl::Attention(const LayerWeights& w, const torch::Tenso
   const int64_t total = start_pos + T;
   if (!kv.k.defined() || kv.k.size(1) < total) {
     int64_t cap = kv.k.defined() ? kv.k.size(1) : 0;
-    int64_t want = std::max<int64_t>(std::max<int64_t>(cap * 2, 64), total);
+    int64_t want = cap == 0 && capacity_hint > 0
+                       ? std::max(capacity_hint, total)
+                       : std::max<int64_t>(std::max<int64_t>(cap * 2, 64), total);
     want = std::min<int64_t>(want, std::max<int64_t>(c.max_position_embeddings, total));
     auto opts = torch::TensorOptions().dtype(dtype_).device(device_);
     torch::Tensor nk = torch::empty({KV, want, hd}, opts);
@@ -532,10 +541,11 @@ absl::StatusOr<HostTensor> LayerHostImpl::Forward(const HostTensor& h, int64_t s
       const LayerWeights& w = weights_.at(l);
       auto& kv = kvc->layers_[l];
       if (c.IsGpt2()) {
-        x = x + Attention(w, LayerNorm(x, w.norm1_w, w.norm1_b, c.norm_eps), start_pos, kv);
+        x = x + Attention(w, LayerNorm(x, w.norm1_w, w.norm1_b, c.norm_eps), start_pos, kv,
+                          kvc->capacity_hint_);
         x = x + Mlp(w, LayerNorm(x, w.norm2_w, w.norm2_b, c.norm_eps));
       } else {
-        x = x + Attention(w, RmsNorm(x, w.norm1_w, c.norm_eps), start_pos, kv);
+        x = x + Attention(w, RmsNorm(x, w.norm1_w, c.norm_eps), start_pos, kv, kvc->capacity_hint_);
         x = x + Mlp(w, RmsNorm(x, w.norm2_w, c.norm_eps));
       }
     }

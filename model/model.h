@@ -99,7 +99,10 @@ class LayerHost {
   // Bytes one token of KV cache takes across all hosted layers.
   virtual int64_t KvBytesPerToken() const = 0;
 
-  virtual std::unique_ptr<KvCache> NewCache() const = 0;
+  // A new, empty cache. With `capacity` > 0 each layer's first write allocates room for exactly
+  // that many positions (a session's known maximum, so a KV budget reserves what is allocated);
+  // past it, or without a hint, capacity grows geometrically up to the context.
+  virtual std::unique_ptr<KvCache> NewCache(int64_t capacity = 0) const = 0;
 
   // Runs `layers` (each hosted, in the given order) over hidden states `h` [T, hidden_size]
   // holding positions start_pos .. start_pos+T-1, appending their keys/values to `cache`.

@@ -42,7 +42,7 @@ absl::StatusOr<std::string> Worker::OpenSession(int64_t max_length) {
   auto session = std::make_shared<Session>(NewSessionId());
   {
     absl::MutexLock lock(&session->mu);
-    session->cache = host_->NewCache();
+    session->cache = host_->NewCache(max_length);
   }
   session->last_used_ns.store(NowNs());
   absl::MutexLock lock(&mu_);

@@ -318,3 +318,26 @@ TEST(Cli, BadInputExitsNonZeroWithOneLineReason) {
 
 }  // namespace
 }  // namespace swarm::model
+
+namespace swarm::model {
+namespace {
+
+TEST(KvCache, CapacityHintIsWhatIsAllocated) {
+  auto ckpt = Checkpoint::Open(kStories);
+  ASSERT_TRUE(ckpt.ok());
+  auto host = LayerHost::Create(*ckpt, {1, 2}, {});
+  ASSERT_TRUE(host.ok());
+  const int layers[] = {1, 2};
+  HostTensor h = HostTensor::FromFloats({2, 64}, std::vector<float>(128, 0.1f));
+  auto hinted = (*host)->NewCache(10);
+  ASSERT_TRUE((*host)->Forward(h, 0, layers, hinted.get()).ok());
+  EXPECT_EQ(hinted->Bytes(), 10 * (*host)->KvBytesPerToken());
+  // Past the hint it still grows (to the context at most).
+  HostTensor many = HostTensor::FromFloats({12, 64}, std::vector<float>(12 * 64, 0.1f));
+  ASSERT_TRUE((*host)->Forward(many, 2, layers, hinted.get()).ok());
+  EXPECT_EQ(hinted->Length(1), 14);
+  EXPECT_GE(hinted->Bytes(), 14 * (*host)->KvBytesPerToken());
+}
+
+}  // namespace
+}  // namespace swarm::model
