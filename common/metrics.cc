@@ -242,6 +242,11 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const Optio
                      .Name("swarm_worker_errors_total")
                      .Help("RPCs that failed, by method and gRPC status code.")
                      .Register(reg);
+    // The failures operators alert on exist from the first scrape (rate() needs a zero sample),
+    // so does the family: dashboards and tests see it before anything failed.
+    for (const char* code : {"internal", "resource_exhausted", "unavailable"}) {
+      m->errors->Add({{"method", "Forward"}, {"code", code}});
+    }
     m->ready = &prometheus::BuildGauge()
                     .Name("swarm_worker_ready")
                     .Help("1 once the hosted layers are loaded and the worker reports SERVING.")
@@ -266,6 +271,8 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const Optio
                                 .Name("swarm_worker_session_evictions_total")
                                 .Help("Sessions dropped by the worker, by reason.")
                                 .Register(reg);
+    for (const char* reason : {"idle_ttl", "budget"})
+      m->session_evictions->Add({{"reason", reason}});
     m->resident = &prometheus::BuildGauge()
                        .Name("swarm_worker_blocks_resident")
                        .Help("Blocks resident in device memory now.")
@@ -548,6 +555,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorMetrics>> CoordinatorMetrics::Create(
       ws.steps = &m->worker_steps->Add(l);
       ws.latency = &m->worker_latency->Add(l, StepBuckets());
       ws.up = &m->worker_up->Add(l);
+      // As for the worker's errors: the codes of a worker that is down or too slow.
+      for (const char* code : {"unavailable", "deadline_exceeded"}) {
+        m->worker_errors->Add({{"worker", w}, {"code", code}});
+      }
       m->workers.emplace(w, ws);
     }
     prometheus::BuildGauge()
