@@ -17,6 +17,7 @@
 #include "model/model.h"
 #include "proto/layer_ranges.h"
 #include "proto/server_util.h"
+#include "worker/worker_metrics.h"
 #include "worker/worker_server.h"
 
 namespace {
@@ -120,17 +121,32 @@ int main(int argc, char** argv) {
   options.compute_threads = static_cast<int>(*threads);
   options.max_queued_steps = static_cast<int>(*queued);
 
+  std::unique_ptr<swarm::worker::WorkerMetricsObserver> metrics;
   if (flags->Has("metrics-listen")) {
     if (auto s = swarm::ValidateHostPort(flags->String("metrics-listen"), "--metrics-listen");
         !s.ok()) {
       return Fail(s);
     }
-    swarm::LogLine(kLog, "--metrics-listen: /metrics is not served by this build yet");
+    swarm::worker::WorkerMetricsObserver::Options mo;
+    mo.listen = flags->String("metrics-listen");
+    mo.layers = options.layers;
+    mo.model = options.model_dir;
+    mo.device = options.load.device;
+    mo.dtype = swarm::model::DTypeName(options.load.dtype);
+    mo.kv_budget_bytes = options.limits.kv_budget_bytes;
+    auto started = swarm::worker::WorkerMetricsObserver::Start(mo);
+    if (!started.ok()) return Fail(started.status());
+    metrics = *std::move(started);
+    options.observer = metrics.get();
   }
   auto server = swarm::worker::WorkerServer::Start(options);
   if (!server.ok()) return Fail(server.status());
   std::printf("listening on %s\n", (*server)->address().c_str());
+  if (metrics) std::printf("metrics on http://%s/metrics\n", metrics->address().c_str());
   std::fflush(stdout);
+  if (metrics) {
+    swarm::LogLine(kLog, absl::StrCat("metrics on http://", metrics->address(), "/metrics"));
+  }
   swarm::LogLine(
       kLog, absl::StrCat("listening on ", (*server)->address(), "; model ", options.model_dir, " (",
                          (*server)->checkpoint().config().architecture, ", fingerprint ",

@@ -1,0 +1,61 @@
+#include "worker/worker_metrics.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "model/status_macros.h"
+#include "proto/layer_ranges.h"
+
+namespace swarm::worker {
+
+std::vector<std::string> MetricLayerRanges(const std::vector<int>& layers) {
+  std::vector<std::string> out;
+  for (auto [begin, end] : LayerRuns(layers)) out.push_back(absl::StrCat(begin, "-", end - 1));
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<WorkerMetricsObserver>> WorkerMetricsObserver::Start(
+    const Options& options) {
+  common::WorkerMetrics::Options mo;
+  mo.layer_ranges = MetricLayerRanges(options.layers);
+  mo.model = options.model;
+  mo.device = options.device;
+  mo.dtype = options.dtype;
+  auto observer = std::unique_ptr<WorkerMetricsObserver>(new WorkerMetricsObserver());
+  ASSIGN_OR_RETURN(observer->metrics_, common::WorkerMetrics::Create(mo));
+  observer->metrics_->SetKvCacheBudgetBytes(options.kv_budget_bytes);
+  common::MetricsServer::Options so;
+  so.listen = options.listen;
+  so.registry = observer->metrics_->registry();
+  ASSIGN_OR_RETURN(observer->server_, common::MetricsServer::Start(so));
+  return observer;
+}
+
+WorkerMetricsObserver::~WorkerMetricsObserver() {
+  if (server_) server_->Stop();
+}
+
+void WorkerMetricsObserver::OnForward(absl::string_view layers, int64_t positions, double seconds,
+                                      absl::StatusCode code) {
+  // A request over non-contiguous layers ("0-1,6") counts under the range of its first layer.
+  metrics_->OnForward(layers.substr(0, layers.find(',')), seconds, code, positions);
+}
+
+void WorkerMetricsObserver::OnError(absl::string_view method, absl::StatusCode code) {
+  metrics_->OnError(method, code);
+}
+
+void WorkerMetricsObserver::SetReady(bool ready) { metrics_->SetReady(ready); }
+
+void WorkerMetricsObserver::SetSessions(int sessions, int64_t kv_used_bytes,
+                                        int64_t kv_budget_bytes) {
+  metrics_->SetActiveSessions(sessions);
+  metrics_->SetKvCacheBytes(kv_used_bytes);
+  metrics_->SetKvCacheBudgetBytes(kv_budget_bytes);
+}
+
+void WorkerMetricsObserver::OnSessionEvicted(absl::string_view reason) {
+  metrics_->OnSessionEvicted(reason);
+}
+
+}  // namespace swarm::worker
