@@ -2,13 +2,17 @@
 // (see DESIGN.md's CLI contract). Prints "listening on HOST:PORT" on stdout once the port is
 // bound; reports SERVING once the workers cover every layer. SIGINT/SIGTERM stop it cleanly.
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "coordinator/coordinator_metrics.h"
 #include "coordinator/coordinator_server.h"
+#include "model/config.h"
 #include "proto/server_util.h"
+#include "router/router_file.h"
 
 namespace {
 
@@ -69,18 +73,40 @@ int main(int argc, char** argv) {
   options.max_queued_requests = static_cast<int>(*queued);
   options.max_request_time = *request_timeout;
   options.step_timeout = *step_timeout;
+  std::unique_ptr<swarm::coordinator::CoordinatorMetricsObserver> metrics;
   if (flags->Has("metrics-listen")) {
     if (auto s = swarm::ValidateHostPort(flags->String("metrics-listen"), "--metrics-listen");
         !s.ok()) {
       return Fail(s);
     }
-    swarm::LogLine(kLog, "--metrics-listen: /metrics is not served by this build yet");
+    // Per-block series follow the router's split, or one block per layer without a router.
+    auto config = swarm::model::LoadModelConfig(options.model_dir);
+    if (!config.ok()) return Fail(config.status());
+    swarm::coordinator::CoordinatorMetricsObserver::Options mo;
+    mo.listen = flags->String("metrics-listen");
+    mo.num_layers = static_cast<int>(config->num_layers);
+    mo.workers = options.workers;
+    mo.model = options.model_dir;
+    if (!options.router_path.empty()) {
+      auto router = swarm::router::LoadRouterData(options.router_path);
+      if (!router.ok()) return Fail(router.status());
+      mo.num_blocks = router->num_blocks;
+    }
+    auto started = swarm::coordinator::CoordinatorMetricsObserver::Start(mo);
+    if (!started.ok()) return Fail(started.status());
+    metrics = *std::move(started);
+    options.observer = metrics.get();
   }
 
   auto server = swarm::coordinator::CoordinatorServer::Start(options);
   if (!server.ok()) return Fail(server.status());
   std::printf("listening on %s\n", (*server)->address().c_str());
+  if (metrics) std::printf("metrics on http://%s/metrics\n", metrics->address().c_str());
   std::fflush(stdout);
+  if (metrics) {
+    swarm::LogLine(kLog, absl::StrCat("metrics on http://", metrics->address(), "/metrics (",
+                                      metrics->num_blocks(), " blocks)"));
+  }
   swarm::LogLine(
       kLog, absl::StrCat("listening on ", (*server)->address(), "; model ", options.model_dir, " (",
                          (*server)->config().architecture, ", ", (*server)->config().num_layers,

@@ -38,6 +38,24 @@ absl::Time EffectiveDeadline(const grpc::CallbackServerContext* ctx, absl::Time 
 
 double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
 
+// Tells the observer about every completed step of `inner` (metrics of block load).
+class ObservedExecutor : public model::BlockExecutor {
+ public:
+  ObservedExecutor(model::BlockExecutor* inner, CoordinatorObserver* observer,
+                   const std::vector<int>* layers)
+      : inner_(inner), observer_(observer), layers_(layers) {}
+  absl::StatusOr<model::HostTensor> Run(const model::HostTensor& h, int64_t start_pos) override {
+    absl::StatusOr<model::HostTensor> out = inner_->Run(h, start_pos);
+    if (out.ok()) observer_->OnStep(*layers_);
+    return out;
+  }
+
+ private:
+  model::BlockExecutor* const inner_;
+  CoordinatorObserver* const observer_;
+  const std::vector<int>* const layers_;
+};
+
 }  // namespace
 
 // One Generate call. The generation runs on the server's request pool (Run); tokens are queued in
@@ -277,6 +295,14 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       for (int l = 0; l < config.num_layers; ++l) all[l] = l;
       layer_sets.push_back(std::move(all));
     }
+    std::vector<int> layers_run;
+    for (const std::vector<int>& set : layer_sets) {
+      layers_run.insert(layers_run.end(), set.begin(), set.end());
+    }
+    std::sort(layers_run.begin(), layers_run.end());
+    layers_run.erase(std::unique(layers_run.begin(), layers_run.end()), layers_run.end());
+    server_->observer_->OnLayersChosen(
+        mode_, layers_run, sparse && r.blocks_size() == 0 ? server_->router_.get() : nullptr);
     absl::StatusOr<std::vector<std::vector<Hop>>> routes =
         server_->workers_->AcquireRoutes(layer_sets);
     if (!routes.ok()) {
@@ -315,7 +341,8 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       });
       absl::Status open = executor.Open(prompt_tokens_ + params.max_new_tokens);
       if (open.ok()) {
-        result = model::Generate(*server_->ends_, executor, server_->tokenizer_.get(), ids, params,
+        ObservedExecutor observed(&executor, server_->observer_, &layers_run);
+        result = model::Generate(*server_->ends_, observed, server_->tokenizer_.get(), ids, params,
                                  [this](const model::GeneratedToken& t) { return OnToken(t); });
       } else {
         result = open;
@@ -604,7 +631,11 @@ void CoordinatorServer::MonitorLoop() {
       if (stopping_) return;
     }
     workers_->Refresh(options_.control_timeout);
-    for (const WorkerState& s : workers_->Snapshot()) observer_->SetWorkerUp(s.address, s.usable());
+    {
+      const std::vector<WorkerState> snapshot = workers_->Snapshot();
+      for (const WorkerState& s : snapshot) observer_->SetWorkerUp(s.address, s.usable());
+      observer_->OnWorkers(snapshot);
+    }
     UpdateServing();
     absl::Duration wait = options_.poll_interval;
     if (!serving_.load()) {

@@ -60,6 +60,14 @@ class CoordinatorObserver {
   virtual void OnWorkerStep(absl::string_view worker, double seconds, absl::StatusCode code) {}
   virtual void SetWorkerUp(absl::string_view worker, bool up) {}
   virtual void SetReady(bool ready) {}
+  // Once per request, when its layers are known: the layers each step runs (sorted; exact mode:
+  // every layer), and the router that chose them (sparse mode with a router file; else null).
+  virtual void OnLayersChosen(absl::string_view mode, const std::vector<int>& layers,
+                              router::Router* router) {}
+  // One forward step of a request completed over `layers` (as given to OnLayersChosen).
+  virtual void OnStep(const std::vector<int>& layers) {}
+  // The workers as the monitor sees them after each refresh.
+  virtual void OnWorkers(const std::vector<WorkerState>& workers) {}
 };
 
 struct CoordinatorOptions {

@@ -1,0 +1,129 @@
+#include "coordinator/coordinator_metrics.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "model/model.h"
+#include "model/status_macros.h"
+#include "router/router.h"
+
+namespace swarm::coordinator {
+
+absl::StatusOr<std::unique_ptr<CoordinatorMetricsObserver>> CoordinatorMetricsObserver::Start(
+    const Options& options) {
+  const int n = options.num_blocks > 0 ? options.num_blocks : options.num_layers;
+  if (options.num_layers <= 0 || n > options.num_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics: ", n, " blocks of ", options.num_layers, " layers"));
+  }
+  ASSIGN_OR_RETURN(model::BlockLayout layout, model::BlockLayout::Create(options.num_layers, n));
+  auto observer = std::unique_ptr<CoordinatorMetricsObserver>(new CoordinatorMetricsObserver());
+  observer->num_blocks_ = n;
+  observer->block_of_layer_.assign(options.num_layers, 0);
+  for (int b = 0; b < n; ++b) {
+    observer->layers_of_block_.push_back(layout.Layers(b));
+    for (int l : layout.Layers(b)) observer->block_of_layer_[l] = b;
+  }
+  observer->block_steps_ = std::make_unique<std::atomic<int64_t>[]>(n);
+  for (int b = 0; b < n; ++b) observer->block_steps_[b].store(0);
+
+  common::CoordinatorMetrics::Options mo;
+  mo.num_blocks = n;
+  mo.workers = options.workers;
+  mo.model = options.model;
+  ASSIGN_OR_RETURN(observer->metrics_, common::CoordinatorMetrics::Create(mo));
+  // Nothing served yet: every block uncovered, every worker down, not ready.
+  for (int b = 0; b < n; ++b) observer->metrics_->SetBlockReplicas(b, 0);
+  for (const std::string& w : options.workers) observer->metrics_->SetWorkerUp(w, false);
+  observer->metrics_->SetReady(false);
+  observer->metrics_->SetBlockLoads(std::vector<double>(n, 0.0));
+
+  common::MetricsServer::Options so;
+  so.listen = options.listen;
+  so.registry = observer->metrics_->registry();
+  ASSIGN_OR_RETURN(observer->server_, common::MetricsServer::Start(so));
+  return observer;
+}
+
+CoordinatorMetricsObserver::~CoordinatorMetricsObserver() {
+  if (server_) server_->Stop();
+}
+
+std::vector<int> CoordinatorMetricsObserver::BlocksOf(const std::vector<int>& layers) const {
+  std::vector<int> blocks;
+  for (int l : layers) {
+    if (l < 0 || l >= static_cast<int>(block_of_layer_.size())) continue;
+    const int b = block_of_layer_[l];
+    if (blocks.empty() || blocks.back() != b) blocks.push_back(b);  // `layers` is sorted.
+  }
+  return blocks;
+}
+
+void CoordinatorMetricsObserver::OnRequestStart(absl::string_view mode) {
+  metrics_->OnRequestStart(mode);
+}
+
+void CoordinatorMetricsObserver::OnRequestDone(absl::string_view mode, absl::StatusCode code,
+                                               int64_t prompt_tokens, int64_t generated_tokens,
+                                               double seconds, double ttft_seconds) {
+  metrics_->OnRequestDone(mode, code, prompt_tokens, generated_tokens, seconds, ttft_seconds);
+}
+
+void CoordinatorMetricsObserver::OnInterToken(absl::string_view mode, double seconds) {
+  metrics_->OnInterToken(mode, seconds);
+}
+
+void CoordinatorMetricsObserver::OnWorkerStep(absl::string_view worker, double seconds,
+                                              absl::StatusCode code) {
+  metrics_->OnWorkerStep(worker, seconds, code);
+}
+
+void CoordinatorMetricsObserver::SetWorkerUp(absl::string_view worker, bool up) {
+  metrics_->SetWorkerUp(worker, up);
+}
+
+void CoordinatorMetricsObserver::SetReady(bool ready) { metrics_->SetReady(ready); }
+
+void CoordinatorMetricsObserver::OnLayersChosen(absl::string_view mode,
+                                                const std::vector<int>& layers,
+                                                router::Router* router) {
+  if (mode == "sparse") metrics_->OnBlocksSelected(BlocksOf(layers));
+  if (router != nullptr) metrics_->SetTolls(router->Tolls());
+}
+
+void CoordinatorMetricsObserver::OnStep(const std::vector<int>& layers) {
+  const std::vector<int> blocks = BlocksOf(layers);
+  for (int b : blocks) block_steps_[b].fetch_add(1, std::memory_order_relaxed);
+  metrics_->OnBlockSteps(blocks, 1);
+  PublishLoads();
+}
+
+void CoordinatorMetricsObserver::PublishLoads() {
+  std::vector<double> loads(num_blocks_);
+  for (int b = 0; b < num_blocks_; ++b) {
+    loads[b] = static_cast<double>(block_steps_[b].load(std::memory_order_relaxed));
+  }
+  metrics_->SetBlockLoads(loads);
+}
+
+void CoordinatorMetricsObserver::OnWorkers(const std::vector<WorkerState>& workers) {
+  // A block's replicas: the fewest usable workers hosting any one of its layers (a block split
+  // over two workers counts once; 0 = some layer of it is uncovered).
+  std::vector<int> per_layer(block_of_layer_.size(), 0);
+  for (const WorkerState& w : workers) {
+    if (!w.usable()) continue;
+    for (int l : w.info.layers()) {
+      if (l >= 0 && l < static_cast<int>(per_layer.size())) ++per_layer[l];
+    }
+  }
+  for (int b = 0; b < num_blocks_; ++b) {
+    int replicas = -1;
+    for (int l : layers_of_block_[b]) {
+      replicas = replicas < 0 ? per_layer[l] : std::min(replicas, per_layer[l]);
+    }
+    metrics_->SetBlockReplicas(b, std::max(replicas, 0));
+  }
+}
+
+}  // namespace swarm::coordinator

@@ -1,0 +1,81 @@
+// Prometheus metrics of swarm-coordinator: a CoordinatorObserver (coordinator_server.h) that feeds
+// common::CoordinatorMetrics, plus the `--metrics-listen` server that serves them.
+// coordinator_main.cc creates one per process when the flag is given; tests create them
+// in-process.
+//
+// Blocks: the per-block series count blocks of a `num_blocks`-way split of the model's layers
+// (model::BlockLayout): the router's split when the coordinator has a router file, otherwise one
+// block per layer. A step counts once on every block it ran at least one layer of (exact mode:
+// every block), so Σ block_steps_total = blocks × steps in exact mode. The share, Jain and
+// max/mean gauges are computed from those step counts since start-up; the toll gauges come from
+// the router after each request it routes. The router's equilibrium gap stays 0: the coordinator
+// routes requests one at a time (router::Route), not as a batch game.
+//
+// Threading: observer methods run on request, gRPC and monitor threads and are thread-safe; the
+// per-step path is atomic adds plus O(blocks) gauge sets.
+#ifndef SWARM_COORDINATOR_COORDINATOR_METRICS_H_
+#define SWARM_COORDINATOR_COORDINATOR_METRICS_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/metrics.h"
+#include "common/metrics_server.h"
+#include "coordinator/coordinator_server.h"
+
+namespace swarm::coordinator {
+
+class CoordinatorMetricsObserver : public CoordinatorObserver {
+ public:
+  struct Options {
+    std::string listen;                // HOST:PORT for /metrics (port 0 picks one).
+    int num_layers = 0;                // The model's layers (> 0).
+    int num_blocks = 0;                // Blocks of the split, 1..num_layers; 0 = num_layers.
+    std::vector<std::string> workers;  // As given to --workers.
+    std::string model;
+  };
+  // Creates the metric set and starts serving /metrics. InvalidArgument for a bad address or
+  // block count, Unavailable when the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<CoordinatorMetricsObserver>> Start(const Options& options);
+  ~CoordinatorMetricsObserver() override;
+
+  std::string address() const { return server_->address(); }  // "HOST:PORT" actually bound.
+  common::CoordinatorMetrics& metrics() { return *metrics_; }
+  int num_blocks() const { return num_blocks_; }
+  void Stop() { server_->Stop(); }  // Stops serving /metrics; idempotent.
+
+  // The metric blocks that `layers` (sorted) touch.
+  std::vector<int> BlocksOf(const std::vector<int>& layers) const;
+
+  void OnRequestStart(absl::string_view mode) override;
+  void OnRequestDone(absl::string_view mode, absl::StatusCode code, int64_t prompt_tokens,
+                     int64_t generated_tokens, double seconds, double ttft_seconds) override;
+  void OnInterToken(absl::string_view mode, double seconds) override;
+  void OnWorkerStep(absl::string_view worker, double seconds, absl::StatusCode code) override;
+  void SetWorkerUp(absl::string_view worker, bool up) override;
+  void SetReady(bool ready) override;
+  void OnLayersChosen(absl::string_view mode, const std::vector<int>& layers,
+                      router::Router* router) override;
+  void OnStep(const std::vector<int>& layers) override;
+  void OnWorkers(const std::vector<WorkerState>& workers) override;
+
+ private:
+  CoordinatorMetricsObserver() = default;
+  void PublishLoads();
+
+  int num_blocks_ = 0;
+  std::vector<int> block_of_layer_;  // [num_layers]
+  std::vector<std::vector<int>> layers_of_block_;
+  std::unique_ptr<std::atomic<int64_t>[]> block_steps_;  // [num_blocks_]
+  std::unique_ptr<common::CoordinatorMetrics> metrics_;
+  std::unique_ptr<common::MetricsServer> server_;
+};
+
+}  // namespace swarm::coordinator
+
+#endif  // SWARM_COORDINATOR_COORDINATOR_METRICS_H_
