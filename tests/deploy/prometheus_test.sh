@@ -5,6 +5,7 @@
 #
 #   prometheus_test.sh SOURCE_DIR [--targets HOST:PORT,... | --serve 'COMMAND'] [--during 'COMMAND']
 #                      [--scrapes N] [--expect 'PROMQL' OP VALUE]... [--expect-series 'PROMQL']...
+#                      [--expect-file FILE]
 #
 #   --targets        what to scrape (metrics ports of a local coordinator and workers). Without it
 #                    or --serve, a self-test: Prometheus scrapes itself, which exercises start-up,
@@ -17,18 +18,20 @@
 #   --expect         'PROMQL' OP VALUE, OP one of == != < <= > >= (float compare, 1e-9 slack for
 #                    ==) or ~ (within 1%); the query must return exactly one sample.
 #   --expect-series  the query must return at least one sample.
+#   --expect-file    more checks, read after --during ran (so it can write them from what its
+#                    clients received): one per line, tab-separated, 'PROMQL<TAB>OP<TAB>VALUE' as
+#                    --expect or 'PROMQL<TAB>series' as --expect-series. A missing file fails.
 #
 # Every rule group's interval is lowered to 1s in a copy of swarm-rules.yml, and every rule
 # group must load with health "ok". Exit 0 pass, 1 fail, 77 skip (prometheus, curl or python3
 # missing: `make test-integration` installs them).
 #
-# The live-cluster use (coordinator + 2 workers from `swarm up`, generations, then checks such as
-# sum(swarm_coordinator_block_steps_total) == steps run) comes with the distributed-serving work;
-# tests/deploy/CMakeLists.txt registers the self-test until then.
+# The live-cluster use (a coordinator and 2 workers, generations, then checks written from what
+# the clients received) is tests/deploy/cluster_metrics_test.sh, which calls this script.
 set -euo pipefail
 
 usage() {
-  sed -n '2,25p' "$0" >&2
+  sed -n '2,28p' "$0" >&2
   exit 2
 }
 [[ $# -ge 1 ]] || usage
@@ -40,6 +43,7 @@ during=""
 scrapes=3
 expects=()
 series=()
+expect_file=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --targets) targets="$2"; shift 2 ;;
@@ -48,6 +52,7 @@ while [[ $# -gt 0 ]]; do
     --scrapes) scrapes="$2"; shift 2 ;;
     --expect) expects+=("$2" "$3" "$4"); shift 4 ;;
     --expect-series) series+=("$2"); shift 2 ;;
+    --expect-file) expect_file="$2"; shift 2 ;;
     *) usage ;;
   esac
 done
@@ -160,6 +165,21 @@ if [[ -n "$during" ]]; then
 fi
 # Let the scrapes and 1 s rule evaluations catch up.
 sleep "$((scrapes + 1))"
+
+if [[ -n "$expect_file" ]]; then
+  if [[ -f "$expect_file" ]]; then
+    while IFS=$'\t' read -r q op want; do
+      [[ -z "$q" ]] && continue
+      if [[ "$op" == series ]]; then
+        series+=("$q")
+      else
+        expects+=("$q" "$op" "$want")
+      fi
+    done <"$expect_file"
+  else
+    fail "--expect-file $expect_file was not written"
+  fi
+fi
 
 # Every rule group loaded and evaluates without error.
 curl -fsS --max-time 5 "$api/api/v1/rules" >"$tmp/rules.json"
