@@ -1,0 +1,130 @@
+// CoordinatorMetricsObserver: how requests' layers become per-block series (steps, selections,
+// share, Jain, max/mean) and how the monitor's worker view becomes block replicas. The live
+// cluster version (real processes, a real Prometheus) is tests/deploy/cluster_metrics_test.sh.
+#include "coordinator/coordinator_metrics.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/metrics_server.h"
+
+namespace swarm::coordinator {
+namespace {
+
+std::map<std::string, double> Samples(CoordinatorMetricsObserver& m) {
+  absl::StatusOr<std::string> text = common::SerializeRegistry(*m.metrics().registry());
+  EXPECT_TRUE(text.ok()) << text.status();
+  std::map<std::string, double> out;
+  std::istringstream in(text.ok() ? *text : "");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t space = line.rfind(' ');
+    out[line.substr(0, space)] = std::stod(line.substr(space + 1));
+  }
+  return out;
+}
+
+double Value(const std::map<std::string, double>& s, const std::string& key) {
+  auto it = s.find(key);
+  EXPECT_NE(it, s.end()) << "no sample " << key;
+  return it == s.end() ? -1 : it->second;
+}
+
+std::string Block(const std::string& name, int b) {
+  return name + "{block=\"" + std::to_string(b) + "\"}";
+}
+
+std::unique_ptr<CoordinatorMetricsObserver> New(int num_layers, int num_blocks) {
+  CoordinatorMetricsObserver::Options o;
+  o.listen = "127.0.0.1:0";
+  o.num_layers = num_layers;
+  o.num_blocks = num_blocks;
+  o.workers = {"w0:1", "w1:1"};
+  o.model = "test";
+  auto m = CoordinatorMetricsObserver::Start(o);
+  EXPECT_TRUE(m.ok()) << m.status();
+  return m.ok() ? *std::move(m) : nullptr;
+}
+
+TEST(CoordinatorMetricsTest, BlocksDefaultToOnePerLayer) {
+  auto m = New(5, 0);
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(m->num_blocks(), 5);
+  EXPECT_NE(m->address().find("127.0.0.1:"), std::string::npos);
+  EXPECT_EQ(m->BlocksOf({0, 2, 4}), (std::vector<int>{0, 2, 4}));
+}
+
+TEST(CoordinatorMetricsTest, BadBlockCounts) {
+  CoordinatorMetricsObserver::Options o;
+  o.listen = "127.0.0.1:0";
+  o.num_layers = 4;
+  o.num_blocks = 5;
+  EXPECT_FALSE(CoordinatorMetricsObserver::Start(o).ok());
+  o.num_layers = 0;
+  o.num_blocks = 0;
+  EXPECT_FALSE(CoordinatorMetricsObserver::Start(o).ok());
+}
+
+TEST(CoordinatorMetricsTest, StepsCountOnEveryBlockTheyTouch) {
+  auto m = New(6, 3);  // Blocks {0,1} {2,3} {4,5}.
+  ASSERT_NE(m, nullptr);
+  const std::vector<int> all = {0, 1, 2, 3, 4, 5};
+  const std::vector<int> first_and_part_of_last = {0, 1, 4};
+  m->OnLayersChosen("exact", all, nullptr);
+  for (int i = 0; i < 3; ++i) m->OnStep(all);
+  m->OnLayersChosen("sparse", first_and_part_of_last, nullptr);
+  for (int i = 0; i < 2; ++i) m->OnStep(first_and_part_of_last);
+  auto s = Samples(*m);
+  EXPECT_EQ(Value(s, Block("swarm_coordinator_block_steps_total", 0)), 5);
+  EXPECT_EQ(Value(s, Block("swarm_coordinator_block_steps_total", 1)), 3);
+  EXPECT_EQ(Value(s, Block("swarm_coordinator_block_steps_total", 2)), 5);
+  // Only the sparse request selects blocks.
+  EXPECT_EQ(Value(s, Block("swarm_coordinator_block_selections_total", 0)), 1);
+  EXPECT_EQ(Value(s, Block("swarm_coordinator_block_selections_total", 1)), 0);
+  EXPECT_EQ(Value(s, Block("swarm_coordinator_block_selections_total", 2)), 1);
+  EXPECT_NEAR(Value(s, Block("swarm_coordinator_block_load_share_ratio", 1)), 3.0 / 13, 1e-12);
+  // Jain of {5,3,5}: 169 / (3 * 59).
+  EXPECT_NEAR(Value(s, "swarm_coordinator_block_load_jain_ratio"), 169.0 / 177, 1e-12);
+  EXPECT_NEAR(Value(s, "swarm_coordinator_block_load_max_mean_ratio"), 5 / (13.0 / 3), 1e-12);
+}
+
+WorkerState Worker(const std::string& address, std::vector<int> layers, bool usable = true) {
+  WorkerState w;
+  w.address = address;
+  w.reachable = w.compatible = true;
+  w.ready = usable;
+  for (int l : layers) w.info.add_layers(l);
+  return w;
+}
+
+TEST(CoordinatorMetricsTest, ReplicasCountWorkersCoveringEachLayerOfABlock) {
+  auto m = New(6, 3);  // Blocks {0,1} {2,3} {4,5}.
+  ASSERT_NE(m, nullptr);
+  auto s = Samples(*m);
+  for (int b = 0; b < 3; ++b) EXPECT_EQ(Value(s, Block("swarm_coordinator_block_replicas", b)), 0);
+  EXPECT_EQ(Value(s, "swarm_coordinator_ready"), 0);
+  EXPECT_EQ(Value(s, "swarm_coordinator_worker_up{worker=\"w0:1\"}"), 0);
+
+  // Block 1 is split over both workers: covered once. Block 0 is on both: twice. A worker that is
+  // not ready counts nowhere.
+  m->OnWorkers({Worker("w0:1", {0, 1, 2}), Worker("w1:1", {0, 1, 3, 4, 5}),
+                Worker("w2:1", {0, 1, 2, 3, 4, 5}, /*usable=*/false)});
+  s = Samples(*m);
+  EXPECT_EQ(Value(s, Block("swarm_coordinator_block_replicas", 0)), 2);
+  EXPECT_EQ(Value(s, Block("swarm_coordinator_block_replicas", 1)), 1);
+  EXPECT_EQ(Value(s, Block("swarm_coordinator_block_replicas", 2)), 1);
+  m->OnWorkers({Worker("w0:1", {0, 1, 2})});
+  s = Samples(*m);
+  EXPECT_EQ(Value(s, Block("swarm_coordinator_block_replicas", 1)), 0);
+  EXPECT_EQ(Value(s, Block("swarm_coordinator_block_replicas", 2)), 0);
+}
+
+}  // namespace
+}  // namespace swarm::coordinator

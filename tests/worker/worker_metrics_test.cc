@@ -1,0 +1,75 @@
+// WorkerMetricsObserver: the hosted layers become `layers` label values, the WorkerObserver hooks
+// land on the right series. The live version is tests/deploy/cluster_metrics_test.sh.
+#include "worker/worker_metrics.h"
+
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+
+#include <map>
+#include <sstream>
+#include <string>
+
+#include "common/metrics_server.h"
+
+namespace swarm::worker {
+namespace {
+
+std::map<std::string, double> Samples(WorkerMetricsObserver& m) {
+  absl::StatusOr<std::string> text = common::SerializeRegistry(*m.metrics().registry());
+  EXPECT_TRUE(text.ok()) << text.status();
+  std::map<std::string, double> out;
+  std::istringstream in(text.ok() ? *text : "");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t space = line.rfind(' ');
+    out[line.substr(0, space)] = std::stod(line.substr(space + 1));
+  }
+  return out;
+}
+
+double Value(const std::map<std::string, double>& s, const std::string& key) {
+  auto it = s.find(key);
+  EXPECT_NE(it, s.end()) << "no sample " << key;
+  return it == s.end() ? -1 : it->second;
+}
+
+TEST(WorkerMetricsTest, LayerRanges) {
+  EXPECT_EQ(MetricLayerRanges({0, 1, 2, 6}), (std::vector<std::string>{"0-2", "6-6"}));
+  EXPECT_EQ(MetricLayerRanges({3}), (std::vector<std::string>{"3-3"}));
+}
+
+TEST(WorkerMetricsTest, HooksLandOnTheirSeries) {
+  WorkerMetricsObserver::Options o;
+  o.listen = "127.0.0.1:0";
+  o.layers = {0, 1, 2, 6, 7};
+  o.model = "m";
+  o.kv_budget_bytes = 4096;
+  auto m = WorkerMetricsObserver::Start(o);
+  ASSERT_TRUE(m.ok()) << m.status();
+  WorkerObserver& obs = **m;
+  obs.SetReady(true);
+  obs.OnForward("0-2", 5, 0.01, absl::StatusCode::kOk);
+  obs.OnForward("6,7", 1, 0.01, absl::StatusCode::kOk);
+  obs.OnForward("1-2,6-7", 1, 0.01, absl::StatusCode::kOk);  // Counts under its first layer.
+  obs.OnForward("0-2", 1, 0.01, absl::StatusCode::kNotFound);
+  obs.OnError("OpenSession", absl::StatusCode::kResourceExhausted);
+  obs.SetSessions(3, 1000, 4096);
+  obs.OnSessionEvicted("idle_ttl");
+  auto s = Samples(**m);
+  EXPECT_EQ(Value(s, "swarm_worker_ready"), 1);
+  EXPECT_EQ(Value(s, "swarm_worker_forward_steps_total{layers=\"0-2\"}"), 2);
+  EXPECT_EQ(Value(s, "swarm_worker_forward_tokens_total{layers=\"0-2\"}"), 6);
+  EXPECT_EQ(Value(s, "swarm_worker_forward_steps_total{layers=\"6-7\"}"), 1);
+  EXPECT_EQ(Value(s, "swarm_worker_errors_total{code=\"not_found\",method=\"Forward\"}"), 1);
+  EXPECT_EQ(
+      Value(s, "swarm_worker_errors_total{code=\"resource_exhausted\",method=\"OpenSession\"}"), 1);
+  EXPECT_EQ(Value(s, "swarm_worker_active_sessions"), 3);
+  EXPECT_EQ(Value(s, "swarm_worker_kv_cache_bytes"), 1000);
+  EXPECT_EQ(Value(s, "swarm_worker_kv_cache_budget_bytes"), 4096);
+  EXPECT_EQ(Value(s, "swarm_worker_session_evictions_total{reason=\"idle_ttl\"}"), 1);
+  EXPECT_NE((*m)->address().find("127.0.0.1:"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace swarm::worker
