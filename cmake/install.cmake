@@ -15,7 +15,7 @@ if(TARGET swarm_client AND TARGET swarm_proto)
   set(SWARM_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/swarm)
   target_include_directories(swarm_client PUBLIC
     $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}/swarm>)
-  install(TARGETS swarm_client swarm_proto EXPORT swarmTargets
+  install(TARGETS swarm_client swarm_proto swarm_flags EXPORT swarmTargets
     ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
     LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
     INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/swarm)

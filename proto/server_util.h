@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/flags.h"
 
 namespace swarm {
 
@@ -52,32 +53,8 @@ grpc::ChannelArguments InternalChannelArguments();
 // "HOST:PORT" with a port 0..65535; IPv6 hosts in brackets. InvalidArgument naming `flag`.
 absl::Status ValidateHostPort(absl::string_view address, absl::string_view flag);
 
-// "1048576", "512MiB", "2GiB", "1.5GB" (KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB of 1000).
-absl::StatusOr<int64_t> ParseByteSize(absl::string_view text);
-// Human-readable size: "1.5 GiB".
-std::string FormatBytes(int64_t bytes);
-
-// `--name value`, `--name=value` and boolean `--flag` arguments of a server binary, with the same
-// rules as the swarm CLI's flags: every flag declared, no positional arguments.
-class ServerFlags {
- public:
-  static absl::StatusOr<ServerFlags> Parse(int argc, char** argv,
-                                           const std::set<std::string>& value_flags,
-                                           const std::set<std::string>& bool_flags);
-  bool Has(const std::string& name) const;
-  bool Bool(const std::string& name) const;
-  std::string String(const std::string& name, const std::string& fallback = "") const;
-  absl::StatusOr<std::string> Required(const std::string& name) const;
-  absl::StatusOr<int64_t> Int(const std::string& name, int64_t fallback) const;
-  absl::StatusOr<double> Double(const std::string& name, double fallback) const;
-  absl::StatusOr<int64_t> Bytes(const std::string& name, int64_t fallback) const;
-  // absl duration syntax ("30s", "5m", "1h30m") or plain seconds.
-  absl::StatusOr<absl::Duration> Duration(const std::string& name, absl::Duration fallback) const;
-
- private:
-  std::map<std::string, std::string> values_;
-  std::set<std::string> bools_;
-};
+// The flag parser the servers share with the swarm CLI.
+using ServerFlags = Flags;
 
 }  // namespace swarm
 

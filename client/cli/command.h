@@ -14,36 +14,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/flags.h"
 
 namespace swarm::cli {
 
-// Parsed `--name value` / `--name=value` / `--flag` arguments. Boolean flags are declared up
-// front so that `--json --prompt x` parses unambiguously.
-class Flags {
- public:
-  // `args` excludes the program and subcommand names. Every flag must be in `value_flags` or
-  // `bool_flags`; anything else is InvalidArgument ("unknown flag --x"). Positional arguments are
-  // rejected too.
-  static absl::StatusOr<Flags> Parse(const std::vector<std::string>& args,
-                                     const std::set<std::string>& value_flags,
-                                     const std::set<std::string>& bool_flags);
-
-  bool Has(const std::string& name) const;
-  bool Bool(const std::string& name) const;  // True when the boolean flag was given.
-  // The value, or `fallback` when absent.
-  std::string String(const std::string& name, const std::string& fallback = "") const;
-  // The value, or InvalidArgument naming the missing flag.
-  absl::StatusOr<std::string> Required(const std::string& name) const;
-  // Parsed numbers; InvalidArgument naming the flag and the text when malformed.
-  absl::StatusOr<int64_t> Int(const std::string& name, int64_t fallback) const;
-  absl::StatusOr<double> Double(const std::string& name, double fallback) const;
-  // "1,2,3" → {1,2,3}; InvalidArgument when an element is not an integer.
-  absl::StatusOr<std::vector<int64_t>> IntList(const std::string& name) const;
-
- private:
-  std::map<std::string, std::string> values_;
-  std::set<std::string> bools_;
-};
+using Flags = ::swarm::Flags;
 
 // A subcommand: `run` gets the arguments after the subcommand name and returns the exit code.
 struct Command {
