@@ -60,7 +60,7 @@ start() {
   pids+=($!)
   local pid=$!
   addr="" metrics=""
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 600); do
     addr="$(sed -n 's/^listening on //p' "$tmp/$name.out" | head -1)"
     metrics="$(sed -n 's|^metrics on http://\(.*\)/metrics$|\1|p' "$tmp/$name.out" | head -1)"
     [[ -n "$addr" && -n "$metrics" ]] && return 0
@@ -86,7 +86,7 @@ echo "cluster: coordinator $coord (metrics $coord_metrics), workers $worker_a ($
   "$worker_b ($worker_b_metrics)"
 
 # Serving, as the coordinator's own ready gauge says.
-for _ in $(seq 1 200); do
+for _ in $(seq 1 600); do
   curl -fsS --max-time 1 "http://$coord_metrics/metrics" 2>/dev/null |
     grep -qx 'swarm_coordinator_ready 1' && break
   sleep 0.05
