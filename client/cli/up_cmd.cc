@@ -220,7 +220,7 @@ class Cluster {
 int Up(const std::vector<std::string>& args) {
   auto flags = Flags::Parse(
       args, {"model", "workers", "port", "host", "device", "dtype", "bin-dir", "startup-timeout"},
-      {});
+      {"metrics"});
   if (!flags.ok()) return Fail("up", flags.status());
   auto model_dir = flags->Required("model");
   if (!model_dir.ok()) return Fail("up", model_dir.status());
@@ -248,6 +248,8 @@ int Up(const std::vector<std::string>& args) {
   auto coordinator_bin = FindBinary(bin_dir, "swarm-coordinator");
   if (!coordinator_bin.ok()) return Fail("up", coordinator_bin.status());
   const std::string host = flags->String("host", "127.0.0.1");
+  // Each child serves /metrics on a free port and logs "metrics on http://HOST:PORT/metrics".
+  const bool metrics = flags->Bool("metrics");
 
   // Signals arrive through a signalfd so that the poll loop sees them.
   sigset_t mask, original;
@@ -292,6 +294,7 @@ int Up(const std::vector<std::string>& args) {
                                      flags->String("device", "cpu"),
                                      "--dtype",
                                      flags->String("dtype", "f32")};
+    if (metrics) argv.insert(argv.end(), {"--metrics-listen", absl::StrCat(host, ":0")});
     auto child = Spawn(absl::StrCat("worker ", b), argv, original);
     if (!child.ok()) return finish(Fail("up", child.status()));
     cluster.Add(*std::move(child));
@@ -308,6 +311,7 @@ int Up(const std::vector<std::string>& args) {
                                      absl::StrJoin(worker_addresses, ","),
                                      "--listen",
                                      absl::StrCat(host, ":", *port)};
+    if (metrics) argv.insert(argv.end(), {"--metrics-listen", absl::StrCat(host, ":0")});
     auto child = Spawn("coordinator", argv, original);
     if (!child.ok()) return finish(Fail("up", child.status()));
     cluster.Add(*std::move(child));
@@ -344,7 +348,7 @@ int Up(const std::vector<std::string>& args) {
 
 SWARM_REGISTER_COMMAND(up, "up",
                        "up --model DIR [--workers W] [--port P] [--host 127.0.0.1] "
-                       "[--device cpu|cuda:N] [--dtype f32|bf16|f16] [--bin-dir DIR]",
+                       "[--device cpu|cuda:N] [--dtype f32|bf16|f16] [--bin-dir DIR] [--metrics]",
                        Up);
 
 }  // namespace swarm::cli
