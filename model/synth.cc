@@ -23,53 +23,6 @@ using ordered_json = nlohmann::ordered_json;
 
 constexpr uint64_t kChunkBytes = 8 << 20;
 
-// Kept local (not StDTypeName/StDTypeSize) so this file only needs what it writes.
-const char* SafetensorsDTypeName(StDType dtype) {
-  switch (dtype) {
-    case StDType::kF32:
-      return "F32";
-    case StDType::kF16:
-      return "F16";
-    case StDType::kBF16:
-      return "BF16";
-    case StDType::kI64:
-      return "I64";
-    case StDType::kI32:
-      return "I32";
-    case StDType::kI8:
-      return "I8";
-    case StDType::kU8:
-      return "U8";
-    case StDType::kBool:
-      return "BOOL";
-    case StDType::kF64:
-      return "F64";
-    case StDType::kI16:
-      return "I16";
-  }
-  return "F32";
-}
-
-uint64_t SafetensorsDTypeSize(StDType dtype) {
-  switch (dtype) {
-    case StDType::kF64:
-    case StDType::kI64:
-      return 8;
-    case StDType::kF32:
-    case StDType::kI32:
-      return 4;
-    case StDType::kF16:
-    case StDType::kBF16:
-    case StDType::kI16:
-      return 2;
-    case StDType::kI8:
-    case StDType::kU8:
-    case StDType::kBool:
-      return 1;
-  }
-  return 4;
-}
-
 uint64_t NumElements(const std::vector<int64_t>& shape) {
   uint64_t n = 1;
   for (int64_t d : shape) n *= static_cast<uint64_t>(d);
@@ -351,8 +304,8 @@ absl::Status WriteSafetensorsStreamed(const std::string& path,
       return absl::InvalidArgumentError(
           absl::StrCat("writing '", path, "': bad or duplicate tensor name '", t.name, "'"));
     }
-    const uint64_t nbytes = NumElements(t.shape) * SafetensorsDTypeSize(t.dtype);
-    header[t.name] = {{"dtype", SafetensorsDTypeName(t.dtype)},
+    const uint64_t nbytes = NumElements(t.shape) * static_cast<uint64_t>(StDTypeSize(t.dtype));
+    header[t.name] = {{"dtype", StDTypeName(t.dtype)},
                       {"shape", t.shape},
                       {"data_offsets", {offset, offset + nbytes}}};
     sizes.push_back(nbytes);
@@ -385,7 +338,7 @@ absl::Status WriteSafetensorsStreamed(const std::string& path,
   RETURN_IF_ERROR(write(text.data(), text.size()));
   std::vector<char> buffer;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    const uint64_t elem = SafetensorsDTypeSize(tensors[i].dtype);
+    const uint64_t elem = static_cast<uint64_t>(StDTypeSize(tensors[i].dtype));
     const uint64_t step = std::max<uint64_t>(elem, kChunkBytes / elem * elem);
     for (uint64_t pos = 0; pos < sizes[i]; pos += step) {
       const uint64_t n = std::min(step, sizes[i] - pos);
@@ -446,7 +399,7 @@ absl::StatusOr<SynthResult> WriteSynthModel(const SynthOptions& options) {
     keys.push_back(HashName(options.seed, s.name));
     result.num_parameters += static_cast<int64_t>(NumElements(s.shape));
   }
-  const uint64_t elem = SafetensorsDTypeSize(dtype);
+  const uint64_t elem = static_cast<uint64_t>(StDTypeSize(dtype));
   TensorFill fill = [&](size_t i, uint64_t offset, char* dst, uint64_t nbytes) {
     GenerateInto(keys[i], specs[i].init, options.init_std, dtype, offset / elem, nbytes / elem,
                  dst);
