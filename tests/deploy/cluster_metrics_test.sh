@@ -85,13 +85,18 @@ coord="$addr" coord_metrics="$metrics"
 echo "cluster: coordinator $coord (metrics $coord_metrics), workers $worker_a ($worker_a_metrics)," \
   "$worker_b ($worker_b_metrics)"
 
-# Serving, as the coordinator's own ready gauge says.
+# Serving, as the coordinator's own ready gauge says. (The scrape is read whole before grep:
+# `curl | grep -q` fails under pipefail when grep stops reading early.)
+ready() {
+  local text
+  text="$(curl -fsS --max-time 1 "http://$coord_metrics/metrics" 2>/dev/null)" || return 1
+  grep -qx 'swarm_coordinator_ready 1' <<<"$text"
+}
 for _ in $(seq 1 600); do
-  curl -fsS --max-time 1 "http://$coord_metrics/metrics" 2>/dev/null |
-    grep -qx 'swarm_coordinator_ready 1' && break
+  ready && break
   sleep 0.05
 done
-if ! curl -fsS --max-time 1 "http://$coord_metrics/metrics" | grep -qx 'swarm_coordinator_ready 1'; then
+if ! ready; then
   echo "FAIL: swarm_coordinator_ready never became 1"
   cat "$tmp/coordinator.err"
   exit 1
