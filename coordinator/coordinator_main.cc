@@ -21,7 +21,8 @@ constexpr char kUsage[] =
     "usage: swarm-coordinator --model DIR --workers HOST:PORT,... --listen HOST:PORT\n"
     "                         [--metrics-listen HOST:PORT] [--device cpu|cuda:N]\n"
     "                         [--max-concurrent-requests N] [--max-queued-requests N]\n"
-    "                         [--request-timeout 10m] [--step-timeout 60s] [--router FILE]\n";
+    "                         [--request-timeout 10m] [--step-timeout 60s] [--router FILE]\n"
+    "                         [--num-blocks N]\n";
 
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "swarm-coordinator: %s\n", std::string(s.message()).c_str());
@@ -39,7 +40,7 @@ int main(int argc, char** argv) {
   auto flags = swarm::ServerFlags::Parse(
       argc, argv,
       {"model", "workers", "listen", "metrics-listen", "device", "max-concurrent-requests",
-       "max-queued-requests", "request-timeout", "step-timeout", "router"},
+       "max-queued-requests", "request-timeout", "step-timeout", "router", "num-blocks"},
       {});
   if (!flags.ok()) {
     std::fputs(kUsage, stderr);
@@ -62,6 +63,14 @@ int main(int argc, char** argv) {
   auto queued = flags->Int("max-queued-requests", options.max_queued_requests);
   auto request_timeout = flags->Duration("request-timeout", options.max_request_time);
   auto step_timeout = flags->Duration("step-timeout", options.step_timeout);
+  // --num-blocks N: the router file must have been calibrated for N blocks.
+  auto num_blocks = flags->Int("num-blocks", 0);
+  if (!num_blocks.ok()) return Fail(num_blocks.status());
+  if (flags->Has("num-blocks") && (*num_blocks < 1 || options.router_path.empty())) {
+    return Fail(absl::InvalidArgumentError(
+        "--num-blocks: give N >= 1 together with --router FILE (the router's block count)"));
+  }
+  options.router_num_blocks = static_cast<int>(*num_blocks);
   for (const absl::Status& s :
        {concurrent.status(), queued.status(), request_timeout.status(), step_timeout.status()}) {
     if (!s.ok()) return Fail(s);

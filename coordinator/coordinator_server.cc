@@ -522,8 +522,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   load.device = options.device;
   ASSIGN_OR_RETURN(server->ends_, model::ModelEnds::Create(server->checkpoint_, load));
   if (!options.router_path.empty()) {
-    ASSIGN_OR_RETURN(server->router_,
-                     router::Router::Load(options.router_path, server->checkpoint_));
+    router::RouterOptions router_options;
+    router_options.expected_num_blocks = options.router_num_blocks;
+    ASSIGN_OR_RETURN(server->router_, router::Router::Load(options.router_path, server->checkpoint_,
+                                                           router_options));
   }
   const model::ModelConfig& c = server->checkpoint_->config();
   server->workers_ =

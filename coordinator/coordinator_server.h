@@ -90,6 +90,9 @@ struct CoordinatorOptions {
   // A router file (`swarm calibrate`) for sparse mode and Predict; "" = none (sparse requests
   // then need an explicit plan).
   std::string router_path;
+  // When > 0, the router file must have been calibrated for this many blocks (else Start fails
+  // with FailedPrecondition naming the file and both N).
+  int router_num_blocks = 0;
 };
 
 // The blocks a sparse request runs, of a num_blocks-way split, with their weights.
