@@ -198,6 +198,41 @@ absl::StatusOr<Prediction> Client::Predict(const std::string& prompt,
   return out;
 }
 
+absl::StatusOr<MemoryEstimate> Client::EstimateMemory(const MemoryRequest& request,
+                                                      absl::Duration timeout) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  v1::EstimateMemoryRequest req;
+  req.set_num_blocks(request.num_blocks);
+  req.set_top_k_blocks(request.top_k_blocks);
+  req.set_num_workers(request.num_workers);
+  req.set_dtype(request.dtype);
+  req.set_keep_blocks_set(!request.keep_default);
+  req.mutable_keep_blocks()->Assign(request.keep_blocks.begin(), request.keep_blocks.end());
+  v1::EstimateMemoryResponse resp;
+  grpc::Status status = impl_->stub->EstimateMemory(&ctx, req, &resp);
+  if (!status.ok()) return FromGrpcStatus(status, impl_->address);
+  MemoryEstimate m;
+  m.num_blocks = resp.num_blocks();
+  m.top_k_blocks = resp.top_k_blocks();
+  m.dtype = resp.dtype();
+  m.embedding_bytes = resp.embedding_bytes();
+  m.head_bytes = resp.head_bytes();
+  m.layer_bytes.assign(resp.layer_bytes().begin(), resp.layer_bytes().end());
+  m.block_bytes.assign(resp.block_bytes().begin(), resp.block_bytes().end());
+  m.blocks_bytes = resp.blocks_bytes();
+  m.total_bytes = resp.total_bytes();
+  m.active_block_bytes = resp.active_block_bytes();
+  m.active_bytes = resp.active_bytes();
+  m.savings_ratio = resp.savings_ratio();
+  m.block_savings_ratio = resp.block_savings_ratio();
+  m.worker_bytes.assign(resp.worker_bytes().begin(), resp.worker_bytes().end());
+  for (const v1::LayerRange& r : resp.worker_blocks())
+    m.worker_blocks.emplace_back(r.begin(), r.end());
+  m.kv_bytes_per_token = resp.kv_bytes_per_token();
+  return m;
+}
+
 absl::Status Client::WaitUntilServing(absl::Duration timeout) {
   const absl::Time end = absl::Now() + timeout;
   absl::Status last = absl::UnavailableError("no answer yet");

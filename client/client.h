@@ -120,6 +120,35 @@ struct Prediction {
   double expected_kl = 0;  // The router's damage estimate (nats per token).
 };
 
+// Weight memory of sparse serving (Client::EstimateMemory; router/memory.h on the coordinator).
+struct MemoryRequest {
+  int num_blocks = 0;    // 0: the coordinator's router N, or one block per layer.
+  int top_k_blocks = 0;  // 0: all blocks.
+  int num_workers = 0;   // 0: the coordinator's worker count.
+  std::string dtype;     // "" = as stored; "f32", "bf16", "f16".
+  bool keep_default = true;
+  std::vector<int> keep_blocks;  // Used when !keep_default (negative = from the end).
+};
+
+struct MemoryEstimate {
+  int num_blocks = 0;
+  int top_k_blocks = 0;
+  std::string dtype;
+  int64_t embedding_bytes = 0;
+  int64_t head_bytes = 0;
+  std::vector<int64_t> layer_bytes;
+  std::vector<int64_t> block_bytes;
+  int64_t blocks_bytes = 0;
+  int64_t total_bytes = 0;
+  int64_t active_block_bytes = 0;  // Largest any admissible top-k choice keeps resident.
+  int64_t active_bytes = 0;        // Ends + active_block_bytes.
+  double savings_ratio = 0;        // 1 - active / total.
+  double block_savings_ratio = 0;
+  std::vector<int64_t> worker_bytes;
+  std::vector<std::pair<int, int>> worker_blocks;  // Half-open block ranges per worker.
+  int64_t kv_bytes_per_token = 0;
+};
+
 // Returning false from the callback cancels the request (the coordinator then frees its sessions
 // on every worker) and Generate returns Cancelled.
 using ChunkCallback = std::function<bool(const GenerateChunk&)>;
@@ -149,6 +178,11 @@ class Client {
   absl::StatusOr<Prediction> Predict(const std::string& prompt,
                                      const std::vector<int64_t>& prompt_ids, int top_k_blocks,
                                      absl::Duration timeout = absl::Seconds(10));
+
+  // Weight memory for `request`, computed by the coordinator from the model's tensor sizes.
+  // InvalidArgument for N, k, workers or dtype out of range.
+  absl::StatusOr<MemoryEstimate> EstimateMemory(const MemoryRequest& request,
+                                                absl::Duration timeout = absl::Seconds(10));
 
   // Polls Status until the coordinator serves; DeadlineExceeded with the last reason otherwise.
   absl::Status WaitUntilServing(absl::Duration timeout);

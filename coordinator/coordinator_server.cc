@@ -19,6 +19,7 @@
 #include "proto/status_util.h"
 #include "proto/tensor_util.h"
 #include "proto/thread_pool.h"
+#include "router/memory.h"
 #include "router/router.h"
 #include "swarm/v1/coordinator.grpc.pb.h"
 
@@ -428,7 +429,58 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::CallbackServ
     return reactor;
   }
 
+  // Tensor sizes only: answered here.
+  grpc::ServerUnaryReactor* EstimateMemory(grpc::CallbackServerContext* ctx,
+                                           const v1::EstimateMemoryRequest* req,
+                                           v1::EstimateMemoryResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(ToGrpcStatus(DoEstimateMemory(*req, resp)));
+    return reactor;
+  }
+
  private:
+  absl::Status DoEstimateMemory(const v1::EstimateMemoryRequest& req,
+                                v1::EstimateMemoryResponse* resp) {
+    router::MemoryOptions o;
+    o.num_blocks = req.num_blocks();
+    if (o.num_blocks == 0) {
+      o.num_blocks = server_->router_ != nullptr ? server_->router_->num_blocks()
+                                                 : static_cast<int>(server_->config().num_layers);
+    }
+    o.top_k = req.top_k_blocks();
+    o.num_workers = req.num_workers() != 0 ? req.num_workers()
+                                           : static_cast<int>(server_->options_.workers.size());
+    if (!req.dtype().empty()) {
+      ASSIGN_OR_RETURN(o.dtype, model::ParseDType(req.dtype()));
+    }
+    if (req.keep_blocks_set()) {
+      std::vector<int> keep(req.keep_blocks().begin(), req.keep_blocks().end());
+      ASSIGN_OR_RETURN(o.keep, router::MakeKeepMask(keep, o.num_blocks));
+    }
+    ASSIGN_OR_RETURN(router::MemoryEstimate m, router::EstimateMemory(*server_->checkpoint_, o));
+    resp->set_num_blocks(m.num_blocks);
+    resp->set_top_k_blocks(m.top_k);
+    resp->set_dtype(m.dtype);
+    resp->set_embedding_bytes(m.embedding_bytes);
+    resp->set_head_bytes(m.head_bytes);
+    resp->mutable_layer_bytes()->Assign(m.layer_bytes.begin(), m.layer_bytes.end());
+    resp->mutable_block_bytes()->Assign(m.block_bytes.begin(), m.block_bytes.end());
+    resp->set_blocks_bytes(m.blocks_bytes);
+    resp->set_total_bytes(m.total_bytes);
+    resp->set_active_block_bytes(m.active_block_bytes);
+    resp->set_active_bytes(m.active_bytes);
+    resp->set_savings_ratio(m.savings_ratio);
+    resp->set_block_savings_ratio(m.block_savings_ratio);
+    resp->mutable_worker_bytes()->Assign(m.worker_bytes.begin(), m.worker_bytes.end());
+    for (const std::vector<int>& blocks : m.worker_blocks) {
+      v1::LayerRange* r = resp->add_worker_blocks();
+      r->set_begin(blocks.empty() ? 0 : blocks.front());
+      r->set_end(blocks.empty() ? 0 : blocks.back() + 1);
+    }
+    resp->set_kv_bytes_per_token(m.kv_bytes_per_token);
+    return absl::OkStatus();
+  }
+
   absl::Status DoPredict(const v1::PredictRequest& req, v1::PredictResponse* resp) {
     if (server_->router_ == nullptr) {
       return absl::FailedPreconditionError(
