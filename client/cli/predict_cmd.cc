@@ -1,0 +1,91 @@
+// `swarm predict`: asks a coordinator's router which top-k blocks it would run for a prompt, with
+// their weights and the router's expected KL, without running any block (the Predict RPC through
+// swarm::Client::Predict).
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "client/cli/command.h"
+#include "client/client.h"
+#include "nlohmann/json.hpp"
+
+namespace swarm::cli {
+namespace {
+
+constexpr char kName[] = "predict";
+constexpr int kDefaultTopK = 3;
+
+nlohmann::json ToJson(const Prediction& p) {
+  nlohmann::json blocks = nlohmann::json::array();
+  nlohmann::json weights = nlohmann::json::array();
+  nlohmann::json layers = nlohmann::json::array();
+  for (const BlockChoice& b : p.blocks) {
+    blocks.push_back(b.block);
+    weights.push_back(b.weight);
+    layers.push_back({{"begin", b.begin_layer}, {"end", b.end_layer}});
+  }
+  return {
+      {"blocks", blocks},           {"weights", weights},           {"layers", layers},
+      {"num_blocks", p.num_blocks}, {"expected_kl", p.expected_kl}, {"prompt_ids", p.prompt_ids}};
+}
+
+int Predict(const std::vector<std::string>& args) {
+  auto flags = Flags::Parse(args, {"server", "prompt", "ids", "top-k-blocks", "timeout"}, {"json"});
+  if (!flags.ok()) return Fail(kName, flags.status());
+  auto server = flags->Required("server");
+  if (!server.ok()) return Fail(kName, server.status());
+  if (flags->Has("prompt") == flags->Has("ids")) {
+    return Fail(kName, absl::InvalidArgumentError("give exactly one of --prompt or --ids"));
+  }
+  std::vector<int64_t> ids;
+  if (flags->Has("ids")) {
+    auto parsed = flags->IntList("ids");
+    if (!parsed.ok()) return Fail(kName, parsed.status());
+    ids = *parsed;
+    if (ids.empty()) return Fail(kName, absl::InvalidArgumentError("--ids: no ids given"));
+  }
+  auto k = flags->Int("top-k-blocks", kDefaultTopK);
+  if (!k.ok()) return Fail(kName, k.status());
+  if (*k < 1) {
+    return Fail(kName, absl::InvalidArgumentError(
+                           absl::StrCat("--top-k-blocks must be at least 1, got ", *k)));
+  }
+  auto timeout = flags->Double("timeout", 10);
+  if (!timeout.ok()) return Fail(kName, timeout.status());
+  auto client = Client::Connect(*server);
+  if (!client.ok()) return Fail(kName, client.status());
+  auto p = (*client)->Predict(flags->String("prompt"), ids, static_cast<int>(*k),
+                              absl::Seconds(*timeout));
+  if (!p.ok()) return Fail(kName, p.status());
+  if (flags->Bool("json")) {
+    std::cout << ToJson(*p).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    return 0;
+  }
+  std::vector<std::string> blocks, weights, layers;
+  for (const BlockChoice& b : p->blocks) {
+    blocks.push_back(absl::StrCat(b.block));
+    weights.push_back(absl::StrFormat("%.3f", b.weight));
+    layers.push_back(b.end_layer - b.begin_layer == 1
+                         ? absl::StrCat(b.begin_layer)
+                         : absl::StrCat(b.begin_layer, "-", b.end_layer - 1));
+  }
+  std::printf("blocks [%s] of %d\n", absl::StrJoin(blocks, ", ").c_str(), p->num_blocks);
+  std::printf("weights [%s]\n", absl::StrJoin(weights, ", ").c_str());
+  std::printf("layers [%s]\n", absl::StrJoin(layers, ", ").c_str());
+  std::printf("expected KL %.6f nats/token\n", p->expected_kl);
+  std::printf("prompt %zu tokens\n", p->prompt_ids.size());
+  return 0;
+}
+
+}  // namespace
+
+SWARM_REGISTER_COMMAND(predict, "predict",
+                       "predict --server HOST:PORT [--prompt TEXT | --ids 1,2,3] "
+                       "[--top-k-blocks K (3)] [--timeout SECONDS] [--json]",
+                       Predict);
+
+}  // namespace swarm::cli
