@@ -205,37 +205,24 @@ TEST(Tokenizer, RejectsInvalidUtf8) {
   EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST(Tokenizer, LoadsLargeVocabularyQuickly) {
-  const auto start = std::chrono::steady_clock::now();
+// Load and encode times are measured in bench/, not asserted here (timed assertions flake on
+// shared machines); these check that a large vocabulary loads and long inputs round-trip.
+TEST(Tokenizer, LoadsLargeVocabulary) {
   auto tok = Tokenizer::FromFile(kTokenizers + "/qwen3/tokenizer.json");
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_TRUE(tok.ok()) << tok.status();
-  std::printf("qwen3 tokenizer.json (151k vocab, 151k merges) loaded in %.3f s\n", seconds);
-#ifdef NDEBUG
-  // About 0.13 s optimised on an idle core; the bound leaves room for loaded CI machines.
-  EXPECT_LT(seconds, 2.0);
-#endif
+  EXPECT_GT((*tok)->vocab_size(), 151000);
 }
 
-TEST(Tokenizer, EncodesLongInputsFast) {
+TEST(Tokenizer, EncodesLongInputs) {
   std::string text;
   for (int i = 0; i < 400; ++i) {
     text += "The quick brown fox jumps over the lazy dog 1234, naïve café 中文测试 😀. ";
   }
   for (const char* name : {"sp-bpe-32k", "llama3", "qwen3"}) {
     const Tokenizer& tok = Fixture(name);
-    const auto start = std::chrono::steady_clock::now();
     auto ids = tok.Encode(text, false);
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     ASSERT_TRUE(ids.ok()) << ids.status();
     EXPECT_EQ(tok.Decode(*ids), text) << name;
-#ifdef NDEBUG
-    EXPECT_LT(seconds, 2.0) << name;
-#else
-    (void)seconds;
-#endif
   }
 }
 
