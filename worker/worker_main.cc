@@ -27,7 +27,8 @@ constexpr char kUsage[] =
     "usage: swarm-worker --model DIR (--layers A-B[,C-D] | --blocks i,j --num-blocks N)\n"
     "                    --listen HOST:PORT [--device cpu|cuda:N] [--dtype f32|bf16|f16]\n"
     "                    [--max-sessions N] [--session-ttl 5m] [--kv-budget 2GiB]\n"
-    "                    [--threads N] [--max-queued-steps N] [--metrics-listen HOST:PORT]\n";
+    "                    [--threads N] [--max-queued-steps N] [--metrics-listen HOST:PORT]\n"
+    "                    [--memory-budget BYTES [--block-layers N]]\n";
 
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "swarm-worker: %s\n", std::string(s.message()).c_str());
@@ -80,7 +81,8 @@ int main(int argc, char** argv) {
   auto flags = swarm::ServerFlags::Parse(
       argc, argv,
       {"model", "layers", "blocks", "num-blocks", "listen", "device", "dtype", "max-sessions",
-       "session-ttl", "kv-budget", "threads", "max-queued-steps", "metrics-listen"},
+       "session-ttl", "kv-budget", "threads", "max-queued-steps", "metrics-listen", "memory-budget",
+       "block-layers"},
       {});
   if (!flags.ok()) {
     std::fputs(kUsage, stderr);
@@ -107,10 +109,23 @@ int main(int argc, char** argv) {
   auto budget = flags->Bytes("kv-budget", options.load.device == "cpu" ? DefaultCpuKvBudget() : 0);
   auto threads = flags->Int("threads", options.compute_threads);
   auto queued = flags->Int("max-queued-steps", options.max_queued_steps);
+  auto memory_budget = flags->Bytes("memory-budget", 0);
+  auto block_layers = flags->Int("block-layers", options.block_layers);
   for (const absl::Status& s :
-       {max_sessions.status(), ttl.status(), budget.status(), threads.status(), queued.status()}) {
+       {max_sessions.status(), ttl.status(), budget.status(), threads.status(), queued.status(),
+        memory_budget.status(), block_layers.status()}) {
     if (!s.ok()) return Fail(s);
   }
+  if (flags->Has("memory-budget") && *memory_budget <= 0) {
+    return Fail(absl::InvalidArgumentError("--memory-budget must be positive"));
+  }
+  if (*block_layers < 1)
+    return Fail(absl::InvalidArgumentError("--block-layers must be at least 1"));
+  if (flags->Has("block-layers") && !flags->Has("memory-budget")) {
+    return Fail(absl::InvalidArgumentError("--block-layers needs --memory-budget"));
+  }
+  options.memory_budget_bytes = *memory_budget;
+  options.block_layers = static_cast<int>(*block_layers);
   if (*max_sessions < 1 || *threads < 1 || *queued < 0 || *ttl <= absl::ZeroDuration()) {
     return Fail(absl::InvalidArgumentError(
         "--max-sessions and --threads must be at least 1, --session-ttl positive"));

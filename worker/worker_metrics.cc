@@ -58,4 +58,10 @@ void WorkerMetricsObserver::OnSessionEvicted(absl::string_view reason) {
   metrics_->OnSessionEvicted(reason);
 }
 
+void WorkerMetricsObserver::OnBlockLoad(double seconds) { metrics_->OnBlockLoad(seconds); }
+
+void WorkerMetricsObserver::OnBlockEviction() { metrics_->OnBlockEviction(); }
+
+void WorkerMetricsObserver::SetBlocksResident(int blocks) { metrics_->SetBlocksResident(blocks); }
+
 }  // namespace swarm::worker

@@ -51,6 +51,9 @@ class WorkerMetricsObserver : public WorkerObserver {
   void SetReady(bool ready) override;
   void SetSessions(int sessions, int64_t kv_used_bytes, int64_t kv_budget_bytes) override;
   void OnSessionEvicted(absl::string_view reason) override;
+  void OnBlockLoad(double seconds) override;
+  void OnBlockEviction() override;
+  void SetBlocksResident(int blocks) override;
 
  private:
   WorkerMetricsObserver() = default;

@@ -89,6 +89,16 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
       resp->set_steps_total(s.steps_total);
       resp->set_tokens_total(s.tokens_total);
     }
+    if (const ResidentLayerHost* r = owner_->resident_host()) {
+      ResidencyStats rs = r->Stats();
+      resp->set_memory_budget_bytes(rs.budget_bytes);
+      resp->set_resident_weight_bytes(rs.resident_bytes);
+      resp->set_blocks(rs.blocks);
+      resp->set_blocks_resident(rs.blocks_resident);
+      resp->set_block_loads_total(rs.loads_total);
+      resp->set_block_hits_total(rs.hits_total);
+      resp->set_block_evictions_total(rs.evictions_total);
+    }
     auto* reactor = ctx->DefaultReactor();
     reactor->Finish(grpc::Status::OK);
     return reactor;
@@ -145,12 +155,52 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
   grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>* ForwardStream(
       grpc::CallbackServerContext* ctx) override;
 
+  // Loads on the compute pool (a load takes milliseconds to seconds); answers once the blocks
+  // are resident. Without a memory budget every layer is resident: answers at once.
+  grpc::ServerUnaryReactor* Prefetch(grpc::CallbackServerContext* ctx,
+                                     const v1::PrefetchRequest* req,
+                                     v1::PrefetchResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    absl::StatusOr<Worker*> w = Ready();
+    if (!w.ok()) {
+      reactor->Finish(ToGrpcStatus(w.status()));
+      return reactor;
+    }
+    std::vector<int> layers(req->layers().begin(), req->layers().end());
+    for (int l : layers) {
+      if (!(*w)->host().Hosts(l)) {
+        owner_->observer_->OnError("Prefetch", absl::StatusCode::kInvalidArgument);
+        reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
+            "prefetch: layer ", l,
+            " is not hosted here (hosted: ", FormatLayers(owner_->options_.layers), ")"))));
+        return reactor;
+      }
+    }
+    const ResidentLayerHost* r = owner_->resident_host();
+    if (r == nullptr || layers.empty()) {
+      reactor->Finish(grpc::Status::OK);
+      return reactor;
+    }
+    bool queued = owner_->pool_->TrySchedule([this, r, reactor, resp, layers] {
+      absl::StatusOr<int> loaded = r->Prefetch(layers);
+      if (loaded.ok()) {
+        resp->set_blocks_loaded(*loaded);
+      } else {
+        owner_->observer_->OnError("Prefetch", loaded.status().code());
+      }
+      reactor->Finish(ToGrpcStatus(loaded.status()));
+    });
+    if (!queued) reactor->Finish(ToGrpcStatus(Overloaded()));
+    return reactor;
+  }
+
   // Whether a step is cheap enough to run on the gRPC thread that received it: handing it to the
   // pool costs a thread wake-up (tens of microseconds), as much as a decode step of a small
   // block. Estimated by the weight bytes the step streams through (positions x hosted weights).
   bool RunsInline(const v1::ForwardRequest& req) const {
     Worker* w = owner_->worker();
-    if (w == nullptr) return true;  // Answered UNAVAILABLE at once.
+    if (w == nullptr) return true;                         // Answered UNAVAILABLE at once.
+    if (owner_->resident_host() != nullptr) return false;  // The step may load a block.
     const int64_t positions = req.hidden().shape_size() > 0 ? req.hidden().shape(0) : 1;
     return positions * w->host().WeightBytes() <= owner_->options_.max_inline_step_bytes;
   }
@@ -344,8 +394,26 @@ WorkerServer::~WorkerServer() { Shutdown(); }
 
 absl::Status WorkerServer::Load() {
   const absl::Time start = absl::Now();
-  absl::StatusOr<std::unique_ptr<model::LayerHost>> host =
-      model::LayerHost::Create(checkpoint_, options_.layers, options_.load);
+  absl::StatusOr<std::unique_ptr<model::LayerHost>> host;
+  if (options_.memory_budget_bytes > 0) {
+    ResidencyListener listener;
+    WorkerObserver* observer = observer_;
+    listener.on_load = [observer](double seconds) { observer->OnBlockLoad(seconds); };
+    listener.on_evict = [observer] { observer->OnBlockEviction(); };
+    listener.on_resident = [observer](int blocks) { observer->SetBlocksResident(blocks); };
+    absl::StatusOr<std::unique_ptr<ResidentLayerHost>> resident =
+        ResidentLayerHost::Create(checkpoint_, options_.layers, options_.load,
+                                  options_.block_layers, options_.memory_budget_bytes, listener);
+    if (resident.ok()) {
+      resident_host_ = resident->get();
+      observer_->SetBlocksResident(resident_host_->Stats().blocks_resident);
+      host = std::unique_ptr<model::LayerHost>(*std::move(resident));
+    } else {
+      host = resident.status();
+    }
+  } else {
+    host = model::LayerHost::Create(checkpoint_, options_.layers, options_.load);
+  }
   if (!host.ok()) {
     absl::Status s =
         Annotate(host.status(), absl::StrCat("loading layers of ", checkpoint_->dir()));
@@ -362,6 +430,11 @@ absl::Status WorkerServer::Load() {
               "loaded layers ", FormatLayers(options_.layers), " (",
               FormatBytes(worker_->host().WeightBytes()), ") on ", options_.load.device, " in ",
               absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1))),
+              resident_host_ == nullptr
+                  ? std::string()
+                  : absl::StrCat("; memory budget ", FormatBytes(options_.memory_budget_bytes),
+                                 ", ", resident_host_->Stats().blocks_resident, " of ",
+                                 resident_host_->Stats().blocks, " blocks resident"),
               "; serving"));
   return absl::OkStatus();
 }

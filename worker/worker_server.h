@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "model/model.h"
+#include "worker/block_residency.h"
 #include "worker/worker.h"
 
 namespace grpc {
@@ -49,6 +50,11 @@ class WorkerObserver {
   // Refreshed every reap interval.
   virtual void SetSessions(int sessions, int64_t kv_used_bytes, int64_t kv_budget_bytes) {}
   virtual void OnSessionEvicted(absl::string_view reason) {}  // "idle_ttl".
+  // Block residency (--memory-budget): a block loaded on demand or by Prefetch, a block evicted,
+  // and the number of blocks resident after a load.
+  virtual void OnBlockLoad(double seconds) {}
+  virtual void OnBlockEviction() {}
+  virtual void SetBlocksResident(int blocks) {}
 };
 
 struct WorkerServerOptions {
@@ -56,6 +62,11 @@ struct WorkerServerOptions {
   std::vector<int> layers;  // Sorted, unique, each < the model's layer count.
   model::LoadOptions load;
   SessionLimits limits;
+  // Block residency (block_residency.h): > 0 keeps only the blocks of `block_layers` consecutive
+  // hosted layers that fit this many weight bytes resident and loads the others on demand. 0 =
+  // every hosted layer resident (one LayerHost). Load() fails when the largest block exceeds it.
+  int64_t memory_budget_bytes = 0;
+  int block_layers = 1;
   std::string listen = "127.0.0.1:0";
   int compute_threads = 2;     // Steps computed at once.
   int max_queued_steps = 256;  // Steps waiting beyond that: RESOURCE_EXHAUSTED.
@@ -89,6 +100,10 @@ class WorkerServer {
   absl::Status Load();
   // Null until Load() succeeded.
   Worker* worker() const { return worker_ptr_.load(std::memory_order_acquire); }
+  // The worker's host when memory_budget_bytes > 0 and Load() succeeded; null otherwise.
+  const ResidentLayerHost* resident_host() const {
+    return worker() != nullptr ? resident_host_ : nullptr;
+  }
 
   // Stops accepting calls, waits up to `grace` for running ones, joins every thread. Idempotent.
   void Shutdown(absl::Duration grace = absl::Seconds(5));
@@ -110,6 +125,7 @@ class WorkerServer {
 
   std::unique_ptr<Worker> worker_;  // Set once by Load().
   std::atomic<Worker*> worker_ptr_{nullptr};
+  const ResidentLayerHost* resident_host_ = nullptr;  // Set by Load() before worker_ptr_.
 
   absl::Mutex mu_;
   std::string load_error_ ABSL_GUARDED_BY(mu_);

@@ -1,0 +1,261 @@
+#include "worker/block_residency.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "common/flags.h"
+#include "model/status_macros.h"
+
+namespace swarm::worker {
+
+absl::StatusOr<std::unique_ptr<ResidentLayerHost>> ResidentLayerHost::Create(
+    std::shared_ptr<const model::Checkpoint> checkpoint, std::vector<int> layers,
+    const model::LoadOptions& options, int block_layers, int64_t budget_bytes,
+    ResidencyListener listener) {
+  if (budget_bytes <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--memory-budget: ", budget_bytes, " bytes is not positive"));
+  }
+  if (block_layers <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--block-layers: ", block_layers, " is not positive"));
+  }
+  if (layers.empty()) return absl::InvalidArgumentError("no layers to host");
+  auto host = std::unique_ptr<ResidentLayerHost>(new ResidentLayerHost());
+  host->checkpoint_ = checkpoint;
+  host->options_ = options;
+  host->layers_ = layers;
+  host->budget_ = budget_bytes;
+  host->listener_ = std::move(listener);
+  host->layer_block_.assign(checkpoint->config().num_layers, -1);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const int l = layers[i];
+    if (l < 0 || l >= checkpoint->config().num_layers || (i > 0 && l <= layers[i - 1])) {
+      return absl::InvalidArgumentError(absl::StrCat("layers [", absl::StrJoin(layers, ","),
+                                                     "]: must be sorted, unique and below ",
+                                                     checkpoint->config().num_layers));
+    }
+    auto& blocks = host->block_layers_;
+    if (blocks.empty() || layers[i - 1] != l - 1 ||
+        static_cast<int>(blocks.back().size()) >= block_layers) {
+      blocks.emplace_back();
+    }
+    blocks.back().push_back(l);
+    host->layer_block_[l] = static_cast<int>(blocks.size()) - 1;
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<model::LayerHost> maker,
+                   model::LayerHost::Create(checkpoint, {}, options));
+  host->cache_maker_ = std::move(maker);
+
+  // Load every block once to learn its size on the device; keep those that fit, in order.
+  absl::MutexLock lock(&host->mu_);
+  host->table_.resize(host->block_layers_.size());
+  int64_t largest = 0;
+  int largest_block = 0;
+  for (size_t b = 0; b < host->block_layers_.size(); ++b) {
+    Block& block = host->table_[b];
+    block.layers = host->block_layers_[b];
+    ASSIGN_OR_RETURN(std::unique_ptr<model::LayerHost> loaded,
+                     model::LayerHost::Create(checkpoint, block.layers, options));
+    block.bytes = loaded->WeightBytes();
+    host->kv_bytes_per_token_ += loaded->KvBytesPerToken();
+    host->total_bytes_ += block.bytes;
+    if (block.bytes > largest) {
+      largest = block.bytes;
+      largest_block = static_cast<int>(b);
+    }
+    if (host->resident_ + block.bytes <= budget_bytes) {
+      host->resident_ += block.bytes;
+      block.host = std::move(loaded);
+      block.last_use = ++host->clock_;
+      ++host->stats_.blocks_resident;
+    }
+  }
+  if (largest > budget_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--memory-budget ", budget_bytes, " bytes (", FormatBytes(budget_bytes),
+        ") is smaller than block ", largest_block, " (layers ",
+        absl::StrJoin(host->block_layers_[largest_block], ","), ") of ", largest, " bytes (",
+        FormatBytes(largest), "); raise the budget or lower --block-layers"));
+  }
+  host->stats_.blocks = static_cast<int>(host->table_.size());
+  host->stats_.budget_bytes = budget_bytes;
+  host->stats_.max_resident_bytes = host->resident_;
+  return host;
+}
+
+ResidentLayerHost::~ResidentLayerHost() = default;
+
+bool ResidentLayerHost::Hosts(int layer) const {
+  return layer >= 0 && layer < static_cast<int>(layer_block_.size()) && layer_block_[layer] >= 0;
+}
+
+int ResidentLayerHost::BlockOf(int layer) const { return Hosts(layer) ? layer_block_[layer] : -1; }
+
+std::unique_ptr<model::KvCache> ResidentLayerHost::NewCache(int64_t capacity) const {
+  return cache_maker_->NewCache(capacity);
+}
+
+absl::StatusOr<std::shared_ptr<const model::LayerHost>> ResidentLayerHost::Acquire(
+    int b, bool pin, bool* loaded_here) const {
+  if (loaded_here != nullptr) *loaded_here = false;
+  std::vector<std::shared_ptr<const model::LayerHost>> evicted;  // Destroyed outside the lock.
+  int evictions = 0;
+  mu_.Lock();
+  for (;;) {
+    Block& block = table_[b];
+    if (block.loading) {
+      changed_.Wait(&mu_);
+      continue;
+    }
+    if (block.host != nullptr) {
+      ++stats_.hits_total;
+      block.last_use = ++clock_;
+      if (pin) ++block.pins;
+      std::shared_ptr<const model::LayerHost> host = block.host;
+      mu_.Unlock();
+      return host;
+    }
+    // Make room: evict least recently used unpinned blocks; wait while every candidate is pinned
+    // or loading (a pin is held for one block's compute only, so the wait ends).
+    bool waited = false;
+    while (resident_ + block.bytes > budget_) {
+      int lru = -1;
+      for (size_t i = 0; i < table_.size(); ++i) {
+        const Block& c = table_[i];
+        if (c.host == nullptr || c.pins > 0 || c.loading) continue;
+        if (lru < 0 || c.last_use < table_[lru].last_use) lru = static_cast<int>(i);
+      }
+      if (lru < 0) {
+        changed_.Wait(&mu_);
+        waited = true;
+        break;
+      }
+      resident_ -= table_[lru].bytes;
+      evicted.push_back(std::move(table_[lru].host));
+      ++stats_.evictions_total;
+      --stats_.blocks_resident;
+      ++evictions;
+    }
+    if (waited) continue;  // The table changed: look at block `b` again.
+    break;
+  }
+  Block& block = table_[b];
+  block.loading = true;
+  resident_ += block.bytes;
+  stats_.max_resident_bytes = std::max(stats_.max_resident_bytes, resident_);
+  ++stats_.blocks_resident;
+  ++stats_.loads_total;
+  const std::vector<int> layers = block.layers;
+  mu_.Unlock();
+
+  evicted.clear();
+  for (int i = 0; i < evictions; ++i) {
+    if (listener_.on_evict) listener_.on_evict();
+  }
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::unique_ptr<model::LayerHost>> loaded =
+      model::LayerHost::Create(checkpoint_, layers, options_);
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+
+  std::shared_ptr<const model::LayerHost> host;
+  int resident_blocks = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    Block& done = table_[b];
+    done.loading = false;
+    if (loaded.ok()) {
+      done.host = *std::move(loaded);
+      done.last_use = ++clock_;
+      if (pin) ++done.pins;
+      host = done.host;
+    } else {
+      resident_ -= done.bytes;
+      --stats_.blocks_resident;
+    }
+    resident_blocks = stats_.blocks_resident;
+    changed_.SignalAll();
+  }
+  if (!loaded.ok()) {
+    return Annotate(loaded.status(),
+                    absl::StrCat("loading layers ", absl::StrJoin(layers, ","), " on demand"));
+  }
+  if (loaded_here != nullptr) *loaded_here = true;
+  if (listener_.on_load) listener_.on_load(seconds);
+  if (listener_.on_resident) listener_.on_resident(resident_blocks);
+  return host;
+}
+
+void ResidentLayerHost::Unpin(int b) const {
+  absl::MutexLock lock(&mu_);
+  --table_[b].pins;
+  changed_.SignalAll();
+}
+
+absl::StatusOr<model::HostTensor> ResidentLayerHost::Forward(const model::HostTensor& h,
+                                                             int64_t start_pos,
+                                                             absl::Span<const int> layers,
+                                                             model::KvCache* cache,
+                                                             float gate) const {
+  for (int l : layers) {
+    if (!Hosts(l)) {
+      return absl::InvalidArgumentError(absl::StrCat("layer ", l, " is not hosted here"));
+    }
+  }
+  model::HostTensor cur;
+  const model::HostTensor* in = &h;
+  size_t i = 0;
+  const bool single_block = !layers.empty() && BlockOf(layers.front()) == BlockOf(layers.back());
+  while (i < layers.size()) {
+    const int b = BlockOf(layers[i]);
+    size_t j = i;
+    while (j < layers.size() && BlockOf(layers[j]) == b) ++j;
+    ASSIGN_OR_RETURN(std::shared_ptr<const model::LayerHost> host, Acquire(b, /*pin=*/true));
+    absl::StatusOr<model::HostTensor> out =
+        host->Forward(*in, start_pos, layers.subspan(i, j - i), cache, single_block ? gate : 1.0f);
+    Unpin(b);
+    if (!out.ok()) return out.status();
+    cur = *std::move(out);
+    in = &cur;
+    i = j;
+  }
+  if (single_block || gate == 1.0f) return cur;
+  // The gated residual over several blocks: h + gate * (layers(h) - h).
+  return model::CombineResiduals(h, {cur}, {gate});
+}
+
+absl::StatusOr<int> ResidentLayerHost::Prefetch(absl::Span<const int> layers) const {
+  std::vector<int> blocks;
+  for (int l : layers) {
+    if (!Hosts(l)) {
+      return absl::InvalidArgumentError(absl::StrCat("prefetch: layer ", l, " is not hosted here"));
+    }
+    const int b = BlockOf(l);
+    if (std::find(blocks.begin(), blocks.end(), b) == blocks.end()) blocks.push_back(b);
+  }
+  int64_t bytes = 0;
+  int loaded = 0;
+  for (int b : blocks) {
+    {
+      absl::MutexLock lock(&mu_);
+      bytes += table_[b].bytes;
+    }
+    if (bytes > budget_) break;  // Would evict a block this prefetch just loaded.
+    bool loaded_here = false;
+    RETURN_IF_ERROR(Acquire(b, /*pin=*/false, &loaded_here).status());
+    if (loaded_here) ++loaded;
+  }
+  return loaded;
+}
+
+ResidencyStats ResidentLayerHost::Stats() const {
+  absl::MutexLock lock(&mu_);
+  ResidencyStats s = stats_;
+  s.resident_bytes = resident_;
+  return s;
+}
+
+}  // namespace swarm::worker
