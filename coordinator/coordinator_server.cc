@@ -340,6 +340,8 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
           m->set_num_blocks(choice.num_blocks);
         }
       });
+      // The router has chosen: workers with a memory budget can load the blocks meanwhile.
+      if (sparse) executor.Prefetch();
       absl::Status open = executor.Open(prompt_tokens_ + params.max_new_tokens);
       if (open.ok()) {
         ObservedExecutor observed(&executor, server_->observer_, &layers_run);

@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <thread>
 #include <utility>
 
@@ -77,6 +78,40 @@ absl::Status RemoteExecutor::Call(int worker, const char* method,
       FromGrpcStatus(s, absl::StrCat("worker ", workers_->address(worker), ": ", method));
   if (s.error_code() == grpc::StatusCode::UNAVAILABLE) workers_->MarkUnreachable(worker, status);
   return status;
+}
+
+namespace {
+
+// One Prefetch in flight; deletes itself when gRPC reports its end.
+struct PrefetchCall {
+  grpc::ClientContext ctx;
+  v1::PrefetchRequest req;
+  v1::PrefetchResponse resp;
+};
+
+}  // namespace
+
+void RemoteExecutor::Prefetch() {
+  std::vector<std::pair<int, std::vector<int>>> per_worker;  // In plan order.
+  for (const PlanBlock& block : plan_.blocks) {
+    for (const Hop& hop : block.hops) {
+      auto it = std::find_if(per_worker.begin(), per_worker.end(),
+                             [&](const auto& w) { return w.first == hop.worker; });
+      if (it == per_worker.end()) {
+        per_worker.emplace_back(hop.worker, std::vector<int>());
+        it = per_worker.end() - 1;
+      }
+      it->second.insert(it->second.end(), hop.layers.begin(), hop.layers.end());
+    }
+  }
+  for (const auto& [worker, layers] : per_worker) {
+    auto* call = new PrefetchCall();
+    call->ctx.set_deadline(
+        absl::ToChronoTime(std::min(absl::Now() + options_.prefetch_timeout, options_.deadline)));
+    call->req.mutable_layers()->Assign(layers.begin(), layers.end());
+    workers_->stub(worker)->async()->Prefetch(&call->ctx, &call->req, &call->resp,
+                                              [call](grpc::Status) { delete call; });
+  }
 }
 
 absl::Status RemoteExecutor::Open(int64_t max_length) {

@@ -67,6 +67,7 @@ struct RemoteExecutorOptions {
   absl::Duration control_timeout = absl::Seconds(5);  // Open/CloseSession.
   std::string request_id;
   HopObserver* observer = nullptr;
+  absl::Duration prefetch_timeout = absl::Seconds(2);  // Deadline of a Prefetch hint.
 };
 
 class RemoteExecutor : public model::BlockExecutor {
@@ -74,6 +75,10 @@ class RemoteExecutor : public model::BlockExecutor {
   RemoteExecutor(WorkerSet* workers, ExecutionPlan plan, RemoteExecutorOptions options);
   ~RemoteExecutor() override;
 
+  // Sends each worker of the plan a Prefetch hint with the layers it will run (in plan order), so
+  // a worker with a memory budget loads them before the first Forward. Fire-and-forget: returns
+  // at once; answers (errors included) are ignored and each call ends within prefetch_timeout.
+  void Prefetch();
   // Opens the plan's sessions, reserving `max_length` positions each. On error the sessions
   // already opened are closed.
   absl::Status Open(int64_t max_length);
