@@ -5,6 +5,8 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "client/client.h"
 #include "model/model.h"
 #include "proto/tensor_util.h"
@@ -109,6 +111,53 @@ TEST(ResidentLayerHostTest, GatedStepOverSeveralBlocksEqualsTheOneHostResult) {
   EXPECT_EQ(c1->Length(2), t);
   EXPECT_EQ(c1->Length(0), 0);
   EXPECT_LE((*paged)->Stats().max_resident_bytes, layer);
+}
+
+TEST(ResidentLayerHostTest, ConcurrentSessionsWithRoomForOneBlockMatchTheOneHostResult) {
+  auto ckpt = model::Checkpoint::Open(ModelDir("stories260K"));
+  ASSERT_TRUE(ckpt.ok());
+  const int64_t layer = OneLayerBytes();
+  auto paged = ResidentLayerHost::Create(*ckpt, {0, 1, 2, 3, 4}, model::LoadOptions(), 1, layer);
+  ASSERT_TRUE(paged.ok()) << paged.status();
+  const std::vector<float> h0 = GoldenFloats("stories260K", "greedy.hidden.0");
+  const int64_t t = static_cast<int64_t>(h0.size()) / kHidden;
+  const std::vector<int> all = {0, 1, 2, 3, 4};
+  // The reference: all five layers on one ordinary host, in one pass.
+  auto whole = model::LayerHost::Create(*ckpt, all, model::LoadOptions());
+  ASSERT_TRUE(whole.ok());
+  auto whole_cache = (*whole)->NewCache();
+  auto ref =
+      (*whole)->Forward(model::HostTensor::FromFloats({t, kHidden}, h0), 0, all, whole_cache.get());
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  const std::vector<float> h5 = ref->ToFloats();
+  const int64_t steps = std::min<int64_t>(t, 12);  // Causal: a prefix of the one-pass output.
+  std::vector<float> diffs(4, 1e9f);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      auto cache = (*paged)->NewCache();
+      std::vector<float> out;
+      // Prefill one position at a time: many block switches racing with the other sessions.
+      for (int64_t p = 0; p < steps; ++p) {
+        std::vector<float> row(h0.begin() + p * kHidden, h0.begin() + (p + 1) * kHidden);
+        auto step = (*paged)->Forward(model::HostTensor::FromFloats({1, kHidden}, row), p, all,
+                                      cache.get());
+        if (!step.ok()) return;
+        const std::vector<float> v = step->ToFloats();
+        out.insert(out.end(), v.begin(), v.end());
+      }
+      if (out.size() != static_cast<size_t>(steps * kHidden)) return;
+      float d = 0;
+      for (size_t k = 0; k < out.size(); ++k) d = std::max(d, std::abs(out[k] - h5[k]));
+      diffs[i] = d;
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  for (float d : diffs) EXPECT_LT(d, 1e-4);
+  ResidencyStats s = (*paged)->Stats();
+  EXPECT_LE(s.max_resident_bytes, layer);
+  EXPECT_EQ(s.hits_total + s.loads_total, static_cast<uint64_t>(4 * steps * 5));
+  EXPECT_EQ(s.blocks_resident, 1);
 }
 
 TEST(ResidencyTest, OneBlockResidentStillGivesTheGoldenGreedyIds) {
