@@ -117,6 +117,7 @@ absl::StatusOr<std::shared_ptr<const model::LayerHost>> ResidentLayerHost::Acqui
       if (pin) ++block.pins;
       std::shared_ptr<const model::LayerHost> host = block.host;
       mu_.Unlock();
+      if (listener_.on_hit) listener_.on_hit();
       return host;
     }
     // Make room: evict least recently used unpinned blocks; wait while every candidate is pinned
@@ -163,6 +164,7 @@ absl::StatusOr<std::shared_ptr<const model::LayerHost>> ResidentLayerHost::Acqui
 
   std::shared_ptr<const model::LayerHost> host;
   int resident_blocks = 0;
+  int64_t resident_bytes = 0;
   {
     absl::MutexLock lock(&mu_);
     Block& done = table_[b];
@@ -177,6 +179,7 @@ absl::StatusOr<std::shared_ptr<const model::LayerHost>> ResidentLayerHost::Acqui
       --stats_.blocks_resident;
     }
     resident_blocks = stats_.blocks_resident;
+    resident_bytes = resident_;
     changed_.SignalAll();
   }
   if (!loaded.ok()) {
@@ -185,7 +188,7 @@ absl::StatusOr<std::shared_ptr<const model::LayerHost>> ResidentLayerHost::Acqui
   }
   if (loaded_here != nullptr) *loaded_here = true;
   if (listener_.on_load) listener_.on_load(seconds);
-  if (listener_.on_resident) listener_.on_resident(resident_blocks);
+  if (listener_.on_resident) listener_.on_resident(resident_blocks, resident_bytes);
   return host;
 }
 

@@ -39,11 +39,13 @@ struct ResidencyStats {
   int64_t max_resident_bytes = 0;  // The most resident_bytes ever reached (<= budget_bytes).
 };
 
-// Called (outside the mutex) after each load with its duration, and after each eviction.
+// Called (outside the mutex) after each load with its duration, after each eviction, with the
+// resident blocks and bytes after a load, and on each hit.
 struct ResidencyListener {
   std::function<void(double seconds)> on_load;
   std::function<void()> on_evict;
-  std::function<void(int blocks_resident)> on_resident;
+  std::function<void(int blocks_resident, int64_t resident_bytes)> on_resident;
+  std::function<void()> on_hit;
 };
 
 class ResidentLayerHost : public model::LayerHost {

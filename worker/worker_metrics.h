@@ -18,6 +18,11 @@
 #include "common/metrics_server.h"
 #include "worker/worker_server.h"
 
+namespace prometheus {
+class Counter;
+class Gauge;
+}  // namespace prometheus
+
 namespace swarm::worker {
 
 // The `layers` label values of a worker hosting `layers` (sorted, unique): one "A-B" per run of
@@ -53,12 +58,17 @@ class WorkerMetricsObserver : public WorkerObserver {
   void OnSessionEvicted(absl::string_view reason) override;
   void OnBlockLoad(double seconds) override;
   void OnBlockEviction() override;
-  void SetBlocksResident(int blocks) override;
+  void SetBlocksResident(int blocks, int64_t bytes) override;
+  void OnBlockHit() override;
 
  private:
   WorkerMetricsObserver() = default;
   std::unique_ptr<common::WorkerMetrics> metrics_;
   std::unique_ptr<common::MetricsServer> server_;
+  // Residency series common::WorkerMetrics does not have (yet), on the same registry:
+  // swarm_worker_block_hits_total and swarm_worker_resident_weight_bytes.
+  prometheus::Counter* block_hits_ = nullptr;
+  prometheus::Gauge* resident_bytes_ = nullptr;
 };
 
 }  // namespace swarm::worker

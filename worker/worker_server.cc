@@ -400,13 +400,17 @@ absl::Status WorkerServer::Load() {
     WorkerObserver* observer = observer_;
     listener.on_load = [observer](double seconds) { observer->OnBlockLoad(seconds); };
     listener.on_evict = [observer] { observer->OnBlockEviction(); };
-    listener.on_resident = [observer](int blocks) { observer->SetBlocksResident(blocks); };
+    listener.on_resident = [observer](int blocks, int64_t bytes) {
+      observer->SetBlocksResident(blocks, bytes);
+    };
+    listener.on_hit = [observer] { observer->OnBlockHit(); };
     absl::StatusOr<std::unique_ptr<ResidentLayerHost>> resident =
         ResidentLayerHost::Create(checkpoint_, options_.layers, options_.load,
                                   options_.block_layers, options_.memory_budget_bytes, listener);
     if (resident.ok()) {
       resident_host_ = resident->get();
-      observer_->SetBlocksResident(resident_host_->Stats().blocks_resident);
+      const ResidencyStats rs = resident_host_->Stats();
+      observer_->SetBlocksResident(rs.blocks_resident, rs.resident_bytes);
       host = std::unique_ptr<model::LayerHost>(*std::move(resident));
     } else {
       host = resident.status();

@@ -51,10 +51,11 @@ class WorkerObserver {
   virtual void SetSessions(int sessions, int64_t kv_used_bytes, int64_t kv_budget_bytes) {}
   virtual void OnSessionEvicted(absl::string_view reason) {}  // "idle_ttl".
   // Block residency (--memory-budget): a block loaded on demand or by Prefetch, a block evicted,
-  // and the number of blocks resident after a load.
+  // the blocks and weight bytes resident after a load, and a block use that found it resident.
   virtual void OnBlockLoad(double seconds) {}
   virtual void OnBlockEviction() {}
-  virtual void SetBlocksResident(int blocks) {}
+  virtual void SetBlocksResident(int blocks, int64_t bytes) {}
+  virtual void OnBlockHit() {}
 };
 
 struct WorkerServerOptions {

@@ -56,7 +56,17 @@ TEST(WorkerMetricsTest, HooksLandOnTheirSeries) {
   obs.OnError("OpenSession", absl::StatusCode::kResourceExhausted);
   obs.SetSessions(3, 1000, 4096);
   obs.OnSessionEvicted("idle_ttl");
+  obs.OnBlockLoad(0.002);
+  obs.OnBlockEviction();
+  obs.SetBlocksResident(2, 123456);
+  obs.OnBlockHit();
+  obs.OnBlockHit();
   auto s = Samples(**m);
+  EXPECT_EQ(Value(s, "swarm_worker_block_loads_total"), 1);
+  EXPECT_EQ(Value(s, "swarm_worker_block_evictions_total"), 1);
+  EXPECT_EQ(Value(s, "swarm_worker_blocks_resident"), 2);
+  EXPECT_EQ(Value(s, "swarm_worker_resident_weight_bytes"), 123456);
+  EXPECT_EQ(Value(s, "swarm_worker_block_hits_total"), 2);
   EXPECT_EQ(Value(s, "swarm_worker_ready"), 1);
   EXPECT_EQ(Value(s, "swarm_worker_forward_steps_total{layers=\"0-2\"}"), 2);
   EXPECT_EQ(Value(s, "swarm_worker_forward_tokens_total{layers=\"0-2\"}"), 6);
