@@ -53,8 +53,6 @@ absl::StatusOr<std::unique_ptr<ResidentLayerHost>> ResidentLayerHost::Create(
   // Load every block once to learn its size on the device; keep those that fit, in order.
   absl::MutexLock lock(&host->mu_);
   host->table_.resize(host->block_layers_.size());
-  int64_t largest = 0;
-  int largest_block = 0;
   for (size_t b = 0; b < host->block_layers_.size(); ++b) {
     Block& block = host->table_[b];
     block.layers = host->block_layers_[b];
@@ -63,9 +61,12 @@ absl::StatusOr<std::unique_ptr<ResidentLayerHost>> ResidentLayerHost::Create(
     block.bytes = loaded->WeightBytes();
     host->kv_bytes_per_token_ += loaded->KvBytesPerToken();
     host->total_bytes_ += block.bytes;
-    if (block.bytes > largest) {
-      largest = block.bytes;
-      largest_block = static_cast<int>(b);
+    if (block.bytes > budget_bytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--memory-budget ", budget_bytes, " bytes (", FormatBytes(budget_bytes),
+                       ") is smaller than block ", b, " (layers ", absl::StrJoin(block.layers, ","),
+                       ") of ", block.bytes, " bytes (", FormatBytes(block.bytes),
+                       "); raise the budget or lower --block-layers"));
     }
     if (host->resident_ + block.bytes <= budget_bytes) {
       host->resident_ += block.bytes;
@@ -73,13 +74,6 @@ absl::StatusOr<std::unique_ptr<ResidentLayerHost>> ResidentLayerHost::Create(
       block.last_use = ++host->clock_;
       ++host->stats_.blocks_resident;
     }
-  }
-  if (largest > budget_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--memory-budget ", budget_bytes, " bytes (", FormatBytes(budget_bytes),
-        ") is smaller than block ", largest_block, " (layers ",
-        absl::StrJoin(host->block_layers_[largest_block], ","), ") of ", largest, " bytes (",
-        FormatBytes(largest), "); raise the budget or lower --block-layers"));
   }
   host->stats_.blocks = static_cast<int>(host->table_.size());
   host->stats_.budget_bytes = budget_bytes;

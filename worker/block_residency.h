@@ -53,8 +53,8 @@ class ResidentLayerHost : public model::LayerHost {
   // Splits `layers` (sorted, unique) into blocks of at most `block_layers` consecutive layers
   // (a gap in the hosted layers always starts a new block), loads each block once to learn its
   // size, and keeps the first ones that fit `budget_bytes`. InvalidArgument when budget_bytes
-  // or block_layers is not positive, or when the largest block alone exceeds the budget (the
-  // message names both sizes).
+  // or block_layers is not positive, or when a block alone exceeds the budget (the message names
+  // the block and both sizes).
   static absl::StatusOr<std::unique_ptr<ResidentLayerHost>> Create(
       std::shared_ptr<const model::Checkpoint> checkpoint, std::vector<int> layers,
       const model::LoadOptions& options, int block_layers, int64_t budget_bytes,
@@ -79,7 +79,7 @@ class ResidentLayerHost : public model::LayerHost {
   absl::StatusOr<int> Prefetch(absl::Span<const int> layers) const;
 
   ResidencyStats Stats() const;
-  // The block index of each hosted layer's block, in layer order (for tests and logs).
+  // The layers of each block, in block order (for tests and logs).
   const std::vector<std::vector<int>>& blocks() const { return block_layers_; }
 
  private:
