@@ -177,6 +177,8 @@ struct WorkerMetrics::Impl {
   Gauge* kv_bytes = nullptr;
   Gauge* kv_budget = nullptr;
   Gauge* resident = nullptr;
+  Gauge* resident_bytes = nullptr;
+  Counter* hits = nullptr;
   Counter* loads = nullptr;
   Counter* evictions = nullptr;
   Histogram* load_seconds = nullptr;
@@ -278,6 +280,16 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const Optio
                        .Help("Blocks resident in device memory now.")
                        .Register(reg)
                        .Add({});
+    m->resident_bytes = &prometheus::BuildGauge()
+                             .Name("swarm_worker_resident_weight_bytes")
+                             .Help("Weight bytes of the blocks resident now.")
+                             .Register(reg)
+                             .Add({});
+    m->hits = &prometheus::BuildCounter()
+                   .Name("swarm_worker_block_hits_total")
+                   .Help("Block uses (steps and prefetches) that found the block resident.")
+                   .Register(reg)
+                   .Add({});
     m->loads = &prometheus::BuildCounter()
                     .Name("swarm_worker_block_loads_total")
                     .Help("Blocks loaded onto the device.")
@@ -350,9 +362,11 @@ void WorkerMetrics::OnSessionEvicted(absl::string_view reason) {
   Counter* c = AddOrNull(impl_->session_evictions, {{"reason", IdentifierLabel(reason)}});
   if (c) c->Increment();
 }
-void WorkerMetrics::SetBlocksResident(int64_t blocks) {
+void WorkerMetrics::SetBlocksResident(int64_t blocks, int64_t bytes) {
   impl_->resident->Set(static_cast<double>(blocks));
+  impl_->resident_bytes->Set(static_cast<double>(bytes));
 }
+void WorkerMetrics::OnBlockHit() { impl_->hits->Increment(); }
 void WorkerMetrics::OnBlockLoad(double seconds) {
   impl_->loads->Increment();
   impl_->load_seconds->Observe(NonNegative(seconds));

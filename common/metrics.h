@@ -91,9 +91,11 @@ class WorkerMetrics {
   void SetKvCacheBudgetBytes(int64_t bytes);  // The KV memory budget (0 = unlimited).
   void OnSessionEvicted(absl::string_view reason);  // reason: "idle_ttl" | "budget" | "other".
   // Residency (a worker that pages blocks in and out of device memory).
-  void SetBlocksResident(int64_t blocks);
+  // Blocks resident now and their weight bytes.
+  void SetBlocksResident(int64_t blocks, int64_t bytes = 0);
   void OnBlockLoad(double seconds);  // One block loaded onto the device, taking `seconds`.
   void OnBlockEviction();            // One block dropped from the device.
+  void OnBlockHit();                 // A block use (step or prefetch) found it resident.
 
  private:
   struct Impl;

@@ -1,13 +1,9 @@
 #include "worker/worker_metrics.h"
 
-#include <exception>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "model/status_macros.h"
-#include "prometheus/counter.h"
-#include "prometheus/gauge.h"
-#include "prometheus/registry.h"
 #include "proto/layer_ranges.h"
 
 namespace swarm::worker {
@@ -28,21 +24,6 @@ absl::StatusOr<std::unique_ptr<WorkerMetricsObserver>> WorkerMetricsObserver::St
   auto observer = std::unique_ptr<WorkerMetricsObserver>(new WorkerMetricsObserver());
   ASSIGN_OR_RETURN(observer->metrics_, common::WorkerMetrics::Create(mo));
   observer->metrics_->SetKvCacheBudgetBytes(options.kv_budget_bytes);
-  try {
-    prometheus::Registry& reg = *observer->metrics_->registry();
-    observer->block_hits_ = &prometheus::BuildCounter()
-                                 .Name("swarm_worker_block_hits_total")
-                                 .Help("Block uses (steps and prefetches) that found it resident.")
-                                 .Register(reg)
-                                 .Add({});
-    observer->resident_bytes_ = &prometheus::BuildGauge()
-                                     .Name("swarm_worker_resident_weight_bytes")
-                                     .Help("Weight bytes of the blocks resident now.")
-                                     .Register(reg)
-                                     .Add({});
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("registering the residency metrics: ", e.what()));
-  }
   common::MetricsServer::Options so;
   so.listen = options.listen;
   so.registry = observer->metrics_->registry();
@@ -82,10 +63,9 @@ void WorkerMetricsObserver::OnBlockLoad(double seconds) { metrics_->OnBlockLoad(
 void WorkerMetricsObserver::OnBlockEviction() { metrics_->OnBlockEviction(); }
 
 void WorkerMetricsObserver::SetBlocksResident(int blocks, int64_t bytes) {
-  metrics_->SetBlocksResident(blocks);
-  resident_bytes_->Set(static_cast<double>(bytes));
+  metrics_->SetBlocksResident(blocks, bytes);
 }
 
-void WorkerMetricsObserver::OnBlockHit() { block_hits_->Increment(); }
+void WorkerMetricsObserver::OnBlockHit() { metrics_->OnBlockHit(); }
 
 }  // namespace swarm::worker

@@ -65,10 +65,6 @@ class WorkerMetricsObserver : public WorkerObserver {
   WorkerMetricsObserver() = default;
   std::unique_ptr<common::WorkerMetrics> metrics_;
   std::unique_ptr<common::MetricsServer> server_;
-  // Residency series common::WorkerMetrics does not have (yet), on the same registry:
-  // swarm_worker_block_hits_total and swarm_worker_resident_weight_bytes.
-  prometheus::Counter* block_hits_ = nullptr;
-  prometheus::Gauge* resident_bytes_ = nullptr;
 };
 
 }  // namespace swarm::worker
