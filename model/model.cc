@@ -315,11 +315,6 @@ torch::Tensor LayerNorm(const torch::Tensor& x, const torch::Tensor& w, const to
   return torch::layer_norm(x, {x.size(-1)}, w, b, eps);
 }
 
-torch::Tensor RotateHalf(const torch::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-}
-
 class KvCacheImpl : public KvCache {
  public:
   struct LayerKv {
@@ -377,7 +372,8 @@ class LayerHostImpl : public LayerHost {
   std::map<int, LayerWeights> weights_;
   torch::Device device_{torch::kCPU};
   torch::ScalarType dtype_ = torch::kFloat32;
-  torch::Tensor cos_, sin_;  // [max_pos, head_dim] rotary tables in the compute dtype.
+  // [max_pos, head_dim] rotary tables in the compute dtype; sin_signed_ = [-sin, sin] halves.
+  torch::Tensor cos_, sin_signed_;
   int64_t weight_bytes_ = 0;
 };
 
@@ -415,7 +411,8 @@ absl::StatusOr<std::unique_ptr<LayerHostImpl>> LayerHostImpl::Create(
       torch::Tensor freqs = torch::outer(pos, inv_freq.to(torch::kFloat32));
       torch::Tensor emb = torch::cat({freqs, freqs}, -1);
       host->cos_ = emb.cos().to(host->device_, host->dtype_);
-      host->sin_ = emb.sin().to(host->device_, host->dtype_);
+      torch::Tensor sin = freqs.sin();
+      host->sin_signed_ = torch::cat({-sin, sin}, -1).to(host->device_, host->dtype_);
       return absl::OkStatus();
     });
     RETURN_IF_ERROR(s);
@@ -430,23 +427,28 @@ torch::Tensor LayerHostImpl::Attention(const LayerWeights& w, const torch::Tenso
   const ModelConfig& c = config_;
   const int64_t T = x.size(0), H = c.num_heads, KV = c.num_kv_heads, hd = c.head_dim;
   const int64_t G = H / KV;
+  // Rotary embedding as x*cos + roll(x, hd/2)*sin_signed (= x*cos + rotate_half(x)*sin, the same
+  // products), applied to query and key heads together where they are fused.
+  const bool rope = !c.IsGpt2();
+  torch::Tensor cos, sin;
+  if (rope) {
+    cos = cos_.narrow(0, start_pos, T).unsqueeze(1);  // [T, 1, hd]
+    sin = sin_signed_.narrow(0, start_pos, T).unsqueeze(1);
+  }
+  auto rotate = [&](const torch::Tensor& t) {  // t: [T, heads, hd]
+    return rope ? t * cos + torch::roll(t, hd / 2, -1) * sin : t;
+  };
   torch::Tensor q, k, v;
   if (w.qkv_w.defined()) {
-    torch::Tensor qkv = Linear(x, w.qkv_w, w.qkv_b);  // [T, (H + 2 KV) hd]
-    auto parts = qkv.split_with_sizes({H * hd, KV * hd, KV * hd}, -1);
-    q = parts[0].view({T, H, hd}).transpose(0, 1);  // [H, T, hd]
-    k = parts[1].view({T, KV, hd}).transpose(0, 1);
-    v = parts[2].view({T, KV, hd}).transpose(0, 1);
+    torch::Tensor qkv = Linear(x, w.qkv_w, w.qkv_b).view({T, H + 2 * KV, hd});
+    torch::Tensor qk = rotate(qkv.narrow(1, 0, H + KV));
+    q = qk.narrow(1, 0, H).transpose(0, 1);  // [H, T, hd]
+    k = qk.narrow(1, H, KV).transpose(0, 1);
+    v = qkv.narrow(1, H + KV, KV).transpose(0, 1);
   } else {
-    q = Linear(x, w.q_w, w.q_b).view({T, H, hd}).transpose(0, 1);
-    k = Linear(x, w.k_w, w.k_b).view({T, KV, hd}).transpose(0, 1);
+    q = rotate(Linear(x, w.q_w, w.q_b).view({T, H, hd})).transpose(0, 1);
+    k = rotate(Linear(x, w.k_w, w.k_b).view({T, KV, hd})).transpose(0, 1);
     v = Linear(x, w.v_w, w.v_b).view({T, KV, hd}).transpose(0, 1);
-  }
-  if (!c.IsGpt2()) {
-    torch::Tensor cos = cos_.narrow(0, start_pos, T);  // [T, hd]
-    torch::Tensor sin = sin_.narrow(0, start_pos, T);
-    q = q * cos + RotateHalf(q) * sin;
-    k = k * cos + RotateHalf(k) * sin;
   }
   // Append to the cache, growing capacity geometrically.
   const int64_t total = start_pos + T;
