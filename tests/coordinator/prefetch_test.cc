@@ -17,8 +17,8 @@ using ::swarm::testing::GoldenIds;
 using ::swarm::testing::ModelDir;
 
 v1::InfoResponse WorkerInfo(const std::string& address) {
-  auto stub = v1::WorkerService::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  auto stub =
+      v1::WorkerService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::InfoResponse resp;

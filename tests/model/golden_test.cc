@@ -129,8 +129,8 @@ TEST_P(GoldenTest, GreedyIdsMatchHuggingFace) {
 // copies: a different code path that must give the same numbers.
 TEST_P(GoldenTest, ZeroCopyWeightsMatchHuggingFace) {
   const Fixture& fx = GetParam();
-  auto golden = SafetensorsFile::Open(kShared + "/fixtures/golden/" + fx.name +
-                                      "/golden.safetensors");
+  auto golden =
+      SafetensorsFile::Open(kShared + "/fixtures/golden/" + fx.name + "/golden.safetensors");
   ASSERT_TRUE(golden.ok()) << golden.status();
   LoadOptions options;
   options.copy_weights = false;
