@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "model/hf_files.h"
 #include "model/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -542,22 +543,6 @@ std::string Llama2cConfigJson(const Llama2cHeader& h) {
   return j.dump(2);
 }
 
-namespace {
-
-absl::Status WriteTextFile(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create '", path, "': ", std::strerror(errno)));
-  }
-  out << text;
-  out.close();
-  if (!out) return absl::DataLossError(absl::StrCat("writing '", path, "' failed"));
-  return absl::OkStatus();
-}
-
-}  // namespace
-
 absl::StatusOr<ConvertLlama2cResult> ConvertLlama2c(const ConvertLlama2cOptions& options) {
   if (options.checkpoint_path.empty()) {
     return absl::InvalidArgumentError("no llama2.c checkpoint given");
@@ -595,34 +580,12 @@ absl::StatusOr<ConvertLlama2cResult> ConvertLlama2c(const ConvertLlama2cOptions&
   RETURN_IF_ERROR(WriteTextFile(config_path, Llama2cConfigJson(h) + "\n"));
   result.files.push_back(config_path);
 
-  ordered_json gen;
-  gen["bos_token_id"] = 1;
-  gen["eos_token_id"] = 2;
-  const std::string gen_path = (dir / "generation_config.json").string();
-  RETURN_IF_ERROR(WriteTextFile(gen_path, gen.dump(2) + "\n"));
-  result.files.push_back(gen_path);
-
   const std::string weights_path = (dir / "model.safetensors").string();
   RETURN_IF_ERROR(Annotate(WriteSafetensors(weights_path, model.tensors, {{"format", "pt"}}),
                            absl::StrCat("writing '", weights_path, "'")));
   result.files.push_back(weights_path);
 
-  if (!tokenizer_json.empty()) {
-    const std::string tok_path = (dir / "tokenizer.json").string();
-    RETURN_IF_ERROR(WriteTextFile(tok_path, tokenizer_json));
-    result.files.push_back(tok_path);
-    ordered_json tc;
-    tc["bos_token"] = "<s>";
-    tc["eos_token"] = "</s>";
-    tc["unk_token"] = "<unk>";
-    tc["add_bos_token"] = true;
-    tc["add_eos_token"] = false;
-    tc["model_max_length"] = h.seq_len;
-    tc["tokenizer_class"] = "LlamaTokenizerFast";
-    const std::string tc_path = (dir / "tokenizer_config.json").string();
-    RETURN_IF_ERROR(WriteTextFile(tc_path, tc.dump(2) + "\n"));
-    result.files.push_back(tc_path);
-  }
+  RETURN_IF_ERROR(WriteLlamaSideFiles(options.out_dir, h.seq_len, tokenizer_json, &result.files));
   return result;
 }
 

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "model/hf_files.h"
 #include "model/llama2c.h"
 #include "model/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -96,18 +97,6 @@ void GenerateInto(uint64_t key, SynthTensorSpec::Init init, double std_dev, StDT
     pool.emplace_back(work, begin, std::min(per, count - begin));
   }
   for (std::thread& th : pool) th.join();
-}
-
-absl::Status WriteTextFile(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create '", path, "': ", std::strerror(errno)));
-  }
-  out << text;
-  out.close();
-  if (!out) return absl::DataLossError(absl::StrCat("writing '", path, "' failed"));
-  return absl::OkStatus();
 }
 
 struct FileCloser {
@@ -371,24 +360,8 @@ absl::StatusOr<SynthResult> WriteSynthModel(const SynthOptions& options) {
   RETURN_IF_ERROR(WriteTextFile(config_path, SynthConfigJson(options)));
   result.files.push_back(config_path);
 
-  const std::string gen_path = (dir / "generation_config.json").string();
-  RETURN_IF_ERROR(WriteTextFile(gen_path, "{\n  \"bos_token_id\": 1,\n  \"eos_token_id\": 2\n}\n"));
-  result.files.push_back(gen_path);
-
-  const std::string tok_path = (dir / "tokenizer.json").string();
-  RETURN_IF_ERROR(WriteTextFile(tok_path, SynthTokenizerJson(options.vocab)));
-  result.files.push_back(tok_path);
-  ordered_json tc;
-  tc["bos_token"] = "<s>";
-  tc["eos_token"] = "</s>";
-  tc["unk_token"] = "<unk>";
-  tc["add_bos_token"] = true;
-  tc["add_eos_token"] = false;
-  tc["model_max_length"] = options.max_position;
-  tc["tokenizer_class"] = "LlamaTokenizerFast";
-  const std::string tc_path = (dir / "tokenizer_config.json").string();
-  RETURN_IF_ERROR(WriteTextFile(tc_path, tc.dump(2) + "\n"));
-  result.files.push_back(tc_path);
+  RETURN_IF_ERROR(WriteLlamaSideFiles(dir.string(), options.max_position,
+                                      SynthTokenizerJson(options.vocab), &result.files));
 
   const std::vector<SynthTensorSpec> specs = SynthTensorSpecs(options);
   const StDType dtype = options.dtype == DType::kBF16 ? StDType::kBF16 : StDType::kF32;
