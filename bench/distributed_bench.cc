@@ -6,7 +6,7 @@
 //                     [--reps 3] [--hop-steps 400]
 //
 // --synth-mb writes a synthetic Llama of about MB megabytes (f32) into a temporary directory
-// (model/synth.h) and removes it afterwards. Prints one table; every number is a median or mean
+// (tools/synth.h) and removes it afterwards. Prints one table; every number is a median or mean
 // over the repetitions, measured in this run on this machine.
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
@@ -32,10 +32,10 @@
 #include "client/client.h"
 #include "model/generate.h"
 #include "model/model.h"
-#include "model/synth.h"
-#include "proto/server_util.h"
-#include "proto/tensor_util.h"
+#include "rpc/server.h"
+#include "rpc/tensor_codec.h"
 #include "swarm/v1/worker.grpc.pb.h"
+#include "tools/synth.h"
 
 namespace {
 
@@ -153,7 +153,7 @@ int main(int argc, char** argv) {
   std::string synth_dir;
   if (synth_mb > 0) {
     // Llama blocks of hidden 1024 (≈ 50 MB f32 each with intermediate 2816) plus 8k-vocab ends.
-    swarm::model::SynthOptions o;
+    swarm::tools::SynthOptions o;
     o.hidden = 1024;
     o.intermediate = 2816;
     o.heads = 16;
@@ -165,7 +165,7 @@ int main(int argc, char** argv) {
                                  (4 * (3 * o.hidden * o.hidden + 3 * o.hidden * o.intermediate)));
     synth_dir = absl::StrCat("/tmp/swarm-distributed-bench-", getpid());
     o.out_dir = synth_dir;
-    auto r = swarm::model::WriteSynthModel(o);
+    auto r = swarm::tools::WriteSynthModel(o);
     if (!r.ok()) {
       std::fprintf(stderr, "distributed_bench: %s\n", r.status().ToString().c_str());
       return 1;
@@ -252,7 +252,7 @@ int main(int argc, char** argv) {
                                               "--layers", "0", "--listen", "127.0.0.1:0"},
                                              "listening on ");
     auto stub = swarm::v1::WorkerService::NewStub(grpc::CreateCustomChannel(
-        address, grpc::InsecureChannelCredentials(), swarm::InternalChannelArguments()));
+        address, grpc::InsecureChannelCredentials(), swarm::rpc::InternalChannelArguments()));
     auto host = swarm::model::LayerHost::Create((*engine)->checkpoint(), {0, 1}, {});
     if (address.empty() || !host.ok()) {
       std::fprintf(stderr, "distributed_bench: hop setup failed\n");
@@ -261,7 +261,7 @@ int main(int argc, char** argv) {
     }
     const int64_t steps = std::min<int64_t>(hop_steps, config.max_position_embeddings - 1);
     std::vector<float> values(config.hidden_size, 0.1f);
-    const auto one = swarm::model::HostTensor::FromFloats({1, config.hidden_size}, values);
+    const auto one = swarm::HostTensor::FromFloats({1, config.hidden_size}, values);
     // Wait for the worker to load and open a session.
     std::string session;
     for (int i = 0; i < 600 && session.empty(); ++i) {
@@ -287,7 +287,7 @@ int main(int argc, char** argv) {
       req.set_step_id(pos + 1);
       req.set_start_position(pos);
       req.add_layers(0);
-      swarm::CopyTensorToProto(one, req.mutable_hidden());
+      swarm::rpc::CopyTensorToProto(one, req.mutable_hidden());
       swarm::v1::ForwardResponse resp;
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));

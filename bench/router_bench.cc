@@ -23,14 +23,15 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/block_layout.h"
 #include "model/generate.h"
 #include "model/model.h"
-#include "model/synth.h"
-#include "router/calibrate.h"
+#include "router/calibration/calibrate.h"
+#include "router/calibration/probe.h"
 #include "router/memory.h"
-#include "router/probe.h"
 #include "router/router.h"
 #include "router/sparse.h"
+#include "tools/synth.h"
 
 namespace {
 
@@ -123,7 +124,7 @@ int main(int argc, char** argv) {
     r = std::move(*loaded);
   }
   const int n = r->num_blocks();
-  const int k = std::max(router::PopCount(r->keep_mask()) + 1, n - 2);
+  const int k = std::max(PopCount(r->keep_mask()) + 1, n - 2);
   so.stream = 2;
   so.count = 64;
   auto test = router::SampleFromModel(**engine, so);
@@ -206,7 +207,7 @@ int main(int argc, char** argv) {
 
   // 2. Time saved by running fewer blocks.
   if (synth_layers < 2) return 0;
-  model::SynthOptions o;
+  tools::SynthOptions o;
   o.layers = synth_layers;
   o.hidden = 512;
   o.intermediate = 1408;
@@ -215,7 +216,7 @@ int main(int argc, char** argv) {
   o.vocab = 4096;
   o.max_position = 512;
   o.out_dir = absl::StrCat("/tmp/swarm-router-bench-", getpid());
-  auto synth = model::WriteSynthModel(o);
+  auto synth = tools::WriteSynthModel(o);
   if (!synth.ok()) return Fail(synth.status());
   auto cleanup = [&] { std::system(("rm -rf '" + o.out_dir + "'").c_str()); };
   auto big = model::Engine::Create(o.out_dir);
@@ -224,7 +225,7 @@ int main(int argc, char** argv) {
     return Fail(big.status());
   }
   const int N = static_cast<int>(synth_layers);
-  auto layout = model::BlockLayout::Create(N, N);
+  auto layout = BlockLayout::Create(N, N);
   std::vector<int64_t> prompt;
   for (int i = 0; i < 64; ++i) prompt.push_back(3 + (i * 37) % 4000);
   model::SamplingParams params;
@@ -275,7 +276,7 @@ int main(int argc, char** argv) {
     auto exec2 = router::SparseExecutor::Create(&(*big)->layers(), *layout, plan);
     if (!exec2.ok()) return exec2.status();
     auto t2 = Clock::now();
-    auto g = model::Generate((*big)->ends(), **exec2, nullptr, prompt, params);
+    auto g = model::RunGenerationLoop((*big)->ends(), **exec2, nullptr, prompt, params);
     auto t3 = Clock::now();
     if (!g.ok()) return g.status();
     // Includes the prompt's prefill; decode dominates at these lengths.
@@ -295,7 +296,7 @@ int main(int argc, char** argv) {
       Stats p = Summarise(m.prefill_ms);
       Stats t = Summarise(m.tps);
       std::printf("| %s | %s | %.1f | %.1f | %.2f× |\n", m.name.c_str(),
-                  router::FormatBlocks(m.blocks).c_str(), p.p50, t.p50, t.p50 / exact_tps);
+                  FormatBlocks(m.blocks).c_str(), p.p50, t.p50, t.p50 / exact_tps);
     }
   }
   if (s.ok()) {

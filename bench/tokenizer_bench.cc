@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "model/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace {
 
@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
     size_t n = 0;
     for (int r = 0; r < reps; ++r) {
       auto t0 = Clock::now();
-      auto tok = swarm::model::Tokenizer::FromFile(path);
+      auto tok = swarm::tokenizer::Tokenizer::FromFile(path);
       auto t1 = Clock::now();
       if (!tok.ok()) {
         std::fprintf(stderr, "tokenizer_bench: %s\n", std::string(tok.status().message()).c_str());

@@ -6,8 +6,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "proto/server_util.h"
-#include "proto/status_util.h"
+#include "common/host_port.h"
+#include "rpc/server.h"
+#include "rpc/status.h"
 #include "swarm/v1/coordinator.grpc.pb.h"
 
 namespace swarm {
@@ -131,7 +132,7 @@ absl::StatusOr<GenerateResult> Client::Generate(const GenerateRequest& request,
   }
   grpc::Status status = reader->Finish();
   if (stopped) return absl::CancelledError("stopped by the caller");
-  if (!status.ok()) return FromGrpcStatus(status, impl_->address);
+  if (!status.ok()) return rpc::FromGrpcStatus(status, impl_->address);
   return result;
 }
 
@@ -141,7 +142,7 @@ absl::StatusOr<ClusterStatus> Client::Status(absl::Duration timeout) {
   v1::StatusRequest req;
   v1::StatusResponse resp;
   grpc::Status status = impl_->stub->Status(&ctx, req, &resp);
-  if (!status.ok()) return FromGrpcStatus(status, impl_->address);
+  if (!status.ok()) return rpc::FromGrpcStatus(status, impl_->address);
   ClusterStatus out;
   out.serving = resp.serving();
   out.reason = resp.reason();
@@ -187,7 +188,7 @@ absl::StatusOr<Prediction> Client::Predict(const std::string& prompt,
   req.set_top_k_blocks(top_k_blocks);
   v1::PredictResponse resp;
   grpc::Status status = impl_->stub->Predict(&ctx, req, &resp);
-  if (!status.ok()) return FromGrpcStatus(status, impl_->address);
+  if (!status.ok()) return rpc::FromGrpcStatus(status, impl_->address);
   Prediction out;
   for (const v1::BlockWeight& b : resp.blocks()) {
     out.blocks.push_back(BlockChoice{b.block(), b.layers().begin(), b.layers().end(), b.weight()});
@@ -211,7 +212,7 @@ absl::StatusOr<MemoryEstimate> Client::EstimateMemory(const MemoryRequest& reque
   req.mutable_keep_blocks()->Assign(request.keep_blocks.begin(), request.keep_blocks.end());
   v1::EstimateMemoryResponse resp;
   grpc::Status status = impl_->stub->EstimateMemory(&ctx, req, &resp);
-  if (!status.ok()) return FromGrpcStatus(status, impl_->address);
+  if (!status.ok()) return rpc::FromGrpcStatus(status, impl_->address);
   MemoryEstimate m;
   m.num_blocks = resp.num_blocks();
   m.top_k_blocks = resp.top_k_blocks();

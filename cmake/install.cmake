@@ -6,8 +6,8 @@
 #   target_link_libraries(app PRIVATE swarm::swarm_client)
 #   #include "client/client.h"          // swarm::Client
 #
-# The SDK (swarm_client + swarm_proto) is torch-free: it needs gRPC, protobuf and Abseil only,
-# which swarmConfig.cmake finds for the consumer. Included from the root CMakeLists.txt.
+# The SDK (swarm_client + swarm_rpc + swarm_proto + swarm_base) is torch-free: it needs gRPC,
+# protobuf and Abseil only, which swarmConfig.cmake finds for the consumer. Included from the root CMakeLists.txt.
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
@@ -15,7 +15,7 @@ if(TARGET swarm_client AND TARGET swarm_proto)
   set(SWARM_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/swarm)
   target_include_directories(swarm_client PUBLIC
     $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}/swarm>)
-  install(TARGETS swarm_client swarm_proto swarm_flags EXPORT swarmTargets
+  install(TARGETS swarm_client swarm_rpc swarm_proto swarm_base EXPORT swarmTargets
     ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
     LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
     INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/swarm)

@@ -1,6 +1,6 @@
 // Command-line flags for every Swarm binary (the `swarm` CLI and the two servers): `--name value`,
 // `--name=value` and boolean `--flag`, every flag declared up front, no positional arguments, and
-// typed readers whose errors name the flag. Also the byte-size syntax flags and logs share.
+// typed readers whose errors name the flag.
 // A parsed Flags is an immutable value; parse once at start-up.
 #ifndef SWARM_COMMON_FLAGS_H_
 #define SWARM_COMMON_FLAGS_H_
@@ -40,7 +40,8 @@ class Flags {
   // malformed.
   absl::StatusOr<int64_t> Int(const std::string& name, int64_t fallback) const;
   absl::StatusOr<double> Double(const std::string& name, double fallback) const;
-  absl::StatusOr<int64_t> Bytes(const std::string& name, int64_t fallback) const;  // ParseByteSize.
+  // common/byte_size.h syntax.
+  absl::StatusOr<int64_t> Bytes(const std::string& name, int64_t fallback) const;
   // absl duration syntax ("30s", "5m", "1h30m") or plain seconds.
   absl::StatusOr<absl::Duration> Duration(const std::string& name, absl::Duration fallback) const;
   // "1,2,3" → {1,2,3} (empty when absent); InvalidArgument when an element is not an integer.
@@ -50,11 +51,6 @@ class Flags {
   std::map<std::string, std::string> values_;
   std::set<std::string> bools_;
 };
-
-// "1048576", "512MiB", "2GiB", "1.5GB" (KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB of 1000).
-absl::StatusOr<int64_t> ParseByteSize(absl::string_view text);
-// Human-readable size: "1.5 GiB".
-std::string FormatBytes(int64_t bytes);
 
 }  // namespace swarm
 

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/host_port.h"
 #include "httplib.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
@@ -20,30 +21,6 @@ namespace {
 constexpr char kContentType[] = "text/plain; version=0.0.4; charset=utf-8";
 
 }  // namespace
-
-absl::StatusOr<HostPort> ParseHostPort(absl::string_view text) {
-  auto bad = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("listen address '", text, "' is not HOST:PORT: ", why));
-  };
-  size_t colon = text.rfind(':');
-  if (colon == absl::string_view::npos) return bad("no ':'");
-  absl::string_view host = text.substr(0, colon);
-  absl::string_view port_text = text.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);  // "[::1]" → "::1".
-  } else if (host.find(':') != absl::string_view::npos) {
-    return bad("an IPv6 host must be in brackets, e.g. [::1]:9100");
-  }
-  int port = 0;
-  if (port_text.empty() || !absl::SimpleAtoi(port_text, &port) || port < 0 || port > 65535) {
-    return bad("the port must be a number in [0, 65535]");
-  }
-  HostPort out;
-  out.host = host.empty() ? "0.0.0.0" : std::string(host);
-  out.port = port;
-  return out;
-}
 
 absl::StatusOr<std::string> SerializeRegistry(const prometheus::Registry& registry) {
   // prometheus-cpp may throw (std::bad_alloc, or from a user collectable); keep it here.
@@ -64,7 +41,7 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const Option
     return absl::InvalidArgumentError(
         absl::StrCat("MetricsServer::Options::threads must be >= 1, got ", options.threads));
   }
-  absl::StatusOr<HostPort> hp = ParseHostPort(options.listen);
+  absl::StatusOr<HostPort> hp = ParseHostPort(options.listen, "--metrics-listen");
   if (!hp.ok()) return hp.status();
 
   auto server = std::make_unique<httplib::Server>();

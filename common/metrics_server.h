@@ -32,14 +32,6 @@ class Registry;
 
 namespace swarm::common {
 
-// A parsed "HOST:PORT" ("127.0.0.1:9100", "0.0.0.0:0", "[::1]:9100", ":9100" = all interfaces).
-struct HostPort {
-  std::string host;
-  int port = 0;
-};
-// InvalidArgument naming `text` when it is not HOST:PORT with a port in [0, 65535].
-absl::StatusOr<HostPort> ParseHostPort(absl::string_view text);
-
 class MetricsServer {
  public:
   struct Options {

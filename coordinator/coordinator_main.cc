@@ -8,11 +8,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/flags.h"
+#include "common/host_port.h"
+#include "common/logging.h"
+#include "common/signals.h"
 #include "coordinator/coordinator_metrics.h"
 #include "coordinator/coordinator_server.h"
 #include "model/config.h"
-#include "proto/server_util.h"
 #include "router/router_file.h"
+#include "rpc/server.h"
 
 namespace {
 
@@ -37,7 +41,7 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, stdout);
     return 0;
   }
-  auto flags = swarm::ServerFlags::Parse(
+  auto flags = swarm::Flags::Parse(
       argc, argv,
       {"model", "workers", "listen", "metrics-listen", "device", "max-concurrent-requests",
        "max-queued-requests", "request-timeout", "step-timeout", "router", "num-blocks"},

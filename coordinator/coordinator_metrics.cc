@@ -4,8 +4,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/block_layout.h"
+#include "common/status_macros.h"
 #include "model/model.h"
-#include "model/status_macros.h"
 #include "router/router.h"
 
 namespace swarm::coordinator {
@@ -17,7 +18,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorMetricsObserver>> CoordinatorMetricsOb
     return absl::InvalidArgumentError(
         absl::StrCat("metrics: ", n, " blocks of ", options.num_layers, " layers"));
   }
-  ASSIGN_OR_RETURN(model::BlockLayout layout, model::BlockLayout::Create(options.num_layers, n));
+  ASSIGN_OR_RETURN(BlockLayout layout, BlockLayout::Create(options.num_layers, n));
   auto observer = std::unique_ptr<CoordinatorMetricsObserver>(new CoordinatorMetricsObserver());
   observer->num_blocks_ = n;
   observer->block_of_layer_.assign(options.num_layers, 0);

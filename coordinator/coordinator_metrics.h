@@ -4,7 +4,7 @@
 // in-process.
 //
 // Blocks: the per-block series count blocks of a `num_blocks`-way split of the model's layers
-// (model::BlockLayout): the router's split when the coordinator has a router file, otherwise one
+// (BlockLayout): the router's split when the coordinator has a router file, otherwise one
 // block per layer. A step counts once on every block it ran at least one layer of (exact mode:
 // every block), so Σ block_steps_total = blocks × steps in exact mode. The share, Jain and
 // max/mean gauges are computed from those step counts since start-up; the toll gauges come from
@@ -24,6 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/block_layout.h"
 #include "common/metrics.h"
 #include "common/metrics_server.h"
 #include "coordinator/coordinator_server.h"

@@ -11,16 +11,19 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/block_layout.h"
+#include "common/host_port.h"
+#include "common/layer_set.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "common/thread_pool.h"
 #include "coordinator/remote_executor.h"
 #include "model/generate.h"
-#include "model/status_macros.h"
-#include "proto/layer_ranges.h"
-#include "proto/server_util.h"
-#include "proto/status_util.h"
-#include "proto/tensor_util.h"
-#include "proto/thread_pool.h"
 #include "router/memory.h"
 #include "router/router.h"
+#include "rpc/server.h"
+#include "rpc/status.h"
+#include "rpc/tensor_codec.h"
 #include "swarm/v1/coordinator.grpc.pb.h"
 
 namespace swarm::coordinator {
@@ -40,19 +43,19 @@ absl::Time EffectiveDeadline(const grpc::CallbackServerContext* ctx, absl::Time 
 double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
 
 // Tells the observer about every completed step of `inner` (metrics of block load).
-class ObservedExecutor : public model::BlockExecutor {
+class ObservedExecutor : public model::StepExecutor {
  public:
-  ObservedExecutor(model::BlockExecutor* inner, CoordinatorObserver* observer,
+  ObservedExecutor(model::StepExecutor* inner, CoordinatorObserver* observer,
                    const std::vector<int>* layers)
       : inner_(inner), observer_(observer), layers_(layers) {}
-  absl::StatusOr<model::HostTensor> Run(const model::HostTensor& h, int64_t start_pos) override {
-    absl::StatusOr<model::HostTensor> out = inner_->Run(h, start_pos);
+  absl::StatusOr<HostTensor> Run(const HostTensor& h, int64_t start_pos) override {
+    absl::StatusOr<HostTensor> out = inner_->Run(h, start_pos);
     if (out.ok()) observer_->OnStep(*layers_);
     return out;
   }
 
  private:
-  model::BlockExecutor* const inner_;
+  model::StepExecutor* const inner_;
   CoordinatorObserver* const observer_;
   const std::vector<int>* const layers_;
 };
@@ -80,7 +83,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       return;
     }
     if (!server_->pool_->TrySchedule([this] { Run(); })) {
-      Finish(ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
+      Finish(rpc::ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
           "coordinator overloaded: ", server_->pool_->pending(), " requests running or queued"))));
     }
   }
@@ -210,7 +213,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
         usage->set_total_seconds(Seconds(total));
         has_pending_ = true;
       }
-      final_status_ = ToGrpcStatus(status);
+      final_status_ = rpc::ToGrpcStatus(status);
       done_ = true;
       action = NextLocked();
     }
@@ -288,8 +291,8 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
     std::vector<std::vector<int>> layer_sets;
     if (sparse) {
       ASSIGN_OR_RETURN(choice, server_->ChooseBlocks(r, ids));
-      ASSIGN_OR_RETURN(model::BlockLayout layout,
-                       model::BlockLayout::Create(config.num_layers, choice.num_blocks));
+      ASSIGN_OR_RETURN(BlockLayout layout,
+                       BlockLayout::Create(config.num_layers, choice.num_blocks));
       for (int b : choice.blocks) layer_sets.push_back(layout.Layers(b));
     } else {
       std::vector<int> all(config.num_layers);
@@ -345,7 +348,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       absl::Status open = executor.Open(prompt_tokens_ + params.max_new_tokens);
       if (open.ok()) {
         ObservedExecutor observed(&executor, server_->observer_, &layers_run);
-        result = model::Generate(*server_->ends_, observed, server_->tokenizer_.get(), ids, params,
+        result = model::RunGenerationLoop(*server_->ends_, observed, server_->tokenizer_.get(), ids, params,
                                  [this](const model::GeneratedToken& t) { return OnToken(t); });
       } else {
         result = open;
@@ -427,7 +430,7 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::CallbackServ
   grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* ctx, const v1::PredictRequest* req,
                                     v1::PredictResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(ToGrpcStatus(DoPredict(*req, resp)));
+    reactor->Finish(rpc::ToGrpcStatus(DoPredict(*req, resp)));
     return reactor;
   }
 
@@ -436,7 +439,7 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::CallbackServ
                                            const v1::EstimateMemoryRequest* req,
                                            v1::EstimateMemoryResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(ToGrpcStatus(DoEstimateMemory(*req, resp)));
+    reactor->Finish(rpc::ToGrpcStatus(DoEstimateMemory(*req, resp)));
     return reactor;
   }
 
@@ -453,11 +456,11 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::CallbackServ
     o.num_workers = req.num_workers() != 0 ? req.num_workers()
                                            : static_cast<int>(server_->options_.workers.size());
     if (!req.dtype().empty()) {
-      ASSIGN_OR_RETURN(o.dtype, model::ParseDType(req.dtype()));
+      ASSIGN_OR_RETURN(o.dtype, ParseDType(req.dtype()));
     }
     if (req.keep_blocks_set()) {
       std::vector<int> keep(req.keep_blocks().begin(), req.keep_blocks().end());
-      ASSIGN_OR_RETURN(o.keep, router::MakeKeepMask(keep, o.num_blocks));
+      ASSIGN_OR_RETURN(o.keep, MakeKeepMask(keep, o.num_blocks));
     }
     ASSIGN_OR_RETURN(router::MemoryEstimate m, router::EstimateMemory(*server_->checkpoint_, o));
     resp->set_num_blocks(m.num_blocks);
@@ -502,8 +505,7 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::CallbackServ
           absl::StrCat("top_k_blocks ", req.top_k_blocks(), " is not in 1..", n));
     }
     ASSIGN_OR_RETURN(router::Prediction p, server_->router_->Predict(ids, req.top_k_blocks()));
-    ASSIGN_OR_RETURN(model::BlockLayout layout,
-                     model::BlockLayout::Create(server_->config().num_layers, n));
+    ASSIGN_OR_RETURN(BlockLayout layout, BlockLayout::Create(server_->config().num_layers, n));
     for (size_t i = 0; i < p.blocks.size(); ++i) {
       v1::BlockWeight* b = resp->add_blocks();
       b->set_block(p.blocks[i]);
@@ -570,7 +572,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   ASSIGN_OR_RETURN(server->checkpoint_, model::Checkpoint::Open(options.model_dir));
   const std::string tok_path = options.model_dir + "/tokenizer.json";
   if (std::ifstream(tok_path).good()) {
-    ASSIGN_OR_RETURN(server->tokenizer_, model::Tokenizer::FromFile(tok_path));
+    ASSIGN_OR_RETURN(server->tokenizer_, tokenizer::Tokenizer::FromFile(tok_path));
   }
   model::LoadOptions load;
   load.device = options.device;
@@ -588,8 +590,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
       std::make_unique<ThreadPool>(options.max_concurrent_requests, options.max_queued_requests);
   server->service_ = std::make_unique<CoordinatorServiceImpl>(server.get());
   server->health_names_ = {v1::CoordinatorService::service_full_name()};
-  ASSIGN_OR_RETURN(StartedServer started,
-                   StartServer(options.listen, {server->service_.get()}, server->health_names_));
+  ASSIGN_OR_RETURN(
+      rpc::StartedServer started,
+      rpc::StartServer(options.listen, {server->service_.get()}, server->health_names_));
   server->server_ = std::move(started.server);
   server->address_ = std::move(started.address);
   server->monitor_ = std::thread([s = server.get()] { s->MonitorLoop(); });
@@ -659,7 +662,7 @@ void CoordinatorServer::UpdateServing() {
   not_serving_reason_ = std::string(coverage.message());
   if (now == serving_.load()) return;
   serving_.store(now);
-  if (server_) SetServing(server_.get(), health_names_, now);
+  if (server_) rpc::SetServing(server_.get(), health_names_, now);
   observer_->SetReady(now);
   if (now) {
     std::vector<std::string> hosts;
@@ -740,7 +743,7 @@ void CoordinatorServer::Shutdown(absl::Duration grace) {
   }
   if (workers_) workers_->Notify();  // Wakes the monitor.
   if (server_) {
-    SetServing(server_.get(), health_names_, false);
+    rpc::SetServing(server_.get(), health_names_, false);
     // Drain: new requests are refused (UNAVAILABLE) while running ones get `grace` to finish.
     // Then shut down with an immediate deadline: grpc::Server would otherwise also wait for idle
     // client connections to close, which a client that is not polling never does.

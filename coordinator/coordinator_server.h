@@ -3,7 +3,7 @@
 // final norm, head) and optionally a router file for sparse mode, learns what each worker hosts
 // through Info, and serves once the usable workers cover every layer with the same model
 // fingerprint; until then it keeps retrying with backoff, logging why it cannot serve, and health
-// says NOT_SERVING. Generation is model::Generate over a RemoteExecutor: the one generation loop of
+// says NOT_SERVING. Generation is model::RunGenerationLoop over a RemoteExecutor: the one generation loop of
 // the project.
 //
 // Threading: gRPC handlers run on gRPC's callback threads and never block there: a Generate call
@@ -28,7 +28,7 @@
 #include "absl/time/time.h"
 #include "coordinator/worker_set.h"
 #include "model/model.h"
-#include "model/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace grpc {
 class Server;
@@ -142,7 +142,7 @@ class CoordinatorServer {
   CoordinatorObserver default_observer_;
   CoordinatorObserver* observer_ = nullptr;
   std::shared_ptr<const model::Checkpoint> checkpoint_;
-  std::unique_ptr<model::Tokenizer> tokenizer_;  // Null when the model has no tokenizer.json.
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer_;  // Null when the model has no tokenizer.json.
   std::unique_ptr<model::ModelEnds> ends_;
   std::unique_ptr<router::Router> router_;  // Null without --router.
   std::unique_ptr<WorkerSet> workers_;

@@ -8,12 +8,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/layer_set.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
 #include "model/model.h"
-#include "model/status_macros.h"
-#include "proto/layer_ranges.h"
-#include "proto/server_util.h"
-#include "proto/status_util.h"
-#include "proto/tensor_util.h"
+#include "rpc/channel.h"
+#include "rpc/server.h"
+#include "rpc/status.h"
+#include "rpc/tensor_codec.h"
 #include "swarm/v1/worker.grpc.pb.h"
 
 namespace swarm::coordinator {
@@ -75,7 +77,7 @@ absl::Status RemoteExecutor::Call(int worker, const char* method,
   }
   if (s.ok()) return absl::OkStatus();
   absl::Status status =
-      FromGrpcStatus(s, absl::StrCat("worker ", workers_->address(worker), ": ", method));
+      rpc::FromGrpcStatus(s, absl::StrCat("worker ", workers_->address(worker), ": ", method));
   if (s.error_code() == grpc::StatusCode::UNAVAILABLE) workers_->MarkUnreachable(worker, status);
   return status;
 }
@@ -146,19 +148,19 @@ void RemoteExecutor::Close() {
     v1::CloseSessionResponse resp;
     grpc::Status s = workers_->stub(session.worker)->CloseSession(&ctx, req, &resp);
     if (!s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND) {
-      LogLine("swarm-coordinator",
-              absl::StrCat("request '", options_.request_id, "': closing session on ",
-                           workers_->address(session.worker), ": ", FromGrpcStatus(s).ToString(),
-                           " (the worker frees it after its idle TTL)"));
+      LogLine(
+          "swarm-coordinator",
+          absl::StrCat("request '", options_.request_id, "': closing session on ",
+                       workers_->address(session.worker), ": ", rpc::FromGrpcStatus(s).ToString(),
+                       " (the worker frees it after its idle TTL)"));
     }
     session.id.clear();
   }
 }
 
-absl::StatusOr<model::HostTensor> RemoteExecutor::RunHop(int block, const Hop& hop,
-                                                         const model::HostTensor& in,
-                                                         bool in_is_ours, model::HostTensor* ours,
-                                                         int64_t start_pos, float gate) {
+absl::StatusOr<HostTensor> RemoteExecutor::RunHop(int block, const Hop& hop, const HostTensor& in,
+                                                  bool in_is_ours, HostTensor* ours,
+                                                  int64_t start_pos, float gate) {
   Session* session = SessionFor(block, hop.worker);
   v1::ForwardRequest req;
   req.set_session_id(session->id);
@@ -169,15 +171,15 @@ absl::StatusOr<model::HostTensor> RemoteExecutor::RunHop(int block, const Hop& h
   const int64_t positions = in.shape.empty() ? 0 : in.shape[0];
   const std::vector<int64_t> shape = in.shape;
   const absl::Time start = absl::Now();
-  model::HostTensor out;
+  HostTensor out;
   absl::Status s;
-  if (in.data.size() <= kMaxTensorPieceBytes) {
+  if (in.data.size() <= rpc::kMaxTensorPieceBytes) {
     // The common case (every decode step): one message each way; bytes moved, not copied, except
     // a block's input, which belongs to the caller.
     if (in_is_ours) {
-      MoveTensorToProto(std::move(*ours), req.mutable_hidden());
+      rpc::MoveTensorToProto(std::move(*ours), req.mutable_hidden());
     } else {
-      CopyTensorToProto(in, req.mutable_hidden());
+      rpc::CopyTensorToProto(in, req.mutable_hidden());
     }
     v1::ForwardResponse resp;
     s = Call(
@@ -187,7 +189,7 @@ absl::StatusOr<model::HostTensor> RemoteExecutor::RunHop(int block, const Hop& h
         },
         options_.step_timeout);
     if (s.ok()) {
-      auto t = MoveTensorFromProto(resp.mutable_hidden(), /*rank=*/2, "reply hidden");
+      auto t = rpc::MoveTensorFromProto(resp.mutable_hidden(), /*rank=*/2, "reply hidden");
       if (t.ok()) out = *std::move(t);
       s = t.status();
     }
@@ -196,14 +198,15 @@ absl::StatusOr<model::HostTensor> RemoteExecutor::RunHop(int block, const Hop& h
         hop.worker, "ForwardStream",
         [&](grpc::ClientContext* ctx) -> grpc::Status {
           auto stream = workers_->stub(hop.worker)->ForwardStream(ctx);
-          for (size_t off = 0; off < in.data.size(); off += kMaxTensorPieceBytes) {
-            const size_t len = std::min(kMaxTensorPieceBytes, in.data.size() - off);
-            CopyTensorPieceToProto(in, off, len, /*with_header=*/off == 0, req.mutable_hidden());
+          for (size_t off = 0; off < in.data.size(); off += rpc::kMaxTensorPieceBytes) {
+            const size_t len = std::min(rpc::kMaxTensorPieceBytes, in.data.size() - off);
+            rpc::CopyTensorPieceToProto(in, off, len, /*with_header=*/off == 0,
+                                        req.mutable_hidden());
             if (!stream->Write(req)) break;  // The server ended the call; Finish says why.
             req.Clear();
           }
           stream->WritesDone();
-          TensorAssembler assembler;
+          rpc::TensorAssembler assembler;
           v1::ForwardResponse piece;
           absl::Status a;
           while (a.ok() && stream->Read(&piece)) {
@@ -214,7 +217,7 @@ absl::StatusOr<model::HostTensor> RemoteExecutor::RunHop(int block, const Hop& h
           if (!a.ok()) ctx->TryCancel();
           grpc::Status fs = stream->Finish();
           if (!fs.ok()) return fs;
-          if (!a.ok()) return ToGrpcStatus(a);
+          if (!a.ok()) return rpc::ToGrpcStatus(a);
           if (!assembler.complete()) {
             return grpc::Status(grpc::StatusCode::DATA_LOSS, "reply hidden state incomplete");
           }
@@ -238,10 +241,10 @@ absl::StatusOr<model::HostTensor> RemoteExecutor::RunHop(int block, const Hop& h
   return out;
 }
 
-absl::StatusOr<model::HostTensor> RemoteExecutor::RunBlock(int block, const model::HostTensor& in,
-                                                           int64_t start_pos, float gate) {
+absl::StatusOr<HostTensor> RemoteExecutor::RunBlock(int block, const HostTensor& in,
+                                                    int64_t start_pos, float gate) {
   const std::vector<Hop>& hops = plan_.blocks[block].hops;
-  model::HostTensor cur;
+  HostTensor cur;
   for (size_t i = 0; i < hops.size(); ++i) {
     ASSIGN_OR_RETURN(cur, RunHop(block, hops[i], i == 0 ? in : cur, /*in_is_ours=*/i > 0, &cur,
                                  start_pos, hops.size() == 1 ? gate : 1.0f));
@@ -249,17 +252,16 @@ absl::StatusOr<model::HostTensor> RemoteExecutor::RunBlock(int block, const mode
   return cur;
 }
 
-absl::StatusOr<model::HostTensor> RemoteExecutor::Run(const model::HostTensor& h,
-                                                      int64_t start_pos) {
+absl::StatusOr<HostTensor> RemoteExecutor::Run(const HostTensor& h, int64_t start_pos) {
   const int n = static_cast<int>(plan_.blocks.size());
   if (n == 0) return absl::InternalError("empty execution plan");
   if (!plan_.parallel) {
-    model::HostTensor cur;
+    HostTensor cur;
     for (int b = 0; b < n; ++b) {
-      const model::HostTensor& x = b == 0 ? h : cur;
+      const HostTensor& x = b == 0 ? h : cur;
       const float w = plan_.blocks[b].weight;
       const bool single_hop = plan_.blocks[b].hops.size() == 1;
-      ASSIGN_OR_RETURN(model::HostTensor out, RunBlock(b, x, start_pos, w));
+      ASSIGN_OR_RETURN(HostTensor out, RunBlock(b, x, start_pos, w));
       if (w != 1.0f && !single_hop) {
         // The gate spans several workers: applied here, h + g·(B(h) − h).
         ASSIGN_OR_RETURN(out, model::CombineResiduals(x, {out}, {w}));
@@ -269,14 +271,14 @@ absl::StatusOr<model::HostTensor> RemoteExecutor::Run(const model::HostTensor& h
     return cur;
   }
   // Parallel: every block reads h; the blocks' chains run at once.
-  std::vector<absl::StatusOr<model::HostTensor>> outs(n, absl::UnknownError("not run"));
+  std::vector<absl::StatusOr<HostTensor>> outs(n, absl::UnknownError("not run"));
   std::vector<std::thread> helpers;
   for (int b = 1; b < n; ++b) {
     helpers.emplace_back([&, b] { outs[b] = RunBlock(b, h, start_pos, 1.0f); });
   }
   outs[0] = RunBlock(0, h, start_pos, 1.0f);
   for (std::thread& t : helpers) t.join();
-  std::vector<model::HostTensor> values;
+  std::vector<HostTensor> values;
   std::vector<float> weights;
   for (int b = 0; b < n; ++b) {
     if (!outs[b].ok()) return outs[b].status();

@@ -1,5 +1,5 @@
-// A model::BlockExecutor whose layers live on workers: each Run() sends the hidden state through
-// the request's plan (one Forward per hop) and returns the result. model::Generate drives it
+// A model::StepExecutor whose layers live on workers: each Run() sends the hidden state through
+// the request's plan (one Forward per hop) and returns the result. model::RunGenerationLoop drives it
 // exactly as it drives the in-process LocalExecutor, so sampling and stop rules exist in one
 // place.
 //
@@ -70,7 +70,7 @@ struct RemoteExecutorOptions {
   absl::Duration prefetch_timeout = absl::Seconds(2);  // Deadline of a Prefetch hint.
 };
 
-class RemoteExecutor : public model::BlockExecutor {
+class RemoteExecutor : public model::StepExecutor {
  public:
   RemoteExecutor(WorkerSet* workers, ExecutionPlan plan, RemoteExecutorOptions options);
   ~RemoteExecutor() override;
@@ -82,7 +82,7 @@ class RemoteExecutor : public model::BlockExecutor {
   // Opens the plan's sessions, reserving `max_length` positions each. On error the sessions
   // already opened are closed.
   absl::Status Open(int64_t max_length);
-  absl::StatusOr<model::HostTensor> Run(const model::HostTensor& h, int64_t start_pos) override;
+  absl::StatusOr<HostTensor> Run(const HostTensor& h, int64_t start_pos) override;
   // Closes every open session (best effort; a worker that cannot be reached frees it when its
   // idle TTL passes). Idempotent.
   void Close();
@@ -101,11 +101,11 @@ class RemoteExecutor : public model::BlockExecutor {
   };
   Session* SessionFor(int block, int worker);
   // Runs `block`'s hops on `in`; `gate` goes with a single-hop block's Forward.
-  absl::StatusOr<model::HostTensor> RunBlock(int block, const model::HostTensor& in,
-                                             int64_t start_pos, float gate);
-  absl::StatusOr<model::HostTensor> RunHop(int block, const Hop& hop, const model::HostTensor& in,
-                                           bool in_is_ours, model::HostTensor* ours,
-                                           int64_t start_pos, float gate);
+  absl::StatusOr<HostTensor> RunBlock(int block, const HostTensor& in, int64_t start_pos,
+                                      float gate);
+  absl::StatusOr<HostTensor> RunHop(int block, const Hop& hop, const HostTensor& in,
+                                    bool in_is_ours, HostTensor* ours, int64_t start_pos,
+                                    float gate);
   absl::Status Call(int worker, const char* method,
                     const std::function<grpc::Status(grpc::ClientContext*)>& rpc,
                     absl::Duration timeout);

@@ -4,7 +4,7 @@
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
-#include "proto/layer_ranges.h"
+#include "common/layer_set.h"
 
 namespace swarm::coordinator {
 

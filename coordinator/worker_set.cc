@@ -8,9 +8,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
-#include "proto/layer_ranges.h"
-#include "proto/server_util.h"
-#include "proto/status_util.h"
+#include "common/layer_set.h"
+#include "rpc/channel.h"
+#include "rpc/server.h"
+#include "rpc/status.h"
 
 namespace swarm::coordinator {
 
@@ -19,7 +20,7 @@ WorkerSet::WorkerSet(const std::vector<std::string>& addresses, std::string fing
     : addresses_(addresses), fingerprint_(std::move(fingerprint)), num_layers_(num_layers) {
   for (const std::string& address : addresses_) {
     auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                             InternalChannelArguments());
+                                             rpc::InternalChannelArguments());
     stubs_.push_back(v1::WorkerService::NewStub(channel));
     WorkerState state;
     state.address = address;
@@ -71,7 +72,7 @@ void WorkerSet::Record(int index, const grpc::Status& status, const v1::InfoResp
   s.reachable = status.ok();
   if (!status.ok()) {
     s.compatible = s.ready = false;
-    s.error = absl::StrCat("unreachable: ", FromGrpcStatus(status).ToString());
+    s.error = absl::StrCat("unreachable: ", rpc::FromGrpcStatus(status).ToString());
   } else {
     s.info = info;
     s.ready = info.ready();

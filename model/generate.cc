@@ -6,7 +6,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
-#include "model/status_macros.h"
+#include "common/status_macros.h"
 
 namespace swarm::model {
 
@@ -82,11 +82,11 @@ absl::StatusOr<HostTensor> LocalExecutor::Run(const HostTensor& h, int64_t start
   return host_->Forward(h, start_pos, host_->layers(), cache_.get());
 }
 
-absl::StatusOr<GenerateResult> Generate(const ModelEnds& ends, BlockExecutor& executor,
-                                        const Tokenizer* tokenizer,
-                                        const std::vector<int64_t>& prompt_ids,
-                                        const SamplingParams& params,
-                                        const TokenCallback& on_token) {
+absl::StatusOr<GenerateResult> RunGenerationLoop(const ModelEnds& ends, StepExecutor& executor,
+                                                 const tokenizer::Tokenizer* tokenizer,
+                                                 const std::vector<int64_t>& prompt_ids,
+                                                 const SamplingParams& params,
+                                                 const TokenCallback& on_token) {
   RETURN_IF_ERROR(params.Validate());
   const ModelConfig& c = ends.config();
   if (prompt_ids.empty()) return absl::InvalidArgumentError("the prompt is empty");
@@ -102,8 +102,9 @@ absl::StatusOr<GenerateResult> Generate(const ModelEnds& ends, BlockExecutor& ex
   result.finish_reason = "length";
   if (params.max_new_tokens == 0) return result;
   Sampler sampler(params);
-  std::unique_ptr<StreamDecoder> decoder;
-  if (tokenizer != nullptr) decoder = std::make_unique<StreamDecoder>(tokenizer, prompt_ids);
+  std::unique_ptr<tokenizer::StreamDecoder> decoder;
+  if (tokenizer != nullptr)
+    decoder = std::make_unique<tokenizer::StreamDecoder>(tokenizer, prompt_ids);
 
   ASSIGN_OR_RETURN(HostTensor h, ends.Embed(prompt_ids, 0));
   ASSIGN_OR_RETURN(HostTensor out, executor.Run(h, 0));
@@ -151,7 +152,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const std::string& model_
   ASSIGN_OR_RETURN(engine->checkpoint_, Checkpoint::Open(model_dir));
   const std::string tok_path = model_dir + "/tokenizer.json";
   if (std::ifstream(tok_path).good()) {
-    ASSIGN_OR_RETURN(engine->tokenizer_, Tokenizer::FromFile(tok_path));
+    ASSIGN_OR_RETURN(engine->tokenizer_, tokenizer::Tokenizer::FromFile(tok_path));
   }
   ASSIGN_OR_RETURN(engine->ends_, ModelEnds::Create(engine->checkpoint_, options));
   std::vector<int> all(engine->config().num_layers);
@@ -177,7 +178,7 @@ absl::StatusOr<GenerateResult> Engine::Generate(const std::vector<int64_t>& prom
                                                 const SamplingParams& params,
                                                 const TokenCallback& on_token) const {
   LocalExecutor executor(layers_.get());
-  return model::Generate(*ends_, executor, tokenizer_.get(), prompt_ids, params, on_token);
+  return model::RunGenerationLoop(*ends_, executor, tokenizer_.get(), prompt_ids, params, on_token);
 }
 
 }  // namespace swarm::model

@@ -1,7 +1,7 @@
 // Token generation, shared by the in-process engine and the distributed coordinator: prefill,
-// then one-token decode steps through a BlockExecutor (local layers or remote workers), sampling
+// then one-token decode steps through a StepExecutor (local layers or remote workers), sampling
 // and stop rules. The one place that knows how a request turns into tokens.
-// Generate() runs on the caller's thread; a Sampler is not thread-safe (one per request).
+// RunGenerationLoop() runs on the caller's thread; a Sampler is not thread-safe (one per request).
 #ifndef SWARM_MODEL_GENERATE_H_
 #define SWARM_MODEL_GENERATE_H_
 
@@ -14,9 +14,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "model/host_tensor.h"
+#include "common/host_tensor.h"
 #include "model/model.h"
-#include "model/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace swarm::model {
 
@@ -47,16 +47,17 @@ class Sampler {
   std::vector<std::pair<float, int64_t>> scratch_;
 };
 
-// Runs the model's blocks (every layer between embeddings and the head) for one sequence.
-class BlockExecutor {
+// Runs one step of one sequence through every layer it uses (all of them in exact mode, the
+// chosen blocks in sparse mode): everything between the embeddings and the head.
+class StepExecutor {
  public:
-  virtual ~BlockExecutor() = default;
+  virtual ~StepExecutor() = default;
   // h [T, hidden] holds positions start_pos..start_pos+T-1; returns the last layer's output.
   virtual absl::StatusOr<HostTensor> Run(const HostTensor& h, int64_t start_pos) = 0;
 };
 
 // Runs every layer of a LayerHost in order (or a chosen subset with per-layer-range gates).
-class LocalExecutor : public BlockExecutor {
+class LocalExecutor : public StepExecutor {
  public:
   explicit LocalExecutor(const LayerHost* host);
   absl::StatusOr<HostTensor> Run(const HostTensor& h, int64_t start_pos) override;
@@ -83,11 +84,11 @@ using TokenCallback = std::function<bool(const GeneratedToken&)>;
 // Prefills `prompt_ids` then decodes up to params.max_new_tokens, stopping at EOS (when
 // stop_at_eos) or at the context limit. `tokenizer` may be null (no text). Errors: empty
 // prompt, prompt longer than the context, and whatever the executor returns.
-absl::StatusOr<GenerateResult> Generate(const ModelEnds& ends, BlockExecutor& executor,
-                                        const Tokenizer* tokenizer,
-                                        const std::vector<int64_t>& prompt_ids,
-                                        const SamplingParams& params,
-                                        const TokenCallback& on_token = nullptr);
+absl::StatusOr<GenerateResult> RunGenerationLoop(const ModelEnds& ends, StepExecutor& executor,
+                                                 const tokenizer::Tokenizer* tokenizer,
+                                                 const std::vector<int64_t>& prompt_ids,
+                                                 const SamplingParams& params,
+                                                 const TokenCallback& on_token = nullptr);
 
 // The in-process engine: embed → every layer → final norm → head, on one device.
 class Engine {
@@ -96,7 +97,9 @@ class Engine {
                                                         const LoadOptions& options = {});
   const ModelConfig& config() const { return checkpoint_->config(); }
   std::shared_ptr<const Checkpoint> checkpoint() const { return checkpoint_; }
-  const Tokenizer* tokenizer() const { return tokenizer_.get(); }  // Null without tokenizer.json.
+  const tokenizer::Tokenizer* tokenizer() const {
+    return tokenizer_.get();
+  }  // Null without tokenizer.json.
   const ModelEnds& ends() const { return *ends_; }
   const LayerHost& layers() const { return *layers_; }
 
@@ -109,7 +112,7 @@ class Engine {
  private:
   Engine() = default;
   std::shared_ptr<const Checkpoint> checkpoint_;
-  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
   std::unique_ptr<ModelEnds> ends_;
   std::unique_ptr<LayerHost> layers_;
 };

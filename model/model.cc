@@ -14,7 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "model/status_macros.h"
+#include "common/status_macros.h"
 
 namespace swarm::model {
 namespace {
@@ -748,31 +748,6 @@ int64_t Checkpoint::HeadBytes() const {
     if (v.ok()) bytes += v->nbytes;
   }
   return bytes;
-}
-
-absl::StatusOr<BlockLayout> BlockLayout::Create(int num_layers, int num_blocks) {
-  if (num_blocks < 1 || num_blocks > num_layers) {
-    return absl::InvalidArgumentError(absl::StrCat("number of blocks ", num_blocks,
-                                                   " must be between 1 and the ", num_layers,
-                                                   " layers of the model"));
-  }
-  BlockLayout layout;
-  layout.num_layers = num_layers;
-  layout.num_blocks = num_blocks;
-  return layout;
-}
-
-int BlockLayout::begin(int block) const {
-  const int base = num_layers / num_blocks, extra = num_layers % num_blocks;
-  return block * base + std::min(block, extra);
-}
-
-int BlockLayout::end(int block) const { return begin(block + 1); }
-
-std::vector<int> BlockLayout::Layers(int block) const {
-  std::vector<int> out;
-  for (int l = begin(block); l < end(block); ++l) out.push_back(l);
-  return out;
 }
 
 absl::StatusOr<std::unique_ptr<LayerHost>> LayerHost::Create(

@@ -10,7 +10,7 @@
 //  - ModelEnds: embeddings, final norm and LM head — what the coordinator hosts.
 //
 // A *block* (the unit the router and scheduler work with) is a contiguous range of layers; see
-// BlockLayout below.
+// common/block_layout.h.
 #ifndef SWARM_MODEL_MODEL_H_
 #define SWARM_MODEL_MODEL_H_
 
@@ -21,8 +21,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/host_tensor.h"
 #include "model/config.h"
-#include "model/host_tensor.h"
 #include "model/safetensors.h"
 
 namespace swarm::model {
@@ -61,17 +61,6 @@ struct LoadOptions {
   // decode); false keeps them as views of the file mapping (zero copy, shared page cache between
   // processes on one host, paged in on first use). Other cases always convert into new memory.
   bool copy_weights = true;
-};
-
-// Contiguous layer ranges. Block b of N covers layers [begin(b), end(b)); layers are split as
-// evenly as possible, earlier blocks taking the remainder.
-struct BlockLayout {
-  int num_layers = 0;
-  int num_blocks = 0;
-  static absl::StatusOr<BlockLayout> Create(int num_layers, int num_blocks);
-  int begin(int block) const;
-  int end(int block) const;
-  std::vector<int> Layers(int block) const;
 };
 
 class KvCache {

@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
-#include "router/block_sets.h"
+#include "common/block_set.h"
 
 namespace swarm::router {
 

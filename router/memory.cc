@@ -5,19 +5,20 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "model/status_macros.h"
+#include "common/block_layout.h"
+#include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace swarm::router {
 namespace {
 
 // Bytes of tensor `name` in `dtype` (or as stored); floating tensors convert, others stay.
-int64_t TensorBytes(const model::TensorView& v, const std::optional<model::DType>& dtype) {
+int64_t TensorBytes(const model::TensorView& v, const std::optional<DType>& dtype) {
   if (!dtype.has_value()) return static_cast<int64_t>(v.nbytes);
   bool floating = v.dtype == model::StDType::kF32 || v.dtype == model::StDType::kF16 ||
                   v.dtype == model::StDType::kBF16 || v.dtype == model::StDType::kF64;
   if (!floating) return static_cast<int64_t>(v.nbytes);
-  return v.NumElements() * model::DTypeSize(*dtype);
+  return v.NumElements() * DTypeSize(*dtype);
 }
 
 std::string Human(int64_t bytes) {
@@ -37,7 +38,7 @@ absl::StatusOr<MemoryEstimate> EstimateMemory(const model::Checkpoint& checkpoin
                                               const MemoryOptions& options) {
   const model::ModelConfig& config = checkpoint.config();
   const int L = static_cast<int>(config.num_layers);
-  ASSIGN_OR_RETURN(model::BlockLayout layout, model::BlockLayout::Create(L, options.num_blocks));
+  ASSIGN_OR_RETURN(BlockLayout layout, BlockLayout::Create(L, options.num_blocks));
   const int N = options.num_blocks;
   BlockMask keep = options.keep.has_value() ? *options.keep : DefaultKeepMask(N);
   if (keep & ~FullMask(N)) {
@@ -55,7 +56,7 @@ absl::StatusOr<MemoryEstimate> EstimateMemory(const model::Checkpoint& checkpoin
   MemoryEstimate m;
   m.num_blocks = N;
   m.top_k = top_k;
-  m.dtype = options.dtype.has_value() ? model::DTypeName(*options.dtype) : "as stored";
+  m.dtype = options.dtype.has_value() ? DTypeName(*options.dtype) : "as stored";
   const model::TensorStore& store = checkpoint.store();
   auto bytes_of = [&](const std::string& name) -> int64_t {
     auto v = store.Get(name);
@@ -98,14 +99,14 @@ absl::StatusOr<MemoryEstimate> EstimateMemory(const model::Checkpoint& checkpoin
   m.block_savings_ratio =
       m.blocks_bytes > 0 ? 1.0 - static_cast<double>(m.active_block_bytes) / m.blocks_bytes : 0.0;
   // Workers host contiguous block ranges, split like layers into blocks.
-  ASSIGN_OR_RETURN(model::BlockLayout workers, model::BlockLayout::Create(N, options.num_workers));
+  ASSIGN_OR_RETURN(BlockLayout workers, BlockLayout::Create(N, options.num_workers));
   for (int w = 0; w < options.num_workers; ++w) {
     int64_t bytes = 0;
     for (int b : workers.Layers(w)) bytes += m.block_bytes[b];
     m.worker_bytes.push_back(bytes);
     m.worker_blocks.push_back(workers.Layers(w));
   }
-  int elem = options.dtype.has_value() ? model::DTypeSize(*options.dtype) : 4;
+  int elem = options.dtype.has_value() ? DTypeSize(*options.dtype) : 4;
   m.kv_bytes_per_token = 2 * config.num_layers * config.num_kv_heads * config.head_dim * elem;
   return m;
 }

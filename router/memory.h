@@ -11,18 +11,18 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "model/host_tensor.h"
+#include "common/block_set.h"
+#include "common/host_tensor.h"
 #include "model/model.h"
-#include "router/block_sets.h"
 
 namespace swarm::router {
 
 struct MemoryOptions {
   int num_blocks = 0;
-  int top_k = 0;                      // 0 = all blocks.
-  std::optional<BlockMask> keep;      // Default: first and last block.
-  std::optional<model::DType> dtype;  // Bytes as loaded in this dtype; default as stored.
-  int num_workers = 1;                // Blocks spread contiguously, earlier workers take more.
+  int top_k = 0;                  // 0 = all blocks.
+  std::optional<BlockMask> keep;  // Default: first and last block.
+  std::optional<DType> dtype;     // Bytes as loaded in this dtype; default as stored.
+  int num_workers = 1;            // Blocks spread contiguously, earlier workers take more.
 };
 
 struct MemoryEstimate {

@@ -5,7 +5,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
-#include "model/status_macros.h"
+#include "common/status_macros.h"
 
 namespace swarm::router {
 

@@ -28,9 +28,9 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
+#include "common/block_set.h"
 #include "model/model.h"
 #include "router/balance.h"
-#include "router/block_sets.h"
 #include "router/features.h"
 #include "router/router_file.h"
 

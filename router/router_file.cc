@@ -7,8 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/status_macros.h"
 #include "model/safetensors.h"
-#include "model/status_macros.h"
 
 namespace swarm::router {
 namespace {

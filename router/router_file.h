@@ -30,7 +30,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "router/block_sets.h"
+#include "common/block_set.h"
 #include "router/features.h"
 
 namespace swarm::router {

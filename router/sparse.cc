@@ -5,7 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "model/status_macros.h"
+#include "common/block_layout.h"
+#include "common/status_macros.h"
 
 namespace swarm::router {
 
@@ -21,7 +22,7 @@ absl::StatusOr<Combine> ParseCombine(absl::string_view name) {
 }
 
 absl::StatusOr<std::unique_ptr<SparseExecutor>> SparseExecutor::Create(const model::LayerHost* host,
-                                                                       model::BlockLayout layout,
+                                                                       BlockLayout layout,
                                                                        SparsePlan plan) {
   if (host == nullptr) return absl::InvalidArgumentError("SparseExecutor: null layer host");
   if (plan.blocks.empty()) {
@@ -59,29 +60,28 @@ absl::StatusOr<std::unique_ptr<SparseExecutor>> SparseExecutor::Create(const mod
   return exec;
 }
 
-absl::StatusOr<model::HostTensor> SparseExecutor::Run(const model::HostTensor& h,
-                                                      int64_t start_pos) {
+absl::StatusOr<HostTensor> SparseExecutor::Run(const HostTensor& h, int64_t start_pos) {
   if (combine_ == Combine::kSequential) {
-    model::HostTensor x = h;
+    HostTensor x = h;
     for (const auto& [b, w] : blocks_) {
       std::vector<int> layers = layout_.Layers(b);
       ASSIGN_OR_RETURN(x, host_->Forward(x, start_pos, layers, cache_.get(), w));
     }
     return x;
   }
-  std::vector<model::HostTensor> outs;
+  std::vector<HostTensor> outs;
   std::vector<float> weights;
   outs.reserve(blocks_.size());
   for (const auto& [b, w] : blocks_) {
     std::vector<int> layers = layout_.Layers(b);
-    ASSIGN_OR_RETURN(model::HostTensor out, host_->Forward(h, start_pos, layers, cache_.get()));
+    ASSIGN_OR_RETURN(HostTensor out, host_->Forward(h, start_pos, layers, cache_.get()));
     outs.push_back(std::move(out));
     weights.push_back(w);
   }
   return model::CombineResiduals(h, outs, weights);
 }
 
-std::vector<float> LogSoftmaxRows(const model::HostTensor& logits) {
+std::vector<float> LogSoftmaxRows(const HostTensor& logits) {
   std::vector<float> v = logits.ToFloats();
   if (logits.shape.size() != 2) return v;
   const int64_t T = logits.shape[0], V = logits.shape[1];
@@ -140,8 +140,7 @@ absl::StatusOr<Divergence> CompareLogProbs(absl::Span<const float> full,
   return d;
 }
 
-absl::StatusOr<Divergence> CompareLogits(const model::HostTensor& full,
-                                         const model::HostTensor& sparse,
+absl::StatusOr<Divergence> CompareLogits(const HostTensor& full, const HostTensor& sparse,
                                          absl::Span<const int64_t> ids, int64_t first_pos) {
   if (full.shape.size() != 2 || full.shape != sparse.shape ||
       full.shape[0] != static_cast<int64_t>(ids.size())) {

@@ -1,6 +1,6 @@
 // Sparse execution in-process, and how its quality is measured.
 //
-//  - SparseExecutor: a model::BlockExecutor that runs only the selected blocks of a LayerHost.
+//  - SparseExecutor: a model::StepExecutor that runs only the selected blocks of a LayerHost.
 //    `sequential`: selected blocks in layer order, skipped blocks are the identity, each block's
 //    update is gated: h ← h + g_b·(B_b(h) − h). `parallel`: every selected block reads the same
 //    h and h_out = h + Σ_b w_b·(B_b(h) − h) (model::CombineResiduals). One block set per
@@ -22,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/block_layout.h"
 #include "model/generate.h"
 #include "model/model.h"
 
@@ -37,19 +38,19 @@ struct SparsePlan {
   Combine combine = Combine::kSequential;
 };
 
-class SparseExecutor : public model::BlockExecutor {
+class SparseExecutor : public model::StepExecutor {
  public:
   // InvalidArgument for an empty, out-of-range or duplicated block, or a weights/blocks size
   // mismatch; FailedPrecondition when `host` lacks a layer of a selected block.
   static absl::StatusOr<std::unique_ptr<SparseExecutor>> Create(const model::LayerHost* host,
-                                                                model::BlockLayout layout,
+                                                                BlockLayout layout,
                                                                 SparsePlan plan);
-  absl::StatusOr<model::HostTensor> Run(const model::HostTensor& h, int64_t start_pos) override;
+  absl::StatusOr<HostTensor> Run(const HostTensor& h, int64_t start_pos) override;
 
  private:
   SparseExecutor() = default;
   const model::LayerHost* host_ = nullptr;
-  model::BlockLayout layout_;
+  BlockLayout layout_;
   std::vector<std::pair<int, float>> blocks_;  // (block, weight) in layer order.
   Combine combine_ = Combine::kSequential;
   std::unique_ptr<model::KvCache> cache_;
@@ -66,12 +67,11 @@ struct Divergence {
 
 // Scores rows first_pos .. T−2 of `full` and `sparse` (both f32 [T, vocab] logits of `ids`),
 // each predicting ids[t + 1]. InvalidArgument when shapes disagree or nothing is scored.
-absl::StatusOr<Divergence> CompareLogits(const model::HostTensor& full,
-                                         const model::HostTensor& sparse,
+absl::StatusOr<Divergence> CompareLogits(const HostTensor& full, const HostTensor& sparse,
                                          absl::Span<const int64_t> ids, int64_t first_pos);
 
 // Log-softmax of each row of `logits` [T, V] (f32).
-std::vector<float> LogSoftmaxRows(const model::HostTensor& logits);
+std::vector<float> LogSoftmaxRows(const HostTensor& logits);
 // As CompareLogits, with the rows already log-softmaxed.
 absl::StatusOr<Divergence> CompareLogProbs(absl::Span<const float> full,
                                            absl::Span<const float> sparse, int64_t vocab,

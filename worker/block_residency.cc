@@ -6,8 +6,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/byte_size.h"
 #include "common/flags.h"
-#include "model/status_macros.h"
+#include "common/status_macros.h"
 
 namespace swarm::worker {
 
@@ -192,18 +193,16 @@ void ResidentLayerHost::Unpin(int b) const {
   changed_.SignalAll();
 }
 
-absl::StatusOr<model::HostTensor> ResidentLayerHost::Forward(const model::HostTensor& h,
-                                                             int64_t start_pos,
-                                                             absl::Span<const int> layers,
-                                                             model::KvCache* cache,
-                                                             float gate) const {
+absl::StatusOr<HostTensor> ResidentLayerHost::Forward(const HostTensor& h, int64_t start_pos,
+                                                      absl::Span<const int> layers,
+                                                      model::KvCache* cache, float gate) const {
   for (int l : layers) {
     if (!Hosts(l)) {
       return absl::InvalidArgumentError(absl::StrCat("layer ", l, " is not hosted here"));
     }
   }
-  model::HostTensor cur;
-  const model::HostTensor* in = &h;
+  HostTensor cur;
+  const HostTensor* in = &h;
   size_t i = 0;
   const bool single_block = !layers.empty() && BlockOf(layers.front()) == BlockOf(layers.back());
   while (i < layers.size()) {
@@ -211,7 +210,7 @@ absl::StatusOr<model::HostTensor> ResidentLayerHost::Forward(const model::HostTe
     size_t j = i;
     while (j < layers.size() && BlockOf(layers[j]) == b) ++j;
     ASSIGN_OR_RETURN(std::shared_ptr<const model::LayerHost> host, Acquire(b, /*pin=*/true));
-    absl::StatusOr<model::HostTensor> out =
+    absl::StatusOr<HostTensor> out =
         host->Forward(*in, start_pos, layers.subspan(i, j - i), cache, single_block ? gate : 1.0f);
     Unpin(b);
     if (!out.ok()) return out.status();

@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "model/status_macros.h"
+#include "common/status_macros.h"
 
 namespace swarm::worker {
 
@@ -89,8 +89,7 @@ absl::StatusOr<std::shared_ptr<Worker::Session>> Worker::Find(const std::string&
   return it->second;
 }
 
-absl::Status Worker::ValidateStep(const StepRequest& request,
-                                  const model::HostTensor& hidden) const {
+absl::Status Worker::ValidateStep(const StepRequest& request, const HostTensor& hidden) const {
   if (request.layers.empty()) return absl::InvalidArgumentError("no layers to run");
   for (size_t i = 0; i < request.layers.size(); ++i) {
     const int l = request.layers[i];
@@ -141,7 +140,7 @@ absl::Status Worker::Reserve(Session* session, int64_t tokens) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<StepResult> Worker::Forward(const StepRequest& request, model::HostTensor hidden) {
+absl::StatusOr<StepResult> Worker::Forward(const StepRequest& request, HostTensor hidden) {
   ASSIGN_OR_RETURN(std::shared_ptr<Session> session, Find(request.session_id));
   if (request.step_id == 0) return absl::InvalidArgumentError("step_id must be at least 1");
   absl::MutexLock lock(&session->mu);
@@ -174,8 +173,8 @@ absl::StatusOr<StepResult> Worker::Forward(const StepRequest& request, model::Ho
   RETURN_IF_ERROR(Reserve(session.get(), request.start_position + t));
 
   inflight_.fetch_add(1);
-  absl::StatusOr<model::HostTensor> out = host_->Forward(
-      hidden, request.start_position, request.layers, session->cache.get(), request.gate);
+  absl::StatusOr<HostTensor> out = host_->Forward(hidden, request.start_position, request.layers,
+                                                  session->cache.get(), request.gate);
   inflight_.fetch_sub(1);
   session->last_used_ns.store(NowNs());
   session->kv_used_bytes.store(session->cache->Bytes());

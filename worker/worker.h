@@ -21,7 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "model/host_tensor.h"
+#include "common/host_tensor.h"
 #include "model/model.h"
 
 namespace swarm::worker {
@@ -42,7 +42,7 @@ struct StepRequest {
 };
 
 struct StepResult {
-  model::HostTensor hidden;
+  HostTensor hidden;
   int64_t length = 0;     // Positions the step's layers hold afterwards.
   bool replayed = false;  // The cached reply of a duplicated step, not a new computation.
 };
@@ -76,7 +76,7 @@ class Worker {
   absl::Status CloseSession(const std::string& session_id);
 
   // Runs one step (the rules and codes are in worker.proto). `hidden` is consumed.
-  absl::StatusOr<StepResult> Forward(const StepRequest& request, model::HostTensor hidden);
+  absl::StatusOr<StepResult> Forward(const StepRequest& request, HostTensor hidden);
 
   // Closes sessions unused since `now - idle_ttl` that are not running a step. Returns how many.
   int ReapIdle(absl::Time now);
@@ -104,7 +104,7 @@ class Worker {
 
   absl::StatusOr<std::shared_ptr<Session>> Find(const std::string& id) const;
   // Checks everything about a new step that does not need the session's cache.
-  absl::Status ValidateStep(const StepRequest& request, const model::HostTensor& hidden) const;
+  absl::Status ValidateStep(const StepRequest& request, const HostTensor& hidden) const;
   // Grows `session`'s reservation to `tokens` positions within the budget.
   absl::Status Reserve(Session* session, int64_t tokens) ABSL_LOCKS_EXCLUDED(mu_);
 

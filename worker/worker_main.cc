@@ -14,9 +14,15 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/block_layout.h"
+#include "common/byte_size.h"
+#include "common/flags.h"
+#include "common/host_port.h"
+#include "common/layer_set.h"
+#include "common/logging.h"
+#include "common/signals.h"
 #include "model/model.h"
-#include "proto/layer_ranges.h"
-#include "proto/server_util.h"
+#include "rpc/server.h"
 #include "worker/worker_metrics.h"
 #include "worker/worker_server.h"
 
@@ -46,7 +52,7 @@ int64_t DefaultCpuKvBudget() {
   return 0;
 }
 
-absl::StatusOr<std::vector<int>> HostedLayers(const swarm::ServerFlags& flags, int64_t num_layers) {
+absl::StatusOr<std::vector<int>> HostedLayers(const swarm::Flags& flags, int64_t num_layers) {
   if (flags.Has("layers") == flags.Has("blocks")) {
     return absl::InvalidArgumentError("give either --layers A-B or --blocks i,j --num-blocks N");
   }
@@ -54,7 +60,7 @@ absl::StatusOr<std::vector<int>> HostedLayers(const swarm::ServerFlags& flags, i
   auto num_blocks = flags.Int("num-blocks", 0);
   if (!num_blocks.ok()) return num_blocks.status();
   if (*num_blocks <= 0) return absl::InvalidArgumentError("--blocks needs --num-blocks N");
-  auto layout = swarm::model::BlockLayout::Create(num_layers, *num_blocks);
+  auto layout = swarm::BlockLayout::Create(num_layers, *num_blocks);
   if (!layout.ok()) return layout.status();
   std::vector<int> blocks;
   for (absl::string_view b : absl::StrSplit(flags.String("blocks"), ',')) {
@@ -78,12 +84,12 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, stdout);
     return 0;
   }
-  auto flags = swarm::ServerFlags::Parse(
-      argc, argv,
-      {"model", "layers", "blocks", "num-blocks", "listen", "device", "dtype", "max-sessions",
-       "session-ttl", "kv-budget", "threads", "max-queued-steps", "metrics-listen", "memory-budget",
-       "block-layers"},
-      {});
+  auto flags =
+      swarm::Flags::Parse(argc, argv,
+                          {"model", "layers", "blocks", "num-blocks", "listen", "device", "dtype",
+                           "max-sessions", "session-ttl", "kv-budget", "threads",
+                           "max-queued-steps", "metrics-listen", "memory-budget", "block-layers"},
+                          {});
   if (!flags.ok()) {
     std::fputs(kUsage, stderr);
     return Fail(flags.status());
@@ -101,7 +107,7 @@ int main(int argc, char** argv) {
   }
   options.listen = flags->String("listen", "127.0.0.1:0");
   options.load.device = flags->String("device", "cpu");
-  auto dtype = swarm::model::ParseDType(flags->String("dtype", "f32"));
+  auto dtype = swarm::ParseDType(flags->String("dtype", "f32"));
   if (!dtype.ok()) return Fail(dtype.status());
   options.load.dtype = *dtype;
   auto max_sessions = flags->Int("max-sessions", options.limits.max_sessions);
@@ -147,7 +153,7 @@ int main(int argc, char** argv) {
     mo.layers = options.layers;
     mo.model = options.model_dir;
     mo.device = options.load.device;
-    mo.dtype = swarm::model::DTypeName(options.load.dtype);
+    mo.dtype = swarm::DTypeName(options.load.dtype);
     mo.kv_budget_bytes = options.limits.kv_budget_bytes;
     auto started = swarm::worker::WorkerMetricsObserver::Start(mo);
     if (!started.ok()) return Fail(started.status());
@@ -167,7 +173,7 @@ int main(int argc, char** argv) {
                          (*server)->checkpoint().config().architecture, ", fingerprint ",
                          (*server)->checkpoint().config().Fingerprint(), "), layers ",
                          swarm::FormatLayers(options.layers), ", device ", options.load.device,
-                         ", dtype ", swarm::model::DTypeName(options.load.dtype), ", KV budget ",
+                         ", dtype ", swarm::DTypeName(options.load.dtype), ", KV budget ",
                          options.limits.kv_budget_bytes > 0
                              ? swarm::FormatBytes(options.limits.kv_budget_bytes)
                              : std::string("unlimited")));

@@ -3,8 +3,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "model/status_macros.h"
-#include "proto/layer_ranges.h"
+#include "common/layer_set.h"
+#include "common/status_macros.h"
 
 namespace swarm::worker {
 

@@ -8,12 +8,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "model/status_macros.h"
-#include "proto/layer_ranges.h"
-#include "proto/server_util.h"
-#include "proto/status_util.h"
-#include "proto/tensor_util.h"
-#include "proto/thread_pool.h"
+#include "common/byte_size.h"
+#include "common/layer_set.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "common/thread_pool.h"
+#include "rpc/channel.h"
+#include "rpc/server.h"
+#include "rpc/status.h"
+#include "rpc/tensor_codec.h"
 #include "swarm/v1/worker.grpc.pb.h"
 
 namespace swarm::worker {
@@ -69,7 +72,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     resp->set_model_dir(owner_->checkpoint_->dir());
     resp->mutable_layers()->Assign(o.layers.begin(), o.layers.end());
     resp->set_device(o.load.device);
-    resp->set_dtype(ToProtoDType(o.load.dtype));
+    resp->set_dtype(rpc::ToProtoDType(o.load.dtype));
     resp->set_kv_budget_bytes(o.limits.kv_budget_bytes);
     resp->set_max_sessions(o.limits.max_sessions);
     resp->set_session_ttl_seconds(absl::ToDoubleSeconds(o.limits.idle_ttl));
@@ -110,7 +113,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     auto* reactor = ctx->DefaultReactor();
     absl::StatusOr<Worker*> w = Ready();
     if (!w.ok()) {
-      reactor->Finish(ToGrpcStatus(w.status()));
+      reactor->Finish(rpc::ToGrpcStatus(w.status()));
       return reactor;
     }
     absl::StatusOr<std::string> id = (*w)->OpenSession(req->max_length());
@@ -121,7 +124,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
       LogLine(kLog, absl::StrCat("OpenSession (request '", req->request_id(),
                                  "'): ", id.status().ToString()));
     }
-    reactor->Finish(ToGrpcStatus(id.status()));
+    reactor->Finish(rpc::ToGrpcStatus(id.status()));
     return reactor;
   }
 
@@ -132,7 +135,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     absl::StatusOr<Worker*> w = Ready();
     absl::Status s = w.ok() ? (*w)->CloseSession(req->session_id()) : w.status();
     if (!s.ok()) owner_->observer_->OnError("CloseSession", s.code());
-    reactor->Finish(ToGrpcStatus(s));
+    reactor->Finish(rpc::ToGrpcStatus(s));
     return reactor;
   }
 
@@ -142,13 +145,13 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     const absl::Time deadline = EffectiveDeadline(ctx, absl::Now(), owner_->options_.max_step_time);
     auto* mreq = const_cast<v1::ForwardRequest*>(req);
     if (RunsInline(*req)) {
-      reactor->Finish(ToGrpcStatus(RunUnary(ctx, deadline, mreq, resp)));
+      reactor->Finish(rpc::ToGrpcStatus(RunUnary(ctx, deadline, mreq, resp)));
       return reactor;
     }
     bool queued = owner_->pool_->TrySchedule([this, ctx, reactor, mreq, resp, deadline] {
-      reactor->Finish(ToGrpcStatus(RunUnary(ctx, deadline, mreq, resp)));
+      reactor->Finish(rpc::ToGrpcStatus(RunUnary(ctx, deadline, mreq, resp)));
     });
-    if (!queued) reactor->Finish(ToGrpcStatus(Overloaded()));
+    if (!queued) reactor->Finish(rpc::ToGrpcStatus(Overloaded()));
     return reactor;
   }
 
@@ -163,14 +166,14 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     auto* reactor = ctx->DefaultReactor();
     absl::StatusOr<Worker*> w = Ready();
     if (!w.ok()) {
-      reactor->Finish(ToGrpcStatus(w.status()));
+      reactor->Finish(rpc::ToGrpcStatus(w.status()));
       return reactor;
     }
     std::vector<int> layers(req->layers().begin(), req->layers().end());
     for (int l : layers) {
       if (!(*w)->host().Hosts(l)) {
         owner_->observer_->OnError("Prefetch", absl::StatusCode::kInvalidArgument);
-        reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
+        reactor->Finish(rpc::ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
             "prefetch: layer ", l,
             " is not hosted here (hosted: ", FormatLayers(owner_->options_.layers), ")"))));
         return reactor;
@@ -188,9 +191,9 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
       } else {
         owner_->observer_->OnError("Prefetch", loaded.status().code());
       }
-      reactor->Finish(ToGrpcStatus(loaded.status()));
+      reactor->Finish(rpc::ToGrpcStatus(loaded.status()));
     });
-    if (!queued) reactor->Finish(ToGrpcStatus(Overloaded()));
+    if (!queued) reactor->Finish(rpc::ToGrpcStatus(Overloaded()));
     return reactor;
   }
 
@@ -222,7 +225,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
   }
 
   absl::StatusOr<StepResult> RunStep(const grpc::CallbackServerContext* ctx, absl::Time deadline,
-                                     const v1::ForwardRequest& header, model::HostTensor hidden) {
+                                     const v1::ForwardRequest& header, HostTensor hidden) {
     ASSIGN_OR_RETURN(Worker * w, Ready());
     RETURN_IF_ERROR(CheckStillWanted(ctx, deadline));
     const int64_t positions = hidden.shape.empty() ? 0 : hidden.shape[0];
@@ -239,10 +242,10 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
  private:
   absl::Status RunUnary(const grpc::CallbackServerContext* ctx, absl::Time deadline,
                         v1::ForwardRequest* req, v1::ForwardResponse* resp) {
-    ASSIGN_OR_RETURN(model::HostTensor hidden,
-                     MoveTensorFromProto(req->mutable_hidden(), /*rank=*/2, "hidden"));
+    ASSIGN_OR_RETURN(HostTensor hidden,
+                     rpc::MoveTensorFromProto(req->mutable_hidden(), /*rank=*/2, "hidden"));
     ASSIGN_OR_RETURN(StepResult result, RunStep(ctx, deadline, *req, std::move(hidden)));
-    if (result.hidden.data.size() > kMaxTensorPieceBytes) {
+    if (result.hidden.data.size() > rpc::kMaxTensorPieceBytes) {
       return absl::InvalidArgumentError(
           absl::StrCat("the reply of ", result.hidden.data.size(),
                        " bytes does not fit one message; use ForwardStream"));
@@ -250,7 +253,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     resp->set_step_id(req->step_id());
     resp->set_length(result.length);
     resp->set_replayed(result.replayed);
-    MoveTensorToProto(std::move(result.hidden), resp->mutable_hidden());
+    rpc::MoveTensorToProto(std::move(result.hidden), resp->mutable_hidden());
     return absl::OkStatus();
   }
 
@@ -290,7 +293,7 @@ class ForwardStreamReactor final
       s = assembler_.Append(piece_.mutable_hidden()->mutable_data());
     }
     if (!s.ok()) {
-      Finish(ToGrpcStatus(s));
+      Finish(rpc::ToGrpcStatus(s));
       return;
     }
     if (!assembler_.complete()) {
@@ -298,7 +301,8 @@ class ForwardStreamReactor final
       StartRead(&piece_);
       return;
     }
-    if (!pool_->TrySchedule([this] { Compute(); })) Finish(ToGrpcStatus(service_->Overloaded()));
+    if (!pool_->TrySchedule([this] { Compute(); }))
+      Finish(rpc::ToGrpcStatus(service_->Overloaded()));
   }
 
   void OnWriteDone(bool ok) override {
@@ -316,7 +320,7 @@ class ForwardStreamReactor final
     absl::StatusOr<StepResult> result =
         service_->RunStep(ctx_, deadline_, header_, assembler_.Take());
     if (!result.ok()) {
-      Finish(ToGrpcStatus(result.status()));
+      Finish(rpc::ToGrpcStatus(result.status()));
       return;
     }
     result_ = *std::move(result);
@@ -329,15 +333,15 @@ class ForwardStreamReactor final
       Finish(grpc::Status::OK);
       return;
     }
-    const size_t len = std::min(kMaxTensorPieceBytes, total - offset_);
+    const size_t len = std::min(rpc::kMaxTensorPieceBytes, total - offset_);
     reply_.Clear();
     if (!wrote_any_) {
       reply_.set_step_id(header_.step_id());
       reply_.set_length(result_.length);
       reply_.set_replayed(result_.replayed);
     }
-    CopyTensorPieceToProto(result_.hidden, offset_, len, /*with_header=*/!wrote_any_,
-                           reply_.mutable_hidden());
+    rpc::CopyTensorPieceToProto(result_.hidden, offset_, len, /*with_header=*/!wrote_any_,
+                                reply_.mutable_hidden());
     offset_ += len;
     wrote_any_ = true;
     StartWrite(&reply_);
@@ -349,7 +353,7 @@ class ForwardStreamReactor final
   const absl::Time deadline_;
   v1::ForwardRequest piece_;
   v1::ForwardRequest header_;
-  TensorAssembler assembler_;
+  rpc::TensorAssembler assembler_;
   StepResult result_;
   v1::ForwardResponse reply_;
   size_t offset_ = 0;
@@ -382,8 +386,9 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(
   server->pool_ = std::make_unique<ThreadPool>(options.compute_threads, options.max_queued_steps);
   server->service_ = std::make_unique<WorkerServiceImpl>(server.get());
   server->health_names_ = {v1::WorkerService::service_full_name()};
-  ASSIGN_OR_RETURN(StartedServer started,
-                   StartServer(options.listen, {server->service_.get()}, server->health_names_));
+  ASSIGN_OR_RETURN(
+      rpc::StartedServer started,
+      rpc::StartServer(options.listen, {server->service_.get()}, server->health_names_));
   server->server_ = std::move(started.server);
   server->address_ = std::move(started.address);
   server->reaper_ = std::thread([s = server.get()] { s->ReapLoop(); });
@@ -427,7 +432,7 @@ absl::Status WorkerServer::Load() {
   }
   worker_ = std::make_unique<Worker>(*std::move(host), options_.limits);
   worker_ptr_.store(worker_.get(), std::memory_order_release);
-  SetServing(server_.get(), health_names_, true);
+  rpc::SetServing(server_.get(), health_names_, true);
   observer_->SetReady(true);
   LogLine(kLog,
           absl::StrCat(
@@ -472,7 +477,7 @@ void WorkerServer::Shutdown(absl::Duration grace) {
   }
   observer_->SetReady(false);
   if (server_) {
-    SetServing(server_.get(), health_names_, false);
+    rpc::SetServing(server_.get(), health_names_, false);
     // Let the steps already queued finish (up to `grace`), then shut down with an immediate
     // deadline: grpc::Server would otherwise also wait for idle client connections to close.
     const absl::Time end = absl::Now() + grace;

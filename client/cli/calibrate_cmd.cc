@@ -1,14 +1,16 @@
 // `swarm calibrate`: measure what skipping blocks costs on a calibration prompt set and write the
-// router file (router/calibrate.h).
+// router file (router/calibration/calibrate.h).
 #include <chrono>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli/command.h"
+#include "common/block_layout.h"
+#include "common/flags.h"
 #include "model/generate.h"
-#include "router/calibrate.h"
-#include "router/probe.h"
+#include "router/calibration/calibrate.h"
+#include "router/calibration/probe.h"
 #include "router/router_file.h"
 
 namespace swarm::cli {
@@ -57,7 +59,7 @@ absl::Status Calibrate(const Flags& flags) {
   options.gate.epochs = *epochs;
   options.max_subsets_per_k = *max_subsets;
   options.seed = static_cast<uint64_t>(*seed);
-  auto keep = router::ParseKeepList(flags.String("keep-blocks"), &options.default_keep);
+  auto keep = ParseKeepList(flags.String("keep-blocks"), &options.default_keep);
   if (!keep.ok()) return keep.status();
   options.keep_blocks = *keep;
   options.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
@@ -66,7 +68,7 @@ absl::Status Calibrate(const Flags& flags) {
   auto engine = model::Engine::Create(*dir);
   if (!engine.ok()) return engine.status();
   // Validate N and k before spending time on sampling.
-  auto layout = model::BlockLayout::Create(static_cast<int>((*engine)->config().num_layers), *n);
+  auto layout = BlockLayout::Create(static_cast<int>((*engine)->config().num_layers), *n);
   if (!layout.ok()) return layout.status();
 
   router::SampleOptions so;
@@ -111,9 +113,8 @@ absl::Status Calibrate(const Flags& flags) {
   if (!saved.ok()) return saved;
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("wrote %s: %d prompts, N=%d, kept %s, %d subsets measured, gate %s, %.1f s\n",
-              out->c_str(), report.num_prompts, data->num_blocks,
-              router::FormatMask(data->keep).c_str(), report.num_subsets,
-              data->gate.has_value() ? "yes" : "no", seconds);
+              out->c_str(), report.num_prompts, data->num_blocks, FormatMask(data->keep).c_str(),
+              report.num_subsets, data->gate.has_value() ? "yes" : "no", seconds);
   for (const router::LooSummary& s : report.loo) {
     std::printf(
         "k=%d%s: leave-one-out mean KL: best static %.4f, neighbours %.4f, router (β=%.1f) "

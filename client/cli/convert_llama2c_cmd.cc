@@ -1,11 +1,12 @@
 // `swarm convert-llama2c`: turns a llama2.c checkpoint (+ tokenizer.bin) into a Hugging Face
-// model directory that every other command loads. The work is in model/llama2c.h.
+// model directory that every other command loads. The work is in tools/llama2c.h.
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client/cli/command.h"
-#include "model/llama2c.h"
+#include "common/flags.h"
+#include "tools/llama2c.h"
 
 namespace swarm::cli {
 namespace {
@@ -14,7 +15,7 @@ int ConvertLlama2c(const std::vector<std::string>& args) {
   constexpr const char* kName = "convert-llama2c";
   auto flags = Flags::Parse(args, {"checkpoint", "tokenizer", "out"}, {});
   if (!flags.ok()) return Fail(kName, flags.status());
-  model::ConvertLlama2cOptions options;
+  tools::ConvertLlama2cOptions options;
   auto checkpoint = flags->Required("checkpoint");
   if (!checkpoint.ok()) return Fail(kName, checkpoint.status());
   auto out = flags->Required("out");
@@ -22,9 +23,9 @@ int ConvertLlama2c(const std::vector<std::string>& args) {
   options.checkpoint_path = *checkpoint;
   options.out_dir = *out;
   options.tokenizer_path = flags->String("tokenizer");
-  auto result = model::ConvertLlama2c(options);
+  auto result = tools::ConvertLlama2c(options);
   if (!result.ok()) return Fail(kName, result.status());
-  const model::Llama2cHeader& h = result->header;
+  const tools::Llama2cHeader& h = result->header;
   std::printf(
       "converted llama2.c v%d checkpoint: %d layers, dim %d, hidden %d, %d heads (%d kv), "
       "vocab %d, seq_len %d, %s embeddings%s\n",

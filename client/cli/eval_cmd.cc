@@ -1,5 +1,5 @@
 // `swarm eval`: the quality table of sparse routing on a test set disjoint from calibration
-// (router/evaluate.h).
+// (router/calibration/evaluate.h).
 #include <chrono>
 #include <cstdio>
 
@@ -7,9 +7,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli/command.h"
+#include "common/flags.h"
 #include "model/generate.h"
-#include "router/evaluate.h"
-#include "router/probe.h"
+#include "router/calibration/evaluate.h"
+#include "router/calibration/probe.h"
 #include "router/router.h"
 
 namespace swarm::cli {
@@ -44,7 +45,7 @@ absl::Status Eval(const Flags& flags) {
   router::EvalOptions options;
   for (int64_t k : *ks) {
     absl::Status valid =
-        router::ValidateTopK(static_cast<int>(k), (*router)->num_blocks(), (*router)->keep_mask());
+        ValidateTopK(static_cast<int>(k), (*router)->num_blocks(), (*router)->keep_mask());
     if (!valid.ok()) return valid;
     options.top_ks.push_back(static_cast<int>(k));
   }

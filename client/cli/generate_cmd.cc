@@ -8,6 +8,7 @@
 #include "client/cli/command.h"
 #include "client/cli/sampling_flags.h"
 #include "client/client.h"
+#include "common/flags.h"
 #include "nlohmann/json.hpp"
 
 namespace swarm::cli {

@@ -6,9 +6,10 @@
 #include "absl/strings/str_cat.h"
 #include "client/cli/command.h"
 #include "client/client.h"
-#include "model/host_tensor.h"
+#include "common/block_set.h"
+#include "common/flags.h"
+#include "common/host_tensor.h"
 #include "model/model.h"
-#include "router/block_sets.h"
 #include "router/memory.h"
 
 namespace swarm::cli {
@@ -59,7 +60,7 @@ absl::Status RemoteMemory(const Flags& flags) {
   req.top_k_blocks = static_cast<int>(*k);
   req.num_workers = static_cast<int>(*workers);
   req.dtype = flags.String("dtype");
-  auto keep = router::ParseKeepList(flags.String("keep-blocks"), &req.keep_default);
+  auto keep = ParseKeepList(flags.String("keep-blocks"), &req.keep_default);
   if (!keep.ok()) return keep.status();
   req.keep_blocks = *keep;
   auto client = Client::Connect(flags.String("server"));
@@ -96,15 +97,15 @@ absl::Status Memory(const Flags& flags) {
     return absl::InvalidArgumentError(absl::StrCat("top-k-blocks must be at least 1, got ", *k));
   }
   if (flags.Has("dtype")) {
-    auto dtype = model::ParseDType(flags.String("dtype"));
+    auto dtype = ParseDType(flags.String("dtype"));
     if (!dtype.ok()) return dtype.status();
     options.dtype = *dtype;
   }
   bool default_keep = true;
-  auto keep = router::ParseKeepList(flags.String("keep-blocks"), &default_keep);
+  auto keep = ParseKeepList(flags.String("keep-blocks"), &default_keep);
   if (!keep.ok()) return keep.status();
   if (!default_keep) {
-    auto mask = router::MakeKeepMask(*keep, options.num_blocks);
+    auto mask = MakeKeepMask(*keep, options.num_blocks);
     if (!mask.ok()) return mask.status();
     options.keep = *mask;
   }

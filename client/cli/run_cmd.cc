@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/cli/command.h"
 #include "client/cli/sampling_flags.h"
+#include "common/flags.h"
 #include "model/generate.h"
 #include "model/safetensors.h"
 #include "nlohmann/json.hpp"
@@ -17,7 +18,7 @@ absl::StatusOr<std::unique_ptr<model::Engine>> OpenEngine(const Flags& flags) {
   if (!dir.ok()) return dir.status();
   model::LoadOptions options;
   options.device = flags.String("device", "cpu");
-  auto dtype = model::ParseDType(flags.String("dtype", "f32"));
+  auto dtype = ParseDType(flags.String("dtype", "f32"));
   if (!dtype.ok()) return dtype.status();
   options.dtype = *dtype;
   return model::Engine::Create(*dir, options);

@@ -1,6 +1,7 @@
 #include "client/cli/sampling_flags.h"
 
-#include "model/status_macros.h"
+#include "common/flags.h"
+#include "common/status_macros.h"
 
 namespace swarm::cli {
 

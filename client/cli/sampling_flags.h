@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "client/cli/command.h"
+#include "common/flags.h"
 #include "model/generate.h"
 
 namespace swarm::cli {

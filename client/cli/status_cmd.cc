@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "client/cli/command.h"
 #include "client/client.h"
+#include "common/flags.h"
 #include "nlohmann/json.hpp"
 
 namespace swarm::cli {

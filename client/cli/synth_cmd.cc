@@ -1,10 +1,11 @@
 // `swarm synth`: writes a random Hugging Face model of any shape (for benchmarks and memory
-// tests at sizes the shared fixtures lack). The work is in model/synth.h.
+// tests at sizes the shared fixtures lack). The work is in tools/synth.h.
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "client/cli/command.h"
-#include "model/synth.h"
+#include "common/flags.h"
+#include "tools/synth.h"
 
 namespace swarm::cli {
 namespace {
@@ -17,7 +18,7 @@ int Synth(const std::vector<std::string>& args) {
        "dtype", "seed", "out", "max-position", "sliding-window", "rope-theta", "init-std"},
       {"tie-embeddings"});
   if (!flags.ok()) return Fail(kName, flags.status());
-  model::SynthOptions o;
+  tools::SynthOptions o;
   o.arch = flags->String("arch", "llama");
   for (const char* required : {"layers", "hidden", "heads", "vocab", "out"}) {
     if (!flags->Has(required)) {
@@ -53,16 +54,16 @@ int Synth(const std::vector<std::string>& args) {
   o.init_std = *init_std;
   const std::string dtype = flags->String("dtype", "f32");
   if (dtype == "f32" || dtype == "float32") {
-    o.dtype = model::DType::kF32;
+    o.dtype = DType::kF32;
   } else if (dtype == "bf16" || dtype == "bfloat16") {
-    o.dtype = model::DType::kBF16;
+    o.dtype = DType::kBF16;
   } else {
     return Fail(kName, absl::InvalidArgumentError(
                            absl::StrCat("--dtype '", dtype, "' is not f32 or bf16")));
   }
   o.tie_embeddings = flags->Bool("tie-embeddings");
   o.out_dir = flags->String("out");
-  auto result = model::WriteSynthModel(o);
+  auto result = tools::WriteSynthModel(o);
   if (!result.ok()) return Fail(kName, result.status());
   std::printf("synthesised %s model: %lld parameters, %lld bytes of weights\n", o.arch.c_str(),
               static_cast<long long>(result->num_parameters),

@@ -11,8 +11,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client/cli/command.h"
-#include "model/tokenizer.h"
+#include "common/flags.h"
 #include "nlohmann/json.hpp"
+#include "tokenizer/tokenizer.h"
 
 namespace swarm::cli {
 namespace {
@@ -24,7 +25,7 @@ int RunTokenize(const std::vector<std::string>& args) {
   if (!flags.ok()) return Fail(kName, flags.status());
   absl::StatusOr<std::string> path = flags->Required("tokenizer");
   if (!path.ok()) return Fail(kName, path.status());
-  auto tokenizer = model::Tokenizer::FromFile(*path);
+  auto tokenizer = tokenizer::Tokenizer::FromFile(*path);
   if (!tokenizer.ok()) return Fail(kName, tokenizer.status());
   const bool add_special = !flags->Bool("no-special");
 

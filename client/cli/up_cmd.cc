@@ -25,6 +25,8 @@
 #include "absl/time/clock.h"
 #include "client/cli/command.h"
 #include "client/client.h"
+#include "common/block_layout.h"
+#include "common/flags.h"
 #include "model/config.h"
 #include "model/model.h"
 
@@ -240,7 +242,7 @@ int Up(const std::vector<std::string>& args) {
                           absl::StrCat("--workers ", *num_workers, ": need 1..", config->num_layers,
                                        " (the model has ", config->num_layers, " layers)")));
   }
-  auto layout = model::BlockLayout::Create(config->num_layers, *num_workers);
+  auto layout = BlockLayout::Create(config->num_layers, *num_workers);
   if (!layout.ok()) return Fail("up", layout.status());
   const std::string bin_dir = flags->String("bin-dir", SelfDir());
   auto worker_bin = FindBinary(bin_dir, "swarm-worker");

@@ -43,32 +43,6 @@ httplib::Result Get(int port, const std::string& path) {
   return client.Get(path.c_str());
 }
 
-TEST(ParseHostPortTest, AcceptsHostPortForms) {
-  auto hp = ParseHostPort("127.0.0.1:9100");
-  ASSERT_TRUE(hp.ok()) << hp.status();
-  EXPECT_EQ(hp->host, "127.0.0.1");
-  EXPECT_EQ(hp->port, 9100);
-
-  hp = ParseHostPort("[::1]:0");
-  ASSERT_TRUE(hp.ok()) << hp.status();
-  EXPECT_EQ(hp->host, "::1");
-  EXPECT_EQ(hp->port, 0);
-
-  hp = ParseHostPort(":9090");
-  ASSERT_TRUE(hp.ok()) << hp.status();
-  EXPECT_EQ(hp->host, "0.0.0.0");
-  EXPECT_EQ(hp->port, 9090);
-}
-
-TEST(ParseHostPortTest, RejectsMalformedAddresses) {
-  for (const char* bad : {"", "localhost", "127.0.0.1:", "127.0.0.1:x", "127.0.0.1:65536",
-                          "127.0.0.1:-1", "::1:9100"}) {
-    auto hp = ParseHostPort(bad);
-    EXPECT_EQ(hp.status().code(), absl::StatusCode::kInvalidArgument) << "'" << bad << "'";
-  }
-  EXPECT_THAT(std::string(ParseHostPort("nope").status().message()), HasSubstr("'nope'"));
-}
-
 TEST(MetricsServerTest, ServesRegistryOnAnEphemeralPort) {
   prometheus::Counter* counter = nullptr;
   MetricsServer::Options options;

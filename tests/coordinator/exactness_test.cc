@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
+#include "common/block_layout.h"
 #include "model/generate.h"
 #include "model/model.h"
 #include "tests/coordinator/test_cluster.h"
@@ -20,7 +21,7 @@ struct Split {
 };
 
 std::vector<std::vector<int>> Even(int n, int workers) {
-  auto layout = model::BlockLayout::Create(n, workers);
+  auto layout = BlockLayout::Create(n, workers);
   std::vector<std::vector<int>> out;
   for (int b = 0; b < workers; ++b) out.push_back(layout->Layers(b));
   return out;

@@ -323,7 +323,7 @@ TEST(CoordinatorStartTest, Bf16WorkersServeF32HiddenStates) {
   worker::WorkerServerOptions options;
   options.model_dir = ModelDir("stories260K");
   options.layers = Range(0, 5);
-  options.load.dtype = model::DType::kBF16;
+  options.load.dtype = DType::kBF16;
   auto w = worker::WorkerServer::Start(options);
   ASSERT_TRUE(w.ok()) << w.status();
   ASSERT_TRUE((*w)->Load().ok());

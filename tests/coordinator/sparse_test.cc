@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "client/client.h"
+#include "common/block_layout.h"
 #include "model/generate.h"
 #include "tests/coordinator/test_cluster.h"
 #include "tests/router/router_test_util.h"
@@ -22,7 +23,7 @@ const model::Engine& Engine() { return router::testing::Stories(); }
 std::vector<int64_t> InProcess(const std::vector<int64_t>& prompt, int num_blocks,
                                std::vector<int> blocks, std::vector<float> weights, bool parallel,
                                int64_t max_new_tokens) {
-  auto layout = model::BlockLayout::Create(Engine().config().num_layers, num_blocks);
+  auto layout = BlockLayout::Create(Engine().config().num_layers, num_blocks);
   router::SparsePlan plan;
   plan.blocks = std::move(blocks);
   plan.weights = std::move(weights);
@@ -33,7 +34,7 @@ std::vector<int64_t> InProcess(const std::vector<int64_t>& prompt, int num_block
   model::SamplingParams params;
   params.max_new_tokens = max_new_tokens;
   params.stop_at_eos = false;
-  auto out = model::Generate(Engine().ends(), **exec, Engine().tokenizer(), prompt, params);
+  auto out = model::RunGenerationLoop(Engine().ends(), **exec, Engine().tokenizer(), prompt, params);
   EXPECT_TRUE(out.ok()) << out.status();
   return out.ok() ? out->ids : std::vector<int64_t>{};
 }

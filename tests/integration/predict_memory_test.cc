@@ -14,7 +14,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "client/client.h"
-#include "model/synth.h"
 #include "nlohmann/json.hpp"
 #include "router/memory.h"
 #include "router/router.h"
@@ -22,6 +21,7 @@
 #include "tests/coordinator/test_cluster.h"
 #include "tests/integration/process_util.h"
 #include "tests/router/router_test_util.h"
+#include "tools/synth.h"
 
 namespace swarm::testing {
 namespace {
@@ -154,8 +154,8 @@ TEST_F(RouterServingTest, EstimateMemoryRpcEqualsTheLibrary) {
   o.num_blocks = 4;
   o.top_k = 2;
   o.num_workers = 2;
-  o.dtype = model::DType::kBF16;
-  o.keep = router::BlockMask{1};  // Block 0 only.
+  o.dtype = DType::kBF16;
+  o.keep = BlockMask{1};  // Block 0 only.
   want = router::EstimateMemory(**ckpt, o);
   ASSERT_TRUE(want.ok()) << want.status();
   req = MemoryRequest{};
@@ -266,7 +266,7 @@ TEST(MemoryMeasurementTest, WorkerResidentMemoryMatchesTheEstimate) {
   // ~13.6 MB. One worker hosts layer 0 (the baseline), another layers 0-7; the difference of
   // their resident sets is the weight bytes of layers 1-7.
   ScratchDir scratch("rss");
-  model::SynthOptions s;
+  tools::SynthOptions s;
   s.layers = 8;
   s.hidden = 512;
   s.intermediate = 1536;
@@ -274,7 +274,7 @@ TEST(MemoryMeasurementTest, WorkerResidentMemoryMatchesTheEstimate) {
   s.vocab = 512;
   s.seed = 3;
   s.out_dir = scratch.path() + "/model";
-  auto written = model::WriteSynthModel(s);
+  auto written = tools::WriteSynthModel(s);
   ASSERT_TRUE(written.ok()) << written.status();
   auto ckpt = model::Checkpoint::Open(s.out_dir);
   ASSERT_TRUE(ckpt.ok());

@@ -12,7 +12,7 @@
 #include "gtest/gtest.h"
 #include "model/generate.h"
 #include "model/model.h"
-#include "model/synth.h"
+#include "tools/synth.h"
 
 namespace swarm::model {
 namespace {
@@ -52,7 +52,7 @@ TEST(LazyLoad, HostingAQuarterOfTheLayersTouchesAQuarterOfTheWeights) {
   char tmpl[] = "/tmp/swarm_lazy_XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);
   const std::string dir = tmpl;
-  SynthOptions o;
+  tools::SynthOptions o;
   o.layers = 8;
   o.hidden = 512;
   o.intermediate = 1408;
@@ -62,7 +62,7 @@ TEST(LazyLoad, HostingAQuarterOfTheLayersTouchesAQuarterOfTheWeights) {
   o.max_position = 256;
   o.seed = 7;
   o.out_dir = dir;
-  ASSERT_TRUE(WriteSynthModel(o).ok());
+  ASSERT_TRUE(tools::WriteSynthModel(o).ok());
   const std::string file = std::filesystem::canonical(dir + "/model.safetensors").string();
 
   auto ckpt = Checkpoint::Open(dir);

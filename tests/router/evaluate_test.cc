@@ -1,4 +1,4 @@
-#include "router/evaluate.h"
+#include "router/calibration/evaluate.h"
 
 #include "gtest/gtest.h"
 #include "router_test_util.h"

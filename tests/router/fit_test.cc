@@ -1,4 +1,4 @@
-#include "router/fit.h"
+#include "router/calibration/fit.h"
 
 #include <cmath>
 #include <random>

@@ -65,7 +65,7 @@ TEST(Memory, MatchesWhatALayerHostHoldsResident) {
   ASSERT_TRUE(ends.ok());
   EXPECT_EQ((*ends)->WeightBytes(), m->embedding_bytes + m->head_bytes);
   // As bf16, floating tensors take half.
-  o.dtype = model::DType::kBF16;
+  o.dtype = DType::kBF16;
   auto half = EstimateMemory(**ckpt, o);
   ASSERT_TRUE(half.ok());
   EXPECT_EQ(half->total_bytes * 2, m->total_bytes);

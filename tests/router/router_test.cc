@@ -5,8 +5,9 @@
 #include <cmath>
 #include <fstream>
 
+#include "common/block_layout.h"
 #include "gtest/gtest.h"
-#include "router/calibrate.h"
+#include "router/calibration/calibrate.h"
 #include "router/router_file.h"
 #include "router_test_util.h"
 
@@ -68,7 +69,7 @@ TEST(Calibration, DamageIsMeanKlOfTheContinuation) {
   ids.insert(ids.end(), s.continuation.begin(), s.continuation.end());
   auto full = Stories().Logits(ids);
   ASSERT_TRUE(full.ok());
-  auto layout = model::BlockLayout::Create(5, 5);
+  auto layout = BlockLayout::Create(5, 5);
   SparsePlan plan;
   plan.blocks = {0, 2, 4};
   auto exec = SparseExecutor::Create(&Stories().layers(), *layout, plan);

@@ -11,8 +11,8 @@
 
 #include "gtest/gtest.h"
 #include "model/generate.h"
-#include "router/calibrate.h"
-#include "router/probe.h"
+#include "router/calibration/calibrate.h"
+#include "router/calibration/probe.h"
 #include "router/router_file.h"
 
 namespace swarm::router::testing {

@@ -4,9 +4,10 @@
 
 #include <cmath>
 
+#include "common/block_layout.h"
 #include "gtest/gtest.h"
 #include "model/safetensors.h"
-#include "router/probe.h"
+#include "router/calibration/probe.h"
 #include "router_test_util.h"
 
 namespace swarm::router {
@@ -14,14 +15,14 @@ namespace {
 
 using testing::Stories;
 
-model::BlockLayout Layout(int n) {
-  auto l = model::BlockLayout::Create(5, n);
+BlockLayout Layout(int n) {
+  auto l = BlockLayout::Create(5, n);
   EXPECT_TRUE(l.ok());
   return *l;
 }
 
-absl::StatusOr<model::HostTensor> SparseLogits(const std::vector<int64_t>& ids,
-                                               const SparsePlan& plan, int num_blocks = 5) {
+absl::StatusOr<HostTensor> SparseLogits(const std::vector<int64_t>& ids, const SparsePlan& plan,
+                                        int num_blocks = 5) {
   const model::Engine& e = Stories();
   auto exec = SparseExecutor::Create(&e.layers(), Layout(num_blocks), plan);
   if (!exec.ok()) return exec.status();

@@ -9,7 +9,7 @@
 
 #include "client/client.h"
 #include "model/model.h"
-#include "proto/tensor_util.h"
+#include "rpc/tensor_codec.h"
 #include "swarm/v1/worker.grpc.pb.h"
 #include "tests/coordinator/test_cluster.h"
 #include "worker/block_residency.h"
@@ -95,7 +95,7 @@ TEST(ResidentLayerHostTest, GatedStepOverSeveralBlocksEqualsTheOneHostResult) {
   ASSERT_TRUE(whole.ok());
   const std::vector<float> h0 = GoldenFloats("stories260K", "greedy.hidden.0");
   const int64_t t = static_cast<int64_t>(h0.size()) / kHidden;
-  const model::HostTensor h = model::HostTensor::FromFloats({t, kHidden}, h0);
+  const HostTensor h = HostTensor::FromFloats({t, kHidden}, h0);
   auto c1 = (*paged)->NewCache();
   auto c2 = (*whole)->NewCache();
   const std::vector<int> layers = {1, 2, 3};
@@ -126,8 +126,7 @@ TEST(ResidentLayerHostTest, ConcurrentSessionsWithRoomForOneBlockMatchTheOneHost
   auto whole = model::LayerHost::Create(*ckpt, all, model::LoadOptions());
   ASSERT_TRUE(whole.ok());
   auto whole_cache = (*whole)->NewCache();
-  auto ref =
-      (*whole)->Forward(model::HostTensor::FromFloats({t, kHidden}, h0), 0, all, whole_cache.get());
+  auto ref = (*whole)->Forward(HostTensor::FromFloats({t, kHidden}, h0), 0, all, whole_cache.get());
   ASSERT_TRUE(ref.ok()) << ref.status();
   const std::vector<float> h5 = ref->ToFloats();
   const int64_t steps = std::min<int64_t>(t, 12);  // Causal: a prefix of the one-pass output.
@@ -140,8 +139,8 @@ TEST(ResidentLayerHostTest, ConcurrentSessionsWithRoomForOneBlockMatchTheOneHost
       // Prefill one position at a time: many block switches racing with the other sessions.
       for (int64_t p = 0; p < steps; ++p) {
         std::vector<float> row(h0.begin() + p * kHidden, h0.begin() + (p + 1) * kHidden);
-        auto step = (*paged)->Forward(model::HostTensor::FromFloats({1, kHidden}, row), p, all,
-                                      cache.get());
+        auto step =
+            (*paged)->Forward(HostTensor::FromFloats({1, kHidden}, row), p, all, cache.get());
         if (!step.ok()) return;
         const std::vector<float> v = step->ToFloats();
         out.insert(out.end(), v.begin(), v.end());
@@ -257,14 +256,14 @@ TEST(ResidencyTest, PrefetchMakesTheNextForwardAHit) {
   req.set_step_id(1);
   req.set_start_position(0);
   req.add_layers(3);
-  CopyTensorToProto(model::HostTensor::FromFloats({t, kHidden}, h3), req.mutable_hidden());
+  rpc::CopyTensorToProto(HostTensor::FromFloats({t, kHidden}, h3), req.mutable_hidden());
   v1::ForwardResponse resp;
   {
     auto ctx = call_ctx();
     grpc::Status s = stub->Forward(ctx.get(), req, &resp);
     ASSERT_TRUE(s.ok()) << s.error_message();
   }
-  auto out = MoveTensorFromProto(resp.mutable_hidden(), 2, "reply");
+  auto out = rpc::MoveTensorFromProto(resp.mutable_hidden(), 2, "reply");
   ASSERT_TRUE(out.ok());
   const std::vector<float> got = out->ToFloats();
   ASSERT_EQ(got.size(), h4.size());

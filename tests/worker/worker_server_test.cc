@@ -9,8 +9,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "model/host_tensor.h"
-#include "proto/tensor_util.h"
+#include "common/host_tensor.h"
+#include "rpc/tensor_codec.h"
 #include "swarm/v1/worker.grpc.pb.h"
 #include "tests/coordinator/test_cluster.h"
 
@@ -24,9 +24,9 @@ using HealthStatus = grpc::health::v1::HealthCheckResponse;
 constexpr int64_t kHidden = 64;  // stories260K
 constexpr int64_t kContext = 512;
 
-model::HostTensor Rows(const std::vector<float>& all, int64_t begin, int64_t end) {
+HostTensor Rows(const std::vector<float>& all, int64_t begin, int64_t end) {
   std::vector<float> v(all.begin() + begin * kHidden, all.begin() + end * kHidden);
-  return model::HostTensor::FromFloats({end - begin, kHidden}, v);
+  return HostTensor::FromFloats({end - begin, kHidden}, v);
 }
 
 float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
@@ -92,13 +92,13 @@ class WorkerServerTest : public ::testing::Test {
   }
 
   static v1::ForwardRequest Request(const std::string& id, uint64_t step, int64_t start,
-                                    std::vector<int> layers, const model::HostTensor& h) {
+                                    std::vector<int> layers, const HostTensor& h) {
     v1::ForwardRequest req;
     req.set_session_id(id);
     req.set_step_id(step);
     req.set_start_position(start);
     req.mutable_layers()->Assign(layers.begin(), layers.end());
-    CopyTensorToProto(h, req.mutable_hidden());
+    rpc::CopyTensorToProto(h, req.mutable_hidden());
     return req;
   }
 
@@ -109,11 +109,11 @@ class WorkerServerTest : public ::testing::Test {
   }
 
   grpc::Status Forward(const std::string& id, uint64_t step, int64_t start, std::vector<int> layers,
-                       const model::HostTensor& h, std::vector<float>* out = nullptr) {
+                       const HostTensor& h, std::vector<float>* out = nullptr) {
     v1::ForwardResponse resp;
     grpc::Status s = Forward(Request(id, step, start, std::move(layers), h), &resp);
     if (s.ok() && out != nullptr) {
-      auto t = MoveTensorFromProto(resp.mutable_hidden(), 2, "reply");
+      auto t = rpc::MoveTensorFromProto(resp.mutable_hidden(), 2, "reply");
       EXPECT_TRUE(t.ok()) << t.status();
       if (t.ok()) *out = t->ToFloats();
     }
@@ -225,7 +225,7 @@ TEST_F(WorkerServerTest, StreamedStepInPiecesEqualsUnaryStep) {
   EXPECT_EQ(header.step_id(), 1u);
   EXPECT_EQ(header.length(), t);
   header.mutable_hidden()->set_data(reply);
-  auto out = MoveTensorFromProto(header.mutable_hidden(), 2, "reply");
+  auto out = rpc::MoveTensorFromProto(header.mutable_hidden(), 2, "reply");
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_LT(MaxAbsDiff(out->ToFloats(), h3), 1e-4);
 }
@@ -238,7 +238,7 @@ TEST_F(WorkerServerTest, StreamEndingEarlyIsInvalidArgument) {
   SetDeadline(&ctx);
   auto stream = stub_->ForwardStream(&ctx);
   v1::ForwardRequest first =
-      Request(id, 1, 0, {0}, model::HostTensor::FromFloats({4, kHidden}, std::vector<float>(256)));
+      Request(id, 1, 0, {0}, HostTensor::FromFloats({4, kHidden}, std::vector<float>(256)));
   first.mutable_hidden()->mutable_data()->resize(100);  // 924 bytes never come.
   ASSERT_TRUE(stream->Write(first));
   stream->WritesDone();
@@ -253,17 +253,17 @@ class BadInputTest : public WorkerServerTest {
   void SetUp() override {
     Start({0, 1, 2});
     ASSERT_TRUE(Open(&id_).ok());
-    one_ = model::HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden, 0.5f));
+    one_ = HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden, 0.5f));
   }
   std::string id_;
-  model::HostTensor one_;
+  HostTensor one_;
 };
 
 TEST_F(BadInputTest, WrongHiddenSize) {
-  auto h = model::HostTensor::FromFloats({1, kHidden + 1}, std::vector<float>(kHidden + 1));
+  auto h = HostTensor::FromFloats({1, kHidden + 1}, std::vector<float>(kHidden + 1));
   grpc::Status s = Forward(id_, 1, 0, {0}, h);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
-  auto flat = model::HostTensor::FromFloats({kHidden}, std::vector<float>(kHidden));
+  auto flat = HostTensor::FromFloats({kHidden}, std::vector<float>(kHidden));
   EXPECT_EQ(Forward(id_, 1, 0, {0}, flat).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
@@ -297,7 +297,7 @@ TEST_F(BadInputTest, WrongByteCount) {
 TEST_F(BadInputTest, PositionBeyondTheContext) {
   grpc::Status s = Forward(id_, 1, kContext, {0}, one_);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::OUT_OF_RANGE) << s.error_message();
-  auto two = model::HostTensor::FromFloats({2, kHidden}, std::vector<float>(2 * kHidden));
+  auto two = HostTensor::FromFloats({2, kHidden}, std::vector<float>(2 * kHidden));
   EXPECT_EQ(Forward(id_, 1, kContext - 1, {0}, two).error_code(), grpc::StatusCode::OUT_OF_RANGE);
   EXPECT_EQ(Forward(id_, 1, -1, {0}, one_).error_code(), grpc::StatusCode::OUT_OF_RANGE);
 }
@@ -329,7 +329,7 @@ TEST_F(BadInputTest, DuplicatedStepGetsTheCachedReplyAndIsNotAppliedTwice) {
   ASSERT_TRUE(Forward(Request(id_, 1, 0, {0, 1}, one_), &resp).ok());
   EXPECT_TRUE(resp.replayed());
   EXPECT_EQ(resp.length(), 1);
-  auto t = MoveTensorFromProto(resp.mutable_hidden(), 2, "reply");
+  auto t = rpc::MoveTensorFromProto(resp.mutable_hidden(), 2, "reply");
   ASSERT_TRUE(t.ok());
   EXPECT_EQ(t->ToFloats(), first);
   // Not applied again: the next position is still 1.
@@ -349,7 +349,7 @@ TEST_F(BadInputTest, NonFiniteGate) {
 
 TEST_F(BadInputTest, MessageOverFourMebibytesIsRefused) {
   const int64_t rows = (5 << 20) / (kHidden * 4);
-  auto big = model::HostTensor::FromFloats({rows, kHidden}, std::vector<float>(rows * kHidden));
+  auto big = HostTensor::FromFloats({rows, kHidden}, std::vector<float>(rows * kHidden));
   EXPECT_EQ(Forward(id_, 1, 0, {0}, big).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
 }
 
@@ -380,8 +380,8 @@ TEST_F(WorkerServerTest, KvBudgetAtOpenAndWhenGrowing) {
   ASSERT_TRUE(Open(&b, 40).ok());
   EXPECT_EQ(Info().kv_reserved_bytes(), 100 * per_token);
   // Session a reserved 60 positions; growing it to 61 does not fit.
-  auto h60 = model::HostTensor::FromFloats({60, kHidden}, std::vector<float>(60 * kHidden));
-  auto one = model::HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden));
+  auto h60 = HostTensor::FromFloats({60, kHidden}, std::vector<float>(60 * kHidden));
+  auto one = HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden));
   ASSERT_TRUE(Forward(a, 1, 0, {0}, h60).ok());
   EXPECT_EQ(Forward(a, 2, 60, {0}, one).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   ASSERT_TRUE(Close(b).ok());
@@ -398,7 +398,7 @@ TEST_F(WorkerServerTest, IdleSessionsAreReaped) {
   EXPECT_EQ(Info().sessions(), 1);
   absl::SleepFor(absl::Milliseconds(400));
   EXPECT_EQ(Info().sessions(), 0);
-  auto one = model::HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden));
+  auto one = HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden));
   EXPECT_EQ(Forward(id, 1, 0, {0}, one).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
@@ -406,7 +406,7 @@ TEST_F(WorkerServerTest, StepPastItsDeadlineIsNotRun) {
   Start({0}, {}, /*load=*/true, /*max_step_time=*/absl::Nanoseconds(1));
   std::string id;
   ASSERT_TRUE(Open(&id).ok());
-  auto one = model::HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden));
+  auto one = HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden));
   EXPECT_EQ(Forward(id, 1, 0, {0}, one).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_EQ(Info().steps_total(), 0u);
 }
@@ -441,7 +441,7 @@ TEST_F(WorkerServerTest, ObserverSeesStepsSessionsAndReadiness) {
   EXPECT_TRUE(observer.ready);
   std::string id;
   ASSERT_TRUE(Open(&id).ok());
-  auto two = model::HostTensor::FromFloats({2, kHidden}, std::vector<float>(2 * kHidden));
+  auto two = HostTensor::FromFloats({2, kHidden}, std::vector<float>(2 * kHidden));
   ASSERT_TRUE(Forward(id, 1, 0, {0, 1}, two).ok());
   EXPECT_FALSE(Forward(id, 2, 0, {0, 1}, two).ok());
   {

@@ -1,0 +1,70 @@
+// Hidden states between HostTensor (what the model library computes on) and the wire's
+// swarm.v1.Tensor. Bytes are moved, not copied, wherever the source can be consumed: a step's
+// hidden state is swapped into the outgoing message and out of the incoming one, so the only
+// copies on the hot path are protobuf's own (de)serialisation. Tensors over kMaxTensorPieceBytes
+// travel as several messages (see tensor.proto); TensorAssembler puts them back together.
+// Used by the worker and the coordinator. Stateless functions are thread-safe; a TensorAssembler
+// belongs to one call.
+#ifndef SWARM_RPC_TENSOR_CODEC_H_
+#define SWARM_RPC_TENSOR_CODEC_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/host_tensor.h"
+#include "rpc/channel.h"
+#include "swarm/v1/tensor.pb.h"
+
+namespace swarm::rpc {
+
+v1::DType ToProtoDType(DType dtype);
+// InvalidArgument for DTYPE_UNSPECIFIED or a value this build does not know.
+absl::StatusOr<DType> FromProtoDType(int dtype);
+
+// Bytes a tensor of `shape` and `dtype` holds, or InvalidArgument for a negative dimension or an
+// overflow. `what` names the tensor in the message.
+absl::StatusOr<int64_t> TensorBytes(const google::protobuf::RepeatedField<int64_t>& shape,
+                                    DType dtype, absl::string_view what);
+
+// Moves `t`'s bytes into `out` (t.data is left empty).
+void MoveTensorToProto(HostTensor&& t, v1::Tensor* out);
+// Copies `t` into `out` (for a tensor the caller must keep).
+void CopyTensorToProto(const HostTensor& t, v1::Tensor* out);
+// Copies the shape and dtype of `t` and bytes [offset, offset + len) of its data into `out`:
+// one piece of a streamed tensor.
+void CopyTensorPieceToProto(const HostTensor& t, size_t offset, size_t len, bool with_header,
+                            v1::Tensor* out);
+
+// Moves a complete tensor out of `in`: checks the dtype, that the shape has `rank` dimensions
+// (any rank when rank < 0) and that data holds exactly the bytes the shape says. `what` names the
+// tensor in errors ("hidden"). InvalidArgument otherwise.
+absl::StatusOr<HostTensor> MoveTensorFromProto(v1::Tensor* in, int rank, absl::string_view what);
+
+// Reassembles a tensor sent as pieces. Begin() with the first message's tensor, Append() each
+// following piece until complete(). Errors (InvalidArgument): a bad header, more bytes than the
+// shape holds, a total above `max_bytes`.
+class TensorAssembler {
+ public:
+  absl::Status Begin(v1::Tensor* first, int rank, int64_t max_bytes, absl::string_view what);
+  absl::Status Append(std::string* piece);
+  bool started() const { return started_; }
+  bool complete() const { return started_ && static_cast<int64_t>(t_.data.size()) == expected_; }
+  // Bytes still expected.
+  int64_t remaining() const { return expected_ - static_cast<int64_t>(t_.data.size()); }
+  // The assembled tensor; call once, after complete().
+  HostTensor Take() { return std::move(t_); }
+
+ private:
+  bool started_ = false;
+  int64_t expected_ = 0;
+  std::string what_;
+  HostTensor t_;
+};
+
+}  // namespace swarm::rpc
+
+#endif  // SWARM_RPC_TENSOR_CODEC_H_
