@@ -61,8 +61,9 @@ start() {
   local pid=$!
   addr="" metrics=""
   for _ in $(seq 1 600); do
-    addr="$(sed -n 's/^listening on //p' "$tmp/$name.out" | head -1)"
-    metrics="$(sed -n 's|^metrics on http://\(.*\)/metrics$|\1|p' "$tmp/$name.out" | head -1)"
+    # The first match of each, by sed alone (`sed | head -1` can fail with 141 under pipefail).
+    addr="$(sed -n '/^listening on /{s///p;q;}' "$tmp/$name.out")"
+    metrics="$(sed -n '\|^metrics on http://\(.*\)/metrics$|{s||\1|p;q;}' "$tmp/$name.out")"
     [[ -n "$addr" && -n "$metrics" ]] && return 0
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.05
