@@ -20,7 +20,8 @@ mkdir "$tmp/bin"
 {
   printf 'prometheus:\n  Installed: (none)\n  Candidate: 2.42.0+ds-5+deb12u1\n  Version table:\n'
   for i in $(seq 1 4000); do
-    printf '     2.42.0+ds-%d 500\n        500 http://deb.debian.org/debian bookworm/main amd64 Packages\n' "$i"
+    printf '     2.42.0+ds-%d 500\n' "$i"
+    printf '        500 http://deb.debian.org/debian bookworm/main amd64 Packages\n'
   done
 } >"$tmp/policy-long.txt"
 {
