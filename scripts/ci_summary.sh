@@ -19,7 +19,8 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
 # One line per test: NAME<TAB>OUTCOME<TAB>REASON, OUTCOME one of passed failed skipped disabled.
-# REASON: a skip's "SKIP: ..." line or GTEST_SKIP message, a failure's ctest message.
+# REASON: a skip's "SKIP: ..." line or GTEST_SKIP message; a failure's first "FAIL: ..." line
+# (the tests/deploy scripts' style) or ctest's message.
 awk '
   function attr(s, key,    m) {
     if (match(s, " " key "=\"[^\"]*\"")) {
@@ -38,6 +39,7 @@ awk '
     if (outcome == "notrun") outcome = "failed"
     if (outcome == "skipped" && skip_line != "") reason = skip_line
     else if (outcome == "skipped" && gtest_reason != "") reason = gtest_reason
+    else if (outcome == "failed" && fail_line != "") reason = fail_line
     gsub(/[\t\r]/, " ", reason)
     printf "%s\t%s\t%s\n", name, outcome, reason
     name = ""
@@ -47,7 +49,7 @@ awk '
     name = attr($0, "name"); status = attr($0, "status")
     outcome = status == "run" ? "passed" : status == "fail" ? "failed" : \
               status == "disabled" ? "disabled" : "notrun"
-    reason = ""; skip_line = ""; gtest_reason = ""; after_skipped = 0
+    reason = ""; skip_line = ""; fail_line = ""; gtest_reason = ""; after_skipped = 0
     next
   }
   name == "" { next }
@@ -63,6 +65,7 @@ awk '
     line = $0
     sub(/^[ \t]*<system-out>/, "", line)
     if (skip_line == "" && line ~ /^SKIP: /) skip_line = unescape(line)
+    if (fail_line == "" && line ~ /^FAIL: /) fail_line = unescape(line)
     if (after_skipped && gtest_reason == "" && line != "") gtest_reason = unescape(line)
     after_skipped = line ~ /: Skipped$/
   }

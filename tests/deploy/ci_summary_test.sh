@@ -42,7 +42,9 @@ cat >"$tmp/build/ctest-junit.xml" <<'XML'
 	</testcase>
 	<testcase name="fail_u" classname="fail_u" time="0.00163123" status="fail">
 		<failure message=""/>
-		<system-out>bad &amp; &lt;worse&gt;
+		<system-out>ok: one
+FAIL: bad &amp; &lt;worse&gt;
+FAIL: a second failure
 </system-out>
 	</testcase>
 	<testcase name="deploy_rules" classname="deploy_rules" time="0.00338748" status="notrun">
@@ -89,7 +91,7 @@ not exercised (3):
   skipped   Cli.X [integration,unit]: swarm binary not built
   disabled  SyntheticTarget.ServeKnownLoad [unit]
 failed (3):
-  fail_u [unit]
+  fail_u [unit]: FAIL: bad & <worse>
   missing_exe [unit]: Unable to find executable
   Suite/Param.Name/0 [unit]
 EXPECTED
