@@ -17,11 +17,13 @@ build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
 # The whole suite: unit and integration (a real Prometheus, manifest checks); the set-up also
-# installs what the integration tests need.
+# installs what the integration tests need. The results also go to $(BUILD)/ctest-junit.xml, which
+# scripts/ci_summary.sh reads.
 test:
 	SWARM_SETUP_INTEGRATION=1 bash scripts/setup.sh
 	$(MAKE) build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600 \
+	  --output-junit $(abspath $(BUILD))/ctest-junit.xml
 
 test-integration:
 	SWARM_SETUP_INTEGRATION=1 bash scripts/setup.sh

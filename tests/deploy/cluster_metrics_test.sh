@@ -15,8 +15,10 @@
 #
 #   cluster_metrics_test.sh SOURCE_DIR SWARM SWARM_WORKER SWARM_COORDINATOR [MODEL_DIR]
 #
-# Exit 0 pass, 1 fail, 77 skip (prometheus, curl or python3 missing, or no model).
+# Exit 0 pass, 1 fail, 77 skip (prometheus, curl or python3 missing, or no model; with CI=true
+# these fail instead: lib.sh).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [[ $# -lt 4 ]]; then
   sed -n '2,17p' "$0" >&2
@@ -28,16 +30,8 @@ worker_bin="$3"
 coord_bin="$4"
 model="${5:-$src/../shared/models/stories260K}"
 
-for tool in prometheus curl python3; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "SKIP: $tool not found (run: SWARM_SETUP_INTEGRATION=1 bash scripts/setup.sh)"
-    exit 77
-  fi
-done
-if [[ ! -f "$model/config.json" ]]; then
-  echo "SKIP: no model at $model"
-  exit 77
-fi
+require_tools prometheus curl python3
+[[ -f "$model/config.json" ]] || skip_or_fail "no model at $model"
 
 tmp="$(mktemp -d)"
 pids=()
@@ -61,8 +55,9 @@ start() {
   local pid=$!
   addr="" metrics=""
   for _ in $(seq 1 600); do
-    addr="$(sed -n 's/^listening on //p' "$tmp/$name.out" | head -1)"
-    metrics="$(sed -n 's|^metrics on http://\(.*\)/metrics$|\1|p' "$tmp/$name.out" | head -1)"
+    # The first match of each, by sed alone (`sed | head -1` can fail with 141 under pipefail).
+    addr="$(sed -n '/^listening on /{s///p;q;}' "$tmp/$name.out")"
+    metrics="$(sed -n '\|^metrics on http://\(.*\)/metrics$|{s||\1|p;q;}' "$tmp/$name.out")"
     [[ -n "$addr" && -n "$metrics" ]] && return 0
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.05

@@ -6,18 +6,14 @@
 # validator rejects them.
 #   manifests_test.sh SOURCE_DIR WORK_DIR
 # Exit 0 pass, 1 fail, 77 skip (kubectl, yamllint, node or npm missing: `make test-integration`
-# installs them).
+# installs them; with CI=true a missing tool fails: lib.sh).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 src="$(cd "${1:?usage: manifests_test.sh SOURCE_DIR WORK_DIR}" && pwd)"
 work="${2:?usage: manifests_test.sh SOURCE_DIR WORK_DIR}"
 here="$src/tests/deploy"
 
-for tool in kubectl yamllint node npm; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "SKIP: $tool not found (run: SWARM_SETUP_INTEGRATION=1 bash scripts/setup.sh)"
-    exit 77
-  fi
-done
+require_tools kubectl yamllint node npm
 
 mkdir -p "$work"
 # The validator and its npm dependencies live in the build tree: `npm ci` from the lock file,

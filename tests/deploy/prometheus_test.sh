@@ -24,11 +24,12 @@
 #
 # Every rule group's interval is lowered to 1s in a copy of swarm-rules.yml, and every rule
 # group must load with health "ok". Exit 0 pass, 1 fail, 77 skip (prometheus, curl or python3
-# missing: `make test-integration` installs them).
+# missing: `make test-integration` installs them; with CI=true a missing tool fails: lib.sh).
 #
 # The live-cluster use (a coordinator and 2 workers, generations, then checks written from what
 # the clients received) is tests/deploy/cluster_metrics_test.sh, which calls this script.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   sed -n '2,28p' "$0" >&2
@@ -57,12 +58,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-for tool in prometheus curl python3; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "SKIP: $tool not found (run: SWARM_SETUP_INTEGRATION=1 bash scripts/setup.sh)"
-    exit 77
-  fi
-done
+require_tools prometheus curl python3
 
 tmp="$(mktemp -d)"
 prom_pid=""

@@ -5,8 +5,9 @@
 # balance figures and alerts on hand-made series).
 #   rules_test.sh SOURCE_DIR
 # Exit 0 pass, 1 fail, 77 skip (no promtool: Debian's `prometheus` package, installed by
-# `make test-integration`).
+# `make test-integration`; with CI=true a missing promtool fails: lib.sh).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 src="$(cd "${1:?usage: rules_test.sh SOURCE_DIR}" && pwd)"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
@@ -19,10 +20,7 @@ if ! diff -u "$src/deploy/k8s/components/prometheus-operator/prometheusrule.yaml
 fi
 echo "ok: PrometheusRule in sync with swarm-rules.yml"
 
-if ! command -v promtool >/dev/null 2>&1; then
-  echo "SKIP: promtool not found (run: SWARM_SETUP_INTEGRATION=1 bash scripts/setup.sh)"
-  exit 77
-fi
+require_tools promtool
 promtool check rules "$src/deploy/prometheus/swarm-rules.yml"
 sed -e "s/\"SWARM_TARGET\"/\"127.0.0.1:9090\"/" \
   -e "s|SWARM_RULES_FILE|$src/deploy/prometheus/swarm-rules.yml|" \

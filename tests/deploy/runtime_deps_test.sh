@@ -3,19 +3,19 @@
 # `ldd` resolves for the given binaries belongs to a Debian package in the dependency closure of
 # the runtime stage's `apt-get install` list (apt-cache depends --recurse).
 #   runtime_deps_test.sh SOURCE_DIR BINARY...
-# Exit 0 pass, 1 fail, 77 skip (no dpkg/apt-cache, no apt lists, or no binary built yet).
+# Exit 0 pass, 1 fail, 77 skip (no dpkg/apt-cache, no apt lists, or no binary built yet; with
+# CI=true these fail instead: lib.sh).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 src="$(cd "${1:?usage: runtime_deps_test.sh SOURCE_DIR BINARY...}" && pwd)"
 shift
 
-for tool in ldd dpkg-query apt-cache; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "SKIP: $tool not found"; exit 77; }
-done
+require_tools ldd dpkg-query apt-cache
 binaries=()
 for b in "$@"; do
   [[ -x "$b" ]] && binaries+=("$b")
 done
-((${#binaries[@]} > 0)) || { echo "SKIP: none of the binaries is built: $*"; exit 77; }
+((${#binaries[@]} > 0)) || skip_or_fail "none of the binaries is built: $*"
 
 # The runtime stage's package list: the words of its first `apt-get install` command.
 mapfile -t packages < <(awk '
@@ -28,19 +28,16 @@ mapfile -t packages < <(awk '
 ((${#packages[@]} > 3)) || { echo "FAIL: no runtime package list found in deploy/Dockerfile"; exit 1; }
 echo "runtime stage installs: ${packages[*]}"
 
+errors="$(mktemp)"
+trap 'rm -f "$errors"' EXIT
 if ! closure="$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
-  --no-breaks --no-replaces --no-enhances "${packages[@]}" 2>"${TMPDIR:-/tmp}/apt-depends.$$")"; then
-  if grep -q "Unable to locate package" "${TMPDIR:-/tmp}/apt-depends.$$"; then
-    grep "Unable to locate" "${TMPDIR:-/tmp}/apt-depends.$$"
-    rm -f "${TMPDIR:-/tmp}/apt-depends.$$"
-    echo "SKIP or FAIL? apt lists may be missing: run apt-get update. Treating as skip."
-    exit 77
+  --no-breaks --no-replaces --no-enhances "${packages[@]}" 2>"$errors")"; then
+  if unknown="$(grep -m1 "Unable to locate package" "$errors")"; then
+    skip_or_fail "apt-cache: $unknown (no apt lists? run apt-get update)"
   fi
-  cat "${TMPDIR:-/tmp}/apt-depends.$$"
-  rm -f "${TMPDIR:-/tmp}/apt-depends.$$"
+  cat "$errors"
   exit 1
 fi
-rm -f "${TMPDIR:-/tmp}/apt-depends.$$"
 declare -A have=()
 while read -r line; do
   [[ "$line" =~ ^[a-z0-9] ]] && have["${line%%:*}"]=1
