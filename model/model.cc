@@ -764,29 +764,4 @@ absl::StatusOr<std::unique_ptr<ModelEnds>> ModelEnds::Create(
   return std::unique_ptr<ModelEnds>(std::move(ends));
 }
 
-absl::StatusOr<HostTensor> CombineResiduals(const HostTensor& h,
-                                            const std::vector<HostTensor>& outs,
-                                            absl::Span<const float> weights) {
-  RETURN_IF_ERROR(h.Validate());
-  if (outs.size() != weights.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(outs.size(), " block outputs but ", weights.size(), " weights"));
-  }
-  for (const HostTensor& o : outs) {
-    if (o.shape != h.shape || o.dtype != h.dtype) {
-      return absl::InvalidArgumentError(absl::StrCat("block output ", ShapeStr(o.shape),
-                                                     " does not match input ", ShapeStr(h.shape)));
-    }
-  }
-  return TorchCall("combine", [&]() -> absl::StatusOr<HostTensor> {
-    c10::InferenceMode guard;
-    torch::Tensor x = FromHost(h).to(torch::kFloat32);
-    torch::Tensor acc = x.clone();
-    for (size_t i = 0; i < outs.size(); ++i) {
-      acc.add_(FromHost(outs[i]).to(torch::kFloat32) - x, weights[i]);
-    }
-    return ToHost(acc, h.dtype);
-  });
-}
-
 }  // namespace swarm::model

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/host_tensor.h"
+#include "model/combine.h"
 #include "model/config.h"
 #include "model/safetensors.h"
 
@@ -124,11 +125,6 @@ class ModelEnds {
   // Rows of the token embedding table as f32 [ids.size(), hidden] (for the router's features).
   virtual absl::StatusOr<HostTensor> EmbeddingRows(absl::Span<const int64_t> ids) const = 0;
 };
-
-// h + Σ w_b (outs[b] − h): the parallel combine of sparse mode. All tensors share shape and dtype.
-absl::StatusOr<HostTensor> CombineResiduals(const HostTensor& h,
-                                            const std::vector<HostTensor>& outs,
-                                            absl::Span<const float> weights);
 
 }  // namespace swarm::model
 
