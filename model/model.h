@@ -98,11 +98,11 @@ class LayerHost {
   // holding positions start_pos .. start_pos+T-1, appending their keys/values to `cache`.
   // Every layer in `layers` must have Length(layer) == start_pos in the cache
   // (FailedPrecondition otherwise) and start_pos + T must not exceed the context
-  // (OutOfRange). With `gate` != 1 the combined update of the listed layers is scaled:
-  // h_out = h + gate * (layers(h) - h). Output keeps h's dtype.
+  // (OutOfRange). Output keeps h's dtype. The layers run ungated: a sparse block's gate is
+  // applied by whoever combines block outputs, through model/combine.h.
   virtual absl::StatusOr<HostTensor> Forward(const HostTensor& h, int64_t start_pos,
-                                             absl::Span<const int> layers, KvCache* cache,
-                                             float gate = 1.0f) const = 0;
+                                             absl::Span<const int> layers,
+                                             KvCache* cache) const = 0;
 };
 
 class ModelEnds {
