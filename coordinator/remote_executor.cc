@@ -160,14 +160,13 @@ void RemoteExecutor::Close() {
 
 absl::StatusOr<HostTensor> RemoteExecutor::RunHop(int block, const Hop& hop, const HostTensor& in,
                                                   bool in_is_ours, HostTensor* ours,
-                                                  int64_t start_pos, float gate) {
+                                                  int64_t start_pos) {
   Session* session = SessionFor(block, hop.worker);
   v1::ForwardRequest req;
   req.set_session_id(session->id);
   req.set_step_id(++session->last_step);
   req.set_start_position(start_pos);
   req.mutable_layers()->Assign(hop.layers.begin(), hop.layers.end());
-  if (gate != 1.0f) req.set_gate(gate);
   const int64_t positions = in.shape.empty() ? 0 : in.shape[0];
   const std::vector<int64_t> shape = in.shape;
   const absl::Time start = absl::Now();
@@ -242,12 +241,12 @@ absl::StatusOr<HostTensor> RemoteExecutor::RunHop(int block, const Hop& hop, con
 }
 
 absl::StatusOr<HostTensor> RemoteExecutor::RunBlock(int block, const HostTensor& in,
-                                                    int64_t start_pos, float gate) {
+                                                    int64_t start_pos) {
   const std::vector<Hop>& hops = plan_.blocks[block].hops;
   HostTensor cur;
   for (size_t i = 0; i < hops.size(); ++i) {
-    ASSIGN_OR_RETURN(cur, RunHop(block, hops[i], i == 0 ? in : cur, /*in_is_ours=*/i > 0, &cur,
-                                 start_pos, hops.size() == 1 ? gate : 1.0f));
+    ASSIGN_OR_RETURN(
+        cur, RunHop(block, hops[i], i == 0 ? in : cur, /*in_is_ours=*/i > 0, &cur, start_pos));
   }
   return cur;
 }
@@ -259,14 +258,9 @@ absl::StatusOr<HostTensor> RemoteExecutor::Run(const HostTensor& h, int64_t star
     HostTensor cur;
     for (int b = 0; b < n; ++b) {
       const HostTensor& x = b == 0 ? h : cur;
-      const float w = plan_.blocks[b].weight;
-      const bool single_hop = plan_.blocks[b].hops.size() == 1;
-      ASSIGN_OR_RETURN(HostTensor out, RunBlock(b, x, start_pos, w));
-      if (w != 1.0f && !single_hop) {
-        // The gate spans several workers: applied here, h + g·(B(h) − h).
-        ASSIGN_OR_RETURN(out, model::CombineResiduals(x, {out}, {w}));
-      }
-      cur = std::move(out);
+      ASSIGN_OR_RETURN(HostTensor out, RunBlock(b, x, start_pos));
+      // The block ran ungated on its workers; its gate is applied here, once.
+      ASSIGN_OR_RETURN(cur, model::GateResidual(x, std::move(out), plan_.blocks[b].weight));
     }
     return cur;
   }
@@ -274,9 +268,9 @@ absl::StatusOr<HostTensor> RemoteExecutor::Run(const HostTensor& h, int64_t star
   std::vector<absl::StatusOr<HostTensor>> outs(n, absl::UnknownError("not run"));
   std::vector<std::thread> helpers;
   for (int b = 1; b < n; ++b) {
-    helpers.emplace_back([&, b] { outs[b] = RunBlock(b, h, start_pos, 1.0f); });
+    helpers.emplace_back([&, b] { outs[b] = RunBlock(b, h, start_pos); });
   }
-  outs[0] = RunBlock(0, h, start_pos, 1.0f);
+  outs[0] = RunBlock(0, h, start_pos);
   for (std::thread& t : helpers) t.join();
   std::vector<HostTensor> values;
   std::vector<float> weights;

@@ -1,13 +1,13 @@
 // A model::StepExecutor whose layers live on workers: each Run() sends the hidden state through
-// the request's plan (one Forward per hop) and returns the result. model::RunGenerationLoop drives it
-// exactly as it drives the in-process LocalExecutor, so sampling and stop rules exist in one
+// the request's plan (one Forward per hop) and returns the result. model::RunGenerationLoop drives
+// it exactly as it drives the in-process LocalExecutor, so sampling and stop rules exist in one
 // place.
 //
 // A plan is a list of blocks, each a chain of hops (a worker and the consecutive layers it runs):
 //  - exact mode: one block holding every layer;
 //  - sparse, sequential combine: the selected blocks in layer order, h ← h + g·(B(h) − h) per
-//    block (g = the block's weight; the gate travels with the Forward when the block is one hop,
-//    otherwise the coordinator applies it);
+//    block (g = the block's weight; the block runs ungated on its workers and the coordinator
+//    applies the gate, model::GateResidual);
 //  - sparse, parallel combine: every block reads the same h, dispatched concurrently, and
 //    h_out = h + Σ w_b·(B_b(h) − h) (model::CombineResiduals).
 // These are the formulas of router/sparse.h's in-process SparseExecutor.
@@ -100,12 +100,10 @@ class RemoteExecutor : public model::StepExecutor {
     uint64_t last_step = 0;
   };
   Session* SessionFor(int block, int worker);
-  // Runs `block`'s hops on `in`; `gate` goes with a single-hop block's Forward.
-  absl::StatusOr<HostTensor> RunBlock(int block, const HostTensor& in, int64_t start_pos,
-                                      float gate);
+  // Runs `block`'s hops on `in`, ungated.
+  absl::StatusOr<HostTensor> RunBlock(int block, const HostTensor& in, int64_t start_pos);
   absl::StatusOr<HostTensor> RunHop(int block, const Hop& hop, const HostTensor& in,
-                                    bool in_is_ours, HostTensor* ours, int64_t start_pos,
-                                    float gate);
+                                    bool in_is_ours, HostTensor* ours, int64_t start_pos);
   absl::Status Call(int worker, const char* method,
                     const std::function<grpc::Status(grpc::ClientContext*)>& rpc,
                     absl::Duration timeout);

@@ -56,7 +56,7 @@ class StepExecutor {
   virtual absl::StatusOr<HostTensor> Run(const HostTensor& h, int64_t start_pos) = 0;
 };
 
-// Runs every layer of a LayerHost in order (or a chosen subset with per-layer-range gates).
+// Runs every layer of a LayerHost in order.
 class LocalExecutor : public StepExecutor {
  public:
   explicit LocalExecutor(const LayerHost* host);

@@ -355,8 +355,7 @@ class LayerHostImpl : public LayerHost {
   }
 
   absl::StatusOr<HostTensor> Forward(const HostTensor& h, int64_t start_pos,
-                                     absl::Span<const int> layers, KvCache* cache,
-                                     float gate) const override;
+                                     absl::Span<const int> layers, KvCache* cache) const override;
 
   static absl::StatusOr<std::unique_ptr<LayerHostImpl>> Create(
       std::shared_ptr<const Checkpoint> ckpt, std::vector<int> layers, const LoadOptions& options);
@@ -508,8 +507,8 @@ torch::Tensor LayerHostImpl::Mlp(const LayerWeights& w, const torch::Tensor& x) 
 }
 
 absl::StatusOr<HostTensor> LayerHostImpl::Forward(const HostTensor& h, int64_t start_pos,
-                                                  absl::Span<const int> layers, KvCache* cache,
-                                                  float gate) const {
+                                                  absl::Span<const int> layers,
+                                                  KvCache* cache) const {
   const ModelConfig& c = config_;
   RETURN_IF_ERROR(h.Validate());
   if (h.shape.size() != 2 || h.shape[1] != c.hidden_size) {
@@ -537,8 +536,7 @@ absl::StatusOr<HostTensor> LayerHostImpl::Forward(const HostTensor& h, int64_t s
   }
   return TorchCall("forward", [&]() -> absl::StatusOr<HostTensor> {
     c10::InferenceMode guard;
-    torch::Tensor x0 = FromHost(h).to(device_, dtype_);
-    torch::Tensor x = x0;
+    torch::Tensor x = FromHost(h).to(device_, dtype_);
     for (int l : layers) {
       const LayerWeights& w = weights_.at(l);
       auto& kv = kvc->layers_[l];
@@ -551,7 +549,6 @@ absl::StatusOr<HostTensor> LayerHostImpl::Forward(const HostTensor& h, int64_t s
         x = x + Mlp(w, RmsNorm(x, w.norm2_w, c.norm_eps));
       }
     }
-    if (gate != 1.0f) x = x0 + gate * (x - x0);
     return ToHost(x, h.dtype);
   });
 }
@@ -762,31 +759,6 @@ absl::StatusOr<std::unique_ptr<ModelEnds>> ModelEnds::Create(
     std::shared_ptr<const Checkpoint> checkpoint, const LoadOptions& options) {
   ASSIGN_OR_RETURN(auto ends, ModelEndsImpl::Create(std::move(checkpoint), options));
   return std::unique_ptr<ModelEnds>(std::move(ends));
-}
-
-absl::StatusOr<HostTensor> CombineResiduals(const HostTensor& h,
-                                            const std::vector<HostTensor>& outs,
-                                            absl::Span<const float> weights) {
-  RETURN_IF_ERROR(h.Validate());
-  if (outs.size() != weights.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(outs.size(), " block outputs but ", weights.size(), " weights"));
-  }
-  for (const HostTensor& o : outs) {
-    if (o.shape != h.shape || o.dtype != h.dtype) {
-      return absl::InvalidArgumentError(absl::StrCat("block output ", ShapeStr(o.shape),
-                                                     " does not match input ", ShapeStr(h.shape)));
-    }
-  }
-  return TorchCall("combine", [&]() -> absl::StatusOr<HostTensor> {
-    c10::InferenceMode guard;
-    torch::Tensor x = FromHost(h).to(torch::kFloat32);
-    torch::Tensor acc = x.clone();
-    for (size_t i = 0; i < outs.size(); ++i) {
-      acc.add_(FromHost(outs[i]).to(torch::kFloat32) - x, weights[i]);
-    }
-    return ToHost(acc, h.dtype);
-  });
 }
 
 }  // namespace swarm::model

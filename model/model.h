@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/host_tensor.h"
+#include "model/combine.h"
 #include "model/config.h"
 #include "model/safetensors.h"
 
@@ -97,11 +98,11 @@ class LayerHost {
   // holding positions start_pos .. start_pos+T-1, appending their keys/values to `cache`.
   // Every layer in `layers` must have Length(layer) == start_pos in the cache
   // (FailedPrecondition otherwise) and start_pos + T must not exceed the context
-  // (OutOfRange). With `gate` != 1 the combined update of the listed layers is scaled:
-  // h_out = h + gate * (layers(h) - h). Output keeps h's dtype.
+  // (OutOfRange). Output keeps h's dtype. The layers run ungated: a sparse block's gate is
+  // applied by whoever combines block outputs, through model/combine.h.
   virtual absl::StatusOr<HostTensor> Forward(const HostTensor& h, int64_t start_pos,
-                                             absl::Span<const int> layers, KvCache* cache,
-                                             float gate = 1.0f) const = 0;
+                                             absl::Span<const int> layers,
+                                             KvCache* cache) const = 0;
 };
 
 class ModelEnds {
@@ -124,11 +125,6 @@ class ModelEnds {
   // Rows of the token embedding table as f32 [ids.size(), hidden] (for the router's features).
   virtual absl::StatusOr<HostTensor> EmbeddingRows(absl::Span<const int64_t> ids) const = 0;
 };
-
-// h + Σ w_b (outs[b] − h): the parallel combine of sparse mode. All tensors share shape and dtype.
-absl::StatusOr<HostTensor> CombineResiduals(const HostTensor& h,
-                                            const std::vector<HostTensor>& outs,
-                                            absl::Span<const float> weights);
 
 }  // namespace swarm::model
 

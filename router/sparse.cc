@@ -7,6 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "common/block_layout.h"
 #include "common/status_macros.h"
+#include "model/combine.h"
 
 namespace swarm::router {
 
@@ -65,7 +66,8 @@ absl::StatusOr<HostTensor> SparseExecutor::Run(const HostTensor& h, int64_t star
     HostTensor x = h;
     for (const auto& [b, w] : blocks_) {
       std::vector<int> layers = layout_.Layers(b);
-      ASSIGN_OR_RETURN(x, host_->Forward(x, start_pos, layers, cache_.get(), w));
+      ASSIGN_OR_RETURN(HostTensor out, host_->Forward(x, start_pos, layers, cache_.get()));
+      ASSIGN_OR_RETURN(x, model::GateResidual(x, std::move(out), w));
     }
     return x;
   }

@@ -2,12 +2,12 @@
 //
 //  - SparseExecutor: a model::StepExecutor that runs only the selected blocks of a LayerHost.
 //    `sequential`: selected blocks in layer order, skipped blocks are the identity, each block's
-//    update is gated: h ← h + g_b·(B_b(h) − h). `parallel`: every selected block reads the same
-//    h and h_out = h + Σ_b w_b·(B_b(h) − h) (model::CombineResiduals). One block set per
-//    request, used for prefill and every decode step, so the KV caches of the selected layers
-//    stay consistent (skipped layers never see the sequence). With every block selected and
-//    g = 1, sequential equals exact mode. Plays the role the coordinator's remote dispatch plays
-//    in the distributed sparse mode.
+//    update is gated: h ← h + g_b·(B_b(h) − h) (model::GateResidual). `parallel`: every selected
+//    block reads the same h and h_out = h + Σ_b w_b·(B_b(h) − h) (model::CombineResiduals). One
+//    block set per request, used for prefill and every decode step, so the KV caches of the
+//    selected layers stay consistent (skipped layers never see the sequence). With every block
+//    selected and g = 1, sequential equals exact mode. Plays the role the coordinator's remote
+//    dispatch plays in the distributed sparse mode.
 //  - CompareLogits: KL(full ‖ sparse), top-1 agreement and token NLLs over a continuation.
 //
 // A SparseExecutor holds one sequence's caches: one per request, used from one thread. The

@@ -195,7 +195,7 @@ void ResidentLayerHost::Unpin(int b) const {
 
 absl::StatusOr<HostTensor> ResidentLayerHost::Forward(const HostTensor& h, int64_t start_pos,
                                                       absl::Span<const int> layers,
-                                                      model::KvCache* cache, float gate) const {
+                                                      model::KvCache* cache) const {
   for (int l : layers) {
     if (!Hosts(l)) {
       return absl::InvalidArgumentError(absl::StrCat("layer ", l, " is not hosted here"));
@@ -204,23 +204,19 @@ absl::StatusOr<HostTensor> ResidentLayerHost::Forward(const HostTensor& h, int64
   HostTensor cur;
   const HostTensor* in = &h;
   size_t i = 0;
-  const bool single_block = !layers.empty() && BlockOf(layers.front()) == BlockOf(layers.back());
   while (i < layers.size()) {
     const int b = BlockOf(layers[i]);
     size_t j = i;
     while (j < layers.size() && BlockOf(layers[j]) == b) ++j;
     ASSIGN_OR_RETURN(std::shared_ptr<const model::LayerHost> host, Acquire(b, /*pin=*/true));
-    absl::StatusOr<HostTensor> out =
-        host->Forward(*in, start_pos, layers.subspan(i, j - i), cache, single_block ? gate : 1.0f);
+    absl::StatusOr<HostTensor> out = host->Forward(*in, start_pos, layers.subspan(i, j - i), cache);
     Unpin(b);
     if (!out.ok()) return out.status();
     cur = *std::move(out);
     in = &cur;
     i = j;
   }
-  if (single_block || gate == 1.0f) return cur;
-  // The gated residual over several blocks: h + gate * (layers(h) - h).
-  return model::CombineResiduals(h, {cur}, {gate});
+  return cur;
 }
 
 absl::StatusOr<int> ResidentLayerHost::Prefetch(absl::Span<const int> layers) const {

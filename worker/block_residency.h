@@ -70,8 +70,8 @@ class ResidentLayerHost : public model::LayerHost {
   std::unique_ptr<model::KvCache> NewCache(int64_t capacity = 0) const override;
   // Runs the layers block by block, loading each block (and evicting others) as needed.
   absl::StatusOr<HostTensor> Forward(const HostTensor& h, int64_t start_pos,
-                                     absl::Span<const int> layers, model::KvCache* cache,
-                                     float gate = 1.0f) const override;
+                                     absl::Span<const int> layers,
+                                     model::KvCache* cache) const override;
 
   // Makes the blocks holding `layers` resident, in order, as far as they fit the budget together
   // (later ones are skipped rather than evicting earlier ones). Blocking. InvalidArgument for a

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "model/combine.h"
 
 namespace swarm::worker {
 
@@ -173,8 +174,10 @@ absl::StatusOr<StepResult> Worker::Forward(const StepRequest& request, HostTenso
   RETURN_IF_ERROR(Reserve(session.get(), request.start_position + t));
 
   inflight_.fetch_add(1);
-  absl::StatusOr<HostTensor> out = host_->Forward(hidden, request.start_position, request.layers,
-                                                  session->cache.get(), request.gate);
+  absl::StatusOr<HostTensor> out =
+      host_->Forward(hidden, request.start_position, request.layers, session->cache.get());
+  // The layers ran ungated; ForwardRequest.gate (wire contract) is applied by the one rule.
+  if (out.ok()) out = model::GateResidual(hidden, *std::move(out), request.gate);
   inflight_.fetch_sub(1);
   session->last_used_ns.store(NowNs());
   session->kv_used_bytes.store(session->cache->Bytes());

@@ -38,6 +38,7 @@ struct StepRequest {
   uint64_t step_id = 0;
   int64_t start_position = 0;
   std::vector<int> layers;
+  // ForwardRequest.gate: the reply is h + gate·(layers(h) − h), through model::GateResidual.
   float gate = 1.0f;
 };
 

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/host_tensor.h"
+#include "model/combine.h"
 #include "rpc/tensor_codec.h"
 #include "swarm/v1/worker.grpc.pb.h"
 #include "tests/coordinator/test_cluster.h"
@@ -169,6 +170,34 @@ TEST_F(WorkerServerTest, PrefillAndDecodeStepsMatchTheGoldenHiddenStates) {
   EXPECT_LT(MaxAbsDiff(out, h3), 1e-4);
   EXPECT_TRUE(Close(id).ok());
   EXPECT_EQ(Close(id).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(WorkerServerTest, GateIsAppliedThroughTheOneCombineRule) {
+  // ForwardRequest.gate g: the layers run ungated and the reply is h + g·(layers(h) − h), computed
+  // by model::GateResidual (the function every sparse path uses), to the bit.
+  Start({0, 1, 2});
+  const std::vector<float> h0 = GoldenFloats("stories260K", "greedy.hidden.0");
+  const int64_t t = static_cast<int64_t>(h0.size()) / kHidden;
+  const HostTensor h = Rows(h0, 0, t);
+  std::string plain_id, gated_id;
+  ASSERT_TRUE(Open(&plain_id).ok());
+  ASSERT_TRUE(Open(&gated_id).ok());
+  std::vector<float> plain, gated;
+  ASSERT_TRUE(Forward(plain_id, 1, 0, {0, 1, 2}, h, &plain).ok());
+  v1::ForwardRequest req = Request(gated_id, 1, 0, {0, 1, 2}, h);
+  req.set_gate(0.5f);
+  v1::ForwardResponse resp;
+  ASSERT_TRUE(Forward(req, &resp).ok());
+  auto reply = rpc::MoveTensorFromProto(resp.mutable_hidden(), 2, "reply");
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  gated = reply->ToFloats();
+  auto expected = model::GateResidual(h, HostTensor::FromFloats({t, kHidden}, plain), 0.5f);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  EXPECT_EQ(gated, expected->ToFloats());
+  std::vector<float> by_hand(plain.size());
+  for (size_t i = 0; i < plain.size(); ++i) by_hand[i] = h0[i] + 0.5f * (plain[i] - h0[i]);
+  EXPECT_LT(MaxAbsDiff(gated, by_hand), 1e-5);
+  EXPECT_GT(MaxAbsDiff(gated, plain), 1e-3);
 }
 
 TEST_F(WorkerServerTest, NonContiguousLayersInSeparateStepsOfOneSession) {
