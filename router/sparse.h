@@ -1,4 +1,4 @@
-// Sparse execution in-process, and how its quality is measured.
+// Sparse execution in-process (its quality is measured by router/calibration/divergence.h).
 //
 //  - SparseExecutor: a model::StepExecutor that runs only the selected blocks of a LayerHost.
 //    `sequential`: selected blocks in layer order, skipped blocks are the identity, each block's
@@ -8,7 +8,6 @@
 //    selected layers stay consistent (skipped layers never see the sequence). With every block
 //    selected and g = 1, sequential equals exact mode. Plays the role the coordinator's remote
 //    dispatch plays in the distributed sparse mode.
-//  - CompareLogits: KL(full ‖ sparse), top-1 agreement and token NLLs over a continuation.
 //
 // A SparseExecutor holds one sequence's caches: one per request, used from one thread. The
 // LayerHost must outlive it.
@@ -55,27 +54,6 @@ class SparseExecutor : public model::StepExecutor {
   Combine combine_ = Combine::kSequential;
   std::unique_ptr<model::KvCache> cache_;
 };
-
-// Quality of a sparse pass against the exact one over teacher-forced `ids`.
-struct Divergence {
-  double kl = 0;          // Mean KL(full ‖ sparse) over the scored positions (nats).
-  double top1 = 0;        // Fraction of positions where both argmaxes agree.
-  double nll_full = 0;    // Mean −log p_full(next token).
-  double nll_sparse = 0;  // Mean −log p_sparse(next token).
-  int64_t positions = 0;
-};
-
-// Scores rows first_pos .. T−2 of `full` and `sparse` (both f32 [T, vocab] logits of `ids`),
-// each predicting ids[t + 1]. InvalidArgument when shapes disagree or nothing is scored.
-absl::StatusOr<Divergence> CompareLogits(const HostTensor& full, const HostTensor& sparse,
-                                         absl::Span<const int64_t> ids, int64_t first_pos);
-
-// Log-softmax of each row of `logits` [T, V] (f32).
-std::vector<float> LogSoftmaxRows(const HostTensor& logits);
-// As CompareLogits, with the rows already log-softmaxed.
-absl::StatusOr<Divergence> CompareLogProbs(absl::Span<const float> full,
-                                           absl::Span<const float> sparse, int64_t vocab,
-                                           absl::Span<const int64_t> ids, int64_t first_pos);
 
 }  // namespace swarm::router
 

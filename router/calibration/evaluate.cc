@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "common/block_layout.h"
 #include "common/status_macros.h"
+#include "router/calibration/divergence.h"
 
 namespace swarm::router {
 namespace {

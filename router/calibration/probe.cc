@@ -240,8 +240,8 @@ absl::StatusOr<int> GreedyDivergence(const model::Engine& engine, const BlockLay
     ++index;
     return true;
   };
-  ASSIGN_OR_RETURN(model::GenerateResult g,
-                   model::RunGenerationLoop(engine.ends(), *exec, nullptr, prompt, params, on_token));
+  ASSIGN_OR_RETURN(model::GenerateResult g, model::RunGenerationLoop(engine.ends(), *exec, nullptr,
+                                                                     prompt, params, on_token));
   (void)g;
   return first;
 }

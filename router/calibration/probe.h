@@ -21,6 +21,7 @@
 #include "common/block_layout.h"
 #include "common/block_set.h"
 #include "model/generate.h"
+#include "router/calibration/divergence.h"
 #include "router/sparse.h"
 
 namespace swarm::router {

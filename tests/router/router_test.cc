@@ -8,6 +8,7 @@
 #include "common/block_layout.h"
 #include "gtest/gtest.h"
 #include "router/calibration/calibrate.h"
+#include "router/calibration/divergence.h"
 #include "router/router_file.h"
 #include "router_test_util.h"
 

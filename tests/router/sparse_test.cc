@@ -7,6 +7,7 @@
 #include "common/block_layout.h"
 #include "gtest/gtest.h"
 #include "model/safetensors.h"
+#include "router/calibration/divergence.h"
 #include "router/calibration/probe.h"
 #include "router_test_util.h"
 
