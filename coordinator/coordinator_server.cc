@@ -307,17 +307,17 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
     layers_run.erase(std::unique(layers_run.begin(), layers_run.end()), layers_run.end());
     server_->observer_->OnLayersChosen(
         mode_, layers_run, sparse && r.blocks_size() == 0 ? server_->router_.get() : nullptr);
-    absl::StatusOr<std::vector<std::vector<Hop>>> routes =
-        server_->workers_->AcquireRoutes(layer_sets);
-    if (!routes.ok()) {
+    absl::StatusOr<std::vector<std::vector<Hop>>> plans =
+        server_->workers_->AcquirePlans(layer_sets);
+    if (!plans.ok()) {
       return absl::UnavailableError(absl::StrCat(
           "coordinator is not serving: ",
-          sparse ? routes.status().message() : server_->workers_->Coverage().message()));
+          sparse ? plans.status().message() : server_->workers_->Coverage().message()));
     }
     ExecutionPlan plan;
     plan.parallel = sparse && r.combine() == v1::COMBINE_PARALLEL;
-    for (size_t i = 0; i < routes->size(); ++i) {
-      plan.blocks.push_back(PlanBlock{(*routes)[i], sparse ? choice.weights[i] : 1.0f});
+    for (size_t i = 0; i < plans->size(); ++i) {
+      plan.blocks.push_back(PlanBlock{(*plans)[i], sparse ? choice.weights[i] : 1.0f});
     }
     RemoteExecutorOptions exec_options;
     exec_options.deadline = deadline_;
@@ -357,7 +357,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       absl::MutexLock lock(&mu_);
       executor_ = nullptr;
     }
-    server_->workers_->Release(*routes);
+    server_->workers_->Release(*plans);
 
     bool cancelled;
     {

@@ -1,6 +1,6 @@
 // A model::StepExecutor whose layers live on workers: each Run() sends the hidden state through
-// the request's plan (one Forward per hop) and returns the result. model::RunGenerationLoop drives it
-// exactly as it drives the in-process LocalExecutor, so sampling and stop rules exist in one
+// the request's plan (one Forward per hop) and returns the result. model::RunGenerationLoop drives
+// it exactly as it drives the in-process LocalExecutor, so sampling and stop rules exist in one
 // place.
 //
 // A plan is a list of blocks, each a chain of hops (a worker and the consecutive layers it runs):
@@ -33,7 +33,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "coordinator/route.h"
+#include "coordinator/worker_plan.h"
 #include "coordinator/worker_set.h"
 #include "model/generate.h"
 
