@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <fstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -268,12 +267,12 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
         }
       }
     } else {
-      if (server_->tokenizer_ == nullptr) {
+      if (server_->model_->tokenizer() == nullptr) {
         return absl::InvalidArgumentError(
             "this model has no tokenizer.json: send prompt_ids instead of a prompt");
       }
       ASSIGN_OR_RETURN(ids,
-                       server_->tokenizer_->Encode(
+                       server_->model_->tokenizer()->Encode(
                            r.prompt(), r.has_add_special_tokens() ? r.add_special_tokens() : true));
     }
     if (ids.empty()) return absl::InvalidArgumentError("the prompt is empty");
@@ -306,7 +305,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
     std::sort(layers_run.begin(), layers_run.end());
     layers_run.erase(std::unique(layers_run.begin(), layers_run.end()), layers_run.end());
     server_->observer_->OnLayersChosen(
-        mode_, layers_run, sparse && r.blocks_size() == 0 ? server_->router_.get() : nullptr);
+        mode_, layers_run, sparse && r.blocks_size() == 0 ? server_->model_->router() : nullptr);
     absl::StatusOr<std::vector<std::vector<Hop>>> plans =
         server_->workers_->AcquirePlans(layer_sets);
     if (!plans.ok()) {
@@ -348,8 +347,9 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       absl::Status open = executor.Open(prompt_tokens_ + params.max_new_tokens);
       if (open.ok()) {
         ObservedExecutor observed(&executor, server_->observer_, &layers_run);
-        result = model::RunGenerationLoop(*server_->ends_, observed, server_->tokenizer_.get(), ids, params,
-                                 [this](const model::GeneratedToken& t) { return OnToken(t); });
+        result = model::RunGenerationLoop(
+            server_->model_->ends(), observed, server_->model_->tokenizer(), ids, params,
+            [this](const model::GeneratedToken& t) { return OnToken(t); });
       } else {
         result = open;
       }
@@ -446,23 +446,17 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::CallbackServ
  private:
   absl::Status DoEstimateMemory(const v1::EstimateMemoryRequest& req,
                                 v1::EstimateMemoryResponse* resp) {
-    router::MemoryOptions o;
-    o.num_blocks = req.num_blocks();
-    if (o.num_blocks == 0) {
-      o.num_blocks = server_->router_ != nullptr ? server_->router_->num_blocks()
-                                                 : static_cast<int>(server_->config().num_layers);
-    }
-    o.top_k = req.top_k_blocks();
-    o.num_workers = req.num_workers() != 0 ? req.num_workers()
-                                           : static_cast<int>(server_->options_.workers.size());
-    if (!req.dtype().empty()) {
-      ASSIGN_OR_RETURN(o.dtype, ParseDType(req.dtype()));
-    }
+    MemoryQuery query;
+    query.num_blocks = req.num_blocks();
+    query.top_k_blocks = req.top_k_blocks();
+    query.num_workers = req.num_workers();
+    query.dtype = req.dtype();
     if (req.keep_blocks_set()) {
-      std::vector<int> keep(req.keep_blocks().begin(), req.keep_blocks().end());
-      ASSIGN_OR_RETURN(o.keep, MakeKeepMask(keep, o.num_blocks));
+      query.keep_blocks.emplace(req.keep_blocks().begin(), req.keep_blocks().end());
     }
-    ASSIGN_OR_RETURN(router::MemoryEstimate m, router::EstimateMemory(*server_->checkpoint_, o));
+    ASSIGN_OR_RETURN(
+        router::MemoryEstimate m,
+        server_->model_->EstimateMemory(query, static_cast<int>(server_->options_.workers.size())));
     resp->set_num_blocks(m.num_blocks);
     resp->set_top_k_blocks(m.top_k);
     resp->set_dtype(m.dtype);
@@ -487,24 +481,25 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::CallbackServ
   }
 
   absl::Status DoPredict(const v1::PredictRequest& req, v1::PredictResponse* resp) {
-    if (server_->router_ == nullptr) {
+    if (server_->model_->router() == nullptr) {
       return absl::FailedPreconditionError(
           "Predict needs a router file: start swarm-coordinator with --router FILE");
     }
     std::vector<int64_t> ids(req.prompt_ids().begin(), req.prompt_ids().end());
     if (ids.empty()) {
-      if (server_->tokenizer_ == nullptr) {
+      if (server_->model_->tokenizer() == nullptr) {
         return absl::InvalidArgumentError("this model has no tokenizer.json: send prompt_ids");
       }
-      ASSIGN_OR_RETURN(ids, server_->tokenizer_->Encode(req.prompt(), true));
+      ASSIGN_OR_RETURN(ids, server_->model_->tokenizer()->Encode(req.prompt(), true));
     }
     if (ids.empty()) return absl::InvalidArgumentError("the prompt is empty");
-    const int n = server_->router_->num_blocks();
+    const int n = server_->model_->router()->num_blocks();
     if (req.top_k_blocks() < 1 || req.top_k_blocks() > n) {
       return absl::InvalidArgumentError(
           absl::StrCat("top_k_blocks ", req.top_k_blocks(), " is not in 1..", n));
     }
-    ASSIGN_OR_RETURN(router::Prediction p, server_->router_->Predict(ids, req.top_k_blocks()));
+    ASSIGN_OR_RETURN(router::Prediction p,
+                     server_->model_->router()->Predict(ids, req.top_k_blocks()));
     ASSIGN_OR_RETURN(BlockLayout layout, BlockLayout::Create(server_->config().num_layers, n));
     for (size_t i = 0; i < p.blocks.size(); ++i) {
       v1::BlockWeight* b = resp->add_blocks();
@@ -565,25 +560,24 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::CallbackServ
 
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     const CoordinatorOptions& options) {
+  for (const std::string& w : options.workers) RETURN_IF_ERROR(ValidateHostPort(w, "--workers"));
+  CoordinatorModelOptions model_options;
+  model_options.model_dir = options.model_dir;
+  model_options.device = options.device;
+  model_options.router_path = options.router_path;
+  model_options.router_num_blocks = options.router_num_blocks;
+  ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorModel> model, CoordinatorModel::Load(model_options));
+  return Start(options, std::move(model));
+}
+
+absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
+    const CoordinatorOptions& options, std::unique_ptr<CoordinatorModel> model) {
+  for (const std::string& w : options.workers) RETURN_IF_ERROR(ValidateHostPort(w, "--workers"));
   auto server = std::unique_ptr<CoordinatorServer>(new CoordinatorServer());
   server->options_ = options;
   server->observer_ = options.observer != nullptr ? options.observer : &server->default_observer_;
-  for (const std::string& w : options.workers) RETURN_IF_ERROR(ValidateHostPort(w, "--workers"));
-  ASSIGN_OR_RETURN(server->checkpoint_, model::Checkpoint::Open(options.model_dir));
-  const std::string tok_path = options.model_dir + "/tokenizer.json";
-  if (std::ifstream(tok_path).good()) {
-    ASSIGN_OR_RETURN(server->tokenizer_, tokenizer::Tokenizer::FromFile(tok_path));
-  }
-  model::LoadOptions load;
-  load.device = options.device;
-  ASSIGN_OR_RETURN(server->ends_, model::ModelEnds::Create(server->checkpoint_, load));
-  if (!options.router_path.empty()) {
-    router::RouterOptions router_options;
-    router_options.expected_num_blocks = options.router_num_blocks;
-    ASSIGN_OR_RETURN(server->router_, router::Router::Load(options.router_path, server->checkpoint_,
-                                                           router_options));
-  }
-  const model::ModelConfig& c = server->checkpoint_->config();
+  server->model_ = std::move(model);
+  const model::ModelConfig& c = server->model_->config();
   server->workers_ =
       std::make_unique<WorkerSet>(options.workers, c.Fingerprint(), static_cast<int>(c.num_layers));
   server->pool_ =
@@ -638,17 +632,18 @@ absl::StatusOr<SparseChoice> CoordinatorServer::ChooseBlocks(const v1::GenerateR
     }
     return choice;
   }
-  if (router_ == nullptr) {
+  router::Router* router = model_->router();
+  if (router == nullptr) {
     return absl::FailedPreconditionError(
         "sparse mode needs a router file (swarm-coordinator --router FILE) or an explicit plan "
         "(blocks and num_blocks)");
   }
-  choice.num_blocks = router_->num_blocks();
+  choice.num_blocks = router->num_blocks();
   if (request.top_k_blocks() < 1 || request.top_k_blocks() > choice.num_blocks) {
     return absl::InvalidArgumentError(
         absl::StrCat("top_k_blocks ", request.top_k_blocks(), " is not in 1..", choice.num_blocks));
   }
-  ASSIGN_OR_RETURN(router::Prediction p, router_->Route(ids, request.top_k_blocks()));
+  ASSIGN_OR_RETURN(router::Prediction p, router->Route(ids, request.top_k_blocks()));
   choice.blocks = p.blocks;
   choice.weights = p.weights;
   choice.weights.resize(choice.blocks.size(), 1.0f);

@@ -1,10 +1,10 @@
 // swarm-coordinator's server: CoordinatorService (proto/swarm/v1/coordinator.proto) with
-// grpc.health.v1 and reflection. It loads only the tokenizer, the model's ends (embeddings,
-// final norm, head) and optionally a router file for sparse mode, learns what each worker hosts
-// through Info, and serves once the usable workers cover every layer with the same model
-// fingerprint; until then it keeps retrying with backoff, logging why it cannot serve, and health
-// says NOT_SERVING. Generation is model::RunGenerationLoop over a RemoteExecutor: the one generation loop of
-// the project.
+// grpc.health.v1 and reflection. It holds only the model's coordinator side (CoordinatorModel:
+// the tokenizer, the model's ends and optionally a router file for sparse mode), learns what each
+// worker hosts through Info, and serves once the usable workers cover every layer with the same
+// model fingerprint; until then it keeps retrying with backoff, logging why it cannot serve, and
+// health says NOT_SERVING. Generation is model::RunGenerationLoop over a RemoteExecutor: the one
+// generation loop of the project.
 //
 // Threading: gRPC handlers run on gRPC's callback threads and never block there: a Generate call
 // runs on an owned, bounded request pool (RESOURCE_EXHAUSTED beyond it), Status refreshes the
@@ -26,9 +26,9 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "coordinator/coordinator_model.h"
 #include "coordinator/worker_set.h"
 #include "model/model.h"
-#include "tokenizer/tokenizer.h"
 
 namespace grpc {
 class Server;
@@ -106,15 +106,21 @@ class CoordinatorServiceImpl;
 
 class CoordinatorServer {
  public:
-  // Loads the tokenizer (if the model has one) and the model's ends, starts the gRPC server
-  // (NOT_SERVING) and the monitor thread. Errors: the model cannot be loaded, the address cannot
-  // be bound, a bad worker address.
+  // Loads the model's coordinator side (CoordinatorModel::Load with options.model_dir, device,
+  // router_path and router_num_blocks), starts the gRPC server (NOT_SERVING) and the monitor
+  // thread. Errors: the model or router file cannot be loaded, the address cannot be bound, a bad
+  // worker address.
   static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(
       const CoordinatorOptions& options);
+  // The same over a model already loaded from options.model_dir/router_path (swarm-coordinator
+  // loads it first, to size the metrics from its block layout).
+  static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(
+      const CoordinatorOptions& options, std::unique_ptr<CoordinatorModel> model);
   ~CoordinatorServer();  // Shutdown().
 
   const std::string& address() const { return address_; }
-  const model::ModelConfig& config() const { return checkpoint_->config(); }
+  const model::ModelConfig& config() const { return model_->config(); }
+  const CoordinatorModel& model() const { return *model_; }
   bool serving() const { return serving_.load(); }
   WorkerSet& workers() { return *workers_; }
 
@@ -141,10 +147,7 @@ class CoordinatorServer {
   CoordinatorOptions options_;
   CoordinatorObserver default_observer_;
   CoordinatorObserver* observer_ = nullptr;
-  std::shared_ptr<const model::Checkpoint> checkpoint_;
-  std::unique_ptr<tokenizer::Tokenizer> tokenizer_;  // Null when the model has no tokenizer.json.
-  std::unique_ptr<model::ModelEnds> ends_;
-  std::unique_ptr<router::Router> router_;  // Null without --router.
+  std::unique_ptr<CoordinatorModel> model_;
   std::unique_ptr<WorkerSet> workers_;
   std::string address_;
   std::vector<std::string> health_names_;
