@@ -45,18 +45,18 @@ double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
 class ObservedExecutor : public model::StepExecutor {
  public:
   ObservedExecutor(model::StepExecutor* inner, CoordinatorObserver* observer,
-                   const std::vector<int>* layers)
-      : inner_(inner), observer_(observer), layers_(layers) {}
+                   const std::vector<int>* blocks)
+      : inner_(inner), observer_(observer), blocks_(blocks) {}
   absl::StatusOr<HostTensor> Run(const HostTensor& h, int64_t start_pos) override {
     absl::StatusOr<HostTensor> out = inner_->Run(h, start_pos);
-    if (out.ok()) observer_->OnStep(*layers_);
+    if (out.ok()) observer_->OnStep(*blocks_);
     return out;
   }
 
  private:
   model::StepExecutor* const inner_;
   CoordinatorObserver* const observer_;
-  const std::vector<int>* const layers_;
+  const std::vector<int>* const blocks_;
 };
 
 }  // namespace
@@ -284,28 +284,40 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
           ") exceeds the model's context of ", context, " tokens"));
     }
 
-    // Which layers run: every layer (exact), or the chosen blocks (sparse).
+    // Which layers run: every layer (exact), or the chosen blocks (sparse); and the blocks of the
+    // metric series (the coordinator's block layout) that they touch.
     const bool sparse = r.mode() == v1::MODE_SPARSE;
     SparseChoice choice;
     std::vector<std::vector<int>> layer_sets;
+    const BlockLayout series = server_->model_->block_layout();
+    std::vector<int> series_blocks;
     if (sparse) {
       ASSIGN_OR_RETURN(choice, server_->ChooseBlocks(r, ids));
       ASSIGN_OR_RETURN(BlockLayout layout,
                        BlockLayout::Create(config.num_layers, choice.num_blocks));
       for (int b : choice.blocks) layer_sets.push_back(layout.Layers(b));
+      if (choice.num_blocks == series.num_blocks) {
+        series_blocks = choice.blocks;
+      } else {
+        // An explicit plan of another split: the series blocks its layers touch.
+        std::vector<int> layers;
+        for (const std::vector<int>& set : layer_sets) {
+          layers.insert(layers.end(), set.begin(), set.end());
+        }
+        std::sort(layers.begin(), layers.end());
+        layers.erase(std::unique(layers.begin(), layers.end()), layers.end());
+        series_blocks = BlocksTouched(series, layers);
+      }
     } else {
       std::vector<int> all(config.num_layers);
       for (int l = 0; l < config.num_layers; ++l) all[l] = l;
       layer_sets.push_back(std::move(all));
+      for (int b = 0; b < series.num_blocks; ++b) series_blocks.push_back(b);
     }
-    std::vector<int> layers_run;
-    for (const std::vector<int>& set : layer_sets) {
-      layers_run.insert(layers_run.end(), set.begin(), set.end());
-    }
-    std::sort(layers_run.begin(), layers_run.end());
-    layers_run.erase(std::unique(layers_run.begin(), layers_run.end()), layers_run.end());
-    server_->observer_->OnLayersChosen(
-        mode_, layers_run, sparse && r.blocks_size() == 0 ? server_->model_->router() : nullptr);
+    const bool by_router = sparse && r.blocks_size() == 0;
+    server_->observer_->OnBlocksChosen(
+        mode_, series_blocks,
+        by_router ? server_->model_->router()->Tolls() : std::vector<double>());
     absl::StatusOr<std::vector<std::vector<Hop>>> plans =
         server_->workers_->AcquirePlans(layer_sets);
     if (!plans.ok()) {
@@ -346,7 +358,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       if (sparse) executor.Prefetch();
       absl::Status open = executor.Open(prompt_tokens_ + params.max_new_tokens);
       if (open.ok()) {
-        ObservedExecutor observed(&executor, server_->observer_, &layers_run);
+        ObservedExecutor observed(&executor, server_->observer_, &series_blocks);
         result = model::RunGenerationLoop(
             server_->model_->ends(), observed, server_->model_->tokenizer(), ids, params,
             [this](const model::GeneratedToken& t) { return OnToken(t); });

@@ -27,6 +27,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "coordinator/coordinator_model.h"
+#include "coordinator/coordinator_observer.h"
 #include "coordinator/worker_set.h"
 #include "model/model.h"
 
@@ -36,39 +37,12 @@ class Server;
 
 namespace swarm {
 class ThreadPool;
-namespace router {
-class Router;
-}
 namespace v1 {
 class GenerateRequest;
 }
 }  // namespace swarm
 
 namespace swarm::coordinator {
-
-// Hook points for metrics (a later component wires them to Prometheus). Called on request
-// threads; implementations must be thread-safe and cheap. Every method has a no-op default.
-class CoordinatorObserver {
- public:
-  virtual ~CoordinatorObserver() = default;
-  virtual void OnRequestStart(absl::string_view mode) {}
-  // `ttft_seconds` < 0 when no token was produced.
-  virtual void OnRequestDone(absl::string_view mode, absl::StatusCode code, int64_t prompt_tokens,
-                             int64_t generated_tokens, double seconds, double ttft_seconds) {}
-  virtual void OnInterToken(absl::string_view mode, double seconds) {}
-  // One Forward to `worker` (its address), taking `seconds`.
-  virtual void OnWorkerStep(absl::string_view worker, double seconds, absl::StatusCode code) {}
-  virtual void SetWorkerUp(absl::string_view worker, bool up) {}
-  virtual void SetReady(bool ready) {}
-  // Once per request, when its layers are known: the layers each step runs (sorted; exact mode:
-  // every layer), and the router that chose them (sparse mode with a router file; else null).
-  virtual void OnLayersChosen(absl::string_view mode, const std::vector<int>& layers,
-                              router::Router* router) {}
-  // One forward step of a request completed over `layers` (as given to OnLayersChosen).
-  virtual void OnStep(const std::vector<int>& layers) {}
-  // The workers as the monitor sees them after each refresh.
-  virtual void OnWorkers(const std::vector<WorkerState>& workers) {}
-};
 
 struct CoordinatorOptions {
   std::string model_dir;
