@@ -16,13 +16,13 @@ PACKAGES=(
   iproute2 procps
 )
 # Extra packages for the integration tests (tests/deploy: a real Prometheus and promtool, manifest
-# checks with kubectl kustomize, yamllint and Node.js). They are optional: one apt cannot find
-# (kubectl is not in Debian bookworm itself; machines here come with it) is reported and its tests
-# skip (with CI=true they fail: tests/deploy/lib.sh). A kubectl, node or npm already on the PATH is
-# used as it is.
+# checks with kubectl kustomize, yamllint and Node.js; clang for the -Wthread-safety check). They
+# are optional: one apt cannot find (kubectl is not in Debian bookworm itself; machines here come
+# with it) is reported and its tests skip (with CI=true they fail: tests/deploy/lib.sh). A kubectl,
+# node or npm already on the PATH is used as it is.
 OPTIONAL=()
 if [[ "${SWARM_SETUP_INTEGRATION:-0}" == "1" ]]; then
-  OPTIONAL+=(prometheus yamllint curl python3)
+  OPTIONAL+=(prometheus yamllint curl python3 clang)
   command -v kubectl >/dev/null 2>&1 || OPTIONAL+=(kubectl)
   command -v node >/dev/null 2>&1 || OPTIONAL+=(nodejs)
   command -v npm >/dev/null 2>&1 || OPTIONAL+=(npm)

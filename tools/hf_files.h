@@ -11,6 +11,9 @@
 
 namespace swarm::tools {
 
+// Creates `dir` and its parents (fine when it exists). PermissionDenied naming the directory.
+absl::Status CreateOutputDir(const std::string& dir);
+
 // Writes `text` to `path` (truncating). PermissionDenied / DataLoss naming the path.
 absl::Status WriteTextFile(const std::string& path, const std::string& text);
 

@@ -566,12 +566,7 @@ absl::StatusOr<ConvertLlama2cResult> ConvertLlama2c(const ConvertLlama2cOptions&
     tokenizer_json = SentencePieceBpeJson(*tokens, merges);
   }
 
-  std::error_code ec;
-  std::filesystem::create_directories(options.out_dir, ec);
-  if (ec) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create output directory '", options.out_dir, "': ", ec.message()));
-  }
+  RETURN_IF_ERROR(CreateOutputDir(options.out_dir));
   const std::filesystem::path dir(options.out_dir);
   ConvertLlama2cResult result;
   result.header = h;

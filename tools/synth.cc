@@ -340,12 +340,7 @@ absl::Status WriteSafetensorsStreamed(const std::string& path,
 
 absl::StatusOr<SynthResult> WriteSynthModel(const SynthOptions& options) {
   RETURN_IF_ERROR(ValidateSynthOptions(options));
-  std::error_code ec;
-  std::filesystem::create_directories(options.out_dir, ec);
-  if (ec) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create output directory '", options.out_dir, "': ", ec.message()));
-  }
+  RETURN_IF_ERROR(CreateOutputDir(options.out_dir));
   const std::filesystem::path dir(options.out_dir);
   SynthResult result;
 
@@ -374,6 +369,7 @@ absl::StatusOr<SynthResult> WriteSynthModel(const SynthOptions& options) {
   };
   const std::string weights_path = (dir / "model.safetensors").string();
   const std::string tmp_path = weights_path + ".tmp";
+  std::error_code ec;
   absl::Status written = WriteSafetensorsStreamed(tmp_path, tensors, {{"format", "pt"}}, fill);
   if (!written.ok()) {
     std::filesystem::remove(tmp_path, ec);

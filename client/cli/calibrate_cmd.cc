@@ -125,7 +125,7 @@ absl::Status Calibrate(const Flags& flags) {
   return absl::OkStatus();
 }
 
-int Run(const std::vector<std::string>& args) {
+int CalibrateCommand(const std::vector<std::string>& args) {
   auto flags = Flags::Parse(
       args,
       {"model", "num-blocks", "out", "top-k-blocks", "prompts", "num-prompts", "seed",
@@ -145,6 +145,6 @@ SWARM_REGISTER_COMMAND(calibrate, "calibrate",
                        "[--top-k-blocks K] [--prompts FILE] [--num-prompts P] [--seed S] "
                        "[--fit-gate] [--keep-blocks 0,-1|none] [--continuation T] "
                        "[--continuation-temperature T]",
-                       Run);
+                       CalibrateCommand);
 
 }  // namespace swarm::cli

@@ -11,7 +11,7 @@
 namespace swarm::cli {
 namespace {
 
-int ConvertLlama2c(const std::vector<std::string>& args) {
+int ConvertLlama2cCommand(const std::vector<std::string>& args) {
   constexpr const char* kName = "convert-llama2c";
   auto flags = Flags::Parse(args, {"checkpoint", "tokenizer", "out"}, {});
   if (!flags.ok()) return Fail(kName, flags.status());
@@ -45,6 +45,6 @@ int ConvertLlama2c(const std::vector<std::string>& args) {
 SWARM_REGISTER_COMMAND(convert_llama2c, "convert-llama2c",
                        "convert-llama2c --checkpoint MODEL.bin [--tokenizer TOKENIZER.bin] "
                        "--out DIR   # llama2.c → Hugging Face directory",
-                       ConvertLlama2c);
+                       ConvertLlama2cCommand);
 
 }  // namespace swarm::cli

@@ -118,7 +118,7 @@ absl::Status Eval(const Flags& flags) {
   return absl::OkStatus();
 }
 
-int Run(const std::vector<std::string>& args) {
+int EvalCommand(const std::vector<std::string>& args) {
   auto flags = Flags::Parse(
       args,
       {"model", "router", "top-k-blocks", "num-prompts", "seed", "greedy-tokens", "bootstrap",
@@ -137,6 +137,6 @@ SWARM_REGISTER_COMMAND(eval, "eval",
                        "eval --model DIR --router router.safetensors [--top-k-blocks K[,K...]] "
                        "[--num-prompts P] [--prompts FILE] [--seed S] [--greedy-tokens G] "
                        "[--continuation-temperature T] [--ceiling-continuations M] [--no-balance]",
-                       Run);
+                       EvalCommand);
 
 }  // namespace swarm::cli

@@ -14,7 +14,7 @@
 namespace swarm::cli {
 namespace {
 
-int Generate(const std::vector<std::string>& args) {
+int GenerateCommand(const std::vector<std::string>& args) {
   std::set<std::string> value_flags = {"server",       "prompt",     "ids",          "mode",
                                        "top-k-blocks", "combine",    "timeout",      "request-id",
                                        "blocks",       "num-blocks", "block-weights"};
@@ -118,6 +118,6 @@ SWARM_REGISTER_COMMAND(generate, "generate",
                        "[--seed S] [--no-stop] [--mode exact|sparse] [--top-k-blocks K] "
                        "[--combine sequential|parallel] [--blocks i,j --num-blocks N "
                        "[--block-weights a,b]] [--timeout SECONDS] [--json]",
-                       Generate);
+                       GenerateCommand);
 
 }  // namespace swarm::cli

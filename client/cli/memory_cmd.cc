@@ -121,7 +121,7 @@ absl::Status Memory(const Flags& flags) {
   return absl::OkStatus();
 }
 
-int Run(const std::vector<std::string>& args) {
+int MemoryCommand(const std::vector<std::string>& args) {
   auto flags = Flags::Parse(
       args, {"model", "server", "num-blocks", "top-k-blocks", "keep-blocks", "dtype", "workers"},
       {"json"});
@@ -137,6 +137,6 @@ SWARM_REGISTER_COMMAND(memory, "memory",
                        "memory (--model DIR --num-blocks N | --server HOST:PORT [--num-blocks N]) "
                        "[--top-k-blocks K] [--workers W] "
                        "[--dtype f32|bf16|f16] [--keep-blocks 0,-1|none] [--json]",
-                       Run);
+                       MemoryCommand);
 
 }  // namespace swarm::cli

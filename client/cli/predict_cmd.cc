@@ -34,7 +34,7 @@ nlohmann::json ToJson(const Prediction& p) {
       {"num_blocks", p.num_blocks}, {"expected_kl", p.expected_kl}, {"prompt_ids", p.prompt_ids}};
 }
 
-int Predict(const std::vector<std::string>& args) {
+int PredictCommand(const std::vector<std::string>& args) {
   auto flags = Flags::Parse(args, {"server", "prompt", "ids", "top-k-blocks", "timeout"}, {"json"});
   if (!flags.ok()) return Fail(kName, flags.status());
   auto server = flags->Required("server");
@@ -87,6 +87,6 @@ int Predict(const std::vector<std::string>& args) {
 SWARM_REGISTER_COMMAND(predict, "predict",
                        "predict --server HOST:PORT [--prompt TEXT | --ids 1,2,3] "
                        "[--top-k-blocks K (3)] [--timeout SECONDS] [--json]",
-                       Predict);
+                       PredictCommand);
 
 }  // namespace swarm::cli

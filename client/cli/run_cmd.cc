@@ -24,7 +24,7 @@ absl::StatusOr<std::unique_ptr<model::Engine>> OpenEngine(const Flags& flags) {
   return model::Engine::Create(*dir, options);
 }
 
-int Run(const std::vector<std::string>& args) {
+int RunCommand(const std::vector<std::string>& args) {
   std::set<std::string> value_flags = {"model", "prompt", "ids", "device", "dtype"};
   value_flags.insert(kSamplingFlags.begin(), kSamplingFlags.end());
   auto flags = Flags::Parse(args, value_flags, {"json", "no-stop"});
@@ -78,7 +78,7 @@ int Run(const std::vector<std::string>& args) {
   return 0;
 }
 
-int Logits(const std::vector<std::string>& args) {
+int LogitsCommand(const std::vector<std::string>& args) {
   auto flags = Flags::Parse(args, {"model", "ids", "out", "device", "dtype"}, {});
   if (!flags.ok()) return Fail("logits", flags.status());
   auto out = flags->Required("out");
@@ -102,8 +102,8 @@ SWARM_REGISTER_COMMAND(run, "run",
                        "run --model DIR [--prompt TEXT | --ids 1,2,3] "
                        "[--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] "
                        "[--seed S] [--device cpu|cuda:N] [--dtype f32|bf16|f16] [--json]",
-                       Run);
+                       RunCommand);
 SWARM_REGISTER_COMMAND(logits, "logits", "logits --model DIR --ids 1,2,3 --out FILE.safetensors",
-                       Logits);
+                       LogitsCommand);
 
 }  // namespace swarm::cli

@@ -59,7 +59,7 @@ nlohmann::json ToJson(const ClusterStatus& s) {
           {"workers", workers}};
 }
 
-int Status(const std::vector<std::string>& args) {
+int StatusCommand(const std::vector<std::string>& args) {
   auto flags = Flags::Parse(args, {"server", "timeout"}, {"json"});
   if (!flags.ok()) return Fail("status", flags.status());
   auto server = flags->Required("server");
@@ -103,6 +103,6 @@ int Status(const std::vector<std::string>& args) {
 }  // namespace
 
 SWARM_REGISTER_COMMAND(status, "status", "status --server HOST:PORT [--timeout SECONDS] [--json]",
-                       Status);
+                       StatusCommand);
 
 }  // namespace swarm::cli

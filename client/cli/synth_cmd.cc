@@ -10,7 +10,7 @@
 namespace swarm::cli {
 namespace {
 
-int Synth(const std::vector<std::string>& args) {
+int SynthCommand(const std::vector<std::string>& args) {
   constexpr const char* kName = "synth";
   auto flags = Flags::Parse(
       args,
@@ -79,6 +79,6 @@ SWARM_REGISTER_COMMAND(synth, "synth",
                        "[--arch llama|mistral|qwen2] [--intermediate I] [--kv-heads K] "
                        "[--head-dim N] [--dtype f32|bf16] [--seed S] [--max-position N] "
                        "[--tie-embeddings] [--sliding-window W] [--rope-theta T]",
-                       Synth);
+                       SynthCommand);
 
 }  // namespace swarm::cli

@@ -20,7 +20,7 @@ namespace {
 
 constexpr char kName[] = "tokenize";
 
-int RunTokenize(const std::vector<std::string>& args) {
+int TokenizeCommand(const std::vector<std::string>& args) {
   absl::StatusOr<Flags> flags = Flags::Parse(args, {"tokenizer"}, {"no-special"});
   if (!flags.ok()) return Fail(kName, flags.status());
   absl::StatusOr<std::string> path = flags->Required("tokenizer");
@@ -60,6 +60,6 @@ int RunTokenize(const std::vector<std::string>& args) {
 SWARM_REGISTER_COMMAND(tokenize, "tokenize",
                        "tokenize --tokenizer PATH [--no-special]   "
                        "# stdin: one JSON string per line; stdout: one JSON id array per line",
-                       RunTokenize);
+                       TokenizeCommand);
 
 }  // namespace swarm::cli

@@ -219,7 +219,7 @@ class Cluster {
   bool failed_ = false;
 };
 
-int Up(const std::vector<std::string>& args) {
+int UpCommand(const std::vector<std::string>& args) {
   auto flags = Flags::Parse(
       args, {"model", "workers", "port", "host", "device", "dtype", "bin-dir", "startup-timeout"},
       {"metrics"});
@@ -351,6 +351,6 @@ int Up(const std::vector<std::string>& args) {
 SWARM_REGISTER_COMMAND(up, "up",
                        "up --model DIR [--workers W] [--port P] [--host 127.0.0.1] "
                        "[--device cpu|cuda:N] [--dtype f32|bf16|f16] [--bin-dir DIR] [--metrics]",
-                       Up);
+                       UpCommand);
 
 }  // namespace swarm::cli

@@ -21,7 +21,7 @@
 namespace swarm::common {
 namespace {
 
-TEST(SyntheticTarget, DISABLED_ServeKnownLoad) {
+TEST(SyntheticTarget, DISABLED_ScrapeTargetRunByDeployPrometheusSynthetic) {
   const char* address_file = std::getenv("SWARM_SERVE_ADDRESS_FILE");
   ASSERT_NE(address_file, nullptr) << "set SWARM_SERVE_ADDRESS_FILE";
   const char* seconds_env = std::getenv("SWARM_SERVE_SECONDS");

@@ -19,17 +19,8 @@ cat >"$tmp/map.txt" <<'MAP'
 blocks 1, 3
 MAP
 
-failures=0
-check() {  # check NAME EXPECTED ACTUAL
-  if [[ "$2" == "$3" ]]; then
-    echo "ok: $1"
-  else
-    echo "FAIL: $1"
-    echo "  expected: $2"
-    echo "  actual:   $3"
-    failures=$((failures + 1))
-  fi
-}
+# shellcheck source=check.sh
+source "$(dirname "${BASH_SOURCE[0]}")/check.sh"
 worker() {  # worker POD_NAME [extra env...] -- [args...]
   local pod="$1"
   shift

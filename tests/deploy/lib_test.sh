@@ -7,17 +7,8 @@ set -euo pipefail
 src="$(cd "${1:?usage: lib_test.sh SOURCE_DIR}" && pwd)"
 lib="$src/tests/deploy/lib.sh"
 
-failures=0
-check() {  # check NAME EXPECTED ACTUAL
-  if [[ "$2" == "$3" ]]; then
-    echo "ok: $1"
-  else
-    echo "FAIL: $1"
-    echo "  expected: $2"
-    echo "  actual:   $3"
-    failures=$((failures + 1))
-  fi
-}
+# shellcheck source=check.sh
+source "$(dirname "${BASH_SOURCE[0]}")/check.sh"
 # run [VAR=VALUE...] -- TOOL...: prints "STATUS|OUTPUT" of require_tools TOOL... in a clean
 # environment (so the CI of the run around this test does not leak in).
 run() {

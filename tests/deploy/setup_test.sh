@@ -64,17 +64,8 @@ chmod +x "$tmp/bin"/*
 size="$(wc -c <"$tmp/policy-long.txt")"
 ((size > 100000)) || { echo "FAIL: the long policy text has only $size bytes"; exit 1; }
 
-failures=0
-check() {  # check NAME EXPECTED ACTUAL
-  if [[ "$2" == "$3" ]]; then
-    echo "ok: $1"
-  else
-    echo "FAIL: $1"
-    echo "  expected: $2"
-    echo "  actual:   $3"
-    failures=$((failures + 1))
-  fi
-}
+# shellcheck source=check.sh
+source "$(dirname "${BASH_SOURCE[0]}")/check.sh"
 # in_env VAR=VALUE... -- COMMAND...: runs COMMAND with only the stubs' environment.
 in_env() {
   local vars=()

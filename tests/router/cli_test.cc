@@ -10,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "router_test_util.h"
+#include "tests/util/skip.h"
 
 namespace swarm::router {
 namespace {
@@ -39,7 +40,7 @@ class Cli : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!std::ifstream(std::string(SWARM_BINARY_DIR) + "/swarm").good()) {
-      GTEST_SKIP() << "swarm binary not built";
+      SWARM_SKIP_OR_FAIL("swarm binary not built");
     }
   }
 };

@@ -23,6 +23,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/util/skip.h"
 
 namespace swarm::tokenizer {
 namespace {
@@ -608,7 +609,7 @@ RunResult RunSwarm(const std::string& args, const std::string& stdin_text) {
 
 TEST(SwarmTokenizeCommand, EncodesGoldenTextsLineByLine) {
   if (!std::filesystem::exists(std::string(SWARM_BINARY_DIR) + "/swarm")) {
-    GTEST_SKIP() << "the swarm binary is not built";
+    SWARM_SKIP_OR_FAIL("the swarm binary is not built");
   }
   // Each run pays the binary's start-up (LibTorch), so one run per flag setting.
   for (const auto& [name, special] : {std::pair<std::string, bool>{"sp-bpe-32k", true},
@@ -633,7 +634,7 @@ TEST(SwarmTokenizeCommand, EncodesGoldenTextsLineByLine) {
 
 TEST(SwarmTokenizeCommand, ErrorsExitNonZeroWithOneLine) {
   if (!std::filesystem::exists(std::string(SWARM_BINARY_DIR) + "/swarm")) {
-    GTEST_SKIP() << "the swarm binary is not built";
+    SWARM_SKIP_OR_FAIL("the swarm binary is not built");
   }
   RunResult missing = RunSwarm("tokenize --tokenizer /nonexistent/tokenizer.json", "\"a\"\n");
   EXPECT_NE(missing.exit_code, 0);
