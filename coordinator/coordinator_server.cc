@@ -51,6 +51,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   pipeline_options.step_timeout = options.step_timeout;
   pipeline_options.control_timeout = options.control_timeout;
   pipeline_options.observer = server->observer_;
+  // One hop thread per generating request: the rest of a wide parallel step runs on its caller.
+  pipeline_options.hop_threads = options.max_concurrent_requests;
   server->pipeline_ = std::make_unique<GenerationPipeline>(
       server->model_.get(), server->workers_.get(), pipeline_options);
   server->pool_ =

@@ -9,6 +9,7 @@
 #include "common/block_layout.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "common/thread_pool.h"
 #include "coordinator/remote_executor.h"
 #include "coordinator/worker_set.h"
 #include "router/router.h"
@@ -102,7 +103,12 @@ GenerationPipeline::GenerationPipeline(const CoordinatorModel* model, WorkerSet*
       workers_(workers),
       options_(options),
       observer_(options.observer != nullptr ? options.observer : &default_observer_),
-      hop_observer_(std::make_unique<WorkerStepReporter>(workers, observer_)) {}
+      hop_observer_(std::make_unique<WorkerStepReporter>(workers, observer_)) {
+  if (options.hop_threads > 0) {
+    hop_pool_ = std::make_unique<ThreadPool>(
+        options.hop_threads, static_cast<size_t>(std::max(options.max_queued_hops, 0)));
+  }
+}
 
 GenerationPipeline::~GenerationPipeline() = default;
 
@@ -202,7 +208,7 @@ absl::Status GenerationPipeline::RunStages(Run& run, const GenerationRequest& re
   ExecutionPlan plan;
   plan.parallel = sparse && request.combine == CombineMode::kParallel;
   for (size_t i = 0; i < plans->size(); ++i) {
-    plan.blocks.push_back(PlanBlock{(*plans)[i], sparse ? run.result.blocks->weights[i] : 1.0f});
+    plan.blocks.push_back(Segment{(*plans)[i], sparse ? run.result.blocks->weights[i] : 1.0f});
   }
   absl::StatusOr<model::GenerateResult> out =
       Execute(run, std::move(plan), series_blocks, params, sink, cancel);
@@ -326,6 +332,7 @@ absl::StatusOr<model::GenerateResult> GenerationPipeline::Execute(
   exec_options.control_timeout = options_.control_timeout;
   exec_options.request_id = run.result.request_id;
   exec_options.observer = hop_observer_.get();
+  exec_options.hop_pool = hop_pool_.get();
   RemoteExecutor executor(workers_, std::move(plan), exec_options);
   run.result.plan = executor.Describe();
   cancel.SetOnCancel([&executor] { executor.Cancel(); });

@@ -15,6 +15,8 @@
 // Threading: Generate runs the whole request on its caller's thread and blocks it until the
 // request ends (callers that must not block, such as gRPC handlers, call it from a pool of their
 // own); any number of Generate calls may run at once. The sink is called on Generate's thread.
+// Parallel-combine steps fan out over the pipeline's own bounded hop pool (PipelineOptions), a
+// pool apart from the callers' so that a request thread never waits for a queue its peers fill.
 // Predict and the accessors are thread-safe and never block on a worker. A CancellationHandle may
 // be cancelled from any thread.
 #ifndef SWARM_COORDINATOR_PIPELINE_H_
@@ -36,6 +38,10 @@
 #include "coordinator/coordinator_model.h"
 #include "coordinator/coordinator_observer.h"
 #include "model/generate.h"
+
+namespace swarm {
+class ThreadPool;
+}
 
 namespace swarm::coordinator {
 
@@ -156,14 +162,20 @@ struct PipelineOptions {
   absl::Duration step_timeout = absl::Seconds(60);    // One Forward.
   absl::Duration control_timeout = absl::Seconds(5);  // Open/CloseSession.
   CoordinatorObserver* observer = nullptr;            // Not owned; null = no metrics.
+  // The pipeline's pool for parallel combine: each step runs its first segment on the request's
+  // thread and hands the others to this pool, taking back any the pool has not started (so a
+  // full pool slows a step down, never blocks it). 0 threads = every segment on the request's
+  // thread, one after the other.
+  int hop_threads = 16;
+  int max_queued_hops = 64;
 };
 
 class GenerationPipeline {
  public:
-  // `model` and `workers` are not owned and must outlive the pipeline.
+  // `model` and `workers` are not owned and must outlive the pipeline. Starts the hop pool.
   GenerationPipeline(const CoordinatorModel* model, WorkerSet* workers,
                      const PipelineOptions& options);
-  ~GenerationPipeline();
+  ~GenerationPipeline();  // Joins the hop pool; no Generate may be running.
   GenerationPipeline(const GenerationPipeline&) = delete;
   GenerationPipeline& operator=(const GenerationPipeline&) = delete;
 
@@ -211,6 +223,7 @@ class GenerationPipeline {
   CoordinatorObserver default_observer_;
   CoordinatorObserver* const observer_;
   const std::unique_ptr<HopObserver> hop_observer_;  // Forwards to observer_->OnWorkerStep.
+  std::unique_ptr<ThreadPool> hop_pool_;             // Null with hop_threads 0.
 
   std::atomic<int> active_requests_{0};
   std::atomic<uint64_t> requests_total_{0};

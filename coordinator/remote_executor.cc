@@ -3,14 +3,17 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
-#include <thread>
+#include <atomic>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
 #include "common/layer_set.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "common/thread_pool.h"
 #include "model/model.h"
 #include "rpc/channel.h"
 #include "rpc/server.h"
@@ -19,6 +22,54 @@
 #include "swarm/v1/worker.grpc.pb.h"
 
 namespace swarm::coordinator {
+
+namespace {
+
+// Closures handed to a pool while the caller works, without ever waiting in the pool's queue:
+// Join() runs on the caller each closure no pool thread has started (all of them without a pool,
+// or when the pool refuses one), then waits for those that have. Each closure runs exactly once.
+// Used by one caller thread; a closure the caller took over is left behind in the pool's queue as
+// a no-op that only touches its shared Task.
+class FanOut {
+ public:
+  explicit FanOut(ThreadPool* pool) : pool_(pool) {}
+  ~FanOut() { Join(); }
+
+  void Spawn(std::function<void()> fn) {
+    auto task = std::make_shared<Task>();
+    task->fn = std::move(fn);
+    tasks_.push_back(task);
+    if (pool_ != nullptr) {
+      pool_->TrySchedule([task] {
+        if (task->claimed.exchange(true)) return;
+        task->fn();
+        task->done.Notify();
+      });
+    }
+  }
+
+  void Join() {
+    for (const std::shared_ptr<Task>& task : tasks_) {
+      if (!task->claimed.exchange(true)) {
+        task->fn();
+      } else {
+        task->done.WaitForNotification();
+      }
+    }
+    tasks_.clear();
+  }
+
+ private:
+  struct Task {
+    std::function<void()> fn;
+    std::atomic<bool> claimed{false};
+    absl::Notification done;  // Notified by the pool thread that claimed the task.
+  };
+  ThreadPool* const pool_;
+  std::vector<std::shared_ptr<Task>> tasks_;
+};
+
+}  // namespace
 
 RemoteExecutor::RemoteExecutor(WorkerSet* workers, ExecutionPlan plan,
                                RemoteExecutorOptions options)
@@ -41,7 +92,7 @@ RemoteExecutor::Session* RemoteExecutor::SessionFor(int block, int worker) {
 
 std::string RemoteExecutor::Describe() const {
   std::vector<std::string> blocks;
-  for (const PlanBlock& block : plan_.blocks) {
+  for (const Segment& block : plan_.blocks) {
     std::vector<std::string> hops;
     for (const Hop& hop : block.hops) {
       hops.push_back(
@@ -95,7 +146,7 @@ struct PrefetchCall {
 
 void RemoteExecutor::Prefetch() {
   std::vector<std::pair<int, std::vector<int>>> per_worker;  // In plan order.
-  for (const PlanBlock& block : plan_.blocks) {
+  for (const Segment& block : plan_.blocks) {
     for (const Hop& hop : block.hops) {
       auto it = std::find_if(per_worker.begin(), per_worker.end(),
                              [&](const auto& w) { return w.first == hop.worker; });
@@ -272,12 +323,12 @@ absl::StatusOr<HostTensor> RemoteExecutor::Run(const HostTensor& h, int64_t star
   }
   // Parallel: every block reads h; the blocks' chains run at once.
   std::vector<absl::StatusOr<HostTensor>> outs(n, absl::UnknownError("not run"));
-  std::vector<std::thread> helpers;
+  FanOut helpers(options_.hop_pool);
   for (int b = 1; b < n; ++b) {
-    helpers.emplace_back([&, b] { outs[b] = RunBlock(b, h, start_pos, 1.0f); });
+    helpers.Spawn([&, b] { outs[b] = RunBlock(b, h, start_pos, 1.0f); });
   }
   outs[0] = RunBlock(0, h, start_pos, 1.0f);
-  for (std::thread& t : helpers) t.join();
+  helpers.Join();
   std::vector<HostTensor> values;
   std::vector<float> weights;
   for (int b = 0; b < n; ++b) {

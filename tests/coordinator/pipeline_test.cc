@@ -1,7 +1,8 @@
 // GenerationPipeline without gRPC on the coordinator side (the workers are in-process servers):
 // validation errors keep their codes and messages, a greedy exact request returns the golden ids
 // and streams them through the sink, the sink and the cancellation handle stop a request and free
-// its sessions, deadlines, the metric blocks a request reports, the router's choice, Predict.
+// its sessions, deadlines, the metric blocks a request reports, the router's choice, Predict,
+// parallel combine over the hop pool (and without one, or with one that refuses every segment).
 #include "coordinator/pipeline.h"
 
 #include <gtest/gtest.h>
@@ -15,6 +16,7 @@
 #include "absl/synchronization/notification.h"
 #include "coordinator/coordinator_model.h"
 #include "coordinator/worker_set.h"
+#include "router/sparse.h"
 #include "tests/coordinator/test_cluster.h"
 #include "tests/router/router_test_util.h"
 
@@ -90,7 +92,7 @@ class PipelineTest : public ::testing::Test {
  protected:
   void SetUp() override { Build(/*router_path=*/""); }
 
-  void Build(const std::string& router_path, bool refresh = true) {
+  void Build(const std::string& router_path, bool refresh = true, PipelineOptions po = {}) {
     pipeline_.reset();
     workers_.clear();
     workers_.push_back(testing::StartWorker(ModelDir("stories260K"), {0, 1, 2}));
@@ -111,7 +113,6 @@ class PipelineTest : public ::testing::Test {
       worker_set_->Refresh(absl::Seconds(5));
       ASSERT_TRUE(worker_set_->Coverage().ok()) << worker_set_->Coverage();
     }
-    PipelineOptions po;
     po.observer = &observer_;
     pipeline_ = std::make_unique<GenerationPipeline>(model_.get(), worker_set_.get(), po);
   }
@@ -408,6 +409,52 @@ TEST_F(PipelineTest, TheRoutersChoiceRunsAndMatchesPredict) {
   EXPECT_EQ(result->blocks->blocks, prediction->choice.blocks);  // No tolls yet: the same.
   EXPECT_EQ(observer_.chosen(), std::vector<std::vector<int>>{prediction->choice.blocks});
   EXPECT_EQ(observer_.tolls().size(), 5u);
+}
+
+TEST_F(PipelineTest, ParallelCombineGivesTheSameIdsWhateverTheHopPool) {
+  // The in-process reference: router::SparseExecutor over the same plan.
+  const model::Engine& engine = router::testing::Stories();
+  auto layout = BlockLayout::Create(5, 5);
+  ASSERT_TRUE(layout.ok());
+  router::SparsePlan sparse_plan;
+  sparse_plan.blocks = {0, 2, 4};
+  sparse_plan.weights = {0.5f, 0.3f, 0.7f};
+  sparse_plan.combine = router::Combine::kParallel;
+  auto local = router::SparseExecutor::Create(&engine.layers(), *layout, sparse_plan);
+  ASSERT_TRUE(local.ok()) << local.status();
+  const GenerationRequest base = Greedy(12);
+  auto want = model::RunGenerationLoop(engine.ends(), **local, engine.tokenizer(), base.prompt_ids,
+                                       base.sampling);
+  ASSERT_TRUE(want.ok()) << want.status();
+
+  struct Pool {
+    std::string name;
+    int threads;
+    int queued;
+  };
+  for (const Pool& pool : {Pool{"default pool", 16, 64}, Pool{"no pool", 0, 0},
+                           Pool{"a pool that refuses every segment", 1, 0}}) {
+    PipelineOptions po;
+    po.hop_threads = pool.threads;
+    po.max_queued_hops = pool.queued;
+    Build("", /*refresh=*/true, po);
+    const int steps_before = static_cast<int>(observer_.steps().size());
+    const int hops_before = observer_.worker_steps();
+    GenerationRequest r = base;
+    r.mode = GenerationMode::kSparse;
+    r.combine = CombineMode::kParallel;
+    r.num_blocks = 5;
+    r.blocks = sparse_plan.blocks;
+    r.block_weights = sparse_plan.weights;
+    absl::StatusOr<GenerationResult> result = pipeline_->Generate(r, {});
+    ASSERT_TRUE(result.ok()) << pool.name << ": " << result.status();
+    EXPECT_EQ(result->ids, want->ids) << pool.name;
+    // One hop per segment and step: blocks 0 and 2 on the first worker, 4 on the second.
+    const int steps = static_cast<int>(observer_.steps().size()) - steps_before;
+    EXPECT_GT(steps, 0) << pool.name;
+    EXPECT_EQ(observer_.worker_steps() - hops_before, 3 * steps) << pool.name;
+    EXPECT_EQ(Sessions(), 0) << pool.name;
+  }
 }
 
 }  // namespace
