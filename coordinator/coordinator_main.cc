@@ -13,10 +13,8 @@
 #include "common/logging.h"
 #include "common/signals.h"
 #include "coordinator/coordinator_metrics.h"
+#include "coordinator/coordinator_model.h"
 #include "coordinator/coordinator_server.h"
-#include "model/config.h"
-#include "router/router_file.h"
-#include "rpc/server.h"
 
 namespace {
 
@@ -86,32 +84,41 @@ int main(int argc, char** argv) {
   options.max_queued_requests = static_cast<int>(*queued);
   options.max_request_time = *request_timeout;
   options.step_timeout = *step_timeout;
-  std::unique_ptr<swarm::coordinator::CoordinatorMetricsObserver> metrics;
   if (flags->Has("metrics-listen")) {
     if (auto s = swarm::ValidateHostPort(flags->String("metrics-listen"), "--metrics-listen");
         !s.ok()) {
       return Fail(s);
     }
-    // Per-block series follow the router's split, or one block per layer without a router.
-    auto config = swarm::model::LoadModelConfig(options.model_dir);
-    if (!config.ok()) return Fail(config.status());
+  }
+  // Every flag is checked before the model loads.
+  for (const std::string& w : options.workers) {
+    if (auto s = swarm::ValidateHostPort(w, "--workers"); !s.ok()) return Fail(s);
+  }
+  // The model's coordinator side and the router file, loaded once: the server runs on them and
+  // the per-block metric series follow their block layout (the router's split, or one block per
+  // layer without a router).
+  swarm::coordinator::CoordinatorModelOptions model_options;
+  model_options.model_dir = options.model_dir;
+  model_options.device = options.device;
+  model_options.router_path = options.router_path;
+  model_options.router_num_blocks = options.router_num_blocks;
+  auto loaded = swarm::coordinator::CoordinatorModel::Load(model_options);
+  if (!loaded.ok()) return Fail(loaded.status());
+  std::unique_ptr<swarm::coordinator::CoordinatorMetricsObserver> metrics;
+  if (flags->Has("metrics-listen")) {
     swarm::coordinator::CoordinatorMetricsObserver::Options mo;
     mo.listen = flags->String("metrics-listen");
-    mo.num_layers = static_cast<int>(config->num_layers);
+    mo.num_layers = static_cast<int>((*loaded)->config().num_layers);
+    mo.num_blocks = (*loaded)->block_layout().num_blocks;
     mo.workers = options.workers;
     mo.model = options.model_dir;
-    if (!options.router_path.empty()) {
-      auto router = swarm::router::LoadRouterData(options.router_path);
-      if (!router.ok()) return Fail(router.status());
-      mo.num_blocks = router->num_blocks;
-    }
     auto started = swarm::coordinator::CoordinatorMetricsObserver::Start(mo);
     if (!started.ok()) return Fail(started.status());
     metrics = *std::move(started);
     options.observer = metrics.get();
   }
 
-  auto server = swarm::coordinator::CoordinatorServer::Start(options);
+  auto server = swarm::coordinator::CoordinatorServer::Start(options, *std::move(loaded));
   if (!server.ok()) return Fail(server.status());
   std::printf("listening on %s\n", (*server)->address().c_str());
   if (metrics) std::printf("metrics on http://%s/metrics\n", metrics->address().c_str());

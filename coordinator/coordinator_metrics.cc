@@ -6,8 +6,6 @@
 #include "absl/strings/str_cat.h"
 #include "common/block_layout.h"
 #include "common/status_macros.h"
-#include "model/model.h"
-#include "router/router.h"
 
 namespace swarm::coordinator {
 
@@ -21,11 +19,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorMetricsObserver>> CoordinatorMetricsOb
   ASSIGN_OR_RETURN(BlockLayout layout, BlockLayout::Create(options.num_layers, n));
   auto observer = std::unique_ptr<CoordinatorMetricsObserver>(new CoordinatorMetricsObserver());
   observer->num_blocks_ = n;
-  observer->block_of_layer_.assign(options.num_layers, 0);
-  for (int b = 0; b < n; ++b) {
-    observer->layers_of_block_.push_back(layout.Layers(b));
-    for (int l : layout.Layers(b)) observer->block_of_layer_[l] = b;
-  }
+  observer->num_layers_ = options.num_layers;
+  for (int b = 0; b < n; ++b) observer->layers_of_block_.push_back(layout.Layers(b));
   observer->block_steps_ = std::make_unique<std::atomic<int64_t>[]>(n);
   for (int b = 0; b < n; ++b) observer->block_steps_[b].store(0);
 
@@ -49,16 +44,6 @@ absl::StatusOr<std::unique_ptr<CoordinatorMetricsObserver>> CoordinatorMetricsOb
 
 CoordinatorMetricsObserver::~CoordinatorMetricsObserver() {
   if (server_) server_->Stop();
-}
-
-std::vector<int> CoordinatorMetricsObserver::BlocksOf(const std::vector<int>& layers) const {
-  std::vector<int> blocks;
-  for (int l : layers) {
-    if (l < 0 || l >= static_cast<int>(block_of_layer_.size())) continue;
-    const int b = block_of_layer_[l];
-    if (blocks.empty() || blocks.back() != b) blocks.push_back(b);  // `layers` is sorted.
-  }
-  return blocks;
 }
 
 void CoordinatorMetricsObserver::OnRequestStart(absl::string_view mode) {
@@ -86,16 +71,17 @@ void CoordinatorMetricsObserver::SetWorkerUp(absl::string_view worker, bool up) 
 
 void CoordinatorMetricsObserver::SetReady(bool ready) { metrics_->SetReady(ready); }
 
-void CoordinatorMetricsObserver::OnLayersChosen(absl::string_view mode,
-                                                const std::vector<int>& layers,
-                                                router::Router* router) {
-  if (mode == "sparse") metrics_->OnBlocksSelected(BlocksOf(layers));
-  if (router != nullptr) metrics_->SetTolls(router->Tolls());
+void CoordinatorMetricsObserver::OnBlocksChosen(absl::string_view mode,
+                                                const std::vector<int>& blocks,
+                                                const std::vector<double>& router_tolls) {
+  if (mode == "sparse") metrics_->OnBlocksSelected(blocks);
+  if (!router_tolls.empty()) metrics_->SetTolls(router_tolls);
 }
 
-void CoordinatorMetricsObserver::OnStep(const std::vector<int>& layers) {
-  const std::vector<int> blocks = BlocksOf(layers);
-  for (int b : blocks) block_steps_[b].fetch_add(1, std::memory_order_relaxed);
+void CoordinatorMetricsObserver::OnStep(const std::vector<int>& blocks) {
+  for (int b : blocks) {
+    if (b >= 0 && b < num_blocks_) block_steps_[b].fetch_add(1, std::memory_order_relaxed);
+  }
   metrics_->OnBlockSteps(blocks, 1);
   PublishLoads();
 }
@@ -111,7 +97,7 @@ void CoordinatorMetricsObserver::PublishLoads() {
 void CoordinatorMetricsObserver::OnWorkers(const std::vector<WorkerState>& workers) {
   // A block's replicas: the fewest usable workers hosting any one of its layers (a block split
   // over two workers counts once; 0 = some layer of it is uncovered).
-  std::vector<int> per_layer(block_of_layer_.size(), 0);
+  std::vector<int> per_layer(num_layers_, 0);
   for (const WorkerState& w : workers) {
     if (!w.usable()) continue;
     for (int l : w.info.layers()) {

@@ -1,15 +1,16 @@
-// Prometheus metrics of swarm-coordinator: a CoordinatorObserver (coordinator_server.h) that feeds
-// common::CoordinatorMetrics, plus the `--metrics-listen` server that serves them.
+// Prometheus metrics of swarm-coordinator: a CoordinatorObserver (coordinator_observer.h) that
+// feeds common::CoordinatorMetrics, plus the `--metrics-listen` server that serves them.
 // coordinator_main.cc creates one per process when the flag is given; tests create them
 // in-process.
 //
 // Blocks: the per-block series count blocks of a `num_blocks`-way split of the model's layers
-// (BlockLayout): the router's split when the coordinator has a router file, otherwise one
-// block per layer. A step counts once on every block it ran at least one layer of (exact mode:
-// every block), so Σ block_steps_total = blocks × steps in exact mode. The share, Jain and
-// max/mean gauges are computed from those step counts since start-up; the toll gauges come from
-// the router after each request it routes. The router's equilibrium gap stays 0: the coordinator
-// routes requests one at a time (router::Route), not as a batch game.
+// (BlockLayout): the coordinator's block layout (CoordinatorModel::block_layout(): the router's
+// split when the coordinator has a router file, otherwise one block per layer), whose block
+// indices the observer hooks carry. A step counts once on every block it ran at least one layer
+// of (exact mode: every block), so Σ block_steps_total = blocks × steps in exact mode. The share,
+// Jain and max/mean gauges are computed from those step counts since start-up; the toll gauges come
+// from the router after each request it routes. The router's equilibrium gap stays 0: the
+// coordinator routes requests one at a time (router::Route), not as a batch game.
 //
 // Threading: observer methods run on request, gRPC and monitor threads and are thread-safe; the
 // per-step path is atomic adds plus O(blocks) gauge sets.
@@ -27,7 +28,8 @@
 #include "common/block_layout.h"
 #include "common/metrics.h"
 #include "common/metrics_server.h"
-#include "coordinator/coordinator_server.h"
+#include "coordinator/coordinator_observer.h"
+#include "coordinator/worker_set.h"
 
 namespace swarm::coordinator {
 
@@ -50,9 +52,6 @@ class CoordinatorMetricsObserver : public CoordinatorObserver {
   int num_blocks() const { return num_blocks_; }
   void Stop() { server_->Stop(); }  // Stops serving /metrics; idempotent.
 
-  // The metric blocks that `layers` (sorted) touch.
-  std::vector<int> BlocksOf(const std::vector<int>& layers) const;
-
   void OnRequestStart(absl::string_view mode) override;
   void OnRequestDone(absl::string_view mode, absl::StatusCode code, int64_t prompt_tokens,
                      int64_t generated_tokens, double seconds, double ttft_seconds) override;
@@ -60,9 +59,9 @@ class CoordinatorMetricsObserver : public CoordinatorObserver {
   void OnWorkerStep(absl::string_view worker, double seconds, absl::StatusCode code) override;
   void SetWorkerUp(absl::string_view worker, bool up) override;
   void SetReady(bool ready) override;
-  void OnLayersChosen(absl::string_view mode, const std::vector<int>& layers,
-                      router::Router* router) override;
-  void OnStep(const std::vector<int>& layers) override;
+  void OnBlocksChosen(absl::string_view mode, const std::vector<int>& blocks,
+                      const std::vector<double>& router_tolls) override;
+  void OnStep(const std::vector<int>& blocks) override;
   void OnWorkers(const std::vector<WorkerState>& workers) override;
 
  private:
@@ -70,7 +69,7 @@ class CoordinatorMetricsObserver : public CoordinatorObserver {
   void PublishLoads();
 
   int num_blocks_ = 0;
-  std::vector<int> block_of_layer_;  // [num_layers]
+  int num_layers_ = 0;
   std::vector<std::vector<int>> layers_of_block_;
   std::unique_ptr<std::atomic<int64_t>[]> block_steps_;  // [num_blocks_]
   std::unique_ptr<common::CoordinatorMetrics> metrics_;

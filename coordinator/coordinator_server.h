@@ -1,20 +1,22 @@
-// swarm-coordinator's server: CoordinatorService (proto/swarm/v1/coordinator.proto) with
-// grpc.health.v1 and reflection. It loads only the tokenizer, the model's ends (embeddings,
-// final norm, head) and optionally a router file for sparse mode, learns what each worker hosts
+// swarm-coordinator's server: the process-level object that holds the model's coordinator side
+// (CoordinatorModel), the workers (WorkerSet), the generation pipeline (pipeline.h) and the
+// gRPC server carrying CoordinatorService (coordinator_service.h, a thin adapter over this
+// class's plain methods) with grpc.health.v1 and reflection. It learns what each worker hosts
 // through Info, and serves once the usable workers cover every layer with the same model
 // fingerprint; until then it keeps retrying with backoff, logging why it cannot serve, and health
-// says NOT_SERVING. Generation is model::RunGenerationLoop over a RemoteExecutor: the one generation loop of
-// the project.
+// says NOT_SERVING.
 //
 // Threading: gRPC handlers run on gRPC's callback threads and never block there: a Generate call
-// runs on an owned, bounded request pool (RESOURCE_EXHAUSTED beyond it), Status refreshes the
-// workers asynchronously. A monitor thread owned by the server polls the workers. Shutdown()
-// stops the server (cancelling running requests, which close their worker sessions), then joins
-// the pool and the monitor. All methods are thread-safe.
+// runs the pipeline on an owned, bounded request pool (Schedule; RESOURCE_EXHAUSTED beyond it),
+// Status refreshes the workers asynchronously (ReportAsync). A monitor thread owned by the server
+// polls the workers. Shutdown() stops the server (cancelling running requests, which close their
+// worker sessions), then joins the pool and the monitor. All methods are thread-safe.
 #ifndef SWARM_COORDINATOR_COORDINATOR_SERVER_H_
 #define SWARM_COORDINATOR_COORDINATOR_SERVER_H_
 
 #include <atomic>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -23,52 +25,24 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "coordinator/coordinator_model.h"
+#include "coordinator/coordinator_observer.h"
+#include "coordinator/pipeline.h"
 #include "coordinator/worker_set.h"
 #include "model/model.h"
-#include "tokenizer/tokenizer.h"
 
 namespace grpc {
 class Server;
-}
+class Service;
+}  // namespace grpc
 
 namespace swarm {
 class ThreadPool;
-namespace router {
-class Router;
 }
-namespace v1 {
-class GenerateRequest;
-}
-}  // namespace swarm
 
 namespace swarm::coordinator {
-
-// Hook points for metrics (a later component wires them to Prometheus). Called on request
-// threads; implementations must be thread-safe and cheap. Every method has a no-op default.
-class CoordinatorObserver {
- public:
-  virtual ~CoordinatorObserver() = default;
-  virtual void OnRequestStart(absl::string_view mode) {}
-  // `ttft_seconds` < 0 when no token was produced.
-  virtual void OnRequestDone(absl::string_view mode, absl::StatusCode code, int64_t prompt_tokens,
-                             int64_t generated_tokens, double seconds, double ttft_seconds) {}
-  virtual void OnInterToken(absl::string_view mode, double seconds) {}
-  // One Forward to `worker` (its address), taking `seconds`.
-  virtual void OnWorkerStep(absl::string_view worker, double seconds, absl::StatusCode code) {}
-  virtual void SetWorkerUp(absl::string_view worker, bool up) {}
-  virtual void SetReady(bool ready) {}
-  // Once per request, when its layers are known: the layers each step runs (sorted; exact mode:
-  // every layer), and the router that chose them (sparse mode with a router file; else null).
-  virtual void OnLayersChosen(absl::string_view mode, const std::vector<int>& layers,
-                              router::Router* router) {}
-  // One forward step of a request completed over `layers` (as given to OnLayersChosen).
-  virtual void OnStep(const std::vector<int>& layers) {}
-  // The workers as the monitor sees them after each refresh.
-  virtual void OnWorkers(const std::vector<WorkerState>& workers) {}
-};
 
 struct CoordinatorOptions {
   std::string model_dir;
@@ -95,28 +69,44 @@ struct CoordinatorOptions {
   int router_num_blocks = 0;
 };
 
-// The blocks a sparse request runs, of a num_blocks-way split, with their weights.
-struct SparseChoice {
-  int num_blocks = 0;
-  std::vector<int> blocks;  // Sorted.
-  std::vector<float> weights;
+// What Status reports: the serving state, the model and the workers as last refreshed.
+struct ServingReport {
+  bool serving = false;
+  std::string reason;  // Why not, when not serving.
+  int active_requests = 0;
+  uint64_t requests_total = 0;
+  std::string router_path;  // "" = none.
+  std::vector<WorkerState> workers;
 };
-
-class CoordinatorServiceImpl;
 
 class CoordinatorServer {
  public:
-  // Loads the tokenizer (if the model has one) and the model's ends, starts the gRPC server
-  // (NOT_SERVING) and the monitor thread. Errors: the model cannot be loaded, the address cannot
-  // be bound, a bad worker address.
+  // Loads the model's coordinator side (CoordinatorModel::Load with options.model_dir, device,
+  // router_path and router_num_blocks), starts the gRPC server (NOT_SERVING) and the monitor
+  // thread. Errors: the model or router file cannot be loaded, the address cannot be bound, a bad
+  // worker address.
   static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(
       const CoordinatorOptions& options);
+  // The same over a model already loaded from options.model_dir/router_path (swarm-coordinator
+  // loads it first, to size the metrics from its block layout).
+  static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(
+      const CoordinatorOptions& options, std::unique_ptr<CoordinatorModel> model);
   ~CoordinatorServer();  // Shutdown().
 
   const std::string& address() const { return address_; }
-  const model::ModelConfig& config() const { return checkpoint_->config(); }
+  const CoordinatorOptions& options() const { return options_; }
+  const model::ModelConfig& config() const { return model_->config(); }
+  const CoordinatorModel& model() const { return *model_; }
   bool serving() const { return serving_.load(); }
   WorkerSet& workers() { return *workers_; }
+  GenerationPipeline& pipeline() { return *pipeline_; }
+
+  // Runs `fn` on the bounded request pool. UNAVAILABLE while shutting down, RESOURCE_EXHAUSTED
+  // when the pool is full (`fn` is then dropped). Never blocks.
+  absl::Status Schedule(std::function<void()> fn);
+  // Refreshes every worker's Info asynchronously, updates the serving state, then calls `done`
+  // with the report (on a gRPC thread). Never blocks.
+  void ReportAsync(std::function<void(const ServingReport&)> done);
 
   // Waits until serving; DeadlineExceeded with the reason it is not after `timeout`.
   absl::Status WaitUntilServing(absl::Duration timeout);
@@ -125,37 +115,28 @@ class CoordinatorServer {
   void Shutdown(absl::Duration grace = absl::Seconds(5));
 
  private:
-  friend class CoordinatorServiceImpl;
-  friend class GenerateCall;
   CoordinatorServer() = default;
   void MonitorLoop();
-  // The request's explicit plan, or the router's choice for its prompt.
-  absl::StatusOr<SparseChoice> ChooseBlocks(const v1::GenerateRequest& request,
-                                            const std::vector<int64_t>& ids);
   bool stopping() {
     absl::MutexLock lock(&mu_);
     return stopping_;
   }
   void UpdateServing();
+  ServingReport Report();
 
   CoordinatorOptions options_;
   CoordinatorObserver default_observer_;
   CoordinatorObserver* observer_ = nullptr;
-  std::shared_ptr<const model::Checkpoint> checkpoint_;
-  std::unique_ptr<tokenizer::Tokenizer> tokenizer_;  // Null when the model has no tokenizer.json.
-  std::unique_ptr<model::ModelEnds> ends_;
-  std::unique_ptr<router::Router> router_;  // Null without --router.
+  std::unique_ptr<CoordinatorModel> model_;
   std::unique_ptr<WorkerSet> workers_;
+  std::unique_ptr<GenerationPipeline> pipeline_;
   std::string address_;
   std::vector<std::string> health_names_;
-  std::unique_ptr<ThreadPool> pool_;
-  std::unique_ptr<CoordinatorServiceImpl> service_;
+  std::unique_ptr<ThreadPool> pool_;  // The requests.
+  std::unique_ptr<grpc::Service> service_;
   std::unique_ptr<grpc::Server> server_;
 
   std::atomic<bool> serving_{false};
-  std::atomic<int> active_requests_{0};
-  std::atomic<uint64_t> requests_total_{0};
-  std::atomic<uint64_t> request_counter_{0};
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

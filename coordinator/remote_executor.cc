@@ -3,14 +3,17 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
-#include <thread>
+#include <atomic>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
 #include "common/layer_set.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "common/thread_pool.h"
 #include "model/model.h"
 #include "rpc/channel.h"
 #include "rpc/server.h"
@@ -20,11 +23,59 @@
 
 namespace swarm::coordinator {
 
+namespace {
+
+// Closures handed to a pool while the caller works, without ever waiting in the pool's queue:
+// Join() runs on the caller each closure no pool thread has started (all of them without a pool,
+// or when the pool refuses one), then waits for those that have. Each closure runs exactly once.
+// Used by one caller thread; a closure the caller took over is left behind in the pool's queue as
+// a no-op that only touches its shared Task.
+class FanOut {
+ public:
+  explicit FanOut(ThreadPool* pool) : pool_(pool) {}
+  ~FanOut() { Join(); }
+
+  void Spawn(std::function<void()> fn) {
+    auto task = std::make_shared<Task>();
+    task->fn = std::move(fn);
+    tasks_.push_back(task);
+    if (pool_ != nullptr) {
+      pool_->TrySchedule([task] {
+        if (task->claimed.exchange(true)) return;
+        task->fn();
+        task->done.Notify();
+      });
+    }
+  }
+
+  void Join() {
+    for (const std::shared_ptr<Task>& task : tasks_) {
+      if (!task->claimed.exchange(true)) {
+        task->fn();
+      } else {
+        task->done.WaitForNotification();
+      }
+    }
+    tasks_.clear();
+  }
+
+ private:
+  struct Task {
+    std::function<void()> fn;
+    std::atomic<bool> claimed{false};
+    absl::Notification done;  // Notified by the pool thread that claimed the task.
+  };
+  ThreadPool* const pool_;
+  std::vector<std::shared_ptr<Task>> tasks_;
+};
+
+}  // namespace
+
 RemoteExecutor::RemoteExecutor(WorkerSet* workers, ExecutionPlan plan,
                                RemoteExecutorOptions options)
     : workers_(workers), plan_(std::move(plan)), options_(std::move(options)) {
-  for (int b = 0; b < static_cast<int>(plan_.blocks.size()); ++b) {
-    for (const Hop& hop : plan_.blocks[b].hops) {
+  for (int b = 0; b < static_cast<int>(plan_.segments.size()); ++b) {
+    for (const Hop& hop : plan_.segments[b].hops) {
       if (SessionFor(b, hop.worker) == nullptr) sessions_.push_back(Session{b, hop.worker, "", 0});
     }
   }
@@ -32,26 +83,26 @@ RemoteExecutor::RemoteExecutor(WorkerSet* workers, ExecutionPlan plan,
 
 RemoteExecutor::~RemoteExecutor() { Close(); }
 
-RemoteExecutor::Session* RemoteExecutor::SessionFor(int block, int worker) {
+RemoteExecutor::Session* RemoteExecutor::SessionFor(int segment, int worker) {
   for (Session& s : sessions_) {
-    if (s.block == block && s.worker == worker) return &s;
+    if (s.segment == segment && s.worker == worker) return &s;
   }
   return nullptr;
 }
 
 std::string RemoteExecutor::Describe() const {
-  std::vector<std::string> blocks;
-  for (const PlanBlock& block : plan_.blocks) {
+  std::vector<std::string> parts;
+  for (const Segment& segment : plan_.segments) {
     std::vector<std::string> hops;
-    for (const Hop& hop : block.hops) {
+    for (const Hop& hop : segment.hops) {
       hops.push_back(
           absl::StrCat(workers_->address(hop.worker), "[", FormatLayers(hop.layers), "]"));
     }
     std::string s = absl::StrJoin(hops, " -> ");
-    if (block.weight != 1.0f) absl::StrAppend(&s, " x", block.weight);
-    blocks.push_back(s);
+    if (segment.weight != 1.0f) absl::StrAppend(&s, " x", segment.weight);
+    parts.push_back(s);
   }
-  return absl::StrJoin(blocks, plan_.parallel ? " | " : " ; ");
+  return absl::StrJoin(parts, plan_.parallel ? " | " : " ; ");
 }
 
 void RemoteExecutor::Cancel() {
@@ -95,8 +146,8 @@ struct PrefetchCall {
 
 void RemoteExecutor::Prefetch() {
   std::vector<std::pair<int, std::vector<int>>> per_worker;  // In plan order.
-  for (const PlanBlock& block : plan_.blocks) {
-    for (const Hop& hop : block.hops) {
+  for (const Segment& segment : plan_.segments) {
+    for (const Hop& hop : segment.hops) {
       auto it = std::find_if(per_worker.begin(), per_worker.end(),
                              [&](const auto& w) { return w.first == hop.worker; });
       if (it == per_worker.end()) {
@@ -158,10 +209,10 @@ void RemoteExecutor::Close() {
   }
 }
 
-absl::StatusOr<HostTensor> RemoteExecutor::RunHop(int block, const Hop& hop, const HostTensor& in,
+absl::StatusOr<HostTensor> RemoteExecutor::RunHop(int segment, const Hop& hop, const HostTensor& in,
                                                   bool in_is_ours, HostTensor* ours,
                                                   int64_t start_pos) {
-  Session* session = SessionFor(block, hop.worker);
+  Session* session = SessionFor(segment, hop.worker);
   v1::ForwardRequest req;
   req.set_session_id(session->id);
   req.set_step_id(++session->last_step);
@@ -174,7 +225,7 @@ absl::StatusOr<HostTensor> RemoteExecutor::RunHop(int block, const Hop& hop, con
   absl::Status s;
   if (in.data.size() <= rpc::kMaxTensorPieceBytes) {
     // The common case (every decode step): one message each way; bytes moved, not copied, except
-    // a block's input, which belongs to the caller.
+    // a segment's input, which belongs to the caller.
     if (in_is_ours) {
       rpc::MoveTensorToProto(std::move(*ours), req.mutable_hidden());
     } else {
@@ -240,44 +291,44 @@ absl::StatusOr<HostTensor> RemoteExecutor::RunHop(int block, const Hop& hop, con
   return out;
 }
 
-absl::StatusOr<HostTensor> RemoteExecutor::RunBlock(int block, const HostTensor& in,
-                                                    int64_t start_pos) {
-  const std::vector<Hop>& hops = plan_.blocks[block].hops;
+absl::StatusOr<HostTensor> RemoteExecutor::RunSegment(int segment, const HostTensor& in,
+                                                      int64_t start_pos) {
+  const std::vector<Hop>& hops = plan_.segments[segment].hops;
   HostTensor cur;
   for (size_t i = 0; i < hops.size(); ++i) {
     ASSIGN_OR_RETURN(
-        cur, RunHop(block, hops[i], i == 0 ? in : cur, /*in_is_ours=*/i > 0, &cur, start_pos));
+        cur, RunHop(segment, hops[i], i == 0 ? in : cur, /*in_is_ours=*/i > 0, &cur, start_pos));
   }
   return cur;
 }
 
 absl::StatusOr<HostTensor> RemoteExecutor::Run(const HostTensor& h, int64_t start_pos) {
-  const int n = static_cast<int>(plan_.blocks.size());
+  const int n = static_cast<int>(plan_.segments.size());
   if (n == 0) return absl::InternalError("empty execution plan");
   if (!plan_.parallel) {
     HostTensor cur;
     for (int b = 0; b < n; ++b) {
       const HostTensor& x = b == 0 ? h : cur;
-      ASSIGN_OR_RETURN(HostTensor out, RunBlock(b, x, start_pos));
-      // The block ran ungated on its workers; its gate is applied here, once.
-      ASSIGN_OR_RETURN(cur, model::GateResidual(x, std::move(out), plan_.blocks[b].weight));
+      ASSIGN_OR_RETURN(HostTensor out, RunSegment(b, x, start_pos));
+      // The segment ran ungated on its workers; its gate is applied here, once.
+      ASSIGN_OR_RETURN(cur, model::GateResidual(x, std::move(out), plan_.segments[b].weight));
     }
     return cur;
   }
-  // Parallel: every block reads h; the blocks' chains run at once.
+  // Parallel: every segment reads h; the segments' chains run at once.
   std::vector<absl::StatusOr<HostTensor>> outs(n, absl::UnknownError("not run"));
-  std::vector<std::thread> helpers;
+  FanOut helpers(options_.hop_pool);
   for (int b = 1; b < n; ++b) {
-    helpers.emplace_back([&, b] { outs[b] = RunBlock(b, h, start_pos); });
+    helpers.Spawn([&, b] { outs[b] = RunSegment(b, h, start_pos); });
   }
-  outs[0] = RunBlock(0, h, start_pos);
-  for (std::thread& t : helpers) t.join();
+  outs[0] = RunSegment(0, h, start_pos);
+  helpers.Join();
   std::vector<HostTensor> values;
   std::vector<float> weights;
   for (int b = 0; b < n; ++b) {
     if (!outs[b].ok()) return outs[b].status();
     values.push_back(*std::move(outs[b]));
-    weights.push_back(plan_.blocks[b].weight);
+    weights.push_back(plan_.segments[b].weight);
   }
   return model::CombineResiduals(h, values, weights);
 }

@@ -3,22 +3,26 @@
 // it exactly as it drives the in-process LocalExecutor, so sampling and stop rules exist in one
 // place.
 //
-// A plan is a list of blocks, each a chain of hops (a worker and the consecutive layers it runs):
-//  - exact mode: one block holding every layer;
-//  - sparse, sequential combine: the selected blocks in layer order, h ← h + g·(B(h) − h) per
-//    block (g = the block's weight; the block runs ungated on its workers and the coordinator
-//    applies the gate, model::GateResidual);
-//  - sparse, parallel combine: every block reads the same h, dispatched concurrently, and
+// A plan is a list of segments, each a chain of hops (a worker and the consecutive layers it runs,
+// worker_plan.h) over one layer set:
+//  - exact mode: one segment holding every layer;
+//  - sparse, sequential combine: one segment per selected block, in layer order,
+//    h ← h + g·(B(h) − h) per segment (g = its weight; the segment runs ungated on its workers and
+//    the coordinator applies the gate, model::GateResidual);
+//  - sparse, parallel combine: every segment reads the same h, dispatched concurrently, and
 //    h_out = h + Σ w_b·(B_b(h) − h) (model::CombineResiduals).
 // These are the formulas of router/sparse.h's in-process SparseExecutor.
 //
-// One RemoteExecutor serves one request: Open() opens a session per (block, worker) of the plan,
+// One RemoteExecutor serves one request: Open() opens a session per (segment, worker) of the plan,
 // Close() (or the destructor) closes them all, whatever happened in between. Step ids count up
 // per session; positions come from Generate.
 //
-// Threading: Run/Open/Close on the request's thread (Run uses short-lived helper threads, joined
-// before it returns, for parallel blocks); Cancel() from any thread: it aborts the calls in flight
-// and makes later ones fail with CANCELLED.
+// Threading: Run/Open/Close on the request's thread. A parallel Run runs its first segment on
+// that thread and hands the others to `hop_pool` (owned by the caller, shared by requests); a
+// segment the pool refuses, or that no pool thread has started by the time the caller is free,
+// runs on the caller too, so a step never waits in the pool's queue and pool threads never wait
+// on each other. Run returns once every segment of the step has finished. Cancel() from any
+// thread: it aborts the calls in flight and makes later ones fail with CANCELLED.
 #ifndef SWARM_COORDINATOR_REMOTE_EXECUTOR_H_
 #define SWARM_COORDINATOR_REMOTE_EXECUTOR_H_
 
@@ -33,7 +37,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "coordinator/route.h"
+#include "coordinator/worker_plan.h"
 #include "coordinator/worker_set.h"
 #include "model/generate.h"
 
@@ -41,6 +45,10 @@ namespace grpc {
 class ClientContext;
 class Status;
 }  // namespace grpc
+
+namespace swarm {
+class ThreadPool;
+}
 
 namespace swarm::coordinator {
 
@@ -51,14 +59,16 @@ struct HopObserver {
                      const absl::Status& status) = 0;
 };
 
-struct PlanBlock {
+// One layer set of a plan (every layer in exact mode, one selected block in sparse mode) as the
+// hops that run it, and the weight of its residual update.
+struct Segment {
   std::vector<Hop> hops;  // In layer order.
   float weight = 1.0f;
 };
 
 struct ExecutionPlan {
-  std::vector<PlanBlock> blocks;
-  bool parallel = false;  // Parallel combine (otherwise sequential).
+  std::vector<Segment> segments;  // In layer order.
+  bool parallel = false;          // Parallel combine (otherwise sequential).
 };
 
 struct RemoteExecutorOptions {
@@ -68,6 +78,9 @@ struct RemoteExecutorOptions {
   std::string request_id;
   HopObserver* observer = nullptr;
   absl::Duration prefetch_timeout = absl::Seconds(2);  // Deadline of a Prefetch hint.
+  // Where parallel combine runs its other segments (not owned); null = all on the caller, one
+  // after the other.
+  ThreadPool* hop_pool = nullptr;
 };
 
 class RemoteExecutor : public model::StepExecutor {
@@ -88,21 +101,21 @@ class RemoteExecutor : public model::StepExecutor {
   void Close();
   void Cancel();
 
-  // The plan, for logs: "127.0.0.1:7001[0-2] -> 127.0.0.1:7002[3-4]"; sparse blocks are
+  // The plan, for logs: "127.0.0.1:7001[0-2] -> 127.0.0.1:7002[3-4]"; sparse segments are
   // separated by " | " (parallel) or " ; " (sequential).
   std::string Describe() const;
 
  private:
   struct Session {
-    int block = 0;
+    int segment = 0;
     int worker = -1;
     std::string id;
     uint64_t last_step = 0;
   };
-  Session* SessionFor(int block, int worker);
-  // Runs `block`'s hops on `in`, ungated.
-  absl::StatusOr<HostTensor> RunBlock(int block, const HostTensor& in, int64_t start_pos);
-  absl::StatusOr<HostTensor> RunHop(int block, const Hop& hop, const HostTensor& in,
+  Session* SessionFor(int segment, int worker);
+  // Runs segment `segment`'s hops on `in`, ungated.
+  absl::StatusOr<HostTensor> RunSegment(int segment, const HostTensor& in, int64_t start_pos);
+  absl::StatusOr<HostTensor> RunHop(int segment, const Hop& hop, const HostTensor& in,
                                     bool in_is_ours, HostTensor* ours, int64_t start_pos);
   absl::Status Call(int worker, const char* method,
                     const std::function<grpc::Status(grpc::ClientContext*)>& rpc,

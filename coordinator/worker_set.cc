@@ -96,10 +96,10 @@ std::vector<WorkerState> WorkerSet::Snapshot() const {
   return states_;
 }
 
-std::vector<RouteCandidate> WorkerSet::CandidatesLocked() const {
-  std::vector<RouteCandidate> candidates;
+std::vector<WorkerCandidate> WorkerSet::CandidatesLocked() const {
+  std::vector<WorkerCandidate> candidates;
   for (const WorkerState& s : states_) {
-    RouteCandidate c;
+    WorkerCandidate c;
     c.layers.assign(s.info.layers().begin(), s.info.layers().end());
     c.load = s.active_requests;
     c.usable = s.usable();
@@ -121,31 +121,31 @@ absl::Status WorkerSet::Coverage() const {
   return absl::UnavailableError(absl::StrCat(s.message(), " (", absl::StrJoin(why, "; "), ")"));
 }
 
-absl::StatusOr<std::vector<std::vector<Hop>>> WorkerSet::AcquireRoutes(
+absl::StatusOr<std::vector<std::vector<Hop>>> WorkerSet::AcquirePlans(
     const std::vector<std::vector<int>>& layer_sets) {
   absl::MutexLock lock(&mu_);
-  const std::vector<RouteCandidate> candidates = CandidatesLocked();
-  std::vector<std::vector<Hop>> routes;
+  const std::vector<WorkerCandidate> candidates = CandidatesLocked();
+  std::vector<std::vector<Hop>> plans;
   for (const std::vector<int>& layers : layer_sets) {
-    absl::StatusOr<std::vector<Hop>> route = PlanRoute(layers, candidates);
-    if (!route.ok()) return route.status();
-    routes.push_back(*std::move(route));
+    absl::StatusOr<std::vector<Hop>> hops = PlanHops(layers, candidates);
+    if (!hops.ok()) return hops.status();
+    plans.push_back(*std::move(hops));
   }
   std::vector<bool> counted(states_.size(), false);
-  for (const auto& route : routes) {
-    for (const Hop& hop : route) {
+  for (const auto& plan : plans) {
+    for (const Hop& hop : plan) {
       if (!counted[hop.worker]) ++states_[hop.worker].active_requests;
       counted[hop.worker] = true;
     }
   }
-  return routes;
+  return plans;
 }
 
-void WorkerSet::Release(const std::vector<std::vector<Hop>>& routes) {
+void WorkerSet::Release(const std::vector<std::vector<Hop>>& plans) {
   absl::MutexLock lock(&mu_);
   std::vector<bool> counted(states_.size(), false);
-  for (const auto& route : routes) {
-    for (const Hop& hop : route) {
+  for (const auto& plan : plans) {
+    for (const Hop& hop : plan) {
       if (!counted[hop.worker]) --states_[hop.worker].active_requests;
       counted[hop.worker] = true;
     }

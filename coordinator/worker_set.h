@@ -1,8 +1,8 @@
 // The coordinator's view of its workers: one channel and stub per --workers address, what each
 // last said about itself (Info), whether it is usable (reachable, layers loaded, same model
 // fingerprint as the coordinator) and how many of this coordinator's requests go through it.
-// The monitor thread refreshes it; request threads read snapshots, plan routes from it and report
-// failures into it.
+// The monitor thread refreshes it; request threads read snapshots, plan their hops through it
+// (worker_plan.h) and report failures into it.
 //
 // Threading: all methods are thread-safe (one mutex; no RPC is made while holding it).
 #ifndef SWARM_COORDINATOR_WORKER_SET_H_
@@ -18,7 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "coordinator/route.h"
+#include "coordinator/worker_plan.h"
 #include "swarm/v1/worker.grpc.pb.h"
 
 namespace swarm::coordinator {
@@ -53,15 +53,16 @@ class WorkerSet {
   // OK when the usable workers cover every layer; Unavailable saying what is missing and why the
   // other workers are not used.
   absl::Status Coverage() const;
-  // Routes through the usable workers for one request, one per layer set (exact mode: one set
-  // with every layer; sparse mode: one per selected block), preferring the least loaded workers,
-  // and counts the request once against each worker used (undo with Release).
-  absl::StatusOr<std::vector<std::vector<Hop>>> AcquireRoutes(
+  // Plans the hops of one request through the usable workers, one plan per layer set (exact
+  // mode: one set with every layer; sparse mode: one per selected block), preferring the least
+  // loaded workers (PlanHops), and counts the request once against each worker used (undo with
+  // Release). Unavailable naming the layers no usable worker hosts.
+  absl::StatusOr<std::vector<std::vector<Hop>>> AcquirePlans(
       const std::vector<std::vector<int>>& layer_sets);
-  void Release(const std::vector<std::vector<Hop>>& routes);
+  void Release(const std::vector<std::vector<Hop>>& plans);
 
   // Records that a call to the worker failed as if it were down (UNAVAILABLE and friends): it is
-  // not routed to until a refresh finds it again. Wakes WaitForChange().
+  // not planned through until a refresh finds it again. Wakes WaitForChange().
   void MarkUnreachable(int index, const absl::Status& status);
   // Blocks until MarkUnreachable or Notify is called, or `timeout` passes.
   void WaitForChange(absl::Duration timeout);
@@ -69,7 +70,7 @@ class WorkerSet {
 
  private:
   void Record(int index, const grpc::Status& status, const v1::InfoResponse& info);
-  std::vector<RouteCandidate> CandidatesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<WorkerCandidate> CandidatesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::vector<std::string> addresses_;
   const std::string fingerprint_;

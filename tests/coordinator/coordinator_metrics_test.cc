@@ -1,4 +1,4 @@
-// CoordinatorMetricsObserver: how requests' layers become per-block series (steps, selections,
+// CoordinatorMetricsObserver: how requests' blocks become per-block series (steps, selections,
 // share, Jain, max/mean) and how the monitor's worker view becomes block replicas. The live
 // cluster version (real processes, a real Prometheus) is tests/deploy/cluster_metrics_test.sh.
 #include "coordinator/coordinator_metrics.h"
@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/block_layout.h"
 #include "common/metrics_server.h"
 
 namespace swarm::coordinator {
@@ -58,7 +59,9 @@ TEST(CoordinatorMetricsTest, BlocksDefaultToOnePerLayer) {
   ASSERT_NE(m, nullptr);
   EXPECT_EQ(m->num_blocks(), 5);
   EXPECT_NE(m->address().find("127.0.0.1:"), std::string::npos);
-  EXPECT_EQ(m->BlocksOf({0, 2, 4}), (std::vector<int>{0, 2, 4}));
+  auto layout = BlockLayout::Create(5, m->num_blocks());
+  ASSERT_TRUE(layout.ok());
+  EXPECT_EQ(BlocksTouched(*layout, {0, 2, 4}), (std::vector<int>{0, 2, 4}));
 }
 
 TEST(CoordinatorMetricsTest, BadBlockCounts) {
@@ -75,11 +78,16 @@ TEST(CoordinatorMetricsTest, BadBlockCounts) {
 TEST(CoordinatorMetricsTest, StepsCountOnEveryBlockTheyTouch) {
   auto m = New(6, 3);  // Blocks {0,1} {2,3} {4,5}.
   ASSERT_NE(m, nullptr);
-  const std::vector<int> all = {0, 1, 2, 3, 4, 5};
-  const std::vector<int> first_and_part_of_last = {0, 1, 4};
-  m->OnLayersChosen("exact", all, nullptr);
+  auto layout = BlockLayout::Create(6, 3);
+  ASSERT_TRUE(layout.ok());
+  // The blocks the pipeline passes: those the request's layers touch.
+  const std::vector<int> all = BlocksTouched(*layout, {0, 1, 2, 3, 4, 5});
+  const std::vector<int> first_and_part_of_last = BlocksTouched(*layout, {0, 1, 4});
+  EXPECT_EQ(all, (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(first_and_part_of_last, (std::vector<int>{0, 2}));
+  m->OnBlocksChosen("exact", all, {});
   for (int i = 0; i < 3; ++i) m->OnStep(all);
-  m->OnLayersChosen("sparse", first_and_part_of_last, nullptr);
+  m->OnBlocksChosen("sparse", first_and_part_of_last, {});
   for (int i = 0; i < 2; ++i) m->OnStep(first_and_part_of_last);
   auto s = Samples(*m);
   EXPECT_EQ(Value(s, Block("swarm_coordinator_block_steps_total", 0)), 5);

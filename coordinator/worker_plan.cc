@@ -1,4 +1,4 @@
-#include "coordinator/route.h"
+#include "coordinator/worker_plan.h"
 
 #include <algorithm>
 #include <tuple>
@@ -10,12 +10,12 @@ namespace swarm::coordinator {
 
 namespace {
 
-bool Hosts(const RouteCandidate& w, int layer) {
+bool Hosts(const WorkerCandidate& w, int layer) {
   return std::binary_search(w.layers.begin(), w.layers.end(), layer);
 }
 
 // Consecutive entries of `layers` from index i that `w` hosts.
-int RunLength(const RouteCandidate& w, absl::Span<const int> layers, size_t i) {
+int RunLength(const WorkerCandidate& w, absl::Span<const int> layers, size_t i) {
   int n = 0;
   while (i + n < layers.size() && Hosts(w, layers[i + n])) ++n;
   return n;
@@ -23,13 +23,13 @@ int RunLength(const RouteCandidate& w, absl::Span<const int> layers, size_t i) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<Hop>> PlanRoute(absl::Span<const int> layers,
-                                           const std::vector<RouteCandidate>& workers) {
+absl::StatusOr<std::vector<Hop>> PlanHops(absl::Span<const int> layers,
+                                          const std::vector<WorkerCandidate>& workers) {
   std::vector<Hop> hops;
   for (size_t i = 0; i < layers.size(); ++i) {
     const int layer = layers[i];
     if (!hops.empty()) {
-      const RouteCandidate& current = workers[hops.back().worker];
+      const WorkerCandidate& current = workers[hops.back().worker];
       if (current.usable && Hosts(current, layer)) {
         hops.back().layers.push_back(layer);
         continue;
@@ -38,7 +38,7 @@ absl::StatusOr<std::vector<Hop>> PlanRoute(absl::Span<const int> layers,
     int best = -1;
     std::tuple<int, int, int> best_key;
     for (int w = 0; w < static_cast<int>(workers.size()); ++w) {
-      const RouteCandidate& c = workers[w];
+      const WorkerCandidate& c = workers[w];
       if (!c.usable || !Hosts(c, layer)) continue;
       auto key = std::make_tuple(c.load, -RunLength(c, layers, i), w);
       if (best < 0 || key < best_key) {
@@ -50,7 +50,7 @@ absl::StatusOr<std::vector<Hop>> PlanRoute(absl::Span<const int> layers,
       std::vector<int> missing;
       for (int l : layers) {
         bool hosted = false;
-        for (const RouteCandidate& c : workers) hosted = hosted || (c.usable && Hosts(c, l));
+        for (const WorkerCandidate& c : workers) hosted = hosted || (c.usable && Hosts(c, l));
         if (!hosted) missing.push_back(l);
       }
       return absl::UnavailableError(
@@ -61,20 +61,20 @@ absl::StatusOr<std::vector<Hop>> PlanRoute(absl::Span<const int> layers,
   return hops;
 }
 
-absl::StatusOr<std::vector<Hop>> PlanRoute(int num_layers,
-                                           const std::vector<RouteCandidate>& workers) {
+absl::StatusOr<std::vector<Hop>> PlanHops(int num_layers,
+                                          const std::vector<WorkerCandidate>& workers) {
   std::vector<int> all(num_layers);
   for (int l = 0; l < num_layers; ++l) all[l] = l;
-  absl::StatusOr<std::vector<Hop>> route = PlanRoute(all, workers);
-  if (!route.ok()) return CheckCoverage(num_layers, workers);
-  return route;
+  absl::StatusOr<std::vector<Hop>> hops = PlanHops(all, workers);
+  if (!hops.ok()) return CheckCoverage(num_layers, workers);
+  return hops;
 }
 
-absl::Status CheckCoverage(int num_layers, const std::vector<RouteCandidate>& workers) {
+absl::Status CheckCoverage(int num_layers, const std::vector<WorkerCandidate>& workers) {
   std::vector<int> missing;
   for (int layer = 0; layer < num_layers; ++layer) {
     bool hosted = false;
-    for (const RouteCandidate& w : workers) hosted = hosted || (w.usable && Hosts(w, layer));
+    for (const WorkerCandidate& w : workers) hosted = hosted || (w.usable && Hosts(w, layer));
     if (!hosted) missing.push_back(layer);
   }
   if (missing.empty()) return absl::OkStatus();

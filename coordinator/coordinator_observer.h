@@ -1,0 +1,58 @@
+// Hook points for the coordinator's metrics: the generation pipeline (pipeline.h) reports
+// requests, tokens, steps and worker calls; the server (coordinator_server.h) reports readiness
+// and the monitor's view of the workers. CoordinatorMetricsObserver (coordinator_metrics.h) feeds
+// them to Prometheus; tests record them.
+//
+// Blocks: the per-block hooks speak of blocks of the coordinator's block layout
+// (CoordinatorModel::block_layout(): the router's N-way split, or one block per layer without a
+// router), the layout the per-block series follow. The pipeline computes a request's blocks once,
+// when its plan is known, and passes the same vector to every step.
+//
+// Threading: called on request, gRPC and monitor threads; implementations must be thread-safe and
+// cheap. Every method has a no-op default.
+#ifndef SWARM_COORDINATOR_COORDINATOR_OBSERVER_H_
+#define SWARM_COORDINATOR_COORDINATOR_OBSERVER_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "common/block_layout.h"
+
+namespace swarm::coordinator {
+
+struct WorkerState;
+
+class CoordinatorObserver {
+ public:
+  virtual ~CoordinatorObserver() = default;
+  // `mode` is "exact", "sparse" or "other" (a request whose mode did not validate).
+  virtual void OnRequestStart(absl::string_view mode) {}
+  // `ttft_seconds` < 0 when no token was produced.
+  virtual void OnRequestDone(absl::string_view mode, absl::StatusCode code, int64_t prompt_tokens,
+                             int64_t generated_tokens, double seconds, double ttft_seconds) {}
+  virtual void OnInterToken(absl::string_view mode, double seconds) {}
+  // One Forward to `worker` (its address), taking `seconds`.
+  virtual void OnWorkerStep(absl::string_view worker, double seconds, absl::StatusCode code) {}
+  virtual void SetWorkerUp(absl::string_view worker, bool up) {}
+  virtual void SetReady(bool ready) {}
+  // Once per request, when its blocks are known: the blocks (of the coordinator's block layout,
+  // sorted) each of its steps runs at least one layer of (exact mode: every block), and, when the
+  // router chose them, the router's per-block tolls after that choice (else empty).
+  virtual void OnBlocksChosen(absl::string_view mode, const std::vector<int>& blocks,
+                              const std::vector<double>& router_tolls) {}
+  // One forward step of a request completed over `blocks` (as given to OnBlocksChosen).
+  virtual void OnStep(const std::vector<int>& blocks) {}
+  // The workers as the monitor sees them after each refresh.
+  virtual void OnWorkers(const std::vector<WorkerState>& workers) {}
+};
+
+// The blocks of `layout` that `layers` (sorted, within the layout) touch, sorted. Layers outside
+// [0, layout.num_layers) are ignored.
+std::vector<int> BlocksTouched(const BlockLayout& layout, absl::Span<const int> layers);
+
+}  // namespace swarm::coordinator
+
+#endif  // SWARM_COORDINATOR_COORDINATOR_OBSERVER_H_
