@@ -94,7 +94,12 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   void OnDone() override { delete this; }
 
  private:
-  enum class Action { kNone, kWrite, kFinish };
+  // What the caller of NextLocked does once it has released mu_: nothing, start the write of
+  // writing_msg_, or finish the call with `status` (copied under mu_).
+  struct Action {
+    enum Kind { kNone, kWrite, kFinish } kind = kNone;
+    grpc::Status status;
+  };
 
   void CancelLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     cancelled_ = true;
@@ -102,7 +107,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   }
 
   Action NextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (writing_ || finished_) return Action::kNone;
+    if (writing_ || finished_) return {};
     // Tokens decoded faster than one message per stream interval are coalesced: each message
     // costs both processes a wake-up. The first message, the first token and the last message
     // go out at once; later tokens wait at most the interval (plus one token).
@@ -115,22 +120,22 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       writing_msg_.Swap(&pending_);
       has_pending_ = false;
       writing_ = true;
-      return Action::kWrite;
+      return {Action::kWrite, {}};
     }
     if (done_) {
       finished_ = true;
-      return Action::kFinish;
+      return {Action::kFinish, final_status_};
     }
-    return Action::kNone;
+    return {};
   }
 
   // Called without mu_. After kFinish (and after the last kWrite of a finished generation) the
   // object may already be deleted: callers return right after.
-  void Perform(Action action) {
-    if (action == Action::kWrite) {
+  void Perform(const Action& action) {
+    if (action.kind == Action::kWrite) {
       StartWrite(&writing_msg_);
-    } else if (action == Action::kFinish) {
-      Finish(final_status_);
+    } else if (action.kind == Action::kFinish) {
+      Finish(action.status);
     }
   }
 
