@@ -615,6 +615,12 @@ void CoordinatorMetrics::OnRequestDone(absl::string_view mode, absl::StatusCode 
   }
 }
 
+void CoordinatorMetrics::OnRequestRefused(absl::string_view mode, absl::StatusCode outcome) {
+  Counter* c = AddOrNull(impl_->requests, {{"mode", std::string(ModeLabel(mode))},
+                                           {"outcome", StatusCodeLabel(outcome)}});
+  if (c) c->Increment();
+}
+
 void CoordinatorMetrics::OnInterToken(absl::string_view mode, double seconds) {
   Impl::ModeSeries m = impl_->Mode(mode);
   if (m.inter_token) m.inter_token->Observe(NonNegative(seconds));

@@ -129,6 +129,9 @@ class CoordinatorMetrics {
   // (not observed).
   void OnRequestDone(absl::string_view mode, absl::StatusCode outcome, int64_t prompt_tokens,
                      int64_t generated_tokens, double seconds, double time_to_first_token_seconds);
+  // A Generate call refused before it started (pool full, shutting down): requests_total{mode,
+  // outcome} += 1 only (it was never active and produced nothing).
+  void OnRequestRefused(absl::string_view mode, absl::StatusCode outcome);
   // The gap between two consecutive streamed tokens of one request.
   void OnInterToken(absl::string_view mode, double seconds);
 

@@ -50,6 +50,10 @@ void CoordinatorMetricsObserver::OnRequestStart(absl::string_view mode) {
   metrics_->OnRequestStart(mode);
 }
 
+void CoordinatorMetricsObserver::OnRequestRefused(absl::string_view mode, absl::StatusCode code) {
+  metrics_->OnRequestRefused(mode, code);
+}
+
 void CoordinatorMetricsObserver::OnRequestDone(absl::string_view mode, absl::StatusCode code,
                                                int64_t prompt_tokens, int64_t generated_tokens,
                                                double seconds, double ttft_seconds) {

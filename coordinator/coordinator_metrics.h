@@ -53,6 +53,7 @@ class CoordinatorMetricsObserver : public CoordinatorObserver {
   void Stop() { server_->Stop(); }  // Stops serving /metrics; idempotent.
 
   void OnRequestStart(absl::string_view mode) override;
+  void OnRequestRefused(absl::string_view mode, absl::StatusCode code) override;
   void OnRequestDone(absl::string_view mode, absl::StatusCode code, int64_t prompt_tokens,
                      int64_t generated_tokens, double seconds, double ttft_seconds) override;
   void OnInterToken(absl::string_view mode, double seconds) override;

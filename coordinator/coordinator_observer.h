@@ -30,6 +30,9 @@ class CoordinatorObserver {
   virtual ~CoordinatorObserver() = default;
   // `mode` is "exact", "sparse" or "other" (a request whose mode did not validate).
   virtual void OnRequestStart(absl::string_view mode) {}
+  // A Generate call refused before it started (`code`: RESOURCE_EXHAUSTED when the request pool
+  // is full, UNAVAILABLE while shutting down). Not paired with OnRequestStart.
+  virtual void OnRequestRefused(absl::string_view mode, absl::StatusCode code) {}
   // `ttft_seconds` < 0 when no token was produced.
   virtual void OnRequestDone(absl::string_view mode, absl::StatusCode code, int64_t prompt_tokens,
                              int64_t generated_tokens, double seconds, double ttft_seconds) {}

@@ -72,7 +72,10 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
 
   void Begin() {
     absl::Status scheduled = server_->Schedule([this] { Run(); });
-    if (!scheduled.ok()) Finish(rpc::ToGrpcStatus(scheduled));
+    if (!scheduled.ok()) {
+      server_->pipeline().Refuse(FromProto(*request_).mode, scheduled);
+      Finish(rpc::ToGrpcStatus(scheduled));
+    }
   }
 
   void OnWriteDone(bool ok) override {

@@ -370,6 +370,10 @@ absl::StatusOr<model::GenerateResult> GenerationPipeline::Execute(
   return out;
 }
 
+void GenerationPipeline::Refuse(GenerationMode mode, const absl::Status& status) const {
+  observer_->OnRequestRefused(ModeLabel(mode), status.code());
+}
+
 absl::StatusOr<BlockPrediction> GenerationPipeline::Predict(const PredictRequest& request) const {
   router::Router* router = model_->router();
   if (router == nullptr) {

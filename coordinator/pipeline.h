@@ -196,6 +196,10 @@ class GenerationPipeline {
   // without a router file; INVALID_ARGUMENT for an empty prompt or top_k_blocks outside 1..N.
   absl::StatusOr<BlockPrediction> Predict(const PredictRequest& request) const;
 
+  // Reports a request refused before Generate (its caller's queue full, shutting down) to the
+  // metrics hooks, so that every request a client sent is counted. Thread-safe.
+  void Refuse(GenerationMode mode, const absl::Status& status) const;
+
   int active_requests() const { return active_requests_.load(); }     // Generating now.
   uint64_t requests_total() const { return requests_total_.load(); }  // Ended since start.
 

@@ -274,6 +274,21 @@ TEST(CoordinatorMetricsTest, RequestLifecycle) {
   EXPECT_EQ(Value(s, "swarm_coordinator_inter_token_latency_seconds_count{mode=\"exact\"}"), 2);
 }
 
+TEST(CoordinatorMetricsTest, RefusedRequestsAreCountedButNeverActive) {
+  auto m = NewCoordinator();
+  ASSERT_NE(m, nullptr);
+  m->OnRequestRefused("exact", absl::StatusCode::kResourceExhausted);
+  m->OnRequestRefused("exact", absl::StatusCode::kResourceExhausted);
+  m->OnRequestRefused("sparse", absl::StatusCode::kUnavailable);
+  auto s = Samples(*m->registry());
+  EXPECT_EQ(Value(s, "swarm_coordinator_active_requests"), 0);
+  EXPECT_EQ(
+      Value(s, "swarm_coordinator_requests_total{mode=\"exact\",outcome=\"resource_exhausted\"}"),
+      2);
+  EXPECT_EQ(Value(s, "swarm_coordinator_requests_total{mode=\"sparse\",outcome=\"unavailable\"}"),
+            1);
+}
+
 TEST(CoordinatorMetricsTest, UnknownModesAreFoldedIntoOther) {
   auto m = NewCoordinator();
   ASSERT_NE(m, nullptr);
