@@ -24,7 +24,11 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
-#include "model/model.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/layer_host.h"
+#include "model/weights.h"
 
 namespace swarm::worker {
 

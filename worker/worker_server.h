@@ -22,7 +22,9 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "model/model.h"
+#include "model/checkpoint.h"
+#include "model/layer_host.h"
+#include "model/weights.h"
 #include "worker/block_residency.h"
 #include "worker/worker.h"
 

@@ -8,8 +8,10 @@
 #include <thread>
 
 #include "client/client.h"
+#include "model/checkpoint.h"
 #include "model/combine.h"
-#include "model/model.h"
+#include "model/layer_host.h"
+#include "model/weights.h"
 #include "rpc/tensor_codec.h"
 #include "swarm/v1/worker.grpc.pb.h"
 #include "tests/coordinator/test_cluster.h"
