@@ -60,6 +60,10 @@ absl::StatusOr<std::unique_ptr<LayerHostImpl>> LayerHostImpl::Create(
   ASSIGN_OR_RETURN(WeightLoader loader, WeightLoader::Create(*ckpt, options));
   ASSIGN_OR_RETURN(std::vector<std::unique_ptr<const DecoderLayer>> decoders,
                    ckpt->architecture().family().LoadLayers(layers, loader));
+  if (decoders.size() != layers.size()) {
+    return absl::InternalError(absl::StrCat("the architecture family loaded ", decoders.size(),
+                                            " layers of ", layers.size()));
+  }
   for (size_t i = 0; i < layers.size(); ++i) {
     host->decoders_.emplace(layers[i], std::move(decoders[i]));
   }
