@@ -21,8 +21,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
+#include "model/checkpoint.h"
 #include "model/generate.h"
-#include "model/model.h"
+#include "model/layer_host.h"
 
 namespace {
 

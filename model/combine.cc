@@ -9,15 +9,11 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "model/safetensors.h"
 
 namespace swarm::model {
 namespace {
-
-std::string ShapeStr(const std::vector<int64_t>& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
-}
 
 // f32 values → `dtype` bytes, rounding to nearest even as torch's conversions do.
 HostTensor Encode(DType dtype, std::vector<int64_t> shape, const std::vector<float>& values) {
@@ -57,8 +53,8 @@ absl::StatusOr<HostTensor> CombineResiduals(const HostTensor& h,
   }
   for (const HostTensor& o : outs) {
     if (o.shape != h.shape || o.dtype != h.dtype) {
-      return absl::InvalidArgumentError(absl::StrCat("block output ", ShapeStr(o.shape),
-                                                     " does not match input ", ShapeStr(h.shape)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "block output ", ShapeString(o.shape), " does not match input ", ShapeString(h.shape)));
     }
   }
   const std::vector<float> x = h.ToFloats();

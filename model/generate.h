@@ -1,51 +1,29 @@
 // Token generation, shared by the in-process engine and the distributed coordinator: prefill,
 // then one-token decode steps through a StepExecutor (local layers or remote workers), sampling
-// and stop rules. The one place that knows how a request turns into tokens.
-// RunGenerationLoop() runs on the caller's thread; a Sampler is not thread-safe (one per request).
+// (model/sampler.h) and stop rules. The one place that knows how a request turns into tokens.
+// RunGenerationLoop() runs on the caller's thread; an Engine is immutable after Create (Logits and
+// Generate may run concurrently); a LocalExecutor holds one sequence's cache (one thread).
 #ifndef SWARM_MODEL_GENERATE_H_
 #define SWARM_MODEL_GENERATE_H_
 
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "absl/types/span.h"
 #include "common/host_tensor.h"
-#include "model/model.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/layer_host.h"
+#include "model/model_ends.h"
+#include "model/sampler.h"
+#include "model/weights.h"
 #include "tokenizer/tokenizer.h"
 
 namespace swarm::model {
-
-struct SamplingParams {
-  int64_t max_new_tokens = 64;
-  float temperature = 0.0f;  // 0 = greedy.
-  int64_t top_k = 0;         // 0 = off.
-  float top_p = 1.0f;        // 1 = off.
-  uint64_t seed = 0;
-  bool stop_at_eos = true;
-
-  // InvalidArgument for negative temperature, top_p outside (0, 1], negative top_k or
-  // max_new_tokens.
-  absl::Status Validate() const;
-};
-
-// Picks the next token from a logits row. Greedy when temperature == 0 (ties: lowest id);
-// otherwise softmax(logits / T), top-k then top-p filtering, then a draw from a mt19937_64
-// seeded with `seed`, so the same seed gives the same tokens.
-class Sampler {
- public:
-  explicit Sampler(const SamplingParams& params);
-  int64_t Sample(absl::Span<const float> logits);
-
- private:
-  SamplingParams params_;
-  std::mt19937_64 rng_;
-  std::vector<std::pair<float, int64_t>> scratch_;
-};
 
 // Runs one step of one sequence through every layer it uses (all of them in exact mode, the
 // chosen blocks in sparse mode): everything between the embeddings and the head.

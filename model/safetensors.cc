@@ -37,11 +37,11 @@ absl::StatusOr<StDType> ParseStDType(const std::string& s) {
   return absl::InvalidArgumentError(absl::StrCat("unsupported dtype '", s, "'"));
 }
 
-std::string ShapeStr(const std::vector<int64_t>& shape) {
+}  // namespace
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
 }
-
-}  // namespace
 
 const char* StDTypeName(StDType dtype) {
   switch (dtype) {
@@ -189,7 +189,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
                               ") out of range of the data section (", data_size, " bytes)"));
     }
     if (numel * StDTypeSize(view.dtype) != end - begin) {
-      return bad(absl::StrCat("shape ", ShapeStr(view.shape), " x ", StDTypeName(view.dtype),
+      return bad(absl::StrCat("shape ", ShapeString(view.shape), " x ", StDTypeName(view.dtype),
                               " needs ", numel * StDTypeSize(view.dtype), " bytes, offsets give ",
                               end - begin));
     }
@@ -306,7 +306,7 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
     for (int64_t d : t->shape) numel *= d;
     if (static_cast<uint64_t>(numel) * StDTypeSize(t->dtype) != t->data.size()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("writing ", path, ": tensor '", t->name, "' shape ", ShapeStr(t->shape),
+          absl::StrCat("writing ", path, ": tensor '", t->name, "' shape ", ShapeString(t->shape),
                        " does not match its ", t->data.size(), " bytes"));
     }
     header[t->name] = {{"dtype", StDTypeName(t->dtype)},

@@ -22,6 +22,8 @@ enum class StDType { kF32, kF16, kBF16, kI64, kI32, kI8, kU8, kBool, kF64, kI16 
 
 const char* StDTypeName(StDType dtype);
 int StDTypeSize(StDType dtype);
+// "[64,172]": a shape as the model library's error messages print it.
+std::string ShapeString(const std::vector<int64_t>& shape);
 
 struct TensorView {
   std::string name;

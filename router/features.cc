@@ -15,10 +15,7 @@ absl::StatusOr<std::unique_ptr<EmbeddingTable>> EmbeddingTable::Open(
     std::shared_ptr<const model::Checkpoint> checkpoint) {
   if (checkpoint == nullptr) return absl::InvalidArgumentError("EmbeddingTable: null checkpoint");
   const model::ModelConfig& config = checkpoint->config();
-  std::vector<std::string> candidates =
-      config.IsGpt2()
-          ? std::vector<std::string>{"wte.weight", "transformer.wte.weight"}
-          : std::vector<std::string>{"model.embed_tokens.weight", "embed_tokens.weight"};
+  const std::vector<std::string> candidates = checkpoint->architecture().TokenEmbeddingNames();
   std::string name;
   for (const std::string& c : candidates) {
     auto resolved = checkpoint->Resolve(c);

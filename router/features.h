@@ -15,7 +15,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "model/model.h"
+#include "model/checkpoint.h"
+#include "model/model_ends.h"
+#include "model/safetensors.h"
 
 namespace swarm::router {
 

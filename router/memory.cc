@@ -62,14 +62,10 @@ absl::StatusOr<MemoryEstimate> EstimateMemory(const model::Checkpoint& checkpoin
     auto v = store.Get(name);
     return v.ok() ? TensorBytes(*v, options.dtype) : 0;
   };
-  for (const char* n : {"model.embed_tokens.weight", "wte.weight", "wpe.weight"}) {
-    auto name = checkpoint.Resolve(n);
-    if (name.ok()) m.embedding_bytes += bytes_of(*name);
+  for (const std::string& name : checkpoint.EmbeddingTensorNames()) {
+    m.embedding_bytes += bytes_of(name);
   }
-  for (const char* n : {"model.norm.weight", "ln_f.weight", "ln_f.bias", "lm_head.weight"}) {
-    auto name = checkpoint.Resolve(n);
-    if (name.ok()) m.head_bytes += bytes_of(*name);
-  }
+  for (const std::string& name : checkpoint.HeadTensorNames()) m.head_bytes += bytes_of(name);
   m.layer_bytes.assign(L, 0);
   for (int l = 0; l < L; ++l) {
     for (const std::string& name : checkpoint.LayerTensorNames(l)) {

@@ -13,7 +13,7 @@
 #include "absl/status/statusor.h"
 #include "common/block_set.h"
 #include "common/host_tensor.h"
-#include "model/model.h"
+#include "model/checkpoint.h"
 
 namespace swarm::router {
 

@@ -29,7 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "common/block_set.h"
-#include "model/model.h"
+#include "model/checkpoint.h"
 #include "router/balance.h"
 #include "router/features.h"
 #include "router/router_file.h"

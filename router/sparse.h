@@ -23,7 +23,8 @@
 #include "absl/types/span.h"
 #include "common/block_layout.h"
 #include "model/generate.h"
-#include "model/model.h"
+#include "model/kv_cache.h"
+#include "model/layer_host.h"
 
 namespace swarm::router {
 

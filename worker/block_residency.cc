@@ -31,7 +31,7 @@ absl::StatusOr<std::unique_ptr<ResidentLayerHost>> ResidentLayerHost::Create(
   host->layers_ = layers;
   host->budget_ = budget_bytes;
   host->listener_ = std::move(listener);
-  host->layer_block_.assign(checkpoint->config().num_layers, -1);
+  host->layer_unit_.assign(checkpoint->config().num_layers, -1);
   for (size_t i = 0; i < layers.size(); ++i) {
     const int l = layers[i];
     if (l < 0 || l >= checkpoint->config().num_layers || (i > 0 && l <= layers[i - 1])) {
@@ -39,44 +39,45 @@ absl::StatusOr<std::unique_ptr<ResidentLayerHost>> ResidentLayerHost::Create(
                                                      "]: must be sorted, unique and below ",
                                                      checkpoint->config().num_layers));
     }
-    auto& blocks = host->block_layers_;
-    if (blocks.empty() || layers[i - 1] != l - 1 ||
-        static_cast<int>(blocks.back().size()) >= block_layers) {
-      blocks.emplace_back();
+    auto& units = host->unit_layers_;
+    if (units.empty() || layers[i - 1] != l - 1 ||
+        static_cast<int>(units.back().size()) >= block_layers) {
+      units.emplace_back();
     }
-    blocks.back().push_back(l);
-    host->layer_block_[l] = static_cast<int>(blocks.size()) - 1;
+    units.back().push_back(l);
+    host->layer_unit_[l] = static_cast<int>(units.size()) - 1;
   }
   ASSIGN_OR_RETURN(std::unique_ptr<model::LayerHost> maker,
                    model::LayerHost::Create(checkpoint, {}, options));
   host->cache_maker_ = std::move(maker);
 
-  // Load every block once to learn its size on the device; keep those that fit, in order.
+  // Load every unit once to learn its size on the device; keep those that fit, in order.
   absl::MutexLock lock(&host->mu_);
-  host->table_.resize(host->block_layers_.size());
-  for (size_t b = 0; b < host->block_layers_.size(); ++b) {
-    Block& block = host->table_[b];
-    block.layers = host->block_layers_[b];
+  host->table_.resize(host->unit_layers_.size());
+  for (size_t u = 0; u < host->unit_layers_.size(); ++u) {
+    Unit& unit = host->table_[u];
+    unit.layers = host->unit_layers_[u];
     ASSIGN_OR_RETURN(std::unique_ptr<model::LayerHost> loaded,
-                     model::LayerHost::Create(checkpoint, block.layers, options));
-    block.bytes = loaded->WeightBytes();
+                     model::LayerHost::Create(checkpoint, unit.layers, options));
+    unit.bytes = loaded->WeightBytes();
     host->kv_bytes_per_token_ += loaded->KvBytesPerToken();
-    host->total_bytes_ += block.bytes;
-    if (block.bytes > budget_bytes) {
+    host->total_bytes_ += unit.bytes;
+    if (unit.bytes > budget_bytes) {
+      // Users size units with --block-layers, so the message calls a unit a block.
       return absl::InvalidArgumentError(
           absl::StrCat("--memory-budget ", budget_bytes, " bytes (", FormatBytes(budget_bytes),
-                       ") is smaller than block ", b, " (layers ", absl::StrJoin(block.layers, ","),
-                       ") of ", block.bytes, " bytes (", FormatBytes(block.bytes),
+                       ") is smaller than block ", u, " (layers ", absl::StrJoin(unit.layers, ","),
+                       ") of ", unit.bytes, " bytes (", FormatBytes(unit.bytes),
                        "); raise the budget or lower --block-layers"));
     }
-    if (host->resident_ + block.bytes <= budget_bytes) {
-      host->resident_ += block.bytes;
-      block.host = std::move(loaded);
-      block.last_use = ++host->clock_;
-      ++host->stats_.blocks_resident;
+    if (host->resident_ + unit.bytes <= budget_bytes) {
+      host->resident_ += unit.bytes;
+      unit.host = std::move(loaded);
+      unit.last_use = ++host->clock_;
+      ++host->stats_.units_resident;
     }
   }
-  host->stats_.blocks = static_cast<int>(host->table_.size());
+  host->stats_.units = static_cast<int>(host->table_.size());
   host->stats_.budget_bytes = budget_bytes;
   host->stats_.max_resident_bytes = host->resident_;
   return host;
@@ -85,43 +86,43 @@ absl::StatusOr<std::unique_ptr<ResidentLayerHost>> ResidentLayerHost::Create(
 ResidentLayerHost::~ResidentLayerHost() = default;
 
 bool ResidentLayerHost::Hosts(int layer) const {
-  return layer >= 0 && layer < static_cast<int>(layer_block_.size()) && layer_block_[layer] >= 0;
+  return layer >= 0 && layer < static_cast<int>(layer_unit_.size()) && layer_unit_[layer] >= 0;
 }
 
-int ResidentLayerHost::BlockOf(int layer) const { return Hosts(layer) ? layer_block_[layer] : -1; }
+int ResidentLayerHost::UnitOf(int layer) const { return Hosts(layer) ? layer_unit_[layer] : -1; }
 
 std::unique_ptr<model::KvCache> ResidentLayerHost::NewCache(int64_t capacity) const {
   return cache_maker_->NewCache(capacity);
 }
 
 absl::StatusOr<std::shared_ptr<const model::LayerHost>> ResidentLayerHost::Acquire(
-    int b, bool pin, bool* loaded_here) const {
+    int u, bool pin, bool* loaded_here) const {
   if (loaded_here != nullptr) *loaded_here = false;
   std::vector<std::shared_ptr<const model::LayerHost>> evicted;  // Destroyed outside the lock.
   int evictions = 0;
   mu_.Lock();
   for (;;) {
-    Block& block = table_[b];
-    if (block.loading) {
+    Unit& unit = table_[u];
+    if (unit.loading) {
       changed_.Wait(&mu_);
       continue;
     }
-    if (block.host != nullptr) {
+    if (unit.host != nullptr) {
       ++stats_.hits_total;
-      block.last_use = ++clock_;
-      if (pin) ++block.pins;
-      std::shared_ptr<const model::LayerHost> host = block.host;
+      unit.last_use = ++clock_;
+      if (pin) ++unit.pins;
+      std::shared_ptr<const model::LayerHost> host = unit.host;
       mu_.Unlock();
       if (listener_.on_hit) listener_.on_hit();
       return host;
     }
-    // Make room: evict least recently used unpinned blocks; wait while every candidate is pinned
-    // or loading (a pin is held for one block's compute only, so the wait ends).
+    // Make room: evict least recently used unpinned units; wait while every candidate is pinned
+    // or loading (a pin is held for one unit's compute only, so the wait ends).
     bool waited = false;
-    while (resident_ + block.bytes > budget_) {
+    while (resident_ + unit.bytes > budget_) {
       int lru = -1;
       for (size_t i = 0; i < table_.size(); ++i) {
-        const Block& c = table_[i];
+        const Unit& c = table_[i];
         if (c.host == nullptr || c.pins > 0 || c.loading) continue;
         if (lru < 0 || c.last_use < table_[lru].last_use) lru = static_cast<int>(i);
       }
@@ -133,19 +134,19 @@ absl::StatusOr<std::shared_ptr<const model::LayerHost>> ResidentLayerHost::Acqui
       resident_ -= table_[lru].bytes;
       evicted.push_back(std::move(table_[lru].host));
       ++stats_.evictions_total;
-      --stats_.blocks_resident;
+      --stats_.units_resident;
       ++evictions;
     }
-    if (waited) continue;  // The table changed: look at block `b` again.
+    if (waited) continue;  // The table changed: look at unit `u` again.
     break;
   }
-  Block& block = table_[b];
-  block.loading = true;
-  resident_ += block.bytes;
+  Unit& unit = table_[u];
+  unit.loading = true;
+  resident_ += unit.bytes;
   stats_.max_resident_bytes = std::max(stats_.max_resident_bytes, resident_);
-  ++stats_.blocks_resident;
+  ++stats_.units_resident;
   ++stats_.loads_total;
-  const std::vector<int> layers = block.layers;
+  const std::vector<int> layers = unit.layers;
   mu_.Unlock();
 
   evicted.clear();
@@ -158,11 +159,11 @@ absl::StatusOr<std::shared_ptr<const model::LayerHost>> ResidentLayerHost::Acqui
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
 
   std::shared_ptr<const model::LayerHost> host;
-  int resident_blocks = 0;
+  int resident_units = 0;
   int64_t resident_bytes = 0;
   {
     absl::MutexLock lock(&mu_);
-    Block& done = table_[b];
+    Unit& done = table_[u];
     done.loading = false;
     if (loaded.ok()) {
       done.host = *std::move(loaded);
@@ -171,9 +172,9 @@ absl::StatusOr<std::shared_ptr<const model::LayerHost>> ResidentLayerHost::Acqui
       host = done.host;
     } else {
       resident_ -= done.bytes;
-      --stats_.blocks_resident;
+      --stats_.units_resident;
     }
-    resident_blocks = stats_.blocks_resident;
+    resident_units = stats_.units_resident;
     resident_bytes = resident_;
     changed_.SignalAll();
   }
@@ -183,13 +184,13 @@ absl::StatusOr<std::shared_ptr<const model::LayerHost>> ResidentLayerHost::Acqui
   }
   if (loaded_here != nullptr) *loaded_here = true;
   if (listener_.on_load) listener_.on_load(seconds);
-  if (listener_.on_resident) listener_.on_resident(resident_blocks, resident_bytes);
+  if (listener_.on_resident) listener_.on_resident(resident_units, resident_bytes);
   return host;
 }
 
-void ResidentLayerHost::Unpin(int b) const {
+void ResidentLayerHost::Unpin(int u) const {
   absl::MutexLock lock(&mu_);
-  --table_[b].pins;
+  --table_[u].pins;
   changed_.SignalAll();
 }
 
@@ -205,12 +206,12 @@ absl::StatusOr<HostTensor> ResidentLayerHost::Forward(const HostTensor& h, int64
   const HostTensor* in = &h;
   size_t i = 0;
   while (i < layers.size()) {
-    const int b = BlockOf(layers[i]);
+    const int u = UnitOf(layers[i]);
     size_t j = i;
-    while (j < layers.size() && BlockOf(layers[j]) == b) ++j;
-    ASSIGN_OR_RETURN(std::shared_ptr<const model::LayerHost> host, Acquire(b, /*pin=*/true));
+    while (j < layers.size() && UnitOf(layers[j]) == u) ++j;
+    ASSIGN_OR_RETURN(std::shared_ptr<const model::LayerHost> host, Acquire(u, /*pin=*/true));
     absl::StatusOr<HostTensor> out = host->Forward(*in, start_pos, layers.subspan(i, j - i), cache);
-    Unpin(b);
+    Unpin(u);
     if (!out.ok()) return out.status();
     cur = *std::move(out);
     in = &cur;
@@ -220,24 +221,24 @@ absl::StatusOr<HostTensor> ResidentLayerHost::Forward(const HostTensor& h, int64
 }
 
 absl::StatusOr<int> ResidentLayerHost::Prefetch(absl::Span<const int> layers) const {
-  std::vector<int> blocks;
+  std::vector<int> units;
   for (int l : layers) {
     if (!Hosts(l)) {
       return absl::InvalidArgumentError(absl::StrCat("prefetch: layer ", l, " is not hosted here"));
     }
-    const int b = BlockOf(l);
-    if (std::find(blocks.begin(), blocks.end(), b) == blocks.end()) blocks.push_back(b);
+    const int u = UnitOf(l);
+    if (std::find(units.begin(), units.end(), u) == units.end()) units.push_back(u);
   }
   int64_t bytes = 0;
   int loaded = 0;
-  for (int b : blocks) {
+  for (int u : units) {
     {
       absl::MutexLock lock(&mu_);
-      bytes += table_[b].bytes;
+      bytes += table_[u].bytes;
     }
-    if (bytes > budget_) break;  // Would evict a block this prefetch just loaded.
+    if (bytes > budget_) break;  // Would evict a unit this prefetch just loaded.
     bool loaded_here = false;
-    RETURN_IF_ERROR(Acquire(b, /*pin=*/false, &loaded_here).status());
+    RETURN_IF_ERROR(Acquire(u, /*pin=*/false, &loaded_here).status());
     if (loaded_here) ++loaded;
   }
   return loaded;

@@ -22,7 +22,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/host_tensor.h"
-#include "model/model.h"
+#include "model/kv_cache.h"
+#include "model/layer_host.h"
 
 namespace swarm::worker {
 

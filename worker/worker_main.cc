@@ -21,7 +21,7 @@
 #include "common/layer_set.h"
 #include "common/logging.h"
 #include "common/signals.h"
-#include "model/model.h"
+#include "model/config.h"
 #include "rpc/server.h"
 #include "worker/worker_metrics.h"
 #include "worker/worker_server.h"

@@ -96,8 +96,9 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
       ResidencyStats rs = r->Stats();
       resp->set_memory_budget_bytes(rs.budget_bytes);
       resp->set_resident_weight_bytes(rs.resident_bytes);
-      resp->set_blocks(rs.blocks);
-      resp->set_blocks_resident(rs.blocks_resident);
+      // The wire calls residency units blocks (worker.proto, a contract).
+      resp->set_blocks(rs.units);
+      resp->set_blocks_resident(rs.units_resident);
       resp->set_block_loads_total(rs.loads_total);
       resp->set_block_hits_total(rs.hits_total);
       resp->set_block_evictions_total(rs.evictions_total);
@@ -405,8 +406,8 @@ absl::Status WorkerServer::Load() {
     WorkerObserver* observer = observer_;
     listener.on_load = [observer](double seconds) { observer->OnBlockLoad(seconds); };
     listener.on_evict = [observer] { observer->OnBlockEviction(); };
-    listener.on_resident = [observer](int blocks, int64_t bytes) {
-      observer->SetBlocksResident(blocks, bytes);
+    listener.on_resident = [observer](int units, int64_t bytes) {
+      observer->SetBlocksResident(units, bytes);
     };
     listener.on_hit = [observer] { observer->OnBlockHit(); };
     absl::StatusOr<std::unique_ptr<ResidentLayerHost>> resident =
@@ -415,7 +416,7 @@ absl::Status WorkerServer::Load() {
     if (resident.ok()) {
       resident_host_ = resident->get();
       const ResidencyStats rs = resident_host_->Stats();
-      observer_->SetBlocksResident(rs.blocks_resident, rs.resident_bytes);
+      observer_->SetBlocksResident(rs.units_resident, rs.resident_bytes);
       host = std::unique_ptr<model::LayerHost>(*std::move(resident));
     } else {
       host = resident.status();
@@ -442,8 +443,8 @@ absl::Status WorkerServer::Load() {
               resident_host_ == nullptr
                   ? std::string()
                   : absl::StrCat("; memory budget ", FormatBytes(options_.memory_budget_bytes),
-                                 ", ", resident_host_->Stats().blocks_resident, " of ",
-                                 resident_host_->Stats().blocks, " blocks resident"),
+                                 ", ", resident_host_->Stats().units_resident, " of ",
+                                 resident_host_->Stats().units, " blocks resident"),
               "; serving"));
   return absl::OkStatus();
 }

@@ -22,7 +22,9 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "model/model.h"
+#include "model/checkpoint.h"
+#include "model/layer_host.h"
+#include "model/weights.h"
 #include "worker/block_residency.h"
 #include "worker/worker.h"
 
@@ -50,8 +52,9 @@ class WorkerObserver {
   // Refreshed every reap interval.
   virtual void SetSessions(int sessions, int64_t kv_used_bytes, int64_t kv_budget_bytes) {}
   virtual void OnSessionEvicted(absl::string_view reason) {}  // "idle_ttl".
-  // Block residency (--memory-budget): a block loaded on demand or by Prefetch, a block evicted,
-  // the blocks and weight bytes resident after a load, and a block use that found it resident.
+  // Weight residency (--memory-budget): a residency unit loaded on demand or by Prefetch, a unit
+  // evicted, the units and weight bytes resident after a load, and a unit use that found it
+  // resident. Named after the metrics they feed (swarm_worker_block_*, a contract).
   virtual void OnBlockLoad(double seconds) {}
   virtual void OnBlockEviction() {}
   virtual void SetBlocksResident(int blocks, int64_t bytes) {}
@@ -63,9 +66,10 @@ struct WorkerServerOptions {
   std::vector<int> layers;  // Sorted, unique, each < the model's layer count.
   model::LoadOptions load;
   SessionLimits limits;
-  // Block residency (block_residency.h): > 0 keeps only the blocks of `block_layers` consecutive
-  // hosted layers that fit this many weight bytes resident and loads the others on demand. 0 =
-  // every hosted layer resident (one LayerHost). Load() fails when the largest block exceeds it.
+  // Weight residency (block_residency.h): > 0 keeps only the residency units of `block_layers`
+  // (--block-layers) consecutive hosted layers that fit this many weight bytes resident and loads
+  // the others on demand. 0 = every hosted layer resident (one LayerHost). Load() fails when the
+  // largest unit exceeds it.
   int64_t memory_budget_bytes = 0;
   int block_layers = 1;
   std::string listen = "127.0.0.1:0";

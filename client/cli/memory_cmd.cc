@@ -9,7 +9,7 @@
 #include "common/block_set.h"
 #include "common/flags.h"
 #include "common/host_tensor.h"
-#include "model/model.h"
+#include "model/checkpoint.h"
 #include "router/memory.h"
 
 namespace swarm::cli {

@@ -28,7 +28,6 @@
 #include "common/block_layout.h"
 #include "common/flags.h"
 #include "model/config.h"
-#include "model/model.h"
 
 namespace swarm::cli {
 namespace {

@@ -6,7 +6,6 @@
 #include "client/client.h"
 #include "common/block_layout.h"
 #include "model/generate.h"
-#include "model/model.h"
 #include "tests/coordinator/test_cluster.h"
 
 namespace swarm {

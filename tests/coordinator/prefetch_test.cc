@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include "client/client.h"
-#include "model/model.h"
+#include "model/checkpoint.h"
+#include "model/layer_host.h"
+#include "model/weights.h"
 #include "swarm/v1/worker.grpc.pb.h"
 #include "tests/coordinator/test_cluster.h"
 #include "worker/worker_server.h"

@@ -11,8 +11,11 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "model/checkpoint.h"
 #include "model/generate.h"
-#include "model/model.h"
+#include "model/kv_cache.h"
+#include "model/layer_host.h"
+#include "model/model_ends.h"
 #include "model/safetensors.h"
 #include "nlohmann/json.hpp"
 

@@ -9,8 +9,9 @@
 
 #include "gtest/gtest.h"
 #include "model/generate.h"
-#include "model/model.h"
 #include "model/safetensors.h"
+#include "model/sampler.h"
+#include "model/weights.h"
 
 namespace swarm::model {
 namespace {

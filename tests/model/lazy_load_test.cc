@@ -10,8 +10,10 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "model/checkpoint.h"
 #include "model/generate.h"
-#include "model/model.h"
+#include "model/layer_host.h"
+#include "model/weights.h"
 #include "tools/synth.h"
 
 namespace swarm::model {

@@ -17,9 +17,9 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/generate.h"
-#include "model/model.h"
 #include "model/safetensors.h"
 #include "tokenizer/tokenizer.h"
 

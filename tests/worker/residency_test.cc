@@ -1,15 +1,17 @@
-// Block residency (swarm-worker --memory-budget): a worker hosting all 5 layers of stories260K
+// Weight residency (swarm-worker --memory-budget): a worker hosting all 5 layers of stories260K
 // with room for one layer at a time still produces the golden greedy ids through a coordinator;
 // loads/hits/evictions move as the LRU rules say; resident bytes never pass the budget; a
-// Prefetch makes the next Forward a hit; a budget below one block is a clear error.
+// Prefetch makes the next Forward a hit; a budget below one residency unit is a clear error.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
 #include <thread>
 
 #include "client/client.h"
+#include "model/checkpoint.h"
 #include "model/combine.h"
-#include "model/model.h"
+#include "model/layer_host.h"
+#include "model/weights.h"
 #include "rpc/tensor_codec.h"
 #include "swarm/v1/worker.grpc.pb.h"
 #include "tests/coordinator/test_cluster.h"
@@ -75,14 +77,14 @@ TEST(ResidentLayerHostTest, BudgetBelowTheLargestBlockIsAClearError) {
   EXPECT_FALSE(ResidentLayerHost::Create(*ckpt, {0}, model::LoadOptions(), 1, 0).ok());
   EXPECT_FALSE(ResidentLayerHost::Create(*ckpt, {0}, model::LoadOptions(), 0, layer).ok());
 
-  // The blocks: runs of at most block_layers consecutive hosted layers; a gap starts a new one.
+  // The units: runs of at most block_layers consecutive hosted layers; a gap starts a new one.
   auto ok = ResidentLayerHost::Create(*ckpt, {0, 1, 2, 4}, model::LoadOptions(), 2, 2 * layer);
   ASSERT_TRUE(ok.ok()) << ok.status();
-  EXPECT_EQ((*ok)->blocks(), (std::vector<std::vector<int>>{{0, 1}, {2}, {4}}));
+  EXPECT_EQ((*ok)->units(), (std::vector<std::vector<int>>{{0, 1}, {2}, {4}}));
   EXPECT_EQ((*ok)->WeightBytes(), 4 * layer);
   ResidencyStats s = (*ok)->Stats();
-  EXPECT_EQ(s.blocks, 3);
-  EXPECT_EQ(s.blocks_resident, 1);  // {0,1} fills the budget; {2} and {4} wait on the mapping.
+  EXPECT_EQ(s.units, 3);
+  EXPECT_EQ(s.units_resident, 1);  // {0,1} fills the budget; {2} and {4} wait on the mapping.
   EXPECT_EQ(s.resident_bytes, 2 * layer);
 }
 
@@ -142,7 +144,7 @@ TEST(ResidentLayerHostTest, ConcurrentSessionsWithRoomForOneBlockMatchTheOneHost
     threads.emplace_back([&, i] {
       auto cache = (*paged)->NewCache();
       std::vector<float> out;
-      // Prefill one position at a time: many block switches racing with the other sessions.
+      // Prefill one position at a time: many unit switches racing with the other sessions.
       for (int64_t p = 0; p < steps; ++p) {
         std::vector<float> row(h0.begin() + p * kHidden, h0.begin() + (p + 1) * kHidden);
         auto step =
@@ -162,7 +164,7 @@ TEST(ResidentLayerHostTest, ConcurrentSessionsWithRoomForOneBlockMatchTheOneHost
   ResidencyStats s = (*paged)->Stats();
   EXPECT_LE(s.max_resident_bytes, layer);
   EXPECT_EQ(s.hits_total + s.loads_total, static_cast<uint64_t>(4 * steps * 5));
-  EXPECT_EQ(s.blocks_resident, 1);
+  EXPECT_EQ(s.units_resident, 1);
 }
 
 TEST(ResidencyTest, OneBlockResidentStillGivesTheGoldenGreedyIds) {
@@ -190,9 +192,9 @@ TEST(ResidencyTest, OneBlockResidentStillGivesTheGoldenGreedyIds) {
   EXPECT_EQ(info.blocks_resident(), 1);
   EXPECT_LE(info.resident_weight_bytes(), layer);
   EXPECT_LE(worker->resident_host()->Stats().max_resident_bytes, layer);
-  // Every step runs the 5 blocks: each use is a hit or a load. With room for one block, a step
-  // finds only the block it starts with resident at most (the last one of the previous step is
-  // block 4, not block 0), so all but the very first use of block 0 are loads.
+  // Every step runs the 5 residency units: each use is a hit or a load. With room for one unit, a
+  // step finds only the unit it starts with resident at most (the last one of the previous step
+  // is unit 4, not unit 0), so all but the very first use of unit 0 are loads.
   ASSERT_GT(info.steps_total(), 2u);
   EXPECT_EQ(info.block_hits_total() + info.block_loads_total(), 5 * info.steps_total());
   EXPECT_EQ(info.block_hits_total(), 1u);

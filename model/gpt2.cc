@@ -1,0 +1,135 @@
+// The GPT-2 family (GPT2LMHeadModel): pre-norm layers with LayerNorm (weights and biases), learned
+// position embeddings added to the token embeddings (no rotary), full multi-head attention, a GELU
+// MLP (gelu_new: the tanh approximation, unless the config says gelu), biases everywhere. Its
+// checkpoints store Conv1D weights [in, out], used here transposed (as views), and name tensors
+// "h.N.attn.c_attn.weight", with or without a "transformer." prefix (on all but lm_head.weight).
+#include <memory>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "model/architecture_torch.h"
+
+namespace swarm::model {
+namespace {
+
+constexpr char kLmHead[] = "lm_head.weight";
+
+struct Gpt2Weights {
+  NormWeights ln_1, ln_2;
+  AttentionWeights attention;
+  MlpWeights mlp;
+};
+
+class Gpt2Layer final : public DecoderLayer {
+ public:
+  Gpt2Layer(const ModelConfig& config, int index, Gpt2Weights weights)
+      : index_(index),
+        eps_(config.norm_eps),
+        gelu_(config.hidden_act == "gelu" ? Gelu::kErf : Gelu::kTanh),
+        shape_(AttentionShape::Of(config)),
+        w_(std::move(weights)) {}
+
+  at::Tensor Forward(const at::Tensor& x, int64_t start_pos, TorchKvCache& cache) const override {
+    at::Tensor h = x + Attention(w_.attention, shape_, /*rotary=*/nullptr,
+                                 LayerNorm(x, w_.ln_1, eps_), start_pos, cache, index_);
+    return h + Mlp(w_.mlp, gelu_, LayerNorm(h, w_.ln_2, eps_));
+  }
+
+ private:
+  const int index_;
+  const double eps_;
+  const Gelu gelu_;
+  const AttentionShape shape_;
+  const Gpt2Weights w_;
+};
+
+class Gpt2Family final : public ArchitectureFamily {
+ public:
+  Gpt2Family(const ModelConfig& config, const TensorStore& store)
+      : ArchitectureFamily(config),
+        prefix_(store.Has("transformer.wte.weight") ? "transformer." : "") {}
+
+  std::string LayerTensor(int layer, absl::string_view rest) const override {
+    return absl::StrCat("h.", layer, ".", rest);
+  }
+  std::string FileName(absl::string_view logical) const override {
+    return logical == kLmHead ? std::string(logical) : absl::StrCat(prefix_, logical);
+  }
+  bool IsBuffer(absl::string_view file_name) const override {
+    return absl::EndsWith(file_name, "attn.bias") || absl::EndsWith(file_name, "attn.masked_bias");
+  }
+  std::vector<std::string> TokenEmbeddingNames() const override {
+    return {"wte.weight", "transformer.wte.weight"};
+  }
+  std::vector<std::string> EmbeddingTensors() const override {
+    return {"wte.weight", "wpe.weight"};
+  }
+  std::vector<std::string> HeadTensors() const override {
+    return {"ln_f.weight", "ln_f.bias", kLmHead};
+  }
+
+  absl::StatusOr<std::vector<std::unique_ptr<const DecoderLayer>>> LoadLayers(
+      absl::Span<const int> layers, WeightLoader& loader) const override {
+    std::vector<std::unique_ptr<const DecoderLayer>> out;
+    for (int l : layers) {
+      ASSIGN_OR_RETURN(Gpt2Weights w, LoadLayer(l, loader));
+      out.push_back(std::make_unique<Gpt2Layer>(config(), l, std::move(w)));
+    }
+    return out;
+  }
+
+  absl::StatusOr<EndsWeights> LoadEnds(WeightLoader& loader) const override {
+    const ModelConfig& c = config();
+    const int64_t d = c.hidden_size;
+    EndsWeights ends;
+    ASSIGN_OR_RETURN(ends.embed, loader.Load("wte.weight", {c.vocab_size, d}));
+    ASSIGN_OR_RETURN(ends.positions, loader.Load("wpe.weight", {c.max_position_embeddings, d}));
+    ASSIGN_OR_RETURN(ends.norm.weight, loader.Load("ln_f.weight", {d}));
+    ASSIGN_OR_RETURN(ends.norm.bias, loader.Load("ln_f.bias", {d}));
+    return ends;
+  }
+
+  at::Tensor FinalNorm(const NormWeights& norm, const at::Tensor& x) const override {
+    return LayerNorm(x, norm, config().norm_eps);
+  }
+
+ private:
+  absl::StatusOr<Gpt2Weights> LoadLayer(int l, WeightLoader& w) const {
+    const ModelConfig& c = config();
+    const int64_t d = c.hidden_size, I = c.intermediate_size;
+    auto name = [&](absl::string_view rest) { return LayerTensor(l, rest); };
+    Gpt2Weights layer;
+    ASSIGN_OR_RETURN(layer.ln_1.weight, w.Load(name("ln_1.weight"), {d}));
+    ASSIGN_OR_RETURN(layer.ln_1.bias, w.Load(name("ln_1.bias"), {d}));
+    ASSIGN_OR_RETURN(layer.ln_2.weight, w.Load(name("ln_2.weight"), {d}));
+    ASSIGN_OR_RETURN(layer.ln_2.bias, w.Load(name("ln_2.bias"), {d}));
+    // Conv1D weights are [in, out]: transposed views give the [out, in] Linear() multiplies by.
+    // c_attn is [q;k;v] fused already.
+    ASSIGN_OR_RETURN(at::Tensor qkv, w.Load(name("attn.c_attn.weight"), {d, 3 * d}));
+    ASSIGN_OR_RETURN(at::Tensor qkv_b, w.Load(name("attn.c_attn.bias"), {3 * d}));
+    layer.attention.qkv.parts.push_back({qkv.t(), qkv_b});
+    ASSIGN_OR_RETURN(at::Tensor o, w.Load(name("attn.c_proj.weight"), {d, d}));
+    layer.attention.out.weight = o.t();
+    ASSIGN_OR_RETURN(layer.attention.out.bias, w.Load(name("attn.c_proj.bias"), {d}));
+    ASSIGN_OR_RETURN(at::Tensor fc, w.Load(name("mlp.c_fc.weight"), {d, I}));
+    layer.mlp.up.weight = fc.t();
+    ASSIGN_OR_RETURN(layer.mlp.up.bias, w.Load(name("mlp.c_fc.bias"), {I}));
+    ASSIGN_OR_RETURN(at::Tensor proj, w.Load(name("mlp.c_proj.weight"), {I, d}));
+    layer.mlp.down.weight = proj.t();
+    ASSIGN_OR_RETURN(layer.mlp.down.bias, w.Load(name("mlp.c_proj.bias"), {d}));
+    return layer;
+  }
+
+  const std::string prefix_;  // "transformer." or "".
+};
+
+}  // namespace
+
+std::unique_ptr<const Architecture> NewGpt2Family(const ModelConfig& config,
+                                                  const TensorStore& store) {
+  return std::make_unique<const Gpt2Family>(config, store);
+}
+
+}  // namespace swarm::model

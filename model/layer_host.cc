@@ -1,0 +1,124 @@
+// LayerHost on LibTorch: validates each call, then runs the family's DecoderLayers in order.
+#include "model/layer_host.h"
+
+#include <algorithm>
+#include <map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "model/architecture_torch.h"
+
+namespace swarm::model {
+namespace {
+
+class LayerHostImpl final : public LayerHost {
+ public:
+  static absl::StatusOr<std::unique_ptr<LayerHostImpl>> Create(
+      std::shared_ptr<const Checkpoint> ckpt, std::vector<int> layers, const LoadOptions& options);
+
+  const std::vector<int>& layers() const override { return layers_; }
+  bool Hosts(int layer) const override { return decoders_.count(layer) > 0; }
+  const ModelConfig& config() const override { return ckpt_->config(); }
+  int64_t WeightBytes() const override { return weight_bytes_; }
+  int64_t KvBytesPerToken() const override {
+    const ModelConfig& c = config();
+    return static_cast<int64_t>(layers_.size()) * 2 * c.num_kv_heads * c.head_dim *
+           DTypeSize(dtype_);
+  }
+  std::unique_ptr<KvCache> NewCache(int64_t capacity) const override {
+    return std::make_unique<TorchKvCache>(capacity, config().max_position_embeddings);
+  }
+
+  absl::StatusOr<HostTensor> Forward(const HostTensor& h, int64_t start_pos,
+                                     absl::Span<const int> layers, KvCache* cache) const override;
+
+ private:
+  LayerHostImpl() = default;
+
+  std::shared_ptr<const Checkpoint> ckpt_;  // Keeps the mapping zero-copy weights point into.
+  std::vector<int> layers_;
+  std::map<int, std::unique_ptr<const DecoderLayer>> decoders_;
+  at::Device device_{at::kCPU};
+  DType dtype_ = DType::kF32;
+  int64_t weight_bytes_ = 0;
+};
+
+absl::StatusOr<std::unique_ptr<LayerHostImpl>> LayerHostImpl::Create(
+    std::shared_ptr<const Checkpoint> ckpt, std::vector<int> layers, const LoadOptions& options) {
+  auto host = std::unique_ptr<LayerHostImpl>(new LayerHostImpl());
+  const ModelConfig& c = ckpt->config();
+  std::sort(layers.begin(), layers.end());
+  layers.erase(std::unique(layers.begin(), layers.end()), layers.end());
+  for (int l : layers) {
+    if (l < 0 || l >= c.num_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", l, " out of range: the model has ", c.num_layers, " layers"));
+    }
+  }
+  ASSIGN_OR_RETURN(WeightLoader loader, WeightLoader::Create(*ckpt, options));
+  ASSIGN_OR_RETURN(std::vector<std::unique_ptr<const DecoderLayer>> decoders,
+                   ckpt->architecture().family().LoadLayers(layers, loader));
+  if (decoders.size() != layers.size()) {
+    return absl::InternalError(absl::StrCat("the architecture family loaded ", decoders.size(),
+                                            " layers of ", layers.size()));
+  }
+  for (size_t i = 0; i < layers.size(); ++i) {
+    host->decoders_.emplace(layers[i], std::move(decoders[i]));
+  }
+  host->layers_ = std::move(layers);
+  host->device_ = loader.device();
+  host->dtype_ = options.dtype;
+  host->weight_bytes_ = loader.bytes();
+  host->ckpt_ = std::move(ckpt);
+  return host;
+}
+
+absl::StatusOr<HostTensor> LayerHostImpl::Forward(const HostTensor& h, int64_t start_pos,
+                                                  absl::Span<const int> layers,
+                                                  KvCache* cache) const {
+  const ModelConfig& c = config();
+  RETURN_IF_ERROR(h.Validate());
+  if (h.shape.size() != 2 || h.shape[1] != c.hidden_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "hidden states have shape ", ShapeString(h.shape), ", expected [T,", c.hidden_size, "]"));
+  }
+  const int64_t T = h.shape[0];
+  if (T < 1) return absl::InvalidArgumentError("hidden states hold no tokens");
+  if (start_pos < 0 || start_pos + T > c.max_position_embeddings) {
+    return absl::OutOfRangeError(absl::StrCat("positions ", start_pos, "..", start_pos + T - 1,
+                                              " exceed the context of ", c.max_position_embeddings,
+                                              " tokens"));
+  }
+  auto* kvc = dynamic_cast<TorchKvCache*>(cache);
+  if (kvc == nullptr) return absl::InvalidArgumentError("KV cache from another implementation");
+  for (int l : layers) {
+    if (!Hosts(l)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer ", l, " is not hosted here (hosted: ", absl::StrJoin(layers_, ","), ")"));
+    }
+    if (kvc->Length(l) != start_pos) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "layer ", l, " has ", kvc->Length(l), " cached positions, step starts at ", start_pos));
+    }
+  }
+  return TorchCall("forward", [&]() -> absl::StatusOr<HostTensor> {
+    c10::InferenceMode guard;
+    at::Tensor x = FromHost(h).to(device_, ToTorch(dtype_));
+    for (int l : layers) x = decoders_.at(l)->Forward(x, start_pos, *kvc);
+    return ToHost(x, h.dtype);
+  });
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LayerHost>> LayerHost::Create(
+    std::shared_ptr<const Checkpoint> checkpoint, std::vector<int> layers,
+    const LoadOptions& options) {
+  ASSIGN_OR_RETURN(auto host,
+                   LayerHostImpl::Create(std::move(checkpoint), std::move(layers), options));
+  return std::unique_ptr<LayerHost>(std::move(host));
+}
+
+}  // namespace swarm::model

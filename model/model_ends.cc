@@ -1,0 +1,136 @@
+// ModelEnds on LibTorch. The LM head is loaded here, the same way for every family: lm_head.weight
+// unless the config ties it to the embeddings and the checkpoint does not store it.
+#include "model/model_ends.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "model/architecture_torch.h"
+
+namespace swarm::model {
+namespace {
+
+class ModelEndsImpl final : public ModelEnds {
+ public:
+  static absl::StatusOr<std::unique_ptr<ModelEndsImpl>> Create(
+      std::shared_ptr<const Checkpoint> ckpt, const LoadOptions& options) {
+    auto ends = std::unique_ptr<ModelEndsImpl>(new ModelEndsImpl());
+    const ModelConfig& c = ckpt->config();
+    ends->family_ = &ckpt->architecture().family();
+    ASSIGN_OR_RETURN(WeightLoader w, WeightLoader::Create(*ckpt, options));
+    ASSIGN_OR_RETURN(ends->w_, ends->family_->LoadEnds(w));
+    if (!c.tie_word_embeddings || ckpt->store().Has("lm_head.weight")) {
+      auto head = w.Load("lm_head.weight", {c.vocab_size, c.hidden_size});
+      if (head.ok()) {
+        ends->head_.weight = *head;
+      } else if (c.tie_word_embeddings) {
+        ends->head_.weight = ends->w_.embed;
+      } else {
+        return head.status();
+      }
+    } else {
+      ends->head_.weight = ends->w_.embed;
+    }
+    ends->device_ = w.device();
+    ends->dtype_ = w.dtype();
+    ends->bytes_ = w.bytes();
+    ends->ckpt_ = std::move(ckpt);
+    return ends;
+  }
+
+  const ModelConfig& config() const override { return ckpt_->config(); }
+  int64_t WeightBytes() const override { return bytes_; }
+
+  absl::StatusOr<HostTensor> Embed(absl::Span<const int64_t> ids,
+                                   int64_t start_pos) const override {
+    const ModelConfig& c = config();
+    RETURN_IF_ERROR(CheckIds(ids));
+    const int64_t T = static_cast<int64_t>(ids.size());
+    if (start_pos < 0 || start_pos + T > c.max_position_embeddings) {
+      return absl::OutOfRangeError(absl::StrCat("positions ", start_pos, "..", start_pos + T - 1,
+                                                " exceed the context of ",
+                                                c.max_position_embeddings, " tokens"));
+    }
+    return TorchCall("embed", [&]() -> absl::StatusOr<HostTensor> {
+      c10::InferenceMode guard;
+      at::Tensor x = w_.embed.index_select(0, Ids(ids));
+      if (w_.positions.defined()) x = x + w_.positions.narrow(0, start_pos, T);
+      return ToHost(x, DType::kF32);
+    });
+  }
+
+  absl::StatusOr<HostTensor> FinalNorm(const HostTensor& h) const override {
+    RETURN_IF_ERROR(CheckHidden(h));
+    return TorchCall("final norm", [&]() -> absl::StatusOr<HostTensor> {
+      c10::InferenceMode guard;
+      return ToHost(family_->FinalNorm(w_.norm, FromHost(h).to(device_, dtype_)), DType::kF32);
+    });
+  }
+
+  absl::StatusOr<HostTensor> Logits(const HostTensor& h, bool last_only) const override {
+    RETURN_IF_ERROR(CheckHidden(h));
+    return TorchCall("logits", [&]() -> absl::StatusOr<HostTensor> {
+      c10::InferenceMode guard;
+      at::Tensor x = FromHost(h).to(device_, dtype_);
+      if (last_only) x = x.narrow(0, x.size(0) - 1, 1);
+      at::Tensor logits = Linear(family_->FinalNorm(w_.norm, x), head_, LinearRows::kGemm);
+      return ToHost(logits, DType::kF32);
+    });
+  }
+
+  absl::StatusOr<HostTensor> EmbeddingRows(absl::Span<const int64_t> ids) const override {
+    RETURN_IF_ERROR(CheckIds(ids));
+    return TorchCall("embedding rows", [&]() -> absl::StatusOr<HostTensor> {
+      c10::InferenceMode guard;
+      return ToHost(w_.embed.index_select(0, Ids(ids)), DType::kF32);
+    });
+  }
+
+ private:
+  ModelEndsImpl() = default;
+
+  absl::Status CheckIds(absl::Span<const int64_t> ids) const {
+    const int64_t vocab = config().vocab_size;
+    for (int64_t id : ids) {
+      if (id < 0 || id >= vocab) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", id, " outside the vocabulary of ", vocab));
+      }
+    }
+    return absl::OkStatus();
+  }
+  absl::Status CheckHidden(const HostTensor& h) const {
+    RETURN_IF_ERROR(h.Validate());
+    const int64_t d = config().hidden_size;
+    if (h.shape.size() != 2 || h.shape[1] != d || h.shape[0] < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "hidden states have shape ", ShapeString(h.shape), ", expected [T,", d, "] with T >= 1"));
+    }
+    return absl::OkStatus();
+  }
+  // `ids` as an int64 index tensor on the device.
+  at::Tensor Ids(absl::Span<const int64_t> ids) const {
+    return at::from_blob(const_cast<int64_t*>(ids.data()), {static_cast<int64_t>(ids.size())},
+                         at::kLong)
+        .to(device_);
+  }
+
+  std::shared_ptr<const Checkpoint> ckpt_;  // Owns the family; keeps zero-copy weights mapped.
+  const ArchitectureFamily* family_ = nullptr;
+  EndsWeights w_;
+  LinearWeights head_;  // [vocab, hidden]; the embedding table itself when tied.
+  at::Device device_{at::kCPU};
+  at::ScalarType dtype_ = at::kFloat;
+  int64_t bytes_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ModelEnds>> ModelEnds::Create(
+    std::shared_ptr<const Checkpoint> checkpoint, const LoadOptions& options) {
+  ASSIGN_OR_RETURN(auto ends, ModelEndsImpl::Create(std::move(checkpoint), options));
+  return std::unique_ptr<ModelEnds>(std::move(ends));
+}
+
+}  // namespace swarm::model

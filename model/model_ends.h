@@ -1,0 +1,46 @@
+// The two ends of the model around the layers: token (and learned position) embeddings, the final
+// norm and the LM head. The coordinator and the in-process engine host them (embed a step's
+// tokens, turn the last layer's output into logits); the router reads embedding rows for its
+// features. Torch-free interface; the family's pieces come from the checkpoint's architecture.
+//
+// Threading: every method is const and thread-safe.
+#ifndef SWARM_MODEL_MODEL_ENDS_H_
+#define SWARM_MODEL_MODEL_ENDS_H_
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/host_tensor.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace swarm::model {
+
+class ModelEnds {
+ public:
+  // Loads the token (and GPT-2 position) embeddings, final norm and LM head (the embeddings when
+  // tied and lm_head.weight is absent). Errors name the tensor at fault, or the device.
+  static absl::StatusOr<std::unique_ptr<ModelEnds>> Create(
+      std::shared_ptr<const Checkpoint> checkpoint, const LoadOptions& options);
+  virtual ~ModelEnds() = default;
+
+  virtual const ModelConfig& config() const = 0;
+  virtual int64_t WeightBytes() const = 0;
+  // [T, hidden] embeddings of `ids` at positions start_pos.. (f32). InvalidArgument for an id
+  // outside the vocabulary, OutOfRange past the context.
+  virtual absl::StatusOr<HostTensor> Embed(absl::Span<const int64_t> ids,
+                                           int64_t start_pos) const = 0;
+  // Final norm applied to h [T, hidden] (f32 out). InvalidArgument for another shape.
+  virtual absl::StatusOr<HostTensor> FinalNorm(const HostTensor& h) const = 0;
+  // Logits [T, vocab] (or only the last row when last_only) of h, final norm included (f32).
+  virtual absl::StatusOr<HostTensor> Logits(const HostTensor& h, bool last_only) const = 0;
+  // Rows of the token embedding table as f32 [ids.size(), hidden] (for the router's features).
+  virtual absl::StatusOr<HostTensor> EmbeddingRows(absl::Span<const int64_t> ids) const = 0;
+};
+
+}  // namespace swarm::model
+
+#endif  // SWARM_MODEL_MODEL_ENDS_H_

@@ -1,0 +1,76 @@
+#include "model/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace swarm::model {
+
+absl::Status SamplingParams::Validate() const {
+  if (max_new_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_new_tokens must be >= 0, got ", max_new_tokens));
+  }
+  if (!(temperature >= 0.0f) || !std::isfinite(temperature)) {
+    return absl::InvalidArgumentError(absl::StrCat("temperature must be >= 0, got ", temperature));
+  }
+  if (top_k < 0) return absl::InvalidArgumentError(absl::StrCat("top_k must be >= 0, got ", top_k));
+  if (!(top_p > 0.0f && top_p <= 1.0f)) {
+    return absl::InvalidArgumentError(absl::StrCat("top_p must be in (0, 1], got ", top_p));
+  }
+  return absl::OkStatus();
+}
+
+Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
+
+int64_t Sampler::Sample(absl::Span<const float> logits) {
+  const int64_t n = static_cast<int64_t>(logits.size());
+  if (params_.temperature == 0.0f) {
+    // First maximum: ties go to the lowest id, as torch.argmax does.
+    return std::max_element(logits.begin(), logits.end()) - logits.begin();
+  }
+  scratch_.clear();
+  scratch_.reserve(n);
+  for (int64_t i = 0; i < n; ++i) scratch_.emplace_back(logits[i] / params_.temperature, i);
+  auto by_logit = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  int64_t keep = n;
+  if (params_.top_k > 0 && params_.top_k < n) {
+    keep = params_.top_k;
+    std::partial_sort(scratch_.begin(), scratch_.begin() + keep, scratch_.end(), by_logit);
+    scratch_.resize(keep);
+  } else {
+    std::sort(scratch_.begin(), scratch_.end(), by_logit);
+  }
+  // Softmax over the kept logits (sorted descending), then nucleus filtering.
+  const float max_logit = scratch_[0].first;
+  double total = 0.0;
+  for (auto& [v, id] : scratch_) {
+    v = std::exp(v - max_logit);
+    total += v;
+  }
+  if (params_.top_p < 1.0f) {
+    double cum = 0.0;
+    int64_t cut = 0;
+    while (cut < keep) {
+      cum += scratch_[cut].first / total;
+      ++cut;
+      if (cum >= params_.top_p) break;
+    }
+    keep = cut;
+    total = 0.0;
+    for (int64_t i = 0; i < keep; ++i) total += scratch_[i].first;
+  }
+  // 53 random bits → uniform in [0, 1): the same on every platform for a given seed.
+  const double u = static_cast<double>(rng_() >> 11) * (1.0 / 9007199254740992.0) * total;
+  double cum = 0.0;
+  for (int64_t i = 0; i < keep; ++i) {
+    cum += scratch_[i].first;
+    if (u < cum) return scratch_[i].second;
+  }
+  return scratch_[keep - 1].second;
+}
+
+}  // namespace swarm::model

@@ -1,0 +1,27 @@
+// How a model's weights are loaded: the device, the dtype they are computed and stored in, and
+// whether CPU weights are copied or mapped. Passed to LayerHost::Create, ModelEnds::Create and
+// Engine::Create by the engine, the worker, the coordinator, the CLI and the benchmarks. The
+// loading itself (validation against the config, fused q/k/v and gate/up, huge-page copies,
+// zero-copy views, dtype/device conversion) is model/weights_torch.h's WeightLoader, the place
+// later quantized formats (q8, q4) plug in. Plain value type; torch-free.
+#ifndef SWARM_MODEL_WEIGHTS_H_
+#define SWARM_MODEL_WEIGHTS_H_
+
+#include <string>
+
+#include "common/host_tensor.h"
+
+namespace swarm::model {
+
+struct LoadOptions {
+  std::string device = "cpu";  // "cpu" or "cuda:N".
+  DType dtype = DType::kF32;   // Compute/storage dtype on the device.
+  // CPU, checkpoint dtype == dtype: true copies weights into huge-page-backed memory (fastest
+  // decode); false keeps them as views of the file mapping (zero copy, shared page cache between
+  // processes on one host, paged in on first use). Other cases always convert into new memory.
+  bool copy_weights = true;
+};
+
+}  // namespace swarm::model
+
+#endif  // SWARM_MODEL_WEIGHTS_H_
