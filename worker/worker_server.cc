@@ -432,6 +432,7 @@ absl::Status WorkerServer::Load() {
   }
   worker_ = std::make_unique<Worker>(*std::move(host), options_.limits);
   worker_ptr_.store(worker_.get(), std::memory_order_release);
+  observer_->SetSessions(worker_->Stats(), options_.limits.kv_budget_bytes);
   rpc::SetServing(server_.get(), health_names_, true);
   observer_->SetReady(true);
   LogLine(kLog,
@@ -457,8 +458,7 @@ void WorkerServer::ReapLoop() {
       mu_.Unlock();
       int n = w->ReapIdle(absl::Now());
       for (int i = 0; i < n; ++i) observer_->OnSessionEvicted("idle_ttl");
-      WorkerStats stats = w->Stats();
-      observer_->SetSessions(stats.sessions, stats.kv_used_bytes, options_.limits.kv_budget_bytes);
+      observer_->SetSessions(w->Stats(), options_.limits.kv_budget_bytes);
       if (n > 0) {
         LogLine(kLog, absl::StrCat("closed ", n, " session(s) idle for more than ",
                                    absl::FormatDuration(options_.limits.idle_ttl)));

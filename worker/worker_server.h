@@ -47,8 +47,8 @@ class WorkerObserver {
   // A failed call other than Forward ("OpenSession", "CloseSession").
   virtual void OnError(absl::string_view method, absl::StatusCode code) {}
   virtual void SetReady(bool ready) {}
-  // Refreshed every reap interval.
-  virtual void SetSessions(int sessions, int64_t kv_used_bytes, int64_t kv_budget_bytes) {}
+  // The session table and the KV budget in force; after Load() and every reap interval.
+  virtual void SetSessions(const WorkerStats& stats, int64_t kv_budget_bytes) {}
   virtual void OnSessionEvicted(absl::string_view reason) {}  // "idle_ttl".
   // Block residency (--memory-budget): a block loaded on demand or by Prefetch, a block evicted,
   // the blocks and weight bytes resident after a load, and a block use that found it resident.

@@ -164,6 +164,7 @@ TEST(WorkerMetricsTest, SeriesExistFromStart) {
   EXPECT_EQ(Value(s, "swarm_worker_forward_steps_total{layers=\"6-7\"}"), 0);
   EXPECT_EQ(Value(s, "swarm_worker_forward_duration_seconds_count{layers=\"6-7\"}"), 0);
   EXPECT_EQ(Value(s, "swarm_worker_ready"), 0);
+  EXPECT_EQ(Value(s, "swarm_worker_kv_cache_reserved_bytes"), 0);
   EXPECT_EQ(Value(s,
                   "swarm_worker_info{device=\"cpu\",dtype=\"f32\",layers=\"0-3,6-7\","
                   "model=\"stories260K\"}"),
@@ -202,6 +203,7 @@ TEST(WorkerMetricsTest, GaugesAndCounters) {
   m->SetReady(true);
   m->SetActiveSessions(3);
   m->SetKvCacheBytes(1 << 20);
+  m->SetKvCacheReservedBytes(3 << 20);
   m->SetKvCacheBudgetBytes(int64_t{8} << 30);
   m->SetBlocksResident(2);
   m->OnBlockLoad(0.3);
@@ -216,6 +218,7 @@ TEST(WorkerMetricsTest, GaugesAndCounters) {
   EXPECT_EQ(Value(s, "swarm_worker_ready"), 1);
   EXPECT_EQ(Value(s, "swarm_worker_active_sessions"), 3);
   EXPECT_EQ(Value(s, "swarm_worker_kv_cache_bytes"), 1 << 20);
+  EXPECT_EQ(Value(s, "swarm_worker_kv_cache_reserved_bytes"), 3 << 20);
   EXPECT_EQ(Value(s, "swarm_worker_kv_cache_budget_bytes"), 8.0 * (1 << 30));
   EXPECT_EQ(Value(s, "swarm_worker_blocks_resident"), 2);
   EXPECT_EQ(Value(s, "swarm_worker_block_loads_total"), 2);

@@ -6,14 +6,19 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <map>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/host_tensor.h"
+#include "common/metrics_server.h"
 #include "model/combine.h"
+#include "prometheus/registry.h"
 #include "rpc/tensor_codec.h"
 #include "swarm/v1/worker.grpc.pb.h"
 #include "tests/coordinator/test_cluster.h"
+#include "worker/worker_metrics.h"
 
 namespace swarm::worker {
 namespace {
@@ -456,7 +461,7 @@ class CountingObserver : public WorkerObserver {
     steps.push_back(absl::StrCat(layers, ":", positions, ":", absl::StatusCodeToString(code)));
   }
   void SetReady(bool r) override { ready = r; }
-  void SetSessions(int s, int64_t, int64_t) override { sessions = s; }
+  void SetSessions(const WorkerStats& s, int64_t) override { sessions = s.sessions; }
   absl::Mutex mu;
   std::vector<std::string> steps;
   std::atomic<bool> ready{false};
@@ -481,6 +486,57 @@ TEST_F(WorkerServerTest, ObserverSeesStepsSessionsAndReadiness) {
   EXPECT_EQ(observer.sessions, 1);
   server_->Shutdown();
   EXPECT_FALSE(observer.ready);
+}
+
+// The samples of an observer's /metrics text: `name{a="x",b="y"}` → value.
+std::map<std::string, double> Samples(WorkerMetricsObserver& m) {
+  absl::StatusOr<std::string> text = common::SerializeRegistry(*m.metrics().registry());
+  EXPECT_TRUE(text.ok()) << text.status();
+  std::map<std::string, double> out;
+  std::istringstream in(text.ok() ? *text : "");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t space = line.rfind(' ');
+    out[line.substr(0, space)] = std::stod(line.substr(space + 1));
+  }
+  return out;
+}
+
+double Value(const std::map<std::string, double>& s, const std::string& key) {
+  auto it = s.find(key);
+  EXPECT_NE(it, s.end()) << "no sample " << key;
+  return it == s.end() ? -1 : it->second;
+}
+
+std::unique_ptr<WorkerMetricsObserver> StartMetrics(const std::vector<int>& layers) {
+  WorkerMetricsObserver::Options o;
+  o.listen = "127.0.0.1:0";
+  o.layers = layers;
+  auto m = WorkerMetricsObserver::Start(o);
+  EXPECT_TRUE(m.ok()) << m.status();
+  return m.ok() ? *std::move(m) : nullptr;
+}
+
+TEST_F(WorkerServerTest, KvGaugesExportReservedAndUsedBytes) {
+  std::unique_ptr<WorkerMetricsObserver> metrics = StartMetrics({0});
+  ASSERT_NE(metrics, nullptr);
+  observer_ = metrics.get();
+  Start({0, 1});
+  const int64_t per_token = server_->worker()->host().KvBytesPerToken();
+  // Reserved across both hosted layers; a step over layer 0 alone allocates only its cache (as a
+  // sparse plan running one block of a worker does), a session that has not stepped nothing.
+  std::string a, b;
+  ASSERT_TRUE(Open(&a, 100).ok());
+  ASSERT_TRUE(Open(&b, 100).ok());
+  auto one = HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden));
+  ASSERT_TRUE(Forward(a, 1, 0, {0}, one).ok());
+  absl::SleepFor(absl::Milliseconds(100));  // A reap interval refreshes the gauges.
+  auto s = Samples(*metrics);
+  // The budget refuses on the reservation, well above what the caches hold.
+  EXPECT_EQ(Value(s, "swarm_worker_kv_cache_reserved_bytes"), 200 * per_token);
+  EXPECT_EQ(Value(s, "swarm_worker_kv_cache_bytes"), 50 * per_token);
+  server_.reset();
 }
 
 TEST(WorkerTest, ReapIdleClosesOnlySessionsPastTheirTtl) {
