@@ -281,8 +281,8 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const Optio
                                 .Name("swarm_worker_session_evictions_total")
                                 .Help("Sessions dropped by the worker, by reason.")
                                 .Register(reg);
-    for (const char* reason : {"idle_ttl", "budget"})
-      m->session_evictions->Add({{"reason", reason}});
+    // The worker's only eviction: over the KV budget it refuses sessions, it never drops one.
+    m->session_evictions->Add({{"reason", "idle_ttl"}});
     m->resident = &prometheus::BuildGauge()
                        .Name("swarm_worker_blocks_resident")
                        .Help("Blocks resident in device memory now.")

@@ -113,18 +113,17 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     auto* reactor = ctx->DefaultReactor();
     absl::StatusOr<Worker*> w = Ready();
     if (!w.ok()) {
-      reactor->Finish(rpc::ToGrpcStatus(w.status()));
+      FinishCall(reactor, "OpenSession", w.status());
       return reactor;
     }
     absl::StatusOr<std::string> id = (*w)->OpenSession(req->max_length());
     if (id.ok()) {
       resp->set_session_id(*id);
     } else {
-      owner_->observer_->OnError("OpenSession", id.status().code());
       LogLine(kLog, absl::StrCat("OpenSession (request '", req->request_id(),
                                  "'): ", id.status().ToString()));
     }
-    reactor->Finish(rpc::ToGrpcStatus(id.status()));
+    FinishCall(reactor, "OpenSession", id.status());
     return reactor;
   }
 
@@ -133,9 +132,8 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
                                          v1::CloseSessionResponse*) override {
     auto* reactor = ctx->DefaultReactor();
     absl::StatusOr<Worker*> w = Ready();
-    absl::Status s = w.ok() ? (*w)->CloseSession(req->session_id()) : w.status();
-    if (!s.ok()) owner_->observer_->OnError("CloseSession", s.code());
-    reactor->Finish(rpc::ToGrpcStatus(s));
+    FinishCall(reactor, "CloseSession",
+               w.ok() ? (*w)->CloseSession(req->session_id()) : w.status());
     return reactor;
   }
 
@@ -144,14 +142,20 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     auto* reactor = ctx->DefaultReactor();
     const absl::Time deadline = EffectiveDeadline(ctx, absl::Now(), owner_->options_.max_step_time);
     auto* mreq = const_cast<v1::ForwardRequest*>(req);
+    const int64_t positions = Positions(*req);  // Before RunUnary moves the tensor out.
+    auto run = [this, ctx, reactor, mreq, resp, deadline, positions] {
+      double seconds = 0;
+      absl::Status s = RunUnary(ctx, deadline, mreq, resp, &seconds);
+      FinishForward(*mreq, positions, seconds, s);
+      reactor->Finish(rpc::ToGrpcStatus(s));
+    };
     if (RunsInline(*req)) {
-      reactor->Finish(rpc::ToGrpcStatus(RunUnary(ctx, deadline, mreq, resp)));
-      return reactor;
+      run();
+    } else if (!owner_->pool_->TrySchedule(run)) {
+      const absl::Status s = Overloaded();
+      FinishForward(*req, positions, 0, s);
+      reactor->Finish(rpc::ToGrpcStatus(s));
     }
-    bool queued = owner_->pool_->TrySchedule([this, ctx, reactor, mreq, resp, deadline] {
-      reactor->Finish(rpc::ToGrpcStatus(RunUnary(ctx, deadline, mreq, resp)));
-    });
-    if (!queued) reactor->Finish(rpc::ToGrpcStatus(Overloaded()));
     return reactor;
   }
 
@@ -166,34 +170,30 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     auto* reactor = ctx->DefaultReactor();
     absl::StatusOr<Worker*> w = Ready();
     if (!w.ok()) {
-      reactor->Finish(rpc::ToGrpcStatus(w.status()));
+      FinishCall(reactor, "Prefetch", w.status());
       return reactor;
     }
     std::vector<int> layers(req->layers().begin(), req->layers().end());
     for (int l : layers) {
       if (!(*w)->host().Hosts(l)) {
-        owner_->observer_->OnError("Prefetch", absl::StatusCode::kInvalidArgument);
-        reactor->Finish(rpc::ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
-            "prefetch: layer ", l,
-            " is not hosted here (hosted: ", FormatLayers(owner_->options_.layers), ")"))));
+        FinishCall(reactor, "Prefetch",
+                   absl::InvalidArgumentError(
+                       absl::StrCat("prefetch: layer ", l, " is not hosted here (hosted: ",
+                                    FormatLayers(owner_->options_.layers), ")")));
         return reactor;
       }
     }
     const ResidentLayerHost* r = owner_->resident_host();
     if (r == nullptr || layers.empty()) {
-      reactor->Finish(grpc::Status::OK);
+      FinishCall(reactor, "Prefetch", absl::OkStatus());
       return reactor;
     }
     bool queued = owner_->pool_->TrySchedule([this, r, reactor, resp, layers] {
       absl::StatusOr<int> loaded = r->Prefetch(layers);
-      if (loaded.ok()) {
-        resp->set_blocks_loaded(*loaded);
-      } else {
-        owner_->observer_->OnError("Prefetch", loaded.status().code());
-      }
-      reactor->Finish(rpc::ToGrpcStatus(loaded.status()));
+      if (loaded.ok()) resp->set_blocks_loaded(*loaded);
+      FinishCall(reactor, "Prefetch", loaded.status());
     });
-    if (!queued) reactor->Finish(rpc::ToGrpcStatus(Overloaded()));
+    if (!queued) FinishCall(reactor, "Prefetch", Overloaded());
     return reactor;
   }
 
@@ -213,6 +213,31 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     return absl::UnavailableError("this worker is still loading its layers");
   }
 
+  // Finishes a unary call other than Forward; the one place such a call's failure is counted,
+  // refusals before the worker was asked (loading, pool full) included.
+  void FinishCall(grpc::ServerUnaryReactor* reactor, absl::string_view method,
+                  const absl::Status& s) {
+    if (!s.ok()) owner_->observer_->OnError(method, s.code());
+    reactor->Finish(rpc::ToGrpcStatus(s));
+  }
+
+  // Reports a Forward or ForwardStream call that is about to finish with `s`; the one place a
+  // step's outcome is counted, so that the error counter sees the steps refused before
+  // Worker::Forward (loading, pool full, deadline passed while queued, malformed tensor) as well
+  // as those it failed. `seconds` is the compute time, 0 when the step did not run.
+  void FinishForward(const v1::ForwardRequest& header, int64_t positions, double seconds,
+                     const absl::Status& s) {
+    if (owner_->observer_ == &owner_->default_observer_) return;  // Spares FormatLayers.
+    owner_->observer_->OnForward(
+        FormatLayers(std::vector<int>(header.layers().begin(), header.layers().end())), positions,
+        seconds, s.code());
+  }
+
+  // Positions of a request's hidden state as its header states them (0 when it has no shape).
+  static int64_t Positions(const v1::ForwardRequest& req) {
+    return req.hidden().shape_size() > 0 ? req.hidden().shape(0) : 0;
+  }
+
   absl::Status Overloaded() const {
     return absl::ResourceExhaustedError(
         absl::StrCat("worker overloaded: ", owner_->pool_->pending(), " steps running or queued"));
@@ -224,27 +249,24 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     return c.max_position_embeddings * c.hidden_size * 4;
   }
 
+  // Runs one step on the worker; `seconds` gets its compute time when it ran.
   absl::StatusOr<StepResult> RunStep(const grpc::CallbackServerContext* ctx, absl::Time deadline,
-                                     const v1::ForwardRequest& header, HostTensor hidden) {
+                                     const v1::ForwardRequest& header, HostTensor hidden,
+                                     double* seconds) {
     ASSIGN_OR_RETURN(Worker * w, Ready());
     RETURN_IF_ERROR(CheckStillWanted(ctx, deadline));
-    const int64_t positions = hidden.shape.empty() ? 0 : hidden.shape[0];
     const absl::Time start = absl::Now();
     absl::StatusOr<StepResult> result = w->Forward(StepFromProto(header), std::move(hidden));
-    if (owner_->observer_ != &owner_->default_observer_) {
-      owner_->observer_->OnForward(
-          FormatLayers(std::vector<int>(header.layers().begin(), header.layers().end())), positions,
-          absl::ToDoubleSeconds(absl::Now() - start), result.status().code());
-    }
+    *seconds = absl::ToDoubleSeconds(absl::Now() - start);
     return result;
   }
 
  private:
   absl::Status RunUnary(const grpc::CallbackServerContext* ctx, absl::Time deadline,
-                        v1::ForwardRequest* req, v1::ForwardResponse* resp) {
+                        v1::ForwardRequest* req, v1::ForwardResponse* resp, double* seconds) {
     ASSIGN_OR_RETURN(HostTensor hidden,
                      rpc::MoveTensorFromProto(req->mutable_hidden(), /*rank=*/2, "hidden"));
-    ASSIGN_OR_RETURN(StepResult result, RunStep(ctx, deadline, *req, std::move(hidden)));
+    ASSIGN_OR_RETURN(StepResult result, RunStep(ctx, deadline, *req, std::move(hidden), seconds));
     if (result.hidden.data.size() > rpc::kMaxTensorPieceBytes) {
       return absl::InvalidArgumentError(
           absl::StrCat("the reply of ", result.hidden.data.size(),
@@ -279,21 +301,21 @@ class ForwardStreamReactor final
   void OnReadDone(bool ok) override {
     if (!ok) {
       // The caller half-closed (or went away) before the tensor was complete.
-      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat("hidden: the stream ended with ", assembler_.remaining(),
-                                       " bytes missing")));
+      End(absl::InvalidArgumentError(absl::StrCat("hidden: the stream ended with ",
+                                                  assembler_.remaining(), " bytes missing")));
       return;
     }
     absl::Status s;
     if (!assembler_.started()) {
       header_.Swap(&piece_);
+      positions_ = WorkerServiceImpl::Positions(header_);
       s = assembler_.Begin(header_.mutable_hidden(), /*rank=*/2, service_->MaxStepBytes(),
                            "hidden");
     } else {
       s = assembler_.Append(piece_.mutable_hidden()->mutable_data());
     }
     if (!s.ok()) {
-      Finish(rpc::ToGrpcStatus(s));
+      End(s);
       return;
     }
     if (!assembler_.complete()) {
@@ -301,13 +323,12 @@ class ForwardStreamReactor final
       StartRead(&piece_);
       return;
     }
-    if (!pool_->TrySchedule([this] { Compute(); }))
-      Finish(rpc::ToGrpcStatus(service_->Overloaded()));
+    if (!pool_->TrySchedule([this] { Compute(); })) End(service_->Overloaded());
   }
 
   void OnWriteDone(bool ok) override {
     if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the caller went away"));
+      End(absl::CancelledError("the caller went away"));
       return;
     }
     WriteNext();
@@ -316,11 +337,17 @@ class ForwardStreamReactor final
   void OnDone() override { delete this; }
 
  private:
+  // Every way the call ends goes through here: the outcome is reported once, then finished.
+  void End(const absl::Status& s) {
+    service_->FinishForward(header_, positions_, seconds_, s);
+    Finish(rpc::ToGrpcStatus(s));
+  }
+
   void Compute() {
     absl::StatusOr<StepResult> result =
-        service_->RunStep(ctx_, deadline_, header_, assembler_.Take());
+        service_->RunStep(ctx_, deadline_, header_, assembler_.Take(), &seconds_);
     if (!result.ok()) {
-      Finish(rpc::ToGrpcStatus(result.status()));
+      End(result.status());
       return;
     }
     result_ = *std::move(result);
@@ -330,7 +357,7 @@ class ForwardStreamReactor final
   void WriteNext() {
     const size_t total = result_.hidden.data.size();
     if (offset_ >= total && wrote_any_) {
-      Finish(grpc::Status::OK);
+      End(absl::OkStatus());
       return;
     }
     const size_t len = std::min(rpc::kMaxTensorPieceBytes, total - offset_);
@@ -358,6 +385,8 @@ class ForwardStreamReactor final
   v1::ForwardResponse reply_;
   size_t offset_ = 0;
   bool wrote_any_ = false;
+  int64_t positions_ = 0;
+  double seconds_ = 0;  // Compute time, once the step ran.
 };
 
 }  // namespace

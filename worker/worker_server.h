@@ -41,15 +41,21 @@ namespace swarm::worker {
 class WorkerObserver {
  public:
   virtual ~WorkerObserver() = default;
-  // One Forward step over `layers` ("0-3"), `positions` positions, taking `seconds` of compute.
+  // Once per Forward or ForwardStream call, when it finishes with `code`: a step over `layers`
+  // ("0-3", as the request lists them), `positions` positions, `seconds` of compute. Calls refused
+  // before the worker ran the step (still loading, compute pool full, deadline passed while
+  // queued, malformed tensor) come here too, with `seconds` = 0.
   virtual void OnForward(absl::string_view layers, int64_t positions, double seconds,
                          absl::StatusCode code) {}
-  // A failed call other than Forward ("OpenSession", "CloseSession").
+  // A failed call other than Forward ("OpenSession", "CloseSession", "Prefetch"), refusals
+  // included.
   virtual void OnError(absl::string_view method, absl::StatusCode code) {}
   virtual void SetReady(bool ready) {}
   // The session table and the KV budget in force; after Load() and every reap interval.
   virtual void SetSessions(const WorkerStats& stats, int64_t kv_budget_bytes) {}
-  virtual void OnSessionEvicted(absl::string_view reason) {}  // "idle_ttl".
+  // A session the worker closed on its own: "idle_ttl" (the only reason: over the KV budget or
+  // the session limit the worker refuses new sessions and growth, it never evicts one).
+  virtual void OnSessionEvicted(absl::string_view reason) {}
   // Block residency (--memory-budget): a block loaded on demand or by Prefetch, a block evicted,
   // the blocks and weight bytes resident after a load, and a block use that found it resident.
   virtual void OnBlockLoad(double seconds) {}

@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -53,6 +54,7 @@ class WorkerServerTest : public ::testing::Test {
     options.reap_interval = absl::Milliseconds(10);
     options.max_step_time = max_step_time;
     options.observer = observer_;
+    if (configure_) configure_(&options);
     auto server = WorkerServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -127,6 +129,7 @@ class WorkerServerTest : public ::testing::Test {
   }
 
   WorkerObserver* observer_ = nullptr;
+  std::function<void(WorkerServerOptions*)> configure_;  // Runs on the options in Start().
   std::unique_ptr<WorkerServer> server_;
   std::unique_ptr<v1::WorkerService::Stub> stub_;
 };
@@ -509,6 +512,10 @@ double Value(const std::map<std::string, double>& s, const std::string& key) {
   return it == s.end() ? -1 : it->second;
 }
 
+std::string ErrorsKey(const std::string& method, const std::string& code) {
+  return absl::StrCat("swarm_worker_errors_total{code=\"", code, "\",method=\"", method, "\"}");
+}
+
 std::unique_ptr<WorkerMetricsObserver> StartMetrics(const std::vector<int>& layers) {
   WorkerMetricsObserver::Options o;
   o.listen = "127.0.0.1:0";
@@ -516,6 +523,60 @@ std::unique_ptr<WorkerMetricsObserver> StartMetrics(const std::vector<int>& laye
   auto m = WorkerMetricsObserver::Start(o);
   EXPECT_TRUE(m.ok()) << m.status();
   return m.ok() ? *std::move(m) : nullptr;
+}
+
+grpc::Status StreamedForward(v1::WorkerService::Stub* stub, const v1::ForwardRequest& req) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto stream = stub->ForwardStream(&ctx);
+  stream->Write(req);
+  stream->WritesDone();
+  v1::ForwardResponse resp;
+  while (stream->Read(&resp)) {
+  }
+  return stream->Finish();
+}
+
+TEST_F(WorkerServerTest, CallsRefusedBeforeTheWorkerRanThemCountAsErrors) {
+  std::unique_ptr<WorkerMetricsObserver> metrics = StartMetrics({0});
+  ASSERT_NE(metrics, nullptr);
+  observer_ = metrics.get();
+  // No queue at all: every step that goes to the compute pool is refused as overloaded.
+  configure_ = [](WorkerServerOptions* o) {
+    o->max_inline_step_bytes = 0;
+    o->max_queued_steps = 0;
+  };
+  Start({0}, {}, /*load=*/false);
+  auto one = HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden));
+  std::string id;
+  // Still loading.
+  EXPECT_EQ(Forward("any", 1, 0, {0}, one).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(Open(&id).error_code(), grpc::StatusCode::UNAVAILABLE);
+  ASSERT_TRUE(server_->Load().ok());
+  ASSERT_TRUE(Open(&id).ok());
+  // The pool is full, for a unary and a streamed step.
+  EXPECT_EQ(Forward(id, 1, 0, {0}, one).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(StreamedForward(stub_.get(), Request(id, 1, 0, {0}, one)).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  // A malformed tensor and a deadline that passed before the step could start.
+  configure_ = nullptr;
+  Start({0}, {}, /*load=*/true, /*max_step_time=*/absl::Nanoseconds(1));
+  ASSERT_TRUE(Open(&id).ok());
+  v1::ForwardRequest bad = Request(id, 1, 0, {0}, one);
+  bad.mutable_hidden()->mutable_data()->pop_back();
+  v1::ForwardResponse resp;
+  EXPECT_EQ(Forward(bad, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Forward(id, 1, 0, {0}, one).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+
+  auto s = Samples(*metrics);
+  EXPECT_EQ(Value(s, ErrorsKey("Forward", "unavailable")), 1);
+  EXPECT_EQ(Value(s, ErrorsKey("OpenSession", "unavailable")), 1);
+  EXPECT_EQ(Value(s, ErrorsKey("Forward", "resource_exhausted")), 2);
+  EXPECT_EQ(Value(s, ErrorsKey("Forward", "invalid_argument")), 1);
+  EXPECT_EQ(Value(s, ErrorsKey("Forward", "deadline_exceeded")), 1);
+  EXPECT_EQ(Value(s, "swarm_worker_forward_steps_total{layers=\"0-0\"}"), 0);
+  server_.reset();  // Before the observer goes.
 }
 
 TEST_F(WorkerServerTest, KvGaugesExportReservedAndUsedBytes) {
