@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <string>
 #include <thread>
 
@@ -41,16 +40,9 @@ int Fail(const absl::Status& s) {
   return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
 
-// Half of the memory the kernel says is available now: the default KV budget on cpu.
-int64_t DefaultCpuKvBudget() {
-  std::ifstream meminfo("/proc/meminfo");
-  std::string key, unit;
-  int64_t kb = 0;
-  while (meminfo >> key >> kb >> unit) {
-    if (key == "MemAvailable:") return kb * 1024 / 2;
-  }
-  return 0;
-}
+// The default KV budget on cpu: this fraction of the memory the process may still take once its
+// layers are loaded (WorkerServerOptions::kv_budget_memory_fraction).
+constexpr double kDefaultKvBudgetFraction = 0.5;
 
 absl::StatusOr<std::vector<int>> HostedLayers(const swarm::Flags& flags, int64_t num_layers) {
   if (flags.Has("layers") == flags.Has("blocks")) {
@@ -112,7 +104,7 @@ int main(int argc, char** argv) {
   options.load.dtype = *dtype;
   auto max_sessions = flags->Int("max-sessions", options.limits.max_sessions);
   auto ttl = flags->Duration("session-ttl", options.limits.idle_ttl);
-  auto budget = flags->Bytes("kv-budget", options.load.device == "cpu" ? DefaultCpuKvBudget() : 0);
+  auto budget = flags->Bytes("kv-budget", 0);
   auto threads = flags->Int("threads", options.compute_threads);
   auto queued = flags->Int("max-queued-steps", options.max_queued_steps);
   auto memory_budget = flags->Bytes("memory-budget", 0);
@@ -135,6 +127,16 @@ int main(int argc, char** argv) {
   if (*max_sessions < 1 || *threads < 1 || *queued < 0 || *ttl <= absl::ZeroDuration()) {
     return Fail(absl::InvalidArgumentError(
         "--max-sessions and --threads must be at least 1, --session-ttl positive"));
+  }
+  if (!flags->Has("kv-budget")) {
+    if (options.load.device != "cpu") {
+      // No device-memory query in a CPU-only LibTorch build: an operator must size it.
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--device ", options.load.device,
+          " needs an explicit --kv-budget BYTES (KV caches live in device memory, which the "
+          "worker cannot measure; --kv-budget 0 means unlimited)")));
+    }
+    options.kv_budget_memory_fraction = kDefaultKvBudgetFraction;
   }
   options.limits.max_sessions = static_cast<int>(*max_sessions);
   options.limits.idle_ttl = *ttl;
@@ -174,7 +176,9 @@ int main(int argc, char** argv) {
                          (*server)->checkpoint().config().Fingerprint(), "), layers ",
                          swarm::FormatLayers(options.layers), ", device ", options.load.device,
                          ", dtype ", swarm::DTypeName(options.load.dtype), ", KV budget ",
-                         options.limits.kv_budget_bytes > 0
+                         options.kv_budget_memory_fraction > 0
+                             ? std::string("sized once the layers are loaded")
+                         : options.limits.kv_budget_bytes > 0
                              ? swarm::FormatBytes(options.limits.kv_budget_bytes)
                              : std::string("unlimited")));
 

@@ -11,6 +11,7 @@
 #include "common/byte_size.h"
 #include "common/layer_set.h"
 #include "common/logging.h"
+#include "common/memory_limits.h"
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "rpc/channel.h"
@@ -73,7 +74,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     resp->mutable_layers()->Assign(o.layers.begin(), o.layers.end());
     resp->set_device(o.load.device);
     resp->set_dtype(rpc::ToProtoDType(o.load.dtype));
-    resp->set_kv_budget_bytes(o.limits.kv_budget_bytes);
+    resp->set_kv_budget_bytes(owner_->kv_budget_bytes());
     resp->set_max_sessions(o.limits.max_sessions);
     resp->set_session_ttl_seconds(absl::ToDoubleSeconds(o.limits.idle_ttl));
     {
@@ -452,6 +453,16 @@ absl::Status WorkerServer::Load() {
   } else {
     host = model::LayerHost::Create(checkpoint_, options_.layers, options_.load);
   }
+  SessionLimits limits = options_.limits;
+  std::string budget_note;
+  if (host.ok() && options_.kv_budget_memory_fraction > 0) {
+    absl::StatusOr<int64_t> budget = SizeKvBudget(**host, &budget_note);
+    if (budget.ok()) {
+      limits.kv_budget_bytes = *budget;
+    } else {
+      host = budget.status();
+    }
+  }
   if (!host.ok()) {
     absl::Status s =
         Annotate(host.status(), absl::StrCat("loading layers of ", checkpoint_->dir()));
@@ -459,9 +470,9 @@ absl::Status WorkerServer::Load() {
     load_error_ = s.ToString();
     return s;
   }
-  worker_ = std::make_unique<Worker>(*std::move(host), options_.limits);
+  worker_ = std::make_unique<Worker>(*std::move(host), limits);
   worker_ptr_.store(worker_.get(), std::memory_order_release);
-  observer_->SetSessions(worker_->Stats(), options_.limits.kv_budget_bytes);
+  observer_->SetSessions(worker_->Stats(), limits.kv_budget_bytes);
   rpc::SetServing(server_.get(), health_names_, true);
   observer_->SetReady(true);
   LogLine(kLog,
@@ -474,8 +485,35 @@ absl::Status WorkerServer::Load() {
                   : absl::StrCat("; memory budget ", FormatBytes(options_.memory_budget_bytes),
                                  ", ", resident_host_->Stats().blocks_resident, " of ",
                                  resident_host_->Stats().blocks, " blocks resident"),
-              "; serving"));
+              "; KV budget ",
+              limits.kv_budget_bytes > 0 ? FormatBytes(limits.kv_budget_bytes) : "unlimited",
+              budget_note, "; serving"));
   return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> WorkerServer::SizeKvBudget(const model::LayerHost& host,
+                                                   std::string* note) const {
+  absl::StatusOr<AvailableMemory> memory = ReadAvailableMemory(options_.memory_files);
+  if (!memory.ok()) {
+    return Annotate(memory.status(),
+                    "sizing the default KV budget (give --kv-budget BYTES to set it)");
+  }
+  const double fraction = std::min(options_.kv_budget_memory_fraction, 1.0);
+  const int64_t budget = static_cast<int64_t>(static_cast<double>(memory->bytes) * fraction);
+  *note = absl::StrCat(" (", fraction, " of the ", FormatBytes(memory->bytes),
+                       " available after loading: ", memory->source, ")");
+  if (budget < host.KvBytesPerToken()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("sizing the default KV budget: ", FormatBytes(budget), *note,
+                     " does not hold one position of ", host.KvBytesPerToken(),
+                     " bytes; give the worker more memory or set --kv-budget BYTES"));
+  }
+  return budget;
+}
+
+int64_t WorkerServer::kv_budget_bytes() const {
+  if (Worker* w = worker()) return w->limits().kv_budget_bytes;
+  return options_.limits.kv_budget_bytes;
 }
 
 void WorkerServer::ReapLoop() {
@@ -487,7 +525,7 @@ void WorkerServer::ReapLoop() {
       mu_.Unlock();
       int n = w->ReapIdle(absl::Now());
       for (int i = 0; i < n; ++i) observer_->OnSessionEvicted("idle_ttl");
-      observer_->SetSessions(w->Stats(), options_.limits.kv_budget_bytes);
+      observer_->SetSessions(w->Stats(), w->limits().kv_budget_bytes);
       if (n > 0) {
         LogLine(kLog, absl::StrCat("closed ", n, " session(s) idle for more than ",
                                    absl::FormatDuration(options_.limits.idle_ttl)));

@@ -22,6 +22,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/memory_limits.h"
 #include "model/model.h"
 #include "worker/block_residency.h"
 #include "worker/worker.h"
@@ -69,6 +70,13 @@ struct WorkerServerOptions {
   std::vector<int> layers;  // Sorted, unique, each < the model's layer count.
   model::LoadOptions load;
   SessionLimits limits;
+  // When > 0, Load() replaces limits.kv_budget_bytes by this fraction of the memory still
+  // available once the layers are loaded (so the weights are already counted): MemAvailable
+  // bounded by the memory cgroup's limit minus its usage, read from `memory_files`
+  // (common/memory_limits.h). Load() fails when they cannot be read or the budget would not hold
+  // one position. swarm-worker on cpu without --kv-budget uses 0.5.
+  double kv_budget_memory_fraction = 0;
+  MemoryFiles memory_files;
   // Block residency (block_residency.h): > 0 keeps only the blocks of `block_layers` consecutive
   // hosted layers that fit this many weight bytes resident and loads the others on demand. 0 =
   // every hosted layer resident (one LayerHost). Load() fails when the largest block exceeds it.
@@ -102,9 +110,12 @@ class WorkerServer {
   const model::Checkpoint& checkpoint() const { return *checkpoint_; }
   const WorkerServerOptions& options() const { return options_; }
 
-  // Loads the hosted layers onto the device (blocking; call once), then reports SERVING.
-  // Errors name the tensor or device at fault; Info then carries the error.
+  // Loads the hosted layers onto the device (blocking; call once), sizes the KV budget when
+  // kv_budget_memory_fraction > 0, then reports SERVING. Errors name
+  // the tensor, device or memory file at fault; Info then carries the error.
   absl::Status Load();
+  // The KV budget in force: limits.kv_budget_bytes, or the one Load() sized. 0 = unlimited.
+  int64_t kv_budget_bytes() const;
   // Null until Load() succeeded.
   Worker* worker() const { return worker_ptr_.load(std::memory_order_acquire); }
   // The worker's host when memory_budget_bytes > 0 and Load() succeeded; null otherwise.
@@ -119,6 +130,10 @@ class WorkerServer {
   friend class WorkerServiceImpl;
   WorkerServer() = default;
   void ReapLoop();
+  // kv_budget_memory_fraction of the memory available now (after `host` loaded); `note` says how
+  // it was found, for the log. An error when the memory cannot be read or the budget would not
+  // hold one position.
+  absl::StatusOr<int64_t> SizeKvBudget(const model::LayerHost& host, std::string* note) const;
 
   WorkerServerOptions options_;
   WorkerObserver default_observer_;

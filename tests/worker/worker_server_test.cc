@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -597,6 +598,65 @@ TEST_F(WorkerServerTest, KvGaugesExportReservedAndUsedBytes) {
   // The budget refuses on the reservation, well above what the caches hold.
   EXPECT_EQ(Value(s, "swarm_worker_kv_cache_reserved_bytes"), 200 * per_token);
   EXPECT_EQ(Value(s, "swarm_worker_kv_cache_bytes"), 50 * per_token);
+  server_.reset();
+}
+
+// A scratch directory with fake /proc/meminfo and cgroup v2 files (8 GiB available on the node).
+class FakeMemoryFiles {
+ public:
+  FakeMemoryFiles() : dir_(absl::StrCat(::testing::TempDir(), "swarm-kv-memory-", getpid())) {
+    std::system(absl::StrCat("rm -rf '", dir_, "' && mkdir -p '", dir_, "'").c_str());
+    files_.meminfo = dir_ + "/meminfo";
+    files_.cgroup_v2_max = dir_ + "/memory.max";
+    files_.cgroup_v2_current = dir_ + "/memory.current";
+    files_.cgroup_v1_limit = dir_ + "/v1/memory.limit_in_bytes";
+    files_.cgroup_v1_usage = dir_ + "/v1/memory.usage_in_bytes";
+    Write(files_.meminfo, "MemTotal: 16777216 kB\nMemAvailable: 8388608 kB\n");
+  }
+  ~FakeMemoryFiles() { std::system(absl::StrCat("rm -rf '", dir_, "'").c_str()); }
+  void Write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+  const MemoryFiles& files() const { return files_; }
+
+ private:
+  std::string dir_;
+  MemoryFiles files_;
+};
+
+TEST_F(WorkerServerTest, DefaultKvBudgetIsSizedFromTheCgroupOnceLoaded) {
+  constexpr int64_t kMiB = int64_t{1} << 20;
+  FakeMemoryFiles fake;
+  fake.Write(fake.files().cgroup_v2_max, "1073741824\n");     // The pod's 1 GiB limit...
+  fake.Write(fake.files().cgroup_v2_current, "268435456\n");  // ...of which 256 MiB are used.
+  std::unique_ptr<WorkerMetricsObserver> metrics = StartMetrics({0});
+  ASSERT_NE(metrics, nullptr);
+  observer_ = metrics.get();
+  configure_ = [&fake](WorkerServerOptions* o) {
+    o->kv_budget_memory_fraction = 0.5;
+    o->memory_files = fake.files();
+  };
+  Start({0});
+  // Half of min(8 GiB available on the node, 1 GiB - 256 MiB left in the cgroup).
+  EXPECT_EQ(server_->kv_budget_bytes(), 384 * kMiB);
+  EXPECT_EQ(Info().kv_budget_bytes(), 384 * kMiB);
+  EXPECT_EQ(Value(Samples(*metrics), "swarm_worker_kv_cache_budget_bytes"), 384 * kMiB);
+
+  // A limit that cannot be read stops the load, naming the file and the flag to set.
+  fake.Write(fake.files().cgroup_v2_max, "lots\n");
+  Start({0}, {}, /*load=*/false);
+  absl::Status s = server_->Load();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find(fake.files().cgroup_v2_max), absl::string_view::npos) << s;
+  EXPECT_NE(s.message().find("--kv-budget"), absl::string_view::npos) << s;
+  v1::InfoResponse info = Info();
+  EXPECT_FALSE(info.ready());
+  EXPECT_NE(info.load_error().find("memory.max"), std::string::npos) << info.load_error();
+
+  // A cgroup already full leaves no room: refused at load, not an unlimited budget.
+  fake.Write(fake.files().cgroup_v2_max, "268435456\n");
+  Start({0}, {}, /*load=*/false);
+  s = server_->Load();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(s.message().find("does not hold one position"), absl::string_view::npos) << s;
   server_.reset();
 }
 
