@@ -13,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "common/block_layout.h"
 #include "common/byte_size.h"
 #include "common/flags.h"
@@ -43,6 +44,12 @@ int Fail(const absl::Status& s) {
 // The default KV budget on cpu: this fraction of the memory the process may still take once its
 // layers are loaded (WorkerServerOptions::kv_budget_memory_fraction).
 constexpr double kDefaultKvBudgetFraction = 0.5;
+
+// On SIGTERM/SIGINT the worker drains until no session has been used for kDrainQuiet (a request
+// in flight steps its sessions every few milliseconds), at most kDrainTimeout: well inside the
+// 60 s terminationGracePeriodSeconds of deploy/k8s.
+constexpr absl::Duration kDrainQuiet = absl::Seconds(2);
+constexpr absl::Duration kDrainTimeout = absl::Seconds(30);
 
 absl::StatusOr<std::vector<int>> HostedLayers(const swarm::Flags& flags, int64_t num_layers) {
   if (flags.Has("layers") == flags.Has("blocks")) {
@@ -195,6 +202,12 @@ int main(int argc, char** argv) {
   if (!load_failed) swarm::LogLine(kLog, absl::StrCat("signal ", sig, ": shutting down"));
   // A load in progress cannot be interrupted; joining it first keeps shutdown orderly.
   loader.join();
+  if (!load_failed) {
+    // Coordinators stop routing new requests here (Info: draining) while the requests under
+    // way finish; then the server stops.
+    (*server)->StartDraining();
+    (*server)->WaitForQuietSessions(kDrainQuiet, kDrainTimeout);
+  }
   (*server)->Shutdown();
   return load_failed ? 1 : 0;
 }

@@ -81,8 +81,12 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
       absl::MutexLock lock(&owner_->mu_);
       resp->set_load_error(owner_->load_error_);
     }
+    // A draining worker still reports its sessions and counters, but not ready: it takes no new
+    // sessions, and the coordinator's poll reads `ready`.
+    const bool draining = owner_->draining();
+    resp->set_draining(draining);
     if (Worker* w = owner_->worker()) {
-      resp->set_ready(true);
+      resp->set_ready(!draining);
       resp->set_weight_bytes(w->host().WeightBytes());
       resp->set_kv_bytes_per_token(w->host().KvBytesPerToken());
       WorkerStats s = w->Stats();
@@ -112,7 +116,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
                                         const v1::OpenSessionRequest* req,
                                         v1::OpenSessionResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    absl::StatusOr<Worker*> w = Ready();
+    absl::StatusOr<Worker*> w = AcceptingSessions();
     if (!w.ok()) {
       FinishCall(reactor, "OpenSession", w.status());
       return reactor;
@@ -169,7 +173,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
                                      const v1::PrefetchRequest* req,
                                      v1::PrefetchResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    absl::StatusOr<Worker*> w = Ready();
+    absl::StatusOr<Worker*> w = AcceptingSessions();
     if (!w.ok()) {
       FinishCall(reactor, "Prefetch", w.status());
       return reactor;
@@ -209,13 +213,24 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     return positions * w->host().WeightBytes() <= owner_->options_.max_inline_step_bytes;
   }
 
+  // The worker, for calls on sessions already open (Forward, CloseSession): also while draining.
   absl::StatusOr<Worker*> Ready() const {
     if (Worker* w = owner_->worker()) return w;
     return absl::UnavailableError("this worker is still loading its layers");
   }
 
+  // The worker, for calls that start new work (OpenSession, Prefetch): not while draining.
+  absl::StatusOr<Worker*> AcceptingSessions() const {
+    ASSIGN_OR_RETURN(Worker * w, Ready());
+    if (owner_->draining()) {
+      return absl::UnavailableError(
+          "this worker is draining (shutting down): it takes no new sessions");
+    }
+    return w;
+  }
+
   // Finishes a unary call other than Forward; the one place such a call's failure is counted,
-  // refusals before the worker was asked (loading, pool full) included.
+  // refusals before the worker was asked (loading, draining, pool full) included.
   void FinishCall(grpc::ServerUnaryReactor* reactor, absl::string_view method,
                   const absl::Status& s) {
     if (!s.ok()) owner_->observer_->OnError(method, s.code());
@@ -473,8 +488,13 @@ absl::Status WorkerServer::Load() {
   worker_ = std::make_unique<Worker>(*std::move(host), limits);
   worker_ptr_.store(worker_.get(), std::memory_order_release);
   observer_->SetSessions(worker_->Stats(), limits.kv_budget_bytes);
-  rpc::SetServing(server_.get(), health_names_, true);
-  observer_->SetReady(true);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!draining()) {
+      rpc::SetServing(server_.get(), health_names_, true);
+      observer_->SetReady(true);
+    }
+  }
   LogLine(kLog,
           absl::StrCat(
               "loaded layers ", FormatLayers(options_.layers), " (",
@@ -487,7 +507,7 @@ absl::Status WorkerServer::Load() {
                                  resident_host_->Stats().blocks, " blocks resident"),
               "; KV budget ",
               limits.kv_budget_bytes > 0 ? FormatBytes(limits.kv_budget_bytes) : "unlimited",
-              budget_note, "; serving"));
+              budget_note, draining() ? "; draining" : "; serving"));
   return absl::OkStatus();
 }
 
@@ -516,6 +536,25 @@ int64_t WorkerServer::kv_budget_bytes() const {
   return options_.limits.kv_budget_bytes;
 }
 
+void WorkerServer::StartDraining() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_.exchange(true)) return;
+    if (server_) rpc::SetServing(server_.get(), health_names_, false);
+    observer_->SetReady(false);
+  }
+  LogLine(kLog, "draining: new sessions are refused, open ones are still served");
+}
+
+void WorkerServer::WaitForQuietSessions(absl::Duration quiet, absl::Duration timeout) {
+  const absl::Time end = absl::Now() + timeout;
+  for (absl::Time now = absl::Now(); now < end; now = absl::Now()) {
+    Worker* w = worker();
+    if (w == nullptr || w->Stats().last_session_use < now - quiet) return;
+    absl::SleepFor(std::min(absl::Milliseconds(50), end - now));
+  }
+}
+
 void WorkerServer::ReapLoop() {
   absl::MutexLock lock(&mu_);
   while (!stopping_) {
@@ -542,9 +581,8 @@ void WorkerServer::Shutdown(absl::Duration grace) {
     shut_down_ = true;
     stopping_ = true;
   }
-  observer_->SetReady(false);
+  StartDraining();
   if (server_) {
-    rpc::SetServing(server_.get(), health_names_, false);
     // Let the steps already queued finish (up to `grace`), then shut down with an immediate
     // deadline: grpc::Server would otherwise also wait for idle client connections to close.
     const absl::Time end = absl::Now() + grace;

@@ -1,6 +1,6 @@
 // swarm-worker's server: WorkerService (proto/swarm/v1/worker.proto) over a Worker, with
-// grpc.health.v1 (NOT_SERVING until the layers are loaded) and reflection. Used by
-// worker_main.cc and by tests, which run it in-process on 127.0.0.1:0.
+// grpc.health.v1 (NOT_SERVING until the layers are loaded, and again once draining) and
+// reflection. Used by worker_main.cc and by tests, which run it in-process on 127.0.0.1:0.
 //
 // Threading: handlers run on gRPC's callback threads and only do cheap work there (Info, session
 // bookkeeping, and Forward steps small enough to take well under a millisecond); every other step
@@ -51,6 +51,7 @@ class WorkerObserver {
   // A failed call other than Forward ("OpenSession", "CloseSession", "Prefetch"), refusals
   // included.
   virtual void OnError(absl::string_view method, absl::StatusCode code) {}
+  // True once the layers are loaded; false again once draining (StartDraining).
   virtual void SetReady(bool ready) {}
   // The session table and the KV budget in force; after Load() and every reap interval.
   virtual void SetSessions(const WorkerStats& stats, int64_t kv_budget_bytes) {}
@@ -111,11 +112,22 @@ class WorkerServer {
   const WorkerServerOptions& options() const { return options_; }
 
   // Loads the hosted layers onto the device (blocking; call once), sizes the KV budget when
-  // kv_budget_memory_fraction > 0, then reports SERVING. Errors name
+  // kv_budget_memory_fraction > 0, then reports SERVING (unless draining already). Errors name
   // the tensor, device or memory file at fault; Info then carries the error.
   absl::Status Load();
   // The KV budget in force: limits.kv_budget_bytes, or the one Load() sized. 0 = unlimited.
   int64_t kv_budget_bytes() const;
+
+  // Stops taking new work while the sessions already open keep working: Info says ready =
+  // false and draining = true (so a coordinator's poll stops routing new requests here), health
+  // says NOT_SERVING, OpenSession and Prefetch answer UNAVAILABLE; Forward and CloseSession are
+  // served as before. Shutdown() starts with it. Idempotent; there is no way back.
+  void StartDraining();
+  bool draining() const { return draining_.load(std::memory_order_acquire); }
+  // Blocks until no open session has been used (opened or stepped) for `quiet` — the requests
+  // in flight have finished, or stalled — or until `timeout` passes. For a draining worker
+  // before Shutdown(), so that requests under way end instead of failing mid-generation.
+  void WaitForQuietSessions(absl::Duration quiet, absl::Duration timeout);
   // Null until Load() succeeded.
   Worker* worker() const { return worker_ptr_.load(std::memory_order_acquire); }
   // The worker's host when memory_budget_bytes > 0 and Load() succeeded; null otherwise.
@@ -123,7 +135,8 @@ class WorkerServer {
     return worker() != nullptr ? resident_host_ : nullptr;
   }
 
-  // Stops accepting calls, waits up to `grace` for running ones, joins every thread. Idempotent.
+  // Drains (StartDraining), waits up to `grace` for the steps running or queued on the compute
+  // pool, then stops accepting calls and joins every thread. Idempotent.
   void Shutdown(absl::Duration grace = absl::Seconds(5));
 
  private:
@@ -148,6 +161,10 @@ class WorkerServer {
   std::unique_ptr<Worker> worker_;  // Set once by Load().
   std::atomic<Worker*> worker_ptr_{nullptr};
   const ResidentLayerHost* resident_host_ = nullptr;  // Set by Load() before worker_ptr_.
+
+  // Written under mu_, like health and the observer's readiness, so that a Load() finishing
+  // while StartDraining() runs cannot report SERVING after it; read without it.
+  std::atomic<bool> draining_{false};
 
   absl::Mutex mu_;
   std::string load_error_ ABSL_GUARDED_BY(mu_);

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/host_tensor.h"
 #include "common/metrics_server.h"
+#include "coordinator/worker_set.h"
 #include "model/combine.h"
 #include "prometheus/registry.h"
 #include "rpc/tensor_codec.h"
@@ -599,6 +600,63 @@ TEST_F(WorkerServerTest, KvGaugesExportReservedAndUsedBytes) {
   EXPECT_EQ(Value(s, "swarm_worker_kv_cache_reserved_bytes"), 200 * per_token);
   EXPECT_EQ(Value(s, "swarm_worker_kv_cache_bytes"), 50 * per_token);
   server_.reset();
+}
+
+TEST_F(WorkerServerTest, DrainingWorkerTakesNoNewSessionsButServesOpenOnes) {
+  Start(swarm::testing::Range(0, 5));
+  coordinator::WorkerSet set({server_->address()}, server_->checkpoint().config().Fingerprint(), 5);
+  set.Refresh(absl::Seconds(10));
+  ASSERT_TRUE(set.Snapshot()[0].usable()) << set.Snapshot()[0].error;
+  ASSERT_TRUE(set.Coverage().ok());
+  auto one = HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden));
+  std::string open;
+  ASSERT_TRUE(Open(&open).ok());
+  ASSERT_TRUE(Forward(open, 1, 0, {0}, one).ok());
+
+  server_->StartDraining();
+  server_->StartDraining();  // Idempotent.
+  EXPECT_TRUE(server_->draining());
+  v1::InfoResponse info = Info();
+  EXPECT_FALSE(info.ready());
+  EXPECT_TRUE(info.draining());
+  EXPECT_EQ(info.sessions(), 1);
+  EXPECT_EQ(swarm::testing::Health(server_->address(), ""), HealthStatus::NOT_SERVING);
+  std::string id;
+  grpc::Status s = Open(&id);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(s.error_message().find("draining"), std::string::npos) << s.error_message();
+  {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    v1::PrefetchRequest req;
+    req.add_layers(0);
+    v1::PrefetchResponse resp;
+    EXPECT_EQ(stub_->Prefetch(&ctx, req, &resp).error_code(), grpc::StatusCode::UNAVAILABLE);
+  }
+  // The session that was open finishes its request.
+  EXPECT_TRUE(Forward(open, 2, 1, {0}, one).ok());
+  // A session used just now holds a drain for `quiet`, bounded by `timeout`.
+  absl::Time start = absl::Now();
+  server_->WaitForQuietSessions(absl::Milliseconds(300), absl::Seconds(20));
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(250));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  ASSERT_TRUE(Forward(open, 3, 2, {0}, one).ok());
+  start = absl::Now();
+  server_->WaitForQuietSessions(absl::Seconds(20), absl::Milliseconds(300));
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(250));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_TRUE(Close(open).ok());
+  start = absl::Now();
+  server_->WaitForQuietSessions(absl::Seconds(20), absl::Seconds(20));  // No session: at once.
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+
+  // What the coordinator makes of it: not usable, so no new request is routed here.
+  set.Refresh(absl::Seconds(10));
+  const coordinator::WorkerState state = set.Snapshot()[0];
+  EXPECT_TRUE(state.reachable);
+  EXPECT_FALSE(state.usable());
+  EXPECT_NE(state.error.find("draining"), std::string::npos) << state.error;
+  EXPECT_EQ(set.Coverage().code(), absl::StatusCode::kUnavailable);
 }
 
 // A scratch directory with fake /proc/meminfo and cgroup v2 files (8 GiB available on the node).
