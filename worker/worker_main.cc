@@ -131,9 +131,21 @@ int main(int argc, char** argv) {
   }
   options.memory_budget_bytes = *memory_budget;
   options.block_layers = static_cast<int>(*block_layers);
-  if (*max_sessions < 1 || *threads < 1 || *queued < 0 || *ttl <= absl::ZeroDuration()) {
+  if (*max_sessions < 1) {
     return Fail(absl::InvalidArgumentError(
-        "--max-sessions and --threads must be at least 1, --session-ttl positive"));
+        absl::StrCat("--max-sessions must be at least 1, got ", *max_sessions)));
+  }
+  if (*threads < 1) {
+    return Fail(
+        absl::InvalidArgumentError(absl::StrCat("--threads must be at least 1, got ", *threads)));
+  }
+  if (*queued < 1) {
+    // A queue of 0 would refuse every step that goes to the compute pool, even on an idle worker.
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--max-queued-steps must be at least 1, got ", *queued)));
+  }
+  if (*ttl <= absl::ZeroDuration()) {
+    return Fail(absl::InvalidArgumentError("--session-ttl must be positive"));
   }
   if (!flags->Has("kv-budget")) {
     if (options.load.device != "cpu") {
