@@ -175,6 +175,7 @@ struct WorkerMetrics::Impl {
   Gauge* ready = nullptr;
   Gauge* sessions = nullptr;
   Gauge* kv_bytes = nullptr;
+  Gauge* kv_reserved = nullptr;
   Gauge* kv_budget = nullptr;
   Gauge* resident = nullptr;
   Gauge* resident_bytes = nullptr;
@@ -264,6 +265,13 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const Optio
                        .Help("Bytes held by the KV caches of open sessions.")
                        .Register(reg)
                        .Add({});
+    m->kv_reserved = &prometheus::BuildGauge()
+                          .Name("swarm_worker_kv_cache_reserved_bytes")
+                          .Help(
+                              "KV bytes reserved by open sessions (max_length x bytes per "
+                              "position each): what the budget refuses new sessions on.")
+                          .Register(reg)
+                          .Add({});
     m->kv_budget = &prometheus::BuildGauge()
                         .Name("swarm_worker_kv_cache_budget_bytes")
                         .Help("KV cache memory budget in bytes (0 = unlimited).")
@@ -273,8 +281,8 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const Optio
                                 .Name("swarm_worker_session_evictions_total")
                                 .Help("Sessions dropped by the worker, by reason.")
                                 .Register(reg);
-    for (const char* reason : {"idle_ttl", "budget"})
-      m->session_evictions->Add({{"reason", reason}});
+    // The worker's only eviction: over the KV budget it refuses sessions, it never drops one.
+    m->session_evictions->Add({{"reason", "idle_ttl"}});
     m->resident = &prometheus::BuildGauge()
                        .Name("swarm_worker_blocks_resident")
                        .Help("Blocks resident in device memory now.")
@@ -354,6 +362,9 @@ void WorkerMetrics::SetActiveSessions(int64_t sessions) {
 }
 void WorkerMetrics::SetKvCacheBytes(int64_t bytes) {
   impl_->kv_bytes->Set(static_cast<double>(bytes));
+}
+void WorkerMetrics::SetKvCacheReservedBytes(int64_t bytes) {
+  impl_->kv_reserved->Set(static_cast<double>(bytes));
 }
 void WorkerMetrics::SetKvCacheBudgetBytes(int64_t bytes) {
   impl_->kv_budget->Set(static_cast<double>(bytes));

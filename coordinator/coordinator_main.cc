@@ -77,8 +77,14 @@ int main(int argc, char** argv) {
        {concurrent.status(), queued.status(), request_timeout.status(), step_timeout.status()}) {
     if (!s.ok()) return Fail(s);
   }
-  if (*concurrent < 1 || *queued < 0) {
-    return Fail(absl::InvalidArgumentError("--max-concurrent-requests must be at least 1"));
+  if (*concurrent < 1) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--max-concurrent-requests must be at least 1, got ", *concurrent)));
+  }
+  if (*queued < 1) {
+    // A queue of 0 would refuse every request, even on an idle coordinator.
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--max-queued-requests must be at least 1, got ", *queued)));
   }
   options.max_concurrent_requests = static_cast<int>(*concurrent);
   options.max_queued_requests = static_cast<int>(*queued);

@@ -81,7 +81,8 @@ void WorkerSet::Record(int index, const grpc::Status& status, const v1::InfoResp
       s.error = absl::StrCat("serves another model (fingerprint ", info.model_fingerprint(),
                              ", the coordinator's is ", fingerprint_, ")");
     } else if (!s.ready) {
-      s.error = info.load_error().empty()
+      s.error = info.draining() ? "draining (shutting down): takes no new sessions"
+                : info.load_error().empty()
                     ? "still loading its layers"
                     : absl::StrCat("failed to load its layers: ", info.load_error());
     } else {

@@ -230,7 +230,12 @@ WorkerStats Worker::Stats() const {
     absl::MutexLock lock(&mu_);
     stats.sessions = static_cast<int>(sessions_.size());
     stats.kv_reserved_bytes = reserved_tokens_ * kv_bytes_per_token_;
-    for (const auto& [id, s] : sessions_) stats.kv_used_bytes += s->kv_used_bytes.load();
+    int64_t last_used_ns = 0;
+    for (const auto& [id, s] : sessions_) {
+      stats.kv_used_bytes += s->kv_used_bytes.load();
+      last_used_ns = std::max(last_used_ns, s->last_used_ns.load());
+    }
+    if (!sessions_.empty()) stats.last_session_use = absl::FromUnixNanos(last_used_ns);
     stats.sessions_reaped_total = reaped_total_;
   }
   stats.inflight_steps = inflight_.load();

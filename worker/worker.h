@@ -57,6 +57,7 @@ struct WorkerStats {
   uint64_t steps_total = 0;
   uint64_t tokens_total = 0;
   uint64_t sessions_reaped_total = 0;
+  absl::Time last_session_use = absl::InfinitePast();  // Latest open or step of an open session.
 };
 
 class Worker {

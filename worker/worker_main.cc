@@ -7,13 +7,13 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <string>
 #include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "common/block_layout.h"
 #include "common/byte_size.h"
 #include "common/flags.h"
@@ -41,16 +41,15 @@ int Fail(const absl::Status& s) {
   return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
 
-// Half of the memory the kernel says is available now: the default KV budget on cpu.
-int64_t DefaultCpuKvBudget() {
-  std::ifstream meminfo("/proc/meminfo");
-  std::string key, unit;
-  int64_t kb = 0;
-  while (meminfo >> key >> kb >> unit) {
-    if (key == "MemAvailable:") return kb * 1024 / 2;
-  }
-  return 0;
-}
+// The default KV budget on cpu: this fraction of the memory the process may still take once its
+// layers are loaded (WorkerServerOptions::kv_budget_memory_fraction).
+constexpr double kDefaultKvBudgetFraction = 0.5;
+
+// On SIGTERM/SIGINT the worker drains until no session has been used for kDrainQuiet (a request
+// in flight steps its sessions every few milliseconds), at most kDrainTimeout: well inside the
+// 60 s terminationGracePeriodSeconds of deploy/k8s.
+constexpr absl::Duration kDrainQuiet = absl::Seconds(2);
+constexpr absl::Duration kDrainTimeout = absl::Seconds(30);
 
 absl::StatusOr<std::vector<int>> HostedLayers(const swarm::Flags& flags, int64_t num_layers) {
   if (flags.Has("layers") == flags.Has("blocks")) {
@@ -112,7 +111,7 @@ int main(int argc, char** argv) {
   options.load.dtype = *dtype;
   auto max_sessions = flags->Int("max-sessions", options.limits.max_sessions);
   auto ttl = flags->Duration("session-ttl", options.limits.idle_ttl);
-  auto budget = flags->Bytes("kv-budget", options.load.device == "cpu" ? DefaultCpuKvBudget() : 0);
+  auto budget = flags->Bytes("kv-budget", 0);
   auto threads = flags->Int("threads", options.compute_threads);
   auto queued = flags->Int("max-queued-steps", options.max_queued_steps);
   auto memory_budget = flags->Bytes("memory-budget", 0);
@@ -132,9 +131,31 @@ int main(int argc, char** argv) {
   }
   options.memory_budget_bytes = *memory_budget;
   options.block_layers = static_cast<int>(*block_layers);
-  if (*max_sessions < 1 || *threads < 1 || *queued < 0 || *ttl <= absl::ZeroDuration()) {
+  if (*max_sessions < 1) {
     return Fail(absl::InvalidArgumentError(
-        "--max-sessions and --threads must be at least 1, --session-ttl positive"));
+        absl::StrCat("--max-sessions must be at least 1, got ", *max_sessions)));
+  }
+  if (*threads < 1) {
+    return Fail(
+        absl::InvalidArgumentError(absl::StrCat("--threads must be at least 1, got ", *threads)));
+  }
+  if (*queued < 1) {
+    // A queue of 0 would refuse every step that goes to the compute pool, even on an idle worker.
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--max-queued-steps must be at least 1, got ", *queued)));
+  }
+  if (*ttl <= absl::ZeroDuration()) {
+    return Fail(absl::InvalidArgumentError("--session-ttl must be positive"));
+  }
+  if (!flags->Has("kv-budget")) {
+    if (options.load.device != "cpu") {
+      // No device-memory query in a CPU-only LibTorch build: an operator must size it.
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--device ", options.load.device,
+          " needs an explicit --kv-budget BYTES (KV caches live in device memory, which the "
+          "worker cannot measure; --kv-budget 0 means unlimited)")));
+    }
+    options.kv_budget_memory_fraction = kDefaultKvBudgetFraction;
   }
   options.limits.max_sessions = static_cast<int>(*max_sessions);
   options.limits.idle_ttl = *ttl;
@@ -174,7 +195,9 @@ int main(int argc, char** argv) {
                          (*server)->checkpoint().config().Fingerprint(), "), layers ",
                          swarm::FormatLayers(options.layers), ", device ", options.load.device,
                          ", dtype ", swarm::DTypeName(options.load.dtype), ", KV budget ",
-                         options.limits.kv_budget_bytes > 0
+                         options.kv_budget_memory_fraction > 0
+                             ? std::string("sized once the layers are loaded")
+                         : options.limits.kv_budget_bytes > 0
                              ? swarm::FormatBytes(options.limits.kv_budget_bytes)
                              : std::string("unlimited")));
 
@@ -191,6 +214,12 @@ int main(int argc, char** argv) {
   if (!load_failed) swarm::LogLine(kLog, absl::StrCat("signal ", sig, ": shutting down"));
   // A load in progress cannot be interrupted; joining it first keeps shutdown orderly.
   loader.join();
+  if (!load_failed) {
+    // Coordinators stop routing new requests here (Info: draining) while the requests under
+    // way finish; then the server stops.
+    (*server)->StartDraining();
+    (*server)->WaitForQuietSessions(kDrainQuiet, kDrainTimeout);
+  }
   (*server)->Shutdown();
   return load_failed ? 1 : 0;
 }

@@ -47,10 +47,10 @@ void WorkerMetricsObserver::OnError(absl::string_view method, absl::StatusCode c
 
 void WorkerMetricsObserver::SetReady(bool ready) { metrics_->SetReady(ready); }
 
-void WorkerMetricsObserver::SetSessions(int sessions, int64_t kv_used_bytes,
-                                        int64_t kv_budget_bytes) {
-  metrics_->SetActiveSessions(sessions);
-  metrics_->SetKvCacheBytes(kv_used_bytes);
+void WorkerMetricsObserver::SetSessions(const WorkerStats& stats, int64_t kv_budget_bytes) {
+  metrics_->SetActiveSessions(stats.sessions);
+  metrics_->SetKvCacheBytes(stats.kv_used_bytes);
+  metrics_->SetKvCacheReservedBytes(stats.kv_reserved_bytes);
   metrics_->SetKvCacheBudgetBytes(kv_budget_bytes);
 }
 

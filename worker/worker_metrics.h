@@ -37,7 +37,7 @@ class WorkerMetricsObserver : public WorkerObserver {
     std::string model;
     std::string device = "cpu";
     std::string dtype = "f32";
-    int64_t kv_budget_bytes = 0;
+    int64_t kv_budget_bytes = 0;  // Until the server reports the budget in force (SetSessions).
   };
   // Creates the metric set and starts serving /metrics. InvalidArgument for a bad address or
   // layer set, Unavailable when the address cannot be bound.
@@ -54,7 +54,7 @@ class WorkerMetricsObserver : public WorkerObserver {
                  absl::StatusCode code) override;
   void OnError(absl::string_view method, absl::StatusCode code) override;
   void SetReady(bool ready) override;
-  void SetSessions(int sessions, int64_t kv_used_bytes, int64_t kv_budget_bytes) override;
+  void SetSessions(const WorkerStats& stats, int64_t kv_budget_bytes) override;
   void OnSessionEvicted(absl::string_view reason) override;
   void OnBlockLoad(double seconds) override;
   void OnBlockEviction() override;

@@ -11,6 +11,7 @@
 #include "common/byte_size.h"
 #include "common/layer_set.h"
 #include "common/logging.h"
+#include "common/memory_limits.h"
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "rpc/channel.h"
@@ -73,15 +74,19 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     resp->mutable_layers()->Assign(o.layers.begin(), o.layers.end());
     resp->set_device(o.load.device);
     resp->set_dtype(rpc::ToProtoDType(o.load.dtype));
-    resp->set_kv_budget_bytes(o.limits.kv_budget_bytes);
+    resp->set_kv_budget_bytes(owner_->kv_budget_bytes());
     resp->set_max_sessions(o.limits.max_sessions);
     resp->set_session_ttl_seconds(absl::ToDoubleSeconds(o.limits.idle_ttl));
     {
       absl::MutexLock lock(&owner_->mu_);
       resp->set_load_error(owner_->load_error_);
     }
+    // A draining worker still reports its sessions and counters, but not ready: it takes no new
+    // sessions, and the coordinator's poll reads `ready`.
+    const bool draining = owner_->draining();
+    resp->set_draining(draining);
     if (Worker* w = owner_->worker()) {
-      resp->set_ready(true);
+      resp->set_ready(!draining);
       resp->set_weight_bytes(w->host().WeightBytes());
       resp->set_kv_bytes_per_token(w->host().KvBytesPerToken());
       WorkerStats s = w->Stats();
@@ -112,20 +117,19 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
                                         const v1::OpenSessionRequest* req,
                                         v1::OpenSessionResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    absl::StatusOr<Worker*> w = Ready();
+    absl::StatusOr<Worker*> w = AcceptingSessions();
     if (!w.ok()) {
-      reactor->Finish(rpc::ToGrpcStatus(w.status()));
+      FinishCall(reactor, "OpenSession", w.status());
       return reactor;
     }
     absl::StatusOr<std::string> id = (*w)->OpenSession(req->max_length());
     if (id.ok()) {
       resp->set_session_id(*id);
     } else {
-      owner_->observer_->OnError("OpenSession", id.status().code());
       LogLine(kLog, absl::StrCat("OpenSession (request '", req->request_id(),
                                  "'): ", id.status().ToString()));
     }
-    reactor->Finish(rpc::ToGrpcStatus(id.status()));
+    FinishCall(reactor, "OpenSession", id.status());
     return reactor;
   }
 
@@ -134,9 +138,8 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
                                          v1::CloseSessionResponse*) override {
     auto* reactor = ctx->DefaultReactor();
     absl::StatusOr<Worker*> w = Ready();
-    absl::Status s = w.ok() ? (*w)->CloseSession(req->session_id()) : w.status();
-    if (!s.ok()) owner_->observer_->OnError("CloseSession", s.code());
-    reactor->Finish(rpc::ToGrpcStatus(s));
+    FinishCall(reactor, "CloseSession",
+               w.ok() ? (*w)->CloseSession(req->session_id()) : w.status());
     return reactor;
   }
 
@@ -145,14 +148,20 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     auto* reactor = ctx->DefaultReactor();
     const absl::Time deadline = EffectiveDeadline(ctx, absl::Now(), owner_->options_.max_step_time);
     auto* mreq = const_cast<v1::ForwardRequest*>(req);
+    const int64_t positions = Positions(*req);  // Before RunUnary moves the tensor out.
+    auto run = [this, ctx, reactor, mreq, resp, deadline, positions] {
+      double seconds = 0;
+      absl::Status s = RunUnary(ctx, deadline, mreq, resp, &seconds);
+      FinishForward(*mreq, positions, seconds, s);
+      reactor->Finish(rpc::ToGrpcStatus(s));
+    };
     if (RunsInline(*req)) {
-      reactor->Finish(rpc::ToGrpcStatus(RunUnary(ctx, deadline, mreq, resp)));
-      return reactor;
+      run();
+    } else if (!owner_->pool_->TrySchedule(run)) {
+      const absl::Status s = Overloaded();
+      FinishForward(*req, positions, 0, s);
+      reactor->Finish(rpc::ToGrpcStatus(s));
     }
-    bool queued = owner_->pool_->TrySchedule([this, ctx, reactor, mreq, resp, deadline] {
-      reactor->Finish(rpc::ToGrpcStatus(RunUnary(ctx, deadline, mreq, resp)));
-    });
-    if (!queued) reactor->Finish(rpc::ToGrpcStatus(Overloaded()));
     return reactor;
   }
 
@@ -165,36 +174,32 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
                                      const v1::PrefetchRequest* req,
                                      v1::PrefetchResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    absl::StatusOr<Worker*> w = Ready();
+    absl::StatusOr<Worker*> w = AcceptingSessions();
     if (!w.ok()) {
-      reactor->Finish(rpc::ToGrpcStatus(w.status()));
+      FinishCall(reactor, "Prefetch", w.status());
       return reactor;
     }
     std::vector<int> layers(req->layers().begin(), req->layers().end());
     for (int l : layers) {
       if (!(*w)->host().Hosts(l)) {
-        owner_->observer_->OnError("Prefetch", absl::StatusCode::kInvalidArgument);
-        reactor->Finish(rpc::ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
-            "prefetch: layer ", l,
-            " is not hosted here (hosted: ", FormatLayers(owner_->options_.layers), ")"))));
+        FinishCall(reactor, "Prefetch",
+                   absl::InvalidArgumentError(
+                       absl::StrCat("prefetch: layer ", l, " is not hosted here (hosted: ",
+                                    FormatLayers(owner_->options_.layers), ")")));
         return reactor;
       }
     }
     const ResidentLayerHost* r = owner_->resident_host();
     if (r == nullptr || layers.empty()) {
-      reactor->Finish(grpc::Status::OK);
+      FinishCall(reactor, "Prefetch", absl::OkStatus());
       return reactor;
     }
     bool queued = owner_->pool_->TrySchedule([this, r, reactor, resp, layers] {
       absl::StatusOr<int> loaded = r->Prefetch(layers);
-      if (loaded.ok()) {
-        resp->set_blocks_loaded(*loaded);
-      } else {
-        owner_->observer_->OnError("Prefetch", loaded.status().code());
-      }
-      reactor->Finish(rpc::ToGrpcStatus(loaded.status()));
+      if (loaded.ok()) resp->set_blocks_loaded(*loaded);
+      FinishCall(reactor, "Prefetch", loaded.status());
     });
-    if (!queued) reactor->Finish(rpc::ToGrpcStatus(Overloaded()));
+    if (!queued) FinishCall(reactor, "Prefetch", Overloaded());
     return reactor;
   }
 
@@ -209,9 +214,45 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     return positions * w->host().WeightBytes() <= owner_->options_.max_inline_step_bytes;
   }
 
+  // The worker, for calls on sessions already open (Forward, CloseSession): also while draining.
   absl::StatusOr<Worker*> Ready() const {
     if (Worker* w = owner_->worker()) return w;
     return absl::UnavailableError("this worker is still loading its layers");
+  }
+
+  // The worker, for calls that start new work (OpenSession, Prefetch): not while draining.
+  absl::StatusOr<Worker*> AcceptingSessions() const {
+    ASSIGN_OR_RETURN(Worker * w, Ready());
+    if (owner_->draining()) {
+      return absl::UnavailableError(
+          "this worker is draining (shutting down): it takes no new sessions");
+    }
+    return w;
+  }
+
+  // Finishes a unary call other than Forward; the one place such a call's failure is counted,
+  // refusals before the worker was asked (loading, draining, pool full) included.
+  void FinishCall(grpc::ServerUnaryReactor* reactor, absl::string_view method,
+                  const absl::Status& s) {
+    if (!s.ok()) owner_->observer_->OnError(method, s.code());
+    reactor->Finish(rpc::ToGrpcStatus(s));
+  }
+
+  // Reports a Forward or ForwardStream call that is about to finish with `s`; the one place a
+  // step's outcome is counted, so that the error counter sees the steps refused before
+  // Worker::Forward (loading, pool full, deadline passed while queued, malformed tensor) as well
+  // as those it failed. `seconds` is the compute time, 0 when the step did not run.
+  void FinishForward(const v1::ForwardRequest& header, int64_t positions, double seconds,
+                     const absl::Status& s) {
+    if (owner_->observer_ == &owner_->default_observer_) return;  // Spares FormatLayers.
+    owner_->observer_->OnForward(
+        FormatLayers(std::vector<int>(header.layers().begin(), header.layers().end())), positions,
+        seconds, s.code());
+  }
+
+  // Positions of a request's hidden state as its header states them (0 when it has no shape).
+  static int64_t Positions(const v1::ForwardRequest& req) {
+    return req.hidden().shape_size() > 0 ? req.hidden().shape(0) : 0;
   }
 
   absl::Status Overloaded() const {
@@ -225,27 +266,24 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     return c.max_position_embeddings * c.hidden_size * 4;
   }
 
+  // Runs one step on the worker; `seconds` gets its compute time when it ran.
   absl::StatusOr<StepResult> RunStep(const grpc::CallbackServerContext* ctx, absl::Time deadline,
-                                     const v1::ForwardRequest& header, HostTensor hidden) {
+                                     const v1::ForwardRequest& header, HostTensor hidden,
+                                     double* seconds) {
     ASSIGN_OR_RETURN(Worker * w, Ready());
     RETURN_IF_ERROR(CheckStillWanted(ctx, deadline));
-    const int64_t positions = hidden.shape.empty() ? 0 : hidden.shape[0];
     const absl::Time start = absl::Now();
     absl::StatusOr<StepResult> result = w->Forward(StepFromProto(header), std::move(hidden));
-    if (owner_->observer_ != &owner_->default_observer_) {
-      owner_->observer_->OnForward(
-          FormatLayers(std::vector<int>(header.layers().begin(), header.layers().end())), positions,
-          absl::ToDoubleSeconds(absl::Now() - start), result.status().code());
-    }
+    *seconds = absl::ToDoubleSeconds(absl::Now() - start);
     return result;
   }
 
  private:
   absl::Status RunUnary(const grpc::CallbackServerContext* ctx, absl::Time deadline,
-                        v1::ForwardRequest* req, v1::ForwardResponse* resp) {
+                        v1::ForwardRequest* req, v1::ForwardResponse* resp, double* seconds) {
     ASSIGN_OR_RETURN(HostTensor hidden,
                      rpc::MoveTensorFromProto(req->mutable_hidden(), /*rank=*/2, "hidden"));
-    ASSIGN_OR_RETURN(StepResult result, RunStep(ctx, deadline, *req, std::move(hidden)));
+    ASSIGN_OR_RETURN(StepResult result, RunStep(ctx, deadline, *req, std::move(hidden), seconds));
     if (result.hidden.data.size() > rpc::kMaxTensorPieceBytes) {
       return absl::InvalidArgumentError(
           absl::StrCat("the reply of ", result.hidden.data.size(),
@@ -280,21 +318,21 @@ class ForwardStreamReactor final
   void OnReadDone(bool ok) override {
     if (!ok) {
       // The caller half-closed (or went away) before the tensor was complete.
-      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat("hidden: the stream ended with ", assembler_.remaining(),
-                                       " bytes missing")));
+      End(absl::InvalidArgumentError(absl::StrCat("hidden: the stream ended with ",
+                                                  assembler_.remaining(), " bytes missing")));
       return;
     }
     absl::Status s;
     if (!assembler_.started()) {
       header_.Swap(&piece_);
+      positions_ = WorkerServiceImpl::Positions(header_);
       s = assembler_.Begin(header_.mutable_hidden(), /*rank=*/2, service_->MaxStepBytes(),
                            "hidden");
     } else {
       s = assembler_.Append(piece_.mutable_hidden()->mutable_data());
     }
     if (!s.ok()) {
-      Finish(rpc::ToGrpcStatus(s));
+      End(s);
       return;
     }
     if (!assembler_.complete()) {
@@ -302,13 +340,12 @@ class ForwardStreamReactor final
       StartRead(&piece_);
       return;
     }
-    if (!pool_->TrySchedule([this] { Compute(); }))
-      Finish(rpc::ToGrpcStatus(service_->Overloaded()));
+    if (!pool_->TrySchedule([this] { Compute(); })) End(service_->Overloaded());
   }
 
   void OnWriteDone(bool ok) override {
     if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the caller went away"));
+      End(absl::CancelledError("the caller went away"));
       return;
     }
     WriteNext();
@@ -317,11 +354,17 @@ class ForwardStreamReactor final
   void OnDone() override { delete this; }
 
  private:
+  // Every way the call ends goes through here: the outcome is reported once, then finished.
+  void End(const absl::Status& s) {
+    service_->FinishForward(header_, positions_, seconds_, s);
+    Finish(rpc::ToGrpcStatus(s));
+  }
+
   void Compute() {
     absl::StatusOr<StepResult> result =
-        service_->RunStep(ctx_, deadline_, header_, assembler_.Take());
+        service_->RunStep(ctx_, deadline_, header_, assembler_.Take(), &seconds_);
     if (!result.ok()) {
-      Finish(rpc::ToGrpcStatus(result.status()));
+      End(result.status());
       return;
     }
     result_ = *std::move(result);
@@ -331,7 +374,7 @@ class ForwardStreamReactor final
   void WriteNext() {
     const size_t total = result_.hidden.data.size();
     if (offset_ >= total && wrote_any_) {
-      Finish(grpc::Status::OK);
+      End(absl::OkStatus());
       return;
     }
     const size_t len = std::min(rpc::kMaxTensorPieceBytes, total - offset_);
@@ -359,6 +402,8 @@ class ForwardStreamReactor final
   v1::ForwardResponse reply_;
   size_t offset_ = 0;
   bool wrote_any_ = false;
+  int64_t positions_ = 0;
+  double seconds_ = 0;  // Compute time, once the step ran.
 };
 
 }  // namespace
@@ -424,6 +469,16 @@ absl::Status WorkerServer::Load() {
   } else {
     host = model::LayerHost::Create(checkpoint_, options_.layers, options_.load);
   }
+  SessionLimits limits = options_.limits;
+  std::string budget_note;
+  if (host.ok() && options_.kv_budget_memory_fraction > 0) {
+    absl::StatusOr<int64_t> budget = SizeKvBudget(**host, &budget_note);
+    if (budget.ok()) {
+      limits.kv_budget_bytes = *budget;
+    } else {
+      host = budget.status();
+    }
+  }
   if (!host.ok()) {
     absl::Status s =
         Annotate(host.status(), absl::StrCat("loading layers of ", checkpoint_->dir()));
@@ -431,10 +486,16 @@ absl::Status WorkerServer::Load() {
     load_error_ = s.ToString();
     return s;
   }
-  worker_ = std::make_unique<Worker>(*std::move(host), options_.limits);
+  worker_ = std::make_unique<Worker>(*std::move(host), limits);
   worker_ptr_.store(worker_.get(), std::memory_order_release);
-  rpc::SetServing(server_.get(), health_names_, true);
-  observer_->SetReady(true);
+  observer_->SetSessions(worker_->Stats(), limits.kv_budget_bytes);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!draining()) {
+      rpc::SetServing(server_.get(), health_names_, true);
+      observer_->SetReady(true);
+    }
+  }
   LogLine(kLog,
           absl::StrCat(
               "loaded layers ", FormatLayers(options_.layers), " (",
@@ -445,8 +506,54 @@ absl::Status WorkerServer::Load() {
                   : absl::StrCat("; memory budget ", FormatBytes(options_.memory_budget_bytes),
                                  ", ", resident_host_->Stats().units_resident, " of ",
                                  resident_host_->Stats().units, " blocks resident"),
-              "; serving"));
+              "; KV budget ",
+              limits.kv_budget_bytes > 0 ? FormatBytes(limits.kv_budget_bytes) : "unlimited",
+              budget_note, draining() ? "; draining" : "; serving"));
   return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> WorkerServer::SizeKvBudget(const model::LayerHost& host,
+                                                   std::string* note) const {
+  absl::StatusOr<AvailableMemory> memory = ReadAvailableMemory(options_.memory_files);
+  if (!memory.ok()) {
+    return Annotate(memory.status(),
+                    "sizing the default KV budget (give --kv-budget BYTES to set it)");
+  }
+  const double fraction = std::min(options_.kv_budget_memory_fraction, 1.0);
+  const int64_t budget = static_cast<int64_t>(static_cast<double>(memory->bytes) * fraction);
+  *note = absl::StrCat(" (", fraction, " of the ", FormatBytes(memory->bytes),
+                       " available after loading: ", memory->source, ")");
+  if (budget < host.KvBytesPerToken()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("sizing the default KV budget: ", FormatBytes(budget), *note,
+                     " does not hold one position of ", host.KvBytesPerToken(),
+                     " bytes; give the worker more memory or set --kv-budget BYTES"));
+  }
+  return budget;
+}
+
+int64_t WorkerServer::kv_budget_bytes() const {
+  if (Worker* w = worker()) return w->limits().kv_budget_bytes;
+  return options_.limits.kv_budget_bytes;
+}
+
+void WorkerServer::StartDraining() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_.exchange(true)) return;
+    if (server_) rpc::SetServing(server_.get(), health_names_, false);
+    observer_->SetReady(false);
+  }
+  LogLine(kLog, "draining: new sessions are refused, open ones are still served");
+}
+
+void WorkerServer::WaitForQuietSessions(absl::Duration quiet, absl::Duration timeout) {
+  const absl::Time end = absl::Now() + timeout;
+  for (absl::Time now = absl::Now(); now < end; now = absl::Now()) {
+    Worker* w = worker();
+    if (w == nullptr || w->Stats().last_session_use < now - quiet) return;
+    absl::SleepFor(std::min(absl::Milliseconds(50), end - now));
+  }
 }
 
 void WorkerServer::ReapLoop() {
@@ -458,8 +565,7 @@ void WorkerServer::ReapLoop() {
       mu_.Unlock();
       int n = w->ReapIdle(absl::Now());
       for (int i = 0; i < n; ++i) observer_->OnSessionEvicted("idle_ttl");
-      WorkerStats stats = w->Stats();
-      observer_->SetSessions(stats.sessions, stats.kv_used_bytes, options_.limits.kv_budget_bytes);
+      observer_->SetSessions(w->Stats(), w->limits().kv_budget_bytes);
       if (n > 0) {
         LogLine(kLog, absl::StrCat("closed ", n, " session(s) idle for more than ",
                                    absl::FormatDuration(options_.limits.idle_ttl)));
@@ -476,9 +582,8 @@ void WorkerServer::Shutdown(absl::Duration grace) {
     shut_down_ = true;
     stopping_ = true;
   }
-  observer_->SetReady(false);
+  StartDraining();
   if (server_) {
-    rpc::SetServing(server_.get(), health_names_, false);
     // Let the steps already queued finish (up to `grace`), then shut down with an immediate
     // deadline: grpc::Server would otherwise also wait for idle client connections to close.
     const absl::Time end = absl::Now() + grace;

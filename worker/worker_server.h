@@ -1,6 +1,6 @@
 // swarm-worker's server: WorkerService (proto/swarm/v1/worker.proto) over a Worker, with
-// grpc.health.v1 (NOT_SERVING until the layers are loaded) and reflection. Used by
-// worker_main.cc and by tests, which run it in-process on 127.0.0.1:0.
+// grpc.health.v1 (NOT_SERVING until the layers are loaded, and again once draining) and
+// reflection. Used by worker_main.cc and by tests, which run it in-process on 127.0.0.1:0.
 //
 // Threading: handlers run on gRPC's callback threads and only do cheap work there (Info, session
 // bookkeeping, and Forward steps small enough to take well under a millisecond); every other step
@@ -22,6 +22,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/memory_limits.h"
 #include "model/checkpoint.h"
 #include "model/layer_host.h"
 #include "model/weights.h"
@@ -43,15 +44,22 @@ namespace swarm::worker {
 class WorkerObserver {
  public:
   virtual ~WorkerObserver() = default;
-  // One Forward step over `layers` ("0-3"), `positions` positions, taking `seconds` of compute.
+  // Once per Forward or ForwardStream call, when it finishes with `code`: a step over `layers`
+  // ("0-3", as the request lists them), `positions` positions, `seconds` of compute. Calls refused
+  // before the worker ran the step (still loading, compute pool full, deadline passed while
+  // queued, malformed tensor) come here too, with `seconds` = 0.
   virtual void OnForward(absl::string_view layers, int64_t positions, double seconds,
                          absl::StatusCode code) {}
-  // A failed call other than Forward ("OpenSession", "CloseSession").
+  // A failed call other than Forward ("OpenSession", "CloseSession", "Prefetch"), refusals
+  // included.
   virtual void OnError(absl::string_view method, absl::StatusCode code) {}
+  // True once the layers are loaded; false again once draining (StartDraining).
   virtual void SetReady(bool ready) {}
-  // Refreshed every reap interval.
-  virtual void SetSessions(int sessions, int64_t kv_used_bytes, int64_t kv_budget_bytes) {}
-  virtual void OnSessionEvicted(absl::string_view reason) {}  // "idle_ttl".
+  // The session table and the KV budget in force; after Load() and every reap interval.
+  virtual void SetSessions(const WorkerStats& stats, int64_t kv_budget_bytes) {}
+  // A session the worker closed on its own: "idle_ttl" (the only reason: over the KV budget or
+  // the session limit the worker refuses new sessions and growth, it never evicts one).
+  virtual void OnSessionEvicted(absl::string_view reason) {}
   // Weight residency (--memory-budget): a residency unit loaded on demand or by Prefetch, a unit
   // evicted, the units and weight bytes resident after a load, and a unit use that found it
   // resident. Named after the metrics they feed (swarm_worker_block_*, a contract).
@@ -66,6 +74,13 @@ struct WorkerServerOptions {
   std::vector<int> layers;  // Sorted, unique, each < the model's layer count.
   model::LoadOptions load;
   SessionLimits limits;
+  // When > 0, Load() replaces limits.kv_budget_bytes by this fraction of the memory still
+  // available once the layers are loaded (so the weights are already counted): MemAvailable
+  // bounded by the memory cgroup's limit minus its usage, read from `memory_files`
+  // (common/memory_limits.h). Load() fails when they cannot be read or the budget would not hold
+  // one position. swarm-worker on cpu without --kv-budget uses 0.5.
+  double kv_budget_memory_fraction = 0;
+  MemoryFiles memory_files;
   // Weight residency (block_residency.h): > 0 keeps only the residency units of `block_layers`
   // (--block-layers) consecutive hosted layers that fit this many weight bytes resident and loads
   // the others on demand. 0 = every hosted layer resident (one LayerHost). Load() fails when the
@@ -100,9 +115,23 @@ class WorkerServer {
   const model::Checkpoint& checkpoint() const { return *checkpoint_; }
   const WorkerServerOptions& options() const { return options_; }
 
-  // Loads the hosted layers onto the device (blocking; call once), then reports SERVING.
-  // Errors name the tensor or device at fault; Info then carries the error.
+  // Loads the hosted layers onto the device (blocking; call once), sizes the KV budget when
+  // kv_budget_memory_fraction > 0, then reports SERVING (unless draining already). Errors name
+  // the tensor, device or memory file at fault; Info then carries the error.
   absl::Status Load();
+  // The KV budget in force: limits.kv_budget_bytes, or the one Load() sized. 0 = unlimited.
+  int64_t kv_budget_bytes() const;
+
+  // Stops taking new work while the sessions already open keep working: Info says ready =
+  // false and draining = true (so a coordinator's poll stops routing new requests here), health
+  // says NOT_SERVING, OpenSession and Prefetch answer UNAVAILABLE; Forward and CloseSession are
+  // served as before. Shutdown() starts with it. Idempotent; there is no way back.
+  void StartDraining();
+  bool draining() const { return draining_.load(std::memory_order_acquire); }
+  // Blocks until no open session has been used (opened or stepped) for `quiet` — the requests
+  // in flight have finished, or stalled — or until `timeout` passes. For a draining worker
+  // before Shutdown(), so that requests under way end instead of failing mid-generation.
+  void WaitForQuietSessions(absl::Duration quiet, absl::Duration timeout);
   // Null until Load() succeeded.
   Worker* worker() const { return worker_ptr_.load(std::memory_order_acquire); }
   // The worker's host when memory_budget_bytes > 0 and Load() succeeded; null otherwise.
@@ -110,13 +139,18 @@ class WorkerServer {
     return worker() != nullptr ? resident_host_ : nullptr;
   }
 
-  // Stops accepting calls, waits up to `grace` for running ones, joins every thread. Idempotent.
+  // Drains (StartDraining), waits up to `grace` for the steps running or queued on the compute
+  // pool, then stops accepting calls and joins every thread. Idempotent.
   void Shutdown(absl::Duration grace = absl::Seconds(5));
 
  private:
   friend class WorkerServiceImpl;
   WorkerServer() = default;
   void ReapLoop();
+  // kv_budget_memory_fraction of the memory available now (after `host` loaded); `note` says how
+  // it was found, for the log. An error when the memory cannot be read or the budget would not
+  // hold one position.
+  absl::StatusOr<int64_t> SizeKvBudget(const model::LayerHost& host, std::string* note) const;
 
   WorkerServerOptions options_;
   WorkerObserver default_observer_;
@@ -131,6 +165,10 @@ class WorkerServer {
   std::unique_ptr<Worker> worker_;  // Set once by Load().
   std::atomic<Worker*> worker_ptr_{nullptr};
   const ResidentLayerHost* resident_host_ = nullptr;  // Set by Load() before worker_ptr_.
+
+  // Written under mu_, like health and the observer's readiness, so that a Load() finishing
+  // while StartDraining() runs cannot report SERVING after it; read without it.
+  std::atomic<bool> draining_{false};
 
   absl::Mutex mu_;
   std::string load_error_ ABSL_GUARDED_BY(mu_);

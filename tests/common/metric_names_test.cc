@@ -46,7 +46,6 @@ std::map<std::string, prometheus::MetricType> ExportedFamilies() {
   auto c = CoordinatorMetrics::Create(co);
   EXPECT_TRUE(w.ok() && c.ok());
   (*w)->OnError("Forward", absl::StatusCode::kInternal);
-  (*w)->OnSessionEvicted("budget");
   (*c)->OnWorkerStep("w:1", 0.1, absl::StatusCode::kInternal);
   std::map<std::string, prometheus::MetricType> out;
   for (const auto& f : registry->Collect()) out[f.name] = f.type;

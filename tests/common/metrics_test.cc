@@ -116,7 +116,6 @@ TEST(NamingTest, EveryFamilyFollowsTheHouseConvention) {
   ASSERT_TRUE(c.ok());
   // Families whose series appear on first use.
   (*w)->OnError("Forward", absl::StatusCode::kInternal);
-  (*w)->OnSessionEvicted("budget");
   (*c)->OnWorkerStep("w:1", 0.1, absl::StatusCode::kInternal);
 
   const std::regex name_re("^swarm_(worker|coordinator)_[a-z][a-z0-9_]*[a-z0-9]$");
@@ -164,6 +163,10 @@ TEST(WorkerMetricsTest, SeriesExistFromStart) {
   EXPECT_EQ(Value(s, "swarm_worker_forward_steps_total{layers=\"6-7\"}"), 0);
   EXPECT_EQ(Value(s, "swarm_worker_forward_duration_seconds_count{layers=\"6-7\"}"), 0);
   EXPECT_EQ(Value(s, "swarm_worker_ready"), 0);
+  EXPECT_EQ(Value(s, "swarm_worker_kv_cache_reserved_bytes"), 0);
+  EXPECT_EQ(Value(s, "swarm_worker_session_evictions_total{reason=\"idle_ttl\"}"), 0);
+  // The worker refuses over its budget and never evicts for it: no such series.
+  EXPECT_EQ(s.count("swarm_worker_session_evictions_total{reason=\"budget\"}"), 0u);
   EXPECT_EQ(Value(s,
                   "swarm_worker_info{device=\"cpu\",dtype=\"f32\",layers=\"0-3,6-7\","
                   "model=\"stories260K\"}"),
@@ -202,27 +205,29 @@ TEST(WorkerMetricsTest, GaugesAndCounters) {
   m->SetReady(true);
   m->SetActiveSessions(3);
   m->SetKvCacheBytes(1 << 20);
+  m->SetKvCacheReservedBytes(3 << 20);
   m->SetKvCacheBudgetBytes(int64_t{8} << 30);
   m->SetBlocksResident(2);
   m->OnBlockLoad(0.3);
   m->OnBlockLoad(1.5);
   m->OnBlockEviction();
   m->OnSessionEvicted("idle_ttl");
-  m->OnSessionEvicted("budget");
-  m->OnSessionEvicted("budget");
+  m->OnSessionEvicted("some reason {x}");
+  m->OnSessionEvicted("not valid");
   m->OnError("OpenSession", absl::StatusCode::kResourceExhausted);
   m->OnError("bad method {name}", absl::StatusCode::kInternal);
   auto s = Samples(*m->registry());
   EXPECT_EQ(Value(s, "swarm_worker_ready"), 1);
   EXPECT_EQ(Value(s, "swarm_worker_active_sessions"), 3);
   EXPECT_EQ(Value(s, "swarm_worker_kv_cache_bytes"), 1 << 20);
+  EXPECT_EQ(Value(s, "swarm_worker_kv_cache_reserved_bytes"), 3 << 20);
   EXPECT_EQ(Value(s, "swarm_worker_kv_cache_budget_bytes"), 8.0 * (1 << 30));
   EXPECT_EQ(Value(s, "swarm_worker_blocks_resident"), 2);
   EXPECT_EQ(Value(s, "swarm_worker_block_loads_total"), 2);
   EXPECT_EQ(Value(s, "swarm_worker_block_load_duration_seconds_count"), 2);
   EXPECT_EQ(Value(s, "swarm_worker_block_evictions_total"), 1);
   EXPECT_EQ(Value(s, "swarm_worker_session_evictions_total{reason=\"idle_ttl\"}"), 1);
-  EXPECT_EQ(Value(s, "swarm_worker_session_evictions_total{reason=\"budget\"}"), 2);
+  EXPECT_EQ(Value(s, "swarm_worker_session_evictions_total{reason=\"other\"}"), 2);
   EXPECT_EQ(
       Value(s, "swarm_worker_errors_total{code=\"resource_exhausted\",method=\"OpenSession\"}"), 1);
   EXPECT_EQ(Value(s, "swarm_worker_errors_total{code=\"internal\",method=\"other\"}"), 1);

@@ -61,6 +61,7 @@ mutations=(
   's/^  replicas: 2$/  replicas: two/'                                # wrong type
   's/port: 7001$/port: 7002/'                                         # probe misses the port
   's/nvidia.com\/gpu: 1/cpu: "9"/'                                    # cuda without a GPU
+  '/- --kv-budget$/d'                                                  # cuda without a KV budget
   's/runAsNonRoot: true/runAsNonRoot: false/'                         # not restricted
   's/clusterIP: None/clusterIP: 10.0.0.1/'                            # not headless
   's/claimName: swarm-model/claimName: swarm-modl/'                   # dangling PVC

@@ -197,6 +197,10 @@ function checkWorkloads(objects) {
       const gpus = c.resources && c.resources.limits && c.resources.limits["nvidia.com/gpu"];
       if (wantsCuda && !gpus) fail(cw, "--device cuda:N without an nvidia.com/gpu limit");
       if (!wantsCuda && gpus) fail(cw, "an nvidia.com/gpu limit but no --device cuda:N");
+      // swarm-worker refuses to start on cuda without an explicit KV budget (docs/cli.md).
+      if (wantsCuda && !/--kv-budget\s+[0-9]/.test(args)) {
+        fail(cw, "--device cuda:N without --kv-budget BYTES (the worker would exit 2)");
+      }
     }
   }
 }

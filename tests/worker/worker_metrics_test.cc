@@ -54,7 +54,11 @@ TEST(WorkerMetricsTest, HooksLandOnTheirSeries) {
   obs.OnForward("1-2,6-7", 1, 0.01, absl::StatusCode::kOk);  // Counts under its first layer.
   obs.OnForward("0-2", 1, 0.01, absl::StatusCode::kNotFound);
   obs.OnError("OpenSession", absl::StatusCode::kResourceExhausted);
-  obs.SetSessions(3, 1000, 4096);
+  WorkerStats stats;
+  stats.sessions = 3;
+  stats.kv_used_bytes = 1000;
+  stats.kv_reserved_bytes = 3000;
+  obs.SetSessions(stats, 4096);
   obs.OnSessionEvicted("idle_ttl");
   obs.OnBlockLoad(0.002);
   obs.OnBlockEviction();
@@ -76,6 +80,7 @@ TEST(WorkerMetricsTest, HooksLandOnTheirSeries) {
       Value(s, "swarm_worker_errors_total{code=\"resource_exhausted\",method=\"OpenSession\"}"), 1);
   EXPECT_EQ(Value(s, "swarm_worker_active_sessions"), 3);
   EXPECT_EQ(Value(s, "swarm_worker_kv_cache_bytes"), 1000);
+  EXPECT_EQ(Value(s, "swarm_worker_kv_cache_reserved_bytes"), 3000);
   EXPECT_EQ(Value(s, "swarm_worker_kv_cache_budget_bytes"), 4096);
   EXPECT_EQ(Value(s, "swarm_worker_session_evictions_total{reason=\"idle_ttl\"}"), 1);
   EXPECT_NE((*m)->address().find("127.0.0.1:"), std::string::npos);

@@ -6,14 +6,22 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/host_tensor.h"
+#include "common/metrics_server.h"
+#include "coordinator/worker_set.h"
 #include "model/combine.h"
+#include "prometheus/registry.h"
 #include "rpc/tensor_codec.h"
 #include "swarm/v1/worker.grpc.pb.h"
 #include "tests/coordinator/test_cluster.h"
+#include "worker/worker_metrics.h"
 
 namespace swarm::worker {
 namespace {
@@ -48,6 +56,7 @@ class WorkerServerTest : public ::testing::Test {
     options.reap_interval = absl::Milliseconds(10);
     options.max_step_time = max_step_time;
     options.observer = observer_;
+    if (configure_) configure_(&options);
     auto server = WorkerServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -122,6 +131,7 @@ class WorkerServerTest : public ::testing::Test {
   }
 
   WorkerObserver* observer_ = nullptr;
+  std::function<void(WorkerServerOptions*)> configure_;  // Runs on the options in Start().
   std::unique_ptr<WorkerServer> server_;
   std::unique_ptr<v1::WorkerService::Stub> stub_;
 };
@@ -456,7 +466,7 @@ class CountingObserver : public WorkerObserver {
     steps.push_back(absl::StrCat(layers, ":", positions, ":", absl::StatusCodeToString(code)));
   }
   void SetReady(bool r) override { ready = r; }
-  void SetSessions(int s, int64_t, int64_t) override { sessions = s; }
+  void SetSessions(const WorkerStats& s, int64_t) override { sessions = s.sessions; }
   absl::Mutex mu;
   std::vector<std::string> steps;
   std::atomic<bool> ready{false};
@@ -481,6 +491,231 @@ TEST_F(WorkerServerTest, ObserverSeesStepsSessionsAndReadiness) {
   EXPECT_EQ(observer.sessions, 1);
   server_->Shutdown();
   EXPECT_FALSE(observer.ready);
+}
+
+// The samples of an observer's /metrics text: `name{a="x",b="y"}` → value.
+std::map<std::string, double> Samples(WorkerMetricsObserver& m) {
+  absl::StatusOr<std::string> text = common::SerializeRegistry(*m.metrics().registry());
+  EXPECT_TRUE(text.ok()) << text.status();
+  std::map<std::string, double> out;
+  std::istringstream in(text.ok() ? *text : "");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t space = line.rfind(' ');
+    out[line.substr(0, space)] = std::stod(line.substr(space + 1));
+  }
+  return out;
+}
+
+double Value(const std::map<std::string, double>& s, const std::string& key) {
+  auto it = s.find(key);
+  EXPECT_NE(it, s.end()) << "no sample " << key;
+  return it == s.end() ? -1 : it->second;
+}
+
+std::string ErrorsKey(const std::string& method, const std::string& code) {
+  return absl::StrCat("swarm_worker_errors_total{code=\"", code, "\",method=\"", method, "\"}");
+}
+
+std::unique_ptr<WorkerMetricsObserver> StartMetrics(const std::vector<int>& layers) {
+  WorkerMetricsObserver::Options o;
+  o.listen = "127.0.0.1:0";
+  o.layers = layers;
+  auto m = WorkerMetricsObserver::Start(o);
+  EXPECT_TRUE(m.ok()) << m.status();
+  return m.ok() ? *std::move(m) : nullptr;
+}
+
+grpc::Status StreamedForward(v1::WorkerService::Stub* stub, const v1::ForwardRequest& req) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto stream = stub->ForwardStream(&ctx);
+  stream->Write(req);
+  stream->WritesDone();
+  v1::ForwardResponse resp;
+  while (stream->Read(&resp)) {
+  }
+  return stream->Finish();
+}
+
+TEST_F(WorkerServerTest, CallsRefusedBeforeTheWorkerRanThemCountAsErrors) {
+  std::unique_ptr<WorkerMetricsObserver> metrics = StartMetrics({0});
+  ASSERT_NE(metrics, nullptr);
+  observer_ = metrics.get();
+  // No queue at all: every step that goes to the compute pool is refused as overloaded.
+  configure_ = [](WorkerServerOptions* o) {
+    o->max_inline_step_bytes = 0;
+    o->max_queued_steps = 0;
+  };
+  Start({0}, {}, /*load=*/false);
+  auto one = HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden));
+  std::string id;
+  // Still loading.
+  EXPECT_EQ(Forward("any", 1, 0, {0}, one).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(Open(&id).error_code(), grpc::StatusCode::UNAVAILABLE);
+  ASSERT_TRUE(server_->Load().ok());
+  ASSERT_TRUE(Open(&id).ok());
+  // The pool is full, for a unary and a streamed step.
+  EXPECT_EQ(Forward(id, 1, 0, {0}, one).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(StreamedForward(stub_.get(), Request(id, 1, 0, {0}, one)).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  // A malformed tensor and a deadline that passed before the step could start.
+  configure_ = nullptr;
+  Start({0}, {}, /*load=*/true, /*max_step_time=*/absl::Nanoseconds(1));
+  ASSERT_TRUE(Open(&id).ok());
+  v1::ForwardRequest bad = Request(id, 1, 0, {0}, one);
+  bad.mutable_hidden()->mutable_data()->pop_back();
+  v1::ForwardResponse resp;
+  EXPECT_EQ(Forward(bad, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Forward(id, 1, 0, {0}, one).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+
+  auto s = Samples(*metrics);
+  EXPECT_EQ(Value(s, ErrorsKey("Forward", "unavailable")), 1);
+  EXPECT_EQ(Value(s, ErrorsKey("OpenSession", "unavailable")), 1);
+  EXPECT_EQ(Value(s, ErrorsKey("Forward", "resource_exhausted")), 2);
+  EXPECT_EQ(Value(s, ErrorsKey("Forward", "invalid_argument")), 1);
+  EXPECT_EQ(Value(s, ErrorsKey("Forward", "deadline_exceeded")), 1);
+  EXPECT_EQ(Value(s, "swarm_worker_forward_steps_total{layers=\"0-0\"}"), 0);
+  server_.reset();  // Before the observer goes.
+}
+
+TEST_F(WorkerServerTest, KvGaugesExportReservedAndUsedBytes) {
+  std::unique_ptr<WorkerMetricsObserver> metrics = StartMetrics({0});
+  ASSERT_NE(metrics, nullptr);
+  observer_ = metrics.get();
+  Start({0, 1});
+  const int64_t per_token = server_->worker()->host().KvBytesPerToken();
+  // Reserved across both hosted layers; a step over layer 0 alone allocates only its cache (as a
+  // sparse plan running one block of a worker does), a session that has not stepped nothing.
+  std::string a, b;
+  ASSERT_TRUE(Open(&a, 100).ok());
+  ASSERT_TRUE(Open(&b, 100).ok());
+  auto one = HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden));
+  ASSERT_TRUE(Forward(a, 1, 0, {0}, one).ok());
+  absl::SleepFor(absl::Milliseconds(100));  // A reap interval refreshes the gauges.
+  auto s = Samples(*metrics);
+  // The budget refuses on the reservation, well above what the caches hold.
+  EXPECT_EQ(Value(s, "swarm_worker_kv_cache_reserved_bytes"), 200 * per_token);
+  EXPECT_EQ(Value(s, "swarm_worker_kv_cache_bytes"), 50 * per_token);
+  server_.reset();
+}
+
+TEST_F(WorkerServerTest, DrainingWorkerTakesNoNewSessionsButServesOpenOnes) {
+  Start(swarm::testing::Range(0, 5));
+  coordinator::WorkerSet set({server_->address()}, server_->checkpoint().config().Fingerprint(), 5);
+  set.Refresh(absl::Seconds(10));
+  ASSERT_TRUE(set.Snapshot()[0].usable()) << set.Snapshot()[0].error;
+  ASSERT_TRUE(set.Coverage().ok());
+  auto one = HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden));
+  std::string open;
+  ASSERT_TRUE(Open(&open).ok());
+  ASSERT_TRUE(Forward(open, 1, 0, {0}, one).ok());
+
+  server_->StartDraining();
+  server_->StartDraining();  // Idempotent.
+  EXPECT_TRUE(server_->draining());
+  v1::InfoResponse info = Info();
+  EXPECT_FALSE(info.ready());
+  EXPECT_TRUE(info.draining());
+  EXPECT_EQ(info.sessions(), 1);
+  EXPECT_EQ(swarm::testing::Health(server_->address(), ""), HealthStatus::NOT_SERVING);
+  std::string id;
+  grpc::Status s = Open(&id);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(s.error_message().find("draining"), std::string::npos) << s.error_message();
+  {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    v1::PrefetchRequest req;
+    req.add_layers(0);
+    v1::PrefetchResponse resp;
+    EXPECT_EQ(stub_->Prefetch(&ctx, req, &resp).error_code(), grpc::StatusCode::UNAVAILABLE);
+  }
+  // The session that was open finishes its request.
+  EXPECT_TRUE(Forward(open, 2, 1, {0}, one).ok());
+  // A session used just now holds a drain for `quiet`, bounded by `timeout`.
+  absl::Time start = absl::Now();
+  server_->WaitForQuietSessions(absl::Milliseconds(300), absl::Seconds(20));
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(250));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  ASSERT_TRUE(Forward(open, 3, 2, {0}, one).ok());
+  start = absl::Now();
+  server_->WaitForQuietSessions(absl::Seconds(20), absl::Milliseconds(300));
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(250));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_TRUE(Close(open).ok());
+  start = absl::Now();
+  server_->WaitForQuietSessions(absl::Seconds(20), absl::Seconds(20));  // No session: at once.
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+
+  // What the coordinator makes of it: not usable, so no new request is routed here.
+  set.Refresh(absl::Seconds(10));
+  const coordinator::WorkerState state = set.Snapshot()[0];
+  EXPECT_TRUE(state.reachable);
+  EXPECT_FALSE(state.usable());
+  EXPECT_NE(state.error.find("draining"), std::string::npos) << state.error;
+  EXPECT_EQ(set.Coverage().code(), absl::StatusCode::kUnavailable);
+}
+
+// A scratch directory with fake /proc/meminfo and cgroup v2 files (8 GiB available on the node).
+class FakeMemoryFiles {
+ public:
+  FakeMemoryFiles() : dir_(absl::StrCat(::testing::TempDir(), "swarm-kv-memory-", getpid())) {
+    std::system(absl::StrCat("rm -rf '", dir_, "' && mkdir -p '", dir_, "'").c_str());
+    files_.meminfo = dir_ + "/meminfo";
+    files_.cgroup_v2_max = dir_ + "/memory.max";
+    files_.cgroup_v2_current = dir_ + "/memory.current";
+    files_.cgroup_v1_limit = dir_ + "/v1/memory.limit_in_bytes";
+    files_.cgroup_v1_usage = dir_ + "/v1/memory.usage_in_bytes";
+    Write(files_.meminfo, "MemTotal: 16777216 kB\nMemAvailable: 8388608 kB\n");
+  }
+  ~FakeMemoryFiles() { std::system(absl::StrCat("rm -rf '", dir_, "'").c_str()); }
+  void Write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+  const MemoryFiles& files() const { return files_; }
+
+ private:
+  std::string dir_;
+  MemoryFiles files_;
+};
+
+TEST_F(WorkerServerTest, DefaultKvBudgetIsSizedFromTheCgroupOnceLoaded) {
+  constexpr int64_t kMiB = int64_t{1} << 20;
+  FakeMemoryFiles fake;
+  fake.Write(fake.files().cgroup_v2_max, "1073741824\n");     // The pod's 1 GiB limit...
+  fake.Write(fake.files().cgroup_v2_current, "268435456\n");  // ...of which 256 MiB are used.
+  std::unique_ptr<WorkerMetricsObserver> metrics = StartMetrics({0});
+  ASSERT_NE(metrics, nullptr);
+  observer_ = metrics.get();
+  configure_ = [&fake](WorkerServerOptions* o) {
+    o->kv_budget_memory_fraction = 0.5;
+    o->memory_files = fake.files();
+  };
+  Start({0});
+  // Half of min(8 GiB available on the node, 1 GiB - 256 MiB left in the cgroup).
+  EXPECT_EQ(server_->kv_budget_bytes(), 384 * kMiB);
+  EXPECT_EQ(Info().kv_budget_bytes(), 384 * kMiB);
+  EXPECT_EQ(Value(Samples(*metrics), "swarm_worker_kv_cache_budget_bytes"), 384 * kMiB);
+
+  // A limit that cannot be read stops the load, naming the file and the flag to set.
+  fake.Write(fake.files().cgroup_v2_max, "lots\n");
+  Start({0}, {}, /*load=*/false);
+  absl::Status s = server_->Load();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find(fake.files().cgroup_v2_max), absl::string_view::npos) << s;
+  EXPECT_NE(s.message().find("--kv-budget"), absl::string_view::npos) << s;
+  v1::InfoResponse info = Info();
+  EXPECT_FALSE(info.ready());
+  EXPECT_NE(info.load_error().find("memory.max"), std::string::npos) << info.load_error();
+
+  // A cgroup already full leaves no room: refused at load, not an unlimited budget.
+  fake.Write(fake.files().cgroup_v2_max, "268435456\n");
+  Start({0}, {}, /*load=*/false);
+  s = server_->Load();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(s.message().find("does not hold one position"), absl::string_view::npos) << s;
+  server_.reset();
 }
 
 TEST(WorkerTest, ReapIdleClosesOnlySessionsPastTheirTtl) {
