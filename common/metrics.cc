@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/layer_set.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -86,15 +87,6 @@ std::string IdentifierLabel(absl::string_view s) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') return "other";
   }
   return std::string(s);
-}
-
-// "A-B" (or "A") → {A, B}; false when malformed.
-bool ParseLayerRange(absl::string_view text, int* first, int* last) {
-  std::vector<absl::string_view> parts = absl::StrSplit(text, '-');
-  if (parts.size() == 1) parts.push_back(parts[0]);
-  if (parts.size() != 2) return false;
-  if (!absl::SimpleAtoi(parts[0], first) || !absl::SimpleAtoi(parts[1], last)) return false;
-  return *first >= 0 && *first <= *last;
 }
 
 template <typename T>
@@ -184,39 +176,34 @@ struct WorkerMetrics::Impl {
   Counter* evictions = nullptr;
   Histogram* load_seconds = nullptr;
 
-  // The hosted range a request's layers count under, or null for "other".
-  const Range* Find(absl::string_view layer_range) const {
+  // The hosted range holding `layer`, or null for "other".
+  const Range* Find(int layer) const {
     for (const Range& r : ranges) {
-      if (r.label == layer_range) return &r;
-    }
-    int first = 0, last = 0;
-    if (!ParseLayerRange(layer_range, &first, &last)) return nullptr;
-    for (const Range& r : ranges) {
-      if (first >= r.first && first <= r.last) return &r;
+      if (layer >= r.first && layer <= r.last) return &r;
     }
     return nullptr;
   }
 };
 
 absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const Options& options) {
-  if (options.layer_ranges.empty()) {
-    return absl::InvalidArgumentError("WorkerMetrics: no layer range given");
+  if (options.layers.empty()) {
+    return absl::InvalidArgumentError("WorkerMetrics: no hosted layer given");
+  }
+  for (size_t i = 0; i < options.layers.size(); ++i) {
+    if (options.layers[i] < 0 || (i > 0 && options.layers[i] <= options.layers[i - 1])) {
+      return absl::InvalidArgumentError(absl::StrCat("WorkerMetrics: hosted layers [",
+                                                     absl::StrJoin(options.layers, ","),
+                                                     "] are not sorted, unique and >= 0"));
+    }
   }
   auto impl = std::make_unique<Impl>();
   impl->registry = options.registry ? options.registry : std::make_shared<Registry>();
   Registry& reg = *impl->registry;
-  absl::flat_hash_set<std::string> seen;
-  for (const std::string& text : options.layer_ranges) {
+  for (auto [begin, end] : LayerRuns(options.layers)) {
     Impl::Range r;
-    if (!ParseLayerRange(text, &r.first, &r.last)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("WorkerMetrics: layer range '", text, "' is not A-B with 0 <= A <= B"));
-    }
+    r.first = begin;
+    r.last = end - 1;
     r.label = absl::StrCat(r.first, "-", r.last);
-    if (!seen.insert(r.label).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("WorkerMetrics: layer range '", text, "' given twice"));
-    }
     impl->ranges.push_back(std::move(r));
   }
 
@@ -334,13 +321,13 @@ WorkerMetrics::~WorkerMetrics() = default;
 
 std::shared_ptr<prometheus::Registry> WorkerMetrics::registry() const { return impl_->registry; }
 
-void WorkerMetrics::OnForward(absl::string_view layer_range, double seconds, absl::StatusCode code,
+void WorkerMetrics::OnForward(int first_layer, double seconds, absl::StatusCode code,
                               int64_t tokens) {
   if (code != absl::StatusCode::kOk) {
     OnError("Forward", code);
     return;
   }
-  const Impl::Range* r = impl_->Find(layer_range);
+  const Impl::Range* r = impl_->Find(first_layer);
   Counter* steps = r ? r->steps : AddOrNull(impl_->steps_family, {{"layers", "other"}});
   Counter* toks = r ? r->tokens : AddOrNull(impl_->tokens_family, {{"layers", "other"}});
   Histogram* lat =

@@ -57,9 +57,9 @@ absl::string_view ModeLabel(absl::string_view mode);
 class WorkerMetrics {
  public:
   struct Options {
-    // The layer ranges this worker hosts, "A-B" inclusive, e.g. {"0-3"} or {"0-1", "6-7"}. Each
-    // becomes a `layers` label value; at least one is required.
-    std::vector<std::string> layer_ranges;
+    // The layers this worker hosts, sorted and unique (at least one). Each run of consecutive
+    // layers becomes a `layers` label value "A-B" (inclusive), e.g. {0,1,2,3,6,7} → "0-3", "6-7".
+    std::vector<int> layers;
     std::string model;           // swarm_worker_info{model}: the model's name or directory.
     std::string device = "cpu";  // swarm_worker_info{device}
     std::string dtype = "f32";   // swarm_worker_info{dtype}
@@ -67,20 +67,19 @@ class WorkerMetrics {
     std::shared_ptr<prometheus::Registry> registry;
   };
 
-  // InvalidArgument naming the entry when a layer range is not "A-B" with 0 <= A <= B or when
-  // none is given.
+  // InvalidArgument when no layer is given or the layers are not sorted, unique and >= 0.
   static absl::StatusOr<std::unique_ptr<WorkerMetrics>> Create(const Options& options);
   ~WorkerMetrics();
 
   // The registry to serve on /metrics.
   std::shared_ptr<prometheus::Registry> registry() const;
 
-  // One Forward RPC over `layer_range` ("A-B"), `tokens` positions, taking `seconds`. OK: counts a
-  // step and its tokens and observes the latency under the hosted range that contains layer A (a
-  // sub-range of a hosted range counts under that range; anything else under layers="other").
-  // Not OK: counts swarm_worker_errors_total{method="Forward",code} only.
-  void OnForward(absl::string_view layer_range, double seconds, absl::StatusCode code,
-                 int64_t tokens = 1);
+  // One Forward RPC whose first layer is `first_layer`, over `tokens` positions, taking
+  // `seconds`. OK: counts a step and its tokens and observes the latency under the hosted range
+  // that contains first_layer (a step over any layers of a range counts under that range; a layer
+  // not hosted, or -1, under layers="other"). Not OK: counts
+  // swarm_worker_errors_total{method="Forward",code} only.
+  void OnForward(int first_layer, double seconds, absl::StatusCode code, int64_t tokens = 1);
   // A failed RPC other than Forward: `method` is the RPC's short name ("OpenSession", "Info",
   // ...); names outside the WorkerService's methods are folded into "other".
   void OnError(absl::string_view method, absl::StatusCode code);

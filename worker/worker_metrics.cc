@@ -8,16 +8,10 @@
 
 namespace swarm::worker {
 
-std::vector<std::string> MetricLayerRanges(const std::vector<int>& layers) {
-  std::vector<std::string> out;
-  for (auto [begin, end] : LayerRuns(layers)) out.push_back(absl::StrCat(begin, "-", end - 1));
-  return out;
-}
-
 absl::StatusOr<std::unique_ptr<WorkerMetricsObserver>> WorkerMetricsObserver::Start(
     const Options& options) {
   common::WorkerMetrics::Options mo;
-  mo.layer_ranges = MetricLayerRanges(options.layers);
+  mo.layers = options.layers;
   mo.model = options.model;
   mo.device = options.device;
   mo.dtype = options.dtype;
@@ -35,10 +29,10 @@ WorkerMetricsObserver::~WorkerMetricsObserver() {
   if (server_) server_->Stop();
 }
 
-void WorkerMetricsObserver::OnForward(absl::string_view layers, int64_t positions, double seconds,
-                                      absl::StatusCode code) {
-  // A request over non-contiguous layers ("0-1,6") counts under the range of its first layer.
-  metrics_->OnForward(layers.substr(0, layers.find(',')), seconds, code, positions);
+void WorkerMetricsObserver::OnForward(absl::Span<const int> layers, int64_t positions,
+                                      double seconds, absl::StatusCode code) {
+  // A step over several runs of layers counts under the range of its first layer.
+  metrics_->OnForward(layers.empty() ? -1 : layers[0], seconds, code, positions);
 }
 
 void WorkerMetricsObserver::OnError(absl::string_view method, absl::StatusCode code) {

@@ -25,10 +25,6 @@ class Gauge;
 
 namespace swarm::worker {
 
-// The `layers` label values of a worker hosting `layers` (sorted, unique): one "A-B" per run of
-// consecutive layers ("3-3" for a single layer).
-std::vector<std::string> MetricLayerRanges(const std::vector<int>& layers);
-
 class WorkerMetricsObserver : public WorkerObserver {
  public:
   struct Options {
@@ -50,7 +46,7 @@ class WorkerMetricsObserver : public WorkerObserver {
   // Stops the /metrics server (idempotent); the observer methods keep working.
   void Stop() { server_->Stop(); }
 
-  void OnForward(absl::string_view layers, int64_t positions, double seconds,
+  void OnForward(absl::Span<const int> layers, int64_t positions, double seconds,
                  absl::StatusCode code) override;
   void OnError(absl::string_view method, absl::StatusCode code) override;
   void SetReady(bool ready) override;

@@ -244,10 +244,8 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
   // as those it failed. `seconds` is the compute time, 0 when the step did not run.
   void FinishForward(const v1::ForwardRequest& header, int64_t positions, double seconds,
                      const absl::Status& s) {
-    if (owner_->observer_ == &owner_->default_observer_) return;  // Spares FormatLayers.
-    owner_->observer_->OnForward(
-        FormatLayers(std::vector<int>(header.layers().begin(), header.layers().end())), positions,
-        seconds, s.code());
+    owner_->observer_->OnForward(absl::MakeConstSpan(header.layers().data(), header.layers_size()),
+                                 positions, seconds, s.code());
   }
 
   // Positions of a request's hidden state as its header states them (0 when it has no shape).

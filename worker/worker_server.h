@@ -22,6 +22,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "common/memory_limits.h"
 #include "model/checkpoint.h"
 #include "model/layer_host.h"
@@ -45,10 +46,10 @@ class WorkerObserver {
  public:
   virtual ~WorkerObserver() = default;
   // Once per Forward or ForwardStream call, when it finishes with `code`: a step over `layers`
-  // ("0-3", as the request lists them), `positions` positions, `seconds` of compute. Calls refused
+  // (as the request lists them), `positions` positions, `seconds` of compute. Calls refused
   // before the worker ran the step (still loading, compute pool full, deadline passed while
   // queued, malformed tensor) come here too, with `seconds` = 0.
-  virtual void OnForward(absl::string_view layers, int64_t positions, double seconds,
+  virtual void OnForward(absl::Span<const int> layers, int64_t positions, double seconds,
                          absl::StatusCode code) {}
   // A failed call other than Forward ("OpenSession", "CloseSession", "Prefetch"), refusals
   // included.

@@ -36,7 +36,7 @@ std::string ReadFile(const std::string& relative) {
 std::map<std::string, prometheus::MetricType> ExportedFamilies() {
   auto registry = std::make_shared<prometheus::Registry>();
   WorkerMetrics::Options wo;
-  wo.layer_ranges = {"0-1"};
+  wo.layers = {0, 1};
   wo.registry = registry;
   auto w = WorkerMetrics::Create(wo);
   CoordinatorMetrics::Options co;

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_join.h"
 #include "common/metrics_server.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -47,9 +48,9 @@ double Value(const std::map<std::string, double>& samples, const std::string& ke
   return it == samples.end() ? -1 : it->second;
 }
 
-std::unique_ptr<WorkerMetrics> NewWorker(std::vector<std::string> ranges = {"0-3", "6-7"}) {
+std::unique_ptr<WorkerMetrics> NewWorker(std::vector<int> layers = {0, 1, 2, 3, 6, 7}) {
   WorkerMetrics::Options o;
-  o.layer_ranges = std::move(ranges);
+  o.layers = std::move(layers);
   o.model = "stories260K";
   auto m = WorkerMetrics::Create(o);
   EXPECT_TRUE(m.ok()) << m.status();
@@ -104,7 +105,7 @@ TEST(LabelsTest, StatusCodesAndModes) {
 TEST(NamingTest, EveryFamilyFollowsTheHouseConvention) {
   auto registry = std::make_shared<prometheus::Registry>();
   WorkerMetrics::Options wo;
-  wo.layer_ranges = {"0-1"};
+  wo.layers = {0, 1};
   wo.registry = registry;
   auto w = WorkerMetrics::Create(wo);
   ASSERT_TRUE(w.ok());
@@ -143,16 +144,28 @@ TEST(NamingTest, EveryFamilyFollowsTheHouseConvention) {
 
 // --- WorkerMetrics -------------------------------------------------------------------------
 
-TEST(WorkerMetricsTest, RejectsBadLayerRanges) {
+TEST(WorkerMetricsTest, RejectsBadLayerSets) {
   WorkerMetrics::Options o;
   EXPECT_EQ(WorkerMetrics::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
-  for (const char* bad : {"3-1", "a-b", "1-2-3", "-1-2", ""}) {
-    o.layer_ranges = {bad};
+  for (const std::vector<int>& bad : std::vector<std::vector<int>>{{3, 1}, {-1, 2}, {0, 1, 1}}) {
+    o.layers = bad;
     auto m = WorkerMetrics::Create(o);
-    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << absl::StrJoin(bad, ",");
   }
-  o.layer_ranges = {"0-1", "0-1"};
-  EXPECT_THAT(std::string(WorkerMetrics::Create(o).status().message()), HasSubstr("twice"));
+  o.layers = {0, 1, 1};
+  EXPECT_THAT(std::string(WorkerMetrics::Create(o).status().message()), HasSubstr("[0,1,1]"));
+}
+
+TEST(WorkerMetricsTest, EachRunOfLayersIsOneLabel) {
+  auto m = NewWorker({0, 1, 2, 6});
+  ASSERT_NE(m, nullptr);
+  auto s = Samples(*m->registry());
+  EXPECT_EQ(Value(s, "swarm_worker_forward_steps_total{layers=\"0-2\"}"), 0);
+  EXPECT_EQ(Value(s, "swarm_worker_forward_steps_total{layers=\"6-6\"}"), 0);
+  m = NewWorker({3});
+  ASSERT_NE(m, nullptr);
+  s = Samples(*m->registry());
+  EXPECT_EQ(Value(s, "swarm_worker_forward_steps_total{layers=\"3-3\"}"), 0);
 }
 
 TEST(WorkerMetricsTest, SeriesExistFromStart) {
@@ -176,11 +189,11 @@ TEST(WorkerMetricsTest, SeriesExistFromStart) {
 TEST(WorkerMetricsTest, ForwardCountsUnderTheHostedRange) {
   auto m = NewWorker();
   ASSERT_NE(m, nullptr);
-  m->OnForward("0-3", 0.002, absl::StatusCode::kOk, 5);
-  m->OnForward("2-3", 0.004, absl::StatusCode::kOk);  // A sub-range counts under 0-3.
-  m->OnForward("6-7", 0.5, absl::StatusCode::kOk, 1);
-  m->OnForward("9-9", 0.001, absl::StatusCode::kOk);  // Not hosted: "other".
-  m->OnForward("0-3", 0.001, absl::StatusCode::kInvalidArgument);
+  m->OnForward(0, 0.002, absl::StatusCode::kOk, 5);
+  m->OnForward(2, 0.004, absl::StatusCode::kOk);  // A step over layers 2-3 counts under 0-3.
+  m->OnForward(6, 0.5, absl::StatusCode::kOk, 1);
+  m->OnForward(9, 0.001, absl::StatusCode::kOk);  // Not hosted: "other".
+  m->OnForward(0, 0.001, absl::StatusCode::kInvalidArgument);
   auto s = Samples(*m->registry());
   EXPECT_EQ(Value(s, "swarm_worker_forward_steps_total{layers=\"0-3\"}"), 2);
   EXPECT_EQ(Value(s, "swarm_worker_forward_tokens_total{layers=\"0-3\"}"), 6);
@@ -200,7 +213,7 @@ TEST(WorkerMetricsTest, ForwardCountsUnderTheHostedRange) {
 }
 
 TEST(WorkerMetricsTest, GaugesAndCounters) {
-  auto m = NewWorker({"0-1"});
+  auto m = NewWorker({0, 1});
   ASSERT_NE(m, nullptr);
   m->SetReady(true);
   m->SetActiveSessions(3);
@@ -409,7 +422,7 @@ TEST(CoordinatorMetricsTest, ConcurrentUpdatesAreNotLost) {
 TEST(MetricsSetsTest, BothSetsShareOneRegistry) {
   auto registry = std::make_shared<prometheus::Registry>();
   WorkerMetrics::Options wo;
-  wo.layer_ranges = {"0-1"};
+  wo.layers = {0, 1};
   wo.registry = registry;
   auto w = WorkerMetrics::Create(wo);
   ASSERT_TRUE(w.ok());
@@ -419,7 +432,7 @@ TEST(MetricsSetsTest, BothSetsShareOneRegistry) {
   auto c = CoordinatorMetrics::Create(co);
   ASSERT_TRUE(c.ok());
   EXPECT_EQ((*w)->registry(), registry);
-  (*w)->OnForward("0-1", 0.01, absl::StatusCode::kOk);
+  (*w)->OnForward(0, 0.01, absl::StatusCode::kOk);
   (*c)->OnBlockSteps({0});
   auto s = Samples(*registry);
   EXPECT_EQ(Value(s, "swarm_worker_forward_steps_total{layers=\"0-1\"}"), 1);

@@ -34,7 +34,7 @@ TEST(SyntheticTarget, DISABLED_ScrapeTargetRunByDeployPrometheusSynthetic) {
   auto coordinator = CoordinatorMetrics::Create(co);
   ASSERT_TRUE(coordinator.ok()) << coordinator.status();
   WorkerMetrics::Options wo;
-  wo.layer_ranges = {"0-1", "2-3"};
+  wo.layers = {0, 1, 3, 4};  // Two hosted ranges, "0-1" and "3-4".
   wo.model = "synthetic";
   wo.registry = (*coordinator)->registry();
   auto worker = WorkerMetrics::Create(wo);
@@ -68,8 +68,8 @@ TEST(SyntheticTarget, DISABLED_ScrapeTargetRunByDeployPrometheusSynthetic) {
     c.OnWorkerStep("w0:7001", 0.002, absl::StatusCode::kOk);
     c.OnWorkerStep("w1:7001", 0.004, absl::StatusCode::kOk);
     c.OnInterToken("exact", 0.006);
-    w.OnForward("0-1", 0.002, absl::StatusCode::kOk);
-    w.OnForward("2-3", 0.004, absl::StatusCode::kOk);
+    w.OnForward(0, 0.002, absl::StatusCode::kOk);
+    w.OnForward(3, 0.004, absl::StatusCode::kOk);
     w.SetActiveSessions(1);
     w.SetKvCacheBytes(tick % 1000 * 1024);
     if (++tick % 20 == 0) {  // A request of 20 tokens every 100 ms.

@@ -34,11 +34,6 @@ double Value(const std::map<std::string, double>& s, const std::string& key) {
   return it == s.end() ? -1 : it->second;
 }
 
-TEST(WorkerMetricsTest, LayerRanges) {
-  EXPECT_EQ(MetricLayerRanges({0, 1, 2, 6}), (std::vector<std::string>{"0-2", "6-6"}));
-  EXPECT_EQ(MetricLayerRanges({3}), (std::vector<std::string>{"3-3"}));
-}
-
 TEST(WorkerMetricsTest, HooksLandOnTheirSeries) {
   WorkerMetricsObserver::Options o;
   o.listen = "127.0.0.1:0";
@@ -49,10 +44,11 @@ TEST(WorkerMetricsTest, HooksLandOnTheirSeries) {
   ASSERT_TRUE(m.ok()) << m.status();
   WorkerObserver& obs = **m;
   obs.SetReady(true);
-  obs.OnForward("0-2", 5, 0.01, absl::StatusCode::kOk);
-  obs.OnForward("6,7", 1, 0.01, absl::StatusCode::kOk);
-  obs.OnForward("1-2,6-7", 1, 0.01, absl::StatusCode::kOk);  // Counts under its first layer.
-  obs.OnForward("0-2", 1, 0.01, absl::StatusCode::kNotFound);
+  obs.OnForward(std::vector<int>{0, 1, 2}, 5, 0.01, absl::StatusCode::kOk);
+  obs.OnForward(std::vector<int>{6, 7}, 1, 0.01, absl::StatusCode::kOk);
+  // Counts under its first layer's range.
+  obs.OnForward(std::vector<int>{1, 2, 6, 7}, 1, 0.01, absl::StatusCode::kOk);
+  obs.OnForward(std::vector<int>{0, 1, 2}, 1, 0.01, absl::StatusCode::kNotFound);
   obs.OnError("OpenSession", absl::StatusCode::kResourceExhausted);
   WorkerStats stats;
   stats.sessions = 3;

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/host_tensor.h"
+#include "common/layer_set.h"
 #include "common/metrics_server.h"
 #include "coordinator/worker_set.h"
 #include "model/combine.h"
@@ -460,10 +461,11 @@ TEST_F(WorkerServerTest, ShutdownWithAnIdleClientConnectionIsPrompt) {
 
 class CountingObserver : public WorkerObserver {
  public:
-  void OnForward(absl::string_view layers, int64_t positions, double seconds,
+  void OnForward(absl::Span<const int> layers, int64_t positions, double seconds,
                  absl::StatusCode code) override {
     absl::MutexLock lock(&mu);
-    steps.push_back(absl::StrCat(layers, ":", positions, ":", absl::StatusCodeToString(code)));
+    steps.push_back(
+        absl::StrCat(FormatLayers(layers), ":", positions, ":", absl::StatusCodeToString(code)));
   }
   void SetReady(bool r) override { ready = r; }
   void SetSessions(const WorkerStats& s, int64_t) override { sessions = s.sessions; }
