@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
+#include "tests/util/metric_samples.h"
 
 namespace swarm::common {
 namespace {
@@ -25,28 +26,8 @@ namespace {
 using ::testing::DoubleNear;
 using ::testing::HasSubstr;
 
-// The samples of a text exposition: `name{a="x",b="y"}` → value (labels as printed, sorted by
-// name by prometheus-cpp).
-std::map<std::string, double> Samples(const prometheus::Registry& registry) {
-  absl::StatusOr<std::string> text = SerializeRegistry(registry);
-  EXPECT_TRUE(text.ok()) << text.status();
-  std::map<std::string, double> out;
-  std::istringstream in(text.ok() ? *text : "");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    size_t space = line.rfind(' ');
-    out[line.substr(0, space)] = std::stod(line.substr(space + 1));
-  }
-  return out;
-}
-
-// The value of one sample, or NaN-free failure when absent.
-double Value(const std::map<std::string, double>& samples, const std::string& key) {
-  auto it = samples.find(key);
-  EXPECT_NE(it, samples.end()) << "no sample " << key;
-  return it == samples.end() ? -1 : it->second;
-}
+using test_util::Samples;
+using test_util::Value;
 
 std::unique_ptr<WorkerMetrics> NewWorker(std::vector<int> layers = {0, 1, 2, 3, 6, 7}) {
   WorkerMetrics::Options o;

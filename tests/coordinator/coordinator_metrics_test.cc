@@ -14,29 +14,16 @@
 
 #include "common/block_layout.h"
 #include "common/metrics_server.h"
+#include "tests/util/metric_samples.h"
 
 namespace swarm::coordinator {
 namespace {
 
+// The samples of an observer's metric set.
 std::map<std::string, double> Samples(CoordinatorMetricsObserver& m) {
-  absl::StatusOr<std::string> text = common::SerializeRegistry(*m.metrics().registry());
-  EXPECT_TRUE(text.ok()) << text.status();
-  std::map<std::string, double> out;
-  std::istringstream in(text.ok() ? *text : "");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    const size_t space = line.rfind(' ');
-    out[line.substr(0, space)] = std::stod(line.substr(space + 1));
-  }
-  return out;
+  return test_util::Samples(*m.metrics().registry());
 }
-
-double Value(const std::map<std::string, double>& s, const std::string& key) {
-  auto it = s.find(key);
-  EXPECT_NE(it, s.end()) << "no sample " << key;
-  return it == s.end() ? -1 : it->second;
-}
+using test_util::Value;
 
 std::string Block(const std::string& name, int b) {
   return name + "{block=\"" + std::to_string(b) + "\"}";

@@ -22,6 +22,7 @@
 #include "rpc/tensor_codec.h"
 #include "swarm/v1/worker.grpc.pb.h"
 #include "tests/coordinator/test_cluster.h"
+#include "tests/util/metric_samples.h"
 #include "worker/worker_metrics.h"
 
 namespace swarm::worker {
@@ -495,26 +496,11 @@ TEST_F(WorkerServerTest, ObserverSeesStepsSessionsAndReadiness) {
   EXPECT_FALSE(observer.ready);
 }
 
-// The samples of an observer's /metrics text: `name{a="x",b="y"}` → value.
+// The samples of an observer's metric set.
 std::map<std::string, double> Samples(WorkerMetricsObserver& m) {
-  absl::StatusOr<std::string> text = common::SerializeRegistry(*m.metrics().registry());
-  EXPECT_TRUE(text.ok()) << text.status();
-  std::map<std::string, double> out;
-  std::istringstream in(text.ok() ? *text : "");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    const size_t space = line.rfind(' ');
-    out[line.substr(0, space)] = std::stod(line.substr(space + 1));
-  }
-  return out;
+  return test_util::Samples(*m.metrics().registry());
 }
-
-double Value(const std::map<std::string, double>& s, const std::string& key) {
-  auto it = s.find(key);
-  EXPECT_NE(it, s.end()) << "no sample " << key;
-  return it == s.end() ? -1 : it->second;
-}
+using test_util::Value;
 
 std::string ErrorsKey(const std::string& method, const std::string& code) {
   return absl::StrCat("swarm_worker_errors_total{code=\"", code, "\",method=\"", method, "\"}");
