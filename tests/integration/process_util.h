@@ -174,6 +174,14 @@ class ScratchDir {
   std::string path_;
 };
 
+// The whole text of `path` ("" when it cannot be read): a child's log, for its error lines.
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
 // Pids whose parent is `pid`.
 inline std::vector<pid_t> ChildrenOf(pid_t pid) {
   std::vector<pid_t> out;

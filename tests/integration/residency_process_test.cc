@@ -11,13 +11,6 @@
 namespace swarm::testing {
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 TEST(ResidencyProcessTest, BudgetBelowOneBlockAndBadFlagsFailWithAReason) {
   ScratchDir scratch("residency");
   const std::string& dir = scratch.path();

@@ -15,13 +15,6 @@
 namespace swarm::testing {
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // Runs `argv` and expects exit code 2 with exactly one stderr line, which contains `needle`.
 void ExpectUsageError(const std::vector<std::string>& argv, const std::string& log,
                       const std::string& needle) {
