@@ -142,7 +142,7 @@ absl::StatusOr<GenerationResult> GenerationPipeline::Generate(const GenerationRe
                           run.result.request_id, usage.prompt_tokens, usage.generated_tokens,
                           absl::FormatDuration(absl::Trunc(usage.total, absl::Microseconds(100))),
                           status.ok() ? run.result.finish_reason : status.ToString(),
-                          run.result.plan.empty() ? "" : ", route ", run.result.plan));
+                          run.result.plan.empty() ? "" : ", plan ", run.result.plan));
   if (!status.ok()) return status;
   return std::move(run.result);
 }
