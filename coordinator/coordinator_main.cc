@@ -20,7 +20,8 @@ namespace {
 
 constexpr char kLog[] = "swarm-coordinator";
 constexpr char kUsage[] =
-    "usage: swarm-coordinator --model DIR --workers HOST:PORT,... --listen HOST:PORT\n"
+    "usage: swarm-coordinator --model DIR --workers HOST:PORT,...\n"
+    "                         [--listen HOST:PORT (default 127.0.0.1:0)]\n"
     "                         [--metrics-listen HOST:PORT] [--device cpu|cuda:N]\n"
     "                         [--max-concurrent-requests N] [--max-queued-requests N]\n"
     "                         [--request-timeout 10m] [--step-timeout 60s] [--router FILE]\n"

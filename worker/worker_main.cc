@@ -31,7 +31,8 @@ namespace {
 constexpr char kLog[] = "swarm-worker";
 constexpr char kUsage[] =
     "usage: swarm-worker --model DIR (--layers A-B[,C-D] | --blocks i,j --num-blocks N)\n"
-    "                    --listen HOST:PORT [--device cpu|cuda:N] [--dtype f32|bf16|f16]\n"
+    "                    [--listen HOST:PORT (default 127.0.0.1:0)]\n"
+    "                    [--device cpu|cuda:N] [--dtype f32|bf16|f16]\n"
     "                    [--max-sessions N] [--session-ttl 5m] [--kv-budget 2GiB]\n"
     "                    [--threads N] [--max-queued-steps N] [--metrics-listen HOST:PORT]\n"
     "                    [--memory-budget BYTES [--block-layers N]]\n";
