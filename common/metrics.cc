@@ -591,7 +591,7 @@ std::shared_ptr<prometheus::Registry> CoordinatorMetrics::registry() const {
   return impl_->registry;
 }
 
-void CoordinatorMetrics::OnRequestStart(absl::string_view mode) { impl_->active->Increment(); }
+void CoordinatorMetrics::OnRequestStart(absl::string_view /*mode*/) { impl_->active->Increment(); }
 
 void CoordinatorMetrics::OnRequestDone(absl::string_view mode, absl::StatusCode outcome,
                                        int64_t prompt_tokens, int64_t generated_tokens,

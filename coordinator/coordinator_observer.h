@@ -29,27 +29,29 @@ class CoordinatorObserver {
  public:
   virtual ~CoordinatorObserver() = default;
   // `mode` is "exact", "sparse" or "other" (a request whose mode did not validate).
-  virtual void OnRequestStart(absl::string_view mode) {}
+  virtual void OnRequestStart(absl::string_view /*mode*/) {}
   // A Generate call refused before it started (`code`: RESOURCE_EXHAUSTED when the request pool
   // is full, UNAVAILABLE while shutting down). Not paired with OnRequestStart.
-  virtual void OnRequestRefused(absl::string_view mode, absl::StatusCode code) {}
+  virtual void OnRequestRefused(absl::string_view /*mode*/, absl::StatusCode /*code*/) {}
   // `ttft_seconds` < 0 when no token was produced.
-  virtual void OnRequestDone(absl::string_view mode, absl::StatusCode code, int64_t prompt_tokens,
-                             int64_t generated_tokens, double seconds, double ttft_seconds) {}
-  virtual void OnInterToken(absl::string_view mode, double seconds) {}
+  virtual void OnRequestDone(absl::string_view /*mode*/, absl::StatusCode /*code*/,
+                             int64_t /*prompt_tokens*/, int64_t /*generated_tokens*/,
+                             double /*seconds*/, double /*ttft_seconds*/) {}
+  virtual void OnInterToken(absl::string_view /*mode*/, double /*seconds*/) {}
   // One Forward to `worker` (its address), taking `seconds`.
-  virtual void OnWorkerStep(absl::string_view worker, double seconds, absl::StatusCode code) {}
-  virtual void SetWorkerUp(absl::string_view worker, bool up) {}
-  virtual void SetReady(bool ready) {}
+  virtual void OnWorkerStep(absl::string_view /*worker*/, double /*seconds*/,
+                            absl::StatusCode /*code*/) {}
+  virtual void SetWorkerUp(absl::string_view /*worker*/, bool /*up*/) {}
+  virtual void SetReady(bool /*ready*/) {}
   // Once per request, when its blocks are known: the blocks (of the coordinator's block layout,
   // sorted) each of its steps runs at least one layer of (exact mode: every block), and, when the
   // router chose them, the router's per-block tolls after that choice (else empty).
-  virtual void OnBlocksChosen(absl::string_view mode, const std::vector<int>& blocks,
-                              const std::vector<double>& router_tolls) {}
+  virtual void OnBlocksChosen(absl::string_view /*mode*/, const std::vector<int>& /*blocks*/,
+                              const std::vector<double>& /*router_tolls*/) {}
   // One forward step of a request completed over `blocks` (as given to OnBlocksChosen).
-  virtual void OnStep(const std::vector<int>& blocks) {}
+  virtual void OnStep(const std::vector<int>& /*blocks*/) {}
   // The workers as the monitor sees them after each refresh.
-  virtual void OnWorkers(const std::vector<WorkerState>& workers) {}
+  virtual void OnWorkers(const std::vector<WorkerState>& /*workers*/) {}
 };
 
 // The blocks of `layout` that `layers` (sorted, within the layout) touch, sorted. Layers outside

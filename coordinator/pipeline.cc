@@ -56,7 +56,7 @@ class WorkerStepReporter : public HopObserver {
  public:
   WorkerStepReporter(const WorkerSet* workers, CoordinatorObserver* observer)
       : workers_(workers), observer_(observer) {}
-  void OnHop(int worker, int64_t positions, absl::Duration elapsed,
+  void OnHop(int worker, int64_t /*positions*/, absl::Duration elapsed,
              const absl::Status& status) override {
     observer_->OnWorkerStep(workers_->address(worker), Seconds(elapsed), status.code());
   }

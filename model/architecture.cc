@@ -17,6 +17,6 @@ std::unique_ptr<const Architecture> Architecture::Create(const ModelConfig& conf
 
 std::string Architecture::FileName(absl::string_view logical) const { return std::string(logical); }
 
-bool Architecture::IsBuffer(absl::string_view file_name) const { return false; }
+bool Architecture::IsBuffer(absl::string_view /*file_name*/) const { return false; }
 
 }  // namespace swarm::model

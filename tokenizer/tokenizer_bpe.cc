@@ -122,7 +122,7 @@ class TokenizerSax {
     }
   }
 
-  bool parse_error(std::size_t position, const std::string& last_token,
+  bool parse_error(std::size_t position, const std::string& /*last_token*/,
                    const nlohmann::detail::exception& ex) {
     if (error_.empty()) {
       error_ = absl::StrCat("malformed JSON at byte ", position, ": ", ex.what());

@@ -282,7 +282,7 @@ class SequencePostProcessor : public PostProcessor {
 
 class NoopPostProcessor : public PostProcessor {
  public:
-  void Process(std::vector<int64_t>* ids) const override {}
+  void Process(std::vector<int64_t>* /*ids*/) const override {}
 };
 
 // TemplateProcessing's "single" template, and BERT/RoBERTa's fixed cls/sep wrapping.

@@ -49,24 +49,24 @@ class WorkerObserver {
   // (as the request lists them), `positions` positions, `seconds` of compute. Calls refused
   // before the worker ran the step (still loading, compute pool full, deadline passed while
   // queued, malformed tensor) come here too, with `seconds` = 0.
-  virtual void OnForward(absl::Span<const int> layers, int64_t positions, double seconds,
-                         absl::StatusCode code) {}
+  virtual void OnForward(absl::Span<const int> /*layers*/, int64_t /*positions*/,
+                         double /*seconds*/, absl::StatusCode /*code*/) {}
   // A failed call other than Forward ("OpenSession", "CloseSession", "Prefetch"), refusals
   // included.
-  virtual void OnError(absl::string_view method, absl::StatusCode code) {}
+  virtual void OnError(absl::string_view /*method*/, absl::StatusCode /*code*/) {}
   // True once the layers are loaded; false again once draining (StartDraining).
-  virtual void SetReady(bool ready) {}
+  virtual void SetReady(bool /*ready*/) {}
   // The session table and the KV budget in force; after Load() and every reap interval.
-  virtual void SetSessions(const WorkerStats& stats, int64_t kv_budget_bytes) {}
+  virtual void SetSessions(const WorkerStats& /*stats*/, int64_t /*kv_budget_bytes*/) {}
   // A session the worker closed on its own: "idle_ttl" (the only reason: over the KV budget or
   // the session limit the worker refuses new sessions and growth, it never evicts one).
-  virtual void OnSessionEvicted(absl::string_view reason) {}
+  virtual void OnSessionEvicted(absl::string_view /*reason*/) {}
   // Weight residency (--memory-budget): a residency unit loaded on demand or by Prefetch, a unit
   // evicted, the units and weight bytes resident after a load, and a unit use that found it
   // resident. Named after the metrics they feed (swarm_worker_block_*, a contract).
-  virtual void OnBlockLoad(double seconds) {}
+  virtual void OnBlockLoad(double /*seconds*/) {}
   virtual void OnBlockEviction() {}
-  virtual void SetBlocksResident(int blocks, int64_t bytes) {}
+  virtual void SetBlocksResident(int /*blocks*/, int64_t /*bytes*/) {}
   virtual void OnBlockHit() {}
 };
 

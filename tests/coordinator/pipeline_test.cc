@@ -37,15 +37,17 @@ class RecordingObserver : public CoordinatorObserver {
   };
 
   void OnRequestDone(absl::string_view mode, absl::StatusCode code, int64_t prompt_tokens,
-                     int64_t generated_tokens, double seconds, double ttft_seconds) override {
+                     int64_t generated_tokens, double /*seconds*/,
+                     double /*ttft_seconds*/) override {
     absl::MutexLock lock(&mu_);
     done_.push_back(Done{std::string(mode), code, prompt_tokens, generated_tokens});
   }
-  void OnWorkerStep(absl::string_view worker, double seconds, absl::StatusCode code) override {
+  void OnWorkerStep(absl::string_view /*worker*/, double /*seconds*/,
+                    absl::StatusCode code) override {
     absl::MutexLock lock(&mu_);
     if (code == absl::StatusCode::kOk) ++worker_steps_;
   }
-  void OnBlocksChosen(absl::string_view mode, const std::vector<int>& blocks,
+  void OnBlocksChosen(absl::string_view /*mode*/, const std::vector<int>& blocks,
                       const std::vector<double>& router_tolls) override {
     absl::MutexLock lock(&mu_);
     chosen_.push_back(blocks);
@@ -289,7 +291,7 @@ TEST_F(PipelineTest, TheCancellationHandleStopsARequestFromAnotherThread) {
   CancellationHandle cancel;
   absl::Notification first_token;
   GenerationSink sink;
-  sink.on_token = [&](const model::GeneratedToken& t) {
+  sink.on_token = [&](const model::GeneratedToken& /*t*/) {
     if (!first_token.HasBeenNotified()) first_token.Notify();
     absl::SleepFor(absl::Milliseconds(5));  // Leaves the canceller time to act.
     return true;

@@ -462,7 +462,7 @@ TEST_F(WorkerServerTest, ShutdownWithAnIdleClientConnectionIsPrompt) {
 
 class CountingObserver : public WorkerObserver {
  public:
-  void OnForward(absl::Span<const int> layers, int64_t positions, double seconds,
+  void OnForward(absl::Span<const int> layers, int64_t positions, double /*seconds*/,
                  absl::StatusCode code) override {
     absl::MutexLock lock(&mu);
     steps.push_back(
