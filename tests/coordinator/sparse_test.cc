@@ -34,7 +34,8 @@ std::vector<int64_t> InProcess(const std::vector<int64_t>& prompt, int num_block
   model::SamplingParams params;
   params.max_new_tokens = max_new_tokens;
   params.stop_at_eos = false;
-  auto out = model::RunGenerationLoop(Engine().ends(), **exec, Engine().tokenizer(), prompt, params);
+  auto out =
+      model::RunGenerationLoop(Engine().ends(), **exec, Engine().tokenizer(), prompt, params);
   EXPECT_TRUE(out.ok()) << out.status();
   return out.ok() ? out->ids : std::vector<int64_t>{};
 }

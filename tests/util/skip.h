@@ -28,7 +28,7 @@ inline bool InCi() {
 // Skips (outside CI) or fails (CI) the current test with `reason`, and returns from it.
 #define SWARM_SKIP_OR_FAIL(reason)                                            \
   do {                                                                        \
-    if (::swarm::test_util::InCi()) {                                           \
+    if (::swarm::test_util::InCi()) {                                         \
       GTEST_FAIL() << (reason) << " (CI=true: a test that cannot run fails)"; \
     } else {                                                                  \
       GTEST_SKIP() << (reason);                                               \
