@@ -11,3 +11,15 @@ check() {
     failures=$((failures + 1))
   fi
 }
+
+# `split_env VAR=VALUE... -- REST...` sets env_vars=(VAR=VALUE...) and rest=(REST...): the
+# environment a test gives one command run under `env -i`, and the command.
+split_env() {
+  env_vars=()
+  while (($# > 0)) && [[ "$1" != -- ]]; do
+    env_vars+=("$1")
+    shift
+  done
+  (($# > 0)) && shift
+  rest=("$@")
+}

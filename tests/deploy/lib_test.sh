@@ -12,15 +12,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/check.sh"
 # run [VAR=VALUE...] -- TOOL...: prints "STATUS|OUTPUT" of require_tools TOOL... in a clean
 # environment (so the CI of the run around this test does not leak in).
 run() {
-  local vars=()
-  while [[ "$1" != -- ]]; do
-    vars+=("$1")
-    shift
-  done
-  shift
+  split_env "$@"
   local out status=0
-  out="$(env -i PATH="$PATH" ${vars[@]+"${vars[@]}"} bash -c \
-    'source "$1"; shift; require_tools "$@"; echo "returned"' _ "$lib" "$@" 2>&1)" || status=$?
+  out="$(env -i PATH="$PATH" ${env_vars[@]+"${env_vars[@]}"} bash -c \
+    'source "$1"; shift; require_tools "$@"; echo "returned"' _ "$lib" ${rest[@]+"${rest[@]}"} \
+    2>&1)" || status=$?
   echo "$status|$out"
 }
 

@@ -68,15 +68,10 @@ size="$(wc -c <"$tmp/policy-long.txt")"
 source "$(dirname "${BASH_SOURCE[0]}")/check.sh"
 # in_env VAR=VALUE... -- COMMAND...: runs COMMAND with only the stubs' environment.
 in_env() {
-  local vars=()
-  while [[ "$1" != -- ]]; do
-    vars+=("$1")
-    shift
-  done
-  shift
+  split_env "$@"
   env -i PATH="$tmp/bin:$PATH" HOME="$tmp" STUB_LOG="$tmp/apt.log" \
     STUB_NOT_INSTALLED="prometheus yamllint curl" STUB_NO_CANDIDATE="curl" STUB_UNKNOWN="nosuch" \
-    ${vars[@]+"${vars[@]}"} "$@"
+    ${env_vars[@]+"${env_vars[@]}"} "${rest[@]}"
 }
 # call FUNCTION PKG: sources setup.sh (which must only define its functions) and prints the
 # function's exit status.
