@@ -32,9 +32,10 @@ std::vector<int> BlockLayout::Layers(int block) const {
 }
 
 int BlockLayout::BlockOf(int layer) const {
-  int block = 0;
-  while (block + 1 < num_blocks && begin(block + 1) <= layer) ++block;
-  return block;
+  // The first `extra` blocks hold base + 1 layers, the rest base (see begin()).
+  const int base = num_layers / num_blocks, extra = num_layers % num_blocks;
+  const int long_part = extra * (base + 1);
+  return layer < long_part ? layer / (base + 1) : extra + (layer - long_part) / base;
 }
 
 }  // namespace swarm

@@ -19,6 +19,20 @@ TEST(BlockLayoutTest, SplitsEvenlyWithTheRemainderFirst) {
   }
 }
 
+TEST(BlockLayoutTest, BlockOfInvertsEverySplit) {
+  for (int layers = 1; layers <= 13; ++layers) {
+    for (int blocks = 1; blocks <= layers; ++blocks) {
+      auto layout = BlockLayout::Create(layers, blocks);
+      ASSERT_TRUE(layout.ok());
+      for (int b = 0; b < blocks; ++b) {
+        for (int l = layout->begin(b); l < layout->end(b); ++l) {
+          ASSERT_EQ(layout->BlockOf(l), b) << layers << " layers, " << blocks << " blocks";
+        }
+      }
+    }
+  }
+}
+
 TEST(BlockLayoutTest, RejectsImpossibleSplits) {
   EXPECT_EQ(BlockLayout::Create(4, 0).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(BlockLayout::Create(4, 5).status().code(), absl::StatusCode::kInvalidArgument);
