@@ -25,6 +25,14 @@ absl::Time ClientDeadline(const grpc::CallbackServerContext* ctx) {
   return absl::FromChrono(client);
 }
 
+// The wire's mode as the pipeline's (unset = exact; an unknown value passes through).
+GenerationMode ModeFromProto(const v1::GenerateRequest& r) {
+  static_assert(static_cast<int>(GenerationMode::kExact) == v1::MODE_EXACT &&
+                static_cast<int>(GenerationMode::kSparse) == v1::MODE_SPARSE);
+  return r.mode() == v1::MODE_UNSPECIFIED ? GenerationMode::kExact
+                                          : static_cast<GenerationMode>(r.mode());
+}
+
 // The wire request as the pipeline's. Unset optional fields get the proto's documented defaults;
 // unknown enum values pass through for the pipeline's validation to name.
 GenerationRequest FromProto(const v1::GenerateRequest& r) {
@@ -40,12 +48,9 @@ GenerationRequest FromProto(const v1::GenerateRequest& r) {
   out.sampling.top_p = sp.has_top_p() ? sp.top_p() : 1.0f;
   out.sampling.seed = sp.seed();
   out.sampling.stop_at_eos = sp.has_stop_at_eos() ? sp.stop_at_eos() : true;
-  out.mode = r.mode() == v1::MODE_UNSPECIFIED ? GenerationMode::kExact
-                                              : static_cast<GenerationMode>(r.mode());
+  out.mode = ModeFromProto(r);
   out.combine = r.combine() == v1::COMBINE_UNSPECIFIED ? CombineMode::kSequential
                                                        : static_cast<CombineMode>(r.combine());
-  static_assert(static_cast<int>(GenerationMode::kExact) == v1::MODE_EXACT &&
-                static_cast<int>(GenerationMode::kSparse) == v1::MODE_SPARSE);
   static_assert(static_cast<int>(CombineMode::kSequential) == v1::COMBINE_SEQUENTIAL &&
                 static_cast<int>(CombineMode::kParallel) == v1::COMBINE_PARALLEL);
   out.top_k_blocks = r.top_k_blocks();
@@ -73,7 +78,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   void Begin() {
     absl::Status scheduled = server_->Schedule([this] { Run(); });
     if (!scheduled.ok()) {
-      server_->pipeline().Refuse(FromProto(*request_).mode, scheduled);
+      server_->pipeline().Refuse(ModeFromProto(*request_), scheduled);
       Finish(rpc::ToGrpcStatus(scheduled));
     }
   }
