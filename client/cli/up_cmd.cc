@@ -219,9 +219,10 @@ class Cluster {
 };
 
 int UpCommand(const std::vector<std::string>& args) {
-  auto flags = Flags::Parse(
-      args, {"model", "workers", "port", "host", "device", "dtype", "bin-dir", "startup-timeout"},
-      {"metrics"});
+  auto flags = Flags::Parse(args,
+                            {"model", "workers", "port", "host", "device", "dtype", "kv-budget",
+                             "bin-dir", "startup-timeout"},
+                            {"metrics"});
   if (!flags.ok()) return Fail("up", flags.status());
   auto model_dir = flags->Required("model");
   if (!model_dir.ok()) return Fail("up", model_dir.status());
@@ -296,6 +297,9 @@ int UpCommand(const std::vector<std::string>& args) {
                                      "--dtype",
                                      flags->String("dtype", "f32")};
     if (metrics) argv.insert(argv.end(), {"--metrics-listen", absl::StrCat(host, ":0")});
+    // Each worker's own budget (required on cuda; on cpu the worker sizes one itself).
+    if (flags->Has("kv-budget"))
+      argv.insert(argv.end(), {"--kv-budget", flags->String("kv-budget")});
     auto child = Spawn(absl::StrCat("worker ", b), argv, original);
     if (!child.ok()) return finish(Fail("up", child.status()));
     cluster.Add(*std::move(child));
@@ -347,9 +351,11 @@ int UpCommand(const std::vector<std::string>& args) {
 
 }  // namespace
 
-SWARM_REGISTER_COMMAND(up, "up",
-                       "up --model DIR [--workers W] [--port P] [--host 127.0.0.1] "
-                       "[--device cpu|cuda:N] [--dtype f32|bf16|f16] [--bin-dir DIR] [--metrics]",
-                       UpCommand);
+SWARM_REGISTER_COMMAND(
+    up, "up",
+    "up --model DIR [--workers W] [--port P] [--host 127.0.0.1] "
+    "[--device cpu|cuda:N] [--dtype f32|bf16|f16] [--kv-budget BYTES] [--bin-dir DIR] "
+    "[--metrics]",
+    UpCommand);
 
 }  // namespace swarm::cli

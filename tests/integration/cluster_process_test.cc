@@ -17,7 +17,8 @@ std::string Ids(const std::vector<int64_t>& ids) { return absl::StrJoin(ids, ","
 TEST(ClusterProcessTest, SwarmUpServesTheGoldenIdsAndStopsEveryProcess) {
   ScratchDir scratch("up");
   const std::string& dir = scratch.path();
-  Process up({kBin + "/swarm", "up", "--model", ModelDir("stories260K"), "--workers", "2"},
+  Process up({kBin + "/swarm", "up", "--model", ModelDir("stories260K"), "--workers", "2",
+              "--kv-budget", "64MiB"},
              dir + "/up.log");
   const std::string address = up.WaitForLine("serving on ");
   ASSERT_FALSE(address.empty()) << up.Log();
@@ -46,7 +47,10 @@ TEST(ClusterProcessTest, SwarmUpServesTheGoldenIdsAndStopsEveryProcess) {
   auto s = nlohmann::json::parse(status.out);
   EXPECT_TRUE(s["serving"].get<bool>());
   ASSERT_EQ(s["workers"].size(), 2u);
-  for (const auto& w : s["workers"]) EXPECT_EQ(w["sessions"].get<int>(), 0);
+  for (const auto& w : s["workers"]) {
+    EXPECT_EQ(w["sessions"].get<int>(), 0);
+    EXPECT_EQ(w["kv_budget_bytes"].get<int64_t>(), int64_t{64} << 20);  // swarm up --kv-budget.
+  }
   CommandResult table =
       RunCommand({kBin + "/swarm", "status", "--server", address}, dir + "/t.log");
   EXPECT_NE(table.out.find("SERVING"), std::string::npos) << table.out;
