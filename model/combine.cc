@@ -58,13 +58,10 @@ absl::StatusOr<HostTensor> CombineResiduals(const HostTensor& h,
     }
   }
   const std::vector<float> x = h.ToFloats();
-  std::vector<std::vector<float>> residuals;
-  residuals.reserve(outs.size());
-  for (const HostTensor& o : outs) residuals.push_back(o.ToFloats());
   std::vector<float> acc = x;
-  for (size_t b = 0; b < residuals.size(); ++b) {
+  for (size_t b = 0; b < outs.size(); ++b) {
     const float w = weights[b];
-    const std::vector<float>& o = residuals[b];
+    const std::vector<float> o = outs[b].ToFloats();  // One block's output decoded at a time.
     for (size_t i = 0; i < acc.size(); ++i) acc[i] = std::fma(o[i] - x[i], w, acc[i]);
   }
   return Encode(h.dtype, h.shape, acc);
