@@ -113,6 +113,67 @@ absl::StatusOr<HostTensor> LayerHostImpl::Forward(const HostTensor& h, int64_t s
 
 }  // namespace
 
+absl::StatusOr<BatchOutput> LayerHost::ForwardBatch(const HostTensor& h,
+                                                    absl::Span<const BatchSequence> sequences,
+                                                    absl::Span<const int> layers) const {
+  const ModelConfig& c = config();
+  RETURN_IF_ERROR(h.Validate());
+  if (h.shape.size() != 2 || h.shape[1] != c.hidden_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "hidden states have shape ", ShapeString(h.shape), ", expected [T,", c.hidden_size, "]"));
+  }
+  if (sequences.empty()) return absl::InvalidArgumentError("a batch with no sequences");
+  int64_t total = 0;
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    const BatchSequence& s = sequences[i];
+    if (s.rows < 1 || s.rows > h.shape[0] - total) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " brings ", s.rows,
+                                                     " rows; the batch's hidden states hold ",
+                                                     h.shape[0], " rows in all"));
+    }
+    if (s.cache == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " has no KV cache"));
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (sequences[j].cache == s.cache) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("sequences ", j, " and ", i, " share one KV cache"));
+      }
+    }
+    total += s.rows;
+  }
+  if (total != h.shape[0]) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the sequences bring ", total, " rows; the hidden states hold ", h.shape[0]));
+  }
+  for (int l : layers) {
+    if (!Hosts(l)) {
+      return absl::InvalidArgumentError(absl::StrCat("layer ", l, " is not hosted here"));
+    }
+  }
+  const int64_t row_bytes = c.hidden_size * DTypeSize(h.dtype);
+  BatchOutput out;
+  out.hidden.dtype = h.dtype;
+  out.hidden.shape = h.shape;
+  out.hidden.data.assign(h.data.size(), '\0');
+  int64_t row = 0;
+  for (const BatchSequence& s : sequences) {
+    HostTensor part;
+    part.dtype = h.dtype;
+    part.shape = {s.rows, c.hidden_size};
+    part.data = h.data.substr(row * row_bytes, s.rows * row_bytes);
+    absl::StatusOr<HostTensor> y = Forward(part, s.start_pos, layers, s.cache);
+    if (y.ok()) {
+      out.hidden.data.replace(row * row_bytes, s.rows * row_bytes, y->data);
+      out.status.push_back(absl::OkStatus());
+    } else {
+      out.status.push_back(y.status());
+    }
+    row += s.rows;
+  }
+  return out;
+}
+
 absl::StatusOr<std::unique_ptr<LayerHost>> LayerHost::Create(
     std::shared_ptr<const Checkpoint> checkpoint, std::vector<int> layers,
     const LoadOptions& options) {

@@ -13,6 +13,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/host_tensor.h"
@@ -22,6 +23,21 @@
 #include "model/weights.h"
 
 namespace swarm::model {
+
+// One sequence of a batched step (LayerHost::ForwardBatch): `rows` consecutive rows of the batch's
+// hidden states, holding positions start_pos .. start_pos+rows-1 of the sequence whose keys and
+// values live in `cache` (a decode token: rows = 1; a prefill chunk: more).
+struct BatchSequence {
+  int64_t start_pos = 0;
+  int64_t rows = 0;
+  KvCache* cache = nullptr;
+};
+
+// What ForwardBatch returns: the batch's output rows and one status per sequence.
+struct BatchOutput {
+  HostTensor hidden;                 // [sum of rows, hidden_size], h's dtype; a failed row is 0.
+  std::vector<absl::Status> status;  // One per sequence, in order.
+};
 
 class LayerHost {
  public:
@@ -54,6 +70,20 @@ class LayerHost {
   virtual absl::StatusOr<HostTensor> Forward(const HostTensor& h, int64_t start_pos,
                                              absl::Span<const int> layers,
                                              KvCache* cache) const = 0;
+
+  // One step of several sequences at once (continuous batching): `layers` run once over all the
+  // rows of h [sum of rows, hidden_size] — every weight multiplies every row in one product —
+  // while attention runs per sequence against its own cache. Each sequence is checked as Forward
+  // checks a call (its cache's Length(layer) == start_pos for every layer: FailedPrecondition;
+  // past the context: OutOfRange); one that fails gets that status in BatchOutput::status, is
+  // left out of the computation (its cache untouched, its output rows zero), and the others run.
+  // Errors of the whole call: h's shape, rows that do not add up to h's, no sequences, a null or
+  // repeated cache, a layer not hosted (InvalidArgument). A sequence's output does not depend on
+  // what else is in the batch (the CPU decode math is batch-invariant).
+  // The default implementation runs Forward per sequence (correct, not batched).
+  virtual absl::StatusOr<BatchOutput> ForwardBatch(const HostTensor& h,
+                                                   absl::Span<const BatchSequence> sequences,
+                                                   absl::Span<const int> layers) const;
 };
 
 }  // namespace swarm::model
