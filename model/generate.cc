@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <limits>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
@@ -16,68 +17,247 @@ absl::StatusOr<HostTensor> LocalExecutor::Run(const HostTensor& h, int64_t start
   return host_->Forward(h, start_pos, host_->layers(), cache_.get());
 }
 
+absl::StatusOr<std::unique_ptr<SequenceDecoder>> SequenceDecoder::Create(
+    const ModelConfig& config, const tokenizer::Tokenizer* tokenizer,
+    std::vector<int64_t> prompt_ids, const SamplingParams& params) {
+  RETURN_IF_ERROR(params.Validate());
+  if (prompt_ids.empty()) return absl::InvalidArgumentError("the prompt is empty");
+  const int64_t ctx = config.max_position_embeddings;
+  if (static_cast<int64_t>(prompt_ids.size()) > ctx) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "prompt of ", prompt_ids.size(), " tokens is longer than the context of ", ctx, " tokens"));
+  }
+  auto d = std::unique_ptr<SequenceDecoder>(new SequenceDecoder());
+  d->context_ = ctx;
+  d->vocab_size_ = config.vocab_size;
+  d->params_ = params;
+  d->eos_ = config.eos_token_ids;
+  if (tokenizer != nullptr && tokenizer->eos_id().has_value()) {
+    d->eos_.push_back(*tokenizer->eos_id());
+  }
+  d->sampler_ = std::make_unique<Sampler>(params);
+  if (tokenizer != nullptr) {
+    d->text_ = std::make_unique<tokenizer::StreamDecoder>(tokenizer, prompt_ids);
+  }
+  d->prompt_ = std::move(prompt_ids);
+  if (params.max_new_tokens == 0) d->finish_reason_ = "length";
+  return d;
+}
+
+absl::Span<const int64_t> SequenceDecoder::NextInput(int64_t max_ids) const {
+  if (done()) return {};
+  const int64_t prompt_len = static_cast<int64_t>(prompt_.size());
+  if (fed_ < prompt_len) {
+    return absl::MakeConstSpan(prompt_).subspan(fed_, std::min(max_ids, prompt_len - fed_));
+  }
+  return absl::MakeConstSpan(generated_).subspan(generated_.size() - 1, 1);
+}
+
+bool SequenceDecoder::Fed(int64_t n) {
+  fed_ += n;
+  return fed_ >= static_cast<int64_t>(prompt_.size());
+}
+
+GeneratedToken SequenceDecoder::Accept(absl::Span<const float> logits) {
+  // The token takes position fed_ (the next one to be fed).
+  const int64_t id = sampler_->Sample(logits.subspan(0, vocab_size_), fed_);
+  generated_.push_back(id);
+  GeneratedToken token{id, text_ ? text_->Push(id) : std::string()};
+  if (params_.stop_at_eos && std::find(eos_.begin(), eos_.end(), id) != eos_.end()) {
+    finish_reason_ = "eos";
+  } else if (static_cast<int64_t>(generated_.size()) >= params_.max_new_tokens) {
+    finish_reason_ = "length";
+  } else if (fed_ >= context_) {
+    finish_reason_ = "context";
+  }
+  return token;
+}
+
+void SequenceDecoder::Cancel() {
+  if (!done()) finish_reason_ = "cancelled";
+}
+
+std::string SequenceDecoder::Flush() { return text_ ? text_->Flush() : std::string(); }
+
+namespace {
+
+// Appends `token` to `result` and tells `on_token`; a false answer cancels `d`.
+void Deliver(SequenceDecoder& d, const GeneratedToken& token, const TokenCallback& on_token,
+             GenerateResult& result) {
+  result.ids.push_back(token.id);
+  result.text += token.text;
+  if (on_token && !on_token(token)) {
+    d.Cancel();
+    // A callback that stops the request wins over the stop rule the token met.
+    result.finish_reason = "cancelled";
+  }
+}
+
+// The end of a request: its finish reason and the text held back.
+void Finish(SequenceDecoder& d, const TokenCallback& on_token, GenerateResult& result) {
+  if (result.finish_reason != "cancelled") result.finish_reason = d.finish_reason();
+  std::string rest = d.Flush();
+  if (rest.empty()) return;
+  result.text += rest;
+  if (on_token && result.finish_reason != "cancelled") on_token(GeneratedToken{-1, rest});
+}
+
+}  // namespace
+
 absl::StatusOr<GenerateResult> RunGenerationLoop(const ModelEnds& ends, StepExecutor& executor,
                                                  const tokenizer::Tokenizer* tokenizer,
                                                  const std::vector<int64_t>& prompt_ids,
                                                  const SamplingParams& params,
                                                  const TokenCallback& on_token) {
-  RETURN_IF_ERROR(params.Validate());
-  const ModelConfig& c = ends.config();
-  if (prompt_ids.empty()) return absl::InvalidArgumentError("the prompt is empty");
-  const int64_t ctx = c.max_position_embeddings;
-  if (static_cast<int64_t>(prompt_ids.size()) > ctx) {
-    return absl::OutOfRangeError(absl::StrCat(
-        "prompt of ", prompt_ids.size(), " tokens is longer than the context of ", ctx, " tokens"));
-  }
-  std::vector<int64_t> eos = c.eos_token_ids;
-  if (tokenizer != nullptr && tokenizer->eos_id().has_value()) eos.push_back(*tokenizer->eos_id());
-
+  ASSIGN_OR_RETURN(std::unique_ptr<SequenceDecoder> d,
+                   SequenceDecoder::Create(ends.config(), tokenizer, prompt_ids, params));
   GenerateResult result;
-  result.finish_reason = "length";
-  if (params.max_new_tokens == 0) return result;
-  Sampler sampler(params);
-  std::unique_ptr<tokenizer::StreamDecoder> decoder;
-  if (tokenizer != nullptr)
-    decoder = std::make_unique<tokenizer::StreamDecoder>(tokenizer, prompt_ids);
-
-  ASSIGN_OR_RETURN(HostTensor h, ends.Embed(prompt_ids, 0));
-  ASSIGN_OR_RETURN(HostTensor out, executor.Run(h, 0));
-  int64_t pos = static_cast<int64_t>(prompt_ids.size());
-  while (true) {
+  while (!d->done()) {
+    const int64_t pos = d->position();
+    absl::Span<const int64_t> in = d->NextInput(std::numeric_limits<int64_t>::max());
+    ASSIGN_OR_RETURN(HostTensor h, ends.Embed(in, pos));
+    ASSIGN_OR_RETURN(HostTensor out, executor.Run(h, pos));
+    if (!d->Fed(static_cast<int64_t>(in.size()))) continue;
     ASSIGN_OR_RETURN(HostTensor logits, ends.Logits(out, /*last_only=*/true));
     const float* row = reinterpret_cast<const float*>(logits.data.data());
-    const int64_t id = sampler.Sample(absl::MakeConstSpan(row, c.vocab_size));
-    result.ids.push_back(id);
-    GeneratedToken token{id, decoder ? decoder->Push(id) : std::string()};
-    result.text += token.text;
-    if (on_token && !on_token(token)) {
-      result.finish_reason = "cancelled";
-      break;
-    }
-    if (params.stop_at_eos && std::find(eos.begin(), eos.end(), id) != eos.end()) {
-      result.finish_reason = "eos";
-      break;
-    }
-    if (static_cast<int64_t>(result.ids.size()) >= params.max_new_tokens) break;
-    if (pos >= ctx) {
-      result.finish_reason = "context";
-      break;
-    }
-    const int64_t one[1] = {id};
-    ASSIGN_OR_RETURN(h, ends.Embed(absl::MakeConstSpan(one, 1), pos));
-    ASSIGN_OR_RETURN(out, executor.Run(h, pos));
-    ++pos;
+    Deliver(*d, d->Accept(absl::MakeConstSpan(row, ends.config().vocab_size)), on_token, result);
   }
-  if (decoder) {
-    std::string rest = decoder->Flush();
-    if (!rest.empty()) {
-      result.text += rest;
-      if (on_token && result.finish_reason != "cancelled") {
-        on_token(GeneratedToken{-1, rest});
-      }
-    }
-  }
+  Finish(*d, on_token, result);
   return result;
+}
+
+std::vector<std::pair<int, int64_t>> ComposeStep(absl::Span<SequenceDecoder* const> active,
+                                                 const BatchLimits& limits) {
+  std::vector<std::pair<int, int64_t>> rows;
+  int64_t budget = std::max<int64_t>(limits.max_batch_tokens, 1);
+  const size_t max_seqs = static_cast<size_t>(std::max(limits.max_batch_sequences, 1));
+  for (int i = 0; i < static_cast<int>(active.size()) && rows.size() < max_seqs && budget > 0;
+       ++i) {
+    if (active[i]->done() || active[i]->prefilling()) continue;
+    rows.emplace_back(i, 1);
+    --budget;
+  }
+  for (int i = 0; i < static_cast<int>(active.size()) && rows.size() < max_seqs && budget > 0;
+       ++i) {
+    if (active[i]->done() || !active[i]->prefilling()) continue;
+    const int64_t n = static_cast<int64_t>(active[i]->NextInput(budget).size());
+    rows.emplace_back(i, n);
+    budget -= n;
+  }
+  return rows;
+}
+
+std::vector<absl::StatusOr<GenerateResult>> RunBatchedGeneration(
+    const ModelEnds& ends, const LayerHost& host, const tokenizer::Tokenizer* tokenizer,
+    std::vector<BatchedRequest> requests, const BatchLimits& limits) {
+  const ModelConfig& c = ends.config();
+  const size_t n = requests.size();
+  std::vector<absl::StatusOr<GenerateResult>> results(n, GenerateResult{});
+  std::vector<std::unique_ptr<SequenceDecoder>> decoders(n);
+  std::vector<std::unique_ptr<KvCache>> caches(n);
+  std::vector<int> live;  // Indices of requests still running, in arrival order.
+  for (size_t i = 0; i < n; ++i) {
+    absl::StatusOr<std::unique_ptr<SequenceDecoder>> d = SequenceDecoder::Create(
+        c, tokenizer, std::move(requests[i].prompt_ids), requests[i].params);
+    if (!d.ok()) {
+      results[i] = d.status();
+      continue;
+    }
+    decoders[i] = *std::move(d);
+    const int64_t max_len = std::min<int64_t>(
+        c.max_position_embeddings,
+        static_cast<int64_t>(decoders[i]->prompt_ids().size()) + requests[i].params.max_new_tokens);
+    caches[i] = host.NewCache(max_len);
+    live.push_back(static_cast<int>(i));
+  }
+  auto fail = [&](int i, const absl::Status& status) {
+    results[i] = status;
+    decoders[i]->Cancel();
+  };
+  while (true) {
+    live.erase(std::remove_if(live.begin(), live.end(),
+                              [&](int i) {
+                                if (!decoders[i]->done()) return false;
+                                if (results[i].ok()) {
+                                  Finish(*decoders[i], requests[i].on_token, *results[i]);
+                                }
+                                caches[i].reset();
+                                return true;
+                              }),
+               live.end());
+    if (live.empty()) break;
+    std::vector<SequenceDecoder*> active;
+    for (int i : live) active.push_back(decoders[i].get());
+    const std::vector<std::pair<int, int64_t>> step = ComposeStep(active, limits);
+    // Embed every row of the step into one batch.
+    std::vector<int64_t> ids;
+    std::vector<BatchSequence> seqs;
+    for (const auto& [a, rows] : step) {
+      SequenceDecoder* d = active[a];
+      absl::Span<const int64_t> in = d->NextInput(rows);
+      ids.insert(ids.end(), in.begin(), in.end());
+      seqs.push_back(BatchSequence{d->position(), rows, caches[live[a]].get()});
+    }
+    // Positions differ per sequence: embed each sequence's rows at its own positions.
+    HostTensor h;
+    {
+      std::string data;
+      size_t off = 0;
+      bool ok = true;
+      for (size_t s = 0; s < step.size() && ok; ++s) {
+        absl::StatusOr<HostTensor> e =
+            ends.Embed(absl::MakeConstSpan(ids).subspan(off, seqs[s].rows), seqs[s].start_pos);
+        if (!e.ok()) {
+          fail(live[step[s].first], e.status());
+          ok = false;
+          break;
+        }
+        data += e->data;
+        h.dtype = e->dtype;
+        off += seqs[s].rows;
+      }
+      if (!ok) continue;
+      h.shape = {static_cast<int64_t>(ids.size()), c.hidden_size};
+      h.data = std::move(data);
+    }
+    absl::StatusOr<BatchOutput> out = host.ForwardBatch(h, seqs, host.layers());
+    if (!out.ok()) {
+      for (const auto& [a, rows] : step) fail(live[a], out.status());
+      continue;
+    }
+    // The last row of each sequence whose logits are due, gathered for one head product.
+    const int64_t row_bytes = c.hidden_size * DTypeSize(out->hidden.dtype);
+    HostTensor last;
+    last.dtype = out->hidden.dtype;
+    std::vector<int> due;
+    int64_t row = 0;
+    for (size_t s = 0; s < step.size(); ++s) {
+      const int i = live[step[s].first];
+      row += seqs[s].rows;
+      if (!out->status[s].ok()) {
+        fail(i, out->status[s]);
+        continue;
+      }
+      if (!decoders[i]->Fed(seqs[s].rows)) continue;
+      last.data.append(out->hidden.data, (row - 1) * row_bytes, row_bytes);
+      due.push_back(i);
+    }
+    if (due.empty()) continue;
+    last.shape = {static_cast<int64_t>(due.size()), c.hidden_size};
+    absl::StatusOr<HostTensor> logits = ends.Logits(last, /*last_only=*/false);
+    if (!logits.ok()) {
+      for (int i : due) fail(i, logits.status());
+      continue;
+    }
+    const float* base = reinterpret_cast<const float*>(logits->data.data());
+    for (size_t k = 0; k < due.size(); ++k) {
+      const int i = due[k];
+      Deliver(*decoders[i],
+              decoders[i]->Accept(absl::MakeConstSpan(base + k * c.vocab_size, c.vocab_size)),
+              requests[i].on_token, *results[i]);
+    }
+  }
+  return results;
 }
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const std::string& model_dir,
@@ -113,6 +293,11 @@ absl::StatusOr<GenerateResult> Engine::Generate(const std::vector<int64_t>& prom
                                                 const TokenCallback& on_token) const {
   LocalExecutor executor(layers_.get());
   return model::RunGenerationLoop(*ends_, executor, tokenizer_.get(), prompt_ids, params, on_token);
+}
+
+std::vector<absl::StatusOr<GenerateResult>> Engine::GenerateBatch(
+    std::vector<BatchedRequest> requests, const BatchLimits& limits) const {
+  return RunBatchedGeneration(*ends_, *layers_, tokenizer_.get(), std::move(requests), limits);
 }
 
 }  // namespace swarm::model

@@ -10,9 +10,11 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "common/host_tensor.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
@@ -59,6 +61,60 @@ struct GenerateResult {
 // Called for each token as it is decoded; return false to stop early ("cancelled").
 using TokenCallback = std::function<bool(const GeneratedToken&)>;
 
+// One request's token loop as a state machine, for whoever drives the layers: RunGenerationLoop
+// (one request on its own), the in-process batched loop (RunBatchedGeneration) and the
+// coordinator's scheduler (many requests per step). It says which ids the next step feeds (a
+// chunk of the prompt, or the last sampled token) at which position, and turns the logits of the
+// last fed position into the next token with the request's sampling parameters and stop rules.
+// The one place that knows how a request turns into tokens. Not thread-safe (one driver).
+class SequenceDecoder {
+ public:
+  // Checks `params` and the prompt against the model (InvalidArgument: bad parameters or an empty
+  // prompt; OutOfRange: a prompt longer than the context). `tokenizer` may be null (no text).
+  static absl::StatusOr<std::unique_ptr<SequenceDecoder>> Create(
+      const ModelConfig& config, const tokenizer::Tokenizer* tokenizer,
+      std::vector<int64_t> prompt_ids, const SamplingParams& params);
+
+  bool done() const { return !finish_reason_.empty(); }
+  // "eos", "length", "context" or "cancelled" once done; "" before.
+  const std::string& finish_reason() const { return finish_reason_; }
+  const std::vector<int64_t>& prompt_ids() const { return prompt_; }
+  const std::vector<int64_t>& generated_ids() const { return generated_; }
+  const SamplingParams& params() const { return params_; }
+  // Positions fed to the layers so far: the start position of the next step.
+  int64_t position() const { return fed_; }
+  // True while prompt positions remain to be fed.
+  bool prefilling() const { return fed_ < static_cast<int64_t>(prompt_.size()); }
+  // The ids the next step feeds, at most `max_ids` (>= 1) of them: the next chunk of the prompt,
+  // or the last sampled token. Empty when done. Does not consume them (see Fed).
+  absl::Span<const int64_t> NextInput(int64_t max_ids) const;
+  // Records that the first `n` ids of NextInput were fed at position(). Returns true when the
+  // logits of the last of them are due next (the prompt is fully fed, or it was a decode token).
+  bool Fed(int64_t n);
+  // Takes the logits row of the last fed position (one per vocabulary entry): samples the next
+  // token, applies the stop rules (EOS when stop_at_eos, max_new_tokens, the context) and returns
+  // the token with its newly final text.
+  GeneratedToken Accept(absl::Span<const float> logits);
+  // Stops the request ("cancelled") unless it is already done.
+  void Cancel();
+  // The text held back at the end (an incomplete UTF-8 sequence); call once when done.
+  std::string Flush();
+
+ private:
+  SequenceDecoder() = default;
+
+  int64_t context_ = 0;
+  int64_t vocab_size_ = 0;
+  SamplingParams params_;
+  std::vector<int64_t> prompt_;
+  std::vector<int64_t> generated_;
+  std::vector<int64_t> eos_;
+  std::unique_ptr<Sampler> sampler_;
+  std::unique_ptr<tokenizer::StreamDecoder> text_;
+  int64_t fed_ = 0;
+  std::string finish_reason_;
+};
+
 // Prefills `prompt_ids` then decodes up to params.max_new_tokens, stopping at EOS (when
 // stop_at_eos) or at the context limit. `tokenizer` may be null (no text). Errors: empty
 // prompt, prompt longer than the context, and whatever the executor returns.
@@ -67,6 +123,34 @@ absl::StatusOr<GenerateResult> RunGenerationLoop(const ModelEnds& ends, StepExec
                                                  const std::vector<int64_t>& prompt_ids,
                                                  const SamplingParams& params,
                                                  const TokenCallback& on_token = nullptr);
+
+// Many requests through one LayerHost at once, iteration by iteration (continuous batching): each
+// step every decoding request contributes its next token and waiting prompts are fed in chunks
+// under the token budget; a request leaves the batch as soon as it ends. Each request's output is
+// what it gets alone (its sampling is a pure function of its seed and positions, and the decode
+// math is batch-invariant).
+struct BatchLimits {
+  int64_t max_batch_tokens = 512;  // Rows in one step, prefill chunks included.
+  int max_batch_sequences = 64;    // Sequences in one step.
+};
+
+// Which rows each sequence brings to the next step: decoding sequences first (one row each, in the
+// order given), then prefill chunks in that order with what is left of the token budget. `active`
+// are the sequences that may join (not done); returns (index into active, rows) pairs.
+std::vector<std::pair<int, int64_t>> ComposeStep(absl::Span<SequenceDecoder* const> active,
+                                                 const BatchLimits& limits);
+
+struct BatchedRequest {
+  std::vector<int64_t> prompt_ids;
+  SamplingParams params;
+  TokenCallback on_token;  // May be empty.
+};
+
+// Runs every request to its end; one result (or error) per request, in order. A request that
+// fails validation fails alone.
+std::vector<absl::StatusOr<GenerateResult>> RunBatchedGeneration(
+    const ModelEnds& ends, const LayerHost& host, const tokenizer::Tokenizer* tokenizer,
+    std::vector<BatchedRequest> requests, const BatchLimits& limits = {});
 
 // The in-process engine: embed → every layer → final norm → head, on one device.
 class Engine {
@@ -86,6 +170,9 @@ class Engine {
   absl::StatusOr<GenerateResult> Generate(const std::vector<int64_t>& prompt_ids,
                                           const SamplingParams& params,
                                           const TokenCallback& on_token = nullptr) const;
+  // Many requests at once (RunBatchedGeneration over this engine's layers).
+  std::vector<absl::StatusOr<GenerateResult>> GenerateBatch(std::vector<BatchedRequest> requests,
+                                                            const BatchLimits& limits = {}) const;
 
  private:
   Engine() = default;

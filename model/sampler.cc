@@ -22,9 +22,25 @@ absl::Status SamplingParams::Validate() const {
   return absl::OkStatus();
 }
 
-Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
+namespace {
 
-int64_t Sampler::Sample(absl::Span<const float> logits) {
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+double UniformDraw(uint64_t seed, int64_t position) {
+  const uint64_t bits = SplitMix64(seed ^ SplitMix64(static_cast<uint64_t>(position)));
+  return static_cast<double>(bits >> 11) * (1.0 / 9007199254740992.0);
+}
+
+Sampler::Sampler(const SamplingParams& params) : params_(params) {}
+
+int64_t Sampler::Sample(absl::Span<const float> logits, int64_t position) {
   const int64_t n = static_cast<int64_t>(logits.size());
   if (params_.temperature == 0.0f) {
     // First maximum: ties go to the lowest id, as torch.argmax does.
@@ -63,8 +79,7 @@ int64_t Sampler::Sample(absl::Span<const float> logits) {
     total = 0.0;
     for (int64_t i = 0; i < keep; ++i) total += scratch_[i].first;
   }
-  // 53 random bits → uniform in [0, 1): the same on every platform for a given seed.
-  const double u = static_cast<double>(rng_() >> 11) * (1.0 / 9007199254740992.0) * total;
+  const double u = UniformDraw(params_.seed, position) * total;
   double cum = 0.0;
   for (int64_t i = 0; i < keep; ++i) {
     cum += scratch_[i].first;

@@ -7,7 +7,6 @@
 #define SWARM_MODEL_SAMPLER_H_
 
 #include <cstdint>
-#include <random>
 #include <utility>
 #include <vector>
 
@@ -30,19 +29,24 @@ struct SamplingParams {
 };
 
 // Picks the next token from a logits row. Greedy when temperature == 0 (ties: lowest id);
-// otherwise softmax(logits / T), top-k then top-p filtering, then a draw from a mt19937_64
-// seeded with `seed`, so the same seed gives the same tokens.
+// otherwise softmax(logits / T), top-k then top-p filtering, then a draw whose randomness is a
+// pure function of (seed, position): the same request gives the same tokens whatever it was
+// batched with, and a replayed step draws what the original drew.
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
-  // The next token id for one row of logits (one per vocabulary entry; not empty).
-  int64_t Sample(absl::Span<const float> logits);
+  // The token at `position` (the sequence position the sampled token will take) for one row of
+  // logits (one per vocabulary entry; not empty).
+  int64_t Sample(absl::Span<const float> logits, int64_t position);
 
  private:
   SamplingParams params_;
-  std::mt19937_64 rng_;
   std::vector<std::pair<float, int64_t>> scratch_;
 };
+
+// The uniform draw in [0, 1) for (seed, position): 53 bits of a SplitMix64 hash, the same on every
+// platform.
+double UniformDraw(uint64_t seed, int64_t position);
 
 }  // namespace swarm::model
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <memory>
 #include <numeric>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -216,19 +217,32 @@ TEST(Sampler, SeedIsReproducibleAndTopKRestricts) {
   p.temperature = 1.0f;
   p.seed = 42;
   Sampler a(p), b(p);
-  for (int i = 0; i < 50; ++i) EXPECT_EQ(a.Sample(logits), b.Sample(logits));
+  // A pure function of (seed, position): the same in any order, from any Sampler.
+  std::set<int64_t> seen;
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_EQ(a.Sample(logits, i), b.Sample(logits, i));
+    seen.insert(a.Sample(logits, i));
+  }
+  for (int i = 49; i >= 0; --i) EXPECT_EQ(b.Sample(logits, i), a.Sample(logits, i));
+  EXPECT_GT(seen.size(), 2u) << "the draws must vary with the position";
+  SamplingParams other = p;
+  other.seed = 43;
+  Sampler c(other);
+  int differ = 0;
+  for (int i = 0; i < 50; ++i) differ += c.Sample(logits, i) != a.Sample(logits, i);
+  EXPECT_GT(differ, 0) << "the draws must depend on the seed";
   p.top_k = 2;
   Sampler k(p);
   for (int i = 0; i < 200; ++i) {
-    int64_t id = k.Sample(logits);
+    int64_t id = k.Sample(logits, i);
     EXPECT_TRUE(id == 1 || id == 4) << id;
   }
   p.top_k = 0;
   p.top_p = 0.3f;  // The top token alone holds more than 30 % of the mass.
   Sampler nucleus(p);
-  for (int i = 0; i < 50; ++i) EXPECT_EQ(nucleus.Sample(logits), 1);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(nucleus.Sample(logits, i), 1);
   SamplingParams greedy;
-  EXPECT_EQ(Sampler(greedy).Sample(logits), 1);
+  EXPECT_EQ(Sampler(greedy).Sample(logits, 0), 1);
 }
 
 TEST(Sampler, RejectsBadParams) {
