@@ -156,4 +156,25 @@ void Progress::Report(bool final) {
   options_.write(absl::StrCat(PlainLine(options_, done_, elapsed), "\n"));
 }
 
+LazyProgress::LazyProgress(Progress::Options options) : options_(std::move(options)) {}
+
+LazyProgress::LazyProgress(std::string label, std::string unit) {
+  options_.label = std::move(label);
+  options_.unit = std::move(unit);
+}
+
+void LazyProgress::Report(int64_t done, int64_t total) {
+  if (progress_ == nullptr) {
+    Progress::Options o = options_;
+    o.total = total;
+    progress_ = std::make_unique<Progress>(std::move(o));
+  }
+  progress_->Set(done);
+  if (total > 0 && done >= total) progress_->Finish();
+}
+
+void LazyProgress::Finish() {
+  if (progress_ != nullptr) progress_->Finish();
+}
+
 }  // namespace swarm

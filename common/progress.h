@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -64,6 +65,23 @@ class Progress {
   absl::Time start_;
   absl::Time last_report_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// A Progress started at the first report, for callbacks that learn the total as they go
+// (`options.progress = [&](int done, int total) { lazy.Report(done, total); }`); finishes when
+// done reaches the total, or at Finish()/destruction. Thread-safe as Progress is once started;
+// the first Report must not race another.
+class LazyProgress {
+ public:
+  // `options` as for Progress; its total is the first Report's.
+  explicit LazyProgress(Progress::Options options);
+  LazyProgress(std::string label, std::string unit);
+  void Report(int64_t done, int64_t total);
+  void Finish();
+
+ private:
+  Progress::Options options_;
+  std::unique_ptr<Progress> progress_;
 };
 
 }  // namespace swarm

@@ -65,14 +65,8 @@ absl::Status Calibrate(const Flags& flags) {
   if (!keep.ok()) return keep.status();
   options.keep_blocks = *keep;
   options.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
-  std::unique_ptr<Progress> progress;
-  options.progress = [&](int done, int total) {
-    if (progress == nullptr) {
-      progress = std::make_unique<Progress>("measuring", total, "prompts");
-    }
-    progress->Set(done);
-    if (done == total) progress->Finish();
-  };
+  LazyProgress progress("measuring", "prompts");
+  options.progress = [&](int done, int total) { progress.Report(done, total); };
 
   auto t0 = std::chrono::steady_clock::now();
   auto engine = model::Engine::Create(*dir);

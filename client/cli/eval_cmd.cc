@@ -56,14 +56,8 @@ absl::Status Eval(const Flags& flags) {
   options.seed = static_cast<uint64_t>(*seed);
   options.balance = !flags.Bool("no-balance");
   options.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
-  std::unique_ptr<Progress> progress;
-  options.progress = [&](int done, int total) {
-    if (progress == nullptr) {
-      progress = std::make_unique<Progress>("evaluating", total, "prompts");
-    }
-    progress->Set(done);
-    if (done == total) progress->Finish();
-  };
+  LazyProgress progress("evaluating", "prompts");
+  options.progress = [&](int done, int total) { progress.Report(done, total); };
 
   const auto& notes = (*router)->data().notes;
   router::SampleOptions so;

@@ -88,15 +88,10 @@ int SynthCommand(const std::vector<std::string>& args) {
   }
   o.tie_embeddings = flags->Bool("tie-embeddings");
   o.out_dir = flags->String("out");
-  std::unique_ptr<Progress> progress;
-  o.progress = [&](int64_t done, int64_t total) {
-    if (progress == nullptr) {
-      progress = std::make_unique<Progress>("writing weights", total >> 20, "MiB");
-    }
-    progress->Set(done >> 20);
-  };
+  LazyProgress progress("writing weights", "MiB");
+  o.progress = [&](int64_t done, int64_t total) { progress.Report(done >> 20, total >> 20); };
   auto result = tools::WriteSynthModel(o);
-  if (progress != nullptr) progress->Finish();
+  progress.Finish();
   if (!result.ok()) return Fail(kName, result.status());
   std::printf("synthesised %s model: %lld parameters, %lld bytes of weights\n", o.arch.c_str(),
               static_cast<long long>(result->num_parameters),

@@ -90,5 +90,18 @@ TEST(ProgressTest, UnknownTotalHasNoBarOrEta) {
             "sampling: 1/120 prompts (1%), 0.0 prompts/s, ETA 3h18m");
 }
 
+TEST(LazyProgressTest, StartsAtTheFirstReportWithItsTotalAndFinishesThere) {
+  Harness h;
+  LazyProgress lazy(h.Options(/*terminal=*/false));
+  lazy.Finish();  // Before any report: nothing started, nothing written.
+  EXPECT_EQ(h.out, "");
+  lazy.Report(1, 4);
+  h.now += absl::Seconds(2);
+  lazy.Report(4, 4);  // Reaching the total finishes it...
+  EXPECT_EQ(h.out, "loading layers: 4/4 layers in 2.0s (2.0 layers/s)\n");
+  lazy.Finish();  // ...once.
+  EXPECT_EQ(h.out, "loading layers: 4/4 layers in 2.0s (2.0 layers/s)\n");
+}
+
 }  // namespace
 }  // namespace swarm
