@@ -3,8 +3,9 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 MODEL ?= ../shared/models/stories260K
 CMAKE_ARGS ?=
+PREFIX ?= /usr/local
 
-.PHONY: setup configure build test test-integration demo bench format clean
+.PHONY: setup configure build install test test-integration demo bench format clean
 
 setup:
 	bash scripts/setup.sh
@@ -15,6 +16,12 @@ configure:
 
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
+
+# PREFIX/bin: swarm, swarm-worker, swarm-coordinator (on the PATH); PREFIX/libexec/swarm:
+# swarm-tools (the CLI's torch commands, which `swarm` runs); the C++ SDK package, the .proto files
+# (PREFIX/share/swarm/proto) and the Python client (PREFIX/lib/python3/dist-packages/swarm_client).
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 # The whole suite: unit and integration (a real Prometheus, manifest checks); the set-up also
 # installs what the integration tests need. The results also go to $(BUILD)/ctest-junit.xml, which

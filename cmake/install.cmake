@@ -1,4 +1,5 @@
-# Installation: the client SDK as a CMake package, and the three binaries.
+# Installation: the client SDK as a CMake package, the three binaries (and swarm-tools, which
+# `swarm` runs for its torch commands), the .proto files and the Python client.
 #
 #   cmake --install build --prefix /opt/swarm
 #   # in another project:
@@ -36,3 +37,12 @@ foreach(_bin swarm swarm-worker swarm-coordinator)
     install(TARGETS ${_bin} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
   endif()
 endforeach()
+# The CLI's torch commands: `swarm` finds it at ../libexec/swarm/swarm-tools (tools_exec.h).
+if(TARGET swarm-tools)
+  install(TARGETS swarm-tools RUNTIME DESTINATION ${CMAKE_INSTALL_LIBEXECDIR}/swarm)
+endif()
+
+# The wire contract, for clients in other languages: share/swarm/proto/swarm/v1/*.proto (and the
+# grpc.health.v1 protocol the servers speak).
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/proto/swarm ${PROJECT_SOURCE_DIR}/proto/grpc
+  DESTINATION ${CMAKE_INSTALL_DATADIR}/swarm/proto FILES_MATCHING PATTERN "*.proto")

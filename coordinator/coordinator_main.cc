@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "common/flags.h"
 #include "common/host_port.h"
 #include "common/logging.h"
@@ -19,13 +20,30 @@
 namespace {
 
 constexpr char kLog[] = "swarm-coordinator";
-constexpr char kUsage[] =
-    "usage: swarm-coordinator --model DIR --workers HOST:PORT,...\n"
-    "                         [--listen HOST:PORT (default 127.0.0.1:0)]\n"
-    "                         [--metrics-listen HOST:PORT] [--device cpu|cuda:N]\n"
-    "                         [--max-concurrent-requests N] [--max-queued-requests N]\n"
-    "                         [--request-timeout 10m] [--step-timeout 60s] [--router FILE]\n"
-    "                         [--num-blocks N]\n";
+
+// Every flag, its default (the options' own) and its meaning: parsing and --help.
+swarm::FlagSet CoordinatorFlags() {
+  const swarm::coordinator::CoordinatorOptions d;
+  swarm::FlagSet f("swarm-coordinator",
+                   "serves CoordinatorService for a model whose layers live on swarm-workers; "
+                   "prints \"listening on HOST:PORT\" once bound");
+  f.Required("model", "DIR", "the model directory (tokenizer, embeddings, head)")
+      .Required("workers", "HOST:PORT,...", "the workers")
+      .Value("listen", "HOST:PORT", "127.0.0.1:0", "the gRPC address; port 0 = a free one")
+      .Value("metrics-listen", "HOST:PORT", "", "serve Prometheus /metrics here")
+      .Value("device", "cpu|cuda:N", d.device, "where the embeddings and head run")
+      .Value("max-concurrent-requests", "N", absl::StrCat(d.max_concurrent_requests),
+             "requests generating at once")
+      .Value("max-queued-requests", "N", absl::StrCat(d.max_queued_requests),
+             "requests waiting for a slot before new ones are refused")
+      .Value("request-timeout", "DURATION", absl::FormatDuration(d.max_request_time),
+             "the longest a request may run")
+      .Value("step-timeout", "DURATION", absl::FormatDuration(d.step_timeout),
+             "deadline of one step on a worker")
+      .Value("router", "FILE", "", "the router file for sparse requests (swarm calibrate)")
+      .Value("num-blocks", "N", "", "check the router was calibrated for N blocks");
+  return f;
+}
 
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "swarm-coordinator: %s\n", std::string(s.message()).c_str());
@@ -36,18 +54,12 @@ int Fail(const absl::Status& s) {
 
 int main(int argc, char** argv) {
   swarm::BlockShutdownSignals();
-  if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
-    std::fputs(kUsage, stdout);
+  const swarm::FlagSet flag_set = CoordinatorFlags();
+  auto flags = flag_set.Parse(argc, argv);
+  if (!flags.ok()) return Fail(flags.status());
+  if (flags->help()) {
+    std::fputs(flag_set.Help().c_str(), stdout);
     return 0;
-  }
-  auto flags = swarm::Flags::Parse(
-      argc, argv,
-      {"model", "workers", "listen", "metrics-listen", "device", "max-concurrent-requests",
-       "max-queued-requests", "request-timeout", "step-timeout", "router", "num-blocks"},
-      {});
-  if (!flags.ok()) {
-    std::fputs(kUsage, stderr);
-    return Fail(flags.status());
   }
   swarm::coordinator::CoordinatorOptions options;
   auto model = flags->Required("model");
@@ -59,13 +71,13 @@ int main(int argc, char** argv) {
   if (options.workers.empty()) {
     return Fail(absl::InvalidArgumentError("--workers: give at least one HOST:PORT"));
   }
-  options.listen = flags->String("listen", "127.0.0.1:0");
-  options.device = flags->String("device", "cpu");
+  options.listen = flags->String("listen");
+  options.device = flags->String("device");
   options.router_path = flags->String("router");
-  auto concurrent = flags->Int("max-concurrent-requests", options.max_concurrent_requests);
-  auto queued = flags->Int("max-queued-requests", options.max_queued_requests);
-  auto request_timeout = flags->Duration("request-timeout", options.max_request_time);
-  auto step_timeout = flags->Duration("step-timeout", options.step_timeout);
+  auto concurrent = flags->Int("max-concurrent-requests");
+  auto queued = flags->Int("max-queued-requests");
+  auto request_timeout = flags->Duration("request-timeout");
+  auto step_timeout = flags->Duration("step-timeout");
   // --num-blocks N: the router file must have been calibrated for N blocks.
   auto num_blocks = flags->Int("num-blocks", 0);
   if (!num_blocks.ok()) return Fail(num_blocks.status());

@@ -76,6 +76,7 @@ class Gpt2Family final : public ArchitectureFamily {
     for (int l : layers) {
       ASSIGN_OR_RETURN(Gpt2Weights w, LoadLayer(l, loader));
       out.push_back(std::make_unique<Gpt2Layer>(config(), l, std::move(w)));
+      loader.LayerLoaded();
     }
     return out;
   }

@@ -75,6 +75,7 @@ class LlamaFamily final : public ArchitectureFamily {
     for (int l : layers) {
       ASSIGN_OR_RETURN(LlamaWeights w, LoadLayer(l, loader));
       out.push_back(std::make_unique<LlamaLayer>(c, l, rotary, std::move(w)));
+      loader.LayerLoaded();
     }
     return out;
   }

@@ -110,7 +110,9 @@ SplitLinearWeights SplitLinearWeights::From(std::vector<at::Tensor> weights,
 absl::StatusOr<WeightLoader> WeightLoader::Create(const Checkpoint& checkpoint,
                                                   const LoadOptions& options) {
   ASSIGN_OR_RETURN(at::Device device, ParseDevice(options.device));
-  return WeightLoader(checkpoint, device, ToTorch(options.dtype), options.copy_weights);
+  WeightLoader loader(checkpoint, device, ToTorch(options.dtype), options.copy_weights);
+  loader.on_layer_loaded_ = options.on_layer_loaded;
+  return loader;
 }
 
 absl::StatusOr<at::Tensor> WeightLoader::Load(absl::string_view logical,

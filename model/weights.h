@@ -7,6 +7,7 @@
 #ifndef SWARM_MODEL_WEIGHTS_H_
 #define SWARM_MODEL_WEIGHTS_H_
 
+#include <functional>
 #include <string>
 
 #include "common/host_tensor.h"
@@ -20,6 +21,8 @@ struct LoadOptions {
   // decode); false keeps them as views of the file mapping (zero copy, shared page cache between
   // processes on one host, paged in on first use). Other cases always convert into new memory.
   bool copy_weights = true;
+  // Called on the loading thread after each layer is loaded (may be null): progress reports.
+  std::function<void()> on_layer_loaded;
 };
 
 }  // namespace swarm::model

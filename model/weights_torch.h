@@ -61,6 +61,10 @@ class WeightLoader {
   bool zero_copy() const { return device_.is_cpu() && !copy_; }
   // Bytes of every tensor loaded so far, as resident on the device.
   int64_t bytes() const { return bytes_; }
+  // The families call this after loading each layer (LoadOptions::on_layer_loaded).
+  void LayerLoaded() const {
+    if (on_layer_loaded_) on_layer_loaded_();
+  }
 
   // Loads one tensor. InvalidArgument when its shape differs from `shape` or its dtype is not a
   // floating type, NotFound when it is missing; the message names the file and the tensor.
@@ -79,6 +83,7 @@ class WeightLoader {
   at::Device device_;
   at::ScalarType dtype_;
   bool copy_;
+  std::function<void()> on_layer_loaded_;
   int64_t bytes_ = 0;
 };
 

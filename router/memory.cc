@@ -7,7 +7,6 @@
 #include "absl/strings/str_join.h"
 #include "common/block_layout.h"
 #include "common/status_macros.h"
-#include "nlohmann/json.hpp"
 
 namespace swarm::router {
 namespace {
@@ -19,17 +18,6 @@ int64_t TensorBytes(const model::TensorView& v, const std::optional<DType>& dtyp
                   v.dtype == model::StDType::kBF16 || v.dtype == model::StDType::kF64;
   if (!floating) return static_cast<int64_t>(v.nbytes);
   return v.NumElements() * DTypeSize(*dtype);
-}
-
-std::string Human(int64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  return u == 0 ? absl::StrCat(bytes, " B") : absl::StrFormat("%.2f %s", v, units[u]);
 }
 
 }  // namespace
@@ -105,48 +93,6 @@ absl::StatusOr<MemoryEstimate> EstimateMemory(const model::Checkpoint& checkpoin
   int elem = options.dtype.has_value() ? DTypeSize(*options.dtype) : 4;
   m.kv_bytes_per_token = 2 * config.num_layers * config.num_kv_heads * config.head_dim * elem;
   return m;
-}
-
-std::string FormatMemory(const MemoryEstimate& m) {
-  std::string out;
-  absl::StrAppendFormat(&out, "weights (%s): total %s (%d B)\n", m.dtype, Human(m.total_bytes),
-                        m.total_bytes);
-  absl::StrAppendFormat(&out, "  coordinator: embeddings %s, final norm + head %s\n",
-                        Human(m.embedding_bytes), Human(m.head_bytes));
-  for (size_t b = 0; b < m.block_bytes.size(); ++b) {
-    absl::StrAppendFormat(&out, "  block %d: %s (%d B)\n", b, Human(m.block_bytes[b]),
-                          m.block_bytes[b]);
-  }
-  absl::StrAppendFormat(&out, "active for top-%d of %d blocks: %s (%d B), blocks %s\n", m.top_k,
-                        m.num_blocks, Human(m.active_bytes), m.active_bytes,
-                        Human(m.active_block_bytes));
-  absl::StrAppendFormat(&out, "savings: %.1f %% of all weights, %.1f %% of block weights\n",
-                        100 * m.savings_ratio, 100 * m.block_savings_ratio);
-  for (size_t w = 0; w < m.worker_bytes.size(); ++w) {
-    absl::StrAppendFormat(&out, "  worker %d (blocks %s): %s\n", w,
-                          FormatBlocks(m.worker_blocks[w]), Human(m.worker_bytes[w]));
-  }
-  absl::StrAppendFormat(&out, "KV cache: %d B per token (all layers)\n", m.kv_bytes_per_token);
-  return out;
-}
-
-std::string MemoryJson(const MemoryEstimate& m) {
-  nlohmann::json j;
-  j["num_blocks"] = m.num_blocks;
-  j["top_k_blocks"] = m.top_k;
-  j["dtype"] = m.dtype;
-  j["total_bytes"] = m.total_bytes;
-  j["embedding_bytes"] = m.embedding_bytes;
-  j["head_bytes"] = m.head_bytes;
-  j["block_bytes"] = m.block_bytes;
-  j["active_bytes"] = m.active_bytes;
-  j["active_block_bytes"] = m.active_block_bytes;
-  j["savings_ratio"] = m.savings_ratio;
-  j["block_savings_ratio"] = m.block_savings_ratio;
-  j["worker_bytes"] = m.worker_bytes;
-  j["worker_blocks"] = m.worker_blocks;
-  j["kv_bytes_per_token"] = m.kv_bytes_per_token;
-  return j.dump();
 }
 
 }  // namespace swarm::router

@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "common/block_set.h"
 #include "common/host_tensor.h"
+#include "common/memory_estimate.h"
 #include "model/checkpoint.h"
 
 namespace swarm::router {
@@ -25,34 +26,17 @@ struct MemoryOptions {
   int num_workers = 1;            // Blocks spread contiguously, earlier workers take more.
 };
 
-struct MemoryEstimate {
-  int num_blocks = 0;
-  int top_k = 0;
-  std::string dtype;                 // "as stored" or the dtype name.
-  int64_t embedding_bytes = 0;       // Coordinator side: token (+ position) embeddings.
-  int64_t head_bytes = 0;            // Final norm + LM head (0 when tied).
-  std::vector<int64_t> layer_bytes;  // [L]
-  std::vector<int64_t> block_bytes;  // [N]
-  int64_t blocks_bytes = 0;          // Σ block_bytes.
-  int64_t total_bytes = 0;           // Ends + all blocks.
-  // Largest bytes any admissible top_k choice keeps resident: kept blocks plus the largest free
-  // ones. Active = ends + that.
-  int64_t active_block_bytes = 0;
-  int64_t active_bytes = 0;
-  double savings_ratio = 0;           // 1 − active / total.
-  double block_savings_ratio = 0;     // 1 − active_block_bytes / blocks_bytes.
-  std::vector<int64_t> worker_bytes;  // [num_workers] block weights each worker hosts.
-  std::vector<std::vector<int>> worker_blocks;
-  int64_t kv_bytes_per_token = 0;  // All layers, in the same dtype (f32 as stored).
-};
+// The figures (common/memory_estimate.h: torch-free, so that the CLI's front binary can print a
+// coordinator's answer). A distinct type, so that it can be forward-declared.
+struct MemoryEstimate : WeightMemoryEstimate {};
 
 // InvalidArgument for N outside 1..num_layers, top_k outside |keep|..N, workers < 1 or > N.
 absl::StatusOr<MemoryEstimate> EstimateMemory(const model::Checkpoint& checkpoint,
                                               const MemoryOptions& options);
 
-// Human-readable table; JSON object.
-std::string FormatMemory(const MemoryEstimate& m);
-std::string MemoryJson(const MemoryEstimate& m);
+// Human-readable table; JSON object (common/memory_estimate.h).
+inline std::string FormatMemory(const MemoryEstimate& m) { return FormatWeightMemory(m); }
+inline std::string MemoryJson(const MemoryEstimate& m) { return WeightMemoryJson(m); }
 
 }  // namespace swarm::router
 

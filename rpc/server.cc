@@ -27,11 +27,15 @@ absl::StatusOr<StartedServer> StartServer(const std::string& listen,
   builder.AddListeningPort(hp->ToString(), grpc::InsecureServerCredentials(), &port);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  // gRPC sets SO_REUSEPORT on its listening sockets by default, which lets a second server bind a
+  // port another process holds and silently take half its connections. Refuse that port instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   for (grpc::Service* service : services) builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port <= 0) {
     return absl::UnavailableError(
-        absl::StrCat("cannot listen on '", listen, "' (address in use or not local?)"));
+        absl::StrCat("cannot listen on ", hp->ToString(),
+                     ": address already in use by another process, or not a local address"));
   }
   SetServing(server.get(), health_names, false);
   HostPort bound = *hp;

@@ -14,6 +14,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   nlohmann-json3-dev libcpp-httplib-dev libpcre2-dev libutf8proc-dev
   iproute2 procps
+  python3-grpcio python3-protobuf
 )
 # Extra packages for the integration tests (tests/deploy: a real Prometheus and promtool, manifest
 # checks with kubectl kustomize, yamllint and Node.js; clang for the -Wthread-safety check). They

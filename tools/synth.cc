@@ -362,9 +362,13 @@ absl::StatusOr<SynthResult> WriteSynthModel(const SynthOptions& options) {
     result.num_parameters += static_cast<int64_t>(NumElements(s.shape));
   }
   const uint64_t elem = static_cast<uint64_t>(model::StDTypeSize(dtype));
+  const int64_t total_bytes = result.num_parameters * static_cast<int64_t>(elem);
+  int64_t written_bytes = 0;
   TensorFill fill = [&](size_t i, uint64_t offset, char* dst, uint64_t nbytes) {
     GenerateInto(keys[i], specs[i].init, options.init_std, dtype, offset / elem, nbytes / elem,
                  dst);
+    written_bytes += static_cast<int64_t>(nbytes);
+    if (options.progress) options.progress(written_bytes, total_bytes);
     return absl::OkStatus();
   };
   const std::string weights_path = (dir / "model.safetensors").string();

@@ -41,6 +41,8 @@ struct SynthOptions {
   double rope_theta = 0;        // 0: 10000 (llama, mistral) or 1e6 (qwen2).
   double init_std = 0.02;       // Weights ~ N(0, init_std²); norm weights ~ 1 + N(0, init_std²).
   std::string out_dir;
+  // Called as the weights are written with (bytes written, total bytes) (may be null).
+  std::function<void(int64_t done, int64_t total)> progress;
 };
 
 // InvalidArgument naming the offending option: unknown arch or dtype, non-positive sizes,

@@ -13,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "common/block_layout.h"
 #include "common/byte_size.h"
@@ -20,6 +21,7 @@
 #include "common/host_port.h"
 #include "common/layer_set.h"
 #include "common/logging.h"
+#include "common/progress.h"
 #include "common/signals.h"
 #include "model/config.h"
 #include "rpc/server.h"
@@ -29,13 +31,38 @@
 namespace {
 
 constexpr char kLog[] = "swarm-worker";
-constexpr char kUsage[] =
-    "usage: swarm-worker --model DIR (--layers A-B[,C-D] | --blocks i,j --num-blocks N)\n"
-    "                    [--listen HOST:PORT (default 127.0.0.1:0)]\n"
-    "                    [--device cpu|cuda:N] [--dtype f32|bf16|f16]\n"
-    "                    [--max-sessions N] [--session-ttl 5m] [--kv-budget 2GiB]\n"
-    "                    [--threads N] [--max-queued-steps N] [--metrics-listen HOST:PORT]\n"
-    "                    [--memory-budget BYTES [--block-layers N]]\n";
+
+// Every flag, its default (the options' own) and its meaning: parsing and --help.
+swarm::FlagSet WorkerFlags() {
+  const swarm::worker::WorkerServerOptions d;
+  swarm::FlagSet f("swarm-worker",
+                   "hosts some layers of a model and serves WorkerService; prints \"listening on "
+                   "HOST:PORT\" once bound");
+  f.Required("model", "DIR", "the model directory")
+      .Value("layers", "A-B[,C-D]", "", "the layers to host")
+      .Value("blocks", "i,j", "", "or the blocks to host, of --num-blocks")
+      .Value("num-blocks", "N", "", "the block count --blocks refers to")
+      .Value("listen", "HOST:PORT", "127.0.0.1:0", "the gRPC address; port 0 = a free one")
+      .Value("device", "cpu|cuda:N", d.load.device, "where the layers run")
+      .Value("dtype", "f32|bf16|f16", swarm::DTypeName(d.load.dtype), "weight and compute dtype")
+      .Value("max-sessions", "N", absl::StrCat(d.limits.max_sessions),
+             "sessions (KV caches) held at once")
+      .Value("session-ttl", "DURATION", absl::FormatDuration(d.limits.idle_ttl),
+             "an idle session is dropped after this")
+      .Value("kv-budget", "BYTES", "",
+             "KV-cache memory budget; 0 = unlimited (default on cpu: half the memory left once "
+             "the layers are loaded; required on cuda)")
+      .Value("threads", "N", absl::StrCat(d.compute_threads), "compute threads")
+      .Value("max-queued-steps", "N", absl::StrCat(d.max_queued_steps),
+             "steps waiting for a compute thread before new ones are refused")
+      .Value("metrics-listen", "HOST:PORT", "", "serve Prometheus /metrics here")
+      .Value("memory-budget", "BYTES", "",
+             "keep at most this many bytes of layer weights resident, loading the others on demand")
+      .Value("block-layers", "N", absl::StrCat(d.block_layers),
+             "layers loaded and evicted together (with --memory-budget)")
+      .Note("Give either --layers or --blocks with --num-blocks.");
+  return f;
+}
 
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "swarm-worker: %s\n", std::string(s.message()).c_str());
@@ -80,19 +107,12 @@ absl::StatusOr<std::vector<int>> HostedLayers(const swarm::Flags& flags, int64_t
 
 int main(int argc, char** argv) {
   swarm::BlockShutdownSignals();
-  if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
-    std::fputs(kUsage, stdout);
+  const swarm::FlagSet flag_set = WorkerFlags();
+  auto flags = flag_set.Parse(argc, argv);
+  if (!flags.ok()) return Fail(flags.status());
+  if (flags->help()) {
+    std::fputs(flag_set.Help().c_str(), stdout);
     return 0;
-  }
-  auto flags =
-      swarm::Flags::Parse(argc, argv,
-                          {"model", "layers", "blocks", "num-blocks", "listen", "device", "dtype",
-                           "max-sessions", "session-ttl", "kv-budget", "threads",
-                           "max-queued-steps", "metrics-listen", "memory-budget", "block-layers"},
-                          {});
-  if (!flags.ok()) {
-    std::fputs(kUsage, stderr);
-    return Fail(flags.status());
   }
   swarm::worker::WorkerServerOptions options;
   {
@@ -105,18 +125,18 @@ int main(int argc, char** argv) {
     if (!layers.ok()) return Fail(layers.status());
     options.layers = *layers;
   }
-  options.listen = flags->String("listen", "127.0.0.1:0");
-  options.load.device = flags->String("device", "cpu");
-  auto dtype = swarm::ParseDType(flags->String("dtype", "f32"));
+  options.listen = flags->String("listen");
+  options.load.device = flags->String("device");
+  auto dtype = swarm::ParseDType(flags->String("dtype"));
   if (!dtype.ok()) return Fail(dtype.status());
   options.load.dtype = *dtype;
-  auto max_sessions = flags->Int("max-sessions", options.limits.max_sessions);
-  auto ttl = flags->Duration("session-ttl", options.limits.idle_ttl);
+  auto max_sessions = flags->Int("max-sessions");
+  auto ttl = flags->Duration("session-ttl");
   auto budget = flags->Bytes("kv-budget", 0);
-  auto threads = flags->Int("threads", options.compute_threads);
-  auto queued = flags->Int("max-queued-steps", options.max_queued_steps);
+  auto threads = flags->Int("threads");
+  auto queued = flags->Int("max-queued-steps");
   auto memory_budget = flags->Bytes("memory-budget", 0);
-  auto block_layers = flags->Int("block-layers", options.block_layers);
+  auto block_layers = flags->Int("block-layers");
   for (const absl::Status& s :
        {max_sessions.status(), ttl.status(), budget.status(), threads.status(), queued.status(),
         memory_budget.status(), block_layers.status()}) {
@@ -164,6 +184,23 @@ int main(int argc, char** argv) {
   options.compute_threads = static_cast<int>(*threads);
   options.max_queued_steps = static_cast<int>(*queued);
 
+  // Loading every hosted layer up front (no --memory-budget) takes a while on a large model:
+  // report it (a bar on a terminal, log lines otherwise).
+  std::unique_ptr<swarm::Progress> progress;
+  if (options.memory_budget_bytes == 0) {
+    swarm::Progress::Options po;
+    po.label = "loading layers";
+    po.total = static_cast<int64_t>(options.layers.size());
+    po.unit = "layers";
+    if (!isatty(STDERR_FILENO)) {
+      po.write = [](absl::string_view line) {
+        swarm::LogLine(kLog, absl::StripTrailingAsciiWhitespace(line));
+      };
+    }
+    progress = std::make_unique<swarm::Progress>(std::move(po));
+    swarm::Progress* p = progress.get();
+    options.load.on_layer_loaded = [p] { p->Add(1); };
+  }
   std::unique_ptr<swarm::worker::WorkerMetricsObserver> metrics;
   if (flags->Has("metrics-listen")) {
     if (auto s = swarm::ValidateHostPort(flags->String("metrics-listen"), "--metrics-listen");
@@ -205,6 +242,7 @@ int main(int argc, char** argv) {
   bool load_failed = false;
   std::thread loader([&] {
     absl::Status s = (*server)->Load();
+    if (progress != nullptr && s.ok()) progress->Finish();
     if (!s.ok()) {
       swarm::LogLine(kLog, s.ToString());
       load_failed = true;

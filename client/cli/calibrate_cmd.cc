@@ -2,12 +2,14 @@
 // router file (router/calibration/calibrate.h).
 #include <chrono>
 #include <cstdio>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli/command.h"
 #include "common/block_layout.h"
 #include "common/flags.h"
+#include "common/progress.h"
 #include "model/generate.h"
 #include "router/calibration/calibrate.h"
 #include "router/calibration/probe.h"
@@ -16,8 +18,8 @@
 namespace swarm::cli {
 namespace {
 
-absl::StatusOr<int> IntFlag(const Flags& flags, const std::string& name, int64_t fallback) {
-  auto v = flags.Int(name, fallback);
+absl::StatusOr<int> IntFlag(const Flags& flags, const std::string& name) {
+  auto v = flags.Int(name);
   if (!v.ok()) return v.status();
   return static_cast<int>(*v);
 }
@@ -31,17 +33,17 @@ absl::Status Calibrate(const Flags& flags) {
     return absl::InvalidArgumentError("missing required flag --num-blocks");
   }
   router::CalibrationOptions options;
-  auto n = IntFlag(flags, "num-blocks", 0);
-  auto k = IntFlag(flags, "top-k-blocks", 0);
-  auto count = IntFlag(flags, "num-prompts", 1024);
-  auto seed = flags.Int("seed", 1);
-  auto cont = IntFlag(flags, "continuation", 16);
-  auto min_len = IntFlag(flags, "min-prompt-tokens", 8);
-  auto max_len = IntFlag(flags, "max-prompt-tokens", 32);
-  auto neighbours = IntFlag(flags, "neighbours", router::kDefaultNeighbours);
-  auto rank = IntFlag(flags, "pca-rank", 16);
-  auto epochs = IntFlag(flags, "gate-epochs", 400);
-  auto max_subsets = IntFlag(flags, "max-subsets", 128);
+  auto n = IntFlag(flags, "num-blocks");
+  auto k = IntFlag(flags, "top-k-blocks");
+  auto count = IntFlag(flags, "num-prompts");
+  auto seed = flags.Int("seed");
+  auto cont = IntFlag(flags, "continuation");
+  auto min_len = IntFlag(flags, "min-prompt-tokens");
+  auto max_len = IntFlag(flags, "max-prompt-tokens");
+  auto neighbours = IntFlag(flags, "neighbours");
+  auto rank = IntFlag(flags, "pca-rank");
+  auto epochs = IntFlag(flags, "gate-epochs");
+  auto max_subsets = IntFlag(flags, "max-subsets");
   for (const absl::Status& s :
        {n.status(), k.status(), count.status(), seed.status(), cont.status(), min_len.status(),
         max_len.status(), neighbours.status(), rank.status(), epochs.status(),
@@ -63,6 +65,8 @@ absl::Status Calibrate(const Flags& flags) {
   if (!keep.ok()) return keep.status();
   options.keep_blocks = *keep;
   options.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  LazyProgress progress("measuring", "prompts");
+  options.progress = [&](int done, int total) { progress.Report(done, total); };
 
   auto t0 = std::chrono::steady_clock::now();
   auto engine = model::Engine::Create(*dir);
@@ -78,7 +82,7 @@ absl::Status Calibrate(const Flags& flags) {
   so.min_prompt_tokens = *min_len;
   so.max_prompt_tokens = *max_len;
   so.continuation_tokens = *cont;
-  auto ctemp = flags.Double("continuation-temperature", 1.0);
+  auto ctemp = flags.Double("continuation-temperature");
   if (!ctemp.ok()) return ctemp.status();
   if (*ctemp < 0) {
     return absl::InvalidArgumentError(
@@ -125,13 +129,39 @@ absl::Status Calibrate(const Flags& flags) {
   return absl::OkStatus();
 }
 
+const FlagSet& CalibrateFlags() {
+  static const FlagSet flags = [] {
+    FlagSet f(
+        "swarm calibrate",
+        "measure what skipping blocks costs on calibration prompts and write the router file");
+    f.Required("model", "DIR", "the model directory")
+        .Required("num-blocks", "N", "blocks the layers are split into")
+        .Required("out", "FILE", "the router file to write (router.safetensors)")
+        .Value("top-k-blocks", "K", "0", "blocks a request runs; 0 = measure every k")
+        .Value("prompts", "FILE", "",
+               "calibration prompts, one per line (default: sampled from "
+               "the model)")
+        .Value("num-prompts", "P", "1024", "calibration prompts to use")
+        .Value("seed", "S", "1", "random seed of the sampling")
+        .Value("continuation", "T", "16", "tokens of continuation measured per prompt")
+        .Value("continuation-temperature", "T", "1", "temperature of the sampled continuations")
+        .Value("min-prompt-tokens", "N", "8", "shortest sampled prompt")
+        .Value("max-prompt-tokens", "N", "32", "longest sampled prompt")
+        .Value("keep-blocks", "0,-1|none", "",
+               "blocks every request runs (default: the first and the last)")
+        .Value("neighbours", "N", absl::StrCat(router::kDefaultNeighbours),
+               "nearest calibration prompts the router blends")
+        .Value("pca-rank", "R", "16", "rank of the router's prompt features")
+        .Value("gate-epochs", "E", "400", "epochs of the gate fit (with --fit-gate)")
+        .Value("max-subsets", "M", "128", "block subsets measured per k at most")
+        .Bool("fit-gate", "fit per-block gate weights g");
+    return f;
+  }();
+  return flags;
+}
+
 int CalibrateCommand(const std::vector<std::string>& args) {
-  auto flags = Flags::Parse(
-      args,
-      {"model", "num-blocks", "out", "top-k-blocks", "prompts", "num-prompts", "seed",
-       "continuation", "min-prompt-tokens", "max-prompt-tokens", "keep-blocks", "neighbours",
-       "pca-rank", "gate-epochs", "max-subsets", "continuation-temperature"},
-      {"fit-gate"});
+  auto flags = CalibrateFlags().Parse(args);
   if (!flags.ok()) return Fail("calibrate", flags.status());
   absl::Status s = Calibrate(*flags);
   if (!s.ok()) return Fail("calibrate", s);
@@ -140,11 +170,6 @@ int CalibrateCommand(const std::vector<std::string>& args) {
 
 }  // namespace
 
-SWARM_REGISTER_COMMAND(calibrate, "calibrate",
-                       "calibrate --model DIR --num-blocks N --out router.safetensors "
-                       "[--top-k-blocks K] [--prompts FILE] [--num-prompts P] [--seed S] "
-                       "[--fit-gate] [--keep-blocks 0,-1|none] [--continuation T] "
-                       "[--continuation-temperature T]",
-                       CalibrateCommand);
+SWARM_REGISTER_COMMAND_FLAGS(calibrate, "calibrate", CalibrateCommand, CalibrateFlags);
 
 }  // namespace swarm::cli

@@ -11,9 +11,21 @@
 namespace swarm::cli {
 namespace {
 
+const FlagSet& ConvertLlama2cFlags() {
+  static const FlagSet flags = [] {
+    FlagSet f("swarm convert-llama2c",
+              "convert a llama2.c checkpoint into a Hugging Face model directory");
+    f.Required("checkpoint", "MODEL.bin", "the llama2.c checkpoint")
+        .Value("tokenizer", "TOKENIZER.bin", "", "llama2.c tokenizer to convert to tokenizer.json")
+        .Required("out", "DIR", "the directory to write");
+    return f;
+  }();
+  return flags;
+}
+
 int ConvertLlama2cCommand(const std::vector<std::string>& args) {
   constexpr const char* kName = "convert-llama2c";
-  auto flags = Flags::Parse(args, {"checkpoint", "tokenizer", "out"}, {});
+  auto flags = ConvertLlama2cFlags().Parse(args);
   if (!flags.ok()) return Fail(kName, flags.status());
   tools::ConvertLlama2cOptions options;
   auto checkpoint = flags->Required("checkpoint");
@@ -42,9 +54,7 @@ int ConvertLlama2cCommand(const std::vector<std::string>& args) {
 
 }  // namespace
 
-SWARM_REGISTER_COMMAND(convert_llama2c, "convert-llama2c",
-                       "convert-llama2c --checkpoint MODEL.bin [--tokenizer TOKENIZER.bin] "
-                       "--out DIR   # llama2.c → Hugging Face directory",
-                       ConvertLlama2cCommand);
+SWARM_REGISTER_COMMAND_FLAGS(convert_llama2c, "convert-llama2c", ConvertLlama2cCommand,
+                             ConvertLlama2cFlags);
 
 }  // namespace swarm::cli

@@ -2,12 +2,14 @@
 // (router/calibration/evaluate.h).
 #include <chrono>
 #include <cstdio>
+#include <memory>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli/command.h"
 #include "common/flags.h"
+#include "common/progress.h"
 #include "model/generate.h"
 #include "router/calibration/evaluate.h"
 #include "router/calibration/probe.h"
@@ -23,10 +25,10 @@ absl::Status Eval(const Flags& flags) {
   if (!path.ok()) return path.status();
   auto ks = flags.IntList("top-k-blocks");
   if (!ks.ok()) return ks.status();
-  auto count = flags.Int("num-prompts", 512);
-  auto seed = flags.Int("seed", 1);
-  auto greedy = flags.Int("greedy-tokens", 32);
-  auto bootstrap = flags.Int("bootstrap", 2000);
+  auto count = flags.Int("num-prompts");
+  auto seed = flags.Int("seed");
+  auto greedy = flags.Int("greedy-tokens");
+  auto bootstrap = flags.Int("bootstrap");
   for (const absl::Status& s :
        {count.status(), seed.status(), greedy.status(), bootstrap.status()}) {
     if (!s.ok()) return s;
@@ -54,6 +56,8 @@ absl::Status Eval(const Flags& flags) {
   options.seed = static_cast<uint64_t>(*seed);
   options.balance = !flags.Bool("no-balance");
   options.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  LazyProgress progress("evaluating", "prompts");
+  options.progress = [&](int done, int total) { progress.Report(done, total); };
 
   const auto& notes = (*router)->data().notes;
   router::SampleOptions so;
@@ -118,13 +122,35 @@ absl::Status Eval(const Flags& flags) {
   return absl::OkStatus();
 }
 
+const FlagSet& EvalFlags() {
+  static const FlagSet flags = [] {
+    FlagSet f("swarm eval",
+              "the quality cost of sparse serving on held-out prompts: KL to the exact model, "
+              "top-1 agreement, perplexity ratio");
+    f.Required("model", "DIR", "the model directory")
+        .Required("router", "FILE", "the router file (swarm calibrate)")
+        .Value("top-k-blocks", "K[,K...]", "", "the k to evaluate (default: the router's)")
+        .Value("num-blocks", "N", "", "refuse a router calibrated for another block count")
+        .Value("num-prompts", "P", "512", "test prompts")
+        .Value("prompts", "FILE", "", "test prompts, one per line (default: sampled)")
+        .Value("seed", "S", "1", "random seed of the sampling")
+        .Value("greedy-tokens", "G", "32", "greedy tokens compared per prompt")
+        .Value("bootstrap", "B", "2000", "bootstrap samples of the confidence intervals")
+        .Value("continuation", "T", "", "continuation tokens (default: the calibration's)")
+        .Value("continuation-temperature", "T", "",
+               "temperature of the continuations (default: the calibration's)")
+        .Value("ceiling-continuations", "M", "",
+               "continuations of the noise ceiling (default: 4, or 0 when greedy)")
+        .Value("min-prompt-tokens", "N", "", "shortest sampled prompt (default: the calibration's)")
+        .Value("max-prompt-tokens", "N", "", "longest sampled prompt (default: the calibration's)")
+        .Bool("no-balance", "route without the router's load tolls");
+    return f;
+  }();
+  return flags;
+}
+
 int EvalCommand(const std::vector<std::string>& args) {
-  auto flags = Flags::Parse(
-      args,
-      {"model", "router", "top-k-blocks", "num-prompts", "seed", "greedy-tokens", "bootstrap",
-       "prompts", "continuation", "min-prompt-tokens", "max-prompt-tokens", "num-blocks",
-       "continuation-temperature", "ceiling-continuations"},
-      {"no-balance"});
+  auto flags = EvalFlags().Parse(args);
   if (!flags.ok()) return Fail("eval", flags.status());
   absl::Status s = Eval(*flags);
   if (!s.ok()) return Fail("eval", s);
@@ -133,10 +159,6 @@ int EvalCommand(const std::vector<std::string>& args) {
 
 }  // namespace
 
-SWARM_REGISTER_COMMAND(eval, "eval",
-                       "eval --model DIR --router router.safetensors [--top-k-blocks K[,K...]] "
-                       "[--num-prompts P] [--prompts FILE] [--seed S] [--greedy-tokens G] "
-                       "[--continuation-temperature T] [--ceiling-continuations M] [--no-balance]",
-                       EvalCommand);
+SWARM_REGISTER_COMMAND_FLAGS(eval, "eval", EvalCommand, EvalFlags);
 
 }  // namespace swarm::cli

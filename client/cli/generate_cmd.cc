@@ -14,16 +14,35 @@
 namespace swarm::cli {
 namespace {
 
+const FlagSet& GenerateFlags() {
+  static const FlagSet flags = [] {
+    FlagSet f("swarm generate", "stream text from a coordinator (the SDK's Generate)");
+    f.Required("server", "HOST:PORT", "the coordinator")
+        .Value("prompt", "TEXT", "", "the prompt text (tokenized by the coordinator)")
+        .Value("ids", "1,2,3", "", "the prompt as token ids")
+        .Bool("no-special", "do not add the tokenizer's special tokens (BOS) to --prompt");
+    AddSamplingFlags(f);
+    f.Value("mode", "exact|sparse", "exact", "run every block, or the router's top-k blocks")
+        .Value("top-k-blocks", "K", "0", "blocks a sparse request runs; 0 = the router's default")
+        .Value("combine", "sequential|parallel", "sequential", "how sparse blocks are combined")
+        .Value("blocks", "i,j", "", "an explicit sparse plan: these blocks (needs --num-blocks)")
+        .Value("num-blocks", "N", "", "the block count --blocks refers to")
+        .Value("block-weights", "a,b", "", "the weight of each of --blocks")
+        .Value("request-id", "ID", "", "a request id for the coordinator's logs")
+        .Value("timeout", "SECONDS", "600", "deadline of the whole request")
+        .Bool("json", "print one JSON object {prompt_ids, ids, text, ...} instead of the text")
+        .Note("Give exactly one of --prompt or --ids.");
+    return f;
+  }();
+  return flags;
+}
+
 int GenerateCommand(const std::vector<std::string>& args) {
-  std::set<std::string> value_flags = {"server",       "prompt",     "ids",          "mode",
-                                       "top-k-blocks", "combine",    "timeout",      "request-id",
-                                       "blocks",       "num-blocks", "block-weights"};
-  value_flags.insert(kSamplingFlags.begin(), kSamplingFlags.end());
-  auto flags = Flags::Parse(args, value_flags, {"json", "no-stop", "no-special"});
+  auto flags = GenerateFlags().Parse(args);
   if (!flags.ok()) return Fail("generate", flags.status());
   auto server = flags->Required("server");
   if (!server.ok()) return Fail("generate", server.status());
-  auto params = ParseSamplingFlags(*flags);
+  auto params = ReadSamplingFlags(*flags);
   if (!params.ok()) return Fail("generate", params.status());
   if (flags->Has("prompt") == flags->Has("ids")) {
     return Fail("generate", absl::InvalidArgumentError("give exactly one of --prompt or --ids"));
@@ -43,9 +62,9 @@ int GenerateCommand(const std::vector<std::string>& args) {
   req.top_p = params->top_p;
   req.seed = params->seed;
   req.stop_at_eos = params->stop_at_eos;
-  req.mode = flags->String("mode", "exact");
-  req.combine = flags->String("combine", "sequential");
-  auto top_k_blocks = flags->Int("top-k-blocks", 0);
+  req.mode = flags->String("mode");
+  req.combine = flags->String("combine");
+  auto top_k_blocks = flags->Int("top-k-blocks");
   if (!top_k_blocks.ok()) return Fail("generate", top_k_blocks.status());
   req.top_k_blocks = static_cast<int>(*top_k_blocks);
   req.request_id = flags->String("request-id");
@@ -70,7 +89,7 @@ int GenerateCommand(const std::vector<std::string>& args) {
     }
     if (!flags->Has("mode")) req.mode = "sparse";
   }
-  auto timeout = flags->Double("timeout", 600);
+  auto timeout = flags->Double("timeout");
   if (!timeout.ok()) return Fail("generate", timeout.status());
   req.timeout = absl::Seconds(*timeout);
 
@@ -112,12 +131,6 @@ int GenerateCommand(const std::vector<std::string>& args) {
 
 }  // namespace
 
-SWARM_REGISTER_COMMAND(generate, "generate",
-                       "generate --server HOST:PORT [--prompt TEXT | --ids 1,2,3] "
-                       "[--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] "
-                       "[--seed S] [--no-stop] [--mode exact|sparse] [--top-k-blocks K] "
-                       "[--combine sequential|parallel] [--blocks i,j --num-blocks N "
-                       "[--block-weights a,b]] [--timeout SECONDS] [--json]",
-                       GenerateCommand);
+SWARM_REGISTER_COMMAND_FLAGS(generate, "generate", GenerateCommand, GenerateFlags);
 
 }  // namespace swarm::cli

@@ -18,7 +18,6 @@ namespace swarm::cli {
 namespace {
 
 constexpr char kName[] = "predict";
-constexpr int kDefaultTopK = 3;
 
 nlohmann::json ToJson(const Prediction& p) {
   nlohmann::json blocks = nlohmann::json::array();
@@ -34,8 +33,25 @@ nlohmann::json ToJson(const Prediction& p) {
       {"num_blocks", p.num_blocks}, {"expected_kl", p.expected_kl}, {"prompt_ids", p.prompt_ids}};
 }
 
+const FlagSet& PredictFlags() {
+  static const FlagSet flags = [] {
+    FlagSet f("swarm predict",
+              "which top-k blocks the coordinator's router would run for a prompt, with their "
+              "weights (runs no block)");
+    f.Required("server", "HOST:PORT", "the coordinator")
+        .Value("prompt", "TEXT", "", "the prompt text")
+        .Value("ids", "1,2,3", "", "the prompt as token ids")
+        .Value("top-k-blocks", "K", "3", "blocks to choose")
+        .Value("timeout", "SECONDS", "10", "deadline of the call")
+        .Bool("json", "print one JSON object {blocks, weights, layers, ...}")
+        .Note("Give exactly one of --prompt or --ids.");
+    return f;
+  }();
+  return flags;
+}
+
 int PredictCommand(const std::vector<std::string>& args) {
-  auto flags = Flags::Parse(args, {"server", "prompt", "ids", "top-k-blocks", "timeout"}, {"json"});
+  auto flags = PredictFlags().Parse(args);
   if (!flags.ok()) return Fail(kName, flags.status());
   auto server = flags->Required("server");
   if (!server.ok()) return Fail(kName, server.status());
@@ -49,13 +65,13 @@ int PredictCommand(const std::vector<std::string>& args) {
     ids = *parsed;
     if (ids.empty()) return Fail(kName, absl::InvalidArgumentError("--ids: no ids given"));
   }
-  auto k = flags->Int("top-k-blocks", kDefaultTopK);
+  auto k = flags->Int("top-k-blocks");
   if (!k.ok()) return Fail(kName, k.status());
   if (*k < 1) {
     return Fail(kName, absl::InvalidArgumentError(
                            absl::StrCat("--top-k-blocks must be at least 1, got ", *k)));
   }
-  auto timeout = flags->Double("timeout", 10);
+  auto timeout = flags->Double("timeout");
   if (!timeout.ok()) return Fail(kName, timeout.status());
   auto client = Client::Connect(*server);
   if (!client.ok()) return Fail(kName, client.status());
@@ -84,9 +100,6 @@ int PredictCommand(const std::vector<std::string>& args) {
 
 }  // namespace
 
-SWARM_REGISTER_COMMAND(predict, "predict",
-                       "predict --server HOST:PORT [--prompt TEXT | --ids 1,2,3] "
-                       "[--top-k-blocks K (3)] [--timeout SECONDS] [--json]",
-                       PredictCommand);
+SWARM_REGISTER_COMMAND_FLAGS(predict, "predict", PredictCommand, PredictFlags);
 
 }  // namespace swarm::cli

@@ -6,6 +6,7 @@
 #include "client/cli/command.h"
 #include "client/cli/sampling_flags.h"
 #include "common/flags.h"
+#include "common/status_macros.h"
 #include "model/generate.h"
 #include "model/safetensors.h"
 #include "nlohmann/json.hpp"
@@ -13,21 +14,65 @@
 namespace swarm::cli {
 namespace {
 
+// --model, --device and --dtype, declared once for both commands.
+void AddEngineFlags(FlagSet& f) {
+  f.Required("model", "DIR", "the model directory (config.json, safetensors, tokenizer.json)")
+      .Value("device", "cpu|cuda:N", "cpu", "where the layers run")
+      .Value("dtype", "f32|bf16|f16", "f32", "compute and storage dtype of the weights");
+}
+
+const FlagSet& RunFlags() {
+  static const FlagSet flags = [] {
+    FlagSet f("swarm run", "generate in-process with the whole model (no servers)");
+    AddEngineFlags(f);
+    f.Value("prompt", "TEXT", "", "the prompt text (needs tokenizer.json)")
+        .Value("ids", "1,2,3", "", "the prompt as token ids");
+    AddSamplingFlags(f);
+    f.Bool("json", "print one JSON object {prompt_ids, ids, text, finish_reason}")
+        .Note("Give exactly one of --prompt or --ids.");
+    return f;
+  }();
+  return flags;
+}
+
+const FlagSet& LogitsFlags() {
+  static const FlagSet flags = [] {
+    FlagSet f("swarm logits",
+              "full-forward logits of a prompt, written as F32 [T, vocab] \"logits\"");
+    AddEngineFlags(f);
+    f.Required("ids", "1,2,3", "the prompt as token ids")
+        .Required("out", "FILE.safetensors", "where to write the logits");
+    return f;
+  }();
+  return flags;
+}
+
+absl::StatusOr<model::SamplingParams> ParseSamplingFlags(const Flags& flags) {
+  ASSIGN_OR_RETURN(SamplingFlagValues v, ReadSamplingFlags(flags));
+  model::SamplingParams p;
+  p.max_new_tokens = v.max_new_tokens;
+  p.temperature = v.temperature;
+  p.top_p = v.top_p;
+  p.top_k = v.top_k;
+  p.seed = v.seed;
+  p.stop_at_eos = v.stop_at_eos;
+  RETURN_IF_ERROR(p.Validate());
+  return p;
+}
+
 absl::StatusOr<std::unique_ptr<model::Engine>> OpenEngine(const Flags& flags) {
   auto dir = flags.Required("model");
   if (!dir.ok()) return dir.status();
   model::LoadOptions options;
-  options.device = flags.String("device", "cpu");
-  auto dtype = ParseDType(flags.String("dtype", "f32"));
+  options.device = flags.String("device");
+  auto dtype = ParseDType(flags.String("dtype"));
   if (!dtype.ok()) return dtype.status();
   options.dtype = *dtype;
   return model::Engine::Create(*dir, options);
 }
 
 int RunCommand(const std::vector<std::string>& args) {
-  std::set<std::string> value_flags = {"model", "prompt", "ids", "device", "dtype"};
-  value_flags.insert(kSamplingFlags.begin(), kSamplingFlags.end());
-  auto flags = Flags::Parse(args, value_flags, {"json", "no-stop"});
+  auto flags = RunFlags().Parse(args);
   if (!flags.ok()) return Fail("run", flags.status());
   auto params = ParseSamplingFlags(*flags);
   if (!params.ok()) return Fail("run", params.status());
@@ -79,7 +124,7 @@ int RunCommand(const std::vector<std::string>& args) {
 }
 
 int LogitsCommand(const std::vector<std::string>& args) {
-  auto flags = Flags::Parse(args, {"model", "ids", "out", "device", "dtype"}, {});
+  auto flags = LogitsFlags().Parse(args);
   if (!flags.ok()) return Fail("logits", flags.status());
   auto out = flags->Required("out");
   if (!out.ok()) return Fail("logits", out.status());
@@ -98,12 +143,7 @@ int LogitsCommand(const std::vector<std::string>& args) {
 
 }  // namespace
 
-SWARM_REGISTER_COMMAND(run, "run",
-                       "run --model DIR [--prompt TEXT | --ids 1,2,3] "
-                       "[--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] "
-                       "[--seed S] [--device cpu|cuda:N] [--dtype f32|bf16|f16] [--json]",
-                       RunCommand);
-SWARM_REGISTER_COMMAND(logits, "logits", "logits --model DIR --ids 1,2,3 --out FILE.safetensors",
-                       LogitsCommand);
+SWARM_REGISTER_COMMAND_FLAGS(run, "run", RunCommand, RunFlags);
+SWARM_REGISTER_COMMAND_FLAGS(logits, "logits", LogitsCommand, LogitsFlags);
 
 }  // namespace swarm::cli

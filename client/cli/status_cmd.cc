@@ -59,12 +59,23 @@ nlohmann::json ToJson(const ClusterStatus& s) {
           {"workers", workers}};
 }
 
+const FlagSet& StatusFlags() {
+  static const FlagSet flags = [] {
+    FlagSet f("swarm status", "the coordinator's view of its workers: layers, sessions, load");
+    f.Required("server", "HOST:PORT", "the coordinator")
+        .Value("timeout", "SECONDS", "10", "deadline of the call")
+        .Bool("json", "print one JSON object instead of the table");
+    return f;
+  }();
+  return flags;
+}
+
 int StatusCommand(const std::vector<std::string>& args) {
-  auto flags = Flags::Parse(args, {"server", "timeout"}, {"json"});
+  auto flags = StatusFlags().Parse(args);
   if (!flags.ok()) return Fail("status", flags.status());
   auto server = flags->Required("server");
   if (!server.ok()) return Fail("status", server.status());
-  auto timeout = flags->Double("timeout", 10);
+  auto timeout = flags->Double("timeout");
   if (!timeout.ok()) return Fail("status", timeout.status());
   auto client = Client::Connect(*server);
   if (!client.ok()) return Fail("status", client.status());
@@ -102,7 +113,6 @@ int StatusCommand(const std::vector<std::string>& args) {
 
 }  // namespace
 
-SWARM_REGISTER_COMMAND(status, "status", "status --server HOST:PORT [--timeout SECONDS] [--json]",
-                       StatusCommand);
+SWARM_REGISTER_COMMAND_FLAGS(status, "status", StatusCommand, StatusFlags);
 
 }  // namespace swarm::cli

@@ -20,8 +20,20 @@ namespace {
 
 constexpr char kName[] = "tokenize";
 
+const FlagSet& TokenizeFlags() {
+  static const FlagSet flags = [] {
+    FlagSet f("swarm tokenize",
+              "token ids of text: stdin one JSON string per line, stdout one JSON array of ids "
+              "per line");
+    f.Required("tokenizer", "PATH", "a tokenizer.json file or a model directory holding one")
+        .Bool("no-special", "do not add the post-processor's special tokens (BOS, ...)");
+    return f;
+  }();
+  return flags;
+}
+
 int TokenizeCommand(const std::vector<std::string>& args) {
-  absl::StatusOr<Flags> flags = Flags::Parse(args, {"tokenizer"}, {"no-special"});
+  absl::StatusOr<Flags> flags = TokenizeFlags().Parse(args);
   if (!flags.ok()) return Fail(kName, flags.status());
   absl::StatusOr<std::string> path = flags->Required("tokenizer");
   if (!path.ok()) return Fail(kName, path.status());
@@ -57,9 +69,6 @@ int TokenizeCommand(const std::vector<std::string>& args) {
 
 }  // namespace
 
-SWARM_REGISTER_COMMAND(tokenize, "tokenize",
-                       "tokenize --tokenizer PATH [--no-special]   "
-                       "# stdin: one JSON string per line; stdout: one JSON id array per line",
-                       TokenizeCommand);
+SWARM_REGISTER_COMMAND_FLAGS(tokenize, "tokenize", TokenizeCommand, TokenizeFlags);
 
 }  // namespace swarm::cli

@@ -50,9 +50,16 @@ std::string SelfDir() {
   return path.substr(0, path.rfind('/'));
 }
 
-absl::StatusOr<std::string> FindBinary(const std::string& dir, const std::string& name) {
+// `name` in `dir`, or (no --bin-dir: `dir` is this binary's) in ../../bin beside the installed
+// libexec/swarm/swarm-tools.
+absl::StatusOr<std::string> FindBinary(const std::string& dir, const std::string& name,
+                                       bool installed_layout) {
   std::string path = absl::StrCat(dir, "/", name);
   if (access(path.c_str(), X_OK) == 0) return path;
+  if (installed_layout) {
+    std::string bin = absl::StrCat(dir, "/../../bin/", name);
+    if (access(bin.c_str(), X_OK) == 0) return bin;
+  }
   return absl::NotFoundError(
       absl::StrCat("cannot find ", name, " in ", dir, " (build it, or pass --bin-dir)"));
 }
@@ -218,17 +225,36 @@ class Cluster {
   bool failed_ = false;
 };
 
+const FlagSet& UpFlags() {
+  static const FlagSet flags = [] {
+    FlagSet f("swarm up",
+              "a local cluster of processes: W workers with an even split and a coordinator; "
+              "Ctrl-C stops all");
+    f.Required("model", "DIR", "the model directory")
+        .Value("workers", "W", "2", "worker processes (each hosts a contiguous block of layers)")
+        .Value("port", "P", "0", "the coordinator's port; 0 = a free one (printed)")
+        .Value("host", "HOST", "127.0.0.1", "the address every process listens on")
+        .Value("device", "cpu|cuda:N", "cpu", "the workers' device")
+        .Value("dtype", "f32|bf16|f16", "f32", "the workers' weight dtype")
+        .Value("kv-budget", "BYTES", "", "each worker's KV-cache budget (required on cuda)")
+        .Value("bin-dir", "DIR", "",
+               "where swarm-worker and swarm-coordinator are (default: "
+               "beside this binary)")
+        .Value("startup-timeout", "SECONDS", "120", "how long the cluster may take to serve")
+        .Bool("metrics", "every process serves /metrics on a free port");
+    return f;
+  }();
+  return flags;
+}
+
 int UpCommand(const std::vector<std::string>& args) {
-  auto flags = Flags::Parse(args,
-                            {"model", "workers", "port", "host", "device", "dtype", "kv-budget",
-                             "bin-dir", "startup-timeout"},
-                            {"metrics"});
+  auto flags = UpFlags().Parse(args);
   if (!flags.ok()) return Fail("up", flags.status());
   auto model_dir = flags->Required("model");
   if (!model_dir.ok()) return Fail("up", model_dir.status());
-  auto num_workers = flags->Int("workers", 2);
-  auto port = flags->Int("port", 0);
-  auto startup = flags->Double("startup-timeout", 120);
+  auto num_workers = flags->Int("workers");
+  auto port = flags->Int("port");
+  auto startup = flags->Double("startup-timeout");
   for (const absl::Status& s : {num_workers.status(), port.status(), startup.status()}) {
     if (!s.ok()) return Fail("up", s);
   }
@@ -245,11 +271,12 @@ int UpCommand(const std::vector<std::string>& args) {
   auto layout = BlockLayout::Create(config->num_layers, *num_workers);
   if (!layout.ok()) return Fail("up", layout.status());
   const std::string bin_dir = flags->String("bin-dir", SelfDir());
-  auto worker_bin = FindBinary(bin_dir, "swarm-worker");
+  const bool installed_layout = !flags->Has("bin-dir");
+  auto worker_bin = FindBinary(bin_dir, "swarm-worker", installed_layout);
   if (!worker_bin.ok()) return Fail("up", worker_bin.status());
-  auto coordinator_bin = FindBinary(bin_dir, "swarm-coordinator");
+  auto coordinator_bin = FindBinary(bin_dir, "swarm-coordinator", installed_layout);
   if (!coordinator_bin.ok()) return Fail("up", coordinator_bin.status());
-  const std::string host = flags->String("host", "127.0.0.1");
+  const std::string host = flags->String("host");
   // Each child serves /metrics on a free port and logs "metrics on http://HOST:PORT/metrics".
   const bool metrics = flags->Bool("metrics");
 
@@ -293,9 +320,9 @@ int UpCommand(const std::vector<std::string>& args) {
                                      "--listen",
                                      absl::StrCat(host, ":0"),
                                      "--device",
-                                     flags->String("device", "cpu"),
+                                     flags->String("device"),
                                      "--dtype",
-                                     flags->String("dtype", "f32")};
+                                     flags->String("dtype")};
     if (metrics) argv.insert(argv.end(), {"--metrics-listen", absl::StrCat(host, ":0")});
     // Each worker's own budget (required on cuda; on cpu the worker sizes one itself).
     if (flags->Has("kv-budget"))
@@ -351,11 +378,6 @@ int UpCommand(const std::vector<std::string>& args) {
 
 }  // namespace
 
-SWARM_REGISTER_COMMAND(
-    up, "up",
-    "up --model DIR [--workers W] [--port P] [--host 127.0.0.1] "
-    "[--device cpu|cuda:N] [--dtype f32|bf16|f16] [--kv-budget BYTES] [--bin-dir DIR] "
-    "[--metrics]",
-    UpCommand);
+SWARM_REGISTER_COMMAND_FLAGS(up, "up", UpCommand, UpFlags);
 
 }  // namespace swarm::cli

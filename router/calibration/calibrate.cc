@@ -157,7 +157,9 @@ absl::StatusOr<RouterData> Calibrate(const model::Engine& engine,
             static_cast<float>(m->at(full & ~(BlockMask{1} << b)).kl);
       }
     }
-    if ((p + 1) % 64 == 0 || p + 1 == P) {
+    if (options.progress) {
+      options.progress(p + 1, P);
+    } else if ((p + 1) % 64 == 0 || p + 1 == P) {
       log(absl::StrFormat("  %d/%d prompts (%.1f s)", p + 1, P, Seconds(t0)));
     }
   }

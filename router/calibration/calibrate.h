@@ -41,6 +41,9 @@ struct CalibrationOptions {
   std::string prompt_source = "sampled";
   // Progress lines (may be null).
   std::function<void(const std::string&)> log;
+  // Called after each calibration prompt is measured with (done, total) (may be null; when set,
+  // it replaces the periodic "p/P prompts" log lines).
+  std::function<void(int done, int total)> progress;
 };
 
 // Leave-one-out summary per calibrated k, over the calibration prompts that occur once (each

@@ -138,6 +138,7 @@ absl::StatusOr<EvalReport> Evaluate(const model::Engine& engine, Router& router,
     return d;
   };
 
+  int measured_passes = 0;
   for (int k : ks) {
     const int need = k - kept;
     const bool enumerable =
@@ -191,6 +192,10 @@ absl::StatusOr<EvalReport> Evaluate(const model::Engine& engine, Router& router,
       std::vector<BlockMask> masks = admissible;
       for (const auto& [name, c] : choices) masks.push_back(c[p]);
       RETURN_IF_ERROR(measure(p, masks));
+      ++measured_passes;
+      if (options.progress) {
+        options.progress(measured_passes, static_cast<int>(ks.size()) * T);
+      }
     }
     if (enumerable && options.ceiling_continuations > 0 && options.continuation_temperature > 0) {
       auto& c =

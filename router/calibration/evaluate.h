@@ -50,6 +50,9 @@ struct EvalOptions {
   int batch_size = 8;
   double congestion = 0.5;
   std::function<void(const std::string&)> log;
+  // Called after each (k, test prompt) measurement with (done, total = |k| × |test|) (may be
+  // null).
+  std::function<void(int done, int total)> progress;
 };
 
 struct StrategyRow {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The servers carry no offline code: no function defined by the converters and generators
 # (libswarm_tools.a) or by calibration/evaluation/fitting (libswarm_calibration.a) is linked into
-# swarm-worker or swarm-coordinator. As a control, the `swarm` CLI, which runs those commands,
-# must contain them: a check that found nothing anywhere would prove nothing.
+# swarm-worker or swarm-coordinator. As a control, swarm-tools (the CLI's torch commands), which
+# runs those commands, must contain them: a check that found nothing anywhere would prove nothing.
 # Usage: server_binaries_test.sh BUILD_DIR
 set -euo pipefail
 build="${1:?usage: server_binaries_test.sh BUILD_DIR}"
@@ -17,9 +17,9 @@ for lib in libswarm_tools.a libswarm_calibration.a; do
   defined "$build/$lib" >"$build/.offline_symbols"
   n=$(wc -l <"$build/.offline_symbols")
   ((n > 0)) || { echo "$lib defines no symbols?" >&2; exit 1; }
-  cli=$(defined "$build/swarm" | comm -12 - "$build/.offline_symbols" | wc -l)
+  cli=$(defined "$build/swarm-tools" | comm -12 - "$build/.offline_symbols" | wc -l)
   if ((cli == 0)); then
-    echo "control failed: the swarm CLI contains none of the $n functions of $lib" >&2
+    echo "control failed: swarm-tools contains none of the $n functions of $lib" >&2
     failures=$((failures + 1))
   fi
   for bin in swarm-worker swarm-coordinator; do
@@ -31,7 +31,7 @@ for lib in libswarm_tools.a libswarm_calibration.a; do
       failures=$((failures + 1))
     fi
   done
-  echo "$lib: $n functions; swarm has $cli of them, the servers none"
+  echo "$lib: $n functions; swarm-tools has $cli of them, the servers none"
 done
 rm -f "$build/.offline_symbols"
 exit $((failures > 0))
