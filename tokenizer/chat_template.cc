@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
 // The special tokens transformers passes to templates (its special_tokens_map).
-constexpr const char* kSpecialTokenKeys[] = {"bos_token", "eos_token",  "unk_token", "sep_token",
+constexpr const char* kSpecialTokenKeys[] = {"bos_token", "eos_token", "unk_token", "sep_token",
                                              "pad_token", "cls_token", "mask_token"};
 
 jinja::Value StrftimeNow(std::optional<absl::CivilDay> date) {
@@ -95,8 +95,8 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::FromTokenizerConfig(
     return chat;
   }
   if (!config.contains("chat_template") || config.at("chat_template").is_null()) {
-    return absl::NotFoundError(absl::StrCat(where, " has no chat_template (and there is no ",
-                                            jinja_path.string(), ")"));
+    return absl::NotFoundError(
+        absl::StrCat(where, " has no chat_template (and there is no ", jinja_path.string(), ")"));
   }
   const Json& t = config.at("chat_template");
   if (t.is_string()) {
@@ -185,8 +185,8 @@ absl::StatusOr<std::string> ChatTemplate::Render(const std::vector<ChatMessage>&
 
 absl::StatusOr<absl::CivilDay> ParseDate(absl::string_view text) {
   absl::CivilDay day;
-  if (text.size() != 10 || text[4] != '-' || text[7] != '-' ||
-      !absl::ParseCivilTime(text, &day) || absl::FormatCivilTime(day) != text) {
+  if (text.size() != 10 || text[4] != '-' || text[7] != '-' || !absl::ParseCivilTime(text, &day) ||
+      absl::FormatCivilTime(day) != text) {
     return absl::InvalidArgumentError(
         absl::StrCat("'", text, "' is not a date of the form YYYY-MM-DD"));
   }

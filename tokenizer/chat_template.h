@@ -52,8 +52,7 @@ class ChatTemplate {
   // chat_template.jinja next to it holds one). NotFound when the file is missing or no template
   // is found (the message says so); InvalidArgument "tokenizer config 'PATH': ..." for malformed
   // JSON or a template that does not parse (with its line and column).
-  static absl::StatusOr<std::unique_ptr<ChatTemplate>> FromTokenizerConfig(
-      const std::string& path);
+  static absl::StatusOr<std::unique_ptr<ChatTemplate>> FromTokenizerConfig(const std::string& path);
   // The same for a model directory: DIR/tokenizer_config.json and DIR/chat_template.jinja.
   static absl::StatusOr<std::unique_ptr<ChatTemplate>> FromModelDir(const std::string& dir);
   // From template text and special tokens (e.g. {"bos_token": "<s>"}); `source` names it in

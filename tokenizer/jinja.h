@@ -51,16 +51,27 @@ inline constexpr int kMaxValueDepth = 256;
 
 class Value {
  public:
-  enum class Kind { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict, kNamespace, kCallable };
+  enum class Kind {
+    kUndefined,
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kString,
+    kList,
+    kDict,
+    kNamespace,
+    kCallable
+  };
 
-  Value() = default;  // Undefined.
-  Value(bool b) : kind_(Kind::kBool), int_(b) {}                     // NOLINT
-  Value(int i) : kind_(Kind::kInt), int_(i) {}                       // NOLINT
-  Value(int64_t i) : kind_(Kind::kInt), int_(i) {}                   // NOLINT
-  Value(double d) : kind_(Kind::kFloat), float_(d) {}                // NOLINT
-  Value(std::string s);                                              // NOLINT
-  Value(const char* s) : Value(std::string(s)) {}                    // NOLINT
-  Value(absl::string_view s) : Value(std::string(s)) {}              // NOLINT
+  Value() = default;                                     // Undefined.
+  Value(bool b) : kind_(Kind::kBool), int_(b) {}         // NOLINT
+  Value(int i) : kind_(Kind::kInt), int_(i) {}           // NOLINT
+  Value(int64_t i) : kind_(Kind::kInt), int_(i) {}       // NOLINT
+  Value(double d) : kind_(Kind::kFloat), float_(d) {}    // NOLINT
+  Value(std::string s);                                  // NOLINT
+  Value(const char* s) : Value(std::string(s)) {}        // NOLINT
+  Value(absl::string_view s) : Value(std::string(s)) {}  // NOLINT
 
   // Undefined, with a hint for error messages ("'tools' is undefined").
   static Value Undefined(std::string hint = "");
@@ -96,9 +107,9 @@ class Value {
   int64_t int_value() const { return int_; }
   double float_value() const { return float_; }
   double AsDouble() const { return is_float() ? float_ : static_cast<double>(int_); }
-  const std::string& str() const;              // Strings only ("" otherwise).
-  const std::string& undefined_hint() const;   // Undefined only.
-  const std::vector<Value>& items() const;     // Lists only (empty otherwise).
+  const std::string& str() const;             // Strings only ("" otherwise).
+  const std::string& undefined_hint() const;  // Undefined only.
+  const std::vector<Value>& items() const;    // Lists only (empty otherwise).
   bool is_tuple() const;
   const std::vector<std::pair<Value, Value>>& dict_items() const;  // Dicts only.
   // Dict lookup (nullptr when absent or not a dict).
@@ -146,10 +157,10 @@ struct NamespaceData {
 };
 
 struct ParseOptions {
-  bool trim_blocks = true;     // Drop the first newline after a block/comment tag.
-  bool lstrip_blocks = true;   // Strip spaces/tabs from a line's start up to a block/comment tag.
+  bool trim_blocks = true;    // Drop the first newline after a block/comment tag.
+  bool lstrip_blocks = true;  // Strip spaces/tabs from a line's start up to a block/comment tag.
   bool keep_trailing_newline = false;
-  int max_nesting = 128;       // Nested statements and expression depth.
+  int max_nesting = 128;  // Nested statements and expression depth.
 };
 
 struct Limits {

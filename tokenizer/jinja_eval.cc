@@ -136,16 +136,15 @@ std::string MapCase(absl::string_view s, bool upper) {
   size_t pos = 0;
   while (pos < s.size()) {
     const auto cp = static_cast<utf8proc_int32_t>(internal::NextCodePoint(s, &pos));
-    internal::AppendUtf8(
-        static_cast<char32_t>(upper ? utf8proc_toupper(cp) : utf8proc_tolower(cp)), &out);
+    internal::AppendUtf8(static_cast<char32_t>(upper ? utf8proc_toupper(cp) : utf8proc_tolower(cp)),
+                         &out);
   }
   return out;
 }
 
 bool IsCased(char32_t cp) {
   const auto cat = utf8proc_category(static_cast<utf8proc_int32_t>(cp));
-  return cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL ||
-         cat == UTF8PROC_CATEGORY_LT;
+  return cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL || cat == UTF8PROC_CATEGORY_LT;
 }
 
 // Python's str.title().
@@ -156,9 +155,8 @@ std::string PyTitle(absl::string_view s) {
   while (pos < s.size()) {
     const char32_t cp = internal::NextCodePoint(s, &pos);
     const auto c = static_cast<utf8proc_int32_t>(cp);
-    internal::AppendUtf8(static_cast<char32_t>(prev_cased ? utf8proc_tolower(c)
-                                                          : utf8proc_totitle(c)),
-                         &out);
+    internal::AppendUtf8(
+        static_cast<char32_t>(prev_cased ? utf8proc_tolower(c) : utf8proc_totitle(c)), &out);
     prev_cased = IsCased(cp);
   }
   return out;
@@ -189,9 +187,8 @@ std::string JinjaTitle(absl::string_view s) {
       internal::AppendUtf8(cp, &out);
       word_start = true;
     } else {
-      internal::AppendUtf8(static_cast<char32_t>(word_start ? utf8proc_toupper(c)
-                                                            : utf8proc_tolower(c)),
-                           &out);
+      internal::AppendUtf8(
+          static_cast<char32_t>(word_start ? utf8proc_toupper(c) : utf8proc_tolower(c)), &out);
       word_start = false;
     }
   }
@@ -199,11 +196,8 @@ std::string JinjaTitle(absl::string_view s) {
 }
 
 std::string HtmlEscape(absl::string_view s) {
-  return absl::StrReplaceAll(s, {{"&", "&amp;"},
-                                 {"<", "&lt;"},
-                                 {">", "&gt;"},
-                                 {"\"", "&#34;"},
-                                 {"'", "&#39;"}});
+  return absl::StrReplaceAll(
+      s, {{"&", "&amp;"}, {"<", "&lt;"}, {">", "&gt;"}, {"\"", "&#34;"}, {"'", "&#39;"}});
 }
 
 std::vector<std::string> SplitLines(absl::string_view s) {
@@ -329,8 +323,7 @@ class Evaluator {
   absl::StatusOr<int> Compare(const Value& a, const Value& b, const std::string& op,
                               size_t pos) const;
   absl::StatusOr<bool> Contains(const Value& container, const Value& item, size_t pos) const;
-  absl::StatusOr<bool> CompareOp(const std::string& op, const Value& a, const Value& b,
-                                 size_t pos);
+  absl::StatusOr<bool> CompareOp(const std::string& op, const Value& a, const Value& b, size_t pos);
 
   absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& v,
                                     const std::vector<Value>& args, const Kwargs& kwargs,
@@ -390,10 +383,10 @@ class BoundMethod : public Callable {
 
 const std::set<std::string>& StringMethods() {
   static const auto* methods = new std::set<std::string>{
-      "strip",   "lstrip",   "rstrip",  "split",   "rsplit",  "splitlines", "startswith",
-      "endswith", "upper",   "lower",   "title",   "capitalize", "replace", "find",
-      "rfind",   "count",    "join",    "isdigit", "isalpha", "isalnum",  "isspace",
-      "islower", "isupper",  "format"};
+      "strip",      "lstrip",   "rstrip",  "split",   "rsplit",  "splitlines",
+      "startswith", "endswith", "upper",   "lower",   "title",   "capitalize",
+      "replace",    "find",     "rfind",   "count",   "join",    "isdigit",
+      "isalpha",    "isalnum",  "isspace", "islower", "isupper", "format"};
   return *methods;
 }
 
@@ -409,78 +402,84 @@ const std::set<std::string>& DictMethods() {
 
 absl::StatusOr<std::string> Evaluator::Run(const std::map<std::string, Value>& globals) {
   Scope root(nullptr);
-  root.Set("raise_exception",
-           Value::Function("raise_exception",
-                           [](const std::vector<Value>& args, const Kwargs&) -> absl::StatusOr<Value> {
-                             absl::Status s = absl::InvalidArgumentError(
-                                 args.empty() ? std::string("raise_exception called")
-                                              : args[0].Str());
-                             s.SetPayload(kRaisedPayload, absl::Cord("1"));
-                             return s;
-                           }));
-  root.Set("namespace",
-           Value::Function("namespace",
-                           [](const std::vector<Value>& args, const Kwargs& kwargs) -> absl::StatusOr<Value> {
-                             std::vector<std::pair<std::string, Value>> attrs;
-                             for (const Value& a : args) {
-                               if (!a.is_dict()) {
-                                 return absl::InvalidArgumentError(
-                                     "namespace() takes keyword arguments or a dict");
-                               }
-                               for (const auto& [k, v] : a.dict_items()) {
-                                 attrs.emplace_back(k.Str(), v);
-                               }
-                             }
-                             for (const auto& kv : kwargs) attrs.push_back(kv);
-                             for (const auto& kv : attrs) {
-                               if (kv.second.has_namespace()) {
-                                 return absl::InvalidArgumentError(
-                                     "a namespace cannot hold a namespace");
-                               }
-                             }
-                             return Value::Namespace(std::move(attrs));
-                           }));
-  root.Set("dict", Value::Function("dict", [](const std::vector<Value>& args,
-                                              const Kwargs& kwargs) -> absl::StatusOr<Value> {
-             std::vector<std::pair<Value, Value>> items;
-             for (const Value& a : args) {
-               if (!a.is_dict()) return absl::InvalidArgumentError("dict() takes a dict");
-               for (const auto& kv : a.dict_items()) items.push_back(kv);
-             }
-             for (const auto& [k, v] : kwargs) items.emplace_back(Value(k), v);
-             return Value::Dict(std::move(items));
-           }));
+  root.Set(
+      "raise_exception",
+      Value::Function("raise_exception",
+                      [](const std::vector<Value>& args, const Kwargs&) -> absl::StatusOr<Value> {
+                        absl::Status s = absl::InvalidArgumentError(
+                            args.empty() ? std::string("raise_exception called") : args[0].Str());
+                        s.SetPayload(kRaisedPayload, absl::Cord("1"));
+                        return s;
+                      }));
+  root.Set(
+      "namespace",
+      Value::Function(
+          "namespace",
+          [](const std::vector<Value>& args, const Kwargs& kwargs) -> absl::StatusOr<Value> {
+            std::vector<std::pair<std::string, Value>> attrs;
+            for (const Value& a : args) {
+              if (!a.is_dict()) {
+                return absl::InvalidArgumentError("namespace() takes keyword arguments or a dict");
+              }
+              for (const auto& [k, v] : a.dict_items()) {
+                attrs.emplace_back(k.Str(), v);
+              }
+            }
+            for (const auto& kv : kwargs) attrs.push_back(kv);
+            for (const auto& kv : attrs) {
+              if (kv.second.has_namespace()) {
+                return absl::InvalidArgumentError("a namespace cannot hold a namespace");
+              }
+            }
+            return Value::Namespace(std::move(attrs));
+          }));
+  root.Set("dict", Value::Function("dict",
+                                   [](const std::vector<Value>& args,
+                                      const Kwargs& kwargs) -> absl::StatusOr<Value> {
+                                     std::vector<std::pair<Value, Value>> items;
+                                     for (const Value& a : args) {
+                                       if (!a.is_dict())
+                                         return absl::InvalidArgumentError("dict() takes a dict");
+                                       for (const auto& kv : a.dict_items()) items.push_back(kv);
+                                     }
+                                     for (const auto& [k, v] : kwargs)
+                                       items.emplace_back(Value(k), v);
+                                     return Value::Dict(std::move(items));
+                                   }));
   const size_t max_items = limits_.max_output_bytes;
-  root.Set("range", Value::Function("range", [max_items](const std::vector<Value>& args,
-                                                         const Kwargs&) -> absl::StatusOr<Value> {
-             if (args.empty() || args.size() > 3) {
-               return absl::InvalidArgumentError("range() takes 1 to 3 integer arguments");
-             }
-             for (const Value& a : args) {
-               if (!a.is_int() && !a.is_bool()) {
-                 return absl::InvalidArgumentError(absl::StrCat(
-                     "range() arguments must be integers, not '", TypeName(a), "'"));
-               }
-             }
-             int64_t start = 0, stop = 0, step = 1;
-             if (args.size() == 1) {
-               stop = args[0].int_value();
-             } else {
-               start = args[0].int_value();
-               stop = args[1].int_value();
-               if (args.size() == 3) step = args[2].int_value();
-             }
-             if (step == 0) return absl::InvalidArgumentError("range() step must not be zero");
-             std::vector<Value> items;
-             for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
-               if (items.size() >= max_items) {
-                 return absl::ResourceExhaustedError("range() too long");
-               }
-               items.emplace_back(i);
-               if ((step > 0 && i > INT64_MAX - step) || (step < 0 && i < INT64_MIN - step)) break;
-             }
-             return Value::List(std::move(items));
-           }));
+  root.Set("range",
+           Value::Function(
+               "range",
+               [max_items](const std::vector<Value>& args, const Kwargs&) -> absl::StatusOr<Value> {
+                 if (args.empty() || args.size() > 3) {
+                   return absl::InvalidArgumentError("range() takes 1 to 3 integer arguments");
+                 }
+                 for (const Value& a : args) {
+                   if (!a.is_int() && !a.is_bool()) {
+                     return absl::InvalidArgumentError(absl::StrCat(
+                         "range() arguments must be integers, not '", TypeName(a), "'"));
+                   }
+                 }
+                 int64_t start = 0, stop = 0, step = 1;
+                 if (args.size() == 1) {
+                   stop = args[0].int_value();
+                 } else {
+                   start = args[0].int_value();
+                   stop = args[1].int_value();
+                   if (args.size() == 3) step = args[2].int_value();
+                 }
+                 if (step == 0) return absl::InvalidArgumentError("range() step must not be zero");
+                 std::vector<Value> items;
+                 for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+                   if (items.size() >= max_items) {
+                     return absl::ResourceExhaustedError("range() too long");
+                   }
+                   items.emplace_back(i);
+                   if ((step > 0 && i > INT64_MAX - step) || (step < 0 && i < INT64_MIN - step))
+                     break;
+                 }
+                 return Value::List(std::move(items));
+               }));
   for (const auto& [name, value] : globals) root.Set(name, value);
   root_ = &root;
   std::string out;
@@ -623,21 +622,26 @@ absl::StatusOr<Flow> Evaluator::ExecFor(const Node& node, Scope& scope, std::str
     Scope inner(&scope);
     RETURN_IF_ERROR(Assign(node.targets, items[i], inner, node.pos));
     std::vector<std::pair<Value, Value>> loop = {
-        {Value("index"), Value(i + 1)},       {Value("index0"), Value(i)},
-        {Value("revindex"), Value(n - i)},    {Value("revindex0"), Value(n - i - 1)},
-        {Value("first"), Value(i == 0)},      {Value("last"), Value(i == n - 1)},
-        {Value("length"), Value(n)},          {Value("depth"), Value(1)},
+        {Value("index"), Value(i + 1)},
+        {Value("index0"), Value(i)},
+        {Value("revindex"), Value(n - i)},
+        {Value("revindex0"), Value(n - i - 1)},
+        {Value("first"), Value(i == 0)},
+        {Value("last"), Value(i == n - 1)},
+        {Value("length"), Value(n)},
+        {Value("depth"), Value(1)},
         {Value("depth0"), Value(0)},
         {Value("previtem"), i > 0 ? items[i - 1] : Value::Undefined("there is no previous item")},
         {Value("nextitem"), i + 1 < n ? items[i + 1] : Value::Undefined("there is no next item")},
         {Value("cycle"),
-         Value::Function("loop.cycle",
-                         [i](const std::vector<Value>& args, const Kwargs&) -> absl::StatusOr<Value> {
-                           if (args.empty()) {
-                             return absl::InvalidArgumentError("loop.cycle() needs an argument");
-                           }
-                           return args[static_cast<size_t>(i) % args.size()];
-                         })},
+         Value::Function(
+             "loop.cycle",
+             [i](const std::vector<Value>& args, const Kwargs&) -> absl::StatusOr<Value> {
+               if (args.empty()) {
+                 return absl::InvalidArgumentError("loop.cycle() needs an argument");
+               }
+               return args[static_cast<size_t>(i) % args.size()];
+             })},
     };
     inner.Set("loop", Value::Dict(std::move(loop)));
     ASSIGN_OR_RETURN(Flow flow, Exec(node.body, inner, out));
@@ -706,7 +710,8 @@ absl::Status Evaluator::EvalArgs(const Expr& e, size_t first, Scope& scope,
 absl::StatusOr<Value> Evaluator::CallValue(const Value& fn, const std::vector<Value>& args,
                                            const Kwargs& kwargs, size_t pos) {
   if (fn.is_undefined()) return UndefinedError(fn, pos);
-  if (!fn.is_callable()) return Err(pos, absl::StrCat("'", TypeName(fn), "' object is not callable"));
+  if (!fn.is_callable())
+    return Err(pos, absl::StrCat("'", TypeName(fn), "' object is not callable"));
   RETURN_IF_ERROR(Step(pos));
   const size_t saved = call_pos_;
   call_pos_ = pos;
@@ -717,8 +722,8 @@ absl::StatusOr<Value> Evaluator::CallValue(const Value& fn, const std::vector<Va
       return result.status();
     }
     return absl::Status(result.status().code(),
-                        absl::StrCat(impl_.Where(pos), ": ", fn.callable()->Name(), "(): ",
-                                     result.status().message()));
+                        absl::StrCat(impl_.Where(pos), ": ", fn.callable()->Name(),
+                                     "(): ", result.status().message()));
   }
   RETURN_IF_ERROR(CheckDepth(*result, pos));
   return result;
@@ -866,7 +871,8 @@ absl::StatusOr<Value> Evaluator::GetAttr(const Value& obj, const std::string& na
     default:
       break;
   }
-  return Value::Undefined(absl::StrCat("'", TypeName(obj), " object' has no attribute '", name, "'"));
+  return Value::Undefined(
+      absl::StrCat("'", TypeName(obj), " object' has no attribute '", name, "'"));
 }
 
 absl::StatusOr<Value> Evaluator::GetItem(const Value& obj, const Value& key, size_t pos) {
@@ -896,16 +902,15 @@ absl::StatusOr<Value> Evaluator::GetItem(const Value& obj, const Value& key, siz
             return Value(FromCodePoints(cps, static_cast<size_t>(i), static_cast<size_t>(i) + 1));
           }
         }
-        return Value::Undefined(absl::StrCat("'", TypeName(obj), " object' has no element ",
-                                             key.int_value()));
+        return Value::Undefined(
+            absl::StrCat("'", TypeName(obj), " object' has no element ", key.int_value()));
       }
       break;
     default:
       break;
   }
   if (key.is_string()) return GetAttr(obj, key.str(), pos);
-  return Value::Undefined(
-      absl::StrCat("'", TypeName(obj), " object' has no element ", key.Repr()));
+  return Value::Undefined(absl::StrCat("'", TypeName(obj), " object' has no element ", key.Repr()));
 }
 
 absl::StatusOr<Value> Evaluator::AttrPath(const Value& obj, const std::string& path, size_t pos) {
@@ -1030,7 +1035,8 @@ absl::StatusOr<Value> Evaluator::Binary(const std::string& op, const Value& a, c
     }
     if (ints) {
       int64_t r;
-      if (__builtin_add_overflow(a.int_value(), b.int_value(), &r)) return Err(pos, "integer overflow");
+      if (__builtin_add_overflow(a.int_value(), b.int_value(), &r))
+        return Err(pos, "integer overflow");
       return Value(r);
     }
     if (nums) return Value(a.AsDouble() + b.AsDouble());
@@ -1039,7 +1045,8 @@ absl::StatusOr<Value> Evaluator::Binary(const std::string& op, const Value& a, c
   if (op == "-") {
     if (ints) {
       int64_t r;
-      if (__builtin_sub_overflow(a.int_value(), b.int_value(), &r)) return Err(pos, "integer overflow");
+      if (__builtin_sub_overflow(a.int_value(), b.int_value(), &r))
+        return Err(pos, "integer overflow");
       return Value(r);
     }
     if (nums) return Value(a.AsDouble() - b.AsDouble());
@@ -1048,7 +1055,8 @@ absl::StatusOr<Value> Evaluator::Binary(const std::string& op, const Value& a, c
   if (op == "*") {
     if (ints) {
       int64_t r;
-      if (__builtin_mul_overflow(a.int_value(), b.int_value(), &r)) return Err(pos, "integer overflow");
+      if (__builtin_mul_overflow(a.int_value(), b.int_value(), &r))
+        return Err(pos, "integer overflow");
       return Value(r);
     }
     if (nums) return Value(a.AsDouble() * b.AsDouble());
@@ -1117,7 +1125,8 @@ absl::StatusOr<Value> Evaluator::Binary(const std::string& op, const Value& a, c
           if (__builtin_mul_overflow(result, base, &result)) return Err(pos, "integer overflow");
         }
         exp >>= 1;
-        if (exp > 0 && __builtin_mul_overflow(base, base, &base)) return Err(pos, "integer overflow");
+        if (exp > 0 && __builtin_mul_overflow(base, base, &base))
+          return Err(pos, "integer overflow");
       }
       return Value(result);
     }
@@ -1174,8 +1183,7 @@ absl::StatusOr<bool> Evaluator::Contains(const Value& container, const Value& it
     case Value::Kind::kDict:
       return container.Find(item) != nullptr;
     default:
-      return Err(pos, absl::StrCat("argument of type '", TypeName(container),
-                                   "' is not iterable"));
+      return Err(pos, absl::StrCat("argument of type '", TypeName(container), "' is not iterable"));
   }
 }
 
@@ -1246,8 +1254,8 @@ absl::StatusOr<bool> Evaluator::ApplyTest(const std::string& name, const Value& 
   if (name == "escaped") return false;
   if (name == "lower" || name == "upper") {
     if (!v.is_string()) return false;
-    ASSIGN_OR_RETURN(Value r, StringMethod(v.str(), name == "lower" ? "islower" : "isupper", {},
-                                           {}, pos));
+    ASSIGN_OR_RETURN(Value r,
+                     StringMethod(v.str(), name == "lower" ? "islower" : "isupper", {}, {}, pos));
     return r.bool_value();
   }
   if (name == "odd" || name == "even" || name == "divisibleby") {
@@ -1261,10 +1269,10 @@ absl::StatusOr<bool> Evaluator::ApplyTest(const std::string& name, const Value& 
     return v.int_value() % d.int_value() == 0;
   }
   static const std::map<std::string, std::string> kCompare = {
-      {"eq", "=="}, {"equalto", "=="}, {"==", "=="}, {"ne", "!="}, {"!=", "!="},
-      {"lt", "<"},  {"lessthan", "<"}, {"<", "<"},   {"le", "<="}, {"<=", "<="},
-      {"gt", ">"},  {"greaterthan", ">"}, {">", ">"}, {"ge", ">="}, {">=", ">="},
-      {"in", "in"}};
+      {"eq", "=="}, {"equalto", "=="}, {"==", "=="},      {"ne", "!="},
+      {"!=", "!="}, {"lt", "<"},       {"lessthan", "<"}, {"<", "<"},
+      {"le", "<="}, {"<=", "<="},      {"gt", ">"},       {"greaterthan", ">"},
+      {">", ">"},   {"ge", ">="},      {">=", ">="},      {"in", "in"}};
   if (auto it = kCompare.find(name); it != kCompare.end()) {
     ASSIGN_OR_RETURN(Value other, arg(0));
     return CompareOp(it->second, v, other, pos);
@@ -1375,8 +1383,8 @@ absl::StatusOr<Value> Evaluator::ToJsonFilter(const Value& v, const std::vector<
         absl::StrAppend(&ascii, absl::StrFormat("\\u%04x", static_cast<unsigned>(cp)));
       } else {
         const uint32_t c = static_cast<uint32_t>(cp) - 0x10000;
-        absl::StrAppend(&ascii, absl::StrFormat("\\u%04x\\u%04x", 0xD800 + (c >> 10),
-                                                0xDC00 + (c & 0x3FF)));
+        absl::StrAppend(
+            &ascii, absl::StrFormat("\\u%04x\\u%04x", 0xD800 + (c >> 10), 0xDC00 + (c & 0x3FF)));
       }
     }
     json = std::move(ascii);
@@ -1386,8 +1394,8 @@ absl::StatusOr<Value> Evaluator::ToJsonFilter(const Value& v, const std::vector<
 }
 
 absl::StatusOr<Value> Evaluator::ApplyFilter(const std::string& name, const Value& v,
-                                             const std::vector<Value>& args,
-                                             const Kwargs& kwargs, size_t pos) {
+                                             const std::vector<Value>& args, const Kwargs& kwargs,
+                                             size_t pos) {
   ArgReader r(args, kwargs);
   if (name == "safe") return v;
   if (name == "string") return Value(v.Str());
@@ -1417,13 +1425,15 @@ absl::StatusOr<Value> Evaluator::ApplyFilter(const std::string& name, const Valu
   }
   if (name == "items") {
     if (v.is_undefined()) return Value::List({});
-    if (!v.is_dict()) return Err(pos, absl::StrCat("items: expected a dict, got '", TypeName(v), "'"));
+    if (!v.is_dict())
+      return Err(pos, absl::StrCat("items: expected a dict, got '", TypeName(v), "'"));
     std::vector<Value> out;
     for (const auto& [k, val] : v.dict_items()) out.push_back(Value::List({k, val}, true));
     return Value::List(std::move(out));
   }
   if (name == "dictsort") {
-    if (!v.is_dict()) return Err(pos, absl::StrCat("dictsort: expected a dict, got '", TypeName(v), "'"));
+    if (!v.is_dict())
+      return Err(pos, absl::StrCat("dictsort: expected a dict, got '", TypeName(v), "'"));
     const bool case_sensitive = r.Bool(0, "case_sensitive", false);
     const Value* by = r.Get(1, "by");
     const bool reverse = r.Bool(2, "reverse", false);
@@ -1435,7 +1445,8 @@ absl::StatusOr<Value> Evaluator::ApplyFilter(const std::string& name, const Valu
   }
   if (name == "first" || name == "last") {
     ASSIGN_OR_RETURN(std::vector<Value> items, Iterate(v, pos));
-    if (items.empty()) return Value::Undefined(absl::StrCat("no ", name, " item, sequence was empty"));
+    if (items.empty())
+      return Value::Undefined(absl::StrCat("no ", name, " item, sequence was empty"));
     return name == "first" ? items.front() : items.back();
   }
   if (name == "reverse") {
@@ -1465,7 +1476,8 @@ absl::StatusOr<Value> Evaluator::ApplyFilter(const std::string& name, const Valu
     }
     return Value(std::move(out));
   }
-  if (name == "select" || name == "reject") return SelectOrReject(v, args, false, name == "select", pos);
+  if (name == "select" || name == "reject")
+    return SelectOrReject(v, args, false, name == "select", pos);
   if (name == "selectattr" || name == "rejectattr") {
     return SelectOrReject(v, args, true, name == "selectattr", pos);
   }
@@ -1522,14 +1534,15 @@ absl::StatusOr<Value> Evaluator::ApplyFilter(const std::string& name, const Valu
   }
   if (name == "sort") {
     ASSIGN_OR_RETURN(std::vector<Value> items, Iterate(v, pos));
-    ASSIGN_OR_RETURN(items, SortedItems(std::move(items), r.Get(2, "attribute"),
-                                        r.Bool(1, "case_sensitive", false),
-                                        r.Bool(0, "reverse", false), pos));
+    ASSIGN_OR_RETURN(
+        items, SortedItems(std::move(items), r.Get(2, "attribute"),
+                           r.Bool(1, "case_sensitive", false), r.Bool(0, "reverse", false), pos));
     return Value::List(std::move(items));
   }
   if (name == "min" || name == "max") {
     ASSIGN_OR_RETURN(std::vector<Value> items, Iterate(v, pos));
-    if (items.empty()) return Value::Undefined(absl::StrCat("no ", name, " item, sequence was empty"));
+    if (items.empty())
+      return Value::Undefined(absl::StrCat("no ", name, " item, sequence was empty"));
     ASSIGN_OR_RETURN(items, SortedItems(std::move(items), r.Get(1, "attribute"),
                                         r.Bool(0, "case_sensitive", false), false, pos));
     return name == "min" ? items.front() : items.back();
@@ -1584,7 +1597,8 @@ absl::StatusOr<Value> Evaluator::ApplyFilter(const std::string& name, const Valu
     return fallback;
   }
   if (name == "round") {
-    if (!v.is_number()) return Err(pos, absl::StrCat("round: expected a number, got '", TypeName(v), "'"));
+    if (!v.is_number())
+      return Err(pos, absl::StrCat("round: expected a number, got '", TypeName(v), "'"));
     const Value* p = r.Get(0, "precision");
     const int64_t precision = p && p->is_int() ? std::clamp<int64_t>(p->int_value(), -20, 20) : 0;
     const Value* m = r.Get(1, "method");
@@ -1605,8 +1619,11 @@ absl::StatusOr<Value> Evaluator::ApplyFilter(const std::string& name, const Valu
   }
   if (name == "indent") {
     const Value* w = r.Get(0, "width");
-    std::string indention = w == nullptr ? "    " : w->is_string() ? w->str() : std::string(
-        static_cast<size_t>(std::clamp<int64_t>(w->int_value(), 0, 1024)), ' ');
+    std::string indention =
+        w == nullptr ? "    "
+        : w->is_string()
+            ? w->str()
+            : std::string(static_cast<size_t>(std::clamp<int64_t>(w->int_value(), 0, 1024)), ' ');
     const bool first = r.Bool(1, "first", false);
     const bool blank = r.Bool(2, "blank", false);
     std::vector<std::string> lines = SplitLines(v.Str() + "\n");
@@ -1653,8 +1670,7 @@ absl::StatusOr<Value> Evaluator::ApplyFilter(const std::string& name, const Valu
 // Methods.
 
 absl::StatusOr<Value> Evaluator::CallMethod(const Value& self, const std::string& name,
-                                            const std::vector<Value>& args,
-                                            const Kwargs& kwargs) {
+                                            const std::vector<Value>& args, const Kwargs& kwargs) {
   const size_t pos = call_pos_;
   if (self.is_string()) return StringMethod(self.str(), name, args, kwargs, pos);
   ArgReader r(args, kwargs);
@@ -1679,8 +1695,8 @@ absl::StatusOr<Value> Evaluator::CallMethod(const Value& self, const std::string
 }
 
 absl::StatusOr<Value> Evaluator::StringMethod(const std::string& s, const std::string& name,
-                                              const std::vector<Value>& args,
-                                              const Kwargs& kwargs, size_t pos) {
+                                              const std::vector<Value>& args, const Kwargs& kwargs,
+                                              size_t pos) {
   ArgReader r(args, kwargs);
   auto string_arg = [&](size_t i, absl::string_view arg_name) -> absl::StatusOr<std::string> {
     const Value* v = r.Get(i, arg_name);
@@ -1757,10 +1773,10 @@ absl::StatusOr<Value> Evaluator::StringMethod(const std::string& s, const std::s
     } else {
       size_t end = s.size();
       while (true) {
-        const size_t found = (maxsplit >= 0 && static_cast<int64_t>(parts.size()) >= maxsplit) ||
-                                     end < d.size()
-                                 ? std::string::npos
-                                 : s.rfind(d, end - d.size());
+        const size_t found =
+            (maxsplit >= 0 && static_cast<int64_t>(parts.size()) >= maxsplit) || end < d.size()
+                ? std::string::npos
+                : s.rfind(d, end - d.size());
         if (found == std::string::npos) {
           parts.emplace_back(s.substr(0, end));
           break;
@@ -1886,14 +1902,16 @@ absl::StatusOr<Value> Evaluator::StringMethod(const std::string& s, const std::s
         if (field.empty()) {
           v = auto_index < args.size() ? &args[auto_index++] : nullptr;
         } else if (absl::SimpleAtoi(field, &index)) {
-          v = index >= 0 && static_cast<size_t>(index) < args.size() ? &args[static_cast<size_t>(index)]
-                                                                     : nullptr;
+          v = index >= 0 && static_cast<size_t>(index) < args.size()
+                  ? &args[static_cast<size_t>(index)]
+                  : nullptr;
         } else {
           for (const auto& [k, kv] : kwargs) {
             if (k == field) v = &kv;
           }
         }
-        if (v == nullptr) return Err(pos, absl::StrCat("str.format(): no value for '{", field, "}'"));
+        if (v == nullptr)
+          return Err(pos, absl::StrCat("str.format(): no value for '{", field, "}'"));
         out += v->Str();
         RETURN_IF_ERROR(CheckSize(out.size(), pos));
         i = close;

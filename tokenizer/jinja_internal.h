@@ -47,25 +47,25 @@ using ExprPtr = std::unique_ptr<Expr>;
 
 struct Expr {
   enum class Kind {
-    kLiteral,    // value
-    kName,       // name
-    kList,       // args: elements
-    kTuple,      // args: elements
-    kDict,       // args: key, value, key, value, ...
-    kGetAttr,    // args[0].name
-    kGetItem,    // args[0][args[1]]
-    kSlice,      // args[0][args[1]:args[2]:args[3]] (null parts allowed)
-    kCall,       // args[0](args[1..], kwargs)
-    kFilter,     // args[0] | name(args[1..], kwargs); args[0] null inside a filter block
-    kTest,       // args[0] is [not] name(args[1..]); negated
-    kNeg,        // -args[0]
-    kPos,        // +args[0]
-    kNot,        // not args[0]
-    kBinary,     // args[0] op args[1]: + - * / // % ** ~
+    kLiteral,  // value
+    kName,     // name
+    kList,     // args: elements
+    kTuple,    // args: elements
+    kDict,     // args: key, value, key, value, ...
+    kGetAttr,  // args[0].name
+    kGetItem,  // args[0][args[1]]
+    kSlice,    // args[0][args[1]:args[2]:args[3]] (null parts allowed)
+    kCall,     // args[0](args[1..], kwargs)
+    kFilter,   // args[0] | name(args[1..], kwargs); args[0] null inside a filter block
+    kTest,     // args[0] is [not] name(args[1..]); negated
+    kNeg,      // -args[0]
+    kPos,      // +args[0]
+    kNot,      // not args[0]
+    kBinary,   // args[0] op args[1]: + - * / // % ** ~
     kAnd,
     kOr,
-    kCompare,    // args[0] ops[0] args[1] ops[1] args[2] ...: == != < > <= >= in notin
-    kCondExpr,   // args[1] if args[0] else args[2] (args[2] may be null)
+    kCompare,   // args[0] ops[0] args[1] ops[1] args[2] ...: == != < > <= >= in notin
+    kCondExpr,  // args[1] if args[0] else args[2] (args[2] may be null)
   };
   Kind kind;
   size_t pos = 0;
@@ -83,16 +83,16 @@ using Body = std::vector<NodePtr>;
 
 struct Node {
   enum class Kind {
-    kText,        // text
-    kOutput,      // {{ expr }}
-    kIf,          // branches (cond, body); else_body
-    kFor,         // targets in expr [if filter]: body; else_body
-    kSet,         // targets = expr, or ns.attr = expr (attr non-empty)
-    kSetBlock,    // targets[0] = rendered body, through filter (optional)
-    kMacro,       // name(params) body
-    kFilterBlock, // body through filter
-    kWith,        // assignments; body in a new scope
-    kScope,       // body (generation blocks)
+    kText,         // text
+    kOutput,       // {{ expr }}
+    kIf,           // branches (cond, body); else_body
+    kFor,          // targets in expr [if filter]: body; else_body
+    kSet,          // targets = expr, or ns.attr = expr (attr non-empty)
+    kSetBlock,     // targets[0] = rendered body, through filter (optional)
+    kMacro,        // name(params) body
+    kFilterBlock,  // body through filter
+    kWith,         // assignments; body in a new scope
+    kScope,        // body (generation blocks)
     kBreak,
     kContinue,
   };

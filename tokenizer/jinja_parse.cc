@@ -25,13 +25,26 @@ std::string Template::Impl::Where(size_t pos) const {
     }
   }
   const size_t end = std::min(pos, source.size());
-  const size_t column = 1 + CodePointCount(absl::string_view(source).substr(line_start, end - line_start));
+  const size_t column =
+      1 + CodePointCount(absl::string_view(source).substr(line_start, end - line_start));
   return absl::StrCat("line ", line, " column ", column);
 }
 
 namespace {
 
-enum class Tok { kData, kVarBegin, kVarEnd, kBlockBegin, kBlockEnd, kName, kString, kInt, kFloat, kOp, kEof };
+enum class Tok {
+  kData,
+  kVarBegin,
+  kVarEnd,
+  kBlockBegin,
+  kBlockEnd,
+  kName,
+  kString,
+  kInt,
+  kFloat,
+  kOp,
+  kEof
+};
 
 struct Token {
   Tok type;
@@ -191,8 +204,7 @@ class Lexer {
     size_t after = end + 2;
     if (sign == '-') {
       after += SpanPySpace(src_, after);
-    } else if (sign != '+' && options_.trim_blocks && after < src_.size() &&
-               src_[after] == '\n') {
+    } else if (sign != '+' && options_.trim_blocks && after < src_.size() && src_[after] == '\n') {
       ++after;
     }
     *line_starting = src_[after - 1] == '\n';
@@ -381,7 +393,8 @@ class Lexer {
           uint32_t cp = 0;
           for (int k = 0; k < n; ++k) {
             const int h = i + k < src_.size() ? HexValue(src_[i + k]) : -1;
-            if (h < 0) return Error(i - 2, absl::StrCat("truncated \\", std::string(1, e), " escape"));
+            if (h < 0)
+              return Error(i - 2, absl::StrCat("truncated \\", std::string(1, e), " escape"));
             cp = cp * 16 + static_cast<uint32_t>(h);
           }
           i += static_cast<size_t>(n);
@@ -504,9 +517,9 @@ class Parser {
     ~DepthGuard() { --p_->depth_; }
     absl::Status Check() const {
       if (p_->depth_ > p_->options_.max_nesting) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            p_->impl_.Where(p_->Cur().pos), ": template nested deeper than ",
-            p_->options_.max_nesting, " levels"));
+        return absl::ResourceExhaustedError(absl::StrCat(p_->impl_.Where(p_->Cur().pos),
+                                                         ": template nested deeper than ",
+                                                         p_->options_.max_nesting, " levels"));
       }
       return absl::OkStatus();
     }
@@ -544,7 +557,8 @@ class Parser {
           node->kind = Node::Kind::kOutput;
           node->pos = t.pos;
           Next();
-          ASSIGN_OR_RETURN(node->expr, ParseTuple(/*with_condexpr=*/true, /*explicit_parens=*/false));
+          ASSIGN_OR_RETURN(node->expr,
+                           ParseTuple(/*with_condexpr=*/true, /*explicit_parens=*/false));
           if (Cur().type != Tok::kVarEnd) return Unexpected("'}}'");
           Next();
           body.push_back(std::move(node));
@@ -724,8 +738,8 @@ class Parser {
     const bool parens = SkipOp("(");
     while (true) {
       ASSIGN_OR_RETURN(std::string name, ExpectName());
-      static const std::set<std::string> kReserved = {"true", "false", "none", "True",
-                                                      "False", "None"};
+      static const std::set<std::string> kReserved = {"true", "false", "none",
+                                                      "True", "False", "None"};
       if (kReserved.count(name)) {
         return Error(tokens_[pos_ - 1].pos, absl::StrCat("cannot assign to '", name, "'"));
       }
@@ -848,9 +862,9 @@ class Parser {
     e->args.push_back(std::move(first));
     while (true) {
       std::string op;
-      if (Cur().type == Tok::kOp && (Cur().text == "==" || Cur().text == "!=" ||
-                                     Cur().text == "<" || Cur().text == ">" ||
-                                     Cur().text == "<=" || Cur().text == ">=")) {
+      if (Cur().type == Tok::kOp &&
+          (Cur().text == "==" || Cur().text == "!=" || Cur().text == "<" || Cur().text == ">" ||
+           Cur().text == "<=" || Cur().text == ">=")) {
         op = Cur().text;
         Next();
       } else if (IsName("in")) {

@@ -240,7 +240,8 @@ namespace {
 
 class NativeCallable : public Callable {
  public:
-  NativeCallable(std::string name, NativeFunction fn) : name_(std::move(name)), fn_(std::move(fn)) {}
+  NativeCallable(std::string name, NativeFunction fn)
+      : name_(std::move(name)), fn_(std::move(fn)) {}
   absl::StatusOr<Value> Call(Evaluator& /*ev*/, const std::vector<Value>& args,
                              const Kwargs& kwargs) const override {
     return fn_(args, kwargs);
@@ -557,8 +558,8 @@ struct JsonWriter {
           } else if (k.is_none()) {
             keys.push_back("null");
           } else {
-            return absl::InvalidArgumentError(absl::StrCat(
-                "tojson: keys must be str, int, float, bool or None, not ", k.Repr()));
+            return absl::InvalidArgumentError(
+                absl::StrCat("tojson: keys must be str, int, float, bool or None, not ", k.Repr()));
           }
         }
         std::vector<size_t> order(entries.size());

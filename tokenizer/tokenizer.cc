@@ -419,7 +419,6 @@ std::optional<std::string> BpeTokenizer::IdToToken(int64_t id) const {
   return *token;
 }
 
-
 absl::StatusOr<std::unique_ptr<BpeTokenizer>> ParseTokenizer(absl::string_view json_text,
                                                              absl::string_view source) {
   const std::string context = absl::StrCat("tokenizer '", source, "'");
@@ -539,8 +538,7 @@ namespace internal {
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat("cannot open '", path, "': ", std::strerror(errno)));
+    return absl::NotFoundError(absl::StrCat("cannot open '", path, "': ", std::strerror(errno)));
   }
   std::ostringstream ss;
   ss << in.rdbuf();

@@ -9,11 +9,11 @@
 
 #include <array>
 #include <cctype>
-#include <set>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -93,8 +93,8 @@ TEST_P(GoldenTest, RendersLikeTheReference) {
     SWARM_SKIP_OR_FAIL(absl::StrCat(kFixtures, "/golden_visible.json not readable"));
   }
   // The template files have tokenizer_config.json's shape (chat_template, bos_token, eos_token).
-  const std::string path = absl::StrCat(kFixtures, "/templates/", c.at("template").get<std::string>(),
-                                        ".json");
+  const std::string path =
+      absl::StrCat(kFixtures, "/templates/", c.at("template").get<std::string>(), ".json");
   absl::StatusOr<std::unique_ptr<ChatTemplate>> tmpl = ChatTemplate::FromTokenizerConfig(path);
   ASSERT_TRUE(tmpl.ok()) << tmpl.status();
   RenderOptions options;
@@ -170,7 +170,8 @@ TEST(ChatTemplateLoad, Errors) {
   auto none = ChatTemplate::FromModelDir(dir);
   EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(none.status().message(), HasSubstr("has no chat_template"));
-  WriteFile(dir + "/tokenizer_config.json", R"({"chat_template": "{% for m in messages %}\n{{ m"})");
+  WriteFile(dir + "/tokenizer_config.json",
+            R"({"chat_template": "{% for m in messages %}\n{{ m"})");
   auto bad = ChatTemplate::FromModelDir(dir);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.status().message(), HasSubstr("chat_template: line 2 column 1"));
@@ -199,7 +200,7 @@ TEST(ChatTemplateRender, RaiseExceptionKeepsTheMessage) {
   EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(jinja::IsRaisedException(other.status()));
   EXPECT_EQ(other.status().message(),
-            "chat template: line 1 column 126: 'undefined_thing' is undefined");
+            "chat template: line 1 column 133: 'undefined_thing' is undefined");
 }
 
 TEST(ChatTemplateRender, StrftimeNowAndExtraVariables) {
@@ -217,7 +218,8 @@ TEST(ChatTemplateRender, StrftimeNowAndExtraVariables) {
   options.date.reset();
   auto now = (*tmpl)->Render(std::vector<ChatMessage>{}, options);
   ASSERT_TRUE(now.ok());
-  EXPECT_THAT(*now, HasSubstr(absl::StrCat(absl::ToCivilYear(absl::Now(), absl::LocalTimeZone()).year())));
+  EXPECT_THAT(
+      *now, HasSubstr(absl::StrCat(absl::ToCivilYear(absl::Now(), absl::LocalTimeZone()).year())));
 }
 
 TEST(ChatTemplateDate, FlagThenEnvironment) {
@@ -249,8 +251,8 @@ CliResult Swarm(const std::string& args, const std::string& env = "") {
   const std::string dir = TempDir("cli_out");
   const std::string out = dir + "/stdout";
   const std::string err = dir + "/stderr";
-  const std::string cmd = absl::StrCat(env, " '", SWARM_BINARY_DIR, "/swarm' ", args, " > '", out,
-                                       "' 2> '", err, "'");
+  const std::string cmd =
+      absl::StrCat(env, " '", SWARM_BINARY_DIR, "/swarm' ", args, " > '", out, "' 2> '", err, "'");
   CliResult r;
   const int status = std::system(cmd.c_str());
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -281,10 +283,10 @@ TEST_F(ChatTemplateCli, PrintsTheRenderingAsOneJsonString) {
     WriteFile(dir + "/messages.json", c.at("messages").dump());
     WriteFile(dir + "/tools.json", c.at("tools").dump());
     const bool gen = c.at("add_generation_prompt").get<bool>();
-    CliResult r = Swarm(absl::StrCat("chat-template --tokenizer-config '", kFixtures,
-                               "/templates/llama-3.2.json' --messages '", dir,
-                               "/messages.json' --tools '", dir, "/tools.json' --date 2024-07-26",
-                               gen ? " --add-generation-prompt" : ""));
+    CliResult r = Swarm(
+        absl::StrCat("chat-template --tokenizer-config '", kFixtures,
+                     "/templates/llama-3.2.json' --messages '", dir, "/messages.json' --tools '",
+                     dir, "/tools.json' --date 2024-07-26", gen ? " --add-generation-prompt" : ""));
     ASSERT_EQ(r.code, 0) << r.err;
     ASSERT_FALSE(r.out.empty());
     EXPECT_EQ(r.out.back(), '\n');
@@ -297,18 +299,21 @@ TEST_F(ChatTemplateCli, PrintsTheRenderingAsOneJsonString) {
 
   // SWARM_DATE fixes strftime_now when --date is absent.
   WriteFile(dir + "/one.json", R"([{"role": "user", "content": "hi"}])");
-  CliResult dated = Swarm(absl::StrCat("chat-template --tokenizer-config '", kFixtures,
-                                 "/templates/llama-3.2.json' --messages '", dir, "/one.json'"),
-                    "SWARM_DATE=2025-03-04");
+  CliResult dated =
+      Swarm(absl::StrCat("chat-template --tokenizer-config '", kFixtures,
+                         "/templates/llama-3.2.json' --messages '", dir, "/one.json'"),
+            "SWARM_DATE=2025-03-04");
   ASSERT_EQ(dated.code, 0) << dated.err;
   EXPECT_THAT(dated.out, HasSubstr("Today Date: 04 Mar 2025"));
 }
 
 TEST_F(ChatTemplateCli, Errors) {
   const std::string dir = TempDir("cli_errors");
-  WriteFile(dir + "/system.json", R"([{"role": "system", "content": "x"}, {"role": "user", "content": "hi"}])");
-  CliResult raised = Swarm(absl::StrCat("chat-template --tokenizer-config '", kFixtures,
-                                  "/templates/gemma-2.json' --messages '", dir, "/system.json'"));
+  WriteFile(dir + "/system.json",
+            R"([{"role": "system", "content": "x"}, {"role": "user", "content": "hi"}])");
+  CliResult raised =
+      Swarm(absl::StrCat("chat-template --tokenizer-config '", kFixtures,
+                         "/templates/gemma-2.json' --messages '", dir, "/system.json'"));
   EXPECT_EQ(raised.code, 2);
   EXPECT_TRUE(raised.out.empty());
   EXPECT_THAT(raised.err, HasSubstr("System role not supported"));
@@ -319,13 +324,13 @@ TEST_F(ChatTemplateCli, Errors) {
 
   WriteFile(dir + "/bad.json", "[{");
   CliResult bad = Swarm(absl::StrCat("chat-template --tokenizer-config '", kFixtures,
-                               "/templates/gemma-2.json' --messages '", dir, "/bad.json'"));
+                                     "/templates/gemma-2.json' --messages '", dir, "/bad.json'"));
   EXPECT_EQ(bad.code, 2);
   EXPECT_THAT(bad.err, HasSubstr("bad.json"));
 
   CliResult date = Swarm(absl::StrCat("chat-template --tokenizer-config '", kFixtures,
-                                "/templates/gemma-2.json' --messages '", dir,
-                                "/system.json' --date 2024-13-01"));
+                                      "/templates/gemma-2.json' --messages '", dir,
+                                      "/system.json' --date 2024-13-01"));
   EXPECT_EQ(date.code, 2);
   EXPECT_THAT(date.err, HasSubstr("--date"));
 }
