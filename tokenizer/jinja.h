@@ -132,9 +132,10 @@ class Value {
   std::string Repr() const;
   // Python json.dumps(self, ensure_ascii=False, indent=indent (<0: none), separators, sort_keys)
   // as transformers' tojson filter calls it. InvalidArgument for undefined values, namespaces
-  // and functions (not JSON serializable).
+  // and functions (not JSON serializable); RESOURCE_EXHAUSTED past max_bytes.
   absl::StatusOr<std::string> ToJson(int indent = -1, std::string item_sep = "",
-                                     std::string key_sep = "", bool sort_keys = false) const;
+                                     std::string key_sep = "", bool sort_keys = false,
+                                     size_t max_bytes = SIZE_MAX) const;
 
  private:
   Kind kind_ = Kind::kUndefined;

@@ -104,10 +104,13 @@ std::vector<int64_t> SliceIndices(int64_t len, const Value& start_v, const Value
   const int64_t start = clamp(start_v, 0, len - 1);
   const int64_t stop = clamp(stop_v, len, -1);
   std::vector<int64_t> out;
-  if (step > 0) {
-    for (int64_t i = start; i < stop; i += step) out.push_back(i);
-  } else {
-    for (int64_t i = start; i > stop; i += step) out.push_back(i);
+  // |stop - start| <= len + 1, so the count and each position fit; i += step could overflow.
+  if (step > 0 && start < stop) {
+    const int64_t n = (stop - start - 1) / step + 1;
+    for (int64_t k = 0; k < n; ++k) out.push_back(start + k * step);
+  } else if (step < 0 && start > stop) {
+    const int64_t n = step == INT64_MIN ? 1 : (start - stop - 1) / -step + 1;
+    for (int64_t k = 0; k < n; ++k) out.push_back(start + k * step);
   }
   return out;
 }
@@ -235,6 +238,13 @@ class ArgReader {
   const Kwargs& kwargs_;
 };
 
+// str(v), at most 64 KiB (for messages).
+std::string Capped(const Value& v) {
+  std::string out;
+  if (!AppendStr(v, 65536, &out)) out += "...";
+  return out;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -261,19 +271,35 @@ class Evaluator {
   absl::Status UndefinedError(const Value& v, size_t pos) const {
     return Err(pos, v.undefined_hint().empty() ? "undefined value" : v.undefined_hint());
   }
-  absl::Status Step(size_t pos) {
-    if (++steps_ > limits_.max_steps) {
+  absl::Status Step(size_t pos) { return Work(1, pos); }
+  // Counts `units` of work (a loop iteration, a call, an element visited, 64 bytes of text).
+  absl::Status Work(uint64_t units, size_t pos) {
+    steps_ += static_cast<int64_t>(std::min<uint64_t>(units, INT64_MAX / 2));
+    if (steps_ > limits_.max_steps) {
       return Limit(pos, absl::StrCat("render took more than ", limits_.max_steps,
                                      " steps (loop iterations, calls and outputs)"));
     }
     return absl::OkStatus();
   }
-  absl::Status CheckSize(size_t bytes, size_t pos) const {
+  absl::Status CheckSize(size_t bytes, size_t pos) {
     if (bytes > limits_.max_output_bytes) {
       return Limit(pos, absl::StrCat("a string or list longer than ", limits_.max_output_bytes,
-                                     " would be built"));
+                                     " bytes would be built"));
     }
-    return absl::OkStatus();
+    return Work(bytes / 64, pos);
+  }
+  // Lists are capped at the same memory as strings.
+  absl::Status CheckItems(size_t items, size_t pos) {
+    return CheckSize(items > SIZE_MAX / sizeof(Value) ? SIZE_MAX : items * sizeof(Value), pos);
+  }
+  // Python str(v), capped at the output limit.
+  absl::StatusOr<std::string> StrOf(const Value& v, size_t pos) {
+    std::string out;
+    if (!AppendStr(v, limits_.max_output_bytes, &out)) {
+      RETURN_IF_ERROR(CheckSize(SIZE_MAX, pos));
+    }
+    RETURN_IF_ERROR(Work(out.size() / 64, pos));
+    return out;
   }
   absl::Status CheckDepth(const Value& v, size_t pos) const {
     if (v.depth() > kMaxValueDepth) {
@@ -317,12 +343,12 @@ class Evaluator {
   absl::StatusOr<Value> AttrPath(const Value& obj, const std::string& path, size_t pos);
   absl::StatusOr<Value> Slice(const Value& obj, const Value& start, const Value& stop,
                               const Value& step, size_t pos);
-  absl::StatusOr<std::vector<Value>> Iterate(const Value& v, size_t pos) const;
+  absl::StatusOr<std::vector<Value>> Iterate(const Value& v, size_t pos);
   absl::StatusOr<int64_t> Length(const Value& v, size_t pos) const;
   absl::StatusOr<Value> Binary(const std::string& op, const Value& a, const Value& b, size_t pos);
   absl::StatusOr<int> Compare(const Value& a, const Value& b, const std::string& op,
                               size_t pos) const;
-  absl::StatusOr<bool> Contains(const Value& container, const Value& item, size_t pos) const;
+  absl::StatusOr<bool> Contains(const Value& container, const Value& item, size_t pos);
   absl::StatusOr<bool> CompareOp(const std::string& op, const Value& a, const Value& b, size_t pos);
 
   absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& v,
@@ -407,7 +433,7 @@ absl::StatusOr<std::string> Evaluator::Run(const std::map<std::string, Value>& g
       Value::Function("raise_exception",
                       [](const std::vector<Value>& args, const Kwargs&) -> absl::StatusOr<Value> {
                         absl::Status s = absl::InvalidArgumentError(
-                            args.empty() ? std::string("raise_exception called") : args[0].Str());
+                            args.empty() ? std::string("raise_exception called") : Capped(args[0]));
                         s.SetPayload(kRaisedPayload, absl::Cord("1"));
                         return s;
                       }));
@@ -446,7 +472,7 @@ absl::StatusOr<std::string> Evaluator::Run(const std::map<std::string, Value>& g
                                        items.emplace_back(Value(k), v);
                                      return Value::Dict(std::move(items));
                                    }));
-  const size_t max_items = limits_.max_output_bytes;
+  const size_t max_items = limits_.max_output_bytes / sizeof(Value);
   root.Set("range",
            Value::Function(
                "range",
@@ -524,7 +550,8 @@ absl::StatusOr<Flow> Evaluator::ExecNode(const Node& node, Scope& scope, std::st
     case Node::Kind::kOutput: {
       RETURN_IF_ERROR(Step(node.pos));
       ASSIGN_OR_RETURN(Value v, Eval(*node.expr, scope));
-      RETURN_IF_ERROR(Append(out, v.Str(), node.pos));
+      ASSIGN_OR_RETURN(std::string text, StrOf(v, node.pos));
+      RETURN_IF_ERROR(Append(out, text, node.pos));
       return Flow::kNormal;
     }
     case Node::Kind::kIf:
@@ -569,7 +596,8 @@ absl::StatusOr<Flow> Evaluator::ExecNode(const Node& node, Scope& scope, std::st
       if (node.kind == Node::Kind::kSetBlock) {
         scope.Set(node.targets[0], std::move(v));
       } else {
-        RETURN_IF_ERROR(Append(out, v.Str(), node.pos));
+        ASSIGN_OR_RETURN(std::string text, StrOf(v, node.pos));
+        RETURN_IF_ERROR(Append(out, text, node.pos));
       }
       return Flow::kNormal;
     }
@@ -964,7 +992,8 @@ absl::StatusOr<Value> Evaluator::Slice(const Value& obj, const Value& start, con
   return Err(pos, absl::StrCat("'", TypeName(obj), "' object is not subscriptable"));
 }
 
-absl::StatusOr<std::vector<Value>> Evaluator::Iterate(const Value& v, size_t pos) const {
+absl::StatusOr<std::vector<Value>> Evaluator::Iterate(const Value& v, size_t pos) {
+  RETURN_IF_ERROR(Work(v.items().size() + v.dict_items().size() + v.str().size(), pos));
   switch (v.kind()) {
     case Value::Kind::kUndefined:
       return std::vector<Value>();
@@ -1009,8 +1038,8 @@ absl::StatusOr<int64_t> Evaluator::Length(const Value& v, size_t pos) const {
 absl::StatusOr<Value> Evaluator::Binary(const std::string& op, const Value& a, const Value& b,
                                         size_t pos) {
   if (op == "~") {
-    std::string s = a.Str();
-    const std::string t = b.Str();
+    ASSIGN_OR_RETURN(std::string s, StrOf(a, pos));
+    ASSIGN_OR_RETURN(std::string t, StrOf(b, pos));
     RETURN_IF_ERROR(CheckSize(s.size() + t.size(), pos));
     return Value(s + t);
   }
@@ -1028,7 +1057,7 @@ absl::StatusOr<Value> Evaluator::Binary(const std::string& op, const Value& a, c
       return Value(a.str() + b.str());
     }
     if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
-      RETURN_IF_ERROR(CheckSize(a.items().size() + b.items().size(), pos));
+      RETURN_IF_ERROR(CheckItems(a.items().size() + b.items().size(), pos));
       std::vector<Value> items = a.items();
       items.insert(items.end(), b.items().begin(), b.items().end());
       return Value::List(std::move(items), a.is_tuple());
@@ -1064,10 +1093,13 @@ absl::StatusOr<Value> Evaluator::Binary(const std::string& op, const Value& a, c
     const Value* count = seq == &a ? &b : &a;
     if ((seq->is_string() || seq->is_list()) && (count->is_int() || count->is_bool())) {
       const int64_t n = std::max<int64_t>(0, count->int_value());
-      const size_t unit = seq->is_string() ? seq->str().size() : seq->items().size();
-      if (unit > 0 && static_cast<uint64_t>(n) > limits_.max_output_bytes / unit) {
-        return CheckSize(limits_.max_output_bytes + 1, pos);
+      const size_t unit =
+          seq->is_string() ? seq->str().size() : seq->items().size() * sizeof(Value);
+      if (unit == 0) return seq->is_string() ? Value("") : Value::List({}, seq->is_tuple());
+      if (static_cast<uint64_t>(n) > limits_.max_output_bytes / unit) {
+        return CheckSize(SIZE_MAX, pos);
       }
+      RETURN_IF_ERROR(CheckSize(static_cast<size_t>(n) * unit, pos));
       if (seq->is_string()) {
         std::string out;
         for (int64_t i = 0; i < n; ++i) out += seq->str();
@@ -1163,8 +1195,8 @@ absl::StatusOr<int> Evaluator::Compare(const Value& a, const Value& b, const std
                                "' and '", TypeName(b), "'"));
 }
 
-absl::StatusOr<bool> Evaluator::Contains(const Value& container, const Value& item,
-                                         size_t pos) const {
+absl::StatusOr<bool> Evaluator::Contains(const Value& container, const Value& item, size_t pos) {
+  RETURN_IF_ERROR(Work(container.items().size() + container.str().size() / 64, pos));
   switch (container.kind()) {
     case Value::Kind::kUndefined:
       return false;
@@ -1189,8 +1221,10 @@ absl::StatusOr<bool> Evaluator::Contains(const Value& container, const Value& it
 
 absl::StatusOr<bool> Evaluator::CompareOp(const std::string& op, const Value& a, const Value& b,
                                           size_t pos) {
-  if (op == "==") return a.Equals(b);
-  if (op == "!=") return !a.Equals(b);
+  if (op == "==" || op == "!=") {
+    RETURN_IF_ERROR(Work(a.items().size() + a.dict_items().size() + a.str().size() / 64, pos));
+    return a.Equals(b) == (op == "==");
+  }
   if (op == "in") return Contains(b, a, pos);
   if (op == "notin") {
     ASSIGN_OR_RETURN(bool in, Contains(b, a, pos));
@@ -1299,6 +1333,8 @@ absl::StatusOr<std::vector<Value>> Evaluator::SortedItems(std::vector<Value> ite
     if (!case_sensitive && key.is_string()) key = Value(MapCase(key.str(), false));
     keys.push_back(std::move(key));
   }
+  RETURN_IF_ERROR(
+      Work(items.size() * (1 + static_cast<uint64_t>(std::log2(items.size() + 1))), pos));
   std::vector<size_t> order(items.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   absl::Status error;
@@ -1324,11 +1360,13 @@ absl::StatusOr<Value> Evaluator::SelectOrReject(const Value& seq, const std::vec
   std::string attr;
   if (by_attr) {
     if (args.empty()) return Err(pos, "selectattr/rejectattr need an attribute name");
-    attr = args[0].Str();
+    ASSIGN_OR_RETURN(attr, StrOf(args[0], pos));
     next = 1;
   }
   std::string test;
-  if (next < args.size()) test = args[next++].Str();
+  if (next < args.size()) {
+    ASSIGN_OR_RETURN(test, StrOf(args[next++], pos));
+  }
   const std::vector<Value> test_args(args.begin() + static_cast<std::ptrdiff_t>(next), args.end());
   std::vector<Value> out;
   for (const Value& item : items) {
@@ -1370,8 +1408,12 @@ absl::StatusOr<Value> Evaluator::ToJsonFilter(const Value& v, const std::vector<
     key_sep = s->items()[1].str();
   }
   const bool sort_keys = r.Bool(3, "sort_keys", false);
-  absl::StatusOr<std::string> json = v.ToJson(indent, item_sep, key_sep, sort_keys);
-  if (!json.ok()) return Err(pos, json.status().message());
+  absl::StatusOr<std::string> json =
+      v.ToJson(indent, item_sep, key_sep, sort_keys, limits_.max_output_bytes);
+  if (!json.ok()) {
+    return absl::Status(json.status().code(),
+                        absl::StrCat(impl_.Where(pos), ": ", json.status().message()));
+  }
   if (ensure_ascii) {
     std::string ascii;
     size_t p = 0;
@@ -1397,18 +1439,25 @@ absl::StatusOr<Value> Evaluator::ApplyFilter(const std::string& name, const Valu
                                              const std::vector<Value>& args, const Kwargs& kwargs,
                                              size_t pos) {
   ArgReader r(args, kwargs);
+  static const auto* kTextFilters = new std::set<std::string>{
+      "string", "trim",        "upper",   "lower",  "title",  "capitalize", "escape",
+      "e",      "forceescape", "replace", "indent", "center", "wordcount"};
+  std::string text;
+  if (kTextFilters->count(name)) {
+    ASSIGN_OR_RETURN(text, StrOf(v, pos));
+  }
   if (name == "safe") return v;
-  if (name == "string") return Value(v.Str());
-  if (name == "trim") return Value(StripChars(v.Str(), r.Get(0, "chars"), true, true));
+  if (name == "string") return Value(text);
+  if (name == "trim") return Value(StripChars(text, r.Get(0, "chars"), true, true));
   if (name == "length" || name == "count") {
     ASSIGN_OR_RETURN(int64_t n, Length(v, pos));
     return Value(n);
   }
   if (name == "tojson") return ToJsonFilter(v, args, kwargs, pos);
-  if (name == "upper" || name == "lower") return Value(MapCase(v.Str(), name == "upper"));
-  if (name == "title") return Value(JinjaTitle(v.Str()));
-  if (name == "capitalize") return Value(PyCapitalize(v.Str()));
-  if (name == "escape" || name == "e" || name == "forceescape") return Value(HtmlEscape(v.Str()));
+  if (name == "upper" || name == "lower") return Value(MapCase(text, name == "upper"));
+  if (name == "title") return Value(JinjaTitle(text));
+  if (name == "capitalize") return Value(PyCapitalize(text));
+  if (name == "escape" || name == "e" || name == "forceescape") return Value(HtmlEscape(text));
   if (name == "default" || name == "d") {
     const Value* def = r.Get(0, "default_value");
     const bool boolean = r.Bool(1, "boolean", false);
@@ -1417,7 +1466,7 @@ absl::StatusOr<Value> Evaluator::ApplyFilter(const std::string& name, const Valu
   }
   if (name == "replace") {
     if (v.is_undefined()) return Value("");
-    return StringMethod(v.Str(), "replace", args, kwargs, pos);
+    return StringMethod(text, "replace", args, kwargs, pos);
   }
   if (name == "list") {
     ASSIGN_OR_RETURN(std::vector<Value> items, Iterate(v, pos));
@@ -1471,7 +1520,8 @@ absl::StatusOr<Value> Evaluator::ApplyFilter(const std::string& name, const Valu
       if (attribute != nullptr && !attribute->is_none()) {
         ASSIGN_OR_RETURN(item, AttrPath(item, attribute->Str(), pos));
       }
-      out += item.Str();
+      ASSIGN_OR_RETURN(std::string piece, StrOf(item, pos));
+      out += piece;
       RETURN_IF_ERROR(CheckSize(out.size(), pos));
     }
     return Value(std::move(out));
@@ -1499,7 +1549,7 @@ absl::StatusOr<Value> Evaluator::ApplyFilter(const std::string& name, const Valu
       return Value::List(std::move(out));
     }
     if (args.empty()) return Err(pos, "map needs a filter name or attribute=");
-    const std::string filter = args[0].Str();
+    ASSIGN_OR_RETURN(const std::string filter, StrOf(args[0], pos));
     const std::vector<Value> rest(args.begin() + 1, args.end());
     for (const Value& item : items) {
       ASSIGN_OR_RETURN(Value x, ApplyFilter(filter, item, rest, {}, pos));
@@ -1523,6 +1573,7 @@ absl::StatusOr<Value> Evaluator::ApplyFilter(const std::string& name, const Valu
         ASSIGN_OR_RETURN(key, AttrPath(item, attribute->Str(), pos));
       }
       if (!case_sensitive && key.is_string()) key = Value(MapCase(key.str(), false));
+      RETURN_IF_ERROR(Work(seen.size(), pos));
       bool dup = false;
       for (const Value& s : seen) dup = dup || s.Equals(key);
       if (!dup) {
@@ -1626,7 +1677,7 @@ absl::StatusOr<Value> Evaluator::ApplyFilter(const std::string& name, const Valu
             : std::string(static_cast<size_t>(std::clamp<int64_t>(w->int_value(), 0, 1024)), ' ');
     const bool first = r.Bool(1, "first", false);
     const bool blank = r.Bool(2, "blank", false);
-    std::vector<std::string> lines = SplitLines(v.Str() + "\n");
+    std::vector<std::string> lines = SplitLines(text + "\n");
     std::string out;
     for (size_t i = 0; i < lines.size(); ++i) {
       if (i > 0) {
@@ -1642,7 +1693,7 @@ absl::StatusOr<Value> Evaluator::ApplyFilter(const std::string& name, const Valu
   if (name == "center") {
     const Value* w = r.Get(0, "width");
     const int64_t width = w && w->is_int() ? std::min<int64_t>(w->int_value(), 1 << 20) : 80;
-    const std::string s = v.Str();
+    const std::string s = text;
     const int64_t len = static_cast<int64_t>(CodePointCount(s));
     if (width <= len) return Value(s);
     // Python's str.center: the extra space goes left when the padding and width are both odd.
@@ -1654,7 +1705,7 @@ absl::StatusOr<Value> Evaluator::ApplyFilter(const std::string& name, const Valu
   if (name == "wordcount") {
     int64_t words = 0;
     bool in_word = false;
-    for (char32_t cp : CodePoints(v.Str())) {
+    for (char32_t cp : CodePoints(text)) {
       const auto cat = utf8proc_category(static_cast<utf8proc_int32_t>(cp));
       const bool word = cp == '_' || (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO) ||
                         (cat >= UTF8PROC_CATEGORY_ND && cat <= UTF8PROC_CATEGORY_NO);
@@ -1697,6 +1748,7 @@ absl::StatusOr<Value> Evaluator::CallMethod(const Value& self, const std::string
 absl::StatusOr<Value> Evaluator::StringMethod(const std::string& s, const std::string& name,
                                               const std::vector<Value>& args, const Kwargs& kwargs,
                                               size_t pos) {
+  RETURN_IF_ERROR(Work(s.size() / 64, pos));
   ArgReader r(args, kwargs);
   auto string_arg = [&](size_t i, absl::string_view arg_name) -> absl::StatusOr<std::string> {
     const Value* v = r.Get(i, arg_name);

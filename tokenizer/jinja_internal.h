@@ -129,6 +129,10 @@ bool IsPySpace(char32_t cp);
 std::string PyStrRepr(absl::string_view s);
 // Python repr() of a float.
 std::string PyFloatRepr(double d);
+// Python str() / repr() of `v` appended to *out; false (out then partial) once *out would pass
+// max_bytes.
+bool AppendStr(const Value& v, size_t max_bytes, std::string* out);
+bool AppendRepr(const Value& v, size_t max_bytes, std::string* out);
 // Code points of valid UTF-8 text.
 std::vector<char32_t> CodePoints(absl::string_view s);
 std::string FromCodePoints(const std::vector<char32_t>& cps, size_t begin, size_t end);

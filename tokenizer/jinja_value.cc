@@ -81,6 +81,12 @@ std::string PyStrRepr(absl::string_view s) {
   std::string out(1, quote);
   size_t pos = 0;
   while (pos < s.size()) {
+    const char c = s[pos];
+    if (c >= 0x20 && c < 0x7F && c != quote && c != '\\') {  // The common case.
+      out += c;
+      ++pos;
+      continue;
+    }
     const char32_t cp = internal::NextCodePoint(s, &pos);
     if (cp == static_cast<char32_t>(quote) || cp == '\\') {
       out += '\\';
@@ -387,65 +393,88 @@ bool Value::Equals(const Value& other) const {
 }
 
 std::string Value::Str() const {
-  switch (kind_) {
-    case Kind::kUndefined:
-      return "";
-    case Kind::kString:
-      return str();
-    default:
-      return Repr();
-  }
+  std::string out;
+  AppendStr(*this, SIZE_MAX, &out);
+  return out;
 }
 
 std::string Value::Repr() const {
-  switch (kind_) {
-    case Kind::kUndefined:
-      return "";
-    case Kind::kNone:
-      return "None";
-    case Kind::kBool:
-      return int_ ? "True" : "False";
-    case Kind::kInt:
-      return absl::StrCat(int_);
-    case Kind::kFloat:
-      return PyFloatRepr(float_);
-    case Kind::kString:
-      return PyStrRepr(str());
-    case Kind::kList: {
-      std::string out = is_tuple() ? "(" : "[";
-      const auto& list = items();
-      for (size_t i = 0; i < list.size(); ++i) {
-        if (i > 0) out += ", ";
-        out += list[i].Repr();
-      }
-      if (is_tuple() && list.size() == 1) out += ",";
-      out += is_tuple() ? ")" : "]";
-      return out;
-    }
-    case Kind::kDict: {
-      std::string out = "{";
-      bool first = true;
-      for (const auto& [k, v] : dict_items()) {
-        if (!first) out += ", ";
-        first = false;
-        absl::StrAppend(&out, k.Repr(), ": ", v.Repr());
-      }
-      return out + "}";
-    }
-    case Kind::kNamespace: {
-      std::string out = "<Namespace {";
-      bool first = true;
-      for (const auto& [k, v] : ns_->attrs) {
-        if (!first) out += ", ";
-        first = false;
-        absl::StrAppend(&out, PyStrRepr(k), ": ", v.Repr());
-      }
-      return out + "}>";
-    }
-    case Kind::kCallable:
-      return absl::StrCat("<function ", fn_->Name(), ">");
+  std::string out;
+  AppendRepr(*this, SIZE_MAX, &out);
+  return out;
+}
+
+bool AppendStr(const Value& v, size_t max_bytes, std::string* out) {
+  if (v.is_undefined()) return true;
+  if (v.is_string()) {
+    if (out->size() + v.str().size() > max_bytes) return false;
+    *out += v.str();
+    return true;
   }
-  return "";
+  return AppendRepr(v, max_bytes, out);
+}
+
+bool AppendRepr(const Value& v, size_t max_bytes, std::string* out) {
+  switch (v.kind()) {
+    case Value::Kind::kUndefined:
+      break;
+    case Value::Kind::kNone:
+      *out += "None";
+      break;
+    case Value::Kind::kBool:
+      *out += v.bool_value() ? "True" : "False";
+      break;
+    case Value::Kind::kInt:
+      absl::StrAppend(out, v.int_value());
+      break;
+    case Value::Kind::kFloat:
+      *out += PyFloatRepr(v.float_value());
+      break;
+    case Value::Kind::kString:
+      if (out->size() + v.str().size() > max_bytes) return false;
+      *out += PyStrRepr(v.str());
+      break;
+    case Value::Kind::kList: {
+      *out += v.is_tuple() ? "(" : "[";
+      const auto& list = v.items();
+      for (size_t i = 0; i < list.size(); ++i) {
+        if (i > 0) *out += ", ";
+        if (!AppendRepr(list[i], max_bytes, out)) return false;
+      }
+      if (v.is_tuple() && list.size() == 1) *out += ",";
+      *out += v.is_tuple() ? ")" : "]";
+      break;
+    }
+    case Value::Kind::kDict: {
+      *out += "{";
+      bool first = true;
+      for (const auto& [k, val] : v.dict_items()) {
+        if (!first) *out += ", ";
+        first = false;
+        if (!AppendRepr(k, max_bytes, out)) return false;
+        *out += ": ";
+        if (!AppendRepr(val, max_bytes, out)) return false;
+      }
+      *out += "}";
+      break;
+    }
+    case Value::Kind::kNamespace: {
+      *out += "<Namespace {";
+      bool first = true;
+      for (const auto& [k, val] : v.ns()->attrs) {
+        if (!first) *out += ", ";
+        first = false;
+        absl::StrAppend(out, PyStrRepr(k), ": ");
+        if (!AppendRepr(val, max_bytes, out)) return false;
+      }
+      *out += "}>";
+      break;
+    }
+    case Value::Kind::kCallable:
+      absl::StrAppend(out, "<function ", v.callable()->Name(), ">");
+      break;
+  }
+  return out->size() <= max_bytes;
 }
 
 namespace {
@@ -494,6 +523,7 @@ std::string JsonFloat(double d) {
 }
 
 struct JsonWriter {
+  size_t max_bytes;
   int indent;
   std::string item_sep;
   std::string key_sep;
@@ -505,6 +535,10 @@ struct JsonWriter {
   }
 
   absl::Status Write(const Value& v, int level, std::string* out) const {
+    if (out->size() > max_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("tojson: the JSON text would be longer than ", max_bytes, " bytes"));
+    }
     switch (v.kind()) {
       case Value::Kind::kNone:
         *out += "null";
@@ -644,8 +678,8 @@ absl::StatusOr<Value> ConvertJson(const Json& j, int depth) {
 }  // namespace
 
 absl::StatusOr<std::string> Value::ToJson(int indent, std::string item_sep, std::string key_sep,
-                                          bool sort_keys) const {
-  JsonWriter writer{indent, std::move(item_sep), std::move(key_sep), sort_keys};
+                                          bool sort_keys, size_t max_bytes) const {
+  JsonWriter writer{max_bytes, indent, std::move(item_sep), std::move(key_sep), sort_keys};
   if (writer.item_sep.empty()) writer.item_sep = indent >= 0 ? "," : ", ";
   if (writer.key_sep.empty()) writer.key_sep = ": ";
   std::string out;

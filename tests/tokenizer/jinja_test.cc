@@ -355,7 +355,7 @@ TEST(JinjaLimits, DeepNestingIsRefusedAtParse) {
   for (int i = 0; i < 5000; ++i) nots += "not ";
   EXPECT_EQ(Template::Parse(nots + "1 }}").status().code(), absl::StatusCode::kResourceExhausted);
   std::string filters = "{{ 1";
-  for (int i = 0; i < 100000; ++i) filters += "|string";
+  for (int i = 0; i < 20000; ++i) filters += "|string";
   // A long flat chain is fine to parse; it is just long.
   EXPECT_TRUE(Template::Parse(filters + " }}").ok());
 }
@@ -370,10 +370,35 @@ TEST(JinjaLimits, OutputAndStringSizeAreCapped) {
       "{% set ns = namespace(s='x') %}{% for i in range(100) %}{% set ns.s = ns.s ~ ns.s %}"
       "{% endfor %}{{ ns.s|length }}");
   EXPECT_EQ(out.status().code(), absl::StatusCode::kResourceExhausted);
-  out = Render("{{ 'ab' * 100000000000 }}");
+  out = Render("{{ 'ab' * 100000000000 }}", {}, limits);
   EXPECT_EQ(out.status().code(), absl::StatusCode::kResourceExhausted);
-  out = Render("{{ range(100000000000)|length }}");
+  out = Render("{{ range(100000000000)|length }}", {}, limits);
   EXPECT_EQ(out.status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST(JinjaLimits, SharedPiecesCannotMultiplyIntoHugeText) {
+  // 2000 references to one 1000-byte string: cheap as a list, 2 MB as text (limit 1 MB).
+  Limits limits;
+  limits.max_output_bytes = 1 << 20;
+  for (const char* source :
+       {"{{ ['x' * 1000] * 2000 }}", "{{ (['x' * 1000] * 2000)|tojson }}",
+        "{{ (['x' * 1000] * 2000)|join }}", "{{ (['x' * 1000] * 2000)|string|length }}"}) {
+    auto out = Render(source, {}, limits);
+    EXPECT_EQ(out.status().code(), absl::StatusCode::kResourceExhausted) << source;
+  }
+  EXPECT_EQ(*Render("[{{ '' * 100000000000 }}]"), "[]");
+  EXPECT_EQ(*Render("{{ ([] * 100000000000)|length }}"), "0");
+}
+
+TEST(JinjaLimits, QuadraticWorkIsCounted) {
+  Limits limits;
+  limits.max_steps = 1000000;
+  auto out = Render("{{ range(50000)|unique|list|length }}", {}, limits);
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kResourceExhausted);
+  out =
+      Render("{% set l = range(20000)|list %}{% for i in l %}{{ i in l }}{% endfor %}", {}, limits);
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(*Render("{{ range(1000)|unique|list|length }}", {}, limits), "1000");
 }
 
 TEST(JinjaLimits, StepsAreCapped) {
