@@ -4,6 +4,8 @@
 // templates use — and enforces the render limits.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <set>
 
 #include "absl/strings/ascii.h"
@@ -346,6 +348,7 @@ class Evaluator {
   absl::StatusOr<std::vector<Value>> Iterate(const Value& v, size_t pos);
   absl::StatusOr<int64_t> Length(const Value& v, size_t pos) const;
   absl::StatusOr<Value> Binary(const std::string& op, const Value& a, const Value& b, size_t pos);
+  absl::StatusOr<Value> PercentFormat(const std::string& format, const Value& args, size_t pos);
   absl::StatusOr<int> Compare(const Value& a, const Value& b, const std::string& op,
                               size_t pos) const;
   absl::StatusOr<bool> Contains(const Value& container, const Value& item, size_t pos);
@@ -1120,7 +1123,7 @@ absl::StatusOr<Value> Evaluator::Binary(const std::string& op, const Value& a, c
   }
   if (op == "//" || op == "%") {
     if (!nums) {
-      if (op == "%" && a.is_string()) return Err(pos, "string formatting with % is not supported");
+      if (op == "%" && a.is_string()) return PercentFormat(a.str(), b, pos);
       return type_error();
     }
     if (b.AsDouble() == 0) return Err(pos, op == "%" ? "modulo by zero" : "division by zero");
@@ -1165,6 +1168,116 @@ absl::StatusOr<Value> Evaluator::Binary(const std::string& op, const Value& a, c
     return Value(std::pow(a.AsDouble(), b.AsDouble()));
   }
   return Err(pos, absl::StrCat("unknown operator '", op, "'"));
+}
+
+// Python's printf-style `format % args`: %s %r %d %i %f %F %e %E %g %G %x %X %o %c and %%, with
+// flags (-+ 0#), width and precision; no %(name)s mappings and no `*` widths.
+absl::StatusOr<Value> Evaluator::PercentFormat(const std::string& format, const Value& args,
+                                               size_t pos) {
+  std::vector<Value> values = args.is_tuple() ? args.items() : std::vector<Value>{args};
+  size_t next = 0;
+  std::string out;
+  for (size_t i = 0; i < format.size(); ++i) {
+    if (format[i] != '%') {
+      out += format[i];
+      continue;
+    }
+    size_t j = i + 1;
+    std::string spec = "%";
+    while (j < format.size() && std::strchr("-+ 0#", format[j]) != nullptr) spec += format[j++];
+    while (j < format.size() && absl::ascii_isdigit(static_cast<unsigned char>(format[j]))) {
+      spec += format[j++];
+    }
+    if (j < format.size() && format[j] == '.') {
+      spec += format[j++];
+      while (j < format.size() && absl::ascii_isdigit(static_cast<unsigned char>(format[j]))) {
+        spec += format[j++];
+      }
+    }
+    if (j >= format.size()) return Err(pos, "incomplete format");
+    const char type = format[j];
+    i = j;
+    if (spec.size() > 12) return Err(pos, "format width or precision too long");
+    if (type == '%') {
+      out += '%';
+      continue;
+    }
+    if (next >= values.size()) return Err(pos, "not enough arguments for format string");
+    const Value& v = values[next++];
+    char buf[512];
+    switch (type) {
+      case 's':
+      case 'r': {
+        ASSIGN_OR_RETURN(std::string text, type == 's' ? StrOf(v, pos) : Value(v.Repr()).str());
+        spec += 's';
+        if (spec == "%s") {
+          out += text;
+        } else {
+          // Width and precision count code points in Python; pad/cut by hand.
+          std::vector<char32_t> cps = CodePoints(text);
+          const size_t dot = spec.find('.');
+          const bool left = spec.find('-') != std::string::npos;
+          size_t width = 0;
+          for (size_t k = 1; k < (dot == std::string::npos ? spec.size() - 1 : dot); ++k) {
+            if (absl::ascii_isdigit(static_cast<unsigned char>(spec[k]))) {
+              width = width * 10 + static_cast<size_t>(spec[k] - '0');
+            }
+          }
+          if (dot != std::string::npos) {
+            size_t precision = 0;
+            for (size_t k = dot + 1; k + 1 < spec.size(); ++k) {
+              precision = precision * 10 + static_cast<size_t>(spec[k] - '0');
+            }
+            if (cps.size() > precision) cps.resize(precision);
+          }
+          std::string body = FromCodePoints(cps, 0, cps.size());
+          const std::string pad(width > cps.size() ? width - cps.size() : 0, ' ');
+          out += left ? body + pad : pad + body;
+        }
+        break;
+      }
+      case 'd':
+      case 'i':
+      case 'x':
+      case 'X':
+      case 'o':
+      case 'c': {
+        if (!v.is_number()) {
+          return Err(pos, absl::StrCat("%", std::string(1, type),
+                                       " format: a number is required, not ", TypeName(v)));
+        }
+        const long long n = v.is_float() ? static_cast<long long>(v.float_value())
+                                         : static_cast<long long>(v.int_value());
+        if (type == 'c') {
+          if (n < 0 || n > 0x10FFFF) return Err(pos, "%c arg not in range(0x110000)");
+          internal::AppendUtf8(static_cast<char32_t>(n), &out);
+          break;
+        }
+        spec += type == 'i' ? std::string("lld") : absl::StrCat("ll", std::string(1, type));
+        std::snprintf(buf, sizeof(buf), spec.c_str(), n);
+        out += buf;
+        break;
+      }
+      case 'f':
+      case 'F':
+      case 'e':
+      case 'E':
+      case 'g':
+      case 'G':
+        if (!v.is_number()) {
+          return Err(pos, absl::StrCat("must be real number, not ", TypeName(v)));
+        }
+        spec += type;
+        std::snprintf(buf, sizeof(buf), spec.c_str(), v.AsDouble());
+        out += buf;
+        break;
+      default:
+        return Err(pos, absl::StrCat("unsupported format character '", std::string(1, type), "'"));
+    }
+    RETURN_IF_ERROR(CheckSize(out.size(), pos));
+  }
+  if (next < values.size()) return Err(pos, "not all arguments converted during string formatting");
+  return Value(std::move(out));
 }
 
 absl::StatusOr<int> Evaluator::Compare(const Value& a, const Value& b, const std::string& op,

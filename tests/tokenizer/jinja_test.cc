@@ -193,6 +193,9 @@ b	c\d'eAé)~~"},
         {"range",
          R"~~({{ range(3)|list }} {{ range(1, 10, 3)|list }} {{ range(3, 0, -1)|list }})~~",
          R"~~([0, 1, 2] [1, 4, 7] [3, 2, 1])~~"},
+        {"percent_format",
+         R"~~({{ '%s and %d; %5.2f|%-4s|%r|%%|%x|%03d|%.2s' % ('a', 3, 3.14159, 'ab', 'q', 255, 7, 'xyz') }}|{{ 'n=%s' % 5 }}|{{ '%s' % [1, 'a'] }}|{{ '%5s|%c' % ('ü', 233) }})~~",
+         R"~~(a and 3;  3.14|ab  |'q'|%|ff|007|xy|n=5|[1, 'a']|    ü|é)~~"},
 };
 
 class ReferenceTest : public ::testing::TestWithParam<ReferenceCase> {};
