@@ -23,6 +23,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/util/files.h"
 #include "tests/util/skip.h"
 
 namespace swarm::tokenizer {
@@ -33,23 +34,11 @@ using OrderedJson = nlohmann::ordered_json;
 
 const std::string kFixtures = std::string(SWARM_SHARED_DIR) + "/fixtures/chat_templates";
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-}
+using test_util::ReadFile;
+using test_util::WriteFile;
 
 std::string TempDir(const std::string& name) {
-  std::string dir =
-      absl::StrCat(::testing::TempDir(), "/swarm_chat_template_test_", ::getpid(), "_", name);
-  std::filesystem::create_directories(dir);
-  return dir;
+  return test_util::MakeTempDir("swarm_chat_template_test", name);
 }
 
 jinja::Value ToValue(const OrderedJson& j) {
