@@ -8,6 +8,7 @@
 #include <cstring>
 #include <set>
 
+#include "absl/base/attributes.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
@@ -240,6 +241,32 @@ class ArgReader {
   const Kwargs& kwargs_;
 };
 
+// The `loop` object of iteration i of n (noinline: it is big, and loops nest).
+ABSL_ATTRIBUTE_NOINLINE Value LoopObject(int64_t i, int64_t n, const std::vector<Value>& items) {
+  std::vector<std::pair<Value, Value>> loop = {
+      {Value("index"), Value(i + 1)},
+      {Value("index0"), Value(i)},
+      {Value("revindex"), Value(n - i)},
+      {Value("revindex0"), Value(n - i - 1)},
+      {Value("first"), Value(i == 0)},
+      {Value("last"), Value(i == n - 1)},
+      {Value("length"), Value(n)},
+      {Value("depth"), Value(1)},
+      {Value("depth0"), Value(0)},
+      {Value("previtem"), i > 0 ? items[i - 1] : Value::Undefined("there is no previous item")},
+      {Value("nextitem"), i + 1 < n ? items[i + 1] : Value::Undefined("there is no next item")},
+      {Value("cycle"),
+       Value::Function("loop.cycle",
+                       [i](const std::vector<Value>& args, const Kwargs&) -> absl::StatusOr<Value> {
+                         if (args.empty()) {
+                           return absl::InvalidArgumentError("loop.cycle() needs an argument");
+                         }
+                         return args[static_cast<size_t>(i) % args.size()];
+                       })},
+  };
+  return Value::Dict(std::move(loop));
+}
+
 // str(v), at most 64 KiB (for messages).
 std::string Capped(const Value& v) {
   std::string out;
@@ -328,7 +355,12 @@ class Evaluator {
 
   absl::StatusOr<Flow> Exec(const Body& body, Scope& scope, std::string* out);
   absl::StatusOr<Flow> ExecNode(const Node& node, Scope& scope, std::string* out);
-  absl::StatusOr<Flow> ExecFor(const Node& node, Scope& scope, std::string* out);
+  // Kept out of ExecNode (noinline) so that the frame of each nested statement stays small.
+  ABSL_ATTRIBUTE_NOINLINE absl::StatusOr<Flow> ExecFor(const Node& node, Scope& scope,
+                                                       std::string* out);
+  ABSL_ATTRIBUTE_NOINLINE absl::Status ExecCapture(const Node& node, Scope& scope,
+                                                   std::string* out);
+  ABSL_ATTRIBUTE_NOINLINE absl::Status ExecSet(const Node& node, Scope& scope);
   absl::Status Assign(const std::vector<std::string>& targets, const Value& value, Scope& scope,
                       size_t pos);
 
@@ -565,45 +597,13 @@ absl::StatusOr<Flow> Evaluator::ExecNode(const Node& node, Scope& scope, std::st
       return Exec(node.else_body, scope, out);
     case Node::Kind::kFor:
       return ExecFor(node, scope, out);
-    case Node::Kind::kSet: {
-      ASSIGN_OR_RETURN(Value v, Eval(*node.expr, scope));
-      if (node.attr.empty()) {
-        RETURN_IF_ERROR(Assign(node.targets, v, scope, node.pos));
-        return Flow::kNormal;
-      }
-      const Value* ns = scope.Find(node.targets[0]);
-      if (ns == nullptr || !ns->is_namespace()) {
-        return Err(node.pos, absl::StrCat("cannot assign attribute '", node.attr, "' of '",
-                                          node.targets[0], "': it is not a namespace"));
-      }
-      if (v.has_namespace()) return Err(node.pos, "a namespace cannot hold a namespace");
-      RETURN_IF_ERROR(CheckDepth(v, node.pos));
-      ns->ns()->Set(node.attr, std::move(v));
+    case Node::Kind::kSet:
+      RETURN_IF_ERROR(ExecSet(node, scope));
       return Flow::kNormal;
-    }
     case Node::Kind::kSetBlock:
-    case Node::Kind::kFilterBlock: {
-      std::string captured;
-      Scope inner(&scope);
-      ASSIGN_OR_RETURN(Flow flow, Exec(node.body, inner, &captured));
-      (void)flow;
-      Value v(std::move(captured));
-      if (node.filter) {
-        const Value* saved = block_subject_;
-        block_subject_ = &v;
-        absl::StatusOr<Value> filtered = Eval(*node.filter, scope);
-        block_subject_ = saved;
-        if (!filtered.ok()) return filtered.status();
-        v = *std::move(filtered);
-      }
-      if (node.kind == Node::Kind::kSetBlock) {
-        scope.Set(node.targets[0], std::move(v));
-      } else {
-        ASSIGN_OR_RETURN(std::string text, StrOf(v, node.pos));
-        RETURN_IF_ERROR(Append(out, text, node.pos));
-      }
+    case Node::Kind::kFilterBlock:
+      RETURN_IF_ERROR(ExecCapture(node, scope, out));
       return Flow::kNormal;
-    }
     case Node::Kind::kMacro:
       scope.Set(node.text, Value::FromCallable(std::make_shared<MacroCallable>(&node)));
       return Flow::kNormal;
@@ -625,6 +625,46 @@ absl::StatusOr<Flow> Evaluator::ExecNode(const Node& node, Scope& scope, std::st
       return Flow::kContinue;
   }
   return Flow::kNormal;
+}
+
+absl::Status Evaluator::ExecSet(const Node& node, Scope& scope) {
+  ASSIGN_OR_RETURN(Value v, Eval(*node.expr, scope));
+  if (node.attr.empty()) {
+    RETURN_IF_ERROR(Assign(node.targets, v, scope, node.pos));
+    return absl::OkStatus();
+  }
+  const Value* ns = scope.Find(node.targets[0]);
+  if (ns == nullptr || !ns->is_namespace()) {
+    return Err(node.pos, absl::StrCat("cannot assign attribute '", node.attr, "' of '",
+                                      node.targets[0], "': it is not a namespace"));
+  }
+  if (v.has_namespace()) return Err(node.pos, "a namespace cannot hold a namespace");
+  RETURN_IF_ERROR(CheckDepth(v, node.pos));
+  ns->ns()->Set(node.attr, std::move(v));
+  return absl::OkStatus();
+}
+
+absl::Status Evaluator::ExecCapture(const Node& node, Scope& scope, std::string* out) {
+  std::string captured;
+  Scope inner(&scope);
+  ASSIGN_OR_RETURN(Flow flow, Exec(node.body, inner, &captured));
+  (void)flow;
+  Value v(std::move(captured));
+  if (node.filter) {
+    const Value* saved = block_subject_;
+    block_subject_ = &v;
+    absl::StatusOr<Value> filtered = Eval(*node.filter, scope);
+    block_subject_ = saved;
+    if (!filtered.ok()) return filtered.status();
+    v = *std::move(filtered);
+  }
+  if (node.kind == Node::Kind::kSetBlock) {
+    scope.Set(node.targets[0], std::move(v));
+  } else {
+    ASSIGN_OR_RETURN(std::string text, StrOf(v, node.pos));
+    RETURN_IF_ERROR(Append(out, text, node.pos));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Flow> Evaluator::ExecFor(const Node& node, Scope& scope, std::string* out) {
@@ -652,29 +692,7 @@ absl::StatusOr<Flow> Evaluator::ExecFor(const Node& node, Scope& scope, std::str
     RETURN_IF_ERROR(Step(node.pos));
     Scope inner(&scope);
     RETURN_IF_ERROR(Assign(node.targets, items[i], inner, node.pos));
-    std::vector<std::pair<Value, Value>> loop = {
-        {Value("index"), Value(i + 1)},
-        {Value("index0"), Value(i)},
-        {Value("revindex"), Value(n - i)},
-        {Value("revindex0"), Value(n - i - 1)},
-        {Value("first"), Value(i == 0)},
-        {Value("last"), Value(i == n - 1)},
-        {Value("length"), Value(n)},
-        {Value("depth"), Value(1)},
-        {Value("depth0"), Value(0)},
-        {Value("previtem"), i > 0 ? items[i - 1] : Value::Undefined("there is no previous item")},
-        {Value("nextitem"), i + 1 < n ? items[i + 1] : Value::Undefined("there is no next item")},
-        {Value("cycle"),
-         Value::Function(
-             "loop.cycle",
-             [i](const std::vector<Value>& args, const Kwargs&) -> absl::StatusOr<Value> {
-               if (args.empty()) {
-                 return absl::InvalidArgumentError("loop.cycle() needs an argument");
-               }
-               return args[static_cast<size_t>(i) % args.size()];
-             })},
-    };
-    inner.Set("loop", Value::Dict(std::move(loop)));
+    inner.Set("loop", LoopObject(i, n, items));
     ASSIGN_OR_RETURN(Flow flow, Exec(node.body, inner, out));
     if (flow == Flow::kBreak) break;
   }
