@@ -282,6 +282,14 @@ TEST_F(ChatTemplateCli, PrintsTheRenderingAsOneJsonString) {
     OrderedJson printed = OrderedJson::parse(r.out, nullptr, false);
     ASSERT_TRUE(printed.is_string()) << r.out;
     EXPECT_EQ(printed.get<std::string>(), c.at("rendered").get<std::string>());
+    // The same as one OpenAI-style request object holding messages and tools.
+    OrderedJson request = {{"messages", c.at("messages")}, {"tools", c.at("tools")}};
+    WriteFile(dir + "/request.json", request.dump());
+    CliResult r2 = Swarm(absl::StrCat(
+        "chat-template --tokenizer-config '", kFixtures, "/templates/llama-3.2.json' --messages '",
+        dir, "/request.json' --date 2024-07-26", gen ? " --add-generation-prompt" : ""));
+    ASSERT_EQ(r2.code, 0) << r2.err;
+    EXPECT_EQ(r2.out, r.out);
     ++checked;
   }
   EXPECT_EQ(checked, 2);
