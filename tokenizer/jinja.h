@@ -12,7 +12,8 @@
 //
 // Values are immutable (as in the sandbox) except namespaces. Value is cheap to copy (strings and
 // containers are shared). A Template is immutable after Parse and may be rendered from many
-// threads at once; everything a render mutates lives in that render.
+// threads at once; everything a render mutates lives in that render (do not pass a namespace in
+// as a global to concurrent renders).
 //
 // Hostile templates and data are bounded: parse nesting depth, render call depth, value nesting
 // depth, loop iterations and the size of any string built (the output included) are capped
@@ -165,9 +166,12 @@ struct ParseOptions {
 };
 
 struct Limits {
-  size_t max_output_bytes = size_t{64} << 20;  // Any string built, the output included.
-  int64_t max_steps = 20'000'000;              // Loop iterations + calls + outputs, in total.
-  int max_call_depth = 64;                     // Nested macro calls.
+  // Any string built, the output included; a list may hold this many bytes of Values.
+  size_t max_output_bytes = size_t{64} << 20;
+  // Units of work in a render: loop iterations, calls, outputs, elements visited, 64-byte pieces
+  // of text processed.
+  int64_t max_steps = 20'000'000;
+  int max_call_depth = 64;  // Nested macro calls.
 };
 
 class Template {
