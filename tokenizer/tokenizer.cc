@@ -419,18 +419,6 @@ std::optional<std::string> BpeTokenizer::IdToToken(int64_t id) const {
   return *token;
 }
 
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat("cannot open tokenizer file '", path, "': ", std::strerror(errno)));
-  }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading '", path, "'"));
-  return ss.str();
-}
-
 absl::StatusOr<std::unique_ptr<BpeTokenizer>> ParseTokenizer(absl::string_view json_text,
                                                              absl::string_view source) {
   const std::string context = absl::StrCat("tokenizer '", source, "'");
@@ -460,12 +448,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string
   std::error_code ec;
   fs::path file(path);
   if (fs::is_directory(file, ec)) file /= "tokenizer.json";
-  ASSIGN_OR_RETURN(std::string text, ReadWholeFile(file.string()));
+  ASSIGN_OR_RETURN(std::string text, internal::ReadWholeFile(file.string()));
   ASSIGN_OR_RETURN(std::unique_ptr<BpeTokenizer> tok, ParseTokenizer(text, file.string()));
 
   const fs::path config_path = file.parent_path() / "tokenizer_config.json";
   if (fs::exists(config_path, ec)) {
-    ASSIGN_OR_RETURN(std::string config_text, ReadWholeFile(config_path.string()));
+    ASSIGN_OR_RETURN(std::string config_text, internal::ReadWholeFile(config_path.string()));
     Json config = Json::parse(config_text, nullptr, /*allow_exceptions=*/false);
     if (config.is_discarded()) {
       return absl::InvalidArgumentError(
@@ -544,5 +532,20 @@ std::string StreamDecoder::Flush() {
   emitted_bytes_ = text.size();
   return piece;
 }
+
+namespace internal {
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot open '", path, "': ", std::strerror(errno)));
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading '", path, "'"));
+  return ss.str();
+}
+
+}  // namespace internal
 
 }  // namespace swarm::tokenizer

@@ -47,6 +47,9 @@ void AppendUtf8(char32_t cp, std::string* out);
 // Rust's String::from_utf8_lossy: every maximal ill-formed subsequence becomes U+FFFD.
 std::string Utf8Lossy(absl::string_view bytes);
 
+// The bytes of the file at `path`; NotFound naming it when it cannot be opened.
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
+
 // Unicode White_Space (what Rust's char::is_whitespace and regex \\s accept).
 bool IsUnicodeWhitespace(char32_t cp);
 

@@ -23,6 +23,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/util/files.h"
 #include "tests/util/skip.h"
 
 namespace swarm::tokenizer {
@@ -35,23 +36,11 @@ const std::string kShared = SWARM_SHARED_DIR;
 const std::string kTokenizers = kShared + "/fixtures/tokenizers";
 const std::string kStories = kShared + "/models/stories260K";
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-}
+using test_util::ReadFile;
+using test_util::WriteFile;
 
 std::string TempDir(const std::string& name) {
-  std::string dir =
-      absl::StrCat(::testing::TempDir(), "/swarm_tokenizer_test_", ::getpid(), "_", name);
-  std::filesystem::create_directories(dir);
-  return dir;
+  return test_util::MakeTempDir("swarm_tokenizer_test", name);
 }
 
 // Loads each fixture tokenizer once per process (the 128k/150k files take a moment).
