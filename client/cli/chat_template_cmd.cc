@@ -100,9 +100,26 @@ absl::Status Run(const Flags& flags) {
   return absl::OkStatus();
 }
 
+const FlagSet& ChatTemplateFlags() {
+  static const FlagSet flags = [] {
+    FlagSet f("swarm chat-template",
+              "renders a model's chat template for a conversation; prints it as one JSON string");
+    f.Required("tokenizer-config", "FILE",
+               "tokenizer_config.json holding chat_template (a chat_template.jinja beside it "
+               "wins)")
+        .Required("messages", "FILE",
+                  "a JSON list of messages, or an object {messages, tools} as OpenAI's API takes")
+        .Value("tools", "FILE", "", "a JSON list of tool definitions")
+        .Bool("add-generation-prompt", "end with the assistant turn's opening")
+        .Value("date", "YYYY-MM-DD", "",
+               "the date strftime_now gives (default: $SWARM_DATE, else today)");
+    return f;
+  }();
+  return flags;
+}
+
 int ChatTemplateCommand(const std::vector<std::string>& args) {
-  absl::StatusOr<Flags> flags = Flags::Parse(
-      args, {"tokenizer-config", "messages", "tools", "date"}, {"add-generation-prompt"});
+  absl::StatusOr<Flags> flags = ChatTemplateFlags().Parse(args);
   if (!flags.ok()) return Fail(kName, flags.status());
   absl::Status status = Run(*flags);
   if (!status.ok()) return Fail(kName, status);
@@ -111,10 +128,7 @@ int ChatTemplateCommand(const std::vector<std::string>& args) {
 
 }  // namespace
 
-SWARM_REGISTER_COMMAND(chat_template, "chat-template",
-                       "chat-template --tokenizer-config FILE --messages FILE [--tools FILE] "
-                       "[--add-generation-prompt] [--date YYYY-MM-DD]   "
-                       "# prints the chat template's rendering as one JSON string",
-                       ChatTemplateCommand);
+SWARM_REGISTER_COMMAND_FLAGS(chat_template, "chat-template", ChatTemplateCommand,
+                             ChatTemplateFlags);
 
 }  // namespace swarm::cli
