@@ -54,7 +54,7 @@ template <typename F>
 at::Tensor RowWise(const at::Tensor& x, int64_t invariant_rows, F f) {
   const int64_t T = x.size(0);
   const int64_t a = std::clamp<int64_t>(invariant_rows, 0, T);
-  if (a <= 1) return f(x);
+  if (a == 0 || T == 1) return f(x);
   std::vector<at::Tensor> parts;
   parts.reserve(a + 1);
   for (int64_t r = 0; r < a; ++r) parts.push_back(f(x.narrow(0, r, 1)));

@@ -160,15 +160,16 @@ TEST_P(BatchTest, MixedBatchGivesEachSessionWhatItGetsAlone) {
 
 // The property: a decode row is the same bytes alone and in batches of several compositions
 // (other decode rows, more of them than kInvariantMaxRows, short and long chunks, any order); its
-// logits too, alone and among the last rows of other sequences.
-TEST_P(BatchTest, DecodeRowsAreBitIdenticalInAnyBatch) {
+// logits too, alone and among the last rows of other sequences. Both with fused q/k/v and gate/up
+// weights (copies) and with separate zero-copy views, whose activations see other shapes.
+void ExpectDecodeRowsBitIdentical(const Engine& engine, const Batcher& batcher) {
   std::vector<Step> decodes;
   for (int64_t pos = 2; pos < 38; pos += 2) decodes.push_back({pos, 1});  // 18 sessions.
   std::vector<HostTensor> alone;
   std::vector<std::vector<float>> alone_logits;
   for (const Step& s : decodes) {
-    alone.push_back(batcher_->Alone(s));
-    alone_logits.push_back(batcher_->Logits(alone.back()));
+    alone.push_back(batcher.Alone(s));
+    alone_logits.push_back(batcher.Logits(alone.back()));
   }
   const std::vector<std::vector<int>> compositions = {
       {0, 1, 2, 3},
@@ -181,7 +182,7 @@ TEST_P(BatchTest, DecodeRowsAreBitIdenticalInAnyBatch) {
     std::vector<Step> steps;
     for (int i : comp) steps.push_back(i >= 0 ? decodes[i] : Step{10, -i});
     SCOPED_TRACE("batch of " + std::to_string(steps.size()) + " sequences");
-    std::vector<HostTensor> out = batcher_->Batched(steps);
+    std::vector<HostTensor> out = batcher.Batched(steps);
     std::vector<HostTensor> last_rows;
     std::vector<int> decode_index;
     for (size_t j = 0; j < comp.size(); ++j) {
@@ -191,11 +192,11 @@ TEST_P(BatchTest, DecodeRowsAreBitIdenticalInAnyBatch) {
       decode_index.push_back(comp[j]);
     }
     // The head over the decode rows together, kInvariantMaxRows at a time.
-    const int64_t V = engine_->config().vocab_size;
+    const int64_t V = engine.config().vocab_size;
     for (size_t g = 0; g < last_rows.size(); g += kInvariantMaxRows) {
       const size_t n = std::min<size_t>(kInvariantMaxRows, last_rows.size() - g);
       std::vector<HostTensor> group(last_rows.begin() + g, last_rows.begin() + g + n);
-      std::vector<float> logits = batcher_->Logits(Batcher::Concat(group));
+      std::vector<float> logits = batcher.Logits(Batcher::Concat(group));
       ASSERT_EQ(logits.size(), n * V);
       for (size_t r = 0; r < n; ++r) {
         const std::vector<float>& want = alone_logits[decode_index[g + r]];
@@ -204,6 +205,17 @@ TEST_P(BatchTest, DecodeRowsAreBitIdenticalInAnyBatch) {
       }
     }
   }
+}
+
+TEST_P(BatchTest, DecodeRowsAreBitIdenticalInAnyBatch) {
+  SCOPED_TRACE("fused copies");
+  ExpectDecodeRowsBitIdentical(*engine_, *batcher_);
+  LoadOptions zero_copy;
+  zero_copy.copy_weights = false;
+  auto engine = Engine::Create(GetParam().model_dir, zero_copy);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  SCOPED_TRACE("zero-copy views");
+  ExpectDecodeRowsBitIdentical(**engine, Batcher(**engine, ids_));
 }
 
 // A wrong start position and a step past the context fail with their own status, leave their
@@ -255,7 +267,8 @@ TEST_P(BatchTest, WholeCallErrorsAreInvalidArgument) {
   EXPECT_EQ(code(h, {{0, 1, a.get()}, {0, 2, a.get()}}, all), kInvalid) << "a shared cache";
   EXPECT_EQ(code(h, {{0, 3, nullptr}}, all), kInvalid) << "no cache";
   EXPECT_EQ(code(h, {}, all), kInvalid) << "no sequences";
-  EXPECT_EQ(code(h, {{0, 3, a.get()}}, {engine_->config().num_layers}), kInvalid) << "layer";
+  EXPECT_EQ(code(h, {{0, 3, a.get()}}, {static_cast<int>(engine_->config().num_layers)}), kInvalid)
+      << "layer";
   HostTensor narrow = h;
   narrow.shape[1] -= 1;
   narrow.data.resize(narrow.shape[0] * narrow.shape[1] * DTypeSize(h.dtype));
@@ -284,18 +297,23 @@ TEST(BatchInvariance, HoldsWhereLibTorchSplitsRowwiseWork) {
   o.seed = 7;
   o.out_dir = dir;
   ASSERT_TRUE(tools::WriteSynthModel(o).ok());
-  auto engine = Engine::Create(dir);
-  ASSERT_TRUE(engine.ok()) << engine.status();
   std::vector<int64_t> ids;
   for (int64_t i = 0; i < 100; ++i) ids.push_back(3 + (i * 37) % 290);
-  Batcher batcher(**engine, ids);
-  std::vector<Step> steps = {{20, 64}};
-  for (int64_t pos = 1; pos <= 21; ++pos) steps.push_back({pos, 1});
-  std::vector<HostTensor> out = batcher.Batched(steps);
-  for (size_t i = 1; i < steps.size(); ++i) {
-    EXPECT_EQ(out[i].data, batcher.Alone(steps[i]).data) << "decode row at " << steps[i].start;
+  for (bool copy : {true, false}) {
+    SCOPED_TRACE(copy ? "fused copies" : "zero-copy views");
+    LoadOptions options;
+    options.copy_weights = copy;
+    auto engine = Engine::Create(dir, options);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    Batcher batcher(**engine, ids);
+    std::vector<Step> steps = {{20, 64}};
+    for (int64_t pos = 1; pos <= 21; ++pos) steps.push_back({pos, 1});
+    std::vector<HostTensor> out = batcher.Batched(steps);
+    for (size_t i = 1; i < steps.size(); ++i) {
+      EXPECT_EQ(out[i].data, batcher.Alone(steps[i]).data) << "decode row at " << steps[i].start;
+    }
+    EXPECT_LT(MaxAbsDiff(out[0].ToFloats(), batcher.Alone(steps[0]).ToFloats()), 1e-4);
   }
-  EXPECT_LT(MaxAbsDiff(out[0].ToFloats(), batcher.Alone(steps[0]).ToFloats()), 1e-4);
   std::filesystem::remove_all(dir);
 }
 

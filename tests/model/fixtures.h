@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,9 @@ inline std::vector<Fixture> Fixtures() {
       {"gpt2", kShared + "/fixtures/hf-random/gpt2", {"long", "short"}},
   };
 }
+
+// How gtest prints a fixture parameter.
+inline void PrintTo(const Fixture& f, std::ostream* os) { *os << f.name; }
 
 // A gtest name for a fixture ("llama-gqa" → "llama_gqa").
 inline std::string FixtureTestName(const ::testing::TestParamInfo<Fixture>& info) {
