@@ -121,8 +121,10 @@ long RunRssChild(const std::string& self, const std::string& dir, int n) {
   return kb;
 }
 
-// The batched decode step at each batch size in `sizes` (sessions prefilled with `prompt`): best of
-// `reps` steps of the layers alone and of layers + head, printed with the ratio to the first size.
+// The batched decode step at each batch size in `sizes` (sessions prefilled with `prompt`): the
+// sizes take turns within each of `reps` rounds (after a warm-up round), so that a change in the
+// machine's load hits all of them alike; best of the rounds for the layers alone and for layers +
+// head, printed with the ratio to the first size.
 int BatchSteps(const swarm::model::Engine& engine, const std::vector<int64_t>& prompt,
                const std::vector<int>& sizes, int reps) {
   const auto& layers = engine.layers();
@@ -135,48 +137,51 @@ int BatchSteps(const swarm::model::Engine& engine, const std::vector<int64_t>& p
     caches.push_back(layers.NewCache());
     if (!layers.Forward(*h, 0, layers.layers(), caches.back().get()).ok()) return 1;
   }
+  // One step of B decode rows (sessions 0..B-1 at their next positions): layers, layers + head.
+  auto step = [&](int B, double* t_layers, double* t_step) {
+    std::vector<swarm::model::BatchSequence> seqs;
+    HostTensor x;
+    x.shape = {B, engine.config().hidden_size};
+    for (int b = 0; b < B; ++b) {
+      const int64_t pos = caches[b]->Length(layers.layers()[0]);
+      const int64_t id[1] = {prompt[(pos + b) % prompt.size()]};
+      auto e = ends.Embed(id, pos);
+      if (!e.ok()) return false;
+      x.data += e->data;
+      seqs.push_back({pos, 1, caches[b].get()});
+    }
+    auto t0 = Clock::now();
+    auto out = layers.ForwardBatch(x, seqs, layers.layers());
+    auto t1 = Clock::now();
+    if (!out.ok()) return false;
+    auto logits = ends.Logits(out->hidden, false);
+    auto t2 = Clock::now();
+    if (!logits.ok()) return false;
+    for (const auto& st : out->status) {
+      if (!st.ok()) return false;
+    }
+    *t_layers = Seconds(t0, t1);
+    *t_step = Seconds(t0, t2);
+    return true;
+  };
+  std::vector<double> best_layers(sizes.size(), 1e30), best_step(sizes.size(), 1e30);
+  for (int rep = 0; rep <= reps; ++rep) {  // Round 0 warms up.
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      double tl = 0, ts = 0;
+      if (!step(sizes[i], &tl, &ts)) return 1;
+      if (rep == 0) continue;
+      best_layers[i] = std::min(best_layers[i], tl);
+      best_step[i] = std::min(best_step[i], ts);
+    }
+  }
   std::printf("batched decode step (ForwardBatch of B decode rows, context %zu; best of %d)\n",
               prompt.size(), reps);
-  double base_layers = 0, base_step = 0;
-  for (int B : sizes) {
-    double best_layers = 1e30, best_step = 1e30;
-    for (int rep = 0; rep <= reps; ++rep) {  // Rep 0 warms up.
-      std::vector<swarm::model::BatchSequence> seqs;
-      std::string rows;
-      HostTensor x;
-      for (int b = 0; b < B; ++b) {
-        const int64_t pos = caches[b]->Length(layers.layers()[0]);
-        const int64_t id[1] = {prompt[(pos + b) % prompt.size()]};
-        auto e = ends.Embed(id, pos);
-        if (!e.ok()) return 1;
-        rows += e->data;
-        x.shape = {b + 1, e->shape[1]};
-        seqs.push_back({pos, 1, caches[b].get()});
-      }
-      x.data = std::move(rows);
-      auto t0 = Clock::now();
-      auto out = layers.ForwardBatch(x, seqs, layers.layers());
-      auto t1 = Clock::now();
-      if (!out.ok()) return 1;
-      auto logits = ends.Logits(out->hidden, false);
-      auto t2 = Clock::now();
-      if (!logits.ok()) return 1;
-      for (const auto& st : out->status) {
-        if (!st.ok()) return 1;
-      }
-      if (rep == 0) continue;
-      best_layers = std::min(best_layers, Seconds(t0, t1));
-      best_step = std::min(best_step, Seconds(t0, t2));
-    }
-    if (base_step == 0) {
-      base_layers = best_layers;
-      base_step = best_step;
-    }
+  for (size_t i = 0; i < sizes.size(); ++i) {
     std::printf(
         "  batch %2d        layers %8.2f ms (%.2fx batch %d)  + head %8.2f ms (%.2fx)  "
         "%.1f tokens/s\n",
-        B, best_layers * 1e3, best_layers / base_layers, sizes[0], best_step * 1e3,
-        best_step / base_step, B / best_step);
+        sizes[i], best_layers[i] * 1e3, best_layers[i] / best_layers[0], sizes[0],
+        best_step[i] * 1e3, best_step[i] / best_step[0], sizes[i] / best_step[i]);
   }
   return 0;
 }
@@ -275,7 +280,7 @@ int main(int argc, char** argv) {
   std::printf("read bandwidth   %.2f GB/s (measured, %d threads)\n", bw / 1e9, threads);
   std::printf("achieved         %.2f GB/s = %.1f %% of the bandwidth roofline\n", achieved / 1e9,
               100.0 * achieved / bw);
-  if (!batch_steps.empty() && BatchSteps(**engine, prompt, batch_steps, 5) != 0) {
+  if (!batch_steps.empty() && BatchSteps(**engine, prompt, batch_steps, 7) != 0) {
     std::fprintf(stderr, "model_bench: the batched step failed\n");
     return 1;
   }
