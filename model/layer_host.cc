@@ -88,17 +88,34 @@ absl::StatusOr<std::unique_ptr<LayerHostImpl>> LayerHostImpl::Create(
   return host;
 }
 
+// h is [T, hidden_size] with its bytes (Forward's and ForwardBatch's first check).
+absl::Status CheckHidden(const LayerHost& host, const HostTensor& h) {
+  const int64_t d = host.config().hidden_size;
+  RETURN_IF_ERROR(h.Validate());
+  if (h.shape.size() != 2 || h.shape[1] != d) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("hidden states have shape ", ShapeString(h.shape), ", expected [T,", d, "]"));
+  }
+  return absl::OkStatus();
+}
+
+// Every layer of `layers` is hosted.
+absl::Status CheckHosted(const LayerHost& host, absl::Span<const int> layers) {
+  for (int l : layers) {
+    if (!host.Hosts(l)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer ", l, " is not hosted here (hosted: ", absl::StrJoin(host.layers(), ","), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // The checks of a whole ForwardBatch call (LayerHost's contract), shared by the default
 // implementation and LayerHostImpl's.
 absl::Status CheckBatchCall(const LayerHost& host, const HostTensor& h,
                             absl::Span<const BatchSequence> sequences,
                             absl::Span<const int> layers) {
-  const ModelConfig& c = host.config();
-  RETURN_IF_ERROR(h.Validate());
-  if (h.shape.size() != 2 || h.shape[1] != c.hidden_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "hidden states have shape ", ShapeString(h.shape), ", expected [T,", c.hidden_size, "]"));
-  }
+  RETURN_IF_ERROR(CheckHidden(host, h));
   if (sequences.empty()) return absl::InvalidArgumentError("a batch with no sequences");
   int64_t total = 0;
   for (size_t i = 0; i < sequences.size(); ++i) {
@@ -123,20 +140,14 @@ absl::Status CheckBatchCall(const LayerHost& host, const HostTensor& h,
     return absl::InvalidArgumentError(
         absl::StrCat("the sequences bring ", total, " rows; the hidden states hold ", h.shape[0]));
   }
-  for (int l : layers) {
-    if (!host.Hosts(l)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "layer ", l, " is not hosted here (hosted: ", absl::StrJoin(host.layers(), ","), ")"));
-    }
-  }
-  return absl::OkStatus();
+  return CheckHosted(host, layers);
 }
 
 absl::StatusOr<TorchKvCache*> LayerHostImpl::CheckSequence(int64_t start_pos, int64_t rows,
                                                            absl::Span<const int> layers,
                                                            KvCache* cache) const {
   const int64_t context = config().max_position_embeddings;
-  if (start_pos < 0 || start_pos + rows > context) {
+  if (start_pos < 0 || start_pos > context - rows) {
     return absl::OutOfRangeError(absl::StrCat("positions ", start_pos, "..", start_pos + rows - 1,
                                               " exceed the context of ", context, " tokens"));
   }
@@ -165,20 +176,10 @@ absl::StatusOr<HostTensor> LayerHostImpl::Run(const HostTensor& h, BatchRows bat
 absl::StatusOr<HostTensor> LayerHostImpl::Forward(const HostTensor& h, int64_t start_pos,
                                                   absl::Span<const int> layers,
                                                   KvCache* cache) const {
-  const ModelConfig& c = config();
-  RETURN_IF_ERROR(h.Validate());
-  if (h.shape.size() != 2 || h.shape[1] != c.hidden_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "hidden states have shape ", ShapeString(h.shape), ", expected [T,", c.hidden_size, "]"));
-  }
+  RETURN_IF_ERROR(CheckHidden(*this, h));
   const int64_t T = h.shape[0];
   if (T < 1) return absl::InvalidArgumentError("hidden states hold no tokens");
-  for (int l : layers) {
-    if (!Hosts(l)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "layer ", l, " is not hosted here (hosted: ", absl::StrJoin(layers_, ","), ")"));
-    }
-  }
+  RETURN_IF_ERROR(CheckHosted(*this, layers));
   ASSIGN_OR_RETURN(TorchKvCache * kvc, CheckSequence(start_pos, T, layers, cache));
   // The batch of one: the same code as ForwardBatch.
   ASSIGN_OR_RETURN(
