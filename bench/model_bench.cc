@@ -1,18 +1,24 @@
 // Single-process engine benchmark: prefill and decode tokens/s at batch 1, bytes of weights read
 // per decoded token, the machine's streaming read bandwidth measured in the same run, and the
 // achieved fraction of that roofline. With --rss it also reports the peak RSS of fresh processes
-// that load half of the layers vs all of them (each run in a child process of this binary).
+// that load half of the layers vs all of them (each run in a child process of this binary). With
+// --batch-steps B1,B2,... it times the batched decode step (LayerHost::ForwardBatch of B decode
+// rows, one per session, each session's cache holding the prompt, then the LM head over the B
+// rows) and reports each step time against batch 1's, measured in the same run.
 //
 //   model_bench --model DIR [--prompt-tokens 128] [--decode-tokens 64] [--threads N] [--rss]
+//               [--batch-steps 1,8,16]
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <numeric>
 #include <string>
 #include <thread>
@@ -20,6 +26,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/types/span.h"
 #include "model/checkpoint.h"
 #include "model/generate.h"
@@ -114,12 +121,78 @@ long RunRssChild(const std::string& self, const std::string& dir, int n) {
   return kb;
 }
 
+// The batched decode step at each batch size in `sizes` (sessions prefilled with `prompt`): the
+// sizes take turns within each of `reps` rounds (after a warm-up round), so that a change in the
+// machine's load hits all of them alike; best of the rounds for the layers alone and for layers +
+// head, printed with the ratio to the first size.
+int BatchSteps(const swarm::model::Engine& engine, const std::vector<int64_t>& prompt,
+               const std::vector<int>& sizes, int reps) {
+  const auto& layers = engine.layers();
+  const auto& ends = engine.ends();
+  const int max_b = *std::max_element(sizes.begin(), sizes.end());
+  std::vector<std::unique_ptr<swarm::model::KvCache>> caches;
+  auto h = ends.Embed(prompt, 0);
+  if (!h.ok()) return 1;
+  for (int b = 0; b < max_b; ++b) {
+    caches.push_back(layers.NewCache());
+    if (!layers.Forward(*h, 0, layers.layers(), caches.back().get()).ok()) return 1;
+  }
+  // One step of B decode rows (sessions 0..B-1 at their next positions): layers, layers + head.
+  auto step = [&](int B, double* t_layers, double* t_step) {
+    std::vector<swarm::model::BatchSequence> seqs;
+    HostTensor x;
+    x.shape = {B, engine.config().hidden_size};
+    for (int b = 0; b < B; ++b) {
+      const int64_t pos = caches[b]->Length(layers.layers()[0]);
+      const int64_t id[1] = {prompt[(pos + b) % prompt.size()]};
+      auto e = ends.Embed(id, pos);
+      if (!e.ok()) return false;
+      x.data += e->data;
+      seqs.push_back({pos, 1, caches[b].get()});
+    }
+    auto t0 = Clock::now();
+    auto out = layers.ForwardBatch(x, seqs, layers.layers());
+    auto t1 = Clock::now();
+    if (!out.ok()) return false;
+    auto logits = ends.Logits(out->hidden, false);
+    auto t2 = Clock::now();
+    if (!logits.ok()) return false;
+    for (const auto& st : out->status) {
+      if (!st.ok()) return false;
+    }
+    *t_layers = Seconds(t0, t1);
+    *t_step = Seconds(t0, t2);
+    return true;
+  };
+  std::vector<double> best_layers(sizes.size(), 1e30), best_step(sizes.size(), 1e30);
+  for (int rep = 0; rep <= reps; ++rep) {  // Round 0 warms up.
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      double tl = 0, ts = 0;
+      if (!step(sizes[i], &tl, &ts)) return 1;
+      if (rep == 0) continue;
+      best_layers[i] = std::min(best_layers[i], tl);
+      best_step[i] = std::min(best_step[i], ts);
+    }
+  }
+  std::printf("batched decode step (ForwardBatch of B decode rows, context %zu; best of %d)\n",
+              prompt.size(), reps);
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    std::printf(
+        "  batch %2d        layers %8.2f ms (%.2fx batch %d)  + head %8.2f ms (%.2fx)  "
+        "%.1f tokens/s\n",
+        sizes[i], best_layers[i] * 1e3, best_layers[i] / best_layers[0], sizes[0],
+        best_step[i] * 1e3, best_step[i] / best_step[0], sizes[i] / best_step[i]);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string dir = "../shared/models/stories260K";
   int prompt_tokens = 128, decode_tokens = 64, threads = 0, rss_child = -1;
   bool rss = false;
+  std::vector<int> batch_steps;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -133,7 +206,16 @@ int main(int argc, char** argv) {
       threads = std::atoi(next().c_str());
     else if (a == "--rss")
       rss = true;
-    else if (a == "--rss-child")
+    else if (a == "--batch-steps") {
+      for (absl::string_view v : absl::StrSplit(next(), ',')) {
+        int b = 0;
+        if (!absl::SimpleAtoi(v, &b) || b < 1) {
+          std::fprintf(stderr, "model_bench: --batch-steps takes sizes >= 1, e.g. 1,8,16\n");
+          return 2;
+        }
+        batch_steps.push_back(b);
+      }
+    } else if (a == "--rss-child")
       rss_child = std::atoi(next().c_str());
     else {
       std::fprintf(stderr, "model_bench: unknown argument %s\n", a.c_str());
@@ -198,6 +280,10 @@ int main(int argc, char** argv) {
   std::printf("read bandwidth   %.2f GB/s (measured, %d threads)\n", bw / 1e9, threads);
   std::printf("achieved         %.2f GB/s = %.1f %% of the bandwidth roofline\n", achieved / 1e9,
               100.0 * achieved / bw);
+  if (!batch_steps.empty() && BatchSteps(**engine, prompt, batch_steps, 7) != 0) {
+    std::fprintf(stderr, "model_bench: the batched step failed\n");
+    return 1;
+  }
   if (rss) {
     const std::string self = "/proc/self/exe";
     std::string exe(4096, '\0');

@@ -24,10 +24,12 @@ namespace swarm::model {
 class DecoderLayer {
  public:
   virtual ~DecoderLayer() = default;
-  // x [T, hidden] (on the layer's device, in the compute dtype) at positions start_pos.. through
-  // the layer; appends the layer's keys and values to `cache`. May throw (LibTorch): the caller
-  // runs it inside TorchCall.
-  virtual at::Tensor Forward(const at::Tensor& x, int64_t start_pos, TorchKvCache& cache) const = 0;
+  // The batch x [T, hidden] (on the layer's device, in the compute dtype; rows, positions and
+  // caches as `batch` says) through the layer: row-wise parts (norms, projections, MLP) over all
+  // rows at once, attention per sequence; appends each sequence's keys and values to its cache.
+  // A single sequence is the batch of one. May throw (LibTorch): the caller runs it inside
+  // TorchCall.
+  virtual at::Tensor Forward(const at::Tensor& x, const BatchRows& batch) const = 0;
 };
 
 // What the family loads for ModelEnds (the LM head is the same for every family; ModelEnds

@@ -31,10 +31,10 @@ class Gpt2Layer final : public DecoderLayer {
         shape_(AttentionShape::Of(config)),
         w_(std::move(weights)) {}
 
-  at::Tensor Forward(const at::Tensor& x, int64_t start_pos, TorchKvCache& cache) const override {
+  at::Tensor Forward(const at::Tensor& x, const BatchRows& batch) const override {
     at::Tensor h = x + Attention(w_.attention, shape_, /*rotary=*/nullptr,
-                                 LayerNorm(x, w_.ln_1, eps_), start_pos, cache, index_);
-    return h + Mlp(w_.mlp, gelu_, LayerNorm(h, w_.ln_2, eps_));
+                                 LayerNorm(x, w_.ln_1, eps_), batch, index_);
+    return h + Mlp(w_.mlp, gelu_, LayerNorm(h, w_.ln_2, eps_), batch.invariant_rows);
   }
 
  private:

@@ -1,4 +1,6 @@
-// LayerHost on LibTorch: validates each call, then runs the family's DecoderLayers in order.
+// LayerHost on LibTorch: validates each call, then runs the family's DecoderLayers in order over
+// the call's rows (Forward: one sequence; ForwardBatch: the sequences that pass their checks, short
+// ones first so their rows are computed batch-invariantly, then scattered back to their rows).
 #include "model/layer_host.h"
 
 #include <algorithm>
@@ -33,9 +35,20 @@ class LayerHostImpl final : public LayerHost {
 
   absl::StatusOr<HostTensor> Forward(const HostTensor& h, int64_t start_pos,
                                      absl::Span<const int> layers, KvCache* cache) const override;
+  absl::StatusOr<BatchOutput> ForwardBatch(const HostTensor& h,
+                                           absl::Span<const BatchSequence> sequences,
+                                           absl::Span<const int> layers) const override;
 
  private:
   LayerHostImpl() = default;
+
+  // One sequence's checks (Forward's and each of ForwardBatch's): the context, the cache's
+  // implementation, every layer's cached length == start_pos. Returns the cache.
+  absl::StatusOr<TorchKvCache*> CheckSequence(int64_t start_pos, int64_t rows,
+                                              absl::Span<const int> layers, KvCache* cache) const;
+  // The math of Forward and ForwardBatch: h's rows (as `batch` says) through `layers`.
+  absl::StatusOr<HostTensor> Run(const HostTensor& h, BatchRows batch,
+                                 absl::Span<const int> layers) const;
 
   std::shared_ptr<const Checkpoint> ckpt_;  // Keeps the mapping zero-copy weights point into.
   std::vector<int> layers_;
@@ -75,53 +88,34 @@ absl::StatusOr<std::unique_ptr<LayerHostImpl>> LayerHostImpl::Create(
   return host;
 }
 
-absl::StatusOr<HostTensor> LayerHostImpl::Forward(const HostTensor& h, int64_t start_pos,
-                                                  absl::Span<const int> layers,
-                                                  KvCache* cache) const {
-  const ModelConfig& c = config();
+// h is [T, hidden_size] with its bytes (Forward's and ForwardBatch's first check).
+absl::Status CheckHidden(const LayerHost& host, const HostTensor& h) {
+  const int64_t d = host.config().hidden_size;
   RETURN_IF_ERROR(h.Validate());
-  if (h.shape.size() != 2 || h.shape[1] != c.hidden_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "hidden states have shape ", ShapeString(h.shape), ", expected [T,", c.hidden_size, "]"));
+  if (h.shape.size() != 2 || h.shape[1] != d) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("hidden states have shape ", ShapeString(h.shape), ", expected [T,", d, "]"));
   }
-  const int64_t T = h.shape[0];
-  if (T < 1) return absl::InvalidArgumentError("hidden states hold no tokens");
-  if (start_pos < 0 || start_pos + T > c.max_position_embeddings) {
-    return absl::OutOfRangeError(absl::StrCat("positions ", start_pos, "..", start_pos + T - 1,
-                                              " exceed the context of ", c.max_position_embeddings,
-                                              " tokens"));
-  }
-  auto* kvc = dynamic_cast<TorchKvCache*>(cache);
-  if (kvc == nullptr) return absl::InvalidArgumentError("KV cache from another implementation");
-  for (int l : layers) {
-    if (!Hosts(l)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "layer ", l, " is not hosted here (hosted: ", absl::StrJoin(layers_, ","), ")"));
-    }
-    if (kvc->Length(l) != start_pos) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "layer ", l, " has ", kvc->Length(l), " cached positions, step starts at ", start_pos));
-    }
-  }
-  return TorchCall("forward", [&]() -> absl::StatusOr<HostTensor> {
-    c10::InferenceMode guard;
-    at::Tensor x = FromHost(h).to(device_, ToTorch(dtype_));
-    for (int l : layers) x = decoders_.at(l)->Forward(x, start_pos, *kvc);
-    return ToHost(x, h.dtype);
-  });
+  return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::StatusOr<BatchOutput> LayerHost::ForwardBatch(const HostTensor& h,
-                                                    absl::Span<const BatchSequence> sequences,
-                                                    absl::Span<const int> layers) const {
-  const ModelConfig& c = config();
-  RETURN_IF_ERROR(h.Validate());
-  if (h.shape.size() != 2 || h.shape[1] != c.hidden_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "hidden states have shape ", ShapeString(h.shape), ", expected [T,", c.hidden_size, "]"));
+// Every layer of `layers` is hosted.
+absl::Status CheckHosted(const LayerHost& host, absl::Span<const int> layers) {
+  for (int l : layers) {
+    if (!host.Hosts(l)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer ", l, " is not hosted here (hosted: ", absl::StrJoin(host.layers(), ","), ")"));
+    }
   }
+  return absl::OkStatus();
+}
+
+// The checks of a whole ForwardBatch call (LayerHost's contract), shared by the default
+// implementation and LayerHostImpl's.
+absl::Status CheckBatchCall(const LayerHost& host, const HostTensor& h,
+                            absl::Span<const BatchSequence> sequences,
+                            absl::Span<const int> layers) {
+  RETURN_IF_ERROR(CheckHidden(host, h));
   if (sequences.empty()) return absl::InvalidArgumentError("a batch with no sequences");
   int64_t total = 0;
   for (size_t i = 0; i < sequences.size(); ++i) {
@@ -146,12 +140,129 @@ absl::StatusOr<BatchOutput> LayerHost::ForwardBatch(const HostTensor& h,
     return absl::InvalidArgumentError(
         absl::StrCat("the sequences bring ", total, " rows; the hidden states hold ", h.shape[0]));
   }
+  return CheckHosted(host, layers);
+}
+
+absl::StatusOr<TorchKvCache*> LayerHostImpl::CheckSequence(int64_t start_pos, int64_t rows,
+                                                           absl::Span<const int> layers,
+                                                           KvCache* cache) const {
+  const int64_t context = config().max_position_embeddings;
+  if (start_pos < 0 || start_pos > context - rows) {
+    return absl::OutOfRangeError(absl::StrCat("positions ", start_pos, "..", start_pos + rows - 1,
+                                              " exceed the context of ", context, " tokens"));
+  }
+  auto* kvc = dynamic_cast<TorchKvCache*>(cache);
+  if (kvc == nullptr) return absl::InvalidArgumentError("KV cache from another implementation");
   for (int l : layers) {
-    if (!Hosts(l)) {
-      return absl::InvalidArgumentError(absl::StrCat("layer ", l, " is not hosted here"));
+    if (kvc->Length(l) != start_pos) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "layer ", l, " has ", kvc->Length(l), " cached positions, step starts at ", start_pos));
     }
   }
-  const int64_t row_bytes = c.hidden_size * DTypeSize(h.dtype);
+  return kvc;
+}
+
+absl::StatusOr<HostTensor> LayerHostImpl::Run(const HostTensor& h, BatchRows batch,
+                                              absl::Span<const int> layers) const {
+  return TorchCall("forward", [&]() -> absl::StatusOr<HostTensor> {
+    c10::InferenceMode guard;
+    at::Tensor x = FromHost(h).to(device_, ToTorch(dtype_));
+    batch.positions = batch.positions.to(device_);
+    for (int l : layers) x = decoders_.at(l)->Forward(x, batch);
+    return ToHost(x, h.dtype);
+  });
+}
+
+absl::StatusOr<HostTensor> LayerHostImpl::Forward(const HostTensor& h, int64_t start_pos,
+                                                  absl::Span<const int> layers,
+                                                  KvCache* cache) const {
+  RETURN_IF_ERROR(CheckHidden(*this, h));
+  const int64_t T = h.shape[0];
+  if (T < 1) return absl::InvalidArgumentError("hidden states hold no tokens");
+  RETURN_IF_ERROR(CheckHosted(*this, layers));
+  ASSIGN_OR_RETURN(TorchKvCache * kvc, CheckSequence(start_pos, T, layers, cache));
+  // The batch of one: the same code as ForwardBatch.
+  ASSIGN_OR_RETURN(
+      BatchRows batch, TorchCall("forward", [&]() -> absl::StatusOr<BatchRows> {
+        return BatchRows::Make({{0, T, start_pos, kvc}}, T <= kInvariantMaxRows ? T : 0, at::kCPU);
+      }));
+  return Run(h, std::move(batch), layers);
+}
+
+absl::StatusOr<BatchOutput> LayerHostImpl::ForwardBatch(const HostTensor& h,
+                                                        absl::Span<const BatchSequence> sequences,
+                                                        absl::Span<const int> layers) const {
+  RETURN_IF_ERROR(CheckBatchCall(*this, h, sequences, layers));
+  const int64_t d = config().hidden_size;
+  const int64_t row_bytes = d * DTypeSize(h.dtype);
+  BatchOutput out;
+  out.hidden.dtype = h.dtype;
+  out.hidden.shape = h.shape;
+  out.hidden.data.assign(h.data.size(), '\0');
+  out.status.resize(sequences.size());
+
+  // Each sequence checked on its own; the ones that pass run. Short sequences (decode tokens,
+  // short chunks) go first: their rows are the batch's invariant rows (model/layers_torch.h).
+  struct Survivor {
+    size_t index;    // In `sequences`.
+    int64_t in_row;  // First row in h.
+    TorchKvCache* cache;
+  };
+  std::vector<Survivor> short_seqs, long_seqs;
+  int64_t row = 0;
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    const BatchSequence& s = sequences[i];
+    absl::StatusOr<TorchKvCache*> kvc = CheckSequence(s.start_pos, s.rows, layers, s.cache);
+    out.status[i] = kvc.status();
+    if (kvc.ok()) {
+      (s.rows <= kInvariantMaxRows ? short_seqs : long_seqs).push_back({i, row, *kvc});
+    }
+    row += s.rows;
+  }
+  std::vector<Survivor> order = std::move(short_seqs);
+  int64_t invariant_rows = 0;
+  for (const Survivor& v : order) invariant_rows += sequences[v.index].rows;
+  order.insert(order.end(), long_seqs.begin(), long_seqs.end());
+  if (order.empty()) return out;
+
+  // The surviving rows, in batch order.
+  HostTensor x;
+  x.dtype = h.dtype;
+  std::vector<SequenceRows> rows;
+  int64_t total = 0;
+  for (const Survivor& v : order) {
+    const BatchSequence& s = sequences[v.index];
+    x.data.append(h.data, v.in_row * row_bytes, s.rows * row_bytes);
+    rows.push_back({total, s.rows, s.start_pos, v.cache});
+    total += s.rows;
+  }
+  x.shape = {total, d};
+  ASSIGN_OR_RETURN(BatchRows batch, TorchCall("forward", [&]() -> absl::StatusOr<BatchRows> {
+                     return BatchRows::Make(std::move(rows), invariant_rows, at::kCPU);
+                   }));
+  absl::StatusOr<HostTensor> y = Run(x, std::move(batch), layers);
+  if (!y.ok()) {
+    // Nothing is known to have run correctly: every sequence that ran fails with the error.
+    for (const Survivor& v : order) out.status[v.index] = y.status();
+    return out;
+  }
+  int64_t y_row = 0;
+  for (const Survivor& v : order) {
+    const int64_t n = sequences[v.index].rows;
+    out.hidden.data.replace(v.in_row * row_bytes, n * row_bytes, y->data, y_row * row_bytes,
+                            n * row_bytes);
+    y_row += n;
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<BatchOutput> LayerHost::ForwardBatch(const HostTensor& h,
+                                                    absl::Span<const BatchSequence> sequences,
+                                                    absl::Span<const int> layers) const {
+  RETURN_IF_ERROR(CheckBatchCall(*this, h, sequences, layers));
+  const int64_t row_bytes = config().hidden_size * DTypeSize(h.dtype);
   BatchOutput out;
   out.hidden.dtype = h.dtype;
   out.hidden.shape = h.shape;
@@ -160,7 +271,7 @@ absl::StatusOr<BatchOutput> LayerHost::ForwardBatch(const HostTensor& h,
   for (const BatchSequence& s : sequences) {
     HostTensor part;
     part.dtype = h.dtype;
-    part.shape = {s.rows, c.hidden_size};
+    part.shape = {s.rows, config().hidden_size};
     part.data = h.data.substr(row * row_bytes, s.rows * row_bytes);
     absl::StatusOr<HostTensor> y = Forward(part, s.start_pos, layers, s.cache);
     if (y.ok()) {

@@ -79,8 +79,12 @@ class LayerHost {
   // left out of the computation (its cache untouched, its output rows zero), and the others run.
   // Errors of the whole call: h's shape, rows that do not add up to h's, no sequences, a null or
   // repeated cache, a layer not hosted (InvalidArgument). A sequence's output does not depend on
-  // what else is in the batch (the CPU decode math is batch-invariant).
-  // The default implementation runs Forward per sequence (correct, not batched).
+  // what else is in the batch: with f32 weights on the CPU, a sequence of at most
+  // kInvariantMaxRows rows (model/cpu_matmul.h: decode tokens, short chunks) gets the same bits as
+  // alone (the row kernel's fixed reduction order); longer chunks go through gemm and agree with
+  // their Forward to rounding. Other dtypes and devices: to rounding.
+  // The default implementation runs Forward per sequence (correct, not batched);
+  // LayerHost::Create's runs the layers once over all rows (model/layer_host.cc).
   virtual absl::StatusOr<BatchOutput> ForwardBatch(const HostTensor& h,
                                                    absl::Span<const BatchSequence> sequences,
                                                    absl::Span<const int> layers) const;

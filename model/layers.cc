@@ -1,17 +1,94 @@
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
+#include <vector>
 
 #include "model/layers_torch.h"
 
 namespace swarm::model {
 
-at::Tensor Linear(const at::Tensor& x, const LinearWeights& w, LinearRows rows) {
-  if (rows == LinearRows::kGemvForOneRow && x.dim() == 2 && x.size(0) == 1) {
+namespace {
+
+// Whether the row kernel computes x · w: f32 weights and activations on the CPU, with the weight
+// matrix row-major or a transposed view of one (GPT-2's Conv1D weights).
+bool RowKernelApplies(const at::Tensor& x, const LinearWeights& w) {
+  const at::Tensor& W = w.weight;
+  return x.device().is_cpu() && W.device().is_cpu() && x.scalar_type() == at::kFloat &&
+         W.scalar_type() == at::kFloat && x.dim() == 2 && W.dim() == 2 &&
+         (W.stride(1) == 1 || W.stride(0) == 1) &&
+         (!w.bias.defined() || (w.bias.scalar_type() == at::kFloat && w.bias.is_contiguous()));
+}
+
+at::Tensor RowKernelLinear(const at::Tensor& x, const LinearWeights& w) {
+  const at::Tensor xc = x.contiguous();
+  const at::Tensor& W = w.weight;
+  MatrixView view;
+  view.data = W.data_ptr<float>();
+  view.n = W.size(0);
+  view.k = W.size(1);
+  view.row_stride = W.stride(1) == 1 ? W.stride(0) : 1;
+  view.col_stride = W.stride(1) == 1 ? 1 : W.stride(1);
+  at::Tensor y = at::empty({xc.size(0), view.n}, xc.options());
+  MatmulRows(xc.data_ptr<float>(), xc.size(0), xc.stride(0), view,
+             w.bias.defined() ? w.bias.data_ptr<float>() : nullptr, y.data_ptr<float>(),
+             y.stride(0));
+  return y;
+}
+
+at::Tensor TorchLinear(const at::Tensor& x, const LinearWeights& w) {
+  if (x.dim() == 2 && x.size(0) == 1) {
     at::Tensor y = at::mv(w.weight, x[0]);
     if (w.bias.defined()) y.add_(w.bias);
     return y.unsqueeze(0);
   }
   return w.bias.defined() ? at::linear(x, w.weight, w.bias) : at::linear(x, w.weight);
+}
+
+// f (elementwise) over x's rows: the first `invariant_rows` one row at a time, the rest in one
+// call. LibTorch's vectorised elementwise kernels take a scalar path on the tail of a contiguous
+// run and at the edges of its threads' chunks, where silu's exp and gelu's tanh round differently
+// from the vector path (measured: a few elements per row in 10^3 differ); applied to one row, a
+// row's elements take the same paths whatever else is in the batch.
+template <typename F>
+at::Tensor RowWise(const at::Tensor& x, int64_t invariant_rows, F f) {
+  const int64_t T = x.size(0);
+  const int64_t a = std::clamp<int64_t>(invariant_rows, 0, T);
+  // Only where invariance is claimed (f32 on the CPU); elsewhere one call (one launch on a GPU).
+  if (a == 0 || T == 1 || !x.device().is_cpu() || x.scalar_type() != at::kFloat) return f(x);
+  std::vector<at::Tensor> parts;
+  parts.reserve(a + 1);
+  for (int64_t r = 0; r < a; ++r) parts.push_back(f(x.narrow(0, r, 1)));
+  if (a < T) parts.push_back(f(x.narrow(0, a, T - a)));
+  return at::cat(parts);
+}
+
+}  // namespace
+
+at::Tensor Linear(const at::Tensor& x, const LinearWeights& w, int64_t invariant_rows) {
+  const int64_t T = x.size(0);
+  const int64_t a = std::clamp<int64_t>(invariant_rows, 0, T);
+  if (a == 0 || !RowKernelApplies(x, w)) return TorchLinear(x, w);
+  at::Tensor head = RowKernelLinear(x.narrow(0, 0, a), w);
+  if (a == T) return head;
+  // A mixed step: the invariant rows through the kernel, the chunk's through gemm (two products).
+  return at::cat({head, TorchLinear(x.narrow(0, a, T - a), w)});
+}
+
+BatchRows BatchRows::Make(std::vector<SequenceRows> sequences, int64_t invariant_rows,
+                          at::Device device) {
+  BatchRows b;
+  int64_t total = 0;
+  for (const SequenceRows& s : sequences) total += s.rows;
+  at::Tensor pos = at::empty({total}, at::kLong);
+  int64_t* p = pos.data_ptr<int64_t>();
+  for (const SequenceRows& s : sequences) {
+    for (int64_t i = 0; i < s.rows; ++i) p[s.row + i] = s.start_pos + i;
+  }
+  b.positions = pos.to(device);
+  b.sequences = std::move(sequences);
+  b.invariant_rows = invariant_rows;
+  return b;
 }
 
 at::Tensor RmsNorm(const at::Tensor& x, const NormWeights& w, double eps) {
@@ -37,10 +114,9 @@ Rotary::Rotary(int64_t head_dim, int64_t positions, double theta, at::Device dev
   sin_signed_ = at::cat({-sin, sin}, -1).to(device, dtype);
 }
 
-at::Tensor Rotary::Apply(const at::Tensor& t, int64_t start_pos) const {
-  const int64_t T = t.size(0);
-  at::Tensor cos = cos_.narrow(0, start_pos, T).unsqueeze(1);  // [T, 1, hd]
-  at::Tensor sin = sin_signed_.narrow(0, start_pos, T).unsqueeze(1);
+at::Tensor Rotary::Apply(const at::Tensor& t, const at::Tensor& positions) const {
+  at::Tensor cos = cos_.index_select(0, positions).unsqueeze(1);  // [T, 1, hd]
+  at::Tensor sin = sin_signed_.index_select(0, positions).unsqueeze(1);
   return t * cos + at::roll(t, head_dim_ / 2, -1) * sin;
 }
 
@@ -53,28 +129,16 @@ AttentionShape AttentionShape::Of(const ModelConfig& config) {
   return s;
 }
 
-at::Tensor Attention(const AttentionWeights& w, const AttentionShape& shape, const Rotary* rotary,
-                     const at::Tensor& x, int64_t start_pos, TorchKvCache& cache, int layer) {
-  const int64_t T = x.size(0), H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim;
-  const int64_t G = H / KV;
-  auto rotate = [&](const at::Tensor& t) {  // t: [T, heads, hd]
-    return rotary != nullptr ? rotary->Apply(t, start_pos) : t;
-  };
-  at::Tensor q, k, v;
-  if (w.qkv.fused()) {
-    at::Tensor qkv = Linear(x, w.qkv.parts[0]).view({T, H + 2 * KV, hd});
-    at::Tensor qk = rotate(qkv.narrow(1, 0, H + KV));
-    q = qk.narrow(1, 0, H).transpose(0, 1);  // [H, T, hd]
-    k = qk.narrow(1, H, KV).transpose(0, 1);
-    v = qkv.narrow(1, H + KV, KV).transpose(0, 1);
-  } else {
-    q = rotate(Linear(x, w.qkv.parts[0]).view({T, H, hd})).transpose(0, 1);
-    k = rotate(Linear(x, w.qkv.parts[1]).view({T, KV, hd})).transpose(0, 1);
-    v = Linear(x, w.qkv.parts[2]).view({T, KV, hd}).transpose(0, 1);
-  }
-  auto [keys, vals] = cache.Append(layer, k, v, start_pos);  // [KV, L, hd]
-  const int64_t total = start_pos + T;
+namespace {
 
+// Attention of one sequence: q [H, T, hd] at positions start_pos.., keys and values [KV, L, hd]
+// for positions 0..L-1 (L = start_pos + T) → [T, H·hd]. The same shapes and code whether the
+// sequence runs alone or in a batch.
+at::Tensor SequenceAttention(const AttentionShape& shape, const at::Tensor& q,
+                             const at::Tensor& keys, const at::Tensor& vals, int64_t start_pos) {
+  const int64_t T = q.size(1), H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim;
+  const int64_t G = H / KV;
+  const int64_t total = start_pos + T;
   // Grouped-query attention without repeating K/V: fold the G query heads of a KV head into rows.
   at::Tensor qg = q.reshape({KV, G * T, hd});
   at::Tensor scores = at::matmul(qg, keys.transpose(1, 2)).to(at::kFloat);
@@ -82,33 +146,79 @@ at::Tensor Attention(const AttentionWeights& w, const AttentionShape& shape, con
   // Mask: query at position start_pos+t sees keys j <= start_pos+t (and within the window).
   if (T > 1 || shape.sliding_window > 0) {
     at::Tensor qpos =
-        at::arange(start_pos, total, at::TensorOptions().device(x.device())).unsqueeze(1);
-    at::Tensor kpos = at::arange(total, at::TensorOptions().device(x.device())).unsqueeze(0);
+        at::arange(start_pos, total, at::TensorOptions().device(q.device())).unsqueeze(1);
+    at::Tensor kpos = at::arange(total, at::TensorOptions().device(q.device())).unsqueeze(0);
     at::Tensor masked = kpos > qpos;
     if (shape.sliding_window > 0) {
       masked = masked.logical_or(kpos <= qpos - shape.sliding_window);
     }
     scores.masked_fill_(masked, -std::numeric_limits<float>::infinity());
   }
-  at::Tensor probs = at::softmax(scores, -1).to(x.scalar_type()).view({KV, G * T, total});
+  at::Tensor probs = at::softmax(scores, -1).to(q.scalar_type()).view({KV, G * T, total});
   at::Tensor out = at::matmul(probs, vals);  // [KV, G*T, hd]
-  out = out.view({H, T, hd}).transpose(0, 1).reshape({T, H * hd});
-  return Linear(out, w.out);
+  return out.view({H, T, hd}).transpose(0, 1).reshape({T, H * hd});
 }
 
-at::Tensor GatedMlp(const GatedMlpWeights& w, int64_t intermediate, const at::Tensor& x) {
-  if (w.gate_up.fused()) {
-    auto gu = Linear(x, w.gate_up.parts[0]).split(intermediate, -1);
-    return Linear(at::silu(gu[0]) * gu[1], w.down);
+}  // namespace
+
+at::Tensor Attention(const AttentionWeights& w, const AttentionShape& shape, const Rotary* rotary,
+                     const at::Tensor& x, const BatchRows& batch, int layer) {
+  const int64_t T = x.size(0), H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim;
+  const int64_t inv = batch.invariant_rows;
+  auto rotate = [&](const at::Tensor& t) {  // t: [T, heads, hd]
+    return rotary != nullptr ? rotary->Apply(t, batch.positions) : t;
+  };
+  at::Tensor q, k, v;  // [T, heads, hd]
+  if (w.qkv.fused()) {
+    at::Tensor qkv = Linear(x, w.qkv.parts[0], inv).view({T, H + 2 * KV, hd});
+    at::Tensor qk = rotate(qkv.narrow(1, 0, H + KV));
+    q = qk.narrow(1, 0, H);
+    k = qk.narrow(1, H, KV);
+    v = qkv.narrow(1, H + KV, KV);
+  } else {
+    q = rotate(Linear(x, w.qkv.parts[0], inv).view({T, H, hd}));
+    k = rotate(Linear(x, w.qkv.parts[1], inv).view({T, KV, hd}));
+    v = Linear(x, w.qkv.parts[2], inv).view({T, KV, hd});
   }
-  at::Tensor g = at::silu(Linear(x, w.gate_up.parts[0]));
-  return Linear(g * Linear(x, w.gate_up.parts[1]), w.down);
+  at::Tensor out;
+  if (batch.sequences.size() == 1) {
+    const SequenceRows& s = batch.sequences[0];
+    auto [keys, vals] = s.cache->Append(layer, k.transpose(0, 1), v.transpose(0, 1), s.start_pos);
+    out = SequenceAttention(shape, q.transpose(0, 1), keys, vals, s.start_pos);
+  } else {
+    out = at::empty({T, H * hd}, x.options());
+    for (const SequenceRows& s : batch.sequences) {
+      auto rows = [&](const at::Tensor& t) { return t.narrow(0, s.row, s.rows).transpose(0, 1); };
+      auto [keys, vals] = s.cache->Append(layer, rows(k), rows(v), s.start_pos);  // [KV, L, hd]
+      out.narrow(0, s.row, s.rows)
+          .copy_(SequenceAttention(shape, rows(q), keys, vals, s.start_pos));
+    }
+  }
+  return Linear(out, w.out, inv);
 }
 
-at::Tensor Mlp(const MlpWeights& w, Gelu gelu, const at::Tensor& x) {
-  at::Tensor h = Linear(x, w.up);
-  h = gelu == Gelu::kErf ? at::gelu(h) : at::gelu(h, "tanh");
-  return Linear(h, w.down);
+at::Tensor GatedMlp(const GatedMlpWeights& w, int64_t intermediate, const at::Tensor& x,
+                    int64_t invariant_rows) {
+  at::Tensor act;
+  if (w.gate_up.fused()) {
+    act = RowWise(Linear(x, w.gate_up.parts[0], invariant_rows), invariant_rows,
+                  [&](const at::Tensor& gu) {
+                    return at::silu(gu.narrow(-1, 0, intermediate)) *
+                           gu.narrow(-1, intermediate, intermediate);
+                  });
+  } else {
+    at::Tensor g = RowWise(Linear(x, w.gate_up.parts[0], invariant_rows), invariant_rows,
+                           [](const at::Tensor& t) { return at::silu(t); });
+    act = g * Linear(x, w.gate_up.parts[1], invariant_rows);
+  }
+  return Linear(act, w.down, invariant_rows);
+}
+
+at::Tensor Mlp(const MlpWeights& w, Gelu gelu, const at::Tensor& x, int64_t invariant_rows) {
+  at::Tensor h = RowWise(Linear(x, w.up, invariant_rows), invariant_rows, [&](const at::Tensor& t) {
+    return gelu == Gelu::kErf ? at::gelu(t) : at::gelu(t, "tanh");
+  });
+  return Linear(h, w.down, invariant_rows);
 }
 
 }  // namespace swarm::model

@@ -1,8 +1,9 @@
 // The building blocks every architecture family wires its layers from, internal to model/:
-// Linear (the one place a weight matrix multiplies activations; later quantized kernels replace
-// it there), RMSNorm and LayerNorm, rotary position embeddings, causal grouped-query attention
-// over the KV cache (with an optional sliding window), the SwiGLU MLP and the GELU MLP. The
-// families (model/llama.cc, model/gpt2.cc) call them; nothing here knows which family it serves.
+// Linear (the one place a weight matrix multiplies activations, and the one that chooses between
+// the batch-invariant row kernel and gemm; later quantized kernels replace it there), RMSNorm and
+// LayerNorm, rotary position embeddings, causal grouped-query attention over the KV cache (with an
+// optional sliding window), the SwiGLU MLP and the GELU MLP. The families (model/llama.cc,
+// model/gpt2.cc) call them; nothing here knows which family it serves.
 //
 // Functions of tensors on the weights' device in the compute dtype; they may throw (LibTorch), so
 // callers run them inside TorchCall. Const and thread-safe, except that Attention writes the
@@ -11,32 +12,58 @@
 #define SWARM_MODEL_LAYERS_TORCH_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "model/config.h"
+#include "model/cpu_matmul.h"
 #include "model/kv_cache_torch.h"
 #include "model/tensor_torch.h"
 #include "model/weights_torch.h"
 
 namespace swarm::model {
 
-// How Linear() treats a single row of x.
-enum class LinearRows {
-  // A one-row x (a decode step) is a matrix-vector product: through gemm, BLAS packs the whole
-  // weight matrix on every call, reading it twice; gemv streams it once.
-  kGemvForOneRow,
-  // Always gemm (the LM head, whose logits the golden tests pin to these exact products).
-  kGemm,
+// One sequence of a batch as the layers see it: rows [row, row + rows) of the batch's hidden
+// states, at positions start_pos.. of the sequence whose keys and values are in `cache`.
+struct SequenceRows {
+  int64_t row = 0;
+  int64_t rows = 0;
+  int64_t start_pos = 0;
+  TorchKvCache* cache = nullptr;
 };
 
-// x [T, in] · weightᵀ (+ bias) → [T, out].
-at::Tensor Linear(const at::Tensor& x, const LinearWeights& w,
-                  LinearRows rows = LinearRows::kGemvForOneRow);
+// The rows of one step through the layers (LayerHost::Forward and ForwardBatch build it): the
+// sequences in row order, each row's position, and how many leading rows are computed
+// batch-invariantly — the rows of sequences of at most kInvariantMaxRows rows (decode tokens,
+// short chunks), which the caller places first. Those go through the row kernel
+// (model/cpu_matmul.h) in Linear() and row by row through the activations, so each of their rows
+// gets the same bits whatever else is in the batch; the rest (prefill chunks) through gemm.
+struct BatchRows {
+  std::vector<SequenceRows> sequences;
+  int64_t invariant_rows = 0;
+  at::Tensor positions;  // [rows] int64 on the device: each row's position (rotary).
+
+  // From sequences already in row order (contiguous from row 0); `invariant_rows` as above.
+  static BatchRows Make(std::vector<SequenceRows> sequences, int64_t invariant_rows,
+                        at::Device device);
+};
+
+// x [T, in] · weightᵀ (+ bias) → [T, out]: the one place a weight matrix multiplies activations.
+// The first `invariant_rows` rows (clamped to T) are computed batch-invariantly where the weights
+// are f32 on the CPU (the row kernel, model/cpu_matmul.h): a row's result does not depend on the
+// other rows of x. The other rows, and every row of other dtypes and devices (where batch
+// invariance is not claimed), go through LibTorch: one gemm (a single row: gemv, which streams the
+// weights once where BLAS gemm packs them). A mixed x (both kinds of rows: decode tokens batched
+// with a prefill chunk) therefore makes two products, reading the weights twice; that is the price
+// of keeping the decode rows invariant in such a step.
+at::Tensor Linear(const at::Tensor& x, const LinearWeights& w, int64_t invariant_rows);
 
 struct NormWeights {
   at::Tensor weight;  // [hidden]
   at::Tensor bias;    // [hidden], LayerNorm only
 };
 
+// The norms work row by row (each row's statistics over its own elements only), so they are
+// batch-invariant as they are (tests/model/batch_test.cc checks it).
 // RMSNorm as Hugging Face computes it: in float32, then back to x's dtype, times the weight.
 at::Tensor RmsNorm(const at::Tensor& x, const NormWeights& w, double eps);
 // LayerNorm over the last dimension, with weight and bias.
@@ -48,10 +75,11 @@ class Rotary {
  public:
   Rotary(int64_t head_dim, int64_t positions, double theta, at::Device device,
          at::ScalarType dtype);
-  // t [T, heads, head_dim] at positions start_pos.. rotated: t·cos + roll(t, head_dim/2)·sin with
-  // the sine's first half negated (= t·cos + rotate_half(t)·sin, the same products). Query and key
-  // heads fused into one tensor are rotated at once.
-  at::Tensor Apply(const at::Tensor& t, int64_t start_pos) const;
+  // t [T, heads, head_dim], row i at position positions[i] ([T] int64 on the device), rotated:
+  // t·cos + roll(t, head_dim/2)·sin with the sine's first half negated (= t·cos +
+  // rotate_half(t)·sin, the same products; elementwise, so each row's result is its own). Query
+  // and key heads fused into one tensor are rotated at once.
+  at::Tensor Apply(const at::Tensor& t, const at::Tensor& positions) const;
 
  private:
   int64_t head_dim_;
@@ -72,20 +100,22 @@ struct AttentionWeights {
   LinearWeights out;       // The output projection.
 };
 
-// Causal self-attention of x [T, hidden] at positions start_pos..: q/k/v projections, `rotary`
-// applied to queries and keys (none when null: positions were added to the embeddings), keys and
-// values appended to layer `layer` of `cache`, grouped-query attention over every cached position
-// (within the sliding window), the output projection.
+// Causal self-attention of the batch x [T, hidden] (rows as `batch` says): q/k/v projections of
+// all rows at once, `rotary` applied to queries and keys at each row's position (none when null:
+// positions were added to the embeddings), then per sequence: its keys and values appended to
+// layer `layer` of its cache, grouped-query attention over its cached positions (within the
+// sliding window); the output projection of all rows at once.
 at::Tensor Attention(const AttentionWeights& w, const AttentionShape& shape, const Rotary* rotary,
-                     const at::Tensor& x, int64_t start_pos, TorchKvCache& cache, int layer);
+                     const at::Tensor& x, const BatchRows& batch, int layer);
 
 struct GatedMlpWeights {
   SplitLinearWeights gate_up;  // [gate; up], each [intermediate, hidden].
   LinearWeights down;
 };
 
-// SwiGLU: down(silu(gate(x)) · up(x)).
-at::Tensor GatedMlp(const GatedMlpWeights& w, int64_t intermediate, const at::Tensor& x);
+// SwiGLU: down(silu(gate(x)) · up(x)); the first `invariant_rows` rows batch-invariantly (Linear).
+at::Tensor GatedMlp(const GatedMlpWeights& w, int64_t intermediate, const at::Tensor& x,
+                    int64_t invariant_rows);
 
 enum class Gelu { kErf, kTanh };  // gelu, gelu_new (the tanh approximation).
 
@@ -93,8 +123,8 @@ struct MlpWeights {
   LinearWeights up, down;
 };
 
-// down(gelu(up(x))).
-at::Tensor Mlp(const MlpWeights& w, Gelu gelu, const at::Tensor& x);
+// down(gelu(up(x))); the first `invariant_rows` rows batch-invariantly (Linear).
+at::Tensor Mlp(const MlpWeights& w, Gelu gelu, const at::Tensor& x, int64_t invariant_rows);
 
 }  // namespace swarm::model
 

@@ -33,10 +33,11 @@ class LlamaLayer final : public DecoderLayer {
         rotary_(std::move(rotary)),
         w_(std::move(weights)) {}
 
-  at::Tensor Forward(const at::Tensor& x, int64_t start_pos, TorchKvCache& cache) const override {
+  at::Tensor Forward(const at::Tensor& x, const BatchRows& batch) const override {
     at::Tensor h = x + Attention(w_.attention, shape_, rotary_.get(),
-                                 RmsNorm(x, w_.input_norm, eps_), start_pos, cache, index_);
-    return h + GatedMlp(w_.mlp, intermediate_, RmsNorm(h, w_.post_attention_norm, eps_));
+                                 RmsNorm(x, w_.input_norm, eps_), batch, index_);
+    return h + GatedMlp(w_.mlp, intermediate_, RmsNorm(h, w_.post_attention_norm, eps_),
+                        batch.invariant_rows);
   }
 
  private:

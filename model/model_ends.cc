@@ -74,7 +74,11 @@ class ModelEndsImpl final : public ModelEnds {
       c10::InferenceMode guard;
       at::Tensor x = FromHost(h).to(device_, dtype_);
       if (last_only) x = x.narrow(0, x.size(0) - 1, 1);
-      at::Tensor logits = Linear(family_->FinalNorm(w_.norm, x), head_, LinearRows::kGemm);
+      // Up to kInvariantMaxRows rows (a decode step's last rows) through the batch-invariant row
+      // kernel, so a sequence's logits are the same bits alone or batched; more through gemm.
+      const int64_t rows = x.size(0);
+      at::Tensor logits =
+          Linear(family_->FinalNorm(w_.norm, x), head_, rows <= kInvariantMaxRows ? rows : 0);
       return ToHost(logits, DType::kF32);
     });
   }

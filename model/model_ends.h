@@ -15,6 +15,7 @@
 #include "common/host_tensor.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
+#include "model/cpu_matmul.h"
 #include "model/weights.h"
 
 namespace swarm::model {
@@ -35,7 +36,11 @@ class ModelEnds {
                                            int64_t start_pos) const = 0;
   // Final norm applied to h [T, hidden] (f32 out). InvalidArgument for another shape.
   virtual absl::StatusOr<HostTensor> FinalNorm(const HostTensor& h) const = 0;
-  // Logits [T, vocab] (or only the last row when last_only) of h, final norm included (f32).
+  // Logits [T, vocab] (or only the last row when last_only) of h, final norm included (f32). The
+  // rows may be of different sequences (the last rows of a batched step: h [B, hidden]). With at
+  // most kInvariantMaxRows (model/cpu_matmul.h) rows and f32 weights on the CPU, each row's logits
+  // are batch-invariant: the same bits whatever the other rows; callers batching more sequences
+  // than that call it per group of kInvariantMaxRows rows to keep that.
   virtual absl::StatusOr<HostTensor> Logits(const HostTensor& h, bool last_only) const = 0;
   // Rows of the token embedding table as f32 [ids.size(), hidden] (for the router's features).
   virtual absl::StatusOr<HostTensor> EmbeddingRows(absl::Span<const int64_t> ids) const = 0;

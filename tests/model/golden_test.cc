@@ -13,54 +13,10 @@
 #include "model/safetensors.h"
 #include "model/sampler.h"
 #include "model/weights.h"
+#include "tests/model/fixtures.h"
 
 namespace swarm::model {
 namespace {
-
-const std::string kShared = SWARM_SHARED_DIR;
-
-struct Fixture {
-  std::string name;
-  std::string model_dir;
-  std::vector<std::string> sequences;
-};
-
-std::vector<Fixture> Fixtures() {
-  return {
-      {"stories260K", kShared + "/models/stories260K", {"greedy", "prompt"}},
-      {"llama-gqa", kShared + "/fixtures/hf-random/llama-gqa", {"long", "short"}},
-      {"qwen2", kShared + "/fixtures/hf-random/qwen2", {"long", "short"}},
-      {"mistral-swa", kShared + "/fixtures/hf-random/mistral-swa", {"long", "short"}},
-      {"gpt2", kShared + "/fixtures/hf-random/gpt2", {"long", "short"}},
-  };
-}
-
-std::vector<int64_t> ReadIds(const SafetensorsFile& f, const std::string& key) {
-  auto v = f.Get(key);
-  EXPECT_TRUE(v.ok()) << v.status();
-  if (!v.ok()) return {};
-  EXPECT_EQ(v->dtype, StDType::kI64);
-  const auto* p = reinterpret_cast<const int64_t*>(v->data);
-  return std::vector<int64_t>(p, p + v->NumElements());
-}
-
-std::vector<float> ReadFloats(const SafetensorsFile& f, const std::string& key) {
-  auto v = f.Get(key);
-  EXPECT_TRUE(v.ok()) << v.status();
-  if (!v.ok()) return {};
-  EXPECT_EQ(v->dtype, StDType::kF32);
-  const auto* p = reinterpret_cast<const float*>(v->data);
-  return std::vector<float>(p, p + v->NumElements());
-}
-
-double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double m = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    m = std::max(m, std::abs(static_cast<double>(a[i]) - b[i]));
-  }
-  return a.size() == b.size() ? m : 1e9;
-}
 
 class GoldenTest : public ::testing::TestWithParam<Fixture> {};
 
@@ -180,14 +136,7 @@ TEST_P(GoldenTest, IncrementalDecodingMatchesFullForward) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(AllFixtures, GoldenTest, ::testing::ValuesIn(Fixtures()),
-                         [](const ::testing::TestParamInfo<Fixture>& info) {
-                           std::string n = info.param.name;
-                           for (char& ch : n) {
-                             if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           }
-                           return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(AllFixtures, GoldenTest, ::testing::ValuesIn(Fixtures()), FixtureTestName);
 
 // stories260K from BOS: llama2.c's run.c ids and the TinyStories text.
 TEST(Stories260K, GreedyStoryFromBos) {

@@ -1,0 +1,61 @@
+// A batch-invariant CPU matrix product for the few rows of a decode step: y = x·Wᵀ (+ bias) over
+// raw f32 storage, torch-free. Linear() in model/layers.cc is the one caller that chooses it (rows
+// of short sequences: decode tokens and small chunks, and the LM head's last rows); prefill chunks
+// go through gemm.
+//
+// Why: BLAS gemm blocks its reduction by the number of rows M (and OpenBLAS switches kernels with
+// M), so a row's bits depend on what else is in the batch. Here every output element y[r][j] is
+// computed by the same sequence of floating-point operations whatever the number of rows, the
+// row's place among them, or how the output columns are split between threads:
+//   * row-major W [n, k] (W[j] contiguous): 8 partial sums (one per SIMD lane; lane l sums the
+//     products of the k with k % 8 == l, in increasing k, one FMA each), then a fixed pairwise
+//     sum of the 8 lanes, then + bias[j];
+//   * column-major W (a transposed view: GPT-2's Conv1D [k, n] weights): one sum per element, in
+//     increasing k, one FMA each, then + bias[j].
+// Rows are processed in register tiles of up to 4 that share each load of W, so W is streamed
+// from memory once per call (the tiles re-read it from cache); the work is split over output
+// columns j between LibTorch's intra-op threads, which never changes any element's reduction.
+//
+// Two implementations: AVX2+FMA, chosen at run time when the CPU has them, and a portable scalar
+// fallback (no FMA, sequential in k within each lane). Each is batch-invariant on its own; the two
+// agree to rounding, not bit for bit (tests/model/cpu_matmul_test.cc checks both). This is the
+// base for fused decode kernels and 8-bit weights later.
+//
+// Thread-safe (pure function of its inputs).
+#ifndef SWARM_MODEL_CPU_MATMUL_H_
+#define SWARM_MODEL_CPU_MATMUL_H_
+
+#include <cstdint>
+
+namespace swarm::model {
+
+// Sequences of at most this many rows (decode tokens, short chunks), and LM heads over at most this
+// many rows, are computed through this kernel; longer ones through gemm, where it is faster.
+inline constexpr int64_t kInvariantMaxRows = 16;
+
+// A read-only f32 matrix W [n, k] (n outputs, k inputs): element W[j][i] is
+// data[j * row_stride + i * col_stride]. Exactly one of the strides must be 1.
+struct MatrixView {
+  const float* data = nullptr;
+  int64_t n = 0, k = 0;
+  int64_t row_stride = 0, col_stride = 1;
+};
+
+enum class MatmulIsa {
+  kAuto,    // AVX2+FMA when the CPU has them, else scalar.
+  kScalar,  // The portable fallback.
+  kAvx2,    // AVX2+FMA (the caller has checked CpuHasAvx2Fma()).
+};
+
+// True when this CPU runs the AVX2+FMA kernel.
+bool CpuHasAvx2Fma();
+
+// y[r][j] = Σ_i x[r][i]·W[j][i] (+ bias[j] when bias is not null) for r < rows, j < w.n.
+// x: rows × w.k floats, row r at x + r * x_stride; y: rows × w.n floats, row r at y + r * y_stride
+// (y must not overlap x or W). Parallel over j on LibTorch's intra-op threads.
+void MatmulRows(const float* x, int64_t rows, int64_t x_stride, const MatrixView& w,
+                const float* bias, float* y, int64_t y_stride, MatmulIsa isa = MatmulIsa::kAuto);
+
+}  // namespace swarm::model
+
+#endif  // SWARM_MODEL_CPU_MATMUL_H_
