@@ -25,7 +25,9 @@ constexpr char kUsage[] =
     "                         [--metrics-listen HOST:PORT] [--device cpu|cuda:N]\n"
     "                         [--max-concurrent-requests N] [--max-queued-requests N]\n"
     "                         [--request-timeout 10m] [--step-timeout 60s] [--router FILE]\n"
-    "                         [--num-blocks N]\n";
+    "                         [--num-blocks N] [--max-batch-tokens N]\n"
+    "                         [--max-batch-sequences N] [--max-waiting-requests N]\n"
+    "                         [--max-micro-batches N]\n";
 
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "swarm-coordinator: %s\n", std::string(s.message()).c_str());
@@ -43,7 +45,8 @@ int main(int argc, char** argv) {
   auto flags = swarm::Flags::Parse(
       argc, argv,
       {"model", "workers", "listen", "metrics-listen", "device", "max-concurrent-requests",
-       "max-queued-requests", "request-timeout", "step-timeout", "router", "num-blocks"},
+       "max-queued-requests", "request-timeout", "step-timeout", "router", "num-blocks", "max-batch-tokens",
+       "max-batch-sequences", "max-waiting-requests", "max-micro-batches"},
       {});
   if (!flags.ok()) {
     std::fputs(kUsage, stderr);
@@ -87,6 +90,30 @@ int main(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError(
         absl::StrCat("--max-queued-requests must be at least 1, got ", *queued)));
   }
+  // The scheduler's limits: each at least 1 (--max-micro-batches 0 = one per worker).
+  struct Limit {
+    const char* name;
+    int64_t fallback;
+    int64_t min;
+  };
+  int64_t limits[4];
+  const Limit specs[4] = {{"max-batch-tokens", options.max_batch_tokens, 1},
+                          {"max-batch-sequences", options.max_batch_sequences, 1},
+                          {"max-waiting-requests", options.max_waiting_requests, 1},
+                          {"max-micro-batches", options.max_micro_batches, 0}};
+  for (int i = 0; i < 4; ++i) {
+    auto v = flags->Int(specs[i].name, specs[i].fallback);
+    if (!v.ok()) return Fail(v.status());
+    if (*v < specs[i].min || *v > (int64_t{1} << 30)) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat("--", specs[i].name, " must be in ",
+                                                          specs[i].min, "..2^30, got ", *v)));
+    }
+    limits[i] = *v;
+  }
+  options.max_batch_tokens = limits[0];
+  options.max_batch_sequences = static_cast<int>(limits[1]);
+  options.max_waiting_requests = static_cast<int>(limits[2]);
+  options.max_micro_batches = static_cast<int>(limits[3]);
   options.max_concurrent_requests = static_cast<int>(*concurrent);
   options.max_queued_requests = static_cast<int>(*queued);
   options.max_request_time = *request_timeout;
