@@ -316,8 +316,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
   // Bytes a streamed batch may carry at most: max_batch_rows rows (at least the context) in f32.
   int64_t MaxBatchBytes() const {
     const model::ModelConfig& c = owner_->checkpoint_->config();
-    return std::max(owner_->options_.max_batch_rows, c.max_position_embeddings) * c.hidden_size *
-           4;
+    return std::max(owner_->options_.max_batch_rows, c.max_position_embeddings) * c.hidden_size * 4;
   }
 
   // Runs one step on the worker; `seconds` gets its compute time when it ran.
