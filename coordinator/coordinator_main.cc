@@ -45,8 +45,8 @@ int main(int argc, char** argv) {
   auto flags = swarm::Flags::Parse(
       argc, argv,
       {"model", "workers", "listen", "metrics-listen", "device", "max-concurrent-requests",
-       "max-queued-requests", "request-timeout", "step-timeout", "router", "num-blocks", "max-batch-tokens",
-       "max-batch-sequences", "max-waiting-requests", "max-micro-batches"},
+       "max-queued-requests", "request-timeout", "step-timeout", "router", "num-blocks",
+       "max-batch-tokens", "max-batch-sequences", "max-waiting-requests", "max-micro-batches"},
       {});
   if (!flags.ok()) {
     std::fputs(kUsage, stderr);
@@ -105,8 +105,8 @@ int main(int argc, char** argv) {
     auto v = flags->Int(specs[i].name, specs[i].fallback);
     if (!v.ok()) return Fail(v.status());
     if (*v < specs[i].min || *v > (int64_t{1} << 30)) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat("--", specs[i].name, " must be in ",
-                                                          specs[i].min, "..2^30, got ", *v)));
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--", specs[i].name, " must be in ", specs[i].min, "..2^30, got ", *v)));
     }
     limits[i] = *v;
   }

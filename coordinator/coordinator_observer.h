@@ -53,13 +53,15 @@ class CoordinatorObserver {
   virtual void OnStep(const std::vector<int>& /*blocks*/) {}
   // The workers as the monitor sees them after each refresh.
   virtual void OnWorkers(const std::vector<WorkerState>& /*workers*/) {}
-  // One scheduler step (a micro-batch's hop or the whole batch's step): sequences and rows (tokens) in it.
+  // One scheduler step (a micro-batch's hop or the whole batch's step): sequences and rows (tokens)
+  // in it.
   virtual void OnBatchStep(int /*sequences*/, int64_t /*tokens*/) {}
   // A request admitted into the running batch after waiting `queued` in the scheduler's queue.
   virtual void OnAdmitted(absl::Duration /*queued*/) {}
   // The scheduler's occupancy now: requests running in the batch and requests waiting.
   virtual void OnSchedulerState(int /*running*/, int /*waiting*/) {}
-  // Worker `worker` (WorkerSet index) spent `busy` computing a batch hop (wall time of the Forward).
+  // Worker `worker` (WorkerSet index) spent `busy` computing a batch hop (wall time of the
+  // Forward).
   virtual void OnWorkerBusy(int /*worker*/, absl::Duration /*busy*/) {}
 };
 

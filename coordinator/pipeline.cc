@@ -314,8 +314,8 @@ absl::StatusOr<model::GenerateResult> GenerationPipeline::Execute(
   request.plan = std::move(plan);
   auto on_start = [&] {
     if (sink.on_start) {
-      sink.on_start(GenerationStart{run.result.request_id, run.result.prompt_ids,
-                                    run.result.blocks});
+      sink.on_start(
+          GenerationStart{run.result.request_id, run.result.prompt_ids, run.result.blocks});
     }
   };
   auto on_token = [&](const model::GeneratedToken& token) {

@@ -125,8 +125,8 @@ struct GenerationSink {
 
 // Cancels one request from any thread: the request leaves the batch at once (the calls of its own
 // in flight are aborted), every worker session of the request is closed and Generate returns
-// CANCELLED (DEADLINE_EXCEEDED once the deadline passed). Cancelling before Generate starts or after it returned is allowed.
-// Thread-safe; must outlive the Generate call it is given to.
+// CANCELLED (DEADLINE_EXCEEDED once the deadline passed). Cancelling before Generate starts or
+// after it returned is allowed. Thread-safe; must outlive the Generate call it is given to.
 class CancellationHandle {
  public:
   void Cancel();
@@ -206,7 +206,7 @@ class GenerationPipeline {
   // metrics hooks, so that every request a client sent is counted. Thread-safe.
   void Refuse(GenerationMode mode, const absl::Status& status) const;
 
-  int active_requests() const { return active_requests_.load(); }     // Generating now.
+  int active_requests() const { return active_requests_.load(); }  // Generating now.
   int running_requests() const;  // Admitted into the scheduler's batch.
   int waiting_requests() const;  // Waiting in the scheduler's queue.
   uint64_t requests_total() const { return requests_total_.load(); }  // Ended since start.

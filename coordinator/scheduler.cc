@@ -13,10 +13,12 @@
 #include "common/layer_set.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "common/tensor_rows.h"
 #include "common/thread_pool.h"
 #include "coordinator/pipeline.h"
 #include "coordinator/worker_set.h"
 #include "model/combine.h"
+#include "rpc/batch_codec.h"
 #include "rpc/channel.h"
 #include "rpc/status.h"
 #include "rpc/tensor_codec.h"
@@ -72,17 +74,6 @@ class FanOut {
   std::vector<std::shared_ptr<Task>> tasks_;
 };
 
-// `rows` rows of `t` from row `first`.
-HostTensor Rows(const HostTensor& t, int64_t first, int64_t rows) {
-  HostTensor out;
-  out.dtype = t.dtype;
-  const int64_t width = t.shape.size() == 2 ? t.shape[1] : 0;
-  out.shape = {rows, width};
-  const size_t row_bytes = static_cast<size_t>(width) * DTypeSize(t.dtype);
-  out.data = t.data.substr(static_cast<size_t>(first) * row_bytes, rows * row_bytes);
-  return out;
-}
-
 }  // namespace
 
 std::string DescribePlan(const WorkerSet& workers, const ExecutionPlan& plan) {
@@ -90,8 +81,7 @@ std::string DescribePlan(const WorkerSet& workers, const ExecutionPlan& plan) {
   for (const Segment& segment : plan.segments) {
     std::vector<std::string> hops;
     for (const Hop& hop : segment.hops) {
-      hops.push_back(
-          absl::StrCat(workers.address(hop.worker), "[", FormatLayers(hop.layers), "]"));
+      hops.push_back(absl::StrCat(workers.address(hop.worker), "[", FormatLayers(hop.layers), "]"));
     }
     std::string s = absl::StrJoin(hops, " -> ");
     if (segment.weight != 1.0f) absl::StrAppend(&s, " x", segment.weight);
@@ -189,9 +179,9 @@ struct Scheduler::MicroBatch {
     int64_t start = 0;
     int64_t rows = 0;
     absl::Status status;
-    HostTensor h;    // The embedded rows.
-    HostTensor x;    // Sequential combine: the current segment's input.
-    HostTensor out;  // The last layer's output.
+    HostTensor h;                  // The embedded rows.
+    HostTensor x;                  // Sequential combine: the current segment's input.
+    HostTensor out;                // The last layer's output.
     std::vector<HostTensor> outs;  // Parallel combine: each segment's output.
     int lanes_left = 0;
     std::optional<model::GeneratedToken> token;
@@ -240,8 +230,7 @@ int Scheduler::waiting() const {
 }
 
 void Scheduler::ReportStateLocked() {
-  observer_->OnSchedulerState(static_cast<int>(running_.size()),
-                              static_cast<int>(waiting_.size()));
+  observer_->OnSchedulerState(static_cast<int>(running_.size()), static_cast<int>(waiting_.size()));
 }
 
 void Scheduler::AdmitLocked() {
@@ -279,9 +268,9 @@ absl::StatusOr<model::GenerateResult> Scheduler::Run(ScheduledRequest spec,
                                                      const model::TokenCallback& on_token,
                                                      CancellationHandle& cancel) {
   auto req = std::make_shared<Request>(workers_);
-  ASSIGN_OR_RETURN(req->decoder, model::SequenceDecoder::Create(
-                                     model_->config(), model_->tokenizer(), spec.prompt_ids,
-                                     spec.params));
+  ASSIGN_OR_RETURN(req->decoder,
+                   model::SequenceDecoder::Create(model_->config(), model_->tokenizer(),
+                                                  spec.prompt_ids, spec.params));
   if (spec.plan.segments.empty()) return absl::InternalError("empty execution plan");
   for (int b = 0; b < static_cast<int>(spec.plan.segments.size()); ++b) {
     if (spec.plan.segments[b].hops.empty()) return absl::InternalError("a segment without hops");
@@ -456,8 +445,8 @@ void Scheduler::Prefetch(const ScheduledRequest& request) {
   }
   for (const auto& [worker, layers] : per_worker) {
     auto* call = new PrefetchCall();
-    call->ctx.set_deadline(absl::ToChronoTime(
-        std::min(absl::Now() + options_.prefetch_timeout, request.deadline)));
+    call->ctx.set_deadline(
+        absl::ToChronoTime(std::min(absl::Now() + options_.prefetch_timeout, request.deadline)));
     call->req.mutable_layers()->Assign(layers.begin(), layers.end());
     workers_->stub(worker)->async()->Prefetch(&call->ctx, &call->req, &call->resp,
                                               [call](grpc::Status) { delete call; });
@@ -492,9 +481,9 @@ void Scheduler::Loop() {
     }
     // Spread the running requests over the micro-batches the pipeline holds.
     model::BatchLimits limits = options_.limits;
-    limits.max_batch_sequences =
-        std::max(1, std::min(limits.max_batch_sequences,
-                             (live + max_micro_batches_ - 1) / max_micro_batches_));
+    limits.max_batch_sequences = std::max(
+        1,
+        std::min(limits.max_batch_sequences, (live + max_micro_batches_ - 1) / max_micro_batches_));
     std::vector<model::SequenceDecoder*> decoders;
     for (const auto& r : idle) decoders.push_back(r->decoder.get());
     const std::vector<std::pair<int, int64_t>> step = model::ComposeStep(decoders, limits);
@@ -548,9 +537,13 @@ void Scheduler::RunMicroBatch(std::shared_ptr<MicroBatch> batch) {
   for (MicroBatch::Entry& e : batch->entries) {
     if (!e.status.ok() || e.req->abandoned.load()) continue;
     if (!e.req->decoder->Fed(e.rows)) continue;
-    HostTensor row = Rows(e.out, e.rows - 1, 1);
-    last.dtype = row.dtype;
-    last.data += row.data;
+    absl::StatusOr<HostTensor> row = SliceRows(e.out, e.rows - 1, 1);
+    if (!row.ok()) {
+      e.status = row.status();
+      continue;
+    }
+    last.dtype = row->dtype;
+    last.data += row->data;
     due.push_back(&e);
   }
   if (!due.empty()) {
@@ -612,20 +605,17 @@ class StageCall {
   StageCall(WorkerSet* workers, CoordinatorObserver* observer, absl::Duration step_timeout)
       : workers_(workers), observer_(observer), step_timeout_(step_timeout) {}
 
-  // The whole batch at once; a status that is not OK is the call's (UNIMPLEMENTED: fall back).
+  // The whole batch at once (rpc/batch_codec.h); a status that is not OK is the call's
+  // (UNIMPLEMENTED: fall back), otherwise `out` holds each item's rows or its own failure.
   absl::Status Batch(int worker, const std::vector<int>& layers,
                      const std::vector<StageItem>& items, absl::Time deadline, const CallFn& call,
                      std::vector<absl::StatusOr<HostTensor>>& out) {
-    v1::ForwardBatchRequest req;
+    std::vector<rpc::BatchStepSpec> specs;
     HostTensor cat;
     int64_t total = 0;
     for (const StageItem& item : items) {
-      v1::BatchStep* step = req.add_steps();
-      step->set_session_id(item.session_id);
-      step->set_step_id(item.step_id);
-      step->set_start_position(item.start);
       const int64_t rows = item.in->shape.empty() ? 0 : item.in->shape[0];
-      step->set_positions(rows);
+      specs.push_back(rpc::BatchStepSpec{item.session_id, item.step_id, item.start, rows});
       total += rows;
       cat.dtype = item.in->dtype;
       cat.data += item.in->data;
@@ -633,18 +623,19 @@ class StageCall {
     }
     if (cat.shape.size() != 2) return absl::InternalError("a stage without rows");
     cat.shape[0] = total;
-    const std::vector<int64_t> shape = cat.shape;
-    req.mutable_layers()->Assign(layers.begin(), layers.end());
+    const int64_t width = cat.shape[1];
+    const DType dtype = cat.dtype;
+    std::vector<v1::ForwardBatchRequest> msgs =
+        rpc::EncodeForwardBatch(specs, layers, std::move(cat));
     const absl::Time start = absl::Now();
     v1::ForwardBatchResponse resp;
     HostTensor hidden;
     absl::Status s;
-    if (cat.data.size() <= rpc::kMaxTensorPieceBytes) {
-      rpc::MoveTensorToProto(std::move(cat), req.mutable_hidden());
+    if (msgs.size() == 1) {
       s = call(
           "ForwardBatch",
           [&](grpc::ClientContext* ctx) {
-            return workers_->stub(worker)->ForwardBatch(ctx, req, &resp);
+            return workers_->stub(worker)->ForwardBatch(ctx, msgs[0], &resp);
           },
           deadline);
       if (s.ok()) {
@@ -657,28 +648,14 @@ class StageCall {
           "ForwardBatchStream",
           [&](grpc::ClientContext* ctx) -> grpc::Status {
             auto stream = workers_->stub(worker)->ForwardBatchStream(ctx);
-            v1::ForwardBatchRequest piece = req;  // The first piece carries every field.
-            for (size_t off = 0; off < cat.data.size(); off += rpc::kMaxTensorPieceBytes) {
-              const size_t len = std::min(rpc::kMaxTensorPieceBytes, cat.data.size() - off);
-              rpc::CopyTensorPieceToProto(cat, off, len, /*with_header=*/off == 0,
-                                          piece.mutable_hidden());
+            for (const v1::ForwardBatchRequest& piece : msgs) {
               if (!stream->Write(piece)) break;  // The server ended the call; Finish says why.
-              piece.Clear();
             }
             stream->WritesDone();
-            rpc::TensorAssembler assembler;
-            v1::ForwardBatchResponse reply;
+            rpc::PieceAssembler<v1::ForwardBatchResponse> assembler(INT64_MAX, "reply hidden");
+            v1::ForwardBatchResponse piece;
             absl::Status a;
-            bool first = true;
-            while (a.ok() && stream->Read(&reply)) {
-              if (first) {
-                *resp.mutable_results() = reply.results();
-                first = false;
-              }
-              a = assembler.started()
-                      ? assembler.Append(reply.mutable_hidden()->mutable_data())
-                      : assembler.Begin(reply.mutable_hidden(), 2, INT64_MAX, "reply hidden");
-            }
+            while (a.ok() && stream->Read(&piece)) a = assembler.Add(&piece);
             if (!a.ok()) ctx->TryCancel();
             grpc::Status fs = stream->Finish();
             if (!fs.ok()) return fs;
@@ -686,7 +663,8 @@ class StageCall {
             if (!assembler.complete()) {
               return grpc::Status(grpc::StatusCode::DATA_LOSS, "reply hidden state incomplete");
             }
-            hidden = assembler.Take();
+            resp.Swap(assembler.mutable_header());
+            hidden = assembler.TakeHidden();
             return grpc::Status::OK;
           },
           deadline);
@@ -695,38 +673,34 @@ class StageCall {
     observer_->OnWorkerStep(workers_->address(worker), absl::ToDoubleSeconds(absl::Now() - start),
                             s.code());
     const std::string where = absl::StrCat("layers ", FormatLayers(layers));
-    if (s.ok() && (resp.results_size() != static_cast<int>(items.size()) ||
-                   hidden.shape != shape)) {
-      s = absl::InternalError(absl::StrCat(
-          "worker ", workers_->address(worker), " answered ", resp.results_size(),
-          " results and shape [", absl::StrJoin(hidden.shape, ","), "] for ", items.size(),
-          " steps of shape [", absl::StrJoin(shape, ","), "]"));
-    }
     out.clear();
-    if (!s.ok()) {
-      for (size_t k = 0; k < items.size(); ++k) out.push_back(Annotate(s, where));
+    absl::StatusOr<std::vector<rpc::BatchStepReply>> replies =
+        s.ok() ? rpc::SplitForwardBatchResponse(specs, resp, hidden, width, dtype)
+               : absl::StatusOr<std::vector<rpc::BatchStepReply>>(s);
+    if (!replies.ok()) {
+      for (size_t k = 0; k < items.size(); ++k) {
+        out.push_back(
+            Annotate(replies.status(), absl::StrCat(where, " at position ", items[k].start)));
+      }
       return absl::OkStatus();
     }
-    int64_t row = 0;
     for (size_t k = 0; k < items.size(); ++k) {
-      const v1::BatchStepResult& r = resp.results(static_cast<int>(k));
-      const int64_t rows = items[k].in->shape[0];
-      if (r.code() != 0) {
-        out.push_back(absl::Status(
-            static_cast<absl::StatusCode>(r.code()),
-            absl::StrCat("worker ", workers_->address(worker), ": ForwardBatch: ", r.message(),
-                         "; ", where, " at position ", items[k].start)));
+      rpc::BatchStepReply& r = (*replies)[k];
+      if (!r.status.ok()) {
+        out.push_back(
+            absl::Status(r.status.code(), absl::StrCat("worker ", workers_->address(worker),
+                                                       ": ForwardBatch: ", r.status.message(), "; ",
+                                                       where, " at position ", items[k].start)));
       } else {
-        out.push_back(Rows(hidden, row, rows));
+        out.push_back(std::move(r.hidden));
       }
-      row += rows;
     }
     return absl::OkStatus();
   }
 
   // One session's step through Forward (ForwardStream when large).
-  absl::StatusOr<HostTensor> One(int worker, const std::vector<int>& layers,
-                                 const StageItem& item, const CallFn& call) {
+  absl::StatusOr<HostTensor> One(int worker, const std::vector<int>& layers, const StageItem& item,
+                                 const CallFn& call) {
     const HostTensor& in = *item.in;
     v1::ForwardRequest req;
     req.set_session_id(item.session_id);
@@ -906,8 +880,8 @@ void Scheduler::RunHops(MicroBatch& batch) {
         Lane& lane = lanes[li];
         Request& r = *batch.entries[lane.entry].req;
         Request::Session* session = r.SessionFor(lane.segment, g.worker);
-        items.push_back(StageItem{session->id, ++session->last_step, batch.entries[lane.entry].start,
-                                  &lane.cur, r.spec.deadline});
+        items.push_back(StageItem{session->id, ++session->last_step,
+                                  batch.entries[lane.entry].start, &lane.cur, r.spec.deadline});
         deadline = std::max(deadline, r.spec.deadline);
       }
       deadline = std::min(deadline, absl::Now() + options_.step_timeout);
@@ -934,8 +908,7 @@ void Scheduler::RunHops(MicroBatch& batch) {
           Request& r = *batch.entries[lanes[g.lanes[k]].entry].req;
           g.out.push_back(stage.One(
               g.worker, *g.layers, items[k],
-              [&](const char* method,
-                  const std::function<grpc::Status(grpc::ClientContext*)>& rpc,
+              [&](const char* method, const std::function<grpc::Status(grpc::ClientContext*)>& rpc,
                   absl::Time d) { return r.calls.Call(g.worker, method, rpc, d); }));
         }
       }

@@ -60,8 +60,8 @@ GenerationRequest MakeRequest(int i, Kind kind) {
   }
   r.request_id = "r" + std::to_string(i);
   if (kind != Kind::kExact) {
-    static const std::vector<std::vector<int>> kBlocks = {
-        {0, 2, 4}, {1, 3}, {0, 1, 2, 3}, {4}, {1, 2, 4}, {0, 3}};
+    static const std::vector<std::vector<int>> kBlocks = {{0, 2, 4}, {1, 3},    {0, 1, 2, 3},
+                                                          {4},       {1, 2, 4}, {0, 3}};
     r.mode = GenerationMode::kSparse;
     r.combine = kind == Kind::kParallel ? CombineMode::kParallel : CombineMode::kSequential;
     r.num_blocks = 5;
@@ -152,20 +152,22 @@ class SchedulerObserver : public CoordinatorObserver {
 };
 
 // A WorkerService in front of a real worker that passes every call on, except that it closes the
-// session of request `victim` on the worker behind the coordinator's back before that session's
-// third step reaches the worker: the worker then fails that row (NOT_FOUND).
-class SessionKillingProxy final : public v1::WorkerService::Service {
+// session of request `victim` ("" = none) on the worker behind the coordinator's back before that
+// session's third step reaches the worker (the worker then fails that row: NOT_FOUND), and that
+// as an `old` worker it answers ForwardBatch UNIMPLEMENTED (a worker from before batching).
+class Proxy final : public v1::WorkerService::Service {
  public:
-  SessionKillingProxy(const std::string& target, std::string victim)
+  Proxy(const std::string& target, std::string victim, bool old)
       : stub_(v1::WorkerService::NewStub(
             grpc::CreateChannel(target, grpc::InsecureChannelCredentials()))),
-        victim_(std::move(victim)) {
+        victim_(std::move(victim)),
+        old_(old) {
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(this);
     server_ = builder.BuildAndStart();
   }
-  ~SessionKillingProxy() override { server_->Shutdown(); }
+  ~Proxy() override { server_->Shutdown(); }
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   int killed() const { return killed_.load(); }
@@ -198,6 +200,7 @@ class SessionKillingProxy final : public v1::WorkerService::Service {
   }
   grpc::Status ForwardBatch(grpc::ServerContext* /*ctx*/, const v1::ForwardBatchRequest* req,
                             v1::ForwardBatchResponse* resp) override {
+    if (old_) return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "no ForwardBatch here");
     for (const v1::BatchStep& step : req->steps()) MaybeKill(step.session_id());
     grpc::ClientContext c;
     return stub_->ForwardBatch(&c, *req, resp);
@@ -212,7 +215,7 @@ class SessionKillingProxy final : public v1::WorkerService::Service {
   void MaybeKill(const std::string& session) {
     {
       absl::MutexLock lock(&mu_);
-      if (session.empty() || session != victim_session_ || ++victim_steps_ != 3) return;
+      if (victim_session_.empty() || session != victim_session_ || ++victim_steps_ != 3) return;
     }
     grpc::ClientContext c;
     v1::CloseSessionRequest req;
@@ -223,6 +226,7 @@ class SessionKillingProxy final : public v1::WorkerService::Service {
 
   std::unique_ptr<v1::WorkerService::Stub> stub_;
   const std::string victim_;
+  const bool old_;
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
   absl::Mutex mu_;
@@ -305,6 +309,11 @@ TEST_F(SchedulerTest, SixteenConcurrentRequestsGiveTheIdsEachGivesAlone) {
       {"2 workers", {{0, 1, 2}, {3, 4}}},
       {"3 workers", {{0, 1}, {2, 3}, {4}}},
   };
+  std::vector<std::unique_ptr<Proxy>> proxies;
+  auto old_worker = [&](const std::string& address) {
+    proxies.push_back(std::make_unique<Proxy>(address, "", /*old=*/true));
+    return proxies.back()->address();
+  };
   for (Kind kind : {Kind::kExact, Kind::kSequential, Kind::kParallel}) {
     const std::string mode = kind == Kind::kExact        ? "exact"
                              : kind == Kind::kSequential ? "sparse sequential"
@@ -315,12 +324,15 @@ TEST_F(SchedulerTest, SixteenConcurrentRequestsGiveTheIdsEachGivesAlone) {
       requests.push_back(MakeRequest(i, kind));
       want.push_back(Alone(requests.back()));
     }
-    for (const auto& [name, splits] : clusters) {
-      Build(splits);
+    for (int c = 0; c <= static_cast<int>(clusters.size()); ++c) {
+      // The last one: 2 workers from before batching (one Forward per session).
+      const bool old = c == static_cast<int>(clusters.size());
+      const std::string& name = old ? "2 workers without ForwardBatch" : clusters[c].first;
+      Build(old ? clusters[1].second : clusters[c].second, {}, old ? old_worker : nullptr);
       const auto results = RunAll(requests);
       for (int i = 0; i < kRequests; ++i) {
-        ASSERT_TRUE(results[i].ok()) << mode << ", " << name << ", request " << i << ": "
-                                     << results[i].status();
+        ASSERT_TRUE(results[i].ok())
+            << mode << ", " << name << ", request " << i << ": " << results[i].status();
         EXPECT_EQ(results[i]->ids, want[i]) << mode << ", " << name << ", request " << i;
       }
       EXPECT_EQ(Sessions(), 0) << mode << ", " << name;
@@ -328,7 +340,8 @@ TEST_F(SchedulerTest, SixteenConcurrentRequestsGiveTheIdsEachGivesAlone) {
     }
   }
   EXPECT_GT(observer_.max_sequences(), 1);  // Requests did share steps.
-  EXPECT_EQ(observer_.admitted(), 3 * 3 * kRequests);
+  EXPECT_EQ(observer_.admitted(), 3 * 4 * kRequests);
+  Stop();  // Before the proxies go.
 }
 
 TEST_F(SchedulerTest, CancellingHalfLeavesTheOthersUnchangedAndNoSessionBehind) {
@@ -368,30 +381,34 @@ TEST_F(SchedulerTest, CancellingHalfLeavesTheOthersUnchangedAndNoSessionBehind) 
 }
 
 TEST_F(SchedulerTest, ARowAWorkerFailsFailsThatRequestAlone) {
-  std::unique_ptr<SessionKillingProxy> proxy;
-  Build({{0, 1, 2}, {3, 4}}, {}, [&](const std::string& address) {
-    if (proxy != nullptr) return address;
-    proxy = std::make_unique<SessionKillingProxy>(address, "r5");
-    return proxy->address();
-  });
-  std::vector<GenerationRequest> requests;
-  for (int i = 0; i < 8; ++i) {
-    requests.push_back(MakeRequest(i, Kind::kExact));
-    requests.back().sampling.max_new_tokens = 12;
-    requests.back().sampling.stop_at_eos = false;
-  }
-  const auto results = RunAll(requests);
-  EXPECT_EQ(proxy->killed(), 1);
-  for (int i = 0; i < 8; ++i) {
-    if (i == 5) {
-      EXPECT_EQ(results[i].status().code(), absl::StatusCode::kNotFound) << results[i].status();
-      continue;
+  for (bool old : {false, true}) {
+    const std::string name = old ? "without ForwardBatch" : "ForwardBatch";
+    std::unique_ptr<Proxy> proxy;
+    Build({{0, 1, 2}, {3, 4}}, {}, [&](const std::string& address) {
+      if (proxy != nullptr) return address;
+      proxy = std::make_unique<Proxy>(address, "r5", old);
+      return proxy->address();
+    });
+    std::vector<GenerationRequest> requests;
+    for (int i = 0; i < 8; ++i) {
+      requests.push_back(MakeRequest(i, Kind::kExact));
+      requests.back().sampling.max_new_tokens = 12;
+      requests.back().sampling.stop_at_eos = false;
     }
-    ASSERT_TRUE(results[i].ok()) << "request " << i << ": " << results[i].status();
-    EXPECT_EQ(results[i]->ids, Alone(requests[i])) << "request " << i;
+    const auto results = RunAll(requests);
+    EXPECT_EQ(proxy->killed(), 1) << name;
+    for (int i = 0; i < 8; ++i) {
+      if (i == 5) {
+        EXPECT_EQ(results[i].status().code(), absl::StatusCode::kNotFound)
+            << name << ": " << results[i].status();
+        continue;
+      }
+      ASSERT_TRUE(results[i].ok()) << name << ", request " << i << ": " << results[i].status();
+      EXPECT_EQ(results[i]->ids, Alone(requests[i])) << name << ", request " << i;
+    }
+    EXPECT_EQ(Sessions(), 0) << name;
+    Stop();  // Before the proxy goes.
   }
-  EXPECT_EQ(Sessions(), 0);
-  pipeline_.reset();  // Before the proxy goes.
 }
 
 TEST_F(SchedulerTest, AFullQueueIsResourceExhaustedNamingTheLimit) {
@@ -417,8 +434,7 @@ TEST_F(SchedulerTest, AFullQueueIsResourceExhaustedNamingTheLimit) {
   while (pipeline_->waiting_requests() < 1) absl::SleepFor(absl::Milliseconds(1));
   absl::StatusOr<GenerationResult> rc = pipeline_->Generate(MakeRequest(2, Kind::kExact), {});
   EXPECT_EQ(rc.status().code(), absl::StatusCode::kResourceExhausted) << rc.status();
-  EXPECT_TRUE(absl::StrContains(rc.status().message(), "--max-waiting-requests 1"))
-      << rc.status();
+  EXPECT_TRUE(absl::StrContains(rc.status().message(), "--max-waiting-requests 1")) << rc.status();
   release.Notify();
   ta.join();
   tb.join();
