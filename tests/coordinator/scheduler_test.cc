@@ -310,10 +310,11 @@ TEST_F(SchedulerTest, SixteenConcurrentRequestsGiveTheIdsEachGivesAlone) {
       {"3 workers", {{0, 1}, {2, 3}, {4}}},
   };
   std::vector<std::unique_ptr<Proxy>> proxies;
-  auto old_worker = [&](const std::string& address) {
-    proxies.push_back(std::make_unique<Proxy>(address, "", /*old=*/true));
-    return proxies.back()->address();
-  };
+  const std::function<std::string(const std::string&)> old_worker =
+      [&](const std::string& address) {
+        proxies.push_back(std::make_unique<Proxy>(address, "", /*old=*/true));
+        return proxies.back()->address();
+      };
   for (Kind kind : {Kind::kExact, Kind::kSequential, Kind::kParallel}) {
     const std::string mode = kind == Kind::kExact        ? "exact"
                              : kind == Kind::kSequential ? "sparse sequential"
@@ -327,8 +328,9 @@ TEST_F(SchedulerTest, SixteenConcurrentRequestsGiveTheIdsEachGivesAlone) {
     for (int c = 0; c <= static_cast<int>(clusters.size()); ++c) {
       // The last one: 2 workers from before batching (one Forward per session).
       const bool old = c == static_cast<int>(clusters.size());
-      const std::string& name = old ? "2 workers without ForwardBatch" : clusters[c].first;
-      Build(old ? clusters[1].second : clusters[c].second, {}, old ? old_worker : nullptr);
+      const std::string name = old ? "2 workers without ForwardBatch" : clusters[c].first;
+      Build(old ? clusters[1].second : clusters[c].second, {},
+            old ? old_worker : std::function<std::string(const std::string&)>());
       const auto results = RunAll(requests);
       for (int i = 0; i < kRequests; ++i) {
         ASSERT_TRUE(results[i].ok())
