@@ -155,7 +155,7 @@ struct Scheduler::Request {
   ScheduledRequest spec;
   std::unique_ptr<model::SequenceDecoder> decoder;
   std::vector<Session> sessions;
-  Calls calls;  // OpenSession and per-session Forward: aborted when the request ends.
+  Calls calls;  // Its per-session Forwards: aborted when the request ends.
   uint64_t seq = 0;
   absl::Time queued_at;
   // Ended by its Run thread (cancelled, deadline, sink): a micro-batch drops its rows.
@@ -384,17 +384,29 @@ absl::StatusOr<model::GenerateResult> Scheduler::Run(ScheduledRequest spec,
 absl::Status Scheduler::OpenSessions(Request& request) {
   const int64_t max_length =
       static_cast<int64_t>(request.spec.prompt_ids.size()) + request.spec.params.max_new_tokens;
+  // Not through request.calls and not bounded by the request's deadline: an OpenSession the
+  // coordinator gave up on could still open a session on the worker that nobody would close.
+  // Each runs to its answer (control_timeout at most); cancellation and the deadline are checked
+  // in between.
+  Calls calls(workers_);
   for (Request::Session& session : request.sessions) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (request.stop) return absl::CancelledError("the client cancelled the request");
+    }
+    if (absl::Now() >= request.spec.deadline) {
+      return absl::DeadlineExceededError("the request's deadline passed opening its sessions");
+    }
     v1::OpenSessionRequest req;
     req.set_max_length(max_length);
     req.set_request_id(request.spec.request_id);
     v1::OpenSessionResponse resp;
-    RETURN_IF_ERROR(request.calls.Call(
+    RETURN_IF_ERROR(calls.Call(
         session.worker, "OpenSession",
         [&](grpc::ClientContext* ctx) {
           return workers_->stub(session.worker)->OpenSession(ctx, req, &resp);
         },
-        std::min(absl::Now() + options_.control_timeout, request.spec.deadline)));
+        absl::Now() + options_.control_timeout));
     session.id = resp.session_id();
   }
   return absl::OkStatus();
