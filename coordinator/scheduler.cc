@@ -609,6 +609,31 @@ struct StageItem {
 using CallFn = std::function<absl::Status(
     const char*, const std::function<grpc::Status(grpc::ClientContext*)>&, absl::Time)>;
 
+// A streamed call's exchange: writes `pieces`, then reads the reply's pieces back together into
+// `header` (every field but hidden.data) and `hidden`.
+template <typename Request, typename Response>
+grpc::Status Exchange(grpc::ClientContext* ctx, grpc::ClientReaderWriter<Request, Response>* stream,
+                      const std::vector<Request>& pieces, Response* header, HostTensor* hidden) {
+  for (const Request& piece : pieces) {
+    if (!stream->Write(piece)) break;  // The server ended the call; Finish says why.
+  }
+  stream->WritesDone();
+  rpc::PieceAssembler<Response> assembler(INT64_MAX, "reply hidden");
+  Response piece;
+  absl::Status a;
+  while (a.ok() && stream->Read(&piece)) a = assembler.Add(&piece);
+  if (!a.ok()) ctx->TryCancel();
+  grpc::Status fs = stream->Finish();
+  if (!fs.ok()) return fs;
+  if (!a.ok()) return rpc::ToGrpcStatus(a);
+  if (!assembler.complete()) {
+    return grpc::Status(grpc::StatusCode::DATA_LOSS, "reply hidden state incomplete");
+  }
+  header->Swap(assembler.mutable_header());
+  *hidden = assembler.TakeHidden();
+  return grpc::Status::OK;
+}
+
 // A stage's call on one worker for one layer range: every row set in one ForwardBatch (streamed
 // when large), or one Forward per session against a worker without ForwardBatch. One result per
 // item. Runs with the worker's stage lock held.
@@ -658,26 +683,9 @@ class StageCall {
     } else {
       s = call(
           "ForwardBatchStream",
-          [&](grpc::ClientContext* ctx) -> grpc::Status {
+          [&](grpc::ClientContext* ctx) {
             auto stream = workers_->stub(worker)->ForwardBatchStream(ctx);
-            for (const v1::ForwardBatchRequest& piece : msgs) {
-              if (!stream->Write(piece)) break;  // The server ended the call; Finish says why.
-            }
-            stream->WritesDone();
-            rpc::PieceAssembler<v1::ForwardBatchResponse> assembler(INT64_MAX, "reply hidden");
-            v1::ForwardBatchResponse piece;
-            absl::Status a;
-            while (a.ok() && stream->Read(&piece)) a = assembler.Add(&piece);
-            if (!a.ok()) ctx->TryCancel();
-            grpc::Status fs = stream->Finish();
-            if (!fs.ok()) return fs;
-            if (!a.ok()) return rpc::ToGrpcStatus(a);
-            if (!assembler.complete()) {
-              return grpc::Status(grpc::StatusCode::DATA_LOSS, "reply hidden state incomplete");
-            }
-            resp.Swap(assembler.mutable_header());
-            hidden = assembler.TakeHidden();
-            return grpc::Status::OK;
+            return Exchange(ctx, stream.get(), msgs, &resp, &hidden);
           },
           deadline);
     }
@@ -740,33 +748,19 @@ class StageCall {
     } else {
       s = call(
           "ForwardStream",
-          [&](grpc::ClientContext* ctx) -> grpc::Status {
-            auto stream = workers_->stub(worker)->ForwardStream(ctx);
+          [&](grpc::ClientContext* ctx) {
+            std::vector<v1::ForwardRequest> pieces;
             for (size_t off = 0; off < in.data.size(); off += rpc::kMaxTensorPieceBytes) {
-              const size_t len = std::min(rpc::kMaxTensorPieceBytes, in.data.size() - off);
-              rpc::CopyTensorPieceToProto(in, off, len, /*with_header=*/off == 0,
-                                          req.mutable_hidden());
-              if (!stream->Write(req)) break;  // The server ended the call; Finish says why.
-              req.Clear();
+              v1::ForwardRequest piece;
+              if (off == 0) piece = req;  // The first piece carries every field.
+              rpc::CopyTensorPieceToProto(in, off,
+                                          std::min(rpc::kMaxTensorPieceBytes, in.data.size() - off),
+                                          /*with_header=*/off == 0, piece.mutable_hidden());
+              pieces.push_back(std::move(piece));
             }
-            stream->WritesDone();
-            rpc::TensorAssembler assembler;
-            v1::ForwardResponse piece;
-            absl::Status a;
-            while (a.ok() && stream->Read(&piece)) {
-              a = assembler.started()
-                      ? assembler.Append(piece.mutable_hidden()->mutable_data())
-                      : assembler.Begin(piece.mutable_hidden(), 2, INT64_MAX, "reply hidden");
-            }
-            if (!a.ok()) ctx->TryCancel();
-            grpc::Status fs = stream->Finish();
-            if (!fs.ok()) return fs;
-            if (!a.ok()) return rpc::ToGrpcStatus(a);
-            if (!assembler.complete()) {
-              return grpc::Status(grpc::StatusCode::DATA_LOSS, "reply hidden state incomplete");
-            }
-            out = assembler.Take();
-            return grpc::Status::OK;
+            v1::ForwardResponse header;
+            auto stream = workers_->stub(worker)->ForwardStream(ctx);
+            return Exchange(ctx, stream.get(), pieces, &header, &out);
           },
           deadline);
     }
