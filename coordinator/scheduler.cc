@@ -283,6 +283,11 @@ absl::StatusOr<model::GenerateResult> Scheduler::Run(ScheduledRequest spec,
   req->spec = std::move(spec);
   const absl::Time deadline = req->spec.deadline;
   model::GenerateResult result;
+  if (req->decoder->done()) {  // max_new_tokens 0: nothing to run.
+    result.finish_reason = req->decoder->finish_reason();
+    if (on_queued) on_queued();
+    return result;
+  }
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("the coordinator is shutting down");
@@ -320,10 +325,6 @@ absl::StatusOr<model::GenerateResult> Scheduler::Run(ScheduledRequest spec,
       if (r->state == Request::State::kWaiting) {
         return absl::DeadlineExceededError("the request's deadline passed in the queue");
       }
-    }
-    if (r->decoder->done()) {  // max_new_tokens 0: nothing to run.
-      result.finish_reason = r->decoder->finish_reason();
-      return absl::OkStatus();
     }
     RETURN_IF_ERROR(OpenSessions(*r));
     {

@@ -1,11 +1,12 @@
 // The coordinator's scheduler (coordinator/scheduler.h) through GenerationPipeline, with in-process
 // workers: 16 concurrent requests with their own prompts, lengths, sampling parameters and seeds
-// give exactly the ids each gives alone in-process, through 1, 2 and 3 workers, in exact and
-// sparse modes (sequential and parallel, each request with its own blocks); cancelling half of
-// them leaves the others' ids unchanged and no session behind; a row a worker fails fails that
-// request alone; a full queue is RESOURCE_EXHAUSTED naming the limit; with 2 workers both compute
-// at once (the pipeline overlaps). The workers here answer ForwardBatch UNIMPLEMENTED until they
-// batch, so this also covers the per-session fallback.
+// give exactly the ids each gives alone in-process, through 1, 2 and 3 workers and through 2
+// workers without ForwardBatch (the per-session fallback), in exact and sparse modes (sequential
+// and parallel, each request with its own blocks); cancelling half of them leaves the others' ids
+// unchanged and no session behind; a row a worker fails fails that request alone (with and
+// without ForwardBatch); a full queue is RESOURCE_EXHAUSTED naming the limit; prefills in chunks
+// under a tiny token budget keep the ids; with 2 workers both compute at once (the pipeline
+// overlaps).
 #include "coordinator/scheduler.h"
 
 #include <grpcpp/grpcpp.h>
@@ -444,6 +445,21 @@ TEST_F(SchedulerTest, AFullQueueIsResourceExhaustedNamingTheLimit) {
   ASSERT_TRUE(rb.ok()) << rb.status();
   EXPECT_EQ(ra->ids, Alone(a));
   EXPECT_EQ(rb->ids, Alone(b));
+  EXPECT_EQ(Sessions(), 0);
+}
+
+TEST_F(SchedulerTest, ATinyTokenBudgetChunksPrefillsAndKeepsTheIds) {
+  PipelineOptions po;
+  po.limits.max_batch_tokens = 3;  // Prompts of up to 8 tokens go in chunks, decodes first.
+  Build({{0, 1, 2}, {3, 4}}, po);
+  std::vector<GenerationRequest> requests;
+  for (int i = 0; i < 8; ++i) requests.push_back(MakeRequest(i + 4, Kind::kSequential));
+  const auto results = RunAll(requests);
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(results[i].ok()) << "request " << i << ": " << results[i].status();
+    EXPECT_EQ(results[i]->ids, Alone(requests[i])) << "request " << i;
+  }
+  EXPECT_LE(observer_.max_sequences(), 3);
   EXPECT_EQ(Sessions(), 0);
 }
 
