@@ -95,18 +95,20 @@ int main(int argc, char** argv) {
     const char* name;
     int64_t fallback;
     int64_t min;
+    int64_t max;
   };
   int64_t limits[4];
-  const Limit specs[4] = {{"max-batch-tokens", options.max_batch_tokens, 1},
-                          {"max-batch-sequences", options.max_batch_sequences, 1},
-                          {"max-waiting-requests", options.max_waiting_requests, 1},
-                          {"max-micro-batches", options.max_micro_batches, 0}};
+  // (One runner thread per micro-batch: --max-micro-batches stays small.)
+  const Limit specs[4] = {{"max-batch-tokens", options.max_batch_tokens, 1, int64_t{1} << 30},
+                          {"max-batch-sequences", options.max_batch_sequences, 1, 1 << 20},
+                          {"max-waiting-requests", options.max_waiting_requests, 1, 1 << 20},
+                          {"max-micro-batches", options.max_micro_batches, 0, 64}};
   for (int i = 0; i < 4; ++i) {
     auto v = flags->Int(specs[i].name, specs[i].fallback);
     if (!v.ok()) return Fail(v.status());
-    if (*v < specs[i].min || *v > (int64_t{1} << 30)) {
-      return Fail(absl::InvalidArgumentError(
-          absl::StrCat("--", specs[i].name, " must be in ", specs[i].min, "..2^30, got ", *v)));
+    if (*v < specs[i].min || *v > specs[i].max) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--", specs[i].name, " must be in ", specs[i].min, "..", specs[i].max, ", got ", *v)));
     }
     limits[i] = *v;
   }

@@ -29,6 +29,7 @@ namespace swarm::coordinator {
 namespace {
 
 constexpr char kLog[] = "swarm-coordinator";
+constexpr int kMaxMicroBatches = 64;  // One runner thread each.
 
 // Closures handed to a pool while the caller works, without ever waiting in the pool's queue:
 // Join() runs on the caller each closure no pool thread has started (all of them without a pool,
@@ -194,8 +195,9 @@ Scheduler::Scheduler(const CoordinatorModel* model, WorkerSet* workers, Schedule
       workers_(workers),
       options_(std::move(options)),
       observer_(options_.observer != nullptr ? options_.observer : &default_observer_),
-      max_micro_batches_(options_.max_micro_batches > 0 ? options_.max_micro_batches
-                                                        : std::max(workers->size(), 1)),
+      max_micro_batches_(std::min(options_.max_micro_batches > 0 ? options_.max_micro_batches
+                                                                 : std::max(workers->size(), 1),
+                                  kMaxMicroBatches)),
       batch_calls_(std::make_unique<Calls>(workers)),
       stage_mu_(new absl::Mutex[std::max(workers->size(), 1)]),
       no_batch_(new std::atomic<bool>[std::max(workers->size(), 1)]) {

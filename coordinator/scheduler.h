@@ -81,7 +81,8 @@ std::string DescribePlan(const WorkerSet& workers, const ExecutionPlan& plan);
 struct SchedulerOptions {
   model::BatchLimits limits;      // Per micro-batch: rows and sequences.
   int max_waiting_requests = 64;  // Requests waiting for admission; beyond: RESOURCE_EXHAUSTED.
-  // Micro-batches in flight at once; 0 = the number of workers.
+  // Micro-batches in flight at once (one runner thread each; at most 64); 0 = the number of
+  // workers.
   int max_micro_batches = 0;
   absl::Duration step_timeout = absl::Seconds(60);     // One Forward / ForwardBatch.
   absl::Duration control_timeout = absl::Seconds(5);   // Open/CloseSession.
