@@ -468,56 +468,50 @@ void Scheduler::Prefetch(const ScheduledRequest& request) {
   }
 }
 
+std::shared_ptr<Scheduler::MicroBatch> Scheduler::ComposeLocked() {
+  if (stopping_ || batches_in_flight_ >= max_micro_batches_) return nullptr;
+  std::vector<std::shared_ptr<Request>> idle;
+  int live = 0;
+  for (const auto& r : running_) {
+    if (r->state != Request::State::kRunning || r->finished) continue;
+    ++live;
+    if (!r->in_flight) idle.push_back(r);
+  }
+  if (idle.empty()) return nullptr;
+  // Least recently stepped first (then arrival): every request gets its turn.
+  std::sort(idle.begin(), idle.end(), [](const auto& a, const auto& b) {
+    return a->last_stepped != b->last_stepped ? a->last_stepped < b->last_stepped : a->seq < b->seq;
+  });
+  // Spread the running requests over the micro-batches the pipeline holds.
+  model::BatchLimits limits = options_.limits;
+  limits.max_batch_sequences = std::max(
+      1,
+      std::min(limits.max_batch_sequences, (live + max_micro_batches_ - 1) / max_micro_batches_));
+  std::vector<model::SequenceDecoder*> decoders;
+  for (const auto& r : idle) decoders.push_back(r->decoder.get());
+  const std::vector<std::pair<int, int64_t>> step = model::ComposeStep(decoders, limits);
+  if (step.empty()) return nullptr;  // Cannot happen with live decoders.
+  auto batch = std::make_shared<MicroBatch>();
+  for (const auto& [a, rows] : step) {
+    Request& r = *idle[a];
+    r.in_flight = true;
+    r.last_stepped = ++steps_;
+    MicroBatch::Entry e;
+    e.req = idle[a];
+    e.start = r.decoder->position();
+    e.rows = rows;
+    batch->entries.push_back(std::move(e));
+  }
+  ++batches_in_flight_;
+  return batch;
+}
+
 void Scheduler::Loop() {
   absl::MutexLock lock(&mu_);
   while (true) {
-    std::vector<std::shared_ptr<Request>> idle;
-    while (!stopping_) {
-      idle.clear();
-      if (batches_in_flight_ < max_micro_batches_) {
-        for (const auto& r : running_) {
-          if (r->state == Request::State::kRunning && !r->in_flight && !r->finished) {
-            idle.push_back(r);
-          }
-        }
-      }
-      if (!idle.empty()) break;
-      loop_cv_.Wait(&mu_);
-    }
+    std::shared_ptr<MicroBatch> batch;
+    while (!stopping_ && (batch = ComposeLocked()) == nullptr) loop_cv_.Wait(&mu_);
     if (stopping_) return;
-    // Least recently stepped first (then arrival): every request gets its turn.
-    std::sort(idle.begin(), idle.end(), [](const auto& a, const auto& b) {
-      return a->last_stepped != b->last_stepped ? a->last_stepped < b->last_stepped
-                                                : a->seq < b->seq;
-    });
-    int live = 0;
-    for (const auto& r : running_) {
-      if (r->state == Request::State::kRunning && !r->finished) ++live;
-    }
-    // Spread the running requests over the micro-batches the pipeline holds.
-    model::BatchLimits limits = options_.limits;
-    limits.max_batch_sequences = std::max(
-        1,
-        std::min(limits.max_batch_sequences, (live + max_micro_batches_ - 1) / max_micro_batches_));
-    std::vector<model::SequenceDecoder*> decoders;
-    for (const auto& r : idle) decoders.push_back(r->decoder.get());
-    const std::vector<std::pair<int, int64_t>> step = model::ComposeStep(decoders, limits);
-    if (step.empty()) {  // Nothing to feed (cannot happen with live decoders): wait for a change.
-      loop_cv_.Wait(&mu_);
-      continue;
-    }
-    auto batch = std::make_shared<MicroBatch>();
-    for (const auto& [a, rows] : step) {
-      Request& r = *idle[a];
-      r.in_flight = true;
-      r.last_stepped = ++steps_;
-      MicroBatch::Entry e;
-      e.req = idle[a];
-      e.start = r.decoder->position();
-      e.rows = rows;
-      batch->entries.push_back(std::move(e));
-    }
-    ++batches_in_flight_;
     mu_.Unlock();
     if (!runners_->TrySchedule([this, batch] { RunMicroBatch(batch); })) RunMicroBatch(batch);
     mu_.Lock();
@@ -525,10 +519,16 @@ void Scheduler::Loop() {
 }
 
 void Scheduler::RunMicroBatch(std::shared_ptr<MicroBatch> batch) {
+  // The runner carries on with the next micro-batch it can compose as it ends one, so that a
+  // step's successor starts without waiting for the loop thread to wake up.
+  while (batch != nullptr) batch = RunStep(*batch);
+}
+
+std::shared_ptr<Scheduler::MicroBatch> Scheduler::RunStep(MicroBatch& batch) {
   const model::ModelConfig& c = model_->config();
   const model::ModelEnds& ends = model_->ends();
   int64_t tokens = 0;
-  for (MicroBatch::Entry& e : batch->entries) {
+  for (MicroBatch::Entry& e : batch.entries) {
     tokens += e.rows;
     if (e.req->abandoned.load()) {
       e.status = absl::CancelledError("the request ended");
@@ -542,14 +542,14 @@ void Scheduler::RunMicroBatch(std::shared_ptr<MicroBatch> batch) {
     }
     e.h = *std::move(h);
   }
-  observer_->OnBatchStep(static_cast<int>(batch->entries.size()), tokens);
+  observer_->OnBatchStep(static_cast<int>(batch.entries.size()), tokens);
 
-  RunHops(*batch);
+  RunHops(batch);
 
   // The last row of each request whose logits are due, gathered for one head product.
   HostTensor last;
   std::vector<MicroBatch::Entry*> due;
-  for (MicroBatch::Entry& e : batch->entries) {
+  for (MicroBatch::Entry& e : batch.entries) {
     if (!e.status.ok() || e.req->abandoned.load()) continue;
     if (!e.req->decoder->Fed(e.rows)) continue;
     absl::StatusOr<HostTensor> row = SliceRows(e.out, e.rows - 1, 1);
@@ -574,12 +574,12 @@ void Scheduler::RunMicroBatch(std::shared_ptr<MicroBatch> batch) {
       }
     }
   }
-  for (MicroBatch::Entry& e : batch->entries) {
+  for (MicroBatch::Entry& e : batch.entries) {
     if (e.status.ok() && !e.req->abandoned.load()) observer_->OnStep(e.req->spec.series_blocks);
   }
 
   absl::MutexLock lock(&mu_);
-  for (MicroBatch::Entry& e : batch->entries) {
+  for (MicroBatch::Entry& e : batch.entries) {
     Request& r = *e.req;
     r.in_flight = false;
     if (r.state == Request::State::kEnded) continue;
@@ -593,8 +593,10 @@ void Scheduler::RunMicroBatch(std::shared_ptr<MicroBatch> batch) {
     r.cv.Signal();
   }
   --batches_in_flight_;
-  loop_cv_.Signal();
   batches_cv_.SignalAll();
+  std::shared_ptr<MicroBatch> next = ComposeLocked();
+  if (next == nullptr) loop_cv_.Signal();
+  return next;
 }
 
 namespace {

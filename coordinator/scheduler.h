@@ -1,7 +1,8 @@
 // The coordinator's iteration-level scheduler (continuous batching across workers, Orca / vLLM
 // style). Every request that runs holds a model::SequenceDecoder (its token loop) and its own
 // execution plan (which worker runs which layers, per layer set: every layer in exact mode, the
-// chosen blocks in sparse mode). The scheduler's loop thread composes micro-batches from the
+// chosen blocks in sparse mode). The scheduler's loop thread (and each runner thread as it ends a
+// micro-batch, so that the next step does not wait for a wake-up) composes micro-batches from the
 // running requests (model::ComposeStep: decode rows first, then prefill chunks under the token
 // budget, least recently stepped requests first so that none starves) and admits waiting
 // requests in arrival order as running ones end.
@@ -143,8 +144,13 @@ class Scheduler {
   absl::Status OpenSessions(Request& request);
   void CloseSessions(Request& request);
   void Prefetch(const ScheduledRequest& request);
-  // Runs one micro-batch end to end, on a runner thread.
+  // The next micro-batch of the running requests not in one (counted in flight), or null when
+  // none can start now.
+  std::shared_ptr<MicroBatch> ComposeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs `batch` and the micro-batches composed as each ends, on a runner thread.
   void RunMicroBatch(std::shared_ptr<MicroBatch> batch);
+  // Runs one micro-batch end to end; returns the next one to run (ComposeLocked).
+  std::shared_ptr<MicroBatch> RunStep(MicroBatch& batch);
   // Sends the micro-batch's rows through every request's plan; fills each entry's output or
   // failure.
   void RunHops(MicroBatch& batch);
