@@ -52,6 +52,18 @@ const Histogram::BucketBoundaries& BlockLoadBuckets() {
   return *b;
 }
 
+// Rows and steps per batch: powers of two, one row (a decode step alone) to 8192 (long prefill
+// chunks of many sessions).
+const Histogram::BucketBoundaries& BatchRowBuckets() {
+  static const auto* b = new Histogram::BucketBoundaries{1,   2,   4,   8,    16,   32,   64,
+                                                         128, 256, 512, 1024, 2048, 4096, 8192};
+  return *b;
+}
+const Histogram::BucketBoundaries& BatchSequenceBuckets() {
+  static const auto* b = new Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256};
+  return *b;
+}
+
 // Registration and Add() validate names and may throw; our names are constants, but keep any
 // exception at the call site as the house style asks.
 template <typename F>
@@ -175,6 +187,9 @@ struct WorkerMetrics::Impl {
   Counter* loads = nullptr;
   Counter* evictions = nullptr;
   Histogram* load_seconds = nullptr;
+  Histogram* batch_rows = nullptr;
+  Histogram* batch_sequences = nullptr;
+  Counter* busy_seconds = nullptr;
 
   // The hosted range holding `layer`, or null for "other".
   const Range* Find(int layer) const {
@@ -300,6 +315,25 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const Optio
                            .Help("Time to load one block onto the device.")
                            .Register(reg)
                            .Add({}, BlockLoadBuckets());
+    m->batch_rows = &prometheus::BuildHistogram()
+                         .Name("swarm_worker_batch_rows")
+                         .Help(
+                             "Rows (token positions) one pass through the layers computed, over "
+                             "every session in the batch.")
+                         .Register(reg)
+                         .Add({}, BatchRowBuckets());
+    m->batch_sequences = &prometheus::BuildHistogram()
+                              .Name("swarm_worker_batch_sequences")
+                              .Help("Sessions' steps one pass through the layers computed.")
+                              .Register(reg)
+                              .Add({}, BatchSequenceBuckets());
+    m->busy_seconds = &prometheus::BuildCounter()
+                           .Name("swarm_worker_busy_seconds_total")
+                           .Help(
+                               "Wall time during which the worker was computing (at least one "
+                               "pass through the layers running); its rate is the busy fraction.")
+                           .Register(reg)
+                           .Add({});
     std::vector<std::string> labels;
     for (const Impl::Range& r : m->ranges) labels.push_back(r.label);
     prometheus::BuildGauge()
@@ -370,6 +404,13 @@ void WorkerMetrics::OnBlockLoad(double seconds) {
   impl_->load_seconds->Observe(NonNegative(seconds));
 }
 void WorkerMetrics::OnBlockEviction() { impl_->evictions->Increment(); }
+void WorkerMetrics::OnBatch(int64_t sequences, int64_t rows) {
+  impl_->batch_rows->Observe(static_cast<double>(rows > 0 ? rows : 0));
+  impl_->batch_sequences->Observe(static_cast<double>(sequences > 0 ? sequences : 0));
+}
+void WorkerMetrics::AddBusySeconds(double seconds) {
+  impl_->busy_seconds->Increment(NonNegative(seconds));
+}
 
 // ---------------------------------------------------------------------------------------------
 // CoordinatorMetrics

@@ -100,6 +100,12 @@ class WorkerMetrics {
   void OnBlockLoad(double seconds);  // One block loaded onto the device, taking `seconds`.
   void OnBlockEviction();            // One block dropped from the device.
   void OnBlockHit();                 // A block use (step or prefetch) found it resident.
+  // Batching. One pass through the layers (a Forward, or a ForwardBatch of several sessions'
+  // steps) that computed `sequences` steps of `rows` rows in all.
+  void OnBatch(int64_t sequences, int64_t rows);
+  // `seconds` more of wall time during which at least one pass was computing (counted once
+  // however many passes overlap, so its rate is the busy fraction, 0..1).
+  void AddBusySeconds(double seconds);
 
  private:
   struct Impl;

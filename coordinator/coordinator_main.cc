@@ -41,7 +41,15 @@ swarm::FlagSet CoordinatorFlags() {
       .Value("step-timeout", "DURATION", absl::FormatDuration(d.step_timeout),
              "deadline of one step on a worker")
       .Value("router", "FILE", "", "the router file for sparse requests (swarm calibrate)")
-      .Value("num-blocks", "N", "", "check the router was calibrated for N blocks");
+      .Value("num-blocks", "N", "", "check the router was calibrated for N blocks")
+      .Value("max-batch-tokens", "N", absl::StrCat(d.max_batch_tokens),
+             "rows (decode tokens + prefill chunks) in one scheduler step")
+      .Value("max-batch-sequences", "N", absl::StrCat(d.max_batch_sequences),
+             "requests running in the batch at once")
+      .Value("max-waiting-requests", "N", absl::StrCat(d.max_waiting_requests),
+             "requests waiting for the batch before new ones are refused")
+      .Value("max-micro-batches", "N", absl::StrCat(d.max_micro_batches),
+             "micro-batches in flight (the pipeline's depth); 0 = one per worker");
   return f;
 }
 
@@ -99,6 +107,32 @@ int main(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError(
         absl::StrCat("--max-queued-requests must be at least 1, got ", *queued)));
   }
+  // The scheduler's limits: each at least 1 (--max-micro-batches 0 = one per worker).
+  struct Limit {
+    const char* name;
+    int64_t fallback;
+    int64_t min;
+    int64_t max;
+  };
+  int64_t limits[4];
+  // (One runner thread per micro-batch: --max-micro-batches stays small.)
+  const Limit specs[4] = {{"max-batch-tokens", options.max_batch_tokens, 1, int64_t{1} << 30},
+                          {"max-batch-sequences", options.max_batch_sequences, 1, 1 << 20},
+                          {"max-waiting-requests", options.max_waiting_requests, 1, 1 << 20},
+                          {"max-micro-batches", options.max_micro_batches, 0, 64}};
+  for (int i = 0; i < 4; ++i) {
+    auto v = flags->Int(specs[i].name, specs[i].fallback);
+    if (!v.ok()) return Fail(v.status());
+    if (*v < specs[i].min || *v > specs[i].max) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--", specs[i].name, " must be in ", specs[i].min, "..", specs[i].max, ", got ", *v)));
+    }
+    limits[i] = *v;
+  }
+  options.max_batch_tokens = limits[0];
+  options.max_batch_sequences = static_cast<int>(limits[1]);
+  options.max_waiting_requests = static_cast<int>(limits[2]);
+  options.max_micro_batches = static_cast<int>(limits[3]);
   options.max_concurrent_requests = static_cast<int>(*concurrent);
   options.max_queued_requests = static_cast<int>(*queued);
   options.max_request_time = *request_timeout;

@@ -53,6 +53,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   pipeline_options.observer = server->observer_;
   // One hop thread per generating request: the rest of a wide parallel step runs on its caller.
   pipeline_options.hop_threads = options.max_concurrent_requests;
+  pipeline_options.limits.max_batch_tokens = options.max_batch_tokens;
+  pipeline_options.limits.max_batch_sequences = options.max_batch_sequences;
+  pipeline_options.max_waiting_requests = options.max_waiting_requests;
+  pipeline_options.max_micro_batches = options.max_micro_batches;
   server->pipeline_ = std::make_unique<GenerationPipeline>(
       server->model_.get(), server->workers_.get(), pipeline_options);
   server->pool_ =

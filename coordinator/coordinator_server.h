@@ -51,6 +51,13 @@ struct CoordinatorOptions {
   std::string device = "cpu";        // Where the embeddings and the head run.
   int max_concurrent_requests = 16;  // Requests generating at once.
   int max_queued_requests = 64;      // Waiting beyond that: RESOURCE_EXHAUSTED.
+  // The scheduler (scheduler.h): rows and sequences per micro-batch (max_batch_sequences also caps
+  // the requests in the batch at once), requests waiting for admission, micro-batches in flight
+  // (0 = one per worker).
+  int64_t max_batch_tokens = 512;
+  int max_batch_sequences = 64;
+  int max_waiting_requests = 64;
+  int max_micro_batches = 0;
   // Cap on a request's deadline (a call without one gets this one).
   absl::Duration max_request_time = absl::Minutes(10);
   absl::Duration step_timeout = absl::Seconds(60);  // One Forward.

@@ -10,7 +10,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
-#include "coordinator/remote_executor.h"
+#include "coordinator/scheduler.h"
 #include "coordinator/worker_set.h"
 #include "router/router.h"
 
@@ -32,39 +32,6 @@ const char* ModeLabel(GenerationMode mode) {
   }
   return "other";
 }
-
-// Tells the observer about every completed step of `inner` (metrics of block load).
-class ObservedExecutor : public model::StepExecutor {
- public:
-  ObservedExecutor(model::StepExecutor* inner, CoordinatorObserver* observer,
-                   const std::vector<int>* blocks)
-      : inner_(inner), observer_(observer), blocks_(blocks) {}
-  absl::StatusOr<HostTensor> Run(const HostTensor& h, int64_t start_pos) override {
-    absl::StatusOr<HostTensor> out = inner_->Run(h, start_pos);
-    if (out.ok()) observer_->OnStep(*blocks_);
-    return out;
-  }
-
- private:
-  model::StepExecutor* const inner_;
-  CoordinatorObserver* const observer_;
-  const std::vector<int>* const blocks_;
-};
-
-// Each Forward, as a worker step of the metrics.
-class WorkerStepReporter : public HopObserver {
- public:
-  WorkerStepReporter(const WorkerSet* workers, CoordinatorObserver* observer)
-      : workers_(workers), observer_(observer) {}
-  void OnHop(int worker, int64_t /*positions*/, absl::Duration elapsed,
-             const absl::Status& status) override {
-    observer_->OnWorkerStep(workers_->address(worker), Seconds(elapsed), status.code());
-  }
-
- private:
-  const WorkerSet* const workers_;
-  CoordinatorObserver* const observer_;
-};
 
 }  // namespace
 
@@ -102,15 +69,26 @@ GenerationPipeline::GenerationPipeline(const CoordinatorModel* model, WorkerSet*
     : model_(model),
       workers_(workers),
       options_(options),
-      observer_(options.observer != nullptr ? options.observer : &default_observer_),
-      hop_observer_(std::make_unique<WorkerStepReporter>(workers, observer_)) {
+      observer_(options.observer != nullptr ? options.observer : &default_observer_) {
   if (options.hop_threads > 0) {
     hop_pool_ = std::make_unique<ThreadPool>(
         options.hop_threads, static_cast<size_t>(std::max(options.max_queued_hops, 0)));
   }
+  SchedulerOptions so;
+  so.limits = options.limits;
+  so.max_waiting_requests = options.max_waiting_requests;
+  so.max_micro_batches = options.max_micro_batches;
+  so.step_timeout = options.step_timeout;
+  so.control_timeout = options.control_timeout;
+  so.observer = observer_;
+  so.hop_pool = hop_pool_.get();
+  scheduler_ = std::make_unique<Scheduler>(model, workers, so);
 }
 
-GenerationPipeline::~GenerationPipeline() = default;
+GenerationPipeline::~GenerationPipeline() { scheduler_.reset(); }
+
+int GenerationPipeline::running_requests() const { return scheduler_->running(); }
+int GenerationPipeline::waiting_requests() const { return scheduler_->waiting(); }
 
 absl::StatusOr<GenerationResult> GenerationPipeline::Generate(const GenerationRequest& request,
                                                               const GenerationSink& sink,
@@ -324,50 +302,38 @@ absl::StatusOr<ChosenBlocks> GenerationPipeline::ChooseBlocks(const GenerationRe
 absl::StatusOr<model::GenerateResult> GenerationPipeline::Execute(
     Run& run, ExecutionPlan plan, const std::vector<int>& series_blocks,
     const model::SamplingParams& params, const GenerationSink& sink, CancellationHandle& cancel) {
-  const bool sparse = run.result.blocks.has_value();
-  const std::vector<int64_t>& ids = run.result.prompt_ids;
-  RemoteExecutorOptions exec_options;
-  exec_options.deadline = run.deadline;
-  exec_options.step_timeout = options_.step_timeout;
-  exec_options.control_timeout = options_.control_timeout;
-  exec_options.request_id = run.result.request_id;
-  exec_options.observer = hop_observer_.get();
-  exec_options.hop_pool = hop_pool_.get();
-  RemoteExecutor executor(workers_, std::move(plan), exec_options);
-  run.result.plan = executor.Describe();
-  cancel.SetOnCancel([&executor] { executor.Cancel(); });
-  if (sink.on_start) {
-    sink.on_start(GenerationStart{run.result.request_id, ids, run.result.blocks});
-  }
+  ScheduledRequest request;
+  request.request_id = run.result.request_id;
+  request.prompt_ids = run.result.prompt_ids;
+  request.params = params;
+  request.series_blocks = series_blocks;
+  request.deadline = run.deadline;
   // The router has chosen: workers with a memory budget can load the blocks meanwhile.
-  if (sparse) executor.Prefetch();
-  absl::StatusOr<model::GenerateResult> out = absl::UnknownError("not run");
-  if (absl::Status open = executor.Open(static_cast<int64_t>(ids.size()) + params.max_new_tokens);
-      !open.ok()) {
-    out = open;
-  } else {
-    auto on_token = [&](const model::GeneratedToken& token) {
-      const absl::Time now = absl::Now();
-      if (token.id >= 0) {
-        ++run.generated;
-        if (run.generated == 1) {
-          run.result.usage.time_to_first_token = now - run.arrival;
-        } else {
-          observer_->OnInterToken(run.mode, Seconds(now - run.last_token));
-        }
-        run.last_token = now;
+  request.prefetch = run.result.blocks.has_value();
+  run.result.plan = DescribePlan(*workers_, plan);
+  request.plan = std::move(plan);
+  auto on_start = [&] {
+    if (sink.on_start) {
+      sink.on_start(
+          GenerationStart{run.result.request_id, run.result.prompt_ids, run.result.blocks});
+    }
+  };
+  auto on_token = [&](const model::GeneratedToken& token) {
+    const absl::Time now = absl::Now();
+    if (token.id >= 0) {
+      ++run.generated;
+      if (run.generated == 1) {
+        run.result.usage.time_to_first_token = now - run.arrival;
+      } else {
+        observer_->OnInterToken(run.mode, Seconds(now - run.last_token));
       }
-      if (sink.on_token && !sink.on_token(token)) run.stopped_by_sink = true;
-      if (now > run.deadline) run.deadline_hit = true;
-      return !run.stopped_by_sink && !run.deadline_hit && !cancel.cancelled();
-    };
-    ObservedExecutor observed(&executor, observer_, &series_blocks);
-    out = model::RunGenerationLoop(model_->ends(), observed, model_->tokenizer(), ids, params,
-                                   on_token);
-  }
-  executor.Close();
-  cancel.SetOnCancel(nullptr);
-  return out;
+      run.last_token = now;
+    }
+    if (sink.on_token && !sink.on_token(token)) run.stopped_by_sink = true;
+    if (now > run.deadline) run.deadline_hit = true;
+    return !run.stopped_by_sink && !run.deadline_hit && !cancel.cancelled();
+  };
+  return scheduler_->Run(std::move(request), on_start, on_token, cancel);
 }
 
 void GenerationPipeline::Refuse(GenerationMode mode, const absl::Status& status) const {

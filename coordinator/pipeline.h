@@ -4,21 +4,21 @@
 //   validate → tokenize → choose blocks → plan workers → execute → release
 //
 // (choose blocks: sparse mode only, the router's Prediction for the prompt or the request's
-// explicit plan; plan workers: WorkerSet::AcquirePlans; execute: a RemoteExecutor under
-// model::RunGenerationLoop, the project's one generation loop), streaming tokens to a sink. The
-// pipeline also owns what every request shares: the request counters, the metrics hooks
-// (CoordinatorObserver), the request log line and the pool that fans parallel-combine steps out
-// to their workers. The gRPC service (coordinator_service.h) translates v1::GenerateRequest into
-// a GenerationRequest and the sink's calls into the response stream; an HTTP API or a batching
-// scheduler can call the same class.
+// explicit plan; plan workers: WorkerSet::AcquirePlans; execute: the pipeline's Scheduler
+// (scheduler.h), which runs every admitted request's steps in micro-batches across the workers
+// with model::SequenceDecoder, the project's one token loop), streaming tokens to a sink. The
+// pipeline also owns what every request shares: the scheduler, the request counters, the metrics
+// hooks (CoordinatorObserver), the request log line and the pool that fans one stage's hops out to
+// their workers. The gRPC service (coordinator_service.h) translates v1::GenerateRequest into a
+// GenerationRequest and the sink's calls into the response stream; an HTTP API can call the same
+// class.
 //
-// Threading: Generate runs the whole request on its caller's thread and blocks it until the
-// request ends (callers that must not block, such as gRPC handlers, call it from a pool of their
-// own); any number of Generate calls may run at once. The sink is called on Generate's thread.
-// Parallel-combine steps fan out over the pipeline's own bounded hop pool (PipelineOptions), a
-// pool apart from the callers' so that a request thread never waits for a queue its peers fill.
-// Predict and the accessors are thread-safe and never block on a worker. A CancellationHandle may
-// be cancelled from any thread.
+// Threading: Generate blocks its caller until the request ends (callers that must not block, such
+// as gRPC handlers, call it from a pool of their own); any number of Generate calls may run at
+// once, and the scheduler batches their steps. The sink is called on Generate's thread (tokens
+// reach it through a per-request queue, so a slow sink never stalls the batch). Predict and the
+// accessors are thread-safe and never block on a worker. A CancellationHandle may be cancelled
+// from any thread.
 #ifndef SWARM_COORDINATOR_PIPELINE_H_
 #define SWARM_COORDINATOR_PIPELINE_H_
 
@@ -46,8 +46,8 @@ class ThreadPool;
 namespace swarm::coordinator {
 
 class WorkerSet;
+class Scheduler;
 struct ExecutionPlan;
-struct HopObserver;
 
 // Which layers a request runs. The values are the wire's (v1::Mode): an adapter passes an
 // unknown wire value through as is, and validation names it ("unknown mode 7").
@@ -108,7 +108,7 @@ struct GenerationResult {
   std::string text;           // Their text (empty when the model has no tokenizer).
   std::string finish_reason;  // "eos", "length" or "context".
   GenerationUsage usage;
-  // The workers and layers each step went through, as RemoteExecutor::Describe gives it:
+  // The workers and layers each step went through, as DescribePlan (scheduler.h) gives it:
   // "127.0.0.1:7001[0-2] -> 127.0.0.1:7002[3-4]".
   std::string plan;
   std::optional<ChosenBlocks> blocks;  // Sparse mode only.
@@ -123,10 +123,10 @@ struct GenerationSink {
   std::function<bool(const model::GeneratedToken&)> on_token;
 };
 
-// Cancels one request from any thread: the Forward in flight is aborted, generation stops, every
-// worker session of the request is closed and Generate returns CANCELLED (DEADLINE_EXCEEDED once
-// the deadline passed). Cancelling before Generate starts or after it returned is allowed.
-// Thread-safe; must outlive the Generate call it is given to.
+// Cancels one request from any thread: the request leaves the batch at once (the calls of its own
+// in flight are aborted), every worker session of the request is closed and Generate returns
+// CANCELLED (DEADLINE_EXCEEDED once the deadline passed). Cancelling before Generate starts or
+// after it returned is allowed. Thread-safe; must outlive the Generate call it is given to.
 class CancellationHandle {
  public:
   void Cancel();
@@ -162,12 +162,18 @@ struct PipelineOptions {
   absl::Duration step_timeout = absl::Seconds(60);    // One Forward.
   absl::Duration control_timeout = absl::Seconds(5);  // Open/CloseSession.
   CoordinatorObserver* observer = nullptr;            // Not owned; null = no metrics.
-  // The pipeline's pool for parallel combine: each step runs its first segment on the request's
+  // The pipeline's pool for the hops of one stage on different workers (parallel combine, and
+  // requests planned through different workers): a micro-batch runs its first hop on its own
   // thread and hands the others to this pool, taking back any the pool has not started (so a
-  // full pool slows a step down, never blocks it). 0 threads = every segment on the request's
-  // thread, one after the other.
+  // full pool slows a step down, never blocks it). 0 threads = one hop after the other.
   int hop_threads = 16;
   int max_queued_hops = 64;
+  // The scheduler (scheduler.h): rows and sequences per micro-batch (max_batch_sequences also
+  // caps the requests running at once), requests waiting for admission (beyond:
+  // RESOURCE_EXHAUSTED), micro-batches in flight (0 = the number of workers).
+  model::BatchLimits limits;
+  int max_waiting_requests = 64;
+  int max_micro_batches = 0;
 };
 
 class GenerationPipeline {
@@ -175,7 +181,7 @@ class GenerationPipeline {
   // `model` and `workers` are not owned and must outlive the pipeline. Starts the hop pool.
   GenerationPipeline(const CoordinatorModel* model, WorkerSet* workers,
                      const PipelineOptions& options);
-  ~GenerationPipeline();  // Joins the hop pool; no Generate may be running.
+  ~GenerationPipeline();  // Joins the scheduler and the hop pool; no Generate may be running.
   GenerationPipeline(const GenerationPipeline&) = delete;
   GenerationPipeline& operator=(const GenerationPipeline&) = delete;
 
@@ -200,7 +206,9 @@ class GenerationPipeline {
   // metrics hooks, so that every request a client sent is counted. Thread-safe.
   void Refuse(GenerationMode mode, const absl::Status& status) const;
 
-  int active_requests() const { return active_requests_.load(); }     // Generating now.
+  int active_requests() const { return active_requests_.load(); }  // Generating now.
+  int running_requests() const;  // Admitted into the scheduler's batch.
+  int waiting_requests() const;  // Waiting in the scheduler's queue.
   uint64_t requests_total() const { return requests_total_.load(); }  // Ended since start.
 
  private:
@@ -214,7 +222,7 @@ class GenerationPipeline {
   absl::StatusOr<std::vector<int64_t>> Tokenize(const GenerationRequest& request) const;
   absl::StatusOr<ChosenBlocks> ChooseBlocks(const GenerationRequest& request,
                                             const std::vector<int64_t>& ids);
-  // Opens the plan's sessions, generates, closes them. `series_blocks` go to OnStep.
+  // Runs the request through the scheduler. `series_blocks` go to OnStep.
   absl::StatusOr<model::GenerateResult> Execute(Run& run, ExecutionPlan plan,
                                                 const std::vector<int>& series_blocks,
                                                 const model::SamplingParams& params,
@@ -226,8 +234,8 @@ class GenerationPipeline {
   const PipelineOptions options_;
   CoordinatorObserver default_observer_;
   CoordinatorObserver* const observer_;
-  const std::unique_ptr<HopObserver> hop_observer_;  // Forwards to observer_->OnWorkerStep.
-  std::unique_ptr<ThreadPool> hop_pool_;             // Null with hop_threads 0.
+  std::unique_ptr<ThreadPool> hop_pool_;  // Null with hop_threads 0.
+  std::unique_ptr<Scheduler> scheduler_;  // Uses hop_pool_: destroyed first.
 
   std::atomic<int> active_requests_{0};
   std::atomic<uint64_t> requests_total_{0};

@@ -2,7 +2,7 @@
 // g turns h into h + g·(B(h) − h) (sequential combine); blocks run side by side on the same h give
 // h + Σ_b w_b·(B_b(h) − h) (parallel combine). Blocks always run ungated (LayerHost::Forward has no
 // gate); whoever combines their outputs calls these functions: router::SparseExecutor in-process,
-// the coordinator's RemoteExecutor across workers, and a worker honouring ForwardRequest.gate. So
+// the coordinator's Scheduler across workers, and a worker honouring ForwardRequest.gate. So
 // the rule and its arithmetic exist once, and every path computes the same bits.
 //
 // Pure functions on HostTensor, torch-free; thread-safe.

@@ -4,13 +4,15 @@
 // copies on the hot path are protobuf's own (de)serialisation. Tensors over kMaxTensorPieceBytes
 // travel as several messages (see tensor.proto); TensorAssembler puts them back together.
 // Used by the worker and the coordinator. Stateless functions are thread-safe; a TensorAssembler
-// belongs to one call.
+// or PieceAssembler belongs to one call.
 #ifndef SWARM_RPC_TENSOR_CODEC_H_
 #define SWARM_RPC_TENSOR_CODEC_H_
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -63,6 +65,63 @@ class TensorAssembler {
   int64_t expected_ = 0;
   std::string what_;
   HostTensor t_;
+};
+
+// The streamed calls of worker.proto (ForwardStream, ForwardBatchStream, both directions) send
+// a message as pieces: the first carries every field and `hidden`'s dtype, shape and first
+// bytes; the later ones only hidden.data, at most kMaxTensorPieceBytes each. `Message` is any
+// message with a `Tensor hidden` field.
+
+// Pieces `t` travels in (at least 1, for an empty tensor too).
+inline size_t PieceCount(const HostTensor& t) {
+  return t.data.empty() ? 1 : (t.data.size() + kMaxTensorPieceBytes - 1) / kMaxTensorPieceBytes;
+}
+
+// Piece `index` (< PieceCount(t)) of the message `header` whose hidden tensor is `t` (header's own
+// hidden is ignored): piece 0 is a copy of header with t's header and first bytes, the others
+// only bytes.
+template <typename Message>
+void FillPiece(const Message& header, const HostTensor& t, size_t index, Message* out) {
+  const size_t offset = std::min(index * kMaxTensorPieceBytes, t.data.size());
+  const size_t len = std::min(kMaxTensorPieceBytes, t.data.size() - offset);
+  if (index == 0) {
+    *out = header;
+  } else {
+    out->Clear();
+  }
+  CopyTensorPieceToProto(t, offset, len, /*with_header=*/index == 0, out->mutable_hidden());
+}
+
+// Reassembles a message sent as pieces: Add() each message read, in order, until complete();
+// header() then holds every field but hidden.data, and TakeHidden() the tensor. Errors as
+// TensorAssembler's (`what` names the tensor).
+template <typename Message>
+class PieceAssembler {
+ public:
+  PieceAssembler(int64_t max_bytes, std::string what)
+      : max_bytes_(max_bytes), what_(std::move(what)) {}
+  // Consumes `piece` (its hidden.data is moved out).
+  absl::Status Add(Message* piece) {
+    if (!tensor_.started()) {
+      header_.Swap(piece);
+      return tensor_.Begin(header_.mutable_hidden(), /*rank=*/2, max_bytes_, what_);
+    }
+    return tensor_.Append(piece->mutable_hidden()->mutable_data());
+  }
+  bool started() const { return tensor_.started(); }
+  bool complete() const { return tensor_.complete(); }
+  int64_t remaining() const { return tensor_.remaining(); }
+  // The first piece's fields (an empty message before the first Add()).
+  const Message& header() const { return header_; }
+  Message* mutable_header() { return &header_; }
+  // Call once, after complete().
+  HostTensor TakeHidden() { return tensor_.Take(); }
+
+ private:
+  const int64_t max_bytes_;
+  const std::string what_;
+  Message header_;
+  TensorAssembler tensor_;
 };
 
 }  // namespace swarm::rpc

@@ -9,6 +9,7 @@
 #include "common/byte_size.h"
 #include "common/flags.h"
 #include "common/status_macros.h"
+#include "common/tensor_rows.h"
 
 namespace swarm::worker {
 
@@ -218,6 +219,100 @@ absl::StatusOr<HostTensor> ResidentLayerHost::Forward(const HostTensor& h, int64
     i = j;
   }
   return cur;
+}
+
+absl::StatusOr<model::BatchOutput> ResidentLayerHost::ForwardBatch(
+    const HostTensor& h, absl::Span<const model::BatchSequence> sequences,
+    absl::Span<const int> layers) const {
+  for (int l : layers) {
+    if (!Hosts(l)) {
+      return absl::InvalidArgumentError(absl::StrCat("layer ", l, " is not hosted here"));
+    }
+  }
+  if (layers.empty()) return absl::InvalidArgumentError("a batch with no layers to run");
+  // The first unit's host checks the rest of the call (h, rows, caches); it must see it.
+  if (sequences.empty()) return absl::InvalidArgumentError("a batch with no sequences");
+  model::BatchOutput result;
+  result.status.assign(sequences.size(), absl::OkStatus());
+  // `cur` holds the rows of the sequences still running (`live`, in order) after each unit.
+  std::vector<size_t> live(sequences.size());
+  for (size_t k = 0; k < live.size(); ++k) live[k] = k;
+  std::vector<int64_t> first_row(sequences.size());
+  int64_t rows = 0;
+  for (size_t k = 0; k < sequences.size(); ++k) {
+    first_row[k] = rows;
+    rows += sequences[k].rows;
+  }
+  HostTensor cur;
+  const HostTensor* in = &h;
+  size_t i = 0;
+  while (i < layers.size() && !live.empty()) {
+    const int u = UnitOf(layers[i]);
+    size_t j = i;
+    while (j < layers.size() && UnitOf(layers[j]) == u) ++j;
+    std::vector<model::BatchSequence> running;
+    running.reserve(live.size());
+    for (size_t k : live) running.push_back(sequences[k]);
+    ASSIGN_OR_RETURN(std::shared_ptr<const model::LayerHost> host, Acquire(u, /*pin=*/true));
+    absl::StatusOr<model::BatchOutput> out =
+        host->ForwardBatch(*in, running, layers.subspan(i, j - i));
+    Unpin(u);
+    // The whole call's checks passed in the first unit (the same rows and caches go to every
+    // unit), so an error of the call here is an error of every sequence still running.
+    if (!out.ok() || out->status.size() != live.size()) {
+      const absl::Status s =
+          out.ok() ? absl::InternalError("a unit answered the wrong number of statuses")
+                   : out.status();
+      if (i == 0) return s;
+      for (size_t k : live) result.status[k] = s;
+      live.clear();
+      break;
+    }
+    std::vector<size_t> still;
+    std::vector<size_t> failed_at;  // Indices into `live` of sequences failed in this unit.
+    for (size_t m = 0; m < live.size(); ++m) {
+      if (out->status[m].ok()) {
+        still.push_back(live[m]);
+      } else {
+        result.status[live[m]] = out->status[m];
+        failed_at.push_back(m);
+      }
+    }
+    if (failed_at.empty()) {
+      cur = std::move(out->hidden);
+    } else {
+      // Keep only the rows of the sequences still running.
+      int64_t keep = 0;
+      for (size_t k : still) keep += sequences[k].rows;
+      HostTensor next = ZeroRows(h.dtype, keep, config().hidden_size);
+      int64_t from = 0, to = 0;
+      for (size_t m = 0, f = 0; m < live.size(); ++m) {
+        const int64_t r = sequences[live[m]].rows;
+        if (f < failed_at.size() && failed_at[f] == m) {
+          ++f;
+        } else {
+          RETURN_IF_ERROR(CopyRows(out->hidden, from, r, &next, to));
+          to += r;
+        }
+        from += r;
+      }
+      cur = std::move(next);
+    }
+    live = std::move(still);
+    in = &cur;
+    i = j;
+  }
+  if (live.size() == sequences.size()) {
+    result.hidden = std::move(cur);
+    return result;
+  }
+  result.hidden = ZeroRows(h.dtype, rows, config().hidden_size);
+  int64_t from = 0;
+  for (size_t k : live) {
+    RETURN_IF_ERROR(CopyRows(cur, from, sequences[k].rows, &result.hidden, first_row[k]));
+    from += sequences[k].rows;
+  }
+  return result;
 }
 
 absl::StatusOr<int> ResidentLayerHost::Prefetch(absl::Span<const int> layers) const {

@@ -14,10 +14,10 @@
 // Worker (worker.h) uses it as its LayerHost; WorkerServer creates it when
 // WorkerServerOptions::memory_budget_bytes > 0 and calls Prefetch for the Prefetch RPC.
 //
-// Threading: every method is thread-safe. A Forward pins one unit at a time (a pinned unit is
-// never evicted; the shared_ptr it holds keeps it alive regardless), so with a budget of at least
-// the largest unit every wait for room ends. Loads run outside the table's mutex; a caller that
-// wants a unit being loaded waits for that load.
+// Threading: every method is thread-safe. A Forward or ForwardBatch pins one unit at a time (a
+// pinned unit is never evicted; the shared_ptr it holds keeps it alive regardless), so with a
+// budget of at least the largest unit every wait for room ends. Loads run outside the table's
+// mutex; a caller that wants a unit being loaded waits for that load.
 #ifndef SWARM_WORKER_BLOCK_RESIDENCY_H_
 #define SWARM_WORKER_BLOCK_RESIDENCY_H_
 
@@ -82,6 +82,12 @@ class ResidentLayerHost : public model::LayerHost {
   absl::StatusOr<HostTensor> Forward(const HostTensor& h, int64_t start_pos,
                                      absl::Span<const int> layers,
                                      model::KvCache* cache) const override;
+  // The same unit by unit for a whole batch: each unit is acquired and pinned once for all the
+  // sequences and runs its layers through its own host's ForwardBatch (one pass over its weights).
+  // A sequence that fails in one unit is left out of the later ones (its output rows are zero).
+  absl::StatusOr<model::BatchOutput> ForwardBatch(const HostTensor& h,
+                                                  absl::Span<const model::BatchSequence> sequences,
+                                                  absl::Span<const int> layers) const override;
 
   // Makes the units holding `layers` resident, in order, as far as they fit the budget together
   // (later ones are skipped rather than evicting earlier ones). Blocking. InvalidArgument for a

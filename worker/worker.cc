@@ -4,11 +4,14 @@
 #include <cmath>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "common/status_macros.h"
+#include "common/tensor_rows.h"
 #include "model/combine.h"
 
 namespace swarm::worker {
@@ -27,9 +30,11 @@ std::string NewSessionId() {
 
 }  // namespace
 
-Worker::Worker(std::unique_ptr<model::LayerHost> host, SessionLimits limits)
+Worker::Worker(std::unique_ptr<model::LayerHost> host, SessionLimits limits,
+               WorkerListener listener)
     : host_(std::move(host)),
       limits_(limits),
+      listener_(std::move(listener)),
       context_(host_->config().max_position_embeddings),
       kv_bytes_per_token_(host_->KvBytesPerToken()) {}
 
@@ -90,7 +95,7 @@ absl::StatusOr<std::shared_ptr<Worker::Session>> Worker::Find(const std::string&
   return it->second;
 }
 
-absl::Status Worker::ValidateStep(const StepRequest& request, const HostTensor& hidden) const {
+absl::Status Worker::ValidateCall(const BatchRequest& request, const HostTensor& hidden) const {
   if (request.layers.empty()) return absl::InvalidArgumentError("no layers to run");
   for (size_t i = 0; i < request.layers.size(); ++i) {
     const int l = request.layers[i];
@@ -110,14 +115,48 @@ absl::Status Worker::ValidateStep(const StepRequest& request, const HostTensor& 
                                                    "] does not match [T, hidden_size=", d, "]"));
   }
   if (hidden.shape[0] < 1) return absl::InvalidArgumentError("hidden: holds no positions");
-  if (!std::isfinite(request.gate)) {
-    return absl::InvalidArgumentError(absl::StrCat("gate ", request.gate, " is not finite"));
+  const std::vector<BatchStepRequest>& steps = request.steps;
+  if (steps.empty()) return absl::InvalidArgumentError("a batch with no steps");
+  // Every step needs a session of its own, and no more sessions can be open: this also bounds
+  // the work (and the reply) a call can ask for.
+  const size_t max_steps = static_cast<size_t>(std::max(1, limits_.max_sessions));
+  if (steps.size() > max_steps) {
+    return absl::InvalidArgumentError(absl::StrCat("a batch of ", steps.size(), " steps; at most ",
+                                                   max_steps, " sessions can be open here"));
   }
-  const int64_t t = hidden.shape[0];
-  if (request.start_position < 0 || request.start_position + t > context_) {
-    return absl::OutOfRangeError(
-        absl::StrCat("positions ", request.start_position, "..", request.start_position + t - 1,
-                     " are outside the context of ", context_, " positions"));
+  int64_t rows = 0;
+  absl::flat_hash_set<absl::string_view> ids;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const BatchStepRequest& step = steps[i];
+    if (step.positions < 1 || step.positions > hidden.shape[0] - rows) {
+      return absl::InvalidArgumentError(absl::StrCat("step ", i, " brings ", step.positions,
+                                                     " positions; hidden holds ", hidden.shape[0],
+                                                     " rows and the steps before it take ", rows));
+    }
+    rows += step.positions;
+    if (!ids.insert(step.session_id).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "session '", step.session_id, "' has more than one step in the batch (step ", i, ")"));
+    }
+  }
+  if (rows != hidden.shape[0]) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the steps bring ", rows, " positions; hidden holds ", hidden.shape[0]));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Worker::ValidateStep(const BatchStepRequest& step) const {
+  if (step.step_id == 0) return absl::InvalidArgumentError("step_id must be at least 1");
+  if (!std::isfinite(step.gate)) {
+    return absl::InvalidArgumentError(absl::StrCat("gate ", step.gate, " is not finite"));
+  }
+  const int64_t t = step.positions;
+  // Written so that no sum can overflow: start_position may be anything up to INT64_MAX.
+  if (step.start_position < 0 || t > context_ || step.start_position > context_ - t) {
+    return absl::OutOfRangeError(absl::StrCat("positions ", step.start_position, " (", t,
+                                              " of them) are outside the context of ", context_,
+                                              " positions"));
   }
   return absl::OkStatus();
 }
@@ -141,64 +180,246 @@ absl::Status Worker::Reserve(Session* session, int64_t tokens) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<StepResult> Worker::Forward(const StepRequest& request, HostTensor hidden) {
-  ASSIGN_OR_RETURN(std::shared_ptr<Session> session, Find(request.session_id));
-  if (request.step_id == 0) return absl::InvalidArgumentError("step_id must be at least 1");
-  absl::MutexLock lock(&session->mu);
-  if (request.step_id <= session->last_step_id) {
-    const bool same = request.step_id == session->last_step_id &&
-                      request.start_position == session->last_start &&
-                      request.layers == session->last_layers;
+Worker::StepPlan Worker::PlanStep(Session* session, const BatchStepRequest& step,
+                                  const std::vector<int>& layers, absl::Status* status) {
+  if (step.step_id != 0 && step.step_id <= session->last_step_id) {
+    const bool same = step.step_id == session->last_step_id &&
+                      step.start_position == session->last_start &&
+                      step.positions == session->last_positions && layers == session->last_layers;
     if (same && session->has_cached_reply) {
       session->last_used_ns.store(NowNs());
-      StepResult copy;
-      copy.hidden = session->cached_reply.hidden;
-      copy.length = session->cached_reply.length;
-      copy.replayed = true;
-      return copy;
+      return StepPlan::kReplay;
     }
-    return absl::AlreadyExistsError(absl::StrCat(
-        "step ", request.step_id, " of session '", session->id, "' was already applied (last step ",
+    *status = absl::AlreadyExistsError(absl::StrCat(
+        "step ", step.step_id, " of session '", session->id, "' was already applied (last step ",
         session->last_step_id, same ? "; its reply is too large to keep" : "", ")"));
+    return StepPlan::kFailed;
   }
-  RETURN_IF_ERROR(ValidateStep(request, hidden));
-  const int64_t t = hidden.shape[0];
-  for (int l : request.layers) {
+  if (absl::Status s = ValidateStep(step); !s.ok()) {
+    *status = std::move(s);
+    return StepPlan::kFailed;
+  }
+  for (int l : layers) {
     const int64_t have = session->cache->Length(l);
-    if (have != request.start_position) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "step ", request.step_id, " starts at position ", request.start_position, " but layer ",
-          l, " of session '", session->id, "' holds ", have, " positions"));
+    if (have != step.start_position) {
+      *status = absl::FailedPreconditionError(absl::StrCat(
+          "step ", step.step_id, " starts at position ", step.start_position, " but layer ", l,
+          " of session '", session->id, "' holds ", have, " positions"));
+      return StepPlan::kFailed;
     }
   }
-  RETURN_IF_ERROR(Reserve(session.get(), request.start_position + t));
+  if (absl::Status s = Reserve(session, step.start_position + step.positions); !s.ok()) {
+    *status = std::move(s);
+    return StepPlan::kFailed;
+  }
+  return StepPlan::kCompute;
+}
 
-  inflight_.fetch_add(1);
-  absl::StatusOr<HostTensor> out =
-      host_->Forward(hidden, request.start_position, request.layers, session->cache.get());
-  // The layers ran ungated; ForwardRequest.gate (wire contract) is applied by the one rule.
-  if (out.ok()) out = model::GateResidual(hidden, *std::move(out), request.gate);
-  inflight_.fetch_sub(1);
-  session->last_used_ns.store(NowNs());
-  session->kv_used_bytes.store(session->cache->Bytes());
-  if (!out.ok()) return out.status();
-
+void Worker::CommitStep(Session* session, const BatchStepRequest& step,
+                        const std::vector<int>& layers, const HostTensor& reply_rows,
+                        int64_t first_row) {
   steps_total_.fetch_add(1);
-  tokens_total_.fetch_add(t);
-  session->last_step_id = request.step_id;
-  session->last_start = request.start_position;
-  session->last_layers = request.layers;
-  StepResult result;
-  result.length = request.start_position + t;
-  result.hidden = *std::move(out);
+  tokens_total_.fetch_add(step.positions);
+  session->last_step_id = step.step_id;
+  session->last_start = step.start_position;
+  session->last_positions = step.positions;
+  session->last_layers = layers;
   // Keeping the reply costs one copy of it; only small replies (every decode step) are kept.
-  session->has_cached_reply =
-      static_cast<int64_t>(result.hidden.data.size()) <= limits_.max_cached_reply_bytes;
+  const int64_t row_bytes = reply_rows.shape[1] * DTypeSize(reply_rows.dtype);
+  session->has_cached_reply = step.positions * row_bytes <= limits_.max_cached_reply_bytes;
+  session->cached_reply = StepResult();
   if (session->has_cached_reply) {
-    session->cached_reply.hidden = result.hidden;
-    session->cached_reply.length = result.length;
-  } else {
-    session->cached_reply = StepResult();
+    absl::StatusOr<HostTensor> rows = SliceRows(reply_rows, first_row, step.positions);
+    session->has_cached_reply = rows.ok();
+    if (rows.ok()) session->cached_reply.hidden = *std::move(rows);
+    session->cached_reply.length = step.start_position + step.positions;
+  }
+}
+
+void Worker::BeginCompute() {
+  absl::MutexLock lock(&busy_mu_);
+  const absl::Time now = absl::Now();
+  if (computing_++ == 0) {
+    busy_mark_ = now;
+  }
+}
+
+absl::Duration Worker::EndCompute() {
+  absl::MutexLock lock(&busy_mu_);
+  const absl::Time now = absl::Now();
+  const absl::Duration busy = now - busy_mark_;
+  busy_total_ += busy;
+  busy_mark_ = now;
+  --computing_;
+  return busy;
+}
+
+absl::StatusOr<StepResult> Worker::Forward(const StepRequest& request, HostTensor hidden) {
+  BatchRequest batch;
+  batch.layers = request.layers;
+  BatchStepRequest& step = batch.steps.emplace_back();
+  step.session_id = request.session_id;
+  step.step_id = request.step_id;
+  step.start_position = request.start_position;
+  step.positions = hidden.shape.size() == 2 ? hidden.shape[0] : 0;
+  step.gate = request.gate;
+  ASSIGN_OR_RETURN(BatchResult r, ForwardBatch(batch, std::move(hidden)));
+  RETURN_IF_ERROR(r.steps[0].status);
+  StepResult result;
+  result.hidden = std::move(r.hidden);
+  result.length = r.steps[0].length;
+  result.replayed = r.steps[0].replayed;
+  return result;
+}
+
+namespace {
+
+// Mutexes locked one by one in the caller's order, all released (in reverse) at the end of scope.
+// Outside the lock analysis, which cannot follow a set chosen at run time; callers AssertHeld().
+class MutexSet {
+ public:
+  MutexSet() = default;
+  MutexSet(const MutexSet&) = delete;
+  MutexSet& operator=(const MutexSet&) = delete;
+  ~MutexSet() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    for (auto it = held_.rbegin(); it != held_.rend(); ++it) (*it)->Unlock();
+  }
+  void Lock(absl::Mutex* mu) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    mu->Lock();
+    held_.push_back(mu);
+  }
+
+ private:
+  std::vector<absl::Mutex*> held_;
+};
+
+}  // namespace
+
+absl::StatusOr<BatchResult> Worker::ForwardBatch(const BatchRequest& request, HostTensor hidden) {
+  RETURN_IF_ERROR(ValidateCall(request, hidden));
+  const std::vector<BatchStepRequest>& steps = request.steps;
+  const size_t n = steps.size();
+  const int64_t d = hidden.shape[1];
+  BatchResult result;
+  result.steps.resize(n);
+  std::vector<int64_t> first_row(n);
+  std::vector<std::shared_ptr<Session>> sessions(n);
+  std::vector<size_t> order;  // Steps whose session exists, in lock order.
+  int64_t row = 0;
+  for (size_t i = 0; i < n; ++i) {
+    first_row[i] = row;
+    row += steps[i].positions;
+    absl::StatusOr<std::shared_ptr<Session>> session = Find(steps[i].session_id);
+    if (!session.ok()) {
+      result.steps[i].status = session.status();
+      continue;
+    }
+    sessions[i] = *std::move(session);
+    order.push_back(i);
+  }
+  // The lock order of worker.h: session ids, increasing (ValidateCall made them unique).
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return sessions[a]->id < sessions[b]->id; });
+  MutexSet locks;
+  for (size_t i : order) locks.Lock(&sessions[i]->mu);
+
+  std::vector<StepPlan> plans(n, StepPlan::kFailed);
+  std::vector<model::BatchSequence> sequences;
+  std::vector<size_t> computed;  // Request indices of `sequences`.
+  for (size_t i = 0; i < n; ++i) {
+    Session* session = sessions[i].get();
+    if (session == nullptr) continue;
+    session->mu.AssertHeld();
+    plans[i] = PlanStep(session, steps[i], request.layers, &result.steps[i].status);
+    if (plans[i] != StepPlan::kCompute) continue;
+    sequences.push_back({steps[i].start_position, steps[i].positions, session->cache.get()});
+    computed.push_back(i);
+    result.rows_computed += steps[i].positions;
+  }
+  result.sequences_computed = static_cast<int>(computed.size());
+
+  // The common case (every step computes) hands `hidden` to the host and its output back as the
+  // reply, without copying rows; otherwise the computed steps' rows are gathered and scattered.
+  const bool all = computed.size() == n;
+  absl::StatusOr<model::BatchOutput> out = absl::InternalError("nothing computed");
+  if (!computed.empty()) {
+    HostTensor gathered;
+    if (!all) {
+      gathered = ZeroRows(hidden.dtype, result.rows_computed, d);
+      int64_t at = 0;
+      for (size_t i : computed) {
+        RETURN_IF_ERROR(CopyRows(hidden, first_row[i], steps[i].positions, &gathered, at));
+        at += steps[i].positions;
+      }
+    }
+    inflight_.fetch_add(static_cast<int>(computed.size()));
+    BeginCompute();
+    out = host_->ForwardBatch(all ? hidden : gathered, sequences, request.layers);
+    const absl::Duration busy = EndCompute();
+    inflight_.fetch_sub(static_cast<int>(computed.size()));
+    batches_total_.fetch_add(1);
+    batch_rows_total_.fetch_add(result.rows_computed);
+    batch_sequences_total_.fetch_add(computed.size());
+    if (listener_.on_batch) listener_.on_batch(result.sequences_computed, result.rows_computed);
+    if (listener_.on_busy) listener_.on_busy(absl::ToDoubleSeconds(busy));
+    if (out.ok() && (out->status.size() != computed.size() ||
+                     out->hidden.shape != std::vector<int64_t>{result.rows_computed, d} ||
+                     out->hidden.dtype != hidden.dtype)) {
+      out = absl::InternalError(
+          absl::StrCat("the layers answered ", out->status.size(), " statuses and shape [",
+                       absl::StrJoin(out->hidden.shape, ","), "] for ", computed.size(),
+                       " steps of ", result.rows_computed, " rows"));
+    }
+  }
+  const bool moved = all && out.ok();
+  result.hidden = moved ? std::move(out->hidden) : ZeroRows(hidden.dtype, hidden.shape[0], d);
+
+  int64_t out_row = 0;
+  for (size_t k = 0; k < computed.size(); ++k) {
+    const size_t i = computed[k];
+    const BatchStepRequest& step = steps[i];
+    Session* session = sessions[i].get();
+    session->mu.AssertHeld();
+    session->last_used_ns.store(NowNs());
+    session->kv_used_bytes.store(session->cache->Bytes());
+    const int64_t at = out_row;
+    out_row += step.positions;
+    absl::Status status = out.ok() ? out->status[k] : out.status();
+    if (status.ok() && !moved) {
+      status = CopyRows(out->hidden, at, step.positions, &result.hidden, first_row[i]);
+    }
+    // The layers ran ungated; a gate (StepRequest::gate) is applied by the one rule.
+    if (status.ok() && step.gate != 1.0f) {
+      absl::StatusOr<HostTensor> in = SliceRows(hidden, first_row[i], step.positions);
+      absl::StatusOr<HostTensor> ungated = SliceRows(result.hidden, first_row[i], step.positions);
+      absl::StatusOr<HostTensor> gated =
+          !in.ok()        ? in.status()
+          : !ungated.ok() ? ungated.status()
+                          : model::GateResidual(*in, *std::move(ungated), step.gate);
+      status = gated.ok() ? CopyRows(*gated, 0, step.positions, &result.hidden, first_row[i])
+                          : gated.status();
+    }
+    if (!status.ok()) {
+      result.steps[i].status = std::move(status);
+      if (moved) {
+        // The host's rows for a step it failed are zeros already; a failed gate's are not.
+        const HostTensor zeros = ZeroRows(hidden.dtype, step.positions, d);
+        CopyRows(zeros, 0, step.positions, &result.hidden, first_row[i]).IgnoreError();
+      }
+      continue;
+    }
+    CommitStep(session, step, request.layers, result.hidden, first_row[i]);
+    result.steps[i].length = step.start_position + step.positions;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (plans[i] != StepPlan::kReplay) continue;
+    Session* session = sessions[i].get();
+    session->mu.AssertHeld();
+    BatchStepOutcome& outcome = result.steps[i];
+    outcome.status =
+        CopyRows(session->cached_reply.hidden, 0, steps[i].positions, &result.hidden, first_row[i]);
+    outcome.length = session->cached_reply.length;
+    outcome.replayed = outcome.status.ok();
   }
   return result;
 }
@@ -241,6 +462,15 @@ WorkerStats Worker::Stats() const {
   stats.inflight_steps = inflight_.load();
   stats.steps_total = steps_total_.load();
   stats.tokens_total = tokens_total_.load();
+  stats.batches_total = batches_total_.load();
+  stats.batch_rows_total = batch_rows_total_.load();
+  stats.batch_sequences_total = batch_sequences_total_.load();
+  {
+    absl::MutexLock lock(&busy_mu_);
+    absl::Duration busy = busy_total_;
+    if (computing_ > 0) busy += absl::Now() - busy_mark_;
+    stats.busy_seconds = absl::ToDoubleSeconds(busy);
+  }
   return stats;
 }
 

@@ -62,4 +62,10 @@ void WorkerMetricsObserver::SetBlocksResident(int blocks, int64_t bytes) {
 
 void WorkerMetricsObserver::OnBlockHit() { metrics_->OnBlockHit(); }
 
+void WorkerMetricsObserver::OnBatch(int sequences, int64_t rows) {
+  metrics_->OnBatch(sequences, rows);
+}
+
+void WorkerMetricsObserver::OnBusy(double seconds) { metrics_->AddBusySeconds(seconds); }
+
 }  // namespace swarm::worker

@@ -56,6 +56,8 @@ class WorkerMetricsObserver : public WorkerObserver {
   void OnBlockEviction() override;
   void SetBlocksResident(int blocks, int64_t bytes) override;
   void OnBlockHit() override;
+  void OnBatch(int sequences, int64_t rows) override;
+  void OnBusy(double seconds) override;
 
  private:
   WorkerMetricsObserver() = default;

@@ -14,6 +14,7 @@
 #include "common/memory_limits.h"
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
+#include "rpc/batch_codec.h"
 #include "rpc/channel.h"
 #include "rpc/server.h"
 #include "rpc/status.h"
@@ -50,6 +51,20 @@ StepRequest StepFromProto(const v1::ForwardRequest& req) {
   step.layers.assign(req.layers().begin(), req.layers().end());
   step.gate = req.has_gate() ? req.gate() : 1.0f;
   return step;
+}
+
+BatchRequest BatchFromProto(const v1::ForwardBatchRequest& req) {
+  BatchRequest batch;
+  batch.steps.reserve(req.steps_size());
+  for (const v1::BatchStep& s : req.steps()) {
+    BatchStepRequest& step = batch.steps.emplace_back();
+    step.session_id = s.session_id();
+    step.step_id = s.step_id();
+    step.start_position = s.start_position();
+    step.positions = s.positions();
+  }
+  batch.layers.assign(req.layers().begin(), req.layers().end());
+  return batch;
 }
 
 }  // namespace
@@ -96,6 +111,10 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
       resp->set_inflight_steps(s.inflight_steps);
       resp->set_steps_total(s.steps_total);
       resp->set_tokens_total(s.tokens_total);
+      resp->set_batches_total(s.batches_total);
+      resp->set_batch_sequences_total(s.batch_sequences_total);
+      resp->set_batch_rows_total(s.batch_rows_total);
+      resp->set_busy_seconds_total(s.busy_seconds);
     }
     if (const ResidentLayerHost* r = owner_->resident_host()) {
       ResidencyStats rs = r->Stats();
@@ -168,6 +187,33 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
   grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>* ForwardStream(
       grpc::CallbackServerContext* ctx) override;
 
+  // As Forward, for the steps of several sessions (Worker::ForwardBatch); the same inline-or-pool
+  // rule by the batch's rows.
+  grpc::ServerUnaryReactor* ForwardBatch(grpc::CallbackServerContext* ctx,
+                                         const v1::ForwardBatchRequest* req,
+                                         v1::ForwardBatchResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    const absl::Time deadline = EffectiveDeadline(ctx, absl::Now(), owner_->options_.max_step_time);
+    auto* mreq = const_cast<v1::ForwardBatchRequest*>(req);
+    auto run = [this, ctx, reactor, mreq, resp, deadline] {
+      BatchReport report;
+      absl::Status s = RunBatchUnary(ctx, deadline, mreq, resp, &report);
+      FinishBatch(*mreq, report, s);
+      reactor->Finish(rpc::ToGrpcStatus(s));
+    };
+    if (RunsInline(Rows(req->hidden()))) {
+      run();
+    } else if (!owner_->pool_->TrySchedule(run)) {
+      const absl::Status s = Overloaded();
+      FinishBatch(*req, BatchReport(), s);
+      reactor->Finish(rpc::ToGrpcStatus(s));
+    }
+    return reactor;
+  }
+
+  grpc::ServerBidiReactor<v1::ForwardBatchRequest, v1::ForwardBatchResponse>* ForwardBatchStream(
+      grpc::CallbackServerContext* ctx) override;
+
   // Loads on the compute pool (a load takes milliseconds to seconds); answers once the blocks
   // are resident. Without a memory budget every layer is resident: answers at once.
   grpc::ServerUnaryReactor* Prefetch(grpc::CallbackServerContext* ctx,
@@ -207,11 +253,15 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
   // pool costs a thread wake-up (tens of microseconds), as much as a decode step of a small
   // block. Estimated by the weight bytes the step streams through (positions x hosted weights).
   bool RunsInline(const v1::ForwardRequest& req) const {
+    return RunsInline(req.hidden().shape_size() > 0 ? req.hidden().shape(0) : 1);
+  }
+  bool RunsInline(int64_t positions) const {
     Worker* w = owner_->worker();
     if (w == nullptr) return true;                         // Answered UNAVAILABLE at once.
     if (owner_->resident_host() != nullptr) return false;  // The step may load a block.
-    const int64_t positions = req.hidden().shape_size() > 0 ? req.hidden().shape(0) : 1;
-    return positions * w->host().WeightBytes() <= owner_->options_.max_inline_step_bytes;
+    // Compared as a quotient: positions comes from the caller and may be anything.
+    const int64_t weights = std::max<int64_t>(1, w->host().WeightBytes());
+    return std::max<int64_t>(positions, 1) <= owner_->options_.max_inline_step_bytes / weights;
   }
 
   // The worker, for calls on sessions already open (Forward, CloseSession): also while draining.
@@ -263,6 +313,11 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     const model::ModelConfig& c = owner_->checkpoint_->config();
     return c.max_position_embeddings * c.hidden_size * 4;
   }
+  // Bytes a streamed batch may carry at most: max_batch_rows rows (at least the context) in f32.
+  int64_t MaxBatchBytes() const {
+    const model::ModelConfig& c = owner_->checkpoint_->config();
+    return std::max(owner_->options_.max_batch_rows, c.max_position_embeddings) * c.hidden_size * 4;
+  }
 
   // Runs one step on the worker; `seconds` gets its compute time when it ran.
   absl::StatusOr<StepResult> RunStep(const grpc::CallbackServerContext* ctx, absl::Time deadline,
@@ -274,6 +329,55 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     absl::StatusOr<StepResult> result = w->Forward(StepFromProto(header), std::move(hidden));
     *seconds = absl::ToDoubleSeconds(absl::Now() - start);
     return result;
+  }
+
+  // Rows of a tensor as its header states them (0 when it has no shape).
+  static int64_t Rows(const v1::Tensor& t) { return t.shape_size() > 0 ? t.shape(0) : 0; }
+
+  // What a ForwardBatch or ForwardBatchStream call reports once it ends (FinishBatch).
+  struct BatchReport {
+    double seconds = 0;                   // Compute time, once the worker ran the batch.
+    std::vector<absl::StatusCode> codes;  // Each step's code, once the worker ran the batch.
+  };
+
+  // Runs a batch on the worker: `header`'s steps and layers over `hidden`, its rows. Fills
+  // `reply`'s results (each step's own status, rpc/batch_codec.h) and returns the reply's rows.
+  absl::StatusOr<HostTensor> RunBatch(const grpc::CallbackServerContext* ctx, absl::Time deadline,
+                                      const v1::ForwardBatchRequest& header, HostTensor hidden,
+                                      v1::ForwardBatchResponse* reply, BatchReport* report) {
+    ASSIGN_OR_RETURN(Worker * w, Ready());
+    RETURN_IF_ERROR(CheckStillWanted(ctx, deadline));
+    const absl::Time start = absl::Now();
+    absl::StatusOr<BatchResult> result = w->ForwardBatch(BatchFromProto(header), std::move(hidden));
+    report->seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    RETURN_IF_ERROR(result.status());
+    for (size_t i = 0; i < result->steps.size(); ++i) {
+      const BatchStepOutcome& step = result->steps[i];
+      v1::BatchStepResult* r = reply->add_results();
+      rpc::StepStatusToProto(step.status, r);
+      r->set_step_id(header.steps(static_cast<int>(i)).step_id());
+      r->set_length(step.length);
+      r->set_replayed(step.replayed);
+      report->codes.push_back(step.status.code());
+    }
+    return std::move(result->hidden);
+  }
+
+  // Reports a ForwardBatch or ForwardBatchStream call that is about to finish with `s`: each
+  // step's outcome as a Forward's (OnForward, with the batch's compute time) when the call went
+  // through, the call's failure (OnError "ForwardBatch") when it did not.
+  void FinishBatch(const v1::ForwardBatchRequest& header, const BatchReport& report,
+                   const absl::Status& s) {
+    if (!s.ok()) {
+      owner_->observer_->OnError("ForwardBatch", s.code());
+      return;
+    }
+    const auto layers = absl::MakeConstSpan(header.layers().data(), header.layers_size());
+    for (size_t i = 0; i < report.codes.size() && i < static_cast<size_t>(header.steps_size());
+         ++i) {
+      owner_->observer_->OnForward(layers, header.steps(static_cast<int>(i)).positions(),
+                                   report.seconds, report.codes[i]);
+    }
   }
 
  private:
@@ -294,23 +398,51 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     return absl::OkStatus();
   }
 
+  absl::Status RunBatchUnary(const grpc::CallbackServerContext* ctx, absl::Time deadline,
+                             v1::ForwardBatchRequest* req, v1::ForwardBatchResponse* resp,
+                             BatchReport* report) {
+    ASSIGN_OR_RETURN(HostTensor hidden,
+                     rpc::MoveTensorFromProto(req->mutable_hidden(), /*rank=*/2, "hidden"));
+    // The reply has the request's shape: refuse what could not be answered before any step runs.
+    if (hidden.data.size() > rpc::kMaxTensorPieceBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the reply of ", hidden.data.size(),
+                       " bytes would not fit one message; use ForwardBatchStream"));
+    }
+    ASSIGN_OR_RETURN(HostTensor out,
+                     RunBatch(ctx, deadline, *req, std::move(hidden), resp, report));
+    rpc::MoveTensorToProto(std::move(out), resp->mutable_hidden());
+    return absl::OkStatus();
+  }
+
   WorkerServer* owner_;
 };
 
 namespace {
 
-// One streamed step: read pieces until the hidden state is complete, compute on the pool, write
-// the reply in pieces, finish. Deletes itself in OnDone.
-class ForwardStreamReactor final
-    : public grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse> {
+// One streamed call (ForwardStream or ForwardBatchStream): read pieces until the hidden state is
+// complete, compute on the pool, write the reply in pieces (rpc::FillPiece), finish. Deletes
+// itself in OnDone. `Call` holds what differs between the two (ForwardStreamCall and
+// BatchStreamCall below): its Request and Response types; MaxBytes(service), the most bytes the
+// request's tensor may hold; OnHeader(header), once the first
+// piece is in; Run(service, ctx, deadline, header, hidden, reply), on the pool, which fills the
+// reply's fields other than hidden and returns the reply's tensor; Report(service, header,
+// status), once, as the call ends.
+template <typename Call>
+class StreamReactor final
+    : public grpc::ServerBidiReactor<typename Call::Request, typename Call::Response> {
  public:
-  ForwardStreamReactor(WorkerServiceImpl* service, ThreadPool* pool,
-                       grpc::CallbackServerContext* ctx, absl::Duration max_step_time)
+  using Request = typename Call::Request;
+  using Response = typename Call::Response;
+
+  StreamReactor(WorkerServiceImpl* service, ThreadPool* pool, grpc::CallbackServerContext* ctx,
+                absl::Duration max_step_time)
       : service_(service),
         pool_(pool),
         ctx_(ctx),
-        deadline_(EffectiveDeadline(ctx, absl::Now(), max_step_time)) {
-    StartRead(&piece_);
+        deadline_(EffectiveDeadline(ctx, absl::Now(), max_step_time)),
+        assembler_(Call::MaxBytes(service), "hidden") {
+    this->StartRead(&piece_);
   }
 
   void OnReadDone(bool ok) override {
@@ -320,22 +452,16 @@ class ForwardStreamReactor final
                                                   assembler_.remaining(), " bytes missing")));
       return;
     }
-    absl::Status s;
-    if (!assembler_.started()) {
-      header_.Swap(&piece_);
-      positions_ = WorkerServiceImpl::Positions(header_);
-      s = assembler_.Begin(header_.mutable_hidden(), /*rank=*/2, service_->MaxStepBytes(),
-                           "hidden");
-    } else {
-      s = assembler_.Append(piece_.mutable_hidden()->mutable_data());
-    }
+    const bool first = !assembler_.started();
+    const absl::Status s = assembler_.Add(&piece_);
+    if (first) call_.OnHeader(assembler_.header());
     if (!s.ok()) {
       End(s);
       return;
     }
     if (!assembler_.complete()) {
       piece_.Clear();
-      StartRead(&piece_);
+      this->StartRead(&piece_);
       return;
     }
     if (!pool_->TrySchedule([this] { Compute(); })) End(service_->Overloaded());
@@ -354,61 +480,101 @@ class ForwardStreamReactor final
  private:
   // Every way the call ends goes through here: the outcome is reported once, then finished.
   void End(const absl::Status& s) {
-    service_->FinishForward(header_, positions_, seconds_, s);
-    Finish(rpc::ToGrpcStatus(s));
+    call_.Report(service_, assembler_.header(), s);
+    this->Finish(rpc::ToGrpcStatus(s));
   }
 
   void Compute() {
-    absl::StatusOr<StepResult> result =
-        service_->RunStep(ctx_, deadline_, header_, assembler_.Take(), &seconds_);
-    if (!result.ok()) {
-      End(result.status());
+    absl::StatusOr<HostTensor> out = call_.Run(service_, ctx_, deadline_, assembler_.header(),
+                                               assembler_.TakeHidden(), &reply_header_);
+    if (!out.ok()) {
+      End(out.status());
       return;
     }
-    result_ = *std::move(result);
+    reply_hidden_ = *std::move(out);
     WriteNext();
   }
 
   void WriteNext() {
-    const size_t total = result_.hidden.data.size();
-    if (offset_ >= total && wrote_any_) {
+    if (next_piece_ >= rpc::PieceCount(reply_hidden_)) {
       End(absl::OkStatus());
       return;
     }
-    const size_t len = std::min(rpc::kMaxTensorPieceBytes, total - offset_);
-    reply_.Clear();
-    if (!wrote_any_) {
-      reply_.set_step_id(header_.step_id());
-      reply_.set_length(result_.length);
-      reply_.set_replayed(result_.replayed);
-    }
-    rpc::CopyTensorPieceToProto(result_.hidden, offset_, len, /*with_header=*/!wrote_any_,
-                                reply_.mutable_hidden());
-    offset_ += len;
-    wrote_any_ = true;
-    StartWrite(&reply_);
+    rpc::FillPiece(reply_header_, reply_hidden_, next_piece_++, &reply_);
+    this->StartWrite(&reply_);
   }
 
   WorkerServiceImpl* const service_;
   ThreadPool* const pool_;
   grpc::CallbackServerContext* const ctx_;
   const absl::Time deadline_;
-  v1::ForwardRequest piece_;
-  v1::ForwardRequest header_;
-  rpc::TensorAssembler assembler_;
-  StepResult result_;
-  v1::ForwardResponse reply_;
-  size_t offset_ = 0;
-  bool wrote_any_ = false;
+  Call call_;
+  Request piece_;
+  rpc::PieceAssembler<Request> assembler_;
+  Response reply_header_;  // The reply's fields but hidden, once computed.
+  HostTensor reply_hidden_;
+  Response reply_;  // The piece being written.
+  size_t next_piece_ = 0;
+};
+
+// ForwardStream: one step (WorkerServiceImpl::RunStep).
+class ForwardStreamCall {
+ public:
+  using Request = v1::ForwardRequest;
+  using Response = v1::ForwardResponse;
+  static int64_t MaxBytes(const WorkerServiceImpl* service) { return service->MaxStepBytes(); }
+  void OnHeader(const Request& header) { positions_ = WorkerServiceImpl::Positions(header); }
+  absl::StatusOr<HostTensor> Run(WorkerServiceImpl* service, const grpc::CallbackServerContext* ctx,
+                                 absl::Time deadline, const Request& header, HostTensor hidden,
+                                 Response* reply) {
+    ASSIGN_OR_RETURN(StepResult result,
+                     service->RunStep(ctx, deadline, header, std::move(hidden), &seconds_));
+    reply->set_step_id(header.step_id());
+    reply->set_length(result.length);
+    reply->set_replayed(result.replayed);
+    return std::move(result.hidden);
+  }
+  void Report(WorkerServiceImpl* service, const Request& header, const absl::Status& s) {
+    service->FinishForward(header, positions_, seconds_, s);
+  }
+
+ private:
   int64_t positions_ = 0;
   double seconds_ = 0;  // Compute time, once the step ran.
+};
+
+// ForwardBatchStream: the steps of several sessions (WorkerServiceImpl::RunBatch).
+class BatchStreamCall {
+ public:
+  using Request = v1::ForwardBatchRequest;
+  using Response = v1::ForwardBatchResponse;
+  static int64_t MaxBytes(const WorkerServiceImpl* service) { return service->MaxBatchBytes(); }
+  void OnHeader(const Request& /*header*/) {}
+  absl::StatusOr<HostTensor> Run(WorkerServiceImpl* service, const grpc::CallbackServerContext* ctx,
+                                 absl::Time deadline, const Request& header, HostTensor hidden,
+                                 Response* reply) {
+    return service->RunBatch(ctx, deadline, header, std::move(hidden), reply, &report_);
+  }
+  void Report(WorkerServiceImpl* service, const Request& header, const absl::Status& s) {
+    service->FinishBatch(header, report_, s);
+  }
+
+ private:
+  WorkerServiceImpl::BatchReport report_;
 };
 
 }  // namespace
 
 grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>* WorkerServiceImpl::ForwardStream(
     grpc::CallbackServerContext* ctx) {
-  return new ForwardStreamReactor(this, owner_->pool_.get(), ctx, owner_->options_.max_step_time);
+  return new StreamReactor<ForwardStreamCall>(this, owner_->pool_.get(), ctx,
+                                              owner_->options_.max_step_time);
+}
+
+grpc::ServerBidiReactor<v1::ForwardBatchRequest, v1::ForwardBatchResponse>*
+WorkerServiceImpl::ForwardBatchStream(grpc::CallbackServerContext* ctx) {
+  return new StreamReactor<BatchStreamCall>(this, owner_->pool_.get(), ctx,
+                                            owner_->options_.max_step_time);
 }
 
 absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(
@@ -484,7 +650,13 @@ absl::Status WorkerServer::Load() {
     load_error_ = s.ToString();
     return s;
   }
-  worker_ = std::make_unique<Worker>(*std::move(host), limits);
+  WorkerListener listener;
+  WorkerObserver* observer = observer_;
+  listener.on_batch = [observer](int sequences, int64_t rows) {
+    observer->OnBatch(sequences, rows);
+  };
+  listener.on_busy = [observer](double seconds) { observer->OnBusy(seconds); };
+  worker_ = std::make_unique<Worker>(*std::move(host), limits, std::move(listener));
   worker_ptr_.store(worker_.get(), std::memory_order_release);
   observer_->SetSessions(worker_->Stats(), limits.kv_budget_bytes);
   {

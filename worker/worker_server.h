@@ -3,7 +3,8 @@
 // reflection. Used by worker_main.cc and by tests, which run it in-process on 127.0.0.1:0.
 //
 // Threading: handlers run on gRPC's callback threads and only do cheap work there (Info, session
-// bookkeeping, and Forward steps small enough to take well under a millisecond); every other step
+// bookkeeping, and Forward steps or batches small enough to take well under a millisecond); every
+// other step or batch
 // is handed to an owned, bounded compute pool, so a slow step never holds a gRPC thread. A reaper
 // thread owned by the server closes idle sessions; Shutdown() stops the server, then joins the pool
 // and the reaper. All methods are thread-safe.
@@ -48,12 +49,21 @@ class WorkerObserver {
   // Once per Forward or ForwardStream call, when it finishes with `code`: a step over `layers`
   // (as the request lists them), `positions` positions, `seconds` of compute. Calls refused
   // before the worker ran the step (still loading, compute pool full, deadline passed while
-  // queued, malformed tensor) come here too, with `seconds` = 0.
+  // queued, malformed tensor) come here too, with `seconds` = 0. A ForwardBatch or
+  // ForwardBatchStream call that went through reports each of its steps here, as a Forward of
+  // that step's positions with its own code (`seconds`: the batch's compute time); a batch call
+  // that failed as a whole goes to OnError as "ForwardBatch" instead.
   virtual void OnForward(absl::Span<const int> /*layers*/, int64_t /*positions*/,
                          double /*seconds*/, absl::StatusCode /*code*/) {}
-  // A failed call other than Forward ("OpenSession", "CloseSession", "Prefetch"), refusals
-  // included.
+  // A failed call other than Forward ("OpenSession", "CloseSession", "Prefetch", "ForwardBatch"),
+  // refusals included.
   virtual void OnError(absl::string_view /*method*/, absl::StatusCode /*code*/) {}
+  // Each pass through the layers (a Forward that computed, or a ForwardBatch): the steps and
+  // rows it computed (WorkerListener::on_batch).
+  virtual void OnBatch(int /*sequences*/, int64_t /*rows*/) {}
+  // Busy time accrued: wall time during which at least one pass computed
+  // (WorkerListener::on_busy; its rate is the worker's busy fraction).
+  virtual void OnBusy(double /*seconds*/) {}
   // True once the layers are loaded; false again once draining (StartDraining).
   virtual void SetReady(bool /*ready*/) {}
   // The session table and the KV budget in force; after Load() and every reap interval.
@@ -91,6 +101,10 @@ struct WorkerServerOptions {
   std::string listen = "127.0.0.1:0";
   int compute_threads = 2;     // Steps computed at once.
   int max_queued_steps = 256;  // Steps waiting beyond that: RESOURCE_EXHAUSTED.
+  // Rows a ForwardBatchStream call may carry at most (never fewer than the model's context): the
+  // bound on the memory one streamed batch reserves when its first piece arrives. Larger ones are
+  // INVALID_ARGUMENT. (A unary ForwardBatch is bounded by the message limit.)
+  int64_t max_batch_rows = 16384;
   // Steps touching at most this many weight bytes (positions x hosted weight bytes) run on the
   // gRPC thread that received them instead of the pool: a thread hand-off would cost about as
   // much as the step. 0 sends every step to the pool.

@@ -48,7 +48,18 @@ TEST(WorkerMetricsTest, HooksLandOnTheirSeries) {
   obs.SetBlocksResident(2, 123456);
   obs.OnBlockHit();
   obs.OnBlockHit();
+  obs.OnBatch(3, 40);
+  obs.OnBatch(1, 1);
+  obs.OnBusy(0.25);
+  obs.OnBusy(0.5);
   auto s = Samples(**m);
+  EXPECT_EQ(Value(s, "swarm_worker_batch_rows_count"), 2);
+  EXPECT_EQ(Value(s, "swarm_worker_batch_rows_sum"), 41);
+  EXPECT_EQ(Value(s, "swarm_worker_batch_rows_bucket{le=\"1\"}"), 1);
+  EXPECT_EQ(Value(s, "swarm_worker_batch_rows_bucket{le=\"64\"}"), 2);
+  EXPECT_EQ(Value(s, "swarm_worker_batch_sequences_sum"), 4);
+  EXPECT_EQ(Value(s, "swarm_worker_batch_sequences_bucket{le=\"2\"}"), 1);
+  EXPECT_DOUBLE_EQ(Value(s, "swarm_worker_busy_seconds_total"), 0.75);
   EXPECT_EQ(Value(s, "swarm_worker_block_loads_total"), 1);
   EXPECT_EQ(Value(s, "swarm_worker_block_evictions_total"), 1);
   EXPECT_EQ(Value(s, "swarm_worker_blocks_resident"), 2);

@@ -17,8 +17,13 @@
 #include "common/layer_set.h"
 #include "common/metrics_server.h"
 #include "coordinator/worker_set.h"
+#include "model/checkpoint.h"
 #include "model/combine.h"
+#include "model/layer_host.h"
+#include "model/weights.h"
 #include "prometheus/registry.h"
+#include "rpc/batch_codec.h"
+#include "rpc/channel.h"
 #include "rpc/tensor_codec.h"
 #include "swarm/v1/worker.grpc.pb.h"
 #include "tests/coordinator/test_cluster.h"
@@ -704,6 +709,310 @@ TEST_F(WorkerServerTest, DefaultKvBudgetIsSizedFromTheCgroupOnceLoaded) {
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_NE(s.message().find("does not hold one position"), absl::string_view::npos) << s;
   server_.reset();
+}
+
+// --- ForwardBatch / ForwardBatchStream over the wire.
+
+// Steps of a batch: session, step id, start position, positions.
+std::vector<rpc::BatchStepSpec> Specs(std::vector<rpc::BatchStepSpec> steps) { return steps; }
+
+// The rows of `steps` from the golden tensor `all` (each step's positions from its start).
+HostTensor BatchRows(const std::vector<float>& all, const std::vector<rpc::BatchStepSpec>& steps) {
+  HostTensor h = HostTensor::FromFloats({0, kHidden}, {});
+  for (const rpc::BatchStepSpec& s : steps) {
+    const HostTensor rows = Rows(all, s.start_position, s.start_position + s.positions);
+    h.shape[0] += s.positions;
+    h.data += rows.data;
+  }
+  return h;
+}
+
+class ForwardBatchServerTest : public WorkerServerTest {
+ protected:
+  // One unary ForwardBatch; on OK, the reply split per step.
+  grpc::Status Batch(const std::vector<rpc::BatchStepSpec>& steps, std::vector<int> layers,
+                     HostTensor hidden, std::vector<rpc::BatchStepReply>* replies = nullptr) {
+    std::vector<v1::ForwardBatchRequest> m = rpc::EncodeForwardBatch(steps, layers, hidden);
+    EXPECT_EQ(m.size(), 1u);
+    return Unary(m[0], steps, replies);
+  }
+  grpc::Status Unary(const v1::ForwardBatchRequest& req,
+                     const std::vector<rpc::BatchStepSpec>& steps,
+                     std::vector<rpc::BatchStepReply>* replies) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    v1::ForwardBatchResponse resp;
+    grpc::Status s = stub_->ForwardBatch(&ctx, req, &resp);
+    if (s.ok() && replies != nullptr) {
+      auto hidden = rpc::MoveTensorFromProto(resp.mutable_hidden(), 2, "reply");
+      EXPECT_TRUE(hidden.ok()) << hidden.status();
+      if (!hidden.ok()) return s;
+      auto split = rpc::SplitForwardBatchResponse(steps, resp, *hidden, kHidden, DType::kF32);
+      EXPECT_TRUE(split.ok()) << split.status();
+      if (split.ok()) *replies = *std::move(split);
+    }
+    return s;
+  }
+  // One ForwardBatchStream call with the pieces EncodeForwardBatch makes (or `pieces` as given).
+  grpc::Status Streamed(const std::vector<rpc::BatchStepSpec>& steps, std::vector<int> layers,
+                        HostTensor hidden, std::vector<rpc::BatchStepReply>* replies,
+                        size_t* reply_pieces = nullptr) {
+    std::vector<v1::ForwardBatchRequest> m = rpc::EncodeForwardBatch(steps, layers, hidden);
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    auto stream = stub_->ForwardBatchStream(&ctx);
+    for (const v1::ForwardBatchRequest& piece : m) {
+      if (!stream->Write(piece)) break;
+    }
+    stream->WritesDone();
+    rpc::PieceAssembler<v1::ForwardBatchResponse> assembler(int64_t{1} << 30, "reply");
+    v1::ForwardBatchResponse piece;
+    size_t n = 0;
+    while (stream->Read(&piece)) {
+      ++n;
+      EXPECT_TRUE(assembler.Add(&piece).ok());
+    }
+    grpc::Status s = stream->Finish();
+    if (reply_pieces != nullptr) *reply_pieces = n;
+    if (s.ok() && replies != nullptr) {
+      EXPECT_TRUE(assembler.complete());
+      HostTensor h = assembler.TakeHidden();
+      auto split =
+          rpc::SplitForwardBatchResponse(steps, assembler.header(), h, kHidden, DType::kF32);
+      EXPECT_TRUE(split.ok()) << split.status();
+      if (split.ok()) *replies = *std::move(split);
+    }
+    return s;
+  }
+};
+
+TEST_F(ForwardBatchServerTest, SessionsAtDifferentPositionsGetWhatTheyGetAlone) {
+  Start({0, 1, 2});
+  const std::vector<float> h0 = GoldenFloats("stories260K", "greedy.hidden.0");
+  const std::vector<float> h3 = GoldenFloats("stories260K", "greedy.hidden.3");
+  std::vector<std::string> ids(4), alone(3);
+  for (std::string& id : ids) ASSERT_TRUE(Open(&id).ok());
+  for (std::string& id : alone) ASSERT_TRUE(Open(&id).ok());
+  // Sessions 0 and 1 are some way in already (through Forward), 2 is new.
+  ASSERT_TRUE(Forward(ids[0], 1, 0, {0, 1, 2}, Rows(h0, 0, 9)).ok());
+  ASSERT_TRUE(Forward(ids[1], 1, 0, {0, 1, 2}, Rows(h0, 0, 3)).ok());
+  ASSERT_TRUE(Forward(alone[0], 1, 0, {0, 1, 2}, Rows(h0, 0, 9)).ok());
+  ASSERT_TRUE(Forward(alone[1], 1, 0, {0, 1, 2}, Rows(h0, 0, 3)).ok());
+  // A decode row, a prefill chunk, a first chunk, and a session that does not exist.
+  const auto steps =
+      Specs({{ids[0], 2, 9, 1}, {ids[1], 2, 3, 6}, {ids[2], 1, 0, 5}, {"gone", 1, 0, 2}});
+  std::vector<rpc::BatchStepReply> replies;
+  grpc::Status s = Batch(steps, {0, 1, 2}, BatchRows(h0, steps), &replies);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(replies.size(), 4u);
+  std::vector<float> out;
+  ASSERT_TRUE(Forward(alone[0], 2, 9, {0, 1, 2}, Rows(h0, 9, 10), &out).ok());
+  EXPECT_LT(MaxAbsDiff(replies[0].hidden.ToFloats(), out), 1e-4);
+  ASSERT_TRUE(Forward(alone[1], 2, 3, {0, 1, 2}, Rows(h0, 3, 9), &out).ok());
+  EXPECT_LT(MaxAbsDiff(replies[1].hidden.ToFloats(), out), 1e-4);
+  ASSERT_TRUE(Forward(alone[2], 1, 0, {0, 1, 2}, Rows(h0, 0, 5), &out).ok());
+  EXPECT_LT(MaxAbsDiff(replies[2].hidden.ToFloats(), out), 1e-4);
+  for (int k = 0; k < 3; ++k) {
+    ASSERT_TRUE(replies[k].status.ok()) << replies[k].status;
+    const auto& spec = steps[k];
+    EXPECT_EQ(replies[k].length, spec.start_position + spec.positions);
+    EXPECT_LT(
+        MaxAbsDiff(replies[k].hidden.ToFloats(),
+                   Rows(h3, spec.start_position, spec.start_position + spec.positions).ToFloats()),
+        1e-4);
+  }
+  EXPECT_EQ(replies[3].status.code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(replies[3].status.message().find("gone"), std::string::npos);
+
+  // The same batch again: every existing step is its session's last one, replayed.
+  ASSERT_TRUE(Batch(steps, {0, 1, 2}, BatchRows(h0, steps), &replies).ok());
+  for (int k = 0; k < 3; ++k) EXPECT_TRUE(replies[k].replayed) << k;
+  v1::InfoResponse info = Info();
+  // Passes through the layers: 4 Forward calls before the batch, the batch, 3 Forward calls
+  // after it; the replayed batch computed nothing.
+  EXPECT_EQ(info.batches_total(), 8u);
+  EXPECT_GT(info.busy_seconds_total(), 0);
+}
+
+TEST_F(ForwardBatchServerTest, WholeCallErrorsAreTheCallsStatus) {
+  Start({0, 1});
+  std::string a, b;
+  ASSERT_TRUE(Open(&a).ok());
+  ASSERT_TRUE(Open(&b).ok());
+  auto zeros = [](int64_t rows) {
+    return HostTensor::FromFloats({rows, kHidden}, std::vector<float>(rows * kHidden));
+  };
+  EXPECT_EQ(Batch({{a, 1, 0, 1}, {a, 2, 1, 1}}, {0, 1}, zeros(2)).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Batch({}, {0, 1}, zeros(1)).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Batch({{a, 1, 0, 1}, {b, 1, 0, 2}}, {0, 1}, zeros(2)).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Batch({{a, 1, 0, 1}}, {0, 3}, zeros(1)).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  // A malformed tensor: a byte short, or an unknown dtype.
+  std::vector<v1::ForwardBatchRequest> m = rpc::EncodeForwardBatch({{a, 1, 0, 1}}, {0}, zeros(1));
+  m[0].mutable_hidden()->mutable_data()->pop_back();
+  EXPECT_EQ(Unary(m[0], {}, nullptr).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  m = rpc::EncodeForwardBatch({{a, 1, 0, 1}}, {0}, zeros(1));
+  m[0].mutable_hidden()->set_dtype(static_cast<v1::DType>(99));
+  EXPECT_EQ(Unary(m[0], {}, nullptr).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // None of it applied: both sessions still take their first steps.
+  std::vector<rpc::BatchStepReply> replies;
+  ASSERT_TRUE(Batch({{a, 1, 0, 1}, {b, 1, 0, 1}}, {0, 1}, zeros(2), &replies).ok());
+  EXPECT_TRUE(replies[0].status.ok() && replies[1].status.ok());
+  EXPECT_EQ(Info().steps_total(), 2u);
+}
+
+TEST_F(ForwardBatchServerTest, BatchesOverTheMessageLimitAreStreamedInPieces) {
+  Start({0});
+  // 26 sessions prefilling the whole context (512 rows of 64 floats each): 3.25 MiB, over one
+  // piece (3 MiB) but under the 4 MiB message limit.
+  constexpr int kSessions = 26;
+  std::vector<float> values(kContext * kHidden);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = std::sin(0.001f * static_cast<float>(i));
+  std::vector<rpc::BatchStepSpec> steps;
+  for (int i = 0; i < kSessions; ++i) {
+    std::string id;
+    ASSERT_TRUE(Open(&id).ok());
+    steps.push_back({id, 1, 0, kContext});
+  }
+  HostTensor hidden = HostTensor::FromFloats({0, kHidden}, {});
+  for (int i = 0; i < kSessions; ++i) {
+    hidden.data += HostTensor::FromFloats({kContext, kHidden}, values).data;
+    hidden.shape[0] += kContext;
+  }
+  ASSERT_GT(hidden.data.size(), rpc::kMaxTensorPieceBytes);
+  ASSERT_LT(hidden.data.size() + 4096, static_cast<size_t>(rpc::kMaxMessageBytes));
+  // In one message it would fit the request's limit but its reply would not: refused before
+  // anything runs.
+  {
+    v1::ForwardBatchRequest req = rpc::EncodeForwardBatch(steps, {0}, HostTensor())[0];
+    rpc::CopyTensorToProto(hidden, req.mutable_hidden());
+    grpc::Status s = Unary(req, steps, nullptr);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_NE(s.error_message().find("ForwardBatchStream"), std::string::npos);
+    EXPECT_EQ(Info().steps_total(), 0u);
+  }
+  std::vector<rpc::BatchStepReply> replies;
+  size_t reply_pieces = 0;
+  grpc::Status s = Streamed(steps, {0}, hidden, &replies, &reply_pieces);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(reply_pieces, 2u);
+  ASSERT_EQ(replies.size(), static_cast<size_t>(kSessions));
+  // Every session got what one of them gets alone.
+  std::string alone;
+  ASSERT_TRUE(Open(&alone).ok());
+  std::vector<float> expected;
+  ASSERT_TRUE(
+      Forward(alone, 1, 0, {0}, HostTensor::FromFloats({kContext, kHidden}, values), &expected)
+          .ok());
+  for (const rpc::BatchStepReply& r : replies) {
+    ASSERT_TRUE(r.status.ok()) << r.status;
+    EXPECT_EQ(r.length, kContext);
+    EXPECT_LT(MaxAbsDiff(r.hidden.ToFloats(), expected), 1e-4);
+  }
+  EXPECT_EQ(Info().steps_total(), static_cast<uint64_t>(kSessions + 1));
+}
+
+TEST_F(ForwardBatchServerTest, StreamedBatchesAreBoundedByMaxBatchRows) {
+  configure_ = [](WorkerServerOptions* o) { o->max_batch_rows = 600; };  // At least the context.
+  Start({0});
+  std::string a, b;
+  ASSERT_TRUE(Open(&a).ok());
+  ASSERT_TRUE(Open(&b).ok());
+  auto zeros = [](int64_t rows) {
+    return HostTensor::FromFloats({rows, kHidden}, std::vector<float>(rows * kHidden));
+  };
+  grpc::Status s = Streamed({{a, 1, 0, 300}, {b, 1, 0, 301}}, {0}, zeros(601), nullptr);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  std::vector<rpc::BatchStepReply> replies;
+  ASSERT_TRUE(Streamed({{a, 1, 0, 300}, {b, 1, 0, 300}}, {0}, zeros(600), &replies).ok());
+  EXPECT_TRUE(replies[0].status.ok() && replies[1].status.ok());
+}
+
+TEST_F(ForwardBatchServerTest, MetricsCountStepsBatchesAndBusyTime) {
+  std::unique_ptr<WorkerMetricsObserver> metrics = StartMetrics({0, 1});
+  ASSERT_NE(metrics, nullptr);
+  observer_ = metrics.get();
+  Start({0, 1});
+  std::string a, b, c;
+  ASSERT_TRUE(Open(&a).ok());
+  ASSERT_TRUE(Open(&b).ok());
+  ASSERT_TRUE(Open(&c).ok());
+  auto zeros = [](int64_t rows) {
+    return HostTensor::FromFloats({rows, kHidden}, std::vector<float>(rows * kHidden));
+  };
+  std::vector<rpc::BatchStepReply> replies;
+  // 3 steps computed in one pass of 7 rows; then 2 of 2 with a third at the wrong position.
+  ASSERT_TRUE(Batch({{a, 1, 0, 4}, {b, 1, 0, 2}, {c, 1, 0, 1}}, {0, 1}, zeros(7), &replies).ok());
+  ASSERT_TRUE(Batch({{a, 2, 4, 1}, {b, 2, 2, 1}, {c, 2, 5, 1}}, {0, 1}, zeros(3), &replies).ok());
+  EXPECT_EQ(replies[2].status.code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(Forward(c, 2, 1, {0, 1}, zeros(1)).ok());  // A Forward is a pass of one.
+  EXPECT_EQ(Batch({{a, 3, 5, 1}, {a, 4, 6, 1}}, {0, 1}, zeros(2)).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  auto s = Samples(*metrics);
+  EXPECT_EQ(Value(s, "swarm_worker_batch_rows_count"), 3);
+  EXPECT_EQ(Value(s, "swarm_worker_batch_rows_sum"), 7 + 2 + 1);
+  EXPECT_EQ(Value(s, "swarm_worker_batch_sequences_sum"), 3 + 2 + 1);
+  EXPECT_EQ(Value(s, "swarm_worker_batch_sequences_bucket{le=\"2\"}"), 2);
+  EXPECT_GT(Value(s, "swarm_worker_busy_seconds_total"), 0);
+  EXPECT_EQ(Value(s, "swarm_worker_forward_steps_total{layers=\"0-1\"}"), 3 + 2 + 1);
+  EXPECT_EQ(Value(s, "swarm_worker_forward_tokens_total{layers=\"0-1\"}"), 7 + 2 + 1);
+  EXPECT_EQ(Value(s, ErrorsKey("Forward", "failed_precondition")), 1);
+  EXPECT_EQ(Value(s, ErrorsKey("ForwardBatch", "invalid_argument")), 1);
+  const v1::InfoResponse info = Info();
+  EXPECT_EQ(info.batches_total(), 3u);
+  EXPECT_EQ(info.batch_sequences_total(), 6u);
+  EXPECT_EQ(info.batch_rows_total(), 10u);
+  EXPECT_EQ(info.steps_total(), 6u);
+  server_.reset();
+}
+
+TEST_F(ForwardBatchServerTest, BatchesWorkWithAMemoryBudget) {
+  // All five layers, room for one at a time; the same batches on an unbudgeted worker.
+  Start({0, 1, 2, 3, 4});
+  std::unique_ptr<WorkerServer> whole = std::move(server_);
+  std::unique_ptr<v1::WorkerService::Stub> whole_stub = std::move(stub_);
+  auto ckpt = model::Checkpoint::Open(ModelDir("stories260K"));
+  ASSERT_TRUE(ckpt.ok());
+  auto one = model::LayerHost::Create(*ckpt, {0}, model::LoadOptions());
+  ASSERT_TRUE(one.ok());
+  const int64_t layer = (*one)->WeightBytes();
+  configure_ = [layer](WorkerServerOptions* o) { o->memory_budget_bytes = layer; };
+  Start({0, 1, 2, 3, 4});
+  ASSERT_NE(server_->resident_host(), nullptr);
+  const std::vector<float> h0 = GoldenFloats("stories260K", "greedy.hidden.0");
+  std::vector<std::string> paged_ids(3), whole_ids(3);
+  for (std::string& id : paged_ids) ASSERT_TRUE(Open(&id).ok());
+  std::swap(stub_, whole_stub);
+  for (std::string& id : whole_ids) ASSERT_TRUE(Open(&id).ok());
+  std::swap(stub_, whole_stub);
+  const std::vector<std::vector<std::pair<int64_t, int64_t>>> rounds = {{{0, 5}, {0, 2}, {0, 8}},
+                                                                        {{5, 1}, {2, 1}, {8, 1}}};
+  uint64_t id = 0;
+  for (const auto& round : rounds) {
+    ++id;
+    std::vector<rpc::BatchStepSpec> paged_steps, whole_steps;
+    for (size_t k = 0; k < round.size(); ++k) {
+      paged_steps.push_back({paged_ids[k], id, round[k].first, round[k].second});
+      whole_steps.push_back({whole_ids[k], id, round[k].first, round[k].second});
+    }
+    const uint64_t loads_before = Info().block_loads_total() + Info().block_hits_total();
+    std::vector<rpc::BatchStepReply> paged, plain;
+    ASSERT_TRUE(Batch(paged_steps, {0, 1, 2, 3, 4}, BatchRows(h0, paged_steps), &paged).ok());
+    std::swap(stub_, whole_stub);
+    ASSERT_TRUE(Batch(whole_steps, {0, 1, 2, 3, 4}, BatchRows(h0, whole_steps), &plain).ok());
+    std::swap(stub_, whole_stub);
+    for (size_t k = 0; k < round.size(); ++k) {
+      ASSERT_TRUE(paged[k].status.ok()) << paged[k].status;
+      ASSERT_TRUE(plain[k].status.ok()) << plain[k].status;
+      EXPECT_LT(MaxAbsDiff(paged[k].hidden.ToFloats(), plain[k].hidden.ToFloats()), 1e-4);
+    }
+    // Five units, each acquired once for the whole batch.
+    const v1::InfoResponse info = Info();
+    EXPECT_EQ(info.block_loads_total() + info.block_hits_total() - loads_before, 5u);
+    EXPECT_LE(info.resident_weight_bytes(), layer);
+  }
 }
 
 TEST(WorkerTest, ReapIdleClosesOnlySessionsPastTheirTtl) {

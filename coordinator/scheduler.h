@@ -1,0 +1,186 @@
+// The coordinator's iteration-level scheduler (continuous batching across workers, Orca / vLLM
+// style). Every request that runs holds a model::SequenceDecoder (its token loop) and its own
+// execution plan (which worker runs which layers, per layer set: every layer in exact mode, the
+// chosen blocks in sparse mode). The scheduler's loop thread (and each runner thread as it ends a
+// micro-batch, so that the next step does not wait for a wake-up) composes micro-batches from the
+// running requests (model::ComposeStep: decode rows first, then prefill chunks under the token
+// budget, least recently stepped requests first so that none starves) and admits waiting
+// requests in arrival order as running ones end.
+//
+// A micro-batch runs on one of the scheduler's runner threads: its rows are embedded, then go
+// through their plans stage by stage. At each stage the rows of every request whose next hop is
+// the same (worker, layers) travel in one ForwardBatch (ForwardBatchStream over the message
+// limit; per-session Forward against a worker that answers UNIMPLEMENTED); the hops of one stage
+// on different workers run at once (over the hop pool). Sequential combine gates each segment
+// (model::GateResidual), parallel combine sums the segments (model::CombineResiduals), per request
+// on the coordinator. Then one head product gives the logits of every row that needs them, and
+// each request samples its token. A row a worker fails (BatchStepResult.code != 0) fails that
+// request alone.
+//
+// Full pipeline: up to max_micro_batches micro-batches are in flight at once (default: the number
+// of workers), each worker computing one of them at a time, so stage 2 computes micro-batch 1
+// while stage 1 computes micro-batch 2; a request is in at most one micro-batch at a time. With
+// one request this is exactly the one-request loop of before.
+//
+// Threading: Run is called by any number of request threads and blocks until its request ends;
+// its token callback runs on that thread (tokens reach it through a per-request queue, so a slow
+// client never stalls the batch). The loop thread and the runner threads are owned and joined by
+// the destructor (no Run may be running then).
+#ifndef SWARM_COORDINATOR_SCHEDULER_H_
+#define SWARM_COORDINATOR_SCHEDULER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "coordinator/coordinator_model.h"
+#include "coordinator/coordinator_observer.h"
+#include "coordinator/worker_plan.h"
+#include "model/generate.h"
+
+namespace swarm {
+class ThreadPool;
+}
+
+namespace swarm::coordinator {
+
+class WorkerSet;
+class CancellationHandle;
+
+// One layer set of a plan (every layer in exact mode, one selected block in sparse mode) as the
+// hops that run it, and the weight of its residual update.
+struct Segment {
+  std::vector<Hop> hops;  // In layer order.
+  float weight = 1.0f;
+};
+
+// A request's plan: segments in layer order.
+//  - exact mode: one segment holding every layer;
+//  - sparse, sequential combine: one segment per selected block, h ← h + g·(B(h) − h) per
+//    segment (the segment runs ungated on its workers; the coordinator applies the gate);
+//  - sparse, parallel combine: every segment reads the same h, h_out = h + Σ w_b·(B_b(h) − h).
+// These are the formulas of router/sparse.h's in-process SparseExecutor.
+struct ExecutionPlan {
+  std::vector<Segment> segments;
+  bool parallel = false;  // Parallel combine (otherwise sequential).
+};
+
+// The plan, for logs: "127.0.0.1:7001[0-2] -> 127.0.0.1:7002[3-4]"; sparse segments are
+// separated by " | " (parallel) or " ; " (sequential), a weight other than 1 follows as " x0.5".
+std::string DescribePlan(const WorkerSet& workers, const ExecutionPlan& plan);
+
+struct SchedulerOptions {
+  model::BatchLimits limits;      // Per micro-batch: rows and sequences.
+  int max_waiting_requests = 64;  // Requests waiting for admission; beyond: RESOURCE_EXHAUSTED.
+  // Micro-batches in flight at once (one runner thread each; at most 64); 0 = the number of
+  // workers.
+  int max_micro_batches = 0;
+  absl::Duration step_timeout = absl::Seconds(60);     // One Forward / ForwardBatch.
+  absl::Duration control_timeout = absl::Seconds(5);   // Open/CloseSession.
+  absl::Duration prefetch_timeout = absl::Seconds(2);  // Deadline of a Prefetch hint.
+  CoordinatorObserver* observer = nullptr;             // Not owned; null = none.
+  // Where the hops of one stage on different workers run at once (not owned); null = one after
+  // the other on the micro-batch's runner thread.
+  ThreadPool* hop_pool = nullptr;
+};
+
+// One request, as the scheduler runs it.
+struct ScheduledRequest {
+  std::string request_id;
+  std::vector<int64_t> prompt_ids;
+  model::SamplingParams params;
+  ExecutionPlan plan;
+  std::vector<int> series_blocks;  // Passed to CoordinatorObserver::OnStep after each step.
+  absl::Time deadline = absl::InfiniteFuture();
+  bool prefetch = false;  // Send each worker of the plan a Prefetch hint first (sparse mode).
+};
+
+class Scheduler {
+ public:
+  // `model` and `workers` are not owned and must outlive the scheduler. Starts the loop thread
+  // and the runner threads.
+  Scheduler(const CoordinatorModel* model, WorkerSet* workers, SchedulerOptions options);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Runs one request to its end: queues it (RESOURCE_EXHAUSTED naming the limit when
+  // max_waiting_requests are waiting), calls `on_queued`, waits for admission, opens a session
+  // per (segment, worker) of its plan, then hands each token to `on_token` on this thread (false
+  // stops the request: CANCELLED) until it ends. `cancel` stops it from any thread (CANCELLED);
+  // its deadline passing stops it too (DEADLINE_EXCEEDED). Every session it opened is closed
+  // before it returns. Other errors: the sampling parameters or the prompt (as
+  // model::SequenceDecoder::Create), the workers' (its rows' failures).
+  absl::StatusOr<model::GenerateResult> Run(ScheduledRequest request,
+                                            const std::function<void()>& on_queued,
+                                            const model::TokenCallback& on_token,
+                                            CancellationHandle& cancel);
+
+  int running() const;  // Admitted and not ended.
+  int waiting() const;  // Queued for admission.
+  int max_micro_batches() const { return max_micro_batches_; }
+
+ private:
+  struct Request;
+  struct MicroBatch;
+  class Calls;
+
+  void Loop();
+  // Admits waiting requests while there is room. Reports the state.
+  void AdmitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReportStateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes `request` out of the queue or the batch for good.
+  void EndLocked(Request& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status OpenSessions(Request& request);
+  void CloseSessions(Request& request);
+  void Prefetch(const ScheduledRequest& request);
+  // The next micro-batch of the running requests not in one (counted in flight), or null when
+  // none can start now.
+  std::shared_ptr<MicroBatch> ComposeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs `batch` and the micro-batches composed as each ends, on a runner thread.
+  void RunMicroBatch(std::shared_ptr<MicroBatch> batch);
+  // Runs one micro-batch end to end; returns the next one to run (ComposeLocked).
+  std::shared_ptr<MicroBatch> RunStep(MicroBatch& batch);
+  // Sends the micro-batch's rows through every request's plan; fills each entry's output or
+  // failure.
+  void RunHops(MicroBatch& batch);
+
+  const CoordinatorModel* const model_;
+  WorkerSet* const workers_;
+  const SchedulerOptions options_;
+  CoordinatorObserver default_observer_;
+  CoordinatorObserver* const observer_;
+  const int max_micro_batches_;
+  std::unique_ptr<Calls> batch_calls_;  // The ForwardBatch calls in flight (cancelled on exit).
+  // Per worker: held while a micro-batch's hop computes there (one micro-batch per stage at a
+  // time: the pipeline), and whether it answered ForwardBatch UNIMPLEMENTED.
+  std::unique_ptr<absl::Mutex[]> stage_mu_;
+  std::unique_ptr<std::atomic<bool>[]> no_batch_;
+
+  mutable absl::Mutex mu_;
+  absl::CondVar loop_cv_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<std::shared_ptr<Request>> waiting_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<Request>> running_ ABSL_GUARDED_BY(mu_);  // Admitted, by arrival.
+  int batches_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::CondVar batches_cv_;
+  uint64_t arrivals_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
+
+  std::unique_ptr<ThreadPool> runners_;  // The micro-batches in flight.
+  std::thread loop_;
+};
+
+}  // namespace swarm::coordinator
+
+#endif  // SWARM_COORDINATOR_SCHEDULER_H_
