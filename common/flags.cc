@@ -47,6 +47,7 @@ absl::StatusOr<Flags> Flags::Parse(const std::vector<std::string>& args,
       value = args[++i];
     }
     flags.values_[name] = *value;
+    flags.all_values_[name].push_back(*value);
   }
   return flags;
 }
@@ -62,6 +63,11 @@ bool Flags::Has(const std::string& name) const {
 }
 
 bool Flags::Bool(const std::string& name) const { return bools_.count(name) > 0; }
+
+std::vector<std::string> Flags::Strings(const std::string& name) const {
+  auto it = all_values_.find(name);
+  return it == all_values_.end() ? std::vector<std::string>() : it->second;
+}
 
 std::string Flags::String(const std::string& name, const std::string& fallback) const {
   auto it = values_.find(name);

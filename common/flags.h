@@ -32,6 +32,9 @@ class Flags {
 
   bool Has(const std::string& name) const;
   bool Bool(const std::string& name) const;  // True when the boolean flag was given.
+  // Every value of a flag given more than once, in order (empty when absent); the readers
+  // below see the last one.
+  std::vector<std::string> Strings(const std::string& name) const;
   // The value, or `fallback` when absent.
   std::string String(const std::string& name, const std::string& fallback = "") const;
   // The value, or InvalidArgument naming the missing flag.
@@ -49,6 +52,7 @@ class Flags {
 
  private:
   std::map<std::string, std::string> values_;
+  std::map<std::string, std::vector<std::string>> all_values_;
   std::set<std::string> bools_;
 };
 

@@ -1,6 +1,7 @@
 // swarm-coordinator: serves CoordinatorService for a model whose layers live on swarm-workers
-// (see DESIGN.md's CLI contract). Prints "listening on HOST:PORT" on stdout once the port is
-// bound; reports SERVING once the workers cover every layer. SIGINT/SIGTERM stop it cleanly.
+// (see DESIGN.md's CLI contract), and with --http-listen the OpenAI-compatible HTTP API
+// (coordinator/http_api.h). Prints "listening on HOST:PORT" on stdout once the port is bound
+// (then "http api on http://HOST:PORT/v1"); reports SERVING once the workers cover every layer. SIGINT/SIGTERM stop it cleanly.
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -15,6 +16,7 @@
 #include "coordinator/coordinator_metrics.h"
 #include "coordinator/coordinator_model.h"
 #include "coordinator/coordinator_server.h"
+#include "coordinator/http_api.h"
 
 namespace {
 
@@ -25,7 +27,8 @@ constexpr char kUsage[] =
     "                         [--metrics-listen HOST:PORT] [--device cpu|cuda:N]\n"
     "                         [--max-concurrent-requests N] [--max-queued-requests N]\n"
     "                         [--request-timeout 10m] [--step-timeout 60s] [--router FILE]\n"
-    "                         [--num-blocks N]\n";
+    "                         [--num-blocks N] [--http-listen HOST:PORT]\n"
+    "                         [--served-model-name NAME] [--http-max-body-bytes N]\n";
 
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "swarm-coordinator: %s\n", std::string(s.message()).c_str());
@@ -43,7 +46,8 @@ int main(int argc, char** argv) {
   auto flags = swarm::Flags::Parse(
       argc, argv,
       {"model", "workers", "listen", "metrics-listen", "device", "max-concurrent-requests",
-       "max-queued-requests", "request-timeout", "step-timeout", "router", "num-blocks"},
+       "max-queued-requests", "request-timeout", "step-timeout", "router", "num-blocks",
+       "http-listen", "served-model-name", "http-max-body-bytes"},
       {});
   if (!flags.ok()) {
     std::fputs(kUsage, stderr);
@@ -97,6 +101,17 @@ int main(int argc, char** argv) {
       return Fail(s);
     }
   }
+  if (flags->Has("http-listen")) {
+    if (auto s = swarm::ValidateHostPort(flags->String("http-listen"), "--http-listen"); !s.ok()) {
+      return Fail(s);
+    }
+  }
+  auto http_max_body = flags->Bytes("http-max-body-bytes", 1 << 20);
+  if (!http_max_body.ok()) return Fail(http_max_body.status());
+  if (*http_max_body < 1) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--http-max-body-bytes must be at least 1, got ", *http_max_body)));
+  }
   // Every flag is checked before the model loads.
   for (const std::string& w : options.workers) {
     if (auto s = swarm::ValidateHostPort(w, "--workers"); !s.ok()) return Fail(s);
@@ -127,8 +142,19 @@ int main(int argc, char** argv) {
 
   auto server = swarm::coordinator::CoordinatorServer::Start(options, *std::move(loaded));
   if (!server.ok()) return Fail(server.status());
+  std::unique_ptr<swarm::coordinator::HttpApi> http;
+  if (flags->Has("http-listen")) {
+    swarm::coordinator::HttpApiOptions ho;
+    ho.listen = flags->String("http-listen");
+    ho.model_name = flags->String("served-model-name");
+    ho.max_body_bytes = *http_max_body;
+    auto started = swarm::coordinator::HttpApi::Start(server->get(), ho);
+    if (!started.ok()) return Fail(started.status());
+    http = *std::move(started);
+  }
   std::printf("listening on %s\n", (*server)->address().c_str());
   if (metrics) std::printf("metrics on http://%s/metrics\n", metrics->address().c_str());
+  if (http) std::printf("http api on http://%s/v1\n", http->address().c_str());
   std::fflush(stdout);
   if (metrics) {
     swarm::LogLine(kLog, absl::StrCat("metrics on http://", metrics->address(), "/metrics (",
@@ -140,6 +166,7 @@ int main(int argc, char** argv) {
                          " layers), workers ", absl::StrJoin(options.workers, ",")));
   int sig = swarm::WaitForShutdownSignal();
   swarm::LogLine(kLog, absl::StrCat("signal ", sig, ": shutting down"));
+  if (http) http->Stop();  // First: its requests run on the server's pool.
   (*server)->Shutdown();
   return 0;
 }

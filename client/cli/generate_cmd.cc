@@ -43,6 +43,9 @@ int GenerateCommand(const std::vector<std::string>& args) {
   req.top_p = params->top_p;
   req.seed = params->seed;
   req.stop_at_eos = params->stop_at_eos;
+  req.stop = params->stop;
+  req.logprobs = params->logprobs;
+  req.top_logprobs = params->top_logprobs;
   req.mode = flags->String("mode", "exact");
   req.combine = flags->String("combine", "sequential");
   auto top_k_blocks = flags->Int("top-k-blocks", 0);
@@ -98,6 +101,12 @@ int GenerateCommand(const std::vector<std::string>& args) {
                           {"text", result->text},
                           {"finish_reason", result->finish_reason},
                           {"request_id", result->request_id}};
+    if (req.logprobs) {
+      out["logprobs"] = nlohmann::json::array();
+      for (const TokenLogprobs& t : result->logprobs) {
+        out["logprobs"].push_back(TokenLogprobJson(t.chosen, t.top));
+      }
+    }
     if (result->num_blocks > 0) {
       out["blocks"] = result->blocks;
       out["block_weights"] = result->block_weights;
@@ -115,7 +124,7 @@ int GenerateCommand(const std::vector<std::string>& args) {
 SWARM_REGISTER_COMMAND(generate, "generate",
                        "generate --server HOST:PORT [--prompt TEXT | --ids 1,2,3] "
                        "[--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] "
-                       "[--seed S] [--no-stop] [--mode exact|sparse] [--top-k-blocks K] "
+                       "[--seed S] [--no-stop] [--stop STR]... [--logprobs N] [--mode exact|sparse] [--top-k-blocks K] "
                        "[--combine sequential|parallel] [--blocks i,j --num-blocks N "
                        "[--block-weights a,b]] [--timeout SECONDS] [--json]",
                        GenerateCommand);

@@ -55,7 +55,9 @@ int RunCommand(const std::vector<std::string>& args) {
     std::fputs(flags->String("prompt").c_str(), stdout);
     std::fflush(stdout);
   }
+  nlohmann::json logprobs = nlohmann::json::array();
   auto result = (*engine)->Generate(prompt, *params, [&](const model::GeneratedToken& t) {
+    if (t.has_logprob) logprobs.push_back(TokenLogprobJson(t.chosen, t.top_logprobs));
     if (!json) {
       std::fputs(t.text.c_str(), stdout);
       std::fflush(stdout);
@@ -71,6 +73,7 @@ int RunCommand(const std::vector<std::string>& args) {
                           {"ids", result->ids},
                           {"text", result->text},
                           {"finish_reason", result->finish_reason}};
+    if (params->logprobs) out["logprobs"] = std::move(logprobs);
     std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
     std::fputs("\n", stdout);
@@ -101,7 +104,7 @@ int LogitsCommand(const std::vector<std::string>& args) {
 SWARM_REGISTER_COMMAND(run, "run",
                        "run --model DIR [--prompt TEXT | --ids 1,2,3] "
                        "[--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] "
-                       "[--seed S] [--device cpu|cuda:N] [--dtype f32|bf16|f16] [--json]",
+                       "[--seed S] [--no-stop] [--stop STR]... [--logprobs N] [--device cpu|cuda:N] [--dtype f32|bf16|f16] [--json]",
                        RunCommand);
 SWARM_REGISTER_COMMAND(logits, "logits", "logits --model DIR --ids 1,2,3 --out FILE.safetensors",
                        LogitsCommand);
