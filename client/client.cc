@@ -70,7 +70,9 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
 
 namespace {
 
-TokenLogprob FromProto(const v1::TokenLogprob& t) { return TokenLogprob{t.id(), t.logprob(), t.text()}; }
+TokenLogprob FromProto(const v1::TokenLogprob& t) {
+  return TokenLogprob{t.id(), t.logprob(), t.text()};
+}
 
 }  // namespace
 

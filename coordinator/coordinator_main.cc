@@ -1,7 +1,8 @@
 // swarm-coordinator: serves CoordinatorService for a model whose layers live on swarm-workers
 // (see DESIGN.md's CLI contract), and with --http-listen the OpenAI-compatible HTTP API
 // (coordinator/http_api.h). Prints "listening on HOST:PORT" on stdout once the port is bound
-// (then "http api on http://HOST:PORT/v1"); reports SERVING once the workers cover every layer. SIGINT/SIGTERM stop it cleanly.
+// (then "http api on http://HOST:PORT/v1"); reports SERVING once the workers cover every layer.
+// SIGINT/SIGTERM stop it cleanly.
 #include <cstdio>
 #include <memory>
 #include <string>

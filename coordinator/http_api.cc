@@ -216,19 +216,21 @@ class Handlers {
     if (g.prompt_ids.empty()) {
       const tokenizer::Tokenizer* tok = server_->model().tokenizer();
       if (tok == nullptr) {
-        return InvalidParam("prompt", "this model has no tokenizer.json: send the prompt as a "
-                                      "list of token ids");
+        return InvalidParam("prompt",
+                            "this model has no tokenizer.json: send the prompt as a "
+                            "list of token ids");
       }
       absl::StatusOr<std::vector<int64_t>> ids = tok->Encode(g.prompt, g.add_special_tokens);
       if (!ids.ok()) return ids.status();
       g.prompt_ids = *std::move(ids);
       g.prompt.clear();
     }
-    const int64_t room = server_->config().max_position_embeddings -
-                         static_cast<int64_t>(g.prompt_ids.size());
-    g.sampling.max_new_tokens = r.endpoint == OpenAiEndpoint::kChat
-                                    ? std::max<int64_t>(room, 1)
-                                    : std::min(kDefaultCompletionTokens, std::max<int64_t>(room, 1));
+    const int64_t room =
+        server_->config().max_position_embeddings - static_cast<int64_t>(g.prompt_ids.size());
+    g.sampling.max_new_tokens =
+        r.endpoint == OpenAiEndpoint::kChat
+            ? std::max<int64_t>(room, 1)
+            : std::min(kDefaultCompletionTokens, std::max<int64_t>(room, 1));
     return absl::OkStatus();
   }
 
@@ -317,8 +319,7 @@ class Handlers {
                                      result->usage.generated_tokens));
               }
             } else {
-              absl::StrAppend(&out, "data: ", ErrorBody(ErrorFromStatus(result.status())),
-                              "\n\n");
+              absl::StrAppend(&out, "data: ", ErrorBody(ErrorFromStatus(result.status())), "\n\n");
             }
             out += "data: [DONE]\n\n";
           }

@@ -69,8 +69,8 @@ class HttpApi {
   struct Calls;  // The requests under way (http_api.cc).
 
  private:
-  HttpApi(std::unique_ptr<httplib::Server> server, std::shared_ptr<Calls> calls,
-          std::string host, int port);
+  HttpApi(std::unique_ptr<httplib::Server> server, std::shared_ptr<Calls> calls, std::string host,
+          int port);
 
   const std::string host_;
   const int port_;

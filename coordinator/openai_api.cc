@@ -67,8 +67,10 @@ absl::StatusOr<std::vector<int64_t>> Ids(const Json& list, const std::string& pa
   std::vector<int64_t> ids;
   for (const Json& e : list) {
     if (!e.is_number_integer()) {
-      return InvalidParam(param, absl::StrCat("'", param, "' must be a string or a list of token "
-                                              "ids; found ", e.dump()));
+      return InvalidParam(param, absl::StrCat("'", param,
+                                              "' must be a string or a list of token "
+                                              "ids; found ",
+                                              e.dump()));
     }
     ids.push_back(e.get<int64_t>());
   }
@@ -85,7 +87,8 @@ absl::Status ParsePrompt(const Json& body, GenerationRequest& g) {
   }
   if (!p.is_array()) {
     return InvalidParam("prompt", absl::StrCat("'prompt' must be a string or a list of token ids, "
-                                               "got ", TypeName(p)));
+                                               "got ",
+                                               TypeName(p)));
   }
   // A list of one prompt (one string, or one list of ids) is that prompt; more is a batch.
   if (p.size() == 1 && (p[0].is_string() || p[0].is_array())) {
@@ -114,7 +117,8 @@ absl::Status ParseStop(const Json& body, model::SamplingParams& s) {
     s.stop.push_back(it->get<std::string>());
   } else if (it->is_array()) {
     for (const Json& e : *it) {
-      if (!e.is_string()) return InvalidParam("stop", "'stop' must be a string or a list of strings");
+      if (!e.is_string())
+        return InvalidParam("stop", "'stop' must be a string or a list of strings");
       s.stop.push_back(e.get<std::string>());
     }
   } else {
@@ -165,7 +169,7 @@ absl::Status InvalidParam(const std::string& param, const std::string& message) 
 OpenAiError ErrorFromStatus(const absl::Status& status) {
   OpenAiError e;
   e.message = std::string(status.message());
-  if (std::optional<absl::Cord> param = status.GetPayload(kParamPayload)) {
+  if (auto param = status.GetPayload(kParamPayload); param.has_value()) {
     e.param = std::string(*param);
   }
   switch (status.code()) {
@@ -232,7 +236,8 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint,
   if (body.is_discarded()) {
     return absl::InvalidArgumentError("the request body is not valid JSON");
   }
-  if (!body.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
+  if (!body.is_object())
+    return absl::InvalidArgumentError("the request body must be a JSON object");
   OpenAiRequest out;
   out.endpoint = endpoint;
   GenerationRequest& g = out.generation;
@@ -266,9 +271,9 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint,
   }
   if (max_tokens.has_value()) {
     if (*max_tokens < 1) {
-      return InvalidParam(chat && body.contains("max_completion_tokens") ? "max_completion_tokens"
-                                                                         : "max_tokens",
-                          absl::StrCat("max_tokens must be at least 1, got ", *max_tokens));
+      return InvalidParam(
+          chat && body.contains("max_completion_tokens") ? "max_completion_tokens" : "max_tokens",
+          absl::StrCat("max_tokens must be at least 1, got ", *max_tokens));
     }
     out.max_tokens = *max_tokens;
     s.max_new_tokens = *max_tokens;
@@ -301,8 +306,8 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint,
   s.stop_at_eos = !ignore_eos.value_or(false);
   RETURN_IF_ERROR(ParseStop(body, s));
   if (s.stop.size() > static_cast<size_t>(model::SamplingParams::kMaxStopStrings)) {
-    return InvalidParam("stop", absl::StrCat("at most ", model::SamplingParams::kMaxStopStrings,
-                                             " stop strings"));
+    return InvalidParam(
+        "stop", absl::StrCat("at most ", model::SamplingParams::kMaxStopStrings, " stop strings"));
   }
   for (const std::string& stop : s.stop) {
     if (stop.empty()) return InvalidParam("stop", "a stop string is empty");
@@ -346,7 +351,8 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint,
   ASSIGN_OR_RETURN(auto stream, Boolean(body, "stream"));
   out.stream = stream.value_or(false);
   if (auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
-    if (!it->is_object()) return InvalidParam("stream_options", "'stream_options' must be an object");
+    if (!it->is_object())
+      return InvalidParam("stream_options", "'stream_options' must be an object");
     if (!out.stream) {
       return InvalidParam("stream_options", "'stream_options' is only allowed with stream: true");
     }
@@ -362,8 +368,8 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint,
     } else if (*mode == "sparse") {
       g.mode = GenerationMode::kSparse;
     } else {
-      return InvalidParam("mode", absl::StrCat("mode must be 'exact' or 'sparse', got '", *mode,
-                                               "'"));
+      return InvalidParam("mode",
+                          absl::StrCat("mode must be 'exact' or 'sparse', got '", *mode, "'"));
     }
   }
   ASSIGN_OR_RETURN(auto combine, String(body, "combine"));
@@ -374,14 +380,15 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint,
       g.combine = CombineMode::kParallel;
     } else {
       return InvalidParam("combine", absl::StrCat("combine must be 'sequential' or 'parallel', "
-                                                  "got '", *combine, "'"));
+                                                  "got '",
+                                                  *combine, "'"));
     }
   }
   ASSIGN_OR_RETURN(auto top_k_blocks, Integer(body, "top_k_blocks"));
   if (top_k_blocks.has_value()) {
     if (*top_k_blocks < 0 || *top_k_blocks > 1 << 20) {
-      return InvalidParam("top_k_blocks", absl::StrCat("top_k_blocks must be >= 0, got ",
-                                                       *top_k_blocks));
+      return InvalidParam("top_k_blocks",
+                          absl::StrCat("top_k_blocks must be >= 0, got ", *top_k_blocks));
     }
     g.top_k_blocks = static_cast<int>(*top_k_blocks);
   }
@@ -493,12 +500,12 @@ Json ChunkJson(const ResponseMeta& meta, const std::string& text,
                const std::vector<model::GeneratedToken>& tokens, int64_t text_offset,
                const std::string& finish_reason, bool first, bool with_usage_null) {
   const bool chat = meta.endpoint == OpenAiEndpoint::kChat;
-  Json choice = {{"index", 0},
-                 {"logprobs", meta.logprobs && !tokens.empty()
-                                  ? LogprobsJson(meta.endpoint, tokens, text_offset)
-                                  : Json()},
-                 {"finish_reason", finish_reason.empty() ? Json()
-                                                         : Json(OpenAiFinishReason(finish_reason))}};
+  Json choice = {
+      {"index", 0},
+      {"logprobs", meta.logprobs && !tokens.empty()
+                       ? LogprobsJson(meta.endpoint, tokens, text_offset)
+                       : Json()},
+      {"finish_reason", finish_reason.empty() ? Json() : Json(OpenAiFinishReason(finish_reason))}};
   if (chat) {
     Json delta = Json::object();
     if (first) delta["role"] = "assistant";
@@ -528,8 +535,6 @@ Json UsageChunkJson(const ResponseMeta& meta, int64_t prompt_tokens, int64_t com
               {"usage", UsageJson(prompt_tokens, completion_tokens)}};
 }
 
-std::string Dump(const Json& j) {
-  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
-}
+std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
 
 }  // namespace swarm::coordinator

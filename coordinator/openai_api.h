@@ -28,10 +28,10 @@ enum class OpenAiEndpoint { kCompletions, kChat };
 // status.
 struct OpenAiError {
   int http_status = 500;
-  std::string type;     // "invalid_request_error", "authentication_error", ...
+  std::string type;  // "invalid_request_error", "authentication_error", ...
   std::string message;
-  std::string param;    // "" = null.
-  std::string code;     // "" = null.
+  std::string param;  // "" = null.
+  std::string code;   // "" = null.
 };
 
 // InvalidArgument whose OpenAI error names `param` (the body field at fault).
@@ -50,8 +50,8 @@ std::string ErrorBody(const OpenAiError& error);
 struct OpenAiRequest {
   OpenAiEndpoint endpoint = OpenAiEndpoint::kCompletions;
   GenerationRequest generation;
-  std::string model;                 // "" = not given.
-  nlohmann::json messages;           // Chat only: the messages array, as sent.
+  std::string model;                  // "" = not given.
+  nlohmann::json messages;            // Chat only: the messages array, as sent.
   std::optional<int64_t> max_tokens;  // max_tokens (or chat's max_completion_tokens).
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage.
@@ -87,8 +87,8 @@ nlohmann::json UsageJson(int64_t prompt_tokens, int64_t completion_tokens);
 // The logprobs object of `tokens` (those with has_logprob): completions' {"tokens",
 // "token_logprobs", "top_logprobs", "text_offset"} (offsets from `text_offset`), chat's
 // {"content": [{"token", "logprob", "bytes", "top_logprobs"}]}.
-nlohmann::json LogprobsJson(OpenAiEndpoint endpoint, const std::vector<model::GeneratedToken>& tokens,
-                            int64_t text_offset);
+nlohmann::json LogprobsJson(OpenAiEndpoint endpoint,
+                            const std::vector<model::GeneratedToken>& tokens, int64_t text_offset);
 
 // The whole (non-streamed) response.
 // The whole (non-streamed) response; `prompt_ids` and the tokens' ids are shown with
@@ -99,8 +99,8 @@ nlohmann::json CompletionJson(const ResponseMeta& meta, const std::string& text,
                               const std::vector<int64_t>& prompt_ids, int64_t completion_tokens);
 
 // One streamed chunk: text (a chat delta, with "role" when `first`), the tokens' logprobs (and
-// ids with meta.return_token_ids), and the finish reason ("" = null). `with_usage_null`: "usage": null, as OpenAI sends when the
-// client asked for usage.
+// ids with meta.return_token_ids), and the finish reason ("" = null). `with_usage_null`: "usage":
+// null, as OpenAI sends when the client asked for usage.
 nlohmann::json ChunkJson(const ResponseMeta& meta, const std::string& text,
                          const std::vector<model::GeneratedToken>& tokens, int64_t text_offset,
                          const std::string& finish_reason, bool first, bool with_usage_null);

@@ -165,7 +165,12 @@ void Finish(SequenceDecoder& d, const TokenCallback& on_token, GenerateResult& r
   if (result.finish_reason != "cancelled") result.finish_reason = d.finish_reason();
   if (rest.empty()) return;
   result.text += rest;
-  if (on_token && result.finish_reason != "cancelled") on_token(GeneratedToken{-1, rest});
+  if (on_token && result.finish_reason != "cancelled") {
+    GeneratedToken text_only;
+    text_only.id = -1;
+    text_only.text = std::move(rest);
+    on_token(text_only);
+  }
 }
 
 }  // namespace

@@ -130,7 +130,7 @@ class SequenceDecoder {
 
   const tokenizer::Tokenizer* tokenizer_ = nullptr;
   std::unique_ptr<tokenizer::StreamDecoder> text_;
-  std::string held_;     // Decoded text that may be the start of a stop string.
+  std::string held_;      // Decoded text that may be the start of a stop string.
   bool stopped_ = false;  // A stop string matched.
   int64_t fed_ = 0;
   std::string finish_reason_;

@@ -20,14 +20,14 @@ absl::Status SamplingParams::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat("top_p must be in (0, 1], got ", top_p));
   }
   if (stop.size() > static_cast<size_t>(kMaxStopStrings)) {
-    return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxStopStrings,
-                                                   " stop strings, got ", stop.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("at most ", kMaxStopStrings, " stop strings, got ", stop.size()));
   }
   for (const std::string& s : stop) {
     if (s.empty()) return absl::InvalidArgumentError("a stop string is empty");
     if (s.size() > static_cast<size_t>(kMaxStopBytes)) {
-      return absl::InvalidArgumentError(absl::StrCat("a stop string has ", s.size(),
-                                                     " bytes; at most ", kMaxStopBytes));
+      return absl::InvalidArgumentError(
+          absl::StrCat("a stop string has ", s.size(), " bytes; at most ", kMaxStopBytes));
     }
   }
   if (top_logprobs < 0 || top_logprobs > kMaxTopLogprobs) {
@@ -56,8 +56,8 @@ float LogSoftmaxAt(absl::Span<const float> logits, int64_t id, int top_n,
       return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
     });
     for (int64_t i = 0; i < k; ++i) {
-      top->push_back(
-          TokenLogprob{order[i], static_cast<float>(static_cast<double>(logits[order[i]]) - log_z)});
+      top->push_back(TokenLogprob{
+          order[i], static_cast<float>(static_cast<double>(logits[order[i]]) - log_z)});
     }
   }
   return static_cast<float>(static_cast<double>(logits[id]) - log_z);

@@ -1,8 +1,8 @@
 // Sampling: the parameters a request carries (SamplingParams: max tokens, temperature, top-k,
-// top-p, seed, stop at EOS, stop strings, logprobs) and the Sampler that turns a logits row into the next token.
-// RunGenerationLoop (model/generate.h) makes one Sampler per request; the CLI's and the
-// coordinator's sampling flags fill SamplingParams. Torch-free. A Sampler is not thread-safe (one
-// per request); SamplingParams is a plain value type.
+// top-p, seed, stop at EOS, stop strings, logprobs) and the Sampler that turns a logits row into
+// the next token. RunGenerationLoop (model/generate.h) makes one Sampler per request; the CLI's and
+// the coordinator's sampling flags fill SamplingParams. Torch-free. A Sampler is not thread-safe
+// (one per request); SamplingParams is a plain value type.
 #ifndef SWARM_MODEL_SAMPLER_H_
 #define SWARM_MODEL_SAMPLER_H_
 

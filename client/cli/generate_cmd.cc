@@ -124,7 +124,8 @@ int GenerateCommand(const std::vector<std::string>& args) {
 SWARM_REGISTER_COMMAND(generate, "generate",
                        "generate --server HOST:PORT [--prompt TEXT | --ids 1,2,3] "
                        "[--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] "
-                       "[--seed S] [--no-stop] [--stop STR]... [--logprobs N] [--mode exact|sparse] [--top-k-blocks K] "
+                       "[--seed S] [--no-stop] [--stop STR]... [--logprobs N] [--mode "
+                       "exact|sparse] [--top-k-blocks K] "
                        "[--combine sequential|parallel] [--blocks i,j --num-blocks N "
                        "[--block-weights a,b]] [--timeout SECONDS] [--json]",
                        GenerateCommand);

@@ -104,7 +104,8 @@ int LogitsCommand(const std::vector<std::string>& args) {
 SWARM_REGISTER_COMMAND(run, "run",
                        "run --model DIR [--prompt TEXT | --ids 1,2,3] "
                        "[--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] "
-                       "[--seed S] [--no-stop] [--stop STR]... [--logprobs N] [--device cpu|cuda:N] [--dtype f32|bf16|f16] [--json]",
+                       "[--seed S] [--no-stop] [--stop STR]... [--logprobs N] [--device "
+                       "cpu|cuda:N] [--dtype f32|bf16|f16] [--json]",
                        RunCommand);
 SWARM_REGISTER_COMMAND(logits, "logits", "logits --model DIR --ids 1,2,3 --out FILE.safetensors",
                        LogitsCommand);

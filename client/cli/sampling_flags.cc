@@ -21,9 +21,8 @@ absl::StatusOr<model::SamplingParams> ParseSamplingFlags(const Flags& flags) {
   if (flags.Has("logprobs")) {
     ASSIGN_OR_RETURN(int64_t n, flags.Int("logprobs", 0));
     if (n < 0 || n > model::SamplingParams::kMaxTopLogprobs) {
-      return absl::InvalidArgumentError(absl::StrCat("--logprobs must be in 0..",
-                                                     model::SamplingParams::kMaxTopLogprobs,
-                                                     ", got ", n));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--logprobs must be in 0..", model::SamplingParams::kMaxTopLogprobs, ", got ", n));
     }
     p.logprobs = true;
     p.top_logprobs = static_cast<int>(n);
