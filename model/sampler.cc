@@ -56,8 +56,9 @@ float LogSoftmaxAt(absl::Span<const float> logits, int64_t id, int top_n,
       return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
     });
     for (int64_t i = 0; i < k; ++i) {
-      top->push_back(TokenLogprob{
-          order[i], static_cast<float>(static_cast<double>(logits[order[i]]) - log_z)});
+      TokenLogprob& t = top->emplace_back();
+      t.id = order[i];
+      t.logprob = static_cast<float>(static_cast<double>(logits[order[i]]) - log_z);
     }
   }
   return static_cast<float>(static_cast<double>(logits[id]) - log_z);

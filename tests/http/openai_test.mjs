@@ -43,6 +43,7 @@ function start(name, bin, args, want) {
     p.stderr.on('data', (d) => {
       err += d;
     });
+    p.on('error', (e) => reject(new Error(`${name}: ${e.message}`)));
     p.on('exit', (code) => reject(new Error(`${name} exited ${code}: ${out}${err}`)));
   });
 }

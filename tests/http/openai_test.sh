@@ -29,6 +29,11 @@ if ! cmp -s "$here/package-lock.json" "$work/node_modules/.swarm-lock" 2>/dev/nu
   cp "$here/package-lock.json" "$work/node_modules/.swarm-lock"
 fi
 
+bins=()
+for bin in "$3" "$4" "$5"; do
+  [[ -x "$bin" ]] || skip_or_fail "no binary at $bin (build it first)"
+  bins+=("$(realpath "$bin")")
+done
 cd "$work"
-SWARM="$3" SWARM_WORKER="$4" SWARM_COORDINATOR="$5" MODEL="$model" GOLDEN="$golden" \
+SWARM="${bins[0]}" SWARM_WORKER="${bins[1]}" SWARM_COORDINATOR="${bins[2]}" MODEL="$model" GOLDEN="$golden" \
   node --test openai_test.mjs
