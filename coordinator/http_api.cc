@@ -268,14 +268,17 @@ class Handlers {
     }
     struct State {
       bool first = true;
+      int writes = 0;
+      absl::Time last_write = absl::InfinitePast();
       int64_t text_offset = 0;
     };
+    const absl::Duration interval = server_->options().stream_interval;
     auto state = std::make_shared<State>();
     std::shared_ptr<HttpApi::Calls> calls = calls_;
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [call, meta, include_usage, state](size_t /*offset*/, httplib::DataSink& sink) {
+        [call, meta, include_usage, state, interval](size_t /*offset*/, httplib::DataSink& sink) {
           std::vector<model::GeneratedToken> batch;
           bool done = false;
           absl::StatusOr<GenerationResult> result = absl::UnknownError("not run");
@@ -286,6 +289,14 @@ class Handlers {
                 call->cancel.Cancel();  // The client went away while nothing was written.
                 return false;
               }
+            }
+            // Tokens decoded faster than one write per stream interval are written together, as
+            // the gRPC stream coalesces its messages: every write costs both ends a wake-up. The
+            // first two writes (the start, the first token) and the last go out at once.
+            if (state->writes >= 2) {
+              const absl::Time due = state->last_write + interval;
+              while (!call->done && absl::Now() < due)
+                call->changed.WaitWithDeadline(&call->mu, due);
             }
             batch.assign(std::make_move_iterator(call->tokens.begin()),
                          std::make_move_iterator(call->tokens.end()));
@@ -323,9 +334,13 @@ class Handlers {
             }
             out += "data: [DONE]\n\n";
           }
-          if (!out.empty() && !sink.write(out.data(), out.size())) {
-            call->cancel.Cancel();  // The client went away.
-            return false;
+          if (!out.empty()) {
+            if (!sink.write(out.data(), out.size())) {
+              call->cancel.Cancel();  // The client went away.
+              return false;
+            }
+            ++state->writes;
+            state->last_write = absl::Now();
           }
           if (done) sink.done();
           return true;
