@@ -1,7 +1,5 @@
 #include "coordinator/http_api.h"
 
-#include <sys/socket.h>
-
 #include <algorithm>
 #include <deque>
 #include <exception>
@@ -14,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/host_port.h"
+#include "common/metrics_server.h"
 #include "common/status_macros.h"
 #include "coordinator/coordinator_server.h"
 #include "coordinator/openai_api.h"
@@ -382,14 +381,6 @@ absl::StatusOr<std::unique_ptr<HttpApi>> HttpApi::Start(CoordinatorServer* serve
   // A generation may run for minutes; writes wait for a slow reader at most this long.
   http->set_read_timeout(30, 0);
   http->set_write_timeout(30, 0);
-  // As the metrics server: no SO_REUSEPORT, so a second process cannot share the port.
-  http->set_socket_options([](socket_t sock) {
-    int yes = 1, no = 0;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-#ifdef SO_REUSEPORT
-    setsockopt(sock, SOL_SOCKET, SO_REUSEPORT, &no, sizeof(no));
-#endif
-  });
   http->Post("/v1/completions", [handlers](const httplib::Request& req, httplib::Response& res) {
     handlers->Generate(OpenAiEndpoint::kCompletions, req, res);
   });
@@ -428,32 +419,12 @@ absl::StatusOr<std::unique_ptr<HttpApi>> HttpApi::Start(CoordinatorServer* serve
         SendError(res, OpenAiError{500, "internal_error", "internal error", "", ""});
       });
 
-  int port = hp.port;
-  if (port == 0) {
-    port = http->bind_to_any_port(hp.host);
-  } else if (!http->bind_to_port(hp.host, port)) {
-    port = -1;
-  }
-  if (port <= 0) {
-    return absl::UnavailableError(absl::StrCat("HTTP API: cannot bind ", options.listen,
-                                               " (address in use or no such interface)"));
-  }
+  std::thread thread;
+  ASSIGN_OR_RETURN(int port,
+                   common::BindAndServe(http.get(), hp.host, hp.port, "HTTP API", &thread));
   std::unique_ptr<HttpApi> api(new HttpApi(std::move(http), calls, hp.host, port));
-  {
-    absl::MutexLock lock(&api->mu_);
-    httplib::Server* s = api->server_.get();
-    api->thread_ = std::thread([s] { s->listen_after_bind(); });
-    // stop() before the accept loop runs would be lost (see common/metrics_server.cc).
-    const absl::Time deadline = absl::Now() + absl::Seconds(10);
-    while (!s->is_running() && absl::Now() < deadline) absl::SleepFor(absl::Microseconds(100));
-    if (!s->is_running()) {
-      s->stop();
-      api->thread_.join();
-      api->server_.reset();
-      return absl::InternalError(
-          absl::StrCat("HTTP API on ", options.listen, " did not start within 10 s"));
-    }
-  }
+  absl::MutexLock lock(&api->mu_);
+  api->thread_ = std::move(thread);
   return api;
 }
 

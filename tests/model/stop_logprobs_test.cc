@@ -178,13 +178,17 @@ TEST_F(StopLogprobs, GreedyLogprobIsLogSoftmaxOfTheLogits) {
     EXPECT_EQ(t.top_logprobs[0].id, t.id) << "greedy picks the most likely token";
     for (size_t j = 0; j < t.top_logprobs.size(); ++j) {
       EXPECT_NEAR(t.top_logprobs[j].logprob, row[t.top_logprobs[j].id] - log_z, 1e-5);
-      if (j > 0) EXPECT_GE(t.top_logprobs[j - 1].logprob, t.top_logprobs[j].logprob);
+      if (j > 0) {
+        EXPECT_GE(t.top_logprobs[j - 1].logprob, t.top_logprobs[j].logprob);
+      }
     }
     // Nothing outside the top 5 is more likely than the fifth.
     for (int64_t v = 0; v < vocab; ++v) {
       bool in_top = false;
       for (const TokenLogprob& a : t.top_logprobs) in_top = in_top || a.id == v;
-      if (!in_top) EXPECT_LE(row[v] - log_z, t.top_logprobs.back().logprob + 1e-6);
+      if (!in_top) {
+        EXPECT_LE(row[v] - log_z, t.top_logprobs.back().logprob + 1e-6);
+      }
     }
   }
 }
