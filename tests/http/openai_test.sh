@@ -25,7 +25,7 @@ golden="$src/../shared/fixtures/golden/stories260K"
 mkdir -p "$work"
 cp "$here/package.json" "$here/package-lock.json" "$here/openai_test.mjs" "$work/"
 if ! cmp -s "$here/package-lock.json" "$work/node_modules/.swarm-lock" 2>/dev/null; then
-  (cd "$work" && npm ci --no-audit --no-fund --loglevel=error)
+  (cd "$work" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error)
   cp "$here/package-lock.json" "$work/node_modules/.swarm-lock"
 fi
 
