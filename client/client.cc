@@ -68,6 +68,14 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
 
+namespace {
+
+TokenLogprob FromProto(const v1::TokenLogprob& t) {
+  return TokenLogprob{t.id(), t.logprob(), t.text()};
+}
+
+}  // namespace
+
 absl::StatusOr<GenerateResult> Client::Generate(const GenerateRequest& request,
                                                 const ChunkCallback& on_chunk) {
   v1::GenerateRequest req;
@@ -81,6 +89,9 @@ absl::StatusOr<GenerateResult> Client::Generate(const GenerateRequest& request,
   sp->set_top_p(request.top_p);
   sp->set_seed(request.seed);
   sp->set_stop_at_eos(request.stop_at_eos);
+  for (const std::string& stop : request.stop) sp->add_stop(stop);
+  sp->set_logprobs(request.logprobs);
+  sp->set_top_logprobs(request.top_logprobs);
   absl::StatusOr<v1::Mode> mode = ParseMode(request.mode);
   if (!mode.ok()) return mode.status();
   absl::StatusOr<v1::Combine> combine = ParseCombine(request.combine);
@@ -122,8 +133,15 @@ absl::StatusOr<GenerateResult> Client::Generate(const GenerateRequest& request,
     GenerateChunk chunk;
     chunk.ids.assign(msg.ids().begin(), msg.ids().end());
     chunk.text = msg.text();
+    for (const v1::TokenLogprobs& lp : msg.logprobs()) {
+      TokenLogprobs t;
+      t.chosen = FromProto(lp.chosen());
+      for (const v1::TokenLogprob& alt : lp.top()) t.top.push_back(FromProto(alt));
+      chunk.logprobs.push_back(std::move(t));
+    }
     result.ids.insert(result.ids.end(), chunk.ids.begin(), chunk.ids.end());
     result.text += chunk.text;
+    result.logprobs.insert(result.logprobs.end(), chunk.logprobs.begin(), chunk.logprobs.end());
     if (on_chunk && !on_chunk(chunk)) {
       stopped = true;
       ctx.TryCancel();

@@ -41,8 +41,13 @@ struct GenerateRequest {
   float top_p = 1.0f;        // 1 = off.
   uint64_t seed = 0;
   bool stop_at_eos = true;
-  std::string mode = "exact";          // "exact" or "sparse".
-  int top_k_blocks = 0;                // Sparse mode.
+  // Stop strings: generation ends at the first one in the text (finish_reason "stop"); neither
+  // it nor what follows is returned. At most 16, each 1..256 bytes.
+  std::vector<std::string> stop;
+  bool logprobs = false;       // Each token's log-probability (GenerateChunk/Result::logprobs)...
+  int top_logprobs = 0;        // ...with this many most likely alternatives (0..20).
+  std::string mode = "exact";  // "exact" or "sparse".
+  int top_k_blocks = 0;        // Sparse mode.
   std::string combine = "sequential";  // Sparse mode: "sequential" or "parallel".
   std::string request_id;              // Optional; shows in the coordinator's logs.
   // Sparse mode with an explicit plan instead of the router's choice: these blocks of a
@@ -53,17 +58,31 @@ struct GenerateRequest {
   absl::Duration timeout = absl::ZeroDuration();  // 0: ClientOptions::default_generate_timeout.
 };
 
+struct TokenLogprob {
+  int64_t id = 0;
+  float logprob = 0.0f;  // Natural log: the log softmax of the model's raw logits.
+  std::string text;      // The token's text as it reads after the token before it.
+};
+
+// One generated token's log-probability report (GenerateRequest::logprobs).
+struct TokenLogprobs {
+  TokenLogprob chosen;            // The generated token.
+  std::vector<TokenLogprob> top;  // The top_logprobs most likely tokens, descending.
+};
+
 // What arrived in one streamed message.
 struct GenerateChunk {
-  std::vector<int64_t> ids;  // Newly generated ids (may be empty).
-  std::string text;          // Newly final text (may be empty).
+  std::vector<int64_t> ids;             // Newly generated ids (may be empty).
+  std::string text;                     // Newly final text (may be empty).
+  std::vector<TokenLogprobs> logprobs;  // One per id, when asked.
 };
 
 struct GenerateResult {
   std::vector<int64_t> prompt_ids;
-  std::vector<int64_t> ids;   // Generated ids only.
-  std::string text;           // Their text.
-  std::string finish_reason;  // "eos", "length", "context".
+  std::vector<int64_t> ids;             // Generated ids only.
+  std::string text;                     // Their text (cut before a stop string).
+  std::string finish_reason;            // "eos", "stop", "length", "context".
+  std::vector<TokenLogprobs> logprobs;  // One per id, when asked.
   std::string request_id;
   // Sparse mode: the blocks that ran (of num_blocks) and their weights.
   std::vector<int> blocks;

@@ -109,6 +109,7 @@ absl::StatusOr<Flags> Flags::ParseDeclared(const std::vector<std::string>& args,
       value = args[++i];
     }
     flags.values_[name] = *value;
+    flags.all_values_[name].push_back(*value);
   }
   return flags;
 }
@@ -140,6 +141,11 @@ bool Flags::Bool(const std::string& name) const { return bools_.count(name) > 0;
 std::string Flags::String(const std::string& name) const {
   const std::string* v = Find(name);
   return v == nullptr ? "" : *v;
+}
+
+std::vector<std::string> Flags::Strings(const std::string& name) const {
+  auto it = all_values_.find(name);
+  return it == all_values_.end() ? std::vector<std::string>() : it->second;
 }
 
 std::string Flags::String(const std::string& name, const std::string& fallback) const {

@@ -58,6 +58,9 @@ class Flags {
   // "" when there is none.
   std::string String(const std::string& name) const;
   std::string String(const std::string& name, const std::string& fallback) const;
+  // Every value of a flag given more than once, in order (empty when absent); the readers
+  // above and below see the last one.
+  std::vector<std::string> Strings(const std::string& name) const;
   // The value, or InvalidArgument naming the missing flag.
   absl::StatusOr<std::string> Required(const std::string& name) const;
   // Parsed values, or `fallback` when absent; InvalidArgument naming the flag and the text when
@@ -88,6 +91,7 @@ class Flags {
   const std::string* Find(const std::string& name) const;
 
   std::map<std::string, std::string> values_;
+  std::map<std::string, std::vector<std::string>> all_values_;
   std::set<std::string> bools_;
   std::map<std::string, std::string> defaults_;  // Declared defaults (FlagSet) of value flags.
   bool help_ = false;

@@ -11,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/host_port.h"
+#include "common/status_macros.h"
 #include "httplib.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
@@ -52,16 +53,6 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const Option
   server->set_keep_alive_timeout(2);
   server->set_read_timeout(5, 0);
   server->set_write_timeout(5, 0);
-  // httplib sets SO_REUSEPORT, which lets a second process bind the same port and silently take
-  // half the scrapes; turn it off again. SO_REUSEADDR alone still allows a quick restart.
-  server->set_socket_options([](socket_t sock) {
-    int yes = 1, no = 0;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-#ifdef SO_REUSEPORT
-    setsockopt(sock, SOL_SOCKET, SO_REUSEPORT, &no, sizeof(no));
-#endif
-  });
-
   std::shared_ptr<prometheus::Registry> registry = options.registry;
   server->Get("/metrics", [registry](const httplib::Request&, httplib::Response& res) {
     absl::StatusOr<std::string> text = SerializeRegistry(*registry);
@@ -86,35 +77,47 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const Option
     res.set_content(ok ? "ok\n" : "not ready\n", "text/plain");
   });
 
-  int port = hp->port;
+  std::thread thread;
+  ASSIGN_OR_RETURN(int port,
+                   BindAndServe(server.get(), hp->host, hp->port, "metrics server", &thread));
+  std::unique_ptr<MetricsServer> out(new MetricsServer(std::move(server), hp->host, port));
+  absl::MutexLock lock(&out->mu_);
+  out->thread_ = std::move(thread);
+  return out;
+}
+
+absl::StatusOr<int> BindAndServe(httplib::Server* server, const std::string& host, int port,
+                                 absl::string_view what, std::thread* thread) {
+  // httplib sets SO_REUSEPORT, which lets a second process bind the same port and silently take
+  // half the requests; turn it off again. SO_REUSEADDR alone still allows a quick restart.
+  server->set_socket_options([](socket_t sock) {
+    int yes = 1, no = 0;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+#ifdef SO_REUSEPORT
+    setsockopt(sock, SOL_SOCKET, SO_REUSEPORT, &no, sizeof(no));
+#endif
+  });
+  const std::string address = absl::StrCat(host, ":", port);
   if (port == 0) {
-    port = server->bind_to_any_port(hp->host);  // The bound port, or -1.
-  } else if (!server->bind_to_port(hp->host, port)) {
+    port = server->bind_to_any_port(host);  // The bound port, or -1.
+  } else if (!server->bind_to_port(host, port)) {
     port = -1;
   }
   if (port <= 0) {
-    return absl::UnavailableError(absl::StrCat("metrics server: cannot bind ", options.listen,
-                                               " (address in use or no such interface)"));
+    return absl::UnavailableError(
+        absl::StrCat(what, ": cannot bind ", address, " (address in use or no such interface)"));
   }
-
-  std::unique_ptr<MetricsServer> out(new MetricsServer(std::move(server), hp->host, port));
-  {
-    absl::MutexLock lock(&out->mu_);
-    httplib::Server* s = out->server_.get();
-    out->thread_ = std::thread([s] { s->listen_after_bind(); });
-    // stop() before the accept loop has started would be lost (httplib only stops a running
-    // server), so wait until it runs. The socket is already bound, so this takes microseconds.
-    const absl::Time deadline = absl::Now() + absl::Seconds(10);
-    while (!s->is_running() && absl::Now() < deadline) absl::SleepFor(absl::Microseconds(100));
-    if (!s->is_running()) {
-      s->stop();
-      out->thread_.join();
-      out->server_.reset();
-      return absl::InternalError(
-          absl::StrCat("metrics server on ", options.listen, " did not start within 10 s"));
-    }
+  *thread = std::thread([server] { server->listen_after_bind(); });
+  // stop() before the accept loop has started would be lost (httplib only stops a running
+  // server), so wait until it runs. The socket is already bound, so this takes microseconds.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!server->is_running() && absl::Now() < deadline) absl::SleepFor(absl::Microseconds(100));
+  if (!server->is_running()) {
+    server->stop();
+    thread->join();
+    return absl::InternalError(absl::StrCat(what, " on ", address, " did not start within 10 s"));
   }
-  return out;
+  return port;
 }
 
 MetricsServer::MetricsServer(std::unique_ptr<httplib::Server> server, std::string host, int port)

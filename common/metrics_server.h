@@ -71,6 +71,14 @@ class MetricsServer {
   std::thread thread_ ABSL_GUARDED_BY(mu_);
 };
 
+// Serves `server` (routes set) on HOST:PORT for MetricsServer and the coordinator's HTTP API:
+// turns SO_REUSEPORT off (a second process must not share the port), binds (port 0: a free
+// one), runs the accept loop on `*thread` and returns the bound port once it accepts
+// connections. `what` names the server in errors: Unavailable when the address cannot be bound,
+// Internal when the loop does not start within 10 s (nothing is left running then).
+absl::StatusOr<int> BindAndServe(httplib::Server* server, const std::string& host, int port,
+                                 absl::string_view what, std::thread* thread);
+
 // The text exposition of `registry` ("# HELP ...\n# TYPE ...\n..."). Never throws: a failing
 // serializer yields Internal. Used by the server and by tests that check metric output directly.
 absl::StatusOr<std::string> SerializeRegistry(const prometheus::Registry& registry);

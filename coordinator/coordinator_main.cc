@@ -1,6 +1,8 @@
 // swarm-coordinator: serves CoordinatorService for a model whose layers live on swarm-workers
-// (see DESIGN.md's CLI contract). Prints "listening on HOST:PORT" on stdout once the port is
-// bound; reports SERVING once the workers cover every layer. SIGINT/SIGTERM stop it cleanly.
+// (see DESIGN.md's CLI contract), and with --http-listen the OpenAI-compatible HTTP API
+// (coordinator/http_api.h). Prints "listening on HOST:PORT" on stdout once the port is bound
+// (then "http api on http://HOST:PORT/v1"); reports SERVING once the workers cover every layer.
+// SIGINT/SIGTERM stop it cleanly.
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -16,6 +18,7 @@
 #include "coordinator/coordinator_metrics.h"
 #include "coordinator/coordinator_model.h"
 #include "coordinator/coordinator_server.h"
+#include "coordinator/http_api.h"
 
 namespace {
 
@@ -49,7 +52,12 @@ swarm::FlagSet CoordinatorFlags() {
       .Value("max-waiting-requests", "N", absl::StrCat(d.max_waiting_requests),
              "requests waiting for the batch before new ones are refused")
       .Value("max-micro-batches", "N", absl::StrCat(d.max_micro_batches),
-             "micro-batches in flight (the pipeline's depth); 0 = one per worker");
+             "micro-batches in flight (the pipeline's depth); 0 = one per worker")
+      .Value("http-listen", "HOST:PORT", "", "serve the OpenAI-compatible HTTP API here")
+      .Value("served-model-name", "NAME", "",
+             "the model name the HTTP API reports and accepts (default: the model directory's "
+             "name)")
+      .Value("http-max-body-bytes", "BYTES", "1MiB", "largest HTTP request body (413 beyond)");
   return f;
 }
 
@@ -143,6 +151,17 @@ int main(int argc, char** argv) {
       return Fail(s);
     }
   }
+  if (flags->Has("http-listen")) {
+    if (auto s = swarm::ValidateHostPort(flags->String("http-listen"), "--http-listen"); !s.ok()) {
+      return Fail(s);
+    }
+  }
+  auto http_max_body = flags->Bytes("http-max-body-bytes", 1 << 20);
+  if (!http_max_body.ok()) return Fail(http_max_body.status());
+  if (*http_max_body < 1) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--http-max-body-bytes must be at least 1, got ", *http_max_body)));
+  }
   // Every flag is checked before the model loads.
   for (const std::string& w : options.workers) {
     if (auto s = swarm::ValidateHostPort(w, "--workers"); !s.ok()) return Fail(s);
@@ -173,8 +192,19 @@ int main(int argc, char** argv) {
 
   auto server = swarm::coordinator::CoordinatorServer::Start(options, *std::move(loaded));
   if (!server.ok()) return Fail(server.status());
+  std::unique_ptr<swarm::coordinator::HttpApi> http;
+  if (flags->Has("http-listen")) {
+    swarm::coordinator::HttpApiOptions ho;
+    ho.listen = flags->String("http-listen");
+    ho.model_name = flags->String("served-model-name");
+    ho.max_body_bytes = *http_max_body;
+    auto started = swarm::coordinator::HttpApi::Start(server->get(), ho);
+    if (!started.ok()) return Fail(started.status());
+    http = *std::move(started);
+  }
   std::printf("listening on %s\n", (*server)->address().c_str());
   if (metrics) std::printf("metrics on http://%s/metrics\n", metrics->address().c_str());
+  if (http) std::printf("http api on http://%s/v1\n", http->address().c_str());
   std::fflush(stdout);
   if (metrics) {
     swarm::LogLine(kLog, absl::StrCat("metrics on http://", metrics->address(), "/metrics (",
@@ -186,6 +216,7 @@ int main(int argc, char** argv) {
                          " layers), workers ", absl::StrJoin(options.workers, ",")));
   int sig = swarm::WaitForShutdownSignal();
   swarm::LogLine(kLog, absl::StrCat("signal ", sig, ": shutting down"));
+  if (http) http->Stop();  // First: its requests run on the server's pool.
   (*server)->Shutdown();
   return 0;
 }

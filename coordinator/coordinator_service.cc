@@ -48,6 +48,9 @@ GenerationRequest FromProto(const v1::GenerateRequest& r) {
   out.sampling.top_p = sp.has_top_p() ? sp.top_p() : 1.0f;
   out.sampling.seed = sp.seed();
   out.sampling.stop_at_eos = sp.has_stop_at_eos() ? sp.stop_at_eos() : true;
+  out.sampling.stop.assign(sp.stop().begin(), sp.stop().end());
+  out.sampling.logprobs = sp.logprobs();
+  out.sampling.top_logprobs = sp.top_logprobs();
   out.mode = ModeFromProto(r);
   out.combine = r.combine() == v1::COMBINE_UNSPECIFIED ? CombineMode::kSequential
                                                        : static_cast<CombineMode>(r.combine());
@@ -59,6 +62,12 @@ GenerationRequest FromProto(const v1::GenerateRequest& r) {
   out.num_blocks = r.num_blocks();
   out.request_id = r.request_id();
   return out;
+}
+
+void ToProto(const model::TokenLogprob& t, v1::TokenLogprob* out) {
+  out->set_id(t.id);
+  out->set_logprob(t.logprob);
+  out->set_text(t.text);
 }
 
 // One Generate call. The pipeline runs on the server's request pool (Run); what its sink gets is
@@ -182,6 +191,11 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       Push([&](v1::GenerateResponse* m) {
         if (token.id >= 0) m->add_ids(token.id);
         m->mutable_text()->append(token.text);
+        if (token.has_logprob) {
+          v1::TokenLogprobs* lp = m->add_logprobs();
+          ToProto(token.chosen, lp->mutable_chosen());
+          for (const model::TokenLogprob& t : token.top_logprobs) ToProto(t, lp->add_top());
+        }
       });
       return true;
     };

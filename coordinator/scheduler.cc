@@ -359,8 +359,8 @@ absl::StatusOr<model::GenerateResult> Scheduler::Run(ScheduledRequest spec,
       if (finished) {
         RETURN_IF_ERROR(failure);
         // The decoder is the Run thread's again: the micro-batch that finished it let it go.
+        std::string rest = r->decoder->Flush();  // First: held bytes may complete a stop string.
         result.finish_reason = r->decoder->finish_reason();
-        std::string rest = r->decoder->Flush();
         if (!rest.empty()) {
           result.text += rest;
           if (on_token) on_token(model::GeneratedToken{-1, rest});

@@ -5,6 +5,7 @@
 #include <limits>
 #include <numeric>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
 #include "common/status_macros.h"
@@ -35,7 +36,12 @@ absl::StatusOr<std::unique_ptr<SequenceDecoder>> SequenceDecoder::Create(
   if (tokenizer != nullptr && tokenizer->eos_id().has_value()) {
     d->eos_.push_back(*tokenizer->eos_id());
   }
+  if (!params.stop.empty() && tokenizer == nullptr) {
+    return absl::InvalidArgumentError(
+        "stop strings need the model's tokenizer.json (this model has none)");
+  }
   d->sampler_ = std::make_unique<Sampler>(params);
+  d->tokenizer_ = tokenizer;
   if (tokenizer != nullptr) {
     d->text_ = std::make_unique<tokenizer::StreamDecoder>(tokenizer, prompt_ids);
   }
@@ -60,10 +66,23 @@ bool SequenceDecoder::Fed(int64_t n) {
 
 GeneratedToken SequenceDecoder::Accept(absl::Span<const float> logits) {
   // The token takes position fed_ (the next one to be fed).
-  const int64_t id = sampler_->Sample(logits.subspan(0, vocab_size_), fed_);
+  const absl::Span<const float> row = logits.subspan(0, vocab_size_);
+  const int64_t id = sampler_->Sample(row, fed_);
+  const int64_t previous = generated_.empty() ? prompt_.back() : generated_.back();
   generated_.push_back(id);
-  GeneratedToken token{id, text_ ? text_->Push(id) : std::string()};
-  if (params_.stop_at_eos && std::find(eos_.begin(), eos_.end(), id) != eos_.end()) {
+  GeneratedToken token;
+  token.id = id;
+  if (params_.logprobs) {
+    token.has_logprob = true;
+    token.chosen.id = id;
+    token.chosen.logprob = LogSoftmaxAt(row, id, params_.top_logprobs, &token.top_logprobs);
+    token.chosen.text = TokenText(previous, id);
+    for (TokenLogprob& t : token.top_logprobs) t.text = TokenText(previous, t.id);
+  }
+  token.text = ReleaseText(text_ ? text_->Push(id) : std::string(), /*final=*/false);
+  if (stopped_) {
+    finish_reason_ = "stop";
+  } else if (params_.stop_at_eos && std::find(eos_.begin(), eos_.end(), id) != eos_.end()) {
     finish_reason_ = "eos";
   } else if (static_cast<int64_t>(generated_.size()) >= params_.max_new_tokens) {
     finish_reason_ = "length";
@@ -73,11 +92,58 @@ GeneratedToken SequenceDecoder::Accept(absl::Span<const float> logits) {
   return token;
 }
 
+std::string SequenceDecoder::ReleaseText(std::string piece, bool final) {
+  if (params_.stop.empty()) return piece;
+  if (stopped_) return std::string();
+  held_ += piece;
+  // A stop string can only begin in held_: what was returned before could not begin one.
+  size_t cut = std::string::npos;
+  for (const std::string& s : params_.stop) cut = std::min(cut, held_.find(s));
+  if (cut != std::string::npos) {
+    stopped_ = true;
+    std::string out = held_.substr(0, cut);
+    held_.clear();
+    return out;
+  }
+  // Hold back the longest end of held_ that is the start of some stop string.
+  size_t keep = 0;
+  if (!final) {
+    for (const std::string& s : params_.stop) {
+      for (size_t k = std::min(s.size() - 1, held_.size()); k > keep; --k) {
+        if (held_.compare(held_.size() - k, k, s, 0, k) == 0) {
+          keep = k;
+          break;
+        }
+      }
+    }
+  }
+  std::string out = held_.substr(0, held_.size() - keep);
+  held_.erase(0, held_.size() - keep);
+  return out;
+}
+
+std::string SequenceDecoder::TokenText(int64_t previous, int64_t id) const {
+  if (tokenizer_ == nullptr) return std::string();
+  // Decoded after the token before it, so that a leading space a decoder strips at the start of
+  // a text (SentencePiece's "▁") is kept, as the token reads in the generated text.
+  const int64_t before[] = {previous};
+  const int64_t both[] = {previous, id};
+  const std::string head = tokenizer_->Decode(before, /*skip_special=*/false);
+  std::string text = tokenizer_->Decode(both, /*skip_special=*/false);
+  if (absl::StartsWith(text, head)) return text.substr(head.size());
+  const int64_t one[] = {id};
+  return tokenizer_->Decode(one, /*skip_special=*/false);
+}
+
 void SequenceDecoder::Cancel() {
   if (!done()) finish_reason_ = "cancelled";
 }
 
-std::string SequenceDecoder::Flush() { return text_ ? text_->Flush() : std::string(); }
+std::string SequenceDecoder::Flush() {
+  std::string out = ReleaseText(text_ ? text_->Flush() : std::string(), /*final=*/true);
+  if (stopped_ && finish_reason_ != "cancelled") finish_reason_ = "stop";
+  return out;
+}
 
 namespace {
 
@@ -95,11 +161,16 @@ void Deliver(SequenceDecoder& d, const GeneratedToken& token, const TokenCallbac
 
 // The end of a request: its finish reason and the text held back.
 void Finish(SequenceDecoder& d, const TokenCallback& on_token, GenerateResult& result) {
+  std::string rest = d.Flush();  // First: held bytes may complete a stop string.
   if (result.finish_reason != "cancelled") result.finish_reason = d.finish_reason();
-  std::string rest = d.Flush();
   if (rest.empty()) return;
   result.text += rest;
-  if (on_token && result.finish_reason != "cancelled") on_token(GeneratedToken{-1, rest});
+  if (on_token && result.finish_reason != "cancelled") {
+    GeneratedToken text_only;
+    text_only.id = -1;
+    text_only.text = std::move(rest);
+    on_token(text_only);
+  }
 }
 
 }  // namespace

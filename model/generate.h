@@ -48,14 +48,21 @@ class LocalExecutor : public StepExecutor {
 };
 
 struct GeneratedToken {
-  int64_t id = 0;
-  std::string text;  // Newly final text (may be empty while a UTF-8 character is incomplete).
+  int64_t id = 0;    // -1: text only (what Flush returns at the end).
+  std::string text;  // Newly final text: empty while a UTF-8 character is incomplete or while
+                     // the text could be the start of a stop string; never the stop string.
+  // With SamplingParams::logprobs (id >= 0 only): the token's own log-probability and text...
+  bool has_logprob = false;
+  TokenLogprob chosen;
+  // ...and the SamplingParams::top_logprobs most likely tokens, descending.
+  std::vector<TokenLogprob> top_logprobs;
 };
 
 struct GenerateResult {
-  std::vector<int64_t> ids;   // Generated ids only.
-  std::string text;           // Their decoded text (empty without a tokenizer).
-  std::string finish_reason;  // "eos", "length", "context" or "cancelled".
+  std::vector<int64_t> ids;   // Generated ids only (a stop string's tokens included).
+  std::string text;           // Their decoded text, cut before a stop string (empty without a
+                              // tokenizer).
+  std::string finish_reason;  // "eos", "stop", "length", "context" or "cancelled".
 };
 
 // Called for each token as it is decoded; return false to stop early ("cancelled").
@@ -69,14 +76,15 @@ using TokenCallback = std::function<bool(const GeneratedToken&)>;
 // The one place that knows how a request turns into tokens. Not thread-safe (one driver).
 class SequenceDecoder {
  public:
-  // Checks `params` and the prompt against the model (InvalidArgument: bad parameters or an empty
-  // prompt; OutOfRange: a prompt longer than the context). `tokenizer` may be null (no text).
+  // Checks `params` and the prompt against the model (InvalidArgument: bad parameters, an empty
+  // prompt, stop strings without a tokenizer; OutOfRange: a prompt longer than the context).
+  // `tokenizer` may be null (no text).
   static absl::StatusOr<std::unique_ptr<SequenceDecoder>> Create(
       const ModelConfig& config, const tokenizer::Tokenizer* tokenizer,
       std::vector<int64_t> prompt_ids, const SamplingParams& params);
 
   bool done() const { return !finish_reason_.empty(); }
-  // "eos", "length", "context" or "cancelled" once done; "" before.
+  // "eos", "stop", "length", "context" or "cancelled" once done; "" before.
   const std::string& finish_reason() const { return finish_reason_; }
   const std::vector<int64_t>& prompt_ids() const { return prompt_; }
   const std::vector<int64_t>& generated_ids() const { return generated_; }
@@ -92,12 +100,16 @@ class SequenceDecoder {
   // logits of the last of them are due next (the prompt is fully fed, or it was a decode token).
   bool Fed(int64_t n);
   // Takes the logits row of the last fed position (one per vocabulary entry): samples the next
-  // token, applies the stop rules (EOS when stop_at_eos, max_new_tokens, the context) and returns
-  // the token with its newly final text.
+  // token, applies the stop rules (a stop string in the text, EOS when stop_at_eos,
+  // max_new_tokens, the context) and returns the token with its newly final text (and its
+  // logprobs when asked). Text that could be the start of a stop string is held back until it is
+  // decided; a stop string and whatever follows it are never returned.
   GeneratedToken Accept(absl::Span<const float> logits);
   // Stops the request ("cancelled") unless it is already done.
   void Cancel();
-  // The text held back at the end (an incomplete UTF-8 sequence); call once when done.
+  // The text held back at the end (an incomplete UTF-8 sequence, the start of a stop string that
+  // never completed); call once when done, before reading finish_reason (a stop string the held
+  // bytes complete makes it "stop").
   std::string Flush();
 
  private:
@@ -110,13 +122,22 @@ class SequenceDecoder {
   std::vector<int64_t> generated_;
   std::vector<int64_t> eos_;
   std::unique_ptr<Sampler> sampler_;
+  // The text not returned yet because it may begin a stop string; passes `piece` (newly final
+  // text) through the stop strings, returning what is decided. `final`: nothing follows.
+  std::string ReleaseText(std::string piece, bool final);
+  // The text of `id` as it reads after `previous` ("" without a tokenizer).
+  std::string TokenText(int64_t previous, int64_t id) const;
+
+  const tokenizer::Tokenizer* tokenizer_ = nullptr;
   std::unique_ptr<tokenizer::StreamDecoder> text_;
+  std::string held_;      // Decoded text that may be the start of a stop string.
+  bool stopped_ = false;  // A stop string matched.
   int64_t fed_ = 0;
   std::string finish_reason_;
 };
 
-// Prefills `prompt_ids` then decodes up to params.max_new_tokens, stopping at EOS (when
-// stop_at_eos) or at the context limit. `tokenizer` may be null (no text). Errors: empty
+// Prefills `prompt_ids` then decodes up to params.max_new_tokens, stopping at a stop string, at
+// EOS (when stop_at_eos) or at the context limit. `tokenizer` may be null (no text). Errors: empty
 // prompt, prompt longer than the context, and whatever the executor returns.
 absl::StatusOr<GenerateResult> RunGenerationLoop(const ModelEnds& ends, StepExecutor& executor,
                                                  const tokenizer::Tokenizer* tokenizer,

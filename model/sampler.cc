@@ -19,7 +19,49 @@ absl::Status SamplingParams::Validate() const {
   if (!(top_p > 0.0f && top_p <= 1.0f)) {
     return absl::InvalidArgumentError(absl::StrCat("top_p must be in (0, 1], got ", top_p));
   }
+  if (stop.size() > static_cast<size_t>(kMaxStopStrings)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("at most ", kMaxStopStrings, " stop strings, got ", stop.size()));
+  }
+  for (const std::string& s : stop) {
+    if (s.empty()) return absl::InvalidArgumentError("a stop string is empty");
+    if (s.size() > static_cast<size_t>(kMaxStopBytes)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a stop string has ", s.size(), " bytes; at most ", kMaxStopBytes));
+    }
+  }
+  if (top_logprobs < 0 || top_logprobs > kMaxTopLogprobs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_logprobs must be in 0..", kMaxTopLogprobs, ", got ", top_logprobs));
+  }
+  if (top_logprobs > 0 && !logprobs) {
+    return absl::InvalidArgumentError("top_logprobs needs logprobs");
+  }
   return absl::OkStatus();
+}
+
+float LogSoftmaxAt(absl::Span<const float> logits, int64_t id, int top_n,
+                   std::vector<TokenLogprob>* top) {
+  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  double total = 0.0;
+  for (float v : logits) total += std::exp(static_cast<double>(v) - max_logit);
+  const double log_z = max_logit + std::log(total);
+  if (top != nullptr) {
+    top->clear();
+    const int64_t n = static_cast<int64_t>(logits.size());
+    const int64_t k = std::min<int64_t>(std::max(top_n, 0), n);
+    std::vector<int64_t> order(n);
+    for (int64_t i = 0; i < n; ++i) order[i] = i;
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    });
+    for (int64_t i = 0; i < k; ++i) {
+      TokenLogprob& t = top->emplace_back();
+      t.id = order[i];
+      t.logprob = static_cast<float>(static_cast<double>(logits[order[i]]) - log_z);
+    }
+  }
+  return static_cast<float>(static_cast<double>(logits[id]) - log_z);
 }
 
 namespace {

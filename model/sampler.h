@@ -1,12 +1,13 @@
 // Sampling: the parameters a request carries (SamplingParams: max tokens, temperature, top-k,
-// top-p, seed, stop at EOS) and the Sampler that turns a logits row into the next token.
-// RunGenerationLoop (model/generate.h) makes one Sampler per request; the CLI's and the
-// coordinator's sampling flags fill SamplingParams. Torch-free. A Sampler is not thread-safe (one
-// per request); SamplingParams is a plain value type.
+// top-p, seed, stop at EOS, stop strings, logprobs) and the Sampler that turns a logits row into
+// the next token. RunGenerationLoop (model/generate.h) makes one Sampler per request; the CLI's and
+// the coordinator's sampling flags fill SamplingParams. Torch-free. A Sampler is not thread-safe
+// (one per request); SamplingParams is a plain value type.
 #ifndef SWARM_MODEL_SAMPLER_H_
 #define SWARM_MODEL_SAMPLER_H_
 
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -22,11 +23,37 @@ struct SamplingParams {
   float top_p = 1.0f;        // 1 = off.
   uint64_t seed = 0;
   bool stop_at_eos = true;
+  // Stop strings, matched on the decoded text across token boundaries: generation ends
+  // ("stop") at the first occurrence of any of them, and neither it nor anything after it is
+  // emitted. Needs a tokenizer. At most kMaxStopStrings, each 1..kMaxStopBytes bytes.
+  std::vector<std::string> stop;
+  // Report each generated token's log-probability (log softmax of the raw logits, before
+  // temperature and filtering, as vLLM and OpenAI report it)...
+  bool logprobs = false;
+  // ...and the top_logprobs most likely alternatives (0..kMaxTopLogprobs; needs logprobs).
+  int top_logprobs = 0;
+
+  static constexpr int kMaxStopStrings = 16;
+  static constexpr int kMaxStopBytes = 256;
+  static constexpr int kMaxTopLogprobs = 20;
 
   // InvalidArgument for negative temperature, top_p outside (0, 1], negative top_k or
-  // max_new_tokens.
+  // max_new_tokens, too many, empty or too long stop strings, top_logprobs outside
+  // 0..kMaxTopLogprobs or top_logprobs without logprobs.
   absl::Status Validate() const;
 };
+
+// One entry of a token's log-probability report.
+struct TokenLogprob {
+  int64_t id = 0;
+  float logprob = 0.0f;  // Natural log of the probability, log softmax of the raw logits.
+  std::string text;      // The token's text after the token before it ("" without a tokenizer).
+};
+
+// The log softmax of `logits` at `id` (the chosen token), and the `top_n` highest entries in
+// descending order (ties: lowest id first) into `top`. `logits` is not empty; 0 <= id < size.
+float LogSoftmaxAt(absl::Span<const float> logits, int64_t id, int top_n,
+                   std::vector<TokenLogprob>* top);
 
 // Picks the next token from a logits row. Greedy when temperature == 0 (ties: lowest id);
 // otherwise softmax(logits / T), top-k then top-p filtering, then a draw whose randomness is a

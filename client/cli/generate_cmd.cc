@@ -62,6 +62,9 @@ int GenerateCommand(const std::vector<std::string>& args) {
   req.top_p = params->top_p;
   req.seed = params->seed;
   req.stop_at_eos = params->stop_at_eos;
+  req.stop = params->stop;
+  req.logprobs = params->logprobs;
+  req.top_logprobs = params->top_logprobs;
   req.mode = flags->String("mode");
   req.combine = flags->String("combine");
   auto top_k_blocks = flags->Int("top-k-blocks");
@@ -117,6 +120,12 @@ int GenerateCommand(const std::vector<std::string>& args) {
                           {"text", result->text},
                           {"finish_reason", result->finish_reason},
                           {"request_id", result->request_id}};
+    if (req.logprobs) {
+      out["logprobs"] = nlohmann::json::array();
+      for (const TokenLogprobs& t : result->logprobs) {
+        out["logprobs"].push_back(TokenLogprobJson(t.chosen, t.top));
+      }
+    }
     if (result->num_blocks > 0) {
       out["blocks"] = result->blocks;
       out["block_weights"] = result->block_weights;

@@ -56,6 +56,9 @@ absl::StatusOr<model::SamplingParams> ParseSamplingFlags(const Flags& flags) {
   p.top_k = v.top_k;
   p.seed = v.seed;
   p.stop_at_eos = v.stop_at_eos;
+  p.stop = v.stop;
+  p.logprobs = v.logprobs;
+  p.top_logprobs = v.top_logprobs;
   RETURN_IF_ERROR(p.Validate());
   return p;
 }
@@ -100,7 +103,9 @@ int RunCommand(const std::vector<std::string>& args) {
     std::fputs(flags->String("prompt").c_str(), stdout);
     std::fflush(stdout);
   }
+  nlohmann::json logprobs = nlohmann::json::array();
   auto result = (*engine)->Generate(prompt, *params, [&](const model::GeneratedToken& t) {
+    if (t.has_logprob) logprobs.push_back(TokenLogprobJson(t.chosen, t.top_logprobs));
     if (!json) {
       std::fputs(t.text.c_str(), stdout);
       std::fflush(stdout);
@@ -116,6 +121,7 @@ int RunCommand(const std::vector<std::string>& args) {
                           {"ids", result->ids},
                           {"text", result->text},
                           {"finish_reason", result->finish_reason}};
+    if (params->logprobs) out["logprobs"] = std::move(logprobs);
     std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
     std::fputs("\n", stdout);

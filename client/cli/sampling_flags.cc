@@ -1,5 +1,6 @@
 #include "client/cli/sampling_flags.h"
 
+#include "absl/strings/str_cat.h"
 #include "common/flags.h"
 #include "common/status_macros.h"
 
@@ -11,6 +12,9 @@ void AddSamplingFlags(FlagSet& flags) {
       .Value("top-p", "P", "1", "nucleus sampling: smallest token set with probability >= P")
       .Value("top-k", "K", "0", "sample from the K most likely tokens; 0 = all")
       .Value("seed", "S", "0", "random seed (same seed, same tokens)")
+      .Value("stop", "STR", "", "stop before this text (repeatable); it is never printed")
+      .Value("logprobs", "N", "",
+             "report each token's logprob and its N most likely alternatives (0..20)")
       .Bool("no-stop", "do not stop at the end-of-sequence token");
 }
 
@@ -25,6 +29,16 @@ absl::StatusOr<SamplingFlagValues> ReadSamplingFlags(const Flags& flags) {
   ASSIGN_OR_RETURN(int64_t seed, flags.Int("seed"));
   v.seed = static_cast<uint64_t>(seed);
   v.stop_at_eos = !flags.Bool("no-stop");
+  v.stop = flags.Strings("stop");
+  if (flags.Has("logprobs")) {
+    ASSIGN_OR_RETURN(int64_t n, flags.Int("logprobs"));
+    if (n < 0 || n > model::SamplingParams::kMaxTopLogprobs) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--logprobs must be in 0..", model::SamplingParams::kMaxTopLogprobs, ", got ", n));
+    }
+    v.logprobs = true;
+    v.top_logprobs = static_cast<int>(n);
+  }
   return v;
 }
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "model/generate.h"
 #include "tests/coordinator/test_cluster.h"
 
 namespace swarm {
@@ -75,6 +76,62 @@ TEST_F(ClientClusterTest, ChunksAddUpToTheResult) {
   EXPECT_EQ(r->finish_reason, "length");
   EXPECT_GT(r->total_seconds, 0);
   EXPECT_LE(r->time_to_first_token_seconds, r->total_seconds);
+}
+
+// Stop strings and logprobs over the wire: the same text and numbers as the in-process engine.
+TEST_F(ClientClusterTest, StopStringsAndLogprobsMatchTheEngine) {
+  auto engine = model::Engine::Create(testing::ModelDir("stories260K"));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  model::SamplingParams params;
+  params.max_new_tokens = 24;
+  params.stop_at_eos = false;
+  params.logprobs = true;
+  params.top_logprobs = 2;
+  const std::vector<int64_t> prompt = GoldenIds("stories260K", "prompt.input_ids");
+  std::vector<model::GeneratedToken> local;
+  auto full = (*engine)->Generate(prompt, params, [&](const model::GeneratedToken& t) {
+    if (t.has_logprob) local.push_back(t);
+    return true;
+  });
+  ASSERT_TRUE(full.ok()) << full.status();
+  ASSERT_GT(full->text.size(), 12u);
+
+  GenerateRequest req;
+  req.prompt_ids = prompt;
+  req.max_new_tokens = 24;
+  req.stop_at_eos = false;
+  req.logprobs = true;
+  req.top_logprobs = 2;
+  auto r = client_->Generate(req);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->ids, full->ids);
+  ASSERT_EQ(r->logprobs.size(), local.size());
+  for (size_t i = 0; i < local.size(); ++i) {
+    EXPECT_EQ(r->logprobs[i].chosen.id, local[i].chosen.id);
+    EXPECT_NEAR(r->logprobs[i].chosen.logprob, local[i].chosen.logprob, 1e-5);
+    EXPECT_EQ(r->logprobs[i].chosen.text, local[i].chosen.text);
+    ASSERT_EQ(r->logprobs[i].top.size(), 2u);
+    EXPECT_EQ(r->logprobs[i].top[1].id, local[i].top_logprobs[1].id);
+  }
+
+  // A stop string from the middle of the text: the text up to it, never the stop string.
+  const std::string stop = full->text.substr(8, 4);
+  req.logprobs = false;
+  req.top_logprobs = 0;
+  req.stop = {stop};
+  std::string streamed;
+  r = client_->Generate(req, [&](const GenerateChunk& c) {
+    streamed += c.text;
+    return true;
+  });
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->finish_reason, "stop");
+  EXPECT_EQ(r->text, full->text.substr(0, full->text.find(stop)));
+  EXPECT_EQ(streamed, r->text);
+  EXPECT_TRUE(r->logprobs.empty());
+
+  req.stop = {""};
+  EXPECT_EQ(client_->Generate(req).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(ClientClusterTest, GeneratesExactlyMaxNewTokens) {
