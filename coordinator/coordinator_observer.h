@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "common/block_layout.h"
 
@@ -52,6 +53,16 @@ class CoordinatorObserver {
   virtual void OnStep(const std::vector<int>& /*blocks*/) {}
   // The workers as the monitor sees them after each refresh.
   virtual void OnWorkers(const std::vector<WorkerState>& /*workers*/) {}
+  // One scheduler step (a micro-batch's hop or the whole batch's step): sequences and rows (tokens)
+  // in it.
+  virtual void OnBatchStep(int /*sequences*/, int64_t /*tokens*/) {}
+  // A request admitted into the running batch after waiting `queued` in the scheduler's queue.
+  virtual void OnAdmitted(absl::Duration /*queued*/) {}
+  // The scheduler's occupancy now: requests running in the batch and requests waiting.
+  virtual void OnSchedulerState(int /*running*/, int /*waiting*/) {}
+  // Worker `worker` (WorkerSet index) spent `busy` computing a batch hop (wall time of the
+  // Forward).
+  virtual void OnWorkerBusy(int /*worker*/, absl::Duration /*busy*/) {}
 };
 
 // The blocks of `layout` that `layers` (sorted, within the layout) touch, sorted. Layers outside
