@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -54,7 +55,8 @@ struct Child {
   }
 };
 
-// Starts `argv` (argv[0] looked up in PATH when it has no '/'), stderr to /dev/null, with
+// Starts `argv` (argv[0] looked up in PATH when it has no '/'), stderr to /dev/null (or appended
+// to the file $SWARM_BENCH_CHILD_LOG names), with
 // OPENBLAS_THREAD_TIMEOUT=4 unless set (as `swarm up` does: idle OpenBLAS threads spinning would
 // steal the cores of the process whose turn it is). Returns what follows `prefix` on the first
 // stdout line that starts with it, or "" when the child exits or 180 s pass.
@@ -68,8 +70,9 @@ inline std::string SpawnAndWait(Child* child, std::vector<std::string> argv,
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     setenv("OPENBLAS_THREAD_TIMEOUT", "4", /*overwrite=*/0);
     dup2(fds[1], STDOUT_FILENO);
-    int null = open("/dev/null", O_WRONLY);
-    dup2(null, STDERR_FILENO);
+    const char* log = std::getenv("SWARM_BENCH_CHILD_LOG");
+    int err = open(log != nullptr ? log : "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(err, STDERR_FILENO);
     std::vector<char*> args;
     for (std::string& a : argv) args.push_back(a.data());
     args.push_back(nullptr);

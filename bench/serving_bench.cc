@@ -290,6 +290,7 @@ int main(int argc, char** argv) {
       auto rate = InProcessTokensPerSecond(**engine, n, f);
       if (!rate.ok()) return fail(rate.status().ToString());
       in_process.push_back(*rate);
+      std::fprintf(stderr, "serving_bench: in-process, %d streams: %.1f tokens/s\n", n, *rate);
     }
   }
   engine->reset();  // Its memory and threads stay out of the cluster's way.
@@ -299,27 +300,29 @@ int main(int argc, char** argv) {
   std::vector<std::string> addresses;
   for (int64_t w = 0; w < f.workers; ++w) {
     const int64_t begin = w * layers / f.workers, end = (w + 1) * layers / f.workers - 1;
-    std::vector<std::string> argv;
-    if (f.pin) argv = {"taskset", "-c", absl::StrCat(w % std::thread::hardware_concurrency())};
+    std::vector<std::string> worker_argv;
+    if (f.pin)
+      worker_argv = {"taskset", "-c", absl::StrCat(w % std::thread::hardware_concurrency())};
     for (const std::string& a :
          {SelfDir() + "/swarm-worker", std::string("--model"), f.model_dir, std::string("--layers"),
           absl::StrCat(begin, "-", end), std::string("--listen"), std::string("127.0.0.1:0")}) {
-      argv.push_back(a);
+      worker_argv.push_back(a);
     }
     if (f.pin) {
-      argv.push_back("--threads");
-      argv.push_back("1");
+      worker_argv.push_back("--threads");
+      worker_argv.push_back("1");
     }
-    std::string address = SpawnAndWait(&workers[w], argv, "listening on ");
+    std::string address = SpawnAndWait(&workers[w], worker_argv, "listening on ");
     if (address.empty()) return fail(absl::StrCat("worker ", w, " did not start"));
     addresses.push_back(address);
   }
   Child coordinator;
-  std::vector<std::string> argv = {
+  std::vector<std::string> coordinator_argv = {
       SelfDir() + "/swarm-coordinator", "--model",  f.model_dir,  "--workers",
       absl::StrJoin(addresses, ","),    "--listen", "127.0.0.1:0"};
-  argv.insert(argv.end(), f.coordinator_args.begin(), f.coordinator_args.end());
-  const std::string address = SpawnAndWait(&coordinator, argv, "listening on ");
+  coordinator_argv.insert(coordinator_argv.end(), f.coordinator_args.begin(),
+                          f.coordinator_args.end());
+  const std::string address = SpawnAndWait(&coordinator, coordinator_argv, "listening on ");
   if (address.empty()) return fail("the coordinator did not start");
   {
     auto client = swarm::Client::Connect(address);
@@ -327,6 +330,7 @@ int main(int argc, char** argv) {
     absl::Status serving = (*client)->WaitUntilServing(absl::Minutes(5));
     if (!serving.ok()) return fail(serving.ToString());
   }
+  std::fprintf(stderr, "serving_bench: cluster serving at %s\n", address.c_str());
   // Warm-up: one request (first-call costs in every process).
   Point warm = RunStreams(address, 1, f, config.vocab_size);
   if (warm.failed > 0) return fail("warm-up: " + warm.first_error);
@@ -335,6 +339,7 @@ int main(int argc, char** argv) {
   for (int n : f.streams) {
     points.push_back(RunStreams(address, n, f, config.vocab_size));
     const Point& p = points.back();
+    std::fprintf(stderr, "serving_bench: %d streams: %.1f tokens/s\n", n, p.tokens_per_s);
     if (p.failed > 0) {
       std::fprintf(stderr, "serving_bench: %d streams: %d requests failed, first: %s\n", n,
                    p.failed, p.first_error.c_str());

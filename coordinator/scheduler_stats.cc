@@ -14,7 +14,8 @@ SchedulerStats::SchedulerStats(Options options)
       slices_(kSlices) {}
 
 int64_t SchedulerStats::SliceIndex(absl::Time t) const {
-  return absl::IDivDuration(t - absl::UnixEpoch(), slice_, nullptr);
+  absl::Duration remainder;  // IDivDuration needs somewhere to put it.
+  return absl::IDivDuration(t - absl::UnixEpoch(), slice_, &remainder);
 }
 
 SchedulerStats::Slice& SchedulerStats::CurrentLocked() {
