@@ -114,7 +114,8 @@ TEST(NamingTest, EveryFamilyFollowsTheHouseConvention) {
     EXPECT_EQ(ends_total, f.type == prometheus::MetricType::Counter);
     EXPECT_NE(f.type, prometheus::MetricType::Summary);  // Histograms, not summaries.
     if (f.type == prometheus::MetricType::Histogram) {
-      EXPECT_TRUE(std::regex_search(f.name, std::regex("_(seconds|bytes)$")));
+      // A base unit, or what a histogram of counts counts (batch sizes: sequences, tokens).
+      EXPECT_TRUE(std::regex_search(f.name, std::regex("_(seconds|bytes|sequences|tokens)$")));
     }
     for (const auto& metric : f.metric) {
       for (const auto& label : metric.label) EXPECT_TRUE(allowed_labels.count(label.name));
