@@ -5,7 +5,7 @@ MODEL ?= ../shared/models/stories260K
 CMAKE_ARGS ?=
 PREFIX ?= /usr/local
 
-.PHONY: setup configure build install test test-integration demo bench format clean
+.PHONY: setup configure build install test test-integration demo bench bench-serving format clean
 
 setup:
 	bash scripts/setup.sh
@@ -41,6 +41,18 @@ demo:
 	bash scripts/setup.sh
 	$(MAKE) build
 	bash scripts/demo.sh $(MODEL)
+
+# The serving benchmark (docs/benchmarks.md, "Serving many streams"): 1..32 concurrent streams through
+# a coordinator and 2 workers on the ~110M synthetic Llama, the same with the two workers pinned to
+# one core and one thread each, and the d=2048 8-layer model. SERVING_BENCH_ARGS adds flags to
+# every run (e.g. --coordinator-args "--max-batch-tokens 256").
+SERVING_BENCH_ARGS ?=
+bench-serving: configure
+	cmake --build $(BUILD) -j $(JOBS) --target serving_bench swarm-worker swarm-coordinator
+	$(BUILD)/serving_bench --synth 110m --decode-tokens 32 $(SERVING_BENCH_ARGS)
+	$(BUILD)/serving_bench --synth 110m --pin --streams 1,2,4 --decode-tokens 32 \
+	  --in-process-streams 0 $(SERVING_BENCH_ARGS)
+	$(BUILD)/serving_bench --synth d2048 --streams 1,2,4,8 --decode-tokens 16 $(SERVING_BENCH_ARGS)
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cc')

@@ -8,12 +8,7 @@
 // --synth-mb writes a synthetic Llama of about MB megabytes (f32) into a temporary directory
 // (tools/synth.h) and removes it afterwards. Prints one table; every number is a median or mean
 // over the repetitions, measured in this run on this machine.
-#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,10 +20,9 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
+#include "bench/bench_util.h"
 #include "client/client.h"
 #include "model/config.h"
 #include "model/generate.h"
@@ -41,74 +35,12 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using swarm::bench::Child;
+using swarm::bench::Percentile;
+using swarm::bench::SelfDir;
+using swarm::bench::SpawnAndWait;
 
 double Us(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[static_cast<size_t>(p * (v.size() - 1))];
-}
-
-std::string SelfDir() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  std::string path(buf, n > 0 ? n : 0);
-  return path.substr(0, path.rfind('/'));
-}
-
-// A child process whose stdout we read until a line with `prefix`; SIGINT on destruction.
-struct Child {
-  pid_t pid = -1;
-  int fd = -1;
-  ~Child() {
-    if (pid > 0) {
-      kill(pid, SIGINT);
-      int status;
-      waitpid(pid, &status, 0);
-    }
-    if (fd >= 0) close(fd);
-  }
-};
-
-std::string SpawnAndWait(Child* child, std::vector<std::string> argv, const std::string& prefix) {
-  int fds[2];
-  if (pipe(fds) != 0) return "";
-  child->pid = fork();
-  if (child->pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    dup2(fds[1], STDOUT_FILENO);
-    int null = open("/dev/null", O_WRONLY);
-    dup2(null, STDERR_FILENO);
-    std::vector<char*> args;
-    for (std::string& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  close(fds[1]);
-  child->fd = fds[0];
-  std::string buffer;
-  const auto end = Clock::now() + std::chrono::seconds(180);
-  while (Clock::now() < end) {
-    size_t nl = buffer.find('\n');
-    if (nl != std::string::npos) {
-      std::string line = buffer.substr(0, nl);
-      buffer.erase(0, nl + 1);
-      absl::string_view rest = line;
-      if (absl::ConsumePrefix(&rest, prefix)) return std::string(absl::StripAsciiWhitespace(rest));
-      continue;
-    }
-    pollfd p{child->fd, POLLIN, 0};
-    if (poll(&p, 1, 200) > 0) {
-      char buf[1024];
-      ssize_t n = read(child->fd, buf, sizeof(buf));
-      if (n <= 0) return "";
-      buffer.append(buf, n);
-    }
-  }
-  return "";
-}
 
 struct DecodeStats {
   double tokens_per_s = 0;  // Median over the runs.

@@ -190,8 +190,18 @@ absl::StatusOr<ClusterStatus> Client::Status(absl::Duration timeout) {
     ws.inflight_steps = w.inflight_steps();
     ws.active_requests = w.active_requests();
     ws.steps_total = w.steps_total();
+    ws.busy_fraction = w.busy_fraction();
     out.workers.push_back(std::move(ws));
   }
+  const v1::SchedulerStatus& sched = resp.scheduler();
+  out.scheduler.running_requests = sched.running_requests();
+  out.scheduler.waiting_requests = sched.waiting_requests();
+  out.scheduler.window_seconds = sched.window_seconds();
+  out.scheduler.steps = sched.steps();
+  out.scheduler.sequences_per_step = sched.sequences_per_step();
+  out.scheduler.tokens_per_step = sched.tokens_per_step();
+  out.scheduler.admitted = sched.admitted();
+  out.scheduler.queue_seconds_mean = sched.queue_seconds_mean();
   return out;
 }
 

@@ -110,6 +110,19 @@ struct WorkerStatus {
   int inflight_steps = 0;
   int active_requests = 0;  // The coordinator's requests routed through it.
   uint64_t steps_total = 0;
+  double busy_fraction = 0;  // Share of the scheduler's window spent on its batch hops, 0..1.
+};
+
+// The coordinator's scheduler: occupancy now, and its steps over the last window_seconds.
+struct SchedulerStatus {
+  int running_requests = 0;
+  int waiting_requests = 0;
+  double window_seconds = 0;
+  uint64_t steps = 0;
+  double sequences_per_step = 0;  // Means over those steps.
+  double tokens_per_step = 0;
+  uint64_t admitted = 0;
+  double queue_seconds_mean = 0;
 };
 
 struct ClusterStatus {
@@ -123,6 +136,7 @@ struct ClusterStatus {
   std::vector<WorkerStatus> workers;
   int active_requests = 0;
   uint64_t requests_total = 0;
+  SchedulerStatus scheduler;
 };
 
 struct BlockChoice {

@@ -46,6 +46,12 @@ const Histogram::BucketBoundaries& RequestBuckets() {
                                                          5,    10,    30,   60,  120,  300, 600};
   return *b;
 }
+// Sizes of one scheduler step: sequences or rows (tokens) in it, powers of two.
+const Histogram::BucketBoundaries& BatchSizeBuckets() {
+  static const auto* b =
+      new Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096};
+  return *b;
+}
 const Histogram::BucketBoundaries& BlockLoadBuckets() {
   static const auto* b = new Histogram::BucketBoundaries{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
                                                          2.5,  5,     10,   30,  60,   120};
@@ -427,6 +433,7 @@ struct CoordinatorMetrics::Impl {
     Counter* steps = nullptr;
     Histogram* latency = nullptr;
     Gauge* up = nullptr;
+    Counter* busy = nullptr;
   };
 
   std::shared_ptr<Registry> registry;
@@ -440,6 +447,12 @@ struct CoordinatorMetrics::Impl {
   Family<Histogram>* worker_latency = nullptr;
   Family<Gauge>* worker_up = nullptr;
   Family<Counter>* worker_errors = nullptr;
+  Family<Counter>* worker_busy = nullptr;
+  Histogram* batch_sequences = nullptr;
+  Histogram* batch_tokens = nullptr;
+  Histogram* queue_time = nullptr;
+  Gauge* running = nullptr;
+  Gauge* waiting = nullptr;
   Gauge* active = nullptr;
   Gauge* ready = nullptr;
   Gauge* jain = nullptr;
@@ -474,6 +487,7 @@ struct CoordinatorMetrics::Impl {
     w.steps = AddOrNull(worker_steps, l);
     w.latency = AddOrNull(worker_latency, l, StepBuckets());
     w.up = AddOrNull(worker_up, l);
+    w.busy = AddOrNull(worker_busy, l);
     return w;
   }
   bool ValidBlock(int b) const { return b >= 0 && b < static_cast<int>(selections.size()); }
@@ -602,12 +616,46 @@ absl::StatusOr<std::unique_ptr<CoordinatorMetrics>> CoordinatorMetrics::Create(
                             .Name("swarm_coordinator_worker_errors_total")
                             .Help("Steps dispatched to the worker that failed, by gRPC code.")
                             .Register(reg);
+    m->worker_busy = &prometheus::BuildCounter()
+                          .Name("swarm_coordinator_worker_busy_seconds_total")
+                          .Help(
+                              "Wall time the worker spent computing the scheduler's batch hops "
+                              "(rate() = its busy fraction).")
+                          .Register(reg);
+    m->batch_sequences = &prometheus::BuildHistogram()
+                              .Name("swarm_coordinator_batch_sequences")
+                              .Help("Sequences in one scheduler step.")
+                              .Register(reg)
+                              .Add({}, BatchSizeBuckets());
+    m->batch_tokens = &prometheus::BuildHistogram()
+                           .Name("swarm_coordinator_batch_tokens")
+                           .Help(
+                               "Rows (tokens: decode rows and prefill chunks) in one scheduler "
+                               "step.")
+                           .Register(reg)
+                           .Add({}, BatchSizeBuckets());
+    m->queue_time = &prometheus::BuildHistogram()
+                         .Name("swarm_coordinator_queue_time_seconds")
+                         .Help("Time a request waited in the scheduler's queue before admission.")
+                         .Register(reg)
+                         .Add({}, FirstTokenBuckets());
+    m->running = &prometheus::BuildGauge()
+                      .Name("swarm_coordinator_scheduler_running_requests")
+                      .Help("Requests in the scheduler's running batch.")
+                      .Register(reg)
+                      .Add({});
+    m->waiting = &prometheus::BuildGauge()
+                      .Name("swarm_coordinator_scheduler_waiting_requests")
+                      .Help("Requests waiting in the scheduler's queue.")
+                      .Register(reg)
+                      .Add({});
     for (const std::string& w : options.workers) {
       Labels l{{"worker", w}};
       Impl::WorkerSeries ws;
       ws.steps = &m->worker_steps->Add(l);
       ws.latency = &m->worker_latency->Add(l, StepBuckets());
       ws.up = &m->worker_up->Add(l);
+      ws.busy = &m->worker_busy->Add(l);
       // As for the worker's errors: the codes of a worker that is down or too slow.
       for (const char* code : {"unavailable", "deadline_exceeded"}) {
         m->worker_errors->Add({{"worker", w}, {"code", code}});
@@ -725,5 +773,24 @@ void CoordinatorMetrics::SetWorkerUp(absl::string_view worker, bool up) {
 }
 
 void CoordinatorMetrics::SetReady(bool ready) { impl_->ready->Set(ready ? 1 : 0); }
+
+void CoordinatorMetrics::OnBatchStep(int sequences, int64_t tokens) {
+  impl_->batch_sequences->Observe(NonNegative(sequences));
+  impl_->batch_tokens->Observe(NonNegative(static_cast<double>(tokens)));
+}
+
+void CoordinatorMetrics::OnQueued(double seconds) {
+  impl_->queue_time->Observe(NonNegative(seconds));
+}
+
+void CoordinatorMetrics::SetSchedulerState(int running, int waiting) {
+  impl_->running->Set(NonNegative(running));
+  impl_->waiting->Set(NonNegative(waiting));
+}
+
+void CoordinatorMetrics::OnWorkerBusy(absl::string_view worker, double seconds) {
+  Impl::WorkerSeries w = impl_->Worker(worker);
+  if (w.busy && seconds > 0) w.busy->Increment(seconds);
+}
 
 }  // namespace swarm::common

@@ -168,6 +168,17 @@ class CoordinatorMetrics {
   void SetWorkerUp(absl::string_view worker, bool up);  // The coordinator's health view.
   void SetReady(bool ready);  // 1 while the workers cover every layer (serving).
 
+  // --- The scheduler (coordinator/scheduler.h) through the observer's batch hooks.
+  // One step: batch_sequences and batch_tokens (rows, prefill chunks included) are observed.
+  void OnBatchStep(int sequences, int64_t tokens);
+  // A request admitted after `seconds` in the queue: queue_time_seconds is observed.
+  void OnQueued(double seconds);
+  // The scheduler's occupancy now: scheduler_running_requests and scheduler_waiting_requests.
+  void SetSchedulerState(int running, int waiting);
+  // `seconds` of the worker's compute on one batch hop: worker_busy_seconds_total{worker} += it
+  // (rate() of it is the worker's busy fraction, pipeline occupancy).
+  void OnWorkerBusy(absl::string_view worker, double seconds);
+
  private:
   struct Impl;
   explicit CoordinatorMetrics(std::unique_ptr<Impl> impl);

@@ -20,6 +20,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorMetricsObserver>> CoordinatorMetricsOb
   auto observer = std::unique_ptr<CoordinatorMetricsObserver>(new CoordinatorMetricsObserver());
   observer->num_blocks_ = n;
   observer->num_layers_ = options.num_layers;
+  observer->workers_ = options.workers;
   for (int b = 0; b < n; ++b) observer->layers_of_block_.push_back(layout.Layers(b));
   observer->block_steps_ = std::make_unique<std::atomic<int64_t>[]>(n);
   for (int b = 0; b < n; ++b) observer->block_steps_[b].store(0);
@@ -115,6 +116,24 @@ void CoordinatorMetricsObserver::OnWorkers(const std::vector<WorkerState>& worke
     }
     metrics_->SetBlockReplicas(b, std::max(replicas, 0));
   }
+}
+
+void CoordinatorMetricsObserver::OnBatchStep(int sequences, int64_t tokens) {
+  metrics_->OnBatchStep(sequences, tokens);
+}
+
+void CoordinatorMetricsObserver::OnAdmitted(absl::Duration queued) {
+  metrics_->OnQueued(absl::ToDoubleSeconds(queued));
+}
+
+void CoordinatorMetricsObserver::OnSchedulerState(int running, int waiting) {
+  metrics_->SetSchedulerState(running, waiting);
+}
+
+void CoordinatorMetricsObserver::OnWorkerBusy(int worker, absl::Duration busy) {
+  const bool known = worker >= 0 && worker < static_cast<int>(workers_.size());
+  metrics_->OnWorkerBusy(known ? absl::string_view(workers_[worker]) : "other",
+                         absl::ToDoubleSeconds(busy));
 }
 
 }  // namespace swarm::coordinator

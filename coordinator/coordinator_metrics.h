@@ -64,6 +64,11 @@ class CoordinatorMetricsObserver : public CoordinatorObserver {
                       const std::vector<double>& router_tolls) override;
   void OnStep(const std::vector<int>& blocks) override;
   void OnWorkers(const std::vector<WorkerState>& workers) override;
+  void OnBatchStep(int sequences, int64_t tokens) override;
+  void OnAdmitted(absl::Duration queued) override;
+  void OnSchedulerState(int running, int waiting) override;
+  // `worker` indexes Options::workers (the WorkerSet's order); others count under "other".
+  void OnWorkerBusy(int worker, absl::Duration busy) override;
 
  private:
   CoordinatorMetricsObserver() = default;
@@ -71,6 +76,7 @@ class CoordinatorMetricsObserver : public CoordinatorObserver {
 
   int num_blocks_ = 0;
   int num_layers_ = 0;
+  std::vector<std::string> workers_;  // Options::workers: WorkerSet index → address.
   std::vector<std::vector<int>> layers_of_block_;
   std::unique_ptr<std::atomic<int64_t>[]> block_steps_;  // [num_blocks_]
   std::unique_ptr<common::CoordinatorMetrics> metrics_;

@@ -41,7 +41,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   for (const std::string& w : options.workers) RETURN_IF_ERROR(ValidateHostPort(w, "--workers"));
   auto server = std::unique_ptr<CoordinatorServer>(new CoordinatorServer());
   server->options_ = options;
-  server->observer_ = options.observer != nullptr ? options.observer : &server->default_observer_;
+  SchedulerStats::Options stats_options;
+  stats_options.next = options.observer;
+  stats_options.num_workers = static_cast<int>(options.workers.size());
+  server->stats_ = std::make_unique<SchedulerStats>(std::move(stats_options));
+  server->observer_ = server->stats_.get();
   server->model_ = std::move(model);
   const model::ModelConfig& c = server->model_->config();
   server->workers_ =
@@ -94,6 +98,7 @@ ServingReport CoordinatorServer::Report() {
   report.requests_total = pipeline_->requests_total();
   report.router_path = options_.router_path;
   report.workers = workers_->Snapshot();
+  report.scheduler = stats_->Get();
   return report;
 }
 

@@ -30,6 +30,7 @@
 #include "coordinator/coordinator_model.h"
 #include "coordinator/coordinator_observer.h"
 #include "coordinator/pipeline.h"
+#include "coordinator/scheduler_stats.h"
 #include "coordinator/worker_set.h"
 #include "model/model.h"
 
@@ -84,6 +85,9 @@ struct ServingReport {
   uint64_t requests_total = 0;
   std::string router_path;  // "" = none.
   std::vector<WorkerState> workers;
+  // The scheduler's recent figures (SchedulerStats, fed by its observer hooks); worker busy
+  // fractions follow `workers`' order (the WorkerSet's).
+  SchedulerStats::Snapshot scheduler;
 };
 
 class CoordinatorServer {
@@ -107,6 +111,9 @@ class CoordinatorServer {
   bool serving() const { return serving_.load(); }
   WorkerSet& workers() { return *workers_; }
   GenerationPipeline& pipeline() { return *pipeline_; }
+  // The observer the pipeline (and the scheduler) report to: SchedulerStats (what Status shows)
+  // in front of options.observer.
+  CoordinatorObserver* observer() const { return observer_; }
 
   // Runs `fn` on the bounded request pool. UNAVAILABLE while shutting down, RESOURCE_EXHAUSTED
   // when the pool is full (`fn` is then dropped). Never blocks.
@@ -132,7 +139,8 @@ class CoordinatorServer {
   ServingReport Report();
 
   CoordinatorOptions options_;
-  CoordinatorObserver default_observer_;
+  // observer_ is stats_, which forwards every hook to options.observer (if any).
+  std::unique_ptr<SchedulerStats> stats_;
   CoordinatorObserver* observer_ = nullptr;
   std::unique_ptr<CoordinatorModel> model_;
   std::unique_ptr<WorkerSet> workers_;

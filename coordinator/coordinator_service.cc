@@ -252,7 +252,18 @@ void FillStatus(const CoordinatorServer& server, const ServingReport& report,
   resp->set_active_requests(report.active_requests);
   resp->set_requests_total(report.requests_total);
   resp->set_router(report.router_path);
-  for (const WorkerState& s : report.workers) {
+  const SchedulerStats::Snapshot& sched = report.scheduler;
+  v1::SchedulerStatus* st = resp->mutable_scheduler();
+  st->set_running_requests(sched.running_requests);
+  st->set_waiting_requests(sched.waiting_requests);
+  st->set_window_seconds(sched.window_seconds);
+  st->set_steps(static_cast<uint64_t>(sched.steps));
+  st->set_sequences_per_step(sched.sequences_per_step);
+  st->set_tokens_per_step(sched.tokens_per_step);
+  st->set_admitted(static_cast<uint64_t>(sched.admitted));
+  st->set_queue_seconds_mean(sched.queue_seconds_mean);
+  for (size_t i = 0; i < report.workers.size(); ++i) {
+    const WorkerState& s = report.workers[i];
     v1::WorkerStatus* w = resp->add_workers();
     w->set_address(s.address);
     w->set_reachable(s.reachable);
@@ -276,6 +287,7 @@ void FillStatus(const CoordinatorServer& server, const ServingReport& report,
     w->set_inflight_steps(s.info.inflight_steps());
     w->set_active_requests(s.active_requests);
     w->set_steps_total(s.info.steps_total());
+    if (i < sched.worker_busy_fraction.size()) w->set_busy_fraction(sched.worker_busy_fraction[i]);
   }
 }
 

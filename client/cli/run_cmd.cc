@@ -1,8 +1,11 @@
 // `swarm run` (generate in-process) and `swarm logits` (full-forward logits to safetensors).
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "client/cli/command.h"
 #include "client/cli/sampling_flags.h"
 #include "common/flags.h"
@@ -26,10 +29,14 @@ const FlagSet& RunFlags() {
     FlagSet f("swarm run", "generate in-process with the whole model (no servers)");
     AddEngineFlags(f);
     f.Value("prompt", "TEXT", "", "the prompt text (needs tokenizer.json)")
-        .Value("ids", "1,2,3", "", "the prompt as token ids");
+        .Value("ids", "1,2,3", "", "the prompt as token ids")
+        .Value("prompts-file", "FILE", "",
+               "many prompts at once, one per line, batched (continuous batching in-process)")
+        .Value("max-batch-tokens", "N", "512", "with --prompts-file: rows in one step")
+        .Value("max-batch-sequences", "N", "64", "with --prompts-file: sequences in one step");
     AddSamplingFlags(f);
     f.Bool("json", "print one JSON object {prompt_ids, ids, text, finish_reason}")
-        .Note("Give exactly one of --prompt or --ids.");
+        .Note("Give exactly one of --prompt, --ids or --prompts-file.");
     return f;
   }();
   return flags;
@@ -74,13 +81,124 @@ absl::StatusOr<std::unique_ptr<model::Engine>> OpenEngine(const Flags& flags) {
   return model::Engine::Create(*dir, options);
 }
 
+constexpr int64_t kMaxPromptsFileBytes = int64_t{16} << 20;
+
+// The prompts of --prompts-file: one per line (a trailing '\r' is dropped), none empty.
+absl::StatusOr<std::vector<std::string>> ReadPrompts(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("--prompts-file '", path, "': cannot open"));
+  std::string text(kMaxPromptsFileBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (static_cast<int64_t>(text.size()) > kMaxPromptsFileBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("--prompts-file '", path, "': larger than ",
+                                                   kMaxPromptsFileBytes >> 20, " MiB"));
+  }
+  if (!text.empty() && text.back() == '\n') text.pop_back();
+  std::vector<std::string> prompts;
+  if (text.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--prompts-file '", path, "': no prompt"));
+  }
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    absl::ConsumeSuffix(&line, "\r");
+    if (line.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--prompts-file '", path, "' line ", prompts.size() + 1, ": empty prompt"));
+    }
+    prompts.emplace_back(line);
+  }
+  return prompts;
+}
+
+// `swarm run --prompts-file FILE`: every prompt at once through Engine::GenerateBatch (continuous
+// batching in one process); the results in input order, each as `swarm run` prints it for that
+// prompt alone (--json: one object per line; text: prompt and completion, a blank line between).
+int RunPromptsFile(const Flags& flags, const model::SamplingParams& params) {
+  model::BatchLimits limits;
+  auto max_tokens = flags.Int("max-batch-tokens", limits.max_batch_tokens);
+  if (!max_tokens.ok()) return Fail("run", max_tokens.status());
+  auto max_sequences = flags.Int("max-batch-sequences", limits.max_batch_sequences);
+  if (!max_sequences.ok()) return Fail("run", max_sequences.status());
+  if (*max_tokens < 1 || *max_sequences < 1 || *max_sequences > (int64_t{1} << 20)) {
+    return Fail("run", absl::InvalidArgumentError(absl::StrCat(
+                           "--max-batch-tokens (", *max_tokens, ") and --max-batch-sequences (",
+                           *max_sequences,
+                           ") must be at least 1 (--max-batch-sequences at most 1048576)")));
+  }
+  limits.max_batch_tokens = *max_tokens;
+  limits.max_batch_sequences = static_cast<int>(*max_sequences);
+  const std::string path = flags.String("prompts-file");
+  auto prompts = ReadPrompts(path);
+  if (!prompts.ok()) return Fail("run", prompts.status());
+  auto engine = OpenEngine(flags);
+  if (!engine.ok()) return Fail("run", engine.status());
+  if ((*engine)->tokenizer() == nullptr) {
+    return Fail("run", absl::FailedPreconditionError(
+                           "--prompts-file needs a tokenizer.json in the model directory"));
+  }
+  std::vector<model::BatchedRequest> requests;
+  for (size_t i = 0; i < prompts->size(); ++i) {
+    auto ids = (*engine)->tokenizer()->Encode((*prompts)[i], true);
+    if (!ids.ok()) {
+      return Fail("run", absl::Status(ids.status().code(),
+                                      absl::StrCat("--prompts-file '", path, "' line ", i + 1, ": ",
+                                                   ids.status().message())));
+    }
+    model::BatchedRequest r;
+    r.prompt_ids = *std::move(ids);
+    r.params = params;
+    requests.push_back(std::move(r));
+  }
+  std::vector<std::vector<int64_t>> prompt_ids;
+  for (const model::BatchedRequest& r : requests) prompt_ids.push_back(r.prompt_ids);
+  const std::vector<absl::StatusOr<model::GenerateResult>> results =
+      (*engine)->GenerateBatch(std::move(requests), limits);
+  const bool json = flags.Bool("json");
+  int failed = 0;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const absl::StatusOr<model::GenerateResult>& r = results[i];
+    if (!r.ok()) {
+      ++failed;
+      const std::string why = absl::StrCat("line ", i + 1, ": ", r.status().ToString());
+      if (json) {
+        nlohmann::json out = {{"line", i + 1}, {"error", r.status().ToString()}};
+        std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+      }
+      std::fprintf(stderr, "run: %s\n", why.c_str());
+      continue;
+    }
+    if (json) {
+      nlohmann::json out = {{"prompt_ids", prompt_ids[i]},
+                            {"ids", r->ids},
+                            {"text", r->text},
+                            {"finish_reason", r->finish_reason}};
+      std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    } else {
+      std::cout << (i > 0 ? "\n" : "") << (*prompts)[i] << r->text << "\n";
+    }
+  }
+  std::cout.flush();
+  if (failed > 0) {
+    std::fprintf(stderr, "run: %d of %zu prompts failed\n", failed, results.size());
+    return 1;
+  }
+  return 0;
+}
+
 int RunCommand(const std::vector<std::string>& args) {
   auto flags = RunFlags().Parse(args);
   if (!flags.ok()) return Fail("run", flags.status());
   auto params = ParseSamplingFlags(*flags);
   if (!params.ok()) return Fail("run", params.status());
-  if (flags->Has("prompt") == flags->Has("ids")) {
-    return Fail("run", absl::InvalidArgumentError("give exactly one of --prompt or --ids"));
+  const int inputs = flags->Has("prompt") + flags->Has("ids") + flags->Has("prompts-file");
+  if (inputs != 1) {
+    return Fail(
+        "run", absl::InvalidArgumentError("give exactly one of --prompt, --ids or --prompts-file"));
+  }
+  if (flags->Has("prompts-file")) return RunPromptsFile(*flags, *params);
+  if (flags->Has("max-batch-tokens") || flags->Has("max-batch-sequences")) {
+    return Fail("run", absl::InvalidArgumentError(
+                           "--max-batch-tokens and --max-batch-sequences need --prompts-file"));
   }
   auto engine = OpenEngine(*flags);
   if (!engine.ok()) return Fail("run", engine.status());

@@ -46,7 +46,8 @@ nlohmann::json ToJson(const ClusterStatus& s) {
                        {"weight_bytes", w.weight_bytes},
                        {"inflight_steps", w.inflight_steps},
                        {"active_requests", w.active_requests},
-                       {"steps_total", w.steps_total}});
+                       {"steps_total", w.steps_total},
+                       {"busy_fraction", w.busy_fraction}});
   }
   return {{"serving", s.serving},
           {"reason", s.reason},
@@ -56,6 +57,15 @@ nlohmann::json ToJson(const ClusterStatus& s) {
           {"max_position_embeddings", s.max_position_embeddings},
           {"active_requests", s.active_requests},
           {"requests_total", s.requests_total},
+          {"scheduler",
+           {{"running_requests", s.scheduler.running_requests},
+            {"waiting_requests", s.scheduler.waiting_requests},
+            {"window_seconds", s.scheduler.window_seconds},
+            {"steps", s.scheduler.steps},
+            {"sequences_per_step", s.scheduler.sequences_per_step},
+            {"tokens_per_step", s.scheduler.tokens_per_step},
+            {"admitted", s.scheduler.admitted},
+            {"queue_seconds_mean", s.scheduler.queue_seconds_mean}}},
           {"workers", workers}};
 }
 
@@ -91,19 +101,28 @@ int StatusCommand(const std::vector<std::string>& args) {
   std::printf("model %s, %d layers, context %lld, fingerprint %s\n", status->architecture.c_str(),
               status->num_layers, static_cast<long long>(status->max_position_embeddings),
               status->model_fingerprint.c_str());
-  std::printf("requests: %d active, %llu served\n\n", status->active_requests,
+  std::printf("requests: %d active, %llu served\n", status->active_requests,
               static_cast<unsigned long long>(status->requests_total));
-  std::printf("%-24s %-12s %-10s %-8s %-5s %-10s %-8s %-18s %s\n", "WORKER", "STATE", "LAYERS",
-              "DEVICE", "DTYPE", "SESSIONS", "REQUESTS", "KV MiB used/budget", "WEIGHTS MiB");
+  const SchedulerStatus& sched = status->scheduler;
+  std::printf(
+      "scheduler: %d running, %d waiting; last %.0f s: %llu steps, %.1f sequences and %.1f "
+      "tokens per step, %llu admitted after %.3f s in queue (mean)\n\n",
+      sched.running_requests, sched.waiting_requests, sched.window_seconds,
+      static_cast<unsigned long long>(sched.steps), sched.sequences_per_step, sched.tokens_per_step,
+      static_cast<unsigned long long>(sched.admitted), sched.queue_seconds_mean);
+  std::printf("%-24s %-12s %-10s %-8s %-5s %-10s %-8s %-5s %-18s %s\n", "WORKER", "STATE", "LAYERS",
+              "DEVICE", "DTYPE", "SESSIONS", "REQUESTS", "BUSY", "KV MiB used/budget",
+              "WEIGHTS MiB");
   for (const WorkerStatus& w : status->workers) {
     std::string state = !w.reachable    ? "unreachable"
                         : !w.compatible ? "wrong-model"
                         : !w.ready      ? "loading"
                                         : "ready";
     std::string budget = w.kv_budget_bytes > 0 ? Mib(w.kv_budget_bytes) : "unlimited";
-    std::printf("%-24s %-12s %-10s %-8s %-5s %-10s %-8d %-18s %s\n", w.address.c_str(),
+    std::printf("%-24s %-12s %-10s %-8s %-5s %-10s %-8d %-5s %-18s %s\n", w.address.c_str(),
                 state.c_str(), Ranges(w.layers).c_str(), w.device.c_str(), w.dtype.c_str(),
                 absl::StrCat(w.sessions, "/", w.max_sessions).c_str(), w.active_requests,
+                absl::StrFormat("%.0f%%", 100 * w.busy_fraction).c_str(),
                 absl::StrCat(Mib(w.kv_used_bytes), "/", budget).c_str(),
                 Mib(w.weight_bytes).c_str());
     if (!w.error.empty()) std::printf("  %s\n", w.error.c_str());

@@ -121,5 +121,52 @@ TEST(CoordinatorMetricsTest, ReplicasCountWorkersCoveringEachLayerOfABlock) {
   EXPECT_EQ(Value(s, Block("swarm_coordinator_block_replicas", 2)), 0);
 }
 
+TEST(CoordinatorMetricsTest, SchedulerHooksFeedBatchQueueOccupancyAndBusySeries) {
+  auto m = New(4, 0);
+  ASSERT_NE(m, nullptr);
+  auto s = Samples(*m);
+  // Every series exists before the first step (the dashboard's queries need a zero sample).
+  EXPECT_EQ(Value(s, "swarm_coordinator_batch_sequences_count"), 0);
+  EXPECT_EQ(Value(s, "swarm_coordinator_batch_tokens_count"), 0);
+  EXPECT_EQ(Value(s, "swarm_coordinator_queue_time_seconds_count"), 0);
+  EXPECT_EQ(Value(s, "swarm_coordinator_scheduler_running_requests"), 0);
+  EXPECT_EQ(Value(s, "swarm_coordinator_scheduler_waiting_requests"), 0);
+  EXPECT_EQ(Value(s, "swarm_coordinator_worker_busy_seconds_total{worker=\"w0:1\"}"), 0);
+  EXPECT_EQ(Value(s, "swarm_coordinator_worker_busy_seconds_total{worker=\"w1:1\"}"), 0);
+
+  // Two steps: 3 sequences decoding (3 rows), then 5 sequences of which one prefills 60 rows.
+  m->OnBatchStep(3, 3);
+  m->OnBatchStep(5, 64);
+  m->OnAdmitted(absl::Milliseconds(20));
+  m->OnAdmitted(absl::Seconds(2));
+  m->OnSchedulerState(5, 7);
+  m->OnWorkerBusy(0, absl::Milliseconds(250));
+  m->OnWorkerBusy(0, absl::Milliseconds(500));
+  m->OnWorkerBusy(1, absl::Milliseconds(125));
+  m->OnWorkerBusy(9, absl::Seconds(1));  // Not a WorkerSet index of this coordinator.
+  s = Samples(*m);
+  EXPECT_EQ(Value(s, "swarm_coordinator_batch_sequences_count"), 2);
+  EXPECT_EQ(Value(s, "swarm_coordinator_batch_sequences_sum"), 8);
+  EXPECT_EQ(Value(s, "swarm_coordinator_batch_sequences_bucket{le=\"4\"}"), 1);
+  EXPECT_EQ(Value(s, "swarm_coordinator_batch_sequences_bucket{le=\"8\"}"), 2);
+  EXPECT_EQ(Value(s, "swarm_coordinator_batch_tokens_count"), 2);
+  EXPECT_EQ(Value(s, "swarm_coordinator_batch_tokens_sum"), 67);
+  EXPECT_EQ(Value(s, "swarm_coordinator_batch_tokens_bucket{le=\"32\"}"), 1);
+  EXPECT_EQ(Value(s, "swarm_coordinator_batch_tokens_bucket{le=\"64\"}"), 2);
+  EXPECT_EQ(Value(s, "swarm_coordinator_queue_time_seconds_count"), 2);
+  EXPECT_NEAR(Value(s, "swarm_coordinator_queue_time_seconds_sum"), 2.02, 1e-9);
+  EXPECT_EQ(Value(s, "swarm_coordinator_queue_time_seconds_bucket{le=\"0.025\"}"), 1);
+  EXPECT_EQ(Value(s, "swarm_coordinator_scheduler_running_requests"), 5);
+  EXPECT_EQ(Value(s, "swarm_coordinator_scheduler_waiting_requests"), 7);
+  EXPECT_NEAR(Value(s, "swarm_coordinator_worker_busy_seconds_total{worker=\"w0:1\"}"), 0.75, 1e-9);
+  EXPECT_NEAR(Value(s, "swarm_coordinator_worker_busy_seconds_total{worker=\"w1:1\"}"), 0.125,
+              1e-9);
+  EXPECT_NEAR(Value(s, "swarm_coordinator_worker_busy_seconds_total{worker=\"other\"}"), 1, 1e-9);
+  m->OnSchedulerState(0, 0);
+  s = Samples(*m);
+  EXPECT_EQ(Value(s, "swarm_coordinator_scheduler_running_requests"), 0);
+  EXPECT_EQ(Value(s, "swarm_coordinator_scheduler_waiting_requests"), 0);
+}
+
 }  // namespace
 }  // namespace swarm::coordinator

@@ -91,6 +91,37 @@ TEST_F(ServingTest, HealthAndStatusOfAServingCluster) {
   }
 }
 
+// The scheduler's hooks (called here as the scheduler calls them) reach Status through the SDK:
+// occupancy, means per step and each worker's busy fraction, in --workers order.
+TEST_F(ServingTest, StatusShowsTheSchedulersFigures) {
+  auto before = client_->Status();
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(before->scheduler.running_requests, 0);
+  EXPECT_EQ(before->scheduler.steps, 0u);
+  EXPECT_GT(before->scheduler.window_seconds, 0);
+  coordinator::CoordinatorObserver* hooks = cluster_.coordinator->observer();
+  ASSERT_NE(hooks, nullptr);
+  hooks->OnSchedulerState(3, 5);
+  hooks->OnBatchStep(3, 3);
+  hooks->OnBatchStep(4, 19);
+  hooks->OnAdmitted(absl::Milliseconds(40));
+  hooks->OnWorkerBusy(1, absl::Milliseconds(400));
+  auto s = client_->Status();
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->scheduler.running_requests, 3);
+  EXPECT_EQ(s->scheduler.waiting_requests, 5);
+  EXPECT_EQ(s->scheduler.steps, 2u);
+  EXPECT_EQ(s->scheduler.sequences_per_step, 3.5);
+  EXPECT_EQ(s->scheduler.tokens_per_step, 11);
+  EXPECT_EQ(s->scheduler.admitted, 1u);
+  EXPECT_NEAR(s->scheduler.queue_seconds_mean, 0.04, 1e-9);
+  ASSERT_EQ(s->workers.size(), 2u);
+  EXPECT_EQ(s->workers[0].busy_fraction, 0);
+  // 0.4 s over a window of 1 to 10 s.
+  EXPECT_GE(s->workers[1].busy_fraction, 0.04 - 1e-9);
+  EXPECT_LE(s->workers[1].busy_fraction, 0.4 + 1e-9);
+}
+
 TEST_F(ServingTest, MaxTokensBeyondTheContextIsOutOfRange) {
   GenerateRequest req;
   req.prompt = "Once upon a time";

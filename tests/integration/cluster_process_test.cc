@@ -50,10 +50,24 @@ TEST(ClusterProcessTest, SwarmUpServesTheGoldenIdsAndStopsEveryProcess) {
   for (const auto& w : s["workers"]) {
     EXPECT_EQ(w["sessions"].get<int>(), 0);
     EXPECT_EQ(w["kv_budget_bytes"].get<int64_t>(), int64_t{64} << 20);  // swarm up --kv-budget.
+    ASSERT_TRUE(w.contains("busy_fraction")) << w;
+    EXPECT_GE(w["busy_fraction"].get<double>(), 0);
+    EXPECT_LE(w["busy_fraction"].get<double>(), 1);
+  }
+  // The scheduler's figures: nothing running or waiting once every request is done.
+  ASSERT_TRUE(s.contains("scheduler")) << status.out;
+  EXPECT_EQ(s["scheduler"]["running_requests"].get<int>(), 0);
+  EXPECT_EQ(s["scheduler"]["waiting_requests"].get<int>(), 0);
+  EXPECT_GT(s["scheduler"]["window_seconds"].get<double>(), 0);
+  for (const char* key :
+       {"steps", "sequences_per_step", "tokens_per_step", "admitted", "queue_seconds_mean"}) {
+    EXPECT_TRUE(s["scheduler"].contains(key)) << key;
   }
   CommandResult table =
       RunCommand({kBin + "/swarm", "status", "--server", address}, dir + "/t.log");
   EXPECT_NE(table.out.find("SERVING"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("scheduler: 0 running, 0 waiting"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("BUSY"), std::string::npos) << table.out;
 
   up.Signal(SIGINT);
   const int wait_status = up.Wait(absl::Seconds(20));
