@@ -15,6 +15,7 @@
 #include "coordinator/coordinator_metrics.h"
 #include "coordinator/coordinator_model.h"
 #include "coordinator/coordinator_server.h"
+#include "rpc/security.h"
 
 namespace {
 
@@ -25,7 +26,13 @@ constexpr char kUsage[] =
     "                         [--metrics-listen HOST:PORT] [--device cpu|cuda:N]\n"
     "                         [--max-concurrent-requests N] [--max-queued-requests N]\n"
     "                         [--request-timeout 10m] [--step-timeout 60s] [--router FILE]\n"
-    "                         [--num-blocks N]\n";
+    "                         [--num-blocks N]\n"
+    "                         [--tls-cert FILE --tls-key FILE --tls-ca FILE]  TLS; mutual TLS with\n"
+    "                                       the workers, whose certificates must be from the CA\n"
+    "                         [--insecure]  allow plaintext on a non-loopback --listen\n"
+    "                         [--auth-tokens FILE]  clients must send 'authorization: Bearer TOKEN'\n"
+    "                                       (lines 'name:token'; docs/security.md)\n"
+    "                         [--max-requests-per-token N (default 8)]  running or queued, per token\n";
 
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "swarm-coordinator: %s\n", std::string(s.message()).c_str());
@@ -43,8 +50,9 @@ int main(int argc, char** argv) {
   auto flags = swarm::Flags::Parse(
       argc, argv,
       {"model", "workers", "listen", "metrics-listen", "device", "max-concurrent-requests",
-       "max-queued-requests", "request-timeout", "step-timeout", "router", "num-blocks"},
-      {});
+       "max-queued-requests", "request-timeout", "step-timeout", "router", "num-blocks", "tls-cert",
+       "tls-key", "tls-ca", "auth-tokens", "max-requests-per-token"},
+      {swarm::rpc::kInsecureFlag});
   if (!flags.ok()) {
     std::fputs(kUsage, stderr);
     return Fail(flags.status());
@@ -60,6 +68,21 @@ int main(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("--workers: give at least one HOST:PORT"));
   }
   options.listen = flags->String("listen", "127.0.0.1:0");
+  {
+    auto security = swarm::rpc::ServerSecurityFromFlags(*flags, kLog);
+    if (!security.ok()) return Fail(security.status());
+    options.security = *std::move(security);
+  }
+  options.auth_tokens_file = flags->String("auth-tokens");
+  {
+    auto per_token = flags->Int("max-requests-per-token", options.max_requests_per_token);
+    if (!per_token.ok()) return Fail(per_token.status());
+    if (*per_token < 1) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--max-requests-per-token must be at least 1, got ", *per_token)));
+    }
+    options.max_requests_per_token = static_cast<int>(*per_token);
+  }
   options.device = flags->String("device", "cpu");
   options.router_path = flags->String("router");
   auto concurrent = flags->Int("max-concurrent-requests", options.max_concurrent_requests);

@@ -37,7 +37,9 @@ struct WorkerState {
 class WorkerSet {
  public:
   // `fingerprint` and `num_layers` describe the coordinator's model; workers must match them.
-  WorkerSet(const std::vector<std::string>& addresses, std::string fingerprint, int num_layers);
+  // `credentials` (rpc::MakeChannelCredentials) secure every channel; null = plaintext.
+  WorkerSet(const std::vector<std::string>& addresses, std::string fingerprint, int num_layers,
+            std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
   int size() const { return static_cast<int>(stubs_.size()); }
   const std::string& address(int index) const { return addresses_[index]; }

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/quote.h"
 #include "common/status_macros.h"
 #include "model/combine.h"
 
@@ -96,7 +97,7 @@ absl::Status Worker::ValidateStep(const StepRequest& request, const HostTensor& 
     const int l = request.layers[i];
     if (i > 0 && l <= request.layers[i - 1]) {
       return absl::InvalidArgumentError(absl::StrCat("layers must be strictly increasing, got [",
-                                                     absl::StrJoin(request.layers, ","), "]"));
+                                                     ListInput(request.layers), "]"));
     }
     if (!host_->Hosts(l)) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -114,12 +115,14 @@ absl::Status Worker::ValidateStep(const StepRequest& request, const HostTensor& 
     return absl::InvalidArgumentError(absl::StrCat("gate ", request.gate, " is not finite"));
   }
   const int64_t t = hidden.shape[0];
-  if (request.start_position < 0 || request.start_position + t > context_) {
-    return absl::OutOfRangeError(
-        absl::StrCat("positions ", request.start_position, "..", request.start_position + t - 1,
-                     " are outside the context of ", context_, " positions"));
+  // Written so that no sum can overflow: start_position may be anything up to INT64_MAX.
+  if (request.start_position < 0 || t > context_ || request.start_position > context_ - t) {
+    return absl::OutOfRangeError(absl::StrCat("positions ", request.start_position, " (", t,
+                                              " of them) are outside the context of ", context_,
+                                              " positions"));
   }
-  return absl::OkStatus();
+  // A NaN or infinity would run through every layer and come back as NaN.
+  return hidden.CheckFinite("hidden");
 }
 
 absl::Status Worker::Reserve(Session* session, int64_t tokens) {

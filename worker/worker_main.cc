@@ -22,6 +22,7 @@
 #include "common/logging.h"
 #include "common/signals.h"
 #include "model/config.h"
+#include "rpc/security.h"
 #include "rpc/server.h"
 #include "worker/worker_metrics.h"
 #include "worker/worker_server.h"
@@ -35,7 +36,10 @@ constexpr char kUsage[] =
     "                    [--device cpu|cuda:N] [--dtype f32|bf16|f16]\n"
     "                    [--max-sessions N] [--session-ttl 5m] [--kv-budget 2GiB]\n"
     "                    [--threads N] [--max-queued-steps N] [--metrics-listen HOST:PORT]\n"
-    "                    [--memory-budget BYTES [--block-layers N]]\n";
+    "                    [--memory-budget BYTES [--block-layers N]]\n"
+    "                    [--tls-cert FILE --tls-key FILE --tls-ca FILE]  mutual TLS: callers need\n"
+    "                                       a certificate from the CA (docs/security.md)\n"
+    "                    [--insecure]       allow plaintext on a non-loopback --listen\n";
 
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "swarm-worker: %s\n", std::string(s.message()).c_str());
@@ -88,8 +92,9 @@ int main(int argc, char** argv) {
       swarm::Flags::Parse(argc, argv,
                           {"model", "layers", "blocks", "num-blocks", "listen", "device", "dtype",
                            "max-sessions", "session-ttl", "kv-budget", "threads",
-                           "max-queued-steps", "metrics-listen", "memory-budget", "block-layers"},
-                          {});
+                           "max-queued-steps", "metrics-listen", "memory-budget", "block-layers",
+                           "tls-cert", "tls-key", "tls-ca"},
+                          {swarm::rpc::kInsecureFlag});
   if (!flags.ok()) {
     std::fputs(kUsage, stderr);
     return Fail(flags.status());
@@ -106,6 +111,11 @@ int main(int argc, char** argv) {
     options.layers = *layers;
   }
   options.listen = flags->String("listen", "127.0.0.1:0");
+  {
+    auto security = swarm::rpc::ServerSecurityFromFlags(*flags, kLog);
+    if (!security.ok()) return Fail(security.status());
+    options.security = *std::move(security);
+  }
   options.load.device = flags->String("device", "cpu");
   auto dtype = swarm::ParseDType(flags->String("dtype", "f32"));
   if (!dtype.ok()) return Fail(dtype.status());

@@ -12,6 +12,7 @@
 #include "common/layer_set.h"
 #include "common/logging.h"
 #include "common/memory_limits.h"
+#include "common/quote.h"
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "rpc/channel.h"
@@ -126,8 +127,8 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     if (id.ok()) {
       resp->set_session_id(*id);
     } else {
-      LogLine(kLog, absl::StrCat("OpenSession (request '", req->request_id(),
-                                 "'): ", id.status().ToString()));
+      LogLine(kLog, absl::StrCat("OpenSession (request ", QuoteInput(req->request_id()),
+                                 "): ", id.status().ToString()));
     }
     FinishCall(reactor, "OpenSession", id.status());
     return reactor;
@@ -432,7 +433,8 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(
   server->health_names_ = {v1::WorkerService::service_full_name()};
   ASSIGN_OR_RETURN(
       rpc::StartedServer started,
-      rpc::StartServer(options.listen, {server->service_.get()}, server->health_names_));
+      rpc::StartServer(options.listen, {server->service_.get()}, server->health_names_,
+                       options.security));
   server->server_ = std::move(started.server);
   server->address_ = std::move(started.address);
   server->reaper_ = std::thread([s = server.get()] { s->ReapLoop(); });

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/cli/command.h"
+#include "client/cli/connect_flags.h"
 #include "client/cli/sampling_flags.h"
 #include "client/client.h"
 #include "common/flags.h"
@@ -19,7 +20,7 @@ int GenerateCommand(const std::vector<std::string>& args) {
                                        "top-k-blocks", "combine",    "timeout",      "request-id",
                                        "blocks",       "num-blocks", "block-weights"};
   value_flags.insert(kSamplingFlags.begin(), kSamplingFlags.end());
-  auto flags = Flags::Parse(args, value_flags, {"json", "no-stop", "no-special"});
+  auto flags = Flags::Parse(args, WithConnectFlags(value_flags), {"json", "no-stop", "no-special"});
   if (!flags.ok()) return Fail("generate", flags.status());
   auto server = flags->Required("server");
   if (!server.ok()) return Fail("generate", server.status());
@@ -74,7 +75,7 @@ int GenerateCommand(const std::vector<std::string>& args) {
   if (!timeout.ok()) return Fail("generate", timeout.status());
   req.timeout = absl::Seconds(*timeout);
 
-  auto client = Client::Connect(*server);
+  auto client = Client::Connect(*server, ConnectOptions(*flags));
   if (!client.ok()) return Fail("generate", client.status());
   const bool json = flags->Bool("json");
   if (!json && flags->Has("prompt")) {
@@ -117,7 +118,7 @@ SWARM_REGISTER_COMMAND(generate, "generate",
                        "[--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] "
                        "[--seed S] [--no-stop] [--mode exact|sparse] [--top-k-blocks K] "
                        "[--combine sequential|parallel] [--blocks i,j --num-blocks N "
-                       "[--block-weights a,b]] [--timeout SECONDS] [--json]",
+                       "[--block-weights a,b]] [--timeout SECONDS] [--json]" SWARM_CONNECT_USAGE,
                        GenerateCommand);
 
 }  // namespace swarm::cli

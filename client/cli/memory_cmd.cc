@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/cli/command.h"
+#include "client/cli/connect_flags.h"
 #include "client/client.h"
 #include "common/block_set.h"
 #include "common/flags.h"
@@ -63,7 +64,7 @@ absl::Status RemoteMemory(const Flags& flags) {
   auto keep = ParseKeepList(flags.String("keep-blocks"), &req.keep_default);
   if (!keep.ok()) return keep.status();
   req.keep_blocks = *keep;
-  auto client = Client::Connect(flags.String("server"));
+  auto client = Client::Connect(flags.String("server"), ConnectOptions(flags));
   if (!client.ok()) return client.status();
   auto e = (*client)->EstimateMemory(req);
   if (!e.ok()) return e.status();
@@ -123,7 +124,9 @@ absl::Status Memory(const Flags& flags) {
 
 int MemoryCommand(const std::vector<std::string>& args) {
   auto flags = Flags::Parse(
-      args, {"model", "server", "num-blocks", "top-k-blocks", "keep-blocks", "dtype", "workers"},
+      args,
+      WithConnectFlags(
+          {"model", "server", "num-blocks", "top-k-blocks", "keep-blocks", "dtype", "workers"}),
       {"json"});
   if (!flags.ok()) return Fail("memory", flags.status());
   absl::Status s = Memory(*flags);
@@ -136,7 +139,7 @@ int MemoryCommand(const std::vector<std::string>& args) {
 SWARM_REGISTER_COMMAND(memory, "memory",
                        "memory (--model DIR --num-blocks N | --server HOST:PORT [--num-blocks N]) "
                        "[--top-k-blocks K] [--workers W] "
-                       "[--dtype f32|bf16|f16] [--keep-blocks 0,-1|none] [--json]",
+                       "[--dtype f32|bf16|f16] [--keep-blocks 0,-1|none] [--json]" SWARM_CONNECT_USAGE,
                        MemoryCommand);
 
 }  // namespace swarm::cli

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/cli/command.h"
+#include "client/cli/connect_flags.h"
 #include "client/client.h"
 #include "common/flags.h"
 #include "nlohmann/json.hpp"
@@ -35,7 +36,8 @@ nlohmann::json ToJson(const Prediction& p) {
 }
 
 int PredictCommand(const std::vector<std::string>& args) {
-  auto flags = Flags::Parse(args, {"server", "prompt", "ids", "top-k-blocks", "timeout"}, {"json"});
+  auto flags = Flags::Parse(
+      args, WithConnectFlags({"server", "prompt", "ids", "top-k-blocks", "timeout"}), {"json"});
   if (!flags.ok()) return Fail(kName, flags.status());
   auto server = flags->Required("server");
   if (!server.ok()) return Fail(kName, server.status());
@@ -57,7 +59,7 @@ int PredictCommand(const std::vector<std::string>& args) {
   }
   auto timeout = flags->Double("timeout", 10);
   if (!timeout.ok()) return Fail(kName, timeout.status());
-  auto client = Client::Connect(*server);
+  auto client = Client::Connect(*server, ConnectOptions(*flags));
   if (!client.ok()) return Fail(kName, client.status());
   auto p = (*client)->Predict(flags->String("prompt"), ids, static_cast<int>(*k),
                               absl::Seconds(*timeout));
@@ -86,7 +88,7 @@ int PredictCommand(const std::vector<std::string>& args) {
 
 SWARM_REGISTER_COMMAND(predict, "predict",
                        "predict --server HOST:PORT [--prompt TEXT | --ids 1,2,3] "
-                       "[--top-k-blocks K (3)] [--timeout SECONDS] [--json]",
+                       "[--top-k-blocks K (3)] [--timeout SECONDS] [--json]" SWARM_CONNECT_USAGE,
                        PredictCommand);
 
 }  // namespace swarm::cli

@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/cli/command.h"
+#include "client/cli/connect_flags.h"
 #include "client/client.h"
 #include "common/flags.h"
 #include "nlohmann/json.hpp"
@@ -60,13 +61,13 @@ nlohmann::json ToJson(const ClusterStatus& s) {
 }
 
 int StatusCommand(const std::vector<std::string>& args) {
-  auto flags = Flags::Parse(args, {"server", "timeout"}, {"json"});
+  auto flags = Flags::Parse(args, WithConnectFlags({"server", "timeout"}), {"json"});
   if (!flags.ok()) return Fail("status", flags.status());
   auto server = flags->Required("server");
   if (!server.ok()) return Fail("status", server.status());
   auto timeout = flags->Double("timeout", 10);
   if (!timeout.ok()) return Fail("status", timeout.status());
-  auto client = Client::Connect(*server);
+  auto client = Client::Connect(*server, ConnectOptions(*flags));
   if (!client.ok()) return Fail("status", client.status());
   auto status = (*client)->Status(absl::Seconds(*timeout));
   if (!status.ok()) return Fail("status", status.status());
@@ -102,7 +103,7 @@ int StatusCommand(const std::vector<std::string>& args) {
 
 }  // namespace
 
-SWARM_REGISTER_COMMAND(status, "status", "status --server HOST:PORT [--timeout SECONDS] [--json]",
+SWARM_REGISTER_COMMAND(status, "status", "status --server HOST:PORT [--timeout SECONDS] [--json]" SWARM_CONNECT_USAGE,
                        StatusCommand);
 
 }  // namespace swarm::cli
