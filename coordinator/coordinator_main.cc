@@ -27,12 +27,18 @@ constexpr char kUsage[] =
     "                         [--max-concurrent-requests N] [--max-queued-requests N]\n"
     "                         [--request-timeout 10m] [--step-timeout 60s] [--router FILE]\n"
     "                         [--num-blocks N]\n"
-    "                         [--tls-cert FILE --tls-key FILE --tls-ca FILE]  TLS; mutual TLS with\n"
+    "                         [--tls-cert FILE --tls-key FILE --tls-ca FILE]  TLS; mutual TLS "
+    "with\n"
     "                                       the workers, whose certificates must be from the CA\n"
     "                         [--insecure]  allow plaintext on a non-loopback --listen\n"
-    "                         [--auth-tokens FILE]  clients must send 'authorization: Bearer TOKEN'\n"
+    "                         [--auth-tokens FILE]  clients must send 'authorization: Bearer "
+    "TOKEN'\n"
     "                                       (lines 'name:token'; docs/security.md)\n"
-    "                         [--max-requests-per-token N (default 8)]  running or queued, per token\n";
+    "                         [--max-requests-per-token N (default 8)]  running or queued, per "
+    "token\n"
+    "                         [--max-prompt-bytes BYTES]  longer prompts are refused before\n"
+    "                                       tokenizing (default 32 per context position, >= "
+    "64KiB)\n";
 
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "swarm-coordinator: %s\n", std::string(s.message()).c_str());
@@ -51,7 +57,7 @@ int main(int argc, char** argv) {
       argc, argv,
       {"model", "workers", "listen", "metrics-listen", "device", "max-concurrent-requests",
        "max-queued-requests", "request-timeout", "step-timeout", "router", "num-blocks", "tls-cert",
-       "tls-key", "tls-ca", "auth-tokens", "max-requests-per-token"},
+       "tls-key", "tls-ca", "auth-tokens", "max-requests-per-token", "max-prompt-bytes"},
       {swarm::rpc::kInsecureFlag});
   if (!flags.ok()) {
     std::fputs(kUsage, stderr);
@@ -82,6 +88,12 @@ int main(int argc, char** argv) {
           absl::StrCat("--max-requests-per-token must be at least 1, got ", *per_token)));
     }
     options.max_requests_per_token = static_cast<int>(*per_token);
+    auto prompt_bytes = flags->Bytes("max-prompt-bytes", 0);
+    if (!prompt_bytes.ok()) return Fail(prompt_bytes.status());
+    if (flags->Has("max-prompt-bytes") && *prompt_bytes < 1) {
+      return Fail(absl::InvalidArgumentError("--max-prompt-bytes must be positive"));
+    }
+    options.max_prompt_bytes = *prompt_bytes;
   }
   options.device = flags->String("device", "cpu");
   options.router_path = flags->String("router");

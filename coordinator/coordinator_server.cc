@@ -53,14 +53,15 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   }
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> worker_credentials,
                    rpc::MakeChannelCredentials(options.security.tls));
-  server->workers_ = std::make_unique<WorkerSet>(options.workers, c.Fingerprint(),
-                                                 static_cast<int>(c.num_layers),
-                                                 std::move(worker_credentials));
+  server->workers_ =
+      std::make_unique<WorkerSet>(options.workers, c.Fingerprint(), static_cast<int>(c.num_layers),
+                                  std::move(worker_credentials));
   PipelineOptions pipeline_options;
   pipeline_options.max_request_time = options.max_request_time;
   pipeline_options.step_timeout = options.step_timeout;
   pipeline_options.control_timeout = options.control_timeout;
   pipeline_options.observer = server->observer_;
+  pipeline_options.max_prompt_bytes = options.max_prompt_bytes;
   // One hop thread per generating request: the rest of a wide parallel step runs on its caller.
   pipeline_options.hop_threads = options.max_concurrent_requests;
   server->pipeline_ = std::make_unique<GenerationPipeline>(

@@ -58,7 +58,9 @@ struct CoordinatorOptions {
   // "" = no client authentication.
   std::string auth_tokens_file;
   int max_requests_per_token = 8;  // Running or queued at once, per token.
-  std::string device = "cpu";      // Where the embeddings and the head run.
+  // A prompt of more bytes is refused before tokenizing; 0 = PipelineOptions' default.
+  int64_t max_prompt_bytes = 0;
+  std::string device = "cpu";        // Where the embeddings and the head run.
   int max_concurrent_requests = 16;  // Requests generating at once.
   int max_queued_requests = 64;      // Waiting beyond that: RESOURCE_EXHAUSTED.
   // Cap on a request's deadline (a call without one gets this one).
