@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/fd_limit.h"
 #include "common/flags.h"
 #include "common/host_port.h"
 #include "common/logging.h"
@@ -49,6 +50,14 @@ int Fail(const absl::Status& s) {
 
 int main(int argc, char** argv) {
   swarm::BlockShutdownSignals();
+  // Before any thread: gRPC's listener does not survive running out of descriptors
+  // (common/fd_limit.h).
+  if (auto fds = swarm::RaiseOpenFileLimit(); !fds.ok()) {
+    swarm::LogLine(kLog, fds.status().ToString());
+  } else if (fds->after != fds->before) {
+    swarm::LogLine(kLog,
+                   absl::StrCat("open-file limit raised from ", fds->before, " to ", fds->after));
+  }
   if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
     std::fputs(kUsage, stdout);
     return 0;

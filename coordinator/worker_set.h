@@ -8,6 +8,8 @@
 #ifndef SWARM_COORDINATOR_WORKER_SET_H_
 #define SWARM_COORDINATOR_WORKER_SET_H_
 
+#include <grpcpp/security/credentials.h>
+
 #include <functional>
 #include <memory>
 #include <string>

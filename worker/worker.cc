@@ -36,7 +36,7 @@ Worker::Worker(std::unique_ptr<model::LayerHost> host, SessionLimits limits)
 
 Worker::~Worker() = default;
 
-absl::StatusOr<std::string> Worker::OpenSession(int64_t max_length) {
+absl::StatusOr<std::string> Worker::OpenSession(int64_t max_length, const std::string& client) {
   if (max_length < 0) {
     return absl::InvalidArgumentError(absl::StrCat("max_length ", max_length, " is negative"));
   }
@@ -52,6 +52,12 @@ absl::StatusOr<std::string> Worker::OpenSession(int64_t max_length) {
     return absl::ResourceExhaustedError(absl::StrCat("session limit reached: ", sessions_.size(),
                                                      " of ", limits_.max_sessions, " open"));
   }
+  if (limits_.max_sessions_per_client > 0 &&
+      client_sessions_[client] >= limits_.max_sessions_per_client) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("session limit per client reached: ", QuoteInput(client, 64), " has ",
+                     limits_.max_sessions_per_client, " open"));
+  }
   const int64_t need = max_length * kv_bytes_per_token_;
   const int64_t reserved = reserved_tokens_ * kv_bytes_per_token_;
   if (limits_.kv_budget_bytes > 0 && reserved + need > limits_.kv_budget_bytes) {
@@ -60,6 +66,8 @@ absl::StatusOr<std::string> Worker::OpenSession(int64_t max_length) {
         " of ", limits_.kv_budget_bytes, " bytes are reserved by ", sessions_.size(), " sessions"));
   }
   session->reserved_tokens = max_length;
+  session->client = client;
+  ++client_sessions_[client];
   reserved_tokens_ += max_length;
   sessions_.emplace(session->id, session);
   return session->id;
@@ -77,6 +85,7 @@ absl::Status Worker::CloseSession(const std::string& session_id) {
     sessions_.erase(it);
     session->closed = true;
     reserved_tokens_ -= session->reserved_tokens;
+    ReleaseClientLocked(*session);
   }
   // The cache is freed when the last step holding `session` returns (usually right here).
   return absl::OkStatus();
@@ -206,6 +215,11 @@ absl::StatusOr<StepResult> Worker::Forward(const StepRequest& request, HostTenso
   return result;
 }
 
+void Worker::ReleaseClientLocked(const Session& session) {
+  auto it = client_sessions_.find(session.client);
+  if (it != client_sessions_.end() && --it->second <= 0) client_sessions_.erase(it);
+}
+
 int Worker::ReapIdle(absl::Time now) {
   const int64_t cutoff = absl::ToUnixNanos(now - limits_.idle_ttl);
   std::vector<std::shared_ptr<Session>> reaped;  // Destroyed outside the lock.
@@ -217,6 +231,7 @@ int Worker::ReapIdle(absl::Time now) {
       s->mu.Unlock();
       s->closed = true;
       reserved_tokens_ -= s->reserved_tokens;
+      ReleaseClientLocked(*s);
       reaped.push_back(std::move(it->second));
       sessions_.erase(it++);
     } else {

@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "common/block_layout.h"
 #include "common/byte_size.h"
+#include "common/fd_limit.h"
 #include "common/flags.h"
 #include "common/host_port.h"
 #include "common/layer_set.h"
@@ -39,7 +40,9 @@ constexpr char kUsage[] =
     "                    [--memory-budget BYTES [--block-layers N]]\n"
     "                    [--tls-cert FILE --tls-key FILE --tls-ca FILE]  mutual TLS: callers need\n"
     "                                       a certificate from the CA (docs/security.md)\n"
-    "                    [--insecure]       allow plaintext on a non-loopback --listen\n";
+    "                    [--insecure]       allow plaintext on a non-loopback --listen\n"
+    "                    [--max-sessions-per-client N]  open sessions per caller (default: no\n"
+    "                                       limit below --max-sessions)\n";
 
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "swarm-worker: %s\n", std::string(s.message()).c_str());
@@ -84,17 +87,24 @@ absl::StatusOr<std::vector<int>> HostedLayers(const swarm::Flags& flags, int64_t
 
 int main(int argc, char** argv) {
   swarm::BlockShutdownSignals();
+  // Before any thread: gRPC's listener does not survive running out of descriptors
+  // (common/fd_limit.h).
+  if (auto fds = swarm::RaiseOpenFileLimit(); !fds.ok()) {
+    swarm::LogLine(kLog, fds.status().ToString());
+  } else if (fds->after != fds->before) {
+    swarm::LogLine(kLog,
+                   absl::StrCat("open-file limit raised from ", fds->before, " to ", fds->after));
+  }
   if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
     std::fputs(kUsage, stdout);
     return 0;
   }
-  auto flags =
-      swarm::Flags::Parse(argc, argv,
-                          {"model", "layers", "blocks", "num-blocks", "listen", "device", "dtype",
-                           "max-sessions", "session-ttl", "kv-budget", "threads",
-                           "max-queued-steps", "metrics-listen", "memory-budget", "block-layers",
-                           "tls-cert", "tls-key", "tls-ca"},
-                          {swarm::rpc::kInsecureFlag});
+  auto flags = swarm::Flags::Parse(
+      argc, argv,
+      {"model", "layers", "blocks", "num-blocks", "listen", "device", "dtype", "max-sessions",
+       "session-ttl", "kv-budget", "threads", "max-queued-steps", "metrics-listen", "memory-budget",
+       "block-layers", "tls-cert", "tls-key", "tls-ca", "max-sessions-per-client"},
+      {swarm::rpc::kInsecureFlag});
   if (!flags.ok()) {
     std::fputs(kUsage, stderr);
     return Fail(flags.status());
@@ -121,6 +131,12 @@ int main(int argc, char** argv) {
   if (!dtype.ok()) return Fail(dtype.status());
   options.load.dtype = *dtype;
   auto max_sessions = flags->Int("max-sessions", options.limits.max_sessions);
+  auto per_client = flags->Int("max-sessions-per-client", 0);
+  if (!per_client.ok()) return Fail(per_client.status());
+  if (*per_client < 0) {
+    return Fail(absl::InvalidArgumentError("--max-sessions-per-client must not be negative"));
+  }
+  options.limits.max_sessions_per_client = static_cast<int>(*per_client);
   auto ttl = flags->Duration("session-ttl", options.limits.idle_ttl);
   auto budget = flags->Bytes("kv-budget", 0);
   auto threads = flags->Int("threads", options.compute_threads);

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/byte_size.h"
@@ -26,6 +27,20 @@ namespace swarm::worker {
 namespace {
 
 constexpr char kLog[] = "swarm-worker";
+
+// Who is calling, for the per-client session limit: the common name of a verified client
+// certificate, else the peer's host (the port changes with every connection).
+std::string ClientOf(const grpc::CallbackServerContext& ctx) {
+  if (std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
+      auth != nullptr && auth->IsPeerAuthenticated()) {
+    std::vector<grpc::string_ref> cn = auth->FindPropertyValues("x509_common_name");
+    if (!cn.empty()) return absl::StrCat("cn:", absl::string_view(cn[0].data(), cn[0].size()));
+  }
+  std::string peer = ctx.peer();  // "ipv4:127.0.0.1:5432", "ipv6:[::1]:5432".
+  const size_t colon = peer.rfind(':');
+  if (colon != std::string::npos && colon > peer.find(':')) peer.resize(colon);
+  return peer;
+}
 
 // The earlier of the client's deadline and `start + cap`.
 absl::Time EffectiveDeadline(const grpc::CallbackServerContext* ctx, absl::Time start,
@@ -54,6 +69,8 @@ StepRequest StepFromProto(const v1::ForwardRequest& req) {
 }
 
 }  // namespace
+
+class ForwardStreamReactor;
 
 // The gRPC face of a WorkerServer. Requests arrive as const messages owned by gRPC until the
 // reactor finishes; Forward moves the hidden state's bytes out of them (const_cast) rather than
@@ -123,7 +140,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
       FinishCall(reactor, "OpenSession", w.status());
       return reactor;
     }
-    absl::StatusOr<std::string> id = (*w)->OpenSession(req->max_length());
+    absl::StatusOr<std::string> id = (*w)->OpenSession(req->max_length(), ClientOf(*ctx));
     if (id.ok()) {
       resp->set_session_id(*id);
     } else {
@@ -295,26 +312,59 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     return absl::OkStatus();
   }
 
+ public:
+  // Streams still arriving (ForwardStream before its hidden state is complete), so that the
+  // reaper can end those whose next piece is overdue (ExpireArriving) and free their memory.
+  void AddArriving(ForwardStreamReactor* r) ABSL_LOCKS_EXCLUDED(arriving_mu_);
+  void RemoveArriving(ForwardStreamReactor* r) ABSL_LOCKS_EXCLUDED(arriving_mu_);
+  void ExpireArriving(absl::Time now) ABSL_LOCKS_EXCLUDED(arriving_mu_);
+
+ private:
   WorkerServer* owner_;
+  absl::Mutex arriving_mu_;
+  absl::flat_hash_set<ForwardStreamReactor*> arriving_ ABSL_GUARDED_BY(arriving_mu_);
 };
 
-namespace {
-
 // One streamed step: read pieces until the hidden state is complete, compute on the pool, write
-// the reply in pieces, finish. Deletes itself in OnDone.
+// the reply in pieces, finish. A piece that does not arrive within max_piece_wait (or the step's
+// deadline) ends the call (Expire, from the reaper thread). Deletes itself once gRPC is done with
+// it (OnDone) and the reaper, if it is expiring it, has let go (Unhold).
 class ForwardStreamReactor final
     : public grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse> {
  public:
   ForwardStreamReactor(WorkerServiceImpl* service, ThreadPool* pool,
-                       grpc::CallbackServerContext* ctx, absl::Duration max_step_time)
+                       grpc::CallbackServerContext* ctx, absl::Duration max_step_time,
+                       absl::Duration max_piece_wait)
       : service_(service),
         pool_(pool),
         ctx_(ctx),
-        deadline_(EffectiveDeadline(ctx, absl::Now(), max_step_time)) {
+        deadline_(EffectiveDeadline(ctx, absl::Now(), max_step_time)),
+        max_piece_wait_(max_piece_wait) {
+    NextPieceBy(absl::Now());
+    service_->AddArriving(this);
     StartRead(&piece_);
   }
 
+  // The reaper's side: ends the call if it is still arriving and its next piece is overdue.
+  // Called with a hold (Hold) taken under the registry's lock, never inside it.
+  void Expire(absl::Time now) {
+    if (now < absl::FromUnixNanos(piece_deadline_ns_.load())) return;
+    int arriving = kArriving;
+    if (!state_.compare_exchange_strong(arriving, kEnded)) return;
+    // header_ may be in OnReadDone's hands: the outcome is reported without its layers.
+    const absl::Status s = absl::DeadlineExceededError(absl::StrCat(
+        "hidden: the next piece of the stream did not arrive within ",
+        absl::FormatDuration(max_piece_wait_), " (or the step's deadline passed); step abandoned"));
+    service_->FinishForward(v1::ForwardRequest(), 0, 0, s);
+    Finish(rpc::ToGrpcStatus(s));
+  }
+  void Hold() { holds_.fetch_add(1); }
+  void Unhold() {
+    if (holds_.fetch_sub(1) == 1) delete this;
+  }
+
   void OnReadDone(bool ok) override {
+    if (state_.load() == kEnded) return;  // Expired meanwhile.
     if (!ok) {
       // The caller half-closed (or went away) before the tensor was complete.
       End(absl::InvalidArgumentError(absl::StrCat("hidden: the stream ended with ",
@@ -336,9 +386,13 @@ class ForwardStreamReactor final
     }
     if (!assembler_.complete()) {
       piece_.Clear();
+      NextPieceBy(absl::Now());
       StartRead(&piece_);
       return;
     }
+    int arriving = kArriving;
+    if (!state_.compare_exchange_strong(arriving, kWorking)) return;  // Expired meanwhile.
+    service_->RemoveArriving(this);
     if (!pool_->TrySchedule([this] { Compute(); })) End(service_->Overloaded());
   }
 
@@ -350,11 +404,23 @@ class ForwardStreamReactor final
     WriteNext();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    service_->RemoveArriving(this);
+    Unhold();
+  }
 
  private:
-  // Every way the call ends goes through here: the outcome is reported once, then finished.
+  enum State { kArriving, kWorking, kEnded };
+
+  // The next piece is due by the earlier of `now + max_piece_wait` and the step's deadline.
+  void NextPieceBy(absl::Time now) {
+    piece_deadline_ns_.store(absl::ToUnixNanos(std::min(now + max_piece_wait_, deadline_)));
+  }
+
+  // Every way the call ends goes through here (or Expire): the outcome is reported once, then
+  // finished.
   void End(const absl::Status& s) {
+    if (state_.exchange(kEnded) == kEnded) return;
     service_->FinishForward(header_, positions_, seconds_, s);
     Finish(rpc::ToGrpcStatus(s));
   }
@@ -394,6 +460,10 @@ class ForwardStreamReactor final
   ThreadPool* const pool_;
   grpc::CallbackServerContext* const ctx_;
   const absl::Time deadline_;
+  const absl::Duration max_piece_wait_;
+  std::atomic<int> state_{kArriving};
+  std::atomic<int64_t> piece_deadline_ns_{0};
+  std::atomic<int> holds_{1};  // gRPC's, until OnDone; the reaper's while it expires the call.
   v1::ForwardRequest piece_;
   v1::ForwardRequest header_;
   rpc::TensorAssembler assembler_;
@@ -405,11 +475,38 @@ class ForwardStreamReactor final
   double seconds_ = 0;  // Compute time, once the step ran.
 };
 
-}  // namespace
-
 grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>* WorkerServiceImpl::ForwardStream(
     grpc::CallbackServerContext* ctx) {
-  return new ForwardStreamReactor(this, owner_->pool_.get(), ctx, owner_->options_.max_step_time);
+  return new ForwardStreamReactor(this, owner_->pool_.get(), ctx, owner_->options_.max_step_time,
+                                  owner_->options_.max_piece_wait);
+}
+
+void WorkerServiceImpl::AddArriving(ForwardStreamReactor* r) {
+  absl::MutexLock lock(&arriving_mu_);
+  arriving_.insert(r);
+}
+
+void WorkerServiceImpl::RemoveArriving(ForwardStreamReactor* r) {
+  absl::MutexLock lock(&arriving_mu_);
+  arriving_.erase(r);
+}
+
+void WorkerServiceImpl::ExpireArriving(absl::Time now) {
+  std::vector<ForwardStreamReactor*> held;
+  {
+    // A reactor in the set is not deleted before RemoveArriving (OnDone), which waits for this
+    // lock; the hold keeps it alive once the lock is released. Expire runs outside the lock, as
+    // Finish may run OnDone on this thread.
+    absl::MutexLock lock(&arriving_mu_);
+    for (ForwardStreamReactor* r : arriving_) {
+      r->Hold();
+      held.push_back(r);
+    }
+  }
+  for (ForwardStreamReactor* r : held) {
+    r->Expire(now);
+    r->Unhold();
+  }
 }
 
 absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(
@@ -431,10 +528,9 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(
   server->pool_ = std::make_unique<ThreadPool>(options.compute_threads, options.max_queued_steps);
   server->service_ = std::make_unique<WorkerServiceImpl>(server.get());
   server->health_names_ = {v1::WorkerService::service_full_name()};
-  ASSIGN_OR_RETURN(
-      rpc::StartedServer started,
-      rpc::StartServer(options.listen, {server->service_.get()}, server->health_names_,
-                       options.security));
+  ASSIGN_OR_RETURN(rpc::StartedServer started,
+                   rpc::StartServer(options.listen, {server->service_.get()}, server->health_names_,
+                                    options.security));
   server->server_ = std::move(started.server);
   server->address_ = std::move(started.address);
   server->reaper_ = std::thread([s = server.get()] { s->ReapLoop(); });
@@ -561,6 +657,9 @@ void WorkerServer::ReapLoop() {
   while (!stopping_) {
     mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.reap_interval);
     if (stopping_) break;
+    mu_.Unlock();
+    service_->ExpireArriving(absl::Now());
+    mu_.Lock();
     if (Worker* w = worker()) {
       mu_.Unlock();
       int n = w->ReapIdle(absl::Now());

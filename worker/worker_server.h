@@ -101,6 +101,9 @@ struct WorkerServerOptions {
   // Server-side cap on a step's deadline (a step without a deadline gets this one); a step whose
   // deadline has passed when a compute thread picks it up is not run.
   absl::Duration max_step_time = absl::Minutes(2);
+  // A ForwardStream whose next piece does not arrive within this long (checked every
+  // reap_interval) ends with DEADLINE_EXCEEDED and frees what it had received.
+  absl::Duration max_piece_wait = absl::Seconds(30);
   absl::Duration reap_interval = absl::Seconds(1);
   WorkerObserver* observer = nullptr;  // Not owned; must outlive the server.
 };

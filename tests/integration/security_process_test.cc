@@ -3,15 +3,21 @@
 // routed to and `swarm status` says why; a caller without the CA's certificate never reaches a
 // worker's Forward; the right certificates serve the golden ids), client tokens (none, wrong,
 // valid: UNAUTHENTICATED, UNAUTHENTICATED, OK), and plaintext off loopback refused without
-// --insecure.
-#include <gtest/gtest.h>
+// --insecure; a server that keeps accepting after descriptors ran short.
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "client/client.h"
+#include "common/host_port.h"
 #include "rpc/channel.h"
 #include "swarm/v1/worker.grpc.pb.h"
 #include "tests/coordinator/test_cluster.h"
@@ -109,10 +115,10 @@ TEST(SecurityProcessTest, MutualTlsRoutesOnlyToWorkersWithTheCasCertificate) {
   EXPECT_GT(status->workers[1].steps_total, 0u);
 
   // `swarm status` says why the fake is not used.
-  CommandResult cli = RunCommand({kBin + "/swarm", "status", "--server", address, "--tls-ca",
-                                  ca.ca_path(), "--tls-cert", client_files.cert, "--tls-key",
-                                  client_files.key},
-                                 dir + "/status.log");
+  CommandResult cli =
+      RunCommand({kBin + "/swarm", "status", "--server", address, "--tls-ca", ca.ca_path(),
+                  "--tls-cert", client_files.cert, "--tls-key", client_files.key},
+                 dir + "/status.log");
   EXPECT_EQ(cli.exit_code, 0) << ReadFile(dir + "/status.log");
   EXPECT_TRUE(absl::StrContains(cli.out, fake_address)) << cli.out;
   EXPECT_TRUE(absl::StrContains(cli.out, "TLS")) << cli.out;
@@ -183,9 +189,9 @@ TEST(SecurityProcessTest, TokensGuardTheCoordinator) {
   EXPECT_EQ(r->ids, GoldenIds("stories260K", "prompt.greedy"));
 
   // The CLI: --token-file, and no token at all.
-  CommandResult ok = RunCommand({kBin + "/swarm", "status", "--server", address, "--token-file",
-                                 dir + "/alice"},
-                                dir + "/ok.log");
+  CommandResult ok =
+      RunCommand({kBin + "/swarm", "status", "--server", address, "--token-file", dir + "/alice"},
+                 dir + "/ok.log");
   EXPECT_EQ(ok.exit_code, 0) << ReadFile(dir + "/ok.log");
   CommandResult refused =
       RunCommand({kBin + "/swarm", "status", "--server", address}, dir + "/refused.log");
@@ -209,6 +215,50 @@ TEST(SecurityProcessTest, PlaintextOffLoopbackNeedsInsecure) {
                  dir + "/w.log");
   EXPECT_FALSE(worker.WaitForLine("listening on ").empty()) << worker.Log();
   EXPECT_TRUE(absl::StrContains(worker.Log(), "WARNING: --insecure")) << worker.Log();
+}
+
+// 600 idle sockets against a worker started with a soft descriptor limit of 128: gRPC 1.51's
+// listener would stop accepting for good after its first EMFILE; the worker raised its soft limit
+// to the hard one at start-up (common/fd_limit.h), keeps answering while they are open, and
+// after they close.
+TEST(SecurityProcessTest, SurvivesDescriptorExhaustion) {
+  if (std::system("prlimit --version >/dev/null 2>&1") != 0) {
+    SWARM_SKIP_OR_FAIL("prlimit (util-linux) is not installed");
+  }
+  ScratchDir scratch("fds");
+  const std::string& dir = scratch.path();
+  Process worker({"prlimit", "--nofile=128:8192", kBin + "/swarm-worker", "--model",
+                  ModelDir("stories260K"), "--layers", "0-4", "--listen", "127.0.0.1:0"},
+                 dir + "/w.log");
+  const std::string address = worker.WaitForLine("listening on ");
+  ASSERT_FALSE(address.empty()) << worker.Log();
+  EXPECT_TRUE(absl::StrContains(worker.Log(), "open-file limit raised from 128 to 8192"))
+      << worker.Log();
+  auto hp = ParseHostPort(address);
+  ASSERT_TRUE(hp.ok());
+  auto info_ok = [&] {
+    auto stub = v1::WorkerService::NewStub(grpc::CreateCustomChannel(
+        address, grpc::InsecureChannelCredentials(), rpc::InternalChannelArguments()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    v1::InfoResponse info;
+    return stub->Info(&ctx, v1::InfoRequest(), &info).ok();
+  };
+  ASSERT_TRUE(info_ok());
+  std::vector<int> sockets;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(hp->port));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  for (int i = 0; i < 600; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    sockets.push_back(fd);
+  }
+  EXPECT_TRUE(info_ok()) << worker.Log().substr(0, 2000);
+  for (int fd : sockets) close(fd);
+  EXPECT_TRUE(info_ok()) << worker.Log().substr(0, 2000);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // The checks of one step's input that Worker::Forward makes before any layer runs (every Forward
 // path, unary, streamed or batched, goes through them): non-finite hidden states, positions whose
-// sums would overflow, huge layer lists not echoed whole.
+// sums would overflow, huge layer lists not echoed whole; and the deadline on a ForwardStream
+// still arriving.
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,8 +12,10 @@
 
 #include "model/checkpoint.h"
 #include "model/layer_host.h"
+#include "swarm/v1/worker.grpc.pb.h"
 #include "tests/coordinator/test_cluster.h"
 #include "worker/worker.h"
+#include "worker/worker_server.h"
 
 namespace swarm::worker {
 namespace {
@@ -92,6 +96,66 @@ TEST_F(WorkerHardeningTest, AHugeLayerListIsNotEchoed) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_LT(r.status().message().size(), 400u) << r.status().message().substr(0, 400);
   EXPECT_NE(r.status().message().find("1000000 values"), std::string::npos);
+}
+
+TEST(WorkerSessionsTest, OneClientCannotTakeEverySession) {
+  auto checkpoint = model::Checkpoint::Open(testing::ModelDir("stories260K"));
+  ASSERT_TRUE(checkpoint.ok());
+  auto host = model::LayerHost::Create(*std::move(checkpoint), {0}, model::LoadOptions{});
+  ASSERT_TRUE(host.ok());
+  SessionLimits limits;
+  limits.max_sessions = 4;
+  limits.max_sessions_per_client = 2;
+  Worker worker(*std::move(host), limits);
+  auto a1 = worker.OpenSession(0, "ipv4:10.0.0.1");
+  auto a2 = worker.OpenSession(0, "ipv4:10.0.0.1");
+  ASSERT_TRUE(a1.ok() && a2.ok());
+  EXPECT_EQ(worker.OpenSession(0, "ipv4:10.0.0.1").status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(worker.OpenSession(0, "cn:coordinator").ok());
+  ASSERT_TRUE(worker.CloseSession(*a1).ok());
+  EXPECT_TRUE(worker.OpenSession(0, "ipv4:10.0.0.1").ok());
+}
+
+// A ForwardStream that stops one piece short of a complete hidden state is ended by the worker
+// (DEADLINE_EXCEEDED, its own message) once the next piece is overdue, without the caller's help;
+// the worker then serves as before.
+TEST(WorkerStreamTest, AStreamStillArrivingHasADeadline) {
+  WorkerServerOptions options;
+  options.model_dir = testing::ModelDir("stories260K");
+  options.layers = {0, 1};
+  options.reap_interval = absl::Milliseconds(10);
+  options.max_piece_wait = absl::Milliseconds(200);
+  auto server = WorkerServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE((*server)->Load().ok());
+  auto stub = v1::WorkerService::NewStub(
+      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  const int64_t d = (*server)->checkpoint().config().hidden_size;
+  for (int round = 0; round < 3; ++round) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    auto stream = stub->ForwardStream(&ctx);
+    v1::ForwardRequest header;
+    header.set_session_id("s");
+    header.set_step_id(1);
+    header.add_layers(0);
+    header.mutable_hidden()->set_dtype(v1::DTYPE_F32);
+    header.mutable_hidden()->add_shape(4);
+    header.mutable_hidden()->add_shape(d);
+    header.mutable_hidden()->set_data(std::string(3 * d * 4, '\0'));  // One row short.
+    ASSERT_TRUE(stream->Write(header));
+    v1::ForwardResponse resp;
+    EXPECT_FALSE(stream->Read(&resp));  // Blocks until the worker ends the call.
+    grpc::Status s = stream->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+    EXPECT_NE(s.error_message().find("did not arrive"), std::string::npos) << s.error_message();
+  }
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::InfoResponse info;
+  EXPECT_TRUE(stub->Info(&ctx, v1::InfoRequest(), &info).ok());
+  (*server)->Shutdown();
 }
 
 }  // namespace
