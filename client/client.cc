@@ -101,7 +101,8 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
   if (!token.ok()) return token.status();
   if (!token->empty()) impl->authorization = absl::StrCat("Bearer ", *token);
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
-      rpc::MakeChannelCredentials({options.tls_cert_file, options.tls_key_file, options.tls_ca_file});
+      rpc::MakeChannelCredentials(
+          {options.tls_cert_file, options.tls_key_file, options.tls_ca_file});
   if (!credentials.ok()) return credentials.status();
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);  // Replies are small; never fail on size.

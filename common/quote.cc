@@ -25,13 +25,14 @@ std::string ListInput(absl::Span<const int> values, size_t max_items) {
 
 absl::Status ValidateRequestId(absl::string_view id) {
   if (id.size() > kMaxRequestIdBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("request_id ", QuoteInput(id, 32), " is longer than ",
-                                                   kMaxRequestIdBytes, " bytes"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "request_id ", QuoteInput(id, 32), " is longer than ", kMaxRequestIdBytes, " bytes"));
   }
   for (char c : id) {
     if (!absl::ascii_isprint(c)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "request_id ", QuoteInput(id), " holds a non-printable character (printable ASCII only)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("request_id ", QuoteInput(id),
+                       " holds a non-printable character (printable ASCII only)"));
     }
   }
   return absl::OkStatus();

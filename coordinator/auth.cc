@@ -59,8 +59,8 @@ absl::StatusOr<std::string> ReadTokensFile(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrCat("--auth-tokens '", path, "': cannot be read"));
   }
   if (size > kMaxFileBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--auth-tokens '", path, "': ", size, " bytes, more than a tokens file holds"));
+    return absl::InvalidArgumentError(absl::StrCat("--auth-tokens '", path, "': ", size,
+                                                   " bytes, more than a tokens file holds"));
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
@@ -199,8 +199,8 @@ void TokenAuth::MaybeReload() {
   absl::StatusOr<std::vector<Token>> tokens =
       text.ok() ? Parse(*text, what) : absl::StatusOr<std::vector<Token>>(text.status());
   if (!tokens.ok()) {
-    LogLine("swarm-coordinator", absl::StrCat("keeping the tokens in force: ",
-                                              tokens.status().message()));
+    LogLine("swarm-coordinator",
+            absl::StrCat("keeping the tokens in force: ", tokens.status().message()));
     return;
   }
   // A token that stays keeps its running requests' count.

@@ -32,8 +32,8 @@
 namespace swarm::coordinator {
 
 struct TokenAuthOptions {
-  std::string path;                 // The tokens file.
-  int max_requests_per_token = 8;   // Running or queued at once, per token.
+  std::string path;                // The tokens file.
+  int max_requests_per_token = 8;  // Running or queued at once, per token.
   absl::Duration reload_interval = absl::Seconds(5);
 };
 

@@ -363,7 +363,8 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::CallbackServ
                                    v1::StatusResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
     // Unauthenticated callers learn nothing beyond grpc.health.v1's answer.
-    if (absl::StatusOr<TokenAuth::Lease> lease = Authorize(server_, ctx, /*take_slot=*/false); !lease.ok()) {
+    if (absl::StatusOr<TokenAuth::Lease> lease = Authorize(server_, ctx, /*take_slot=*/false);
+        !lease.ok()) {
       reactor->Finish(rpc::ToGrpcStatus(lease.status()));
       return reactor;
     }
@@ -379,8 +380,8 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::CallbackServ
                                     v1::PredictResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
     absl::StatusOr<TokenAuth::Lease> lease = Authorize(server_, ctx, /*take_slot=*/true);
-    reactor->Finish(rpc::ToGrpcStatus(
-        lease.ok() ? DoPredict(server_->pipeline(), *req, resp) : lease.status()));
+    reactor->Finish(rpc::ToGrpcStatus(lease.ok() ? DoPredict(server_->pipeline(), *req, resp)
+                                                 : lease.status()));
     return reactor;
   }
 

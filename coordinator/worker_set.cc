@@ -40,8 +40,7 @@ WorkerSet::WorkerSet(const std::vector<std::string>& addresses, std::string fing
     : addresses_(addresses), fingerprint_(std::move(fingerprint)), num_layers_(num_layers) {
   if (credentials == nullptr) credentials = grpc::InsecureChannelCredentials();
   for (const std::string& address : addresses_) {
-    auto channel =
-        grpc::CreateCustomChannel(address, credentials, rpc::InternalChannelArguments());
+    auto channel = grpc::CreateCustomChannel(address, credentials, rpc::InternalChannelArguments());
     stubs_.push_back(v1::WorkerService::NewStub(channel));
     WorkerState state;
     state.address = address;

@@ -30,15 +30,18 @@ struct StartedServer {
 // unbounded streams, connections or memory.
 struct ServerLimits {
   int max_concurrent_streams = 256;  // Per connection; more wait for a free one.
-  absl::Duration max_connection_idle = absl::Minutes(30);  // No call on it this long: closed.
-  absl::Duration max_connection_age = absl::Hours(6);      // Then GOAWAY...
+  absl::Duration max_connection_idle = absl::Minutes(30);       // No call on it this long: closed.
+  absl::Duration max_connection_age = absl::Hours(6);           // Then GOAWAY...
   absl::Duration max_connection_age_grace = absl::Minutes(15);  // ...and calls get this long.
-  absl::Duration keepalive_time = absl::Minutes(1);  // The server pings an idle client...
+  absl::Duration keepalive_time = absl::Minutes(1);      // The server pings an idle client...
   absl::Duration keepalive_timeout = absl::Seconds(20);  // ...and drops it without an answer.
   // A client pinging more often than this without data gets GOAWAY after two strikes (our
   // channels ping every 20 s: rpc/channel.cc).
   absl::Duration min_client_ping_interval = absl::Seconds(10);
   int64_t memory_quota_bytes = int64_t{4} << 30;  // gRPC's ResourceQuota for the server.
+  // A connection that has not finished its HTTP/2 (and TLS) handshake by then is closed: idle
+  // sockets cannot pile up and hold descriptors (common/fd_limit.h).
+  absl::Duration handshake_timeout = absl::Seconds(20);
 };
 
 // Builds and starts a gRPC server on `listen` ("HOST:PORT", common/host_port.h; port 0 picks a

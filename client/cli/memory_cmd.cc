@@ -123,11 +123,10 @@ absl::Status Memory(const Flags& flags) {
 }
 
 int MemoryCommand(const std::vector<std::string>& args) {
-  auto flags = Flags::Parse(
-      args,
-      WithConnectFlags(
-          {"model", "server", "num-blocks", "top-k-blocks", "keep-blocks", "dtype", "workers"}),
-      {"json"});
+  auto flags = Flags::Parse(args,
+                            WithConnectFlags({"model", "server", "num-blocks", "top-k-blocks",
+                                              "keep-blocks", "dtype", "workers"}),
+                            {"json"});
   if (!flags.ok()) return Fail("memory", flags.status());
   absl::Status s = Memory(*flags);
   if (!s.ok()) return Fail("memory", s);
@@ -136,10 +135,11 @@ int MemoryCommand(const std::vector<std::string>& args) {
 
 }  // namespace
 
-SWARM_REGISTER_COMMAND(memory, "memory",
-                       "memory (--model DIR --num-blocks N | --server HOST:PORT [--num-blocks N]) "
-                       "[--top-k-blocks K] [--workers W] "
-                       "[--dtype f32|bf16|f16] [--keep-blocks 0,-1|none] [--json]" SWARM_CONNECT_USAGE,
-                       MemoryCommand);
+SWARM_REGISTER_COMMAND(
+    memory, "memory",
+    "memory (--model DIR --num-blocks N | --server HOST:PORT [--num-blocks N]) "
+    "[--top-k-blocks K] [--workers W] "
+    "[--dtype f32|bf16|f16] [--keep-blocks 0,-1|none] [--json]" SWARM_CONNECT_USAGE,
+    MemoryCommand);
 
 }  // namespace swarm::cli

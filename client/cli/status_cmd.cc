@@ -103,7 +103,8 @@ int StatusCommand(const std::vector<std::string>& args) {
 
 }  // namespace
 
-SWARM_REGISTER_COMMAND(status, "status", "status --server HOST:PORT [--timeout SECONDS] [--json]" SWARM_CONNECT_USAGE,
+SWARM_REGISTER_COMMAND(status, "status",
+                       "status --server HOST:PORT [--timeout SECONDS] [--json]" SWARM_CONNECT_USAGE,
                        StatusCommand);
 
 }  // namespace swarm::cli

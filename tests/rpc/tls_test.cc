@@ -2,8 +2,8 @@
 // throwaway CAs made by openssl (a plaintext client and a client with another CA's certificate
 // cannot call; certificates are reloaded when their files change), and the rule that plaintext
 // off loopback needs --insecure.
-#include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 
 #include <cstdio>
 #include <string>
@@ -23,9 +23,11 @@ using test_util::CertFiles;
 using test_util::TestCa;
 
 // One health Check over a fresh channel with `tls`; the status, and the server's common name.
-grpc::Status Check(const std::string& address, const TlsFiles& tls, std::string* peer_cn = nullptr) {
+grpc::Status Check(const std::string& address, const TlsFiles& tls,
+                   std::string* peer_cn = nullptr) {
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = MakeChannelCredentials(tls);
-  if (!creds.ok()) return grpc::Status(grpc::StatusCode::INTERNAL, std::string(creds.status().message()));
+  if (!creds.ok())
+    return grpc::Status(grpc::StatusCode::INTERNAL, std::string(creds.status().message()));
   grpc::ChannelArguments args = InternalChannelArguments();
   // A fresh connection each time (no subchannel sharing), so a rotated certificate is seen.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
@@ -45,7 +47,8 @@ grpc::Status Check(const std::string& address, const TlsFiles& tls, std::string*
 class TlsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!test_util::HaveOpenssl()) SWARM_SKIP_OR_FAIL("openssl is not installed (scripts/setup.sh)");
+    if (!test_util::HaveOpenssl())
+      SWARM_SKIP_OR_FAIL("openssl is not installed (scripts/setup.sh)");
     ca_ = std::make_unique<TestCa>("ca-one");
     other_ca_ = std::make_unique<TestCa>("ca-two");
     ASSERT_TRUE(ca_->ok() && other_ca_->ok()) << "openssl could not make the test CAs";
@@ -57,7 +60,8 @@ class TlsTest : public ::testing::Test {
   }
 
   // A server on 127.0.0.1:0 with the CA's server certificate.
-  StartedServer Serve(bool require_client_certs = true, absl::Duration refresh = absl::Seconds(60)) {
+  StartedServer Serve(bool require_client_certs = true,
+                      absl::Duration refresh = absl::Seconds(60)) {
     ServerSecurity security;
     security.tls = {server_files_.cert, server_files_.key, ca_->ca_path(), refresh};
     security.require_client_certs = require_client_certs;
@@ -85,9 +89,9 @@ TEST_F(TlsTest, OnlyAClientWithACertificateFromTheCaGetsIn) {
   EXPECT_EQ(Check(server.address, TlsFiles{"", "", ca_->ca_path()}).error_code(),
             grpc::StatusCode::UNAVAILABLE);
   // A certificate from another CA (trusting the right one).
-  EXPECT_EQ(
-      Check(server.address, {stranger_files_.cert, stranger_files_.key, ca_->ca_path()}).error_code(),
-      grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(Check(server.address, {stranger_files_.cert, stranger_files_.key, ca_->ca_path()})
+                .error_code(),
+            grpc::StatusCode::UNAVAILABLE);
   // A client that trusts only the other CA refuses the server.
   EXPECT_EQ(Check(server.address, {client_files_.cert, client_files_.key, other_ca_->ca_path()})
                 .error_code(),
@@ -100,9 +104,9 @@ TEST_F(TlsTest, OptionalClientCertificatesAreStillVerified) {
   ASSERT_NE(server.server, nullptr);
   EXPECT_TRUE(Check(server.address, TlsFiles{"", "", ca_->ca_path()}).ok());
   EXPECT_TRUE(Check(server.address, Client()).ok());
-  EXPECT_EQ(
-      Check(server.address, {stranger_files_.cert, stranger_files_.key, ca_->ca_path()}).error_code(),
-      grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(Check(server.address, {stranger_files_.cert, stranger_files_.key, ca_->ca_path()})
+                .error_code(),
+            grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(Check(server.address, TlsFiles{}).error_code(), grpc::StatusCode::UNAVAILABLE);
   server.server->Shutdown(absl::ToChronoTime(absl::Now()));
 }
