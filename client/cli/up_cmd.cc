@@ -222,7 +222,7 @@ int UpCommand(const std::vector<std::string>& args) {
   auto flags = Flags::Parse(args,
                             {"model", "workers", "port", "host", "device", "dtype", "kv-budget",
                              "bin-dir", "startup-timeout"},
-                            {"metrics"});
+                            {"metrics", "insecure"});
   if (!flags.ok()) return Fail("up", flags.status());
   auto model_dir = flags->Required("model");
   if (!model_dir.ok()) return Fail("up", model_dir.status());
@@ -297,6 +297,8 @@ int UpCommand(const std::vector<std::string>& args) {
                                      "--dtype",
                                      flags->String("dtype", "f32")};
     if (metrics) argv.insert(argv.end(), {"--metrics-listen", absl::StrCat(host, ":0")});
+    // Plaintext off loopback only when asked for (rpc/security.h).
+    if (flags->Bool("insecure")) argv.push_back("--insecure");
     // Each worker's own budget (required on cuda; on cpu the worker sizes one itself).
     if (flags->Has("kv-budget"))
       argv.insert(argv.end(), {"--kv-budget", flags->String("kv-budget")});
@@ -317,6 +319,7 @@ int UpCommand(const std::vector<std::string>& args) {
                                      "--listen",
                                      absl::StrCat(host, ":", *port)};
     if (metrics) argv.insert(argv.end(), {"--metrics-listen", absl::StrCat(host, ":0")});
+    if (flags->Bool("insecure")) argv.push_back("--insecure");
     auto child = Spawn("coordinator", argv, original);
     if (!child.ok()) return finish(Fail("up", child.status()));
     cluster.Add(*std::move(child));
@@ -355,7 +358,7 @@ SWARM_REGISTER_COMMAND(
     up, "up",
     "up --model DIR [--workers W] [--port P] [--host 127.0.0.1] "
     "[--device cpu|cuda:N] [--dtype f32|bf16|f16] [--kv-budget BYTES] [--bin-dir DIR] "
-    "[--metrics]",
+    "[--metrics] [--insecure (needed for a --host other than loopback)]",
     UpCommand);
 
 }  // namespace swarm::cli
