@@ -256,7 +256,7 @@ absl::Status GenerationPipeline::Validate(const GenerationRequest& r) const {
                                               " tokens"));
   }
   if (r.prompt.empty() && r.prompt_ids.empty()) {
-    return absl::InvalidArgumentError("the request has no prompt: give prompt or prompt_ids");
+    return absl::InvalidArgumentError("the prompt is empty: give prompt or prompt_ids");
   }
   const int64_t max_prompt_bytes =
       options_.max_prompt_bytes > 0 ? options_.max_prompt_bytes : DefaultMaxPromptBytes(context);
