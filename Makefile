@@ -5,7 +5,7 @@ MODEL ?= ../shared/models/stories260K
 CMAKE_ARGS ?=
 PREFIX ?= /usr/local
 
-.PHONY: setup configure build install test test-integration demo bench bench-serving format clean
+.PHONY: setup configure build install test test-integration test-asan fuzz demo bench bench-serving format clean
 
 setup:
 	bash scripts/setup.sh
@@ -36,6 +36,29 @@ test-integration:
 	SWARM_SETUP_INTEGRATION=1 bash scripts/setup.sh
 	$(MAKE) build
 	cd $(BUILD) && ctest --output-on-failure -L integration --timeout 900
+
+# The whole suite built with AddressSanitizer and UndefinedBehaviorSanitizer in its own build
+# directory (gcc; LibTorch itself is not instrumented). Leak checking is off: gRPC and LibTorch
+# keep process-lifetime allocations.
+ASAN_BUILD ?= build-asan
+ASAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+test-asan:
+	@test -f $(ASAN_BUILD)/CMakeCache.txt || cmake -S . -B $(ASAN_BUILD) \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS="$(ASAN_FLAGS)" \
+	  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" $(CMAKE_ARGS)
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j $(JOBS) --timeout 1200
+
+# libFuzzer targets (tests/fuzz, clang) in their own build directory, each run for FUZZ_SECONDS;
+# prints executions and crashes per target (scripts/fuzz.sh).
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= safetensors_fuzz config_fuzz router_file_fuzz tokenizer_load_fuzz \
+  tokenizer_encode_fuzz auth_tokens_fuzz worker_forward_fuzz coordinator_generate_fuzz
+fuzz:
+	JOBS=$(JOBS) bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 demo:
 	bash scripts/setup.sh

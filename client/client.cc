@@ -3,10 +3,15 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <fstream>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/host_port.h"
+#include "rpc/channel.h"
 #include "rpc/server.h"
 #include "rpc/status.h"
 #include "swarm/v1/coordinator.grpc.pb.h"
@@ -16,11 +21,42 @@ namespace swarm {
 struct Client::Impl {
   std::string address;
   ClientOptions options;
+  std::string authorization;  // "Bearer TOKEN", or "" without a token.
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::CoordinatorService::Stub> stub;
+
+  // Every call's context: its deadline and the token.
+  void Prepare(grpc::ClientContext* ctx, absl::Duration timeout) const {
+    ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    if (!authorization.empty()) ctx->AddMetadata("authorization", authorization);
+  }
 };
 
 namespace {
+
+// The token ClientOptions say to send: `token`, else the first line of `token_file`, else
+// SWARM_TOKEN; "" for none.
+absl::StatusOr<std::string> ResolveToken(const ClientOptions& options) {
+  std::string token = options.token;
+  if (token.empty() && !options.token_file.empty()) {
+    std::ifstream in(options.token_file);
+    if (!in) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--token-file '", options.token_file, "': cannot be read"));
+    }
+    std::getline(in, token);
+  } else if (token.empty()) {
+    if (const char* env = std::getenv("SWARM_TOKEN")) token = env;
+  }
+  token = std::string(absl::StripAsciiWhitespace(token));
+  for (char c : token) {
+    if (!absl::ascii_isgraph(c)) {
+      return absl::InvalidArgumentError(
+          "the token holds a space or a control character (a token is printable ASCII)");
+    }
+  }
+  return token;
+}
 
 absl::StatusOr<v1::Mode> ParseMode(const std::string& mode) {
   if (mode.empty() || mode == "exact") return v1::MODE_EXACT;
@@ -61,9 +97,16 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
   auto impl = std::make_unique<Impl>();
   impl->address = address;
   impl->options = options;
+  absl::StatusOr<std::string> token = ResolveToken(options);
+  if (!token.ok()) return token.status();
+  if (!token->empty()) impl->authorization = absl::StrCat("Bearer ", *token);
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      rpc::MakeChannelCredentials(
+          {options.tls_cert_file, options.tls_key_file, options.tls_ca_file});
+  if (!credentials.ok()) return credentials.status();
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);  // Replies are small; never fail on size.
-  impl->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  impl->channel = grpc::CreateCustomChannel(address, *credentials, args);
   impl->stub = v1::CoordinatorService::NewStub(impl->channel);
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
@@ -108,7 +151,7 @@ absl::StatusOr<GenerateResult> Client::Generate(const GenerateRequest& request,
   const absl::Duration timeout = request.timeout > absl::ZeroDuration()
                                      ? request.timeout
                                      : impl_->options.default_generate_timeout;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  impl_->Prepare(&ctx, timeout);
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
       impl_->stub->Generate(&ctx, req);
   GenerateResult result;
@@ -156,7 +199,7 @@ absl::StatusOr<GenerateResult> Client::Generate(const GenerateRequest& request,
 
 absl::StatusOr<ClusterStatus> Client::Status(absl::Duration timeout) {
   grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  impl_->Prepare(&ctx, timeout);
   v1::StatusRequest req;
   v1::StatusResponse resp;
   grpc::Status status = impl_->stub->Status(&ctx, req, &resp);
@@ -209,7 +252,7 @@ absl::StatusOr<Prediction> Client::Predict(const std::string& prompt,
                                            const std::vector<int64_t>& prompt_ids, int top_k_blocks,
                                            absl::Duration timeout) {
   grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  impl_->Prepare(&ctx, timeout);
   v1::PredictRequest req;
   req.set_prompt(prompt);
   req.mutable_prompt_ids()->Assign(prompt_ids.begin(), prompt_ids.end());
@@ -230,7 +273,7 @@ absl::StatusOr<Prediction> Client::Predict(const std::string& prompt,
 absl::StatusOr<MemoryEstimate> Client::EstimateMemory(const MemoryRequest& request,
                                                       absl::Duration timeout) {
   grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  impl_->Prepare(&ctx, timeout);
   v1::EstimateMemoryRequest req;
   req.set_num_blocks(request.num_blocks);
   req.set_top_k_blocks(request.top_k_blocks);

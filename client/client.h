@@ -29,6 +29,15 @@ namespace swarm {
 struct ClientOptions {
   // Deadline of a Generate call that sets no timeout of its own.
   absl::Duration default_generate_timeout = absl::Minutes(10);
+  // The coordinator's token (--auth-tokens there), sent as "authorization: Bearer TOKEN" on every
+  // call. When empty: the first line of `token_file` if set, else the environment's SWARM_TOKEN.
+  std::string token;
+  std::string token_file;
+  // TLS: the CA bundle that the coordinator's certificate must chain to (PEM). Empty: plaintext.
+  std::string tls_ca_file;
+  // A client certificate and key (PEM), for a coordinator that requires one (TLS without tokens).
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 struct GenerateRequest {
@@ -189,7 +198,8 @@ using ChunkCallback = std::function<bool(const GenerateChunk&)>;
 class Client {
  public:
   // Creates a channel to `address` ("host:port"). Does not wait for the server (see
-  // WaitUntilServing). InvalidArgument for a malformed address.
+  // WaitUntilServing). InvalidArgument for a malformed address, an unreadable token file or bad
+  // TLS files.
   static absl::StatusOr<std::unique_ptr<Client>> Connect(const std::string& address,
                                                          const ClientOptions& options = {});
   ~Client();

@@ -38,6 +38,9 @@ struct HostTensor {
   int64_t NumElements() const;
   // OK when data.size() matches shape and dtype; otherwise InvalidArgument naming both.
   absl::Status Validate() const;
+  // OK when every element is finite (no NaN or infinity); otherwise InvalidArgument naming `what`
+  // and the first such element's index. Reads the bits (no conversion); call after Validate().
+  absl::Status CheckFinite(absl::string_view what) const;
   // Converts to f32 values (copies). Used by tests and the CLI.
   std::vector<float> ToFloats() const;
   static HostTensor FromFloats(std::vector<int64_t> shape, const std::vector<float>& values);

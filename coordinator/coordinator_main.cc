@@ -11,14 +11,17 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "common/fd_limit.h"
 #include "common/flags.h"
 #include "common/host_port.h"
 #include "common/logging.h"
 #include "common/signals.h"
 #include "coordinator/coordinator_metrics.h"
+#include "coordinator/auth.h"
 #include "coordinator/coordinator_model.h"
 #include "coordinator/coordinator_server.h"
 #include "coordinator/http_api.h"
+#include "rpc/security.h"
 
 namespace {
 
@@ -57,7 +60,16 @@ swarm::FlagSet CoordinatorFlags() {
       .Value("served-model-name", "NAME", "",
              "the model name the HTTP API reports and accepts (default: the model directory's "
              "name)")
-      .Value("http-max-body-bytes", "BYTES", "1MiB", "largest HTTP request body (413 beyond)");
+      .Value("http-max-body-bytes", "BYTES", "1MiB", "largest HTTP request body (413 beyond)")
+      .Value("auth-tokens", "FILE", "",
+             "clients must send 'authorization: Bearer TOKEN' (lines 'name:token'; "
+             "docs/security.md); reloaded when it changes")
+      .Value("max-requests-per-token", "N", absl::StrCat(d.max_requests_per_token),
+             "requests running or queued per token")
+      .Value("max-prompt-bytes", "BYTES", "",
+             "longer prompts are refused before tokenizing (default 32 per context position, at "
+             "least 64KiB)");
+  swarm::rpc::AddServerSecurityFlags(f);
   return f;
 }
 
@@ -70,6 +82,14 @@ int Fail(const absl::Status& s) {
 
 int main(int argc, char** argv) {
   swarm::BlockShutdownSignals();
+  // Before any thread: gRPC's listener does not survive running out of descriptors
+  // (common/fd_limit.h).
+  if (auto fds = swarm::RaiseOpenFileLimit(); !fds.ok()) {
+    swarm::LogLine(kLog, fds.status().ToString());
+  } else if (fds->after != fds->before) {
+    swarm::LogLine(kLog,
+                   absl::StrCat("open-file limit raised from ", fds->before, " to ", fds->after));
+  }
   const swarm::FlagSet flag_set = CoordinatorFlags();
   auto flags = flag_set.Parse(argc, argv);
   if (!flags.ok()) return Fail(flags.status());
@@ -88,6 +108,27 @@ int main(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("--workers: give at least one HOST:PORT"));
   }
   options.listen = flags->String("listen");
+  {
+    auto security = swarm::rpc::ServerSecurityFromFlags(*flags, kLog);
+    if (!security.ok()) return Fail(security.status());
+    options.security = *std::move(security);
+  }
+  options.auth_tokens_file = flags->String("auth-tokens");
+  {
+    auto per_token = flags->Int("max-requests-per-token", options.max_requests_per_token);
+    if (!per_token.ok()) return Fail(per_token.status());
+    if (*per_token < 1) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--max-requests-per-token must be at least 1, got ", *per_token)));
+    }
+    options.max_requests_per_token = static_cast<int>(*per_token);
+    auto prompt_bytes = flags->Bytes("max-prompt-bytes", 0);
+    if (!prompt_bytes.ok()) return Fail(prompt_bytes.status());
+    if (flags->Has("max-prompt-bytes") && *prompt_bytes < 1) {
+      return Fail(absl::InvalidArgumentError("--max-prompt-bytes must be positive"));
+    }
+    options.max_prompt_bytes = *prompt_bytes;
+  }
   options.device = flags->String("device");
   options.router_path = flags->String("router");
   auto concurrent = flags->Int("max-concurrent-requests");
@@ -198,6 +239,14 @@ int main(int argc, char** argv) {
     ho.listen = flags->String("http-listen");
     ho.model_name = flags->String("served-model-name");
     ho.max_body_bytes = *http_max_body;
+    if (swarm::coordinator::TokenAuth* auth = (*server)->auth(); auth != nullptr) {
+      // The same tokens as the gRPC service. (The lease ends with the check: the per-token limit
+      // on requests at once counts gRPC requests only.)
+      ho.authorize = [auth](absl::string_view authorization) -> absl::Status {
+        absl::StatusOr<swarm::coordinator::TokenAuth::Lease> lease = auth->Acquire(authorization);
+        return lease.status();
+      };
+    }
     auto started = swarm::coordinator::HttpApi::Start(server->get(), ho);
     if (!started.ok()) return Fail(started.status());
     http = *std::move(started);

@@ -13,6 +13,7 @@
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "coordinator/coordinator_service.h"
+#include "rpc/channel.h"
 #include "rpc/server.h"
 #include "swarm/v1/coordinator.grpc.pb.h"
 
@@ -48,13 +49,23 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   server->observer_ = server->stats_.get();
   server->model_ = std::move(model);
   const model::ModelConfig& c = server->model_->config();
+  if (!options.auth_tokens_file.empty()) {
+    TokenAuthOptions auth_options;
+    auth_options.path = options.auth_tokens_file;
+    auth_options.max_requests_per_token = options.max_requests_per_token;
+    ASSIGN_OR_RETURN(server->auth_, TokenAuth::Load(auth_options));
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> worker_credentials,
+                   rpc::MakeChannelCredentials(options.security.tls));
   server->workers_ =
-      std::make_unique<WorkerSet>(options.workers, c.Fingerprint(), static_cast<int>(c.num_layers));
+      std::make_unique<WorkerSet>(options.workers, c.Fingerprint(), static_cast<int>(c.num_layers),
+                                  std::move(worker_credentials));
   PipelineOptions pipeline_options;
   pipeline_options.max_request_time = options.max_request_time;
   pipeline_options.step_timeout = options.step_timeout;
   pipeline_options.control_timeout = options.control_timeout;
   pipeline_options.observer = server->observer_;
+  pipeline_options.max_prompt_bytes = options.max_prompt_bytes;
   // One hop thread per generating request: the rest of a wide parallel step runs on its caller.
   pipeline_options.hop_threads = options.max_concurrent_requests;
   pipeline_options.limits.max_batch_tokens = options.max_batch_tokens;
@@ -67,9 +78,12 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
       std::make_unique<ThreadPool>(options.max_concurrent_requests, options.max_queued_requests);
   server->service_ = NewCoordinatorService(server.get());
   server->health_names_ = {v1::CoordinatorService::service_full_name()};
+  rpc::ServerSecurity security = options.security;
+  // Clients with tokens need no certificate; without tokens a CA means client certificates.
+  security.require_client_certs = server->auth_ == nullptr;
   ASSIGN_OR_RETURN(
       rpc::StartedServer started,
-      rpc::StartServer(options.listen, {server->service_.get()}, server->health_names_));
+      rpc::StartServer(options.listen, {server->service_.get()}, server->health_names_, security));
   server->server_ = std::move(started.server);
   server->address_ = std::move(started.address);
   server->monitor_ = std::thread([s = server.get()] { s->MonitorLoop(); });

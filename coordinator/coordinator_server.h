@@ -27,12 +27,14 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "coordinator/auth.h"
 #include "coordinator/coordinator_model.h"
 #include "coordinator/coordinator_observer.h"
 #include "coordinator/pipeline.h"
 #include "coordinator/scheduler_stats.h"
 #include "coordinator/worker_set.h"
 #include "model/model.h"
+#include "rpc/security.h"
 
 namespace grpc {
 class Server;
@@ -49,6 +51,16 @@ struct CoordinatorOptions {
   std::string model_dir;
   std::vector<std::string> workers;  // "host:port" each.
   std::string listen = "127.0.0.1:0";
+  // The server's TLS and --insecure (rpc/security.h); the same files are the coordinator's
+  // identity towards the workers (mutual TLS), whose certificates must chain to security.tls.ca.
+  // With auth_tokens_file the coordinator's own clients need no certificate.
+  rpc::ServerSecurity security;
+  // --auth-tokens: clients must send a bearer token from this file (coordinator/auth.h);
+  // "" = no client authentication.
+  std::string auth_tokens_file;
+  int max_requests_per_token = 8;  // Running or queued at once, per token.
+  // A prompt of more bytes is refused before tokenizing; 0 = PipelineOptions' default.
+  int64_t max_prompt_bytes = 0;
   std::string device = "cpu";        // Where the embeddings and the head run.
   int max_concurrent_requests = 16;  // Requests generating at once.
   int max_queued_requests = 64;      // Waiting beyond that: RESOURCE_EXHAUSTED.
@@ -94,8 +106,8 @@ class CoordinatorServer {
  public:
   // Loads the model's coordinator side (CoordinatorModel::Load with options.model_dir, device,
   // router_path and router_num_blocks), starts the gRPC server (NOT_SERVING) and the monitor
-  // thread. Errors: the model or router file cannot be loaded, the address cannot be bound, a bad
-  // worker address.
+  // thread. Errors: the model, router file, tokens file or TLS files cannot be loaded, the
+  // address cannot be bound (or is not loopback without TLS or --insecure), a bad worker address.
   static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(
       const CoordinatorOptions& options);
   // The same over a model already loaded from options.model_dir/router_path (swarm-coordinator
@@ -114,6 +126,8 @@ class CoordinatorServer {
   // The observer the pipeline (and the scheduler) report to: SchedulerStats (what Status shows)
   // in front of options.observer.
   CoordinatorObserver* observer() const { return observer_; }
+  // Null when clients need no token.
+  TokenAuth* auth() const { return auth_.get(); }
 
   // Runs `fn` on the bounded request pool. UNAVAILABLE while shutting down, RESOURCE_EXHAUSTED
   // when the pool is full (`fn` is then dropped). Never blocks.
@@ -145,6 +159,7 @@ class CoordinatorServer {
   std::unique_ptr<CoordinatorModel> model_;
   std::unique_ptr<WorkerSet> workers_;
   std::unique_ptr<GenerationPipeline> pipeline_;
+  std::unique_ptr<TokenAuth> auth_;
   std::string address_;
   std::vector<std::string> health_names_;
   std::unique_ptr<ThreadPool> pool_;  // The requests.

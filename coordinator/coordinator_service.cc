@@ -7,6 +7,7 @@
 
 #include "common/layer_set.h"
 #include "common/status_macros.h"
+#include "coordinator/auth.h"
 #include "coordinator/coordinator_server.h"
 #include "coordinator/pipeline.h"
 #include "router/memory.h"
@@ -18,6 +19,24 @@ namespace swarm::coordinator {
 namespace {
 
 constexpr int64_t kDefaultMaxNewTokens = 64;  // SamplingParams.max_new_tokens unset.
+
+// The client's token check (coordinator/auth.h) on the call's `authorization` metadata: a lease
+// (holding one of the token's request slots when `take_slot`), or an empty one when the
+// coordinator takes no tokens; UNAUTHENTICATED or RESOURCE_EXHAUSTED otherwise.
+absl::StatusOr<TokenAuth::Lease> Authorize(CoordinatorServer* server,
+                                           const grpc::CallbackServerContext* ctx, bool take_slot) {
+  TokenAuth* auth = server->auth();
+  if (auth == nullptr) return TokenAuth::Lease();
+  absl::string_view value;
+  const auto& metadata = ctx->client_metadata();
+  if (auto it = metadata.find("authorization"); it != metadata.end()) {
+    value = absl::string_view(it->second.data(), it->second.size());
+  }
+  if (take_slot) return auth->Acquire(value);
+  absl::StatusOr<std::string> name = auth->Authenticate(value);
+  if (!name.ok()) return name.status();
+  return TokenAuth::Lease();
+}
 
 absl::Time ClientDeadline(const grpc::CallbackServerContext* ctx) {
   const auto client = ctx->deadline();
@@ -79,12 +98,20 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   GenerateCall(CoordinatorServer* server, grpc::CallbackServerContext* ctx,
                const v1::GenerateRequest* request)
       : server_(server),
+        ctx_(ctx),
         request_(request),
         arrival_(absl::Now()),
         client_deadline_(ClientDeadline(ctx)),
         stream_interval_(server->options().stream_interval) {}
 
   void Begin() {
+    absl::StatusOr<TokenAuth::Lease> lease = Authorize(server_, ctx_, /*take_slot=*/true);
+    if (!lease.ok()) {
+      server_->pipeline().Refuse(ModeFromProto(*request_), lease.status());
+      Finish(rpc::ToGrpcStatus(lease.status()));
+      return;
+    }
+    lease_ = *std::move(lease);  // Released when the call object is deleted (OnDone).
     absl::Status scheduled = server_->Schedule([this] { Run(); });
     if (!scheduled.ok()) {
       server_->pipeline().Refuse(ModeFromProto(*request_), scheduled);
@@ -221,7 +248,9 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   }
 
   CoordinatorServer* const server_;
+  const grpc::CallbackServerContext* const ctx_;
   const v1::GenerateRequest* const request_;
+  TokenAuth::Lease lease_;
   const absl::Time arrival_;
   const absl::Time client_deadline_;
   const absl::Duration stream_interval_;
@@ -359,6 +388,12 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::CallbackServ
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx, const v1::StatusRequest*,
                                    v1::StatusResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
+    // Unauthenticated callers learn nothing beyond grpc.health.v1's answer.
+    if (absl::StatusOr<TokenAuth::Lease> lease = Authorize(server_, ctx, /*take_slot=*/false);
+        !lease.ok()) {
+      reactor->Finish(rpc::ToGrpcStatus(lease.status()));
+      return reactor;
+    }
     server_->ReportAsync([this, reactor, resp](const ServingReport& report) {
       FillStatus(*server_, report, resp);
       reactor->Finish(grpc::Status::OK);
@@ -370,7 +405,9 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::CallbackServ
   grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* ctx, const v1::PredictRequest* req,
                                     v1::PredictResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(rpc::ToGrpcStatus(DoPredict(server_->pipeline(), *req, resp)));
+    absl::StatusOr<TokenAuth::Lease> lease = Authorize(server_, ctx, /*take_slot=*/true);
+    reactor->Finish(rpc::ToGrpcStatus(lease.ok() ? DoPredict(server_->pipeline(), *req, resp)
+                                                 : lease.status()));
     return reactor;
   }
 
@@ -379,7 +416,9 @@ class CoordinatorServiceImpl final : public v1::CoordinatorService::CallbackServ
                                            const v1::EstimateMemoryRequest* req,
                                            v1::EstimateMemoryResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(rpc::ToGrpcStatus(DoEstimateMemory(*server_, *req, resp)));
+    absl::StatusOr<TokenAuth::Lease> lease = Authorize(server_, ctx, /*take_slot=*/false);
+    reactor->Finish(
+        rpc::ToGrpcStatus(lease.ok() ? DoEstimateMemory(*server_, *req, resp) : lease.status()));
     return reactor;
   }
 

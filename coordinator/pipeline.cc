@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "common/block_layout.h"
 #include "common/logging.h"
+#include "common/quote.h"
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "coordinator/scheduler.h"
@@ -97,7 +98,8 @@ absl::StatusOr<GenerationResult> GenerationPipeline::Generate(const GenerationRe
   run.mode = ModeLabel(request.mode);
   run.arrival = request.arrival == absl::InfinitePast() ? absl::Now() : request.arrival;
   run.deadline = std::min(request.deadline, run.arrival + options_.max_request_time);
-  run.result.request_id = request.request_id.empty()
+  // An id that Validate will refuse is not repeated in the log line or the reply.
+  run.result.request_id = request.request_id.empty() || !ValidateRequestId(request.request_id).ok()
                               ? absl::StrCat("req-", request_counter_.fetch_add(1) + 1)
                               : request.request_id;
   CancellationHandle own_cancel;
@@ -135,7 +137,7 @@ absl::Status GenerationPipeline::RunStages(Run& run, const GenerationRequest& re
   const int64_t prompt_tokens = static_cast<int64_t>(ids.size());
   const model::SamplingParams& params = request.sampling;
   const int64_t context = model_->config().max_position_embeddings;
-  if (prompt_tokens + params.max_new_tokens > context) {
+  if (params.max_new_tokens > context - prompt_tokens) {  // No sum that could overflow.
     return absl::OutOfRangeError(absl::StrCat(
         "prompt (", prompt_tokens, " tokens) + max_new_tokens (", params.max_new_tokens,
         ") exceeds the model's context of ", context, " tokens"));
@@ -206,6 +208,10 @@ absl::Status GenerationPipeline::RunStages(Run& run, const GenerationRequest& re
   return absl::OkStatus();
 }
 
+int64_t DefaultMaxPromptBytes(int64_t context) {
+  return std::max<int64_t>(int64_t{64} << 10, 32 * context);
+}
+
 absl::Status GenerationPipeline::Validate(const GenerationRequest& r) const {
   if (r.mode != GenerationMode::kExact && r.mode != GenerationMode::kSparse) {
     return absl::InvalidArgumentError(absl::StrCat("unknown mode ", static_cast<int>(r.mode)));
@@ -219,6 +225,28 @@ absl::Status GenerationPipeline::Validate(const GenerationRequest& r) const {
         absl::StrCat("top_k_blocks ", r.top_k_blocks, " is negative"));
   }
   RETURN_IF_ERROR(r.sampling.Validate());
+  RETURN_IF_ERROR(ValidateRequestId(r.request_id));
+  // The limits that need no tokenizing come first: nothing expensive runs on a request refused.
+  const int64_t context = model_->config().max_position_embeddings;
+  if (r.sampling.max_new_tokens > context) {
+    return absl::OutOfRangeError(absl::StrCat("max_new_tokens (", r.sampling.max_new_tokens,
+                                              ") exceeds the model's context of ", context,
+                                              " tokens"));
+  }
+  if (r.prompt.empty() && r.prompt_ids.empty()) {
+    return absl::InvalidArgumentError("the prompt is empty: give prompt or prompt_ids");
+  }
+  const int64_t max_prompt_bytes =
+      options_.max_prompt_bytes > 0 ? options_.max_prompt_bytes : DefaultMaxPromptBytes(context);
+  if (static_cast<int64_t>(r.prompt.size()) > max_prompt_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("the prompt has ", r.prompt.size(),
+                                                   " bytes, more than this coordinator takes (",
+                                                   max_prompt_bytes, ", --max-prompt-bytes)"));
+  }
+  if (static_cast<int64_t>(r.prompt_ids.size()) > context) {
+    return absl::OutOfRangeError(absl::StrCat("the prompt has ", r.prompt_ids.size(),
+                                              " ids, more than the model's context of ", context));
+  }
   if (!r.prompt_ids.empty()) {
     if (!r.prompt.empty()) {
       return absl::InvalidArgumentError("give prompt or prompt_ids, not both");

@@ -174,7 +174,13 @@ struct PipelineOptions {
   model::BatchLimits limits;
   int max_waiting_requests = 64;
   int max_micro_batches = 0;
+  // A prompt of more bytes is refused before it is tokenized (--max-prompt-bytes). 0 = 32 bytes
+  // per position of the model's context, at least 64 KiB (DefaultMaxPromptBytes).
+  int64_t max_prompt_bytes = 0;
 };
+
+// PipelineOptions::max_prompt_bytes when it is 0, for a model of `context` positions.
+int64_t DefaultMaxPromptBytes(int64_t context);
 
 class GenerationPipeline {
  public:

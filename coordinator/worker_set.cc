@@ -5,6 +5,8 @@
 #include <atomic>
 #include <utility>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
@@ -15,12 +17,30 @@
 
 namespace swarm::coordinator {
 
+namespace {
+
+// Why a worker cannot be called, in words: a failed TLS handshake (a worker whose certificate is
+// not from --tls-ca, or that refuses the coordinator's) is named as such.
+std::string UnreachableReason(const absl::Status& status) {
+  const std::string text = absl::AsciiStrToLower(status.message());
+  if (absl::StrContains(text, "handshake") || absl::StrContains(text, "ssl") ||
+      absl::StrContains(text, "certificate")) {
+    return absl::StrCat(
+        "unreachable: the TLS handshake failed (is its certificate from the coordinator's "
+        "--tls-ca, and does it trust the coordinator's?): ",
+        status.ToString());
+  }
+  return absl::StrCat("unreachable: ", status.ToString());
+}
+
+}  // namespace
+
 WorkerSet::WorkerSet(const std::vector<std::string>& addresses, std::string fingerprint,
-                     int num_layers)
+                     int num_layers, std::shared_ptr<grpc::ChannelCredentials> credentials)
     : addresses_(addresses), fingerprint_(std::move(fingerprint)), num_layers_(num_layers) {
+  if (credentials == nullptr) credentials = grpc::InsecureChannelCredentials();
   for (const std::string& address : addresses_) {
-    auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                             rpc::InternalChannelArguments());
+    auto channel = grpc::CreateCustomChannel(address, credentials, rpc::InternalChannelArguments());
     stubs_.push_back(v1::WorkerService::NewStub(channel));
     WorkerState state;
     state.address = address;
@@ -72,7 +92,7 @@ void WorkerSet::Record(int index, const grpc::Status& status, const v1::InfoResp
   s.reachable = status.ok();
   if (!status.ok()) {
     s.compatible = s.ready = false;
-    s.error = absl::StrCat("unreachable: ", rpc::FromGrpcStatus(status).ToString());
+    s.error = UnreachableReason(rpc::FromGrpcStatus(status));
   } else {
     s.info = info;
     s.ready = info.ready();
@@ -158,7 +178,7 @@ void WorkerSet::MarkUnreachable(int index, const absl::Status& status) {
   WorkerState& s = states_[index];
   if (s.usable()) ++changes_;
   s.reachable = false;
-  s.error = absl::StrCat("unreachable: ", status.ToString());
+  s.error = UnreachableReason(status);
 }
 
 void WorkerSet::Notify() {

@@ -8,6 +8,8 @@
 #ifndef SWARM_COORDINATOR_WORKER_SET_H_
 #define SWARM_COORDINATOR_WORKER_SET_H_
 
+#include <grpcpp/security/credentials.h>
+
 #include <functional>
 #include <memory>
 #include <string>
@@ -37,7 +39,9 @@ struct WorkerState {
 class WorkerSet {
  public:
   // `fingerprint` and `num_layers` describe the coordinator's model; workers must match them.
-  WorkerSet(const std::vector<std::string>& addresses, std::string fingerprint, int num_layers);
+  // `credentials` (rpc::MakeChannelCredentials) secure every channel; null = plaintext.
+  WorkerSet(const std::vector<std::string>& addresses, std::string fingerprint, int num_layers,
+            std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
   int size() const { return static_cast<int>(stubs_.size()); }
   const std::string& address(int index) const { return addresses_[index]; }

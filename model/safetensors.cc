@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/quote.h"
 #include "nlohmann/json.hpp"
 
 namespace swarm::model {
@@ -139,9 +140,10 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   }
   const uint64_t data_start = 8 + header_len;
   const uint64_t data_size = file->size_ - data_start;
+  // Names by value: pointers into tensors_ would not survive its rehashing.
   struct Range {
     uint64_t begin, end;
-    const std::string* name;
+    std::string name;
   };
   std::vector<Range> ranges;
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -156,7 +158,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
       continue;
     }
     auto bad = [&](absl::string_view what) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", name, "': ", what));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor ", QuoteInput(name), ": ", what));
     };
     if (!entry.is_object()) return bad("header entry is not an object");
     auto dt = entry.find("dtype");
@@ -182,6 +185,11 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
       numel *= dim;
       view.shape.push_back(static_cast<int64_t>(dim));
     }
+    // Bytes = numel x element size must not wrap around either ([2^31, 2^31] of F32 is 2^64).
+    if (numel > (uint64_t{1} << 62) / StDTypeSize(view.dtype)) {
+      return bad(absl::StrCat("shape ", ShapeString(view.shape), " x ", StDTypeName(view.dtype),
+                              " overflows a 64-bit byte count"));
+    }
     uint64_t begin = (*off)[0].get<uint64_t>();
     uint64_t end = (*off)[1].get<uint64_t>();
     if (begin > end || end > data_size) {
@@ -196,15 +204,16 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     view.data = file->base_ + data_start + begin;
     view.nbytes = end - begin;
     auto [slot, inserted] = file->tensors_.emplace(name, std::move(view));
-    ranges.push_back({begin, end, &slot->first});
+    ranges.push_back({begin, end, slot->first});
   }
   std::sort(ranges.begin(), ranges.end(),
             [](const Range& a, const Range& b) { return a.begin < b.begin; });
   for (size_t i = 1; i < ranges.size(); ++i) {
     if (ranges[i].begin < ranges[i - 1].end) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", *ranges[i].name,
-                                                     "' overlaps tensor '", *ranges[i - 1].name,
-                                                     "' in the data section"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": tensor ", QuoteInput(ranges[i].name), " (bytes ", ranges[i].begin, "..",
+          ranges[i].end, ") overlaps tensor ", QuoteInput(ranges[i - 1].name), " (bytes ",
+          ranges[i - 1].begin, "..", ranges[i - 1].end, ") in the data section"));
     }
   }
   return file;

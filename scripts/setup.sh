@@ -13,7 +13,7 @@ PACKAGES=(
   libabsl-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev
   nlohmann-json3-dev libcpp-httplib-dev libpcre2-dev libutf8proc-dev
-  iproute2 procps
+  iproute2 procps openssl
   python3-grpcio python3-protobuf
 )
 # Extra packages for the integration tests (tests/deploy: a real Prometheus and promtool, manifest

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "common/quote.h"
 #include "common/status_macros.h"
 #include "common/tensor_rows.h"
 #include "model/combine.h"
@@ -40,7 +41,7 @@ Worker::Worker(std::unique_ptr<model::LayerHost> host, SessionLimits limits,
 
 Worker::~Worker() = default;
 
-absl::StatusOr<std::string> Worker::OpenSession(int64_t max_length) {
+absl::StatusOr<std::string> Worker::OpenSession(int64_t max_length, const std::string& client) {
   if (max_length < 0) {
     return absl::InvalidArgumentError(absl::StrCat("max_length ", max_length, " is negative"));
   }
@@ -56,6 +57,12 @@ absl::StatusOr<std::string> Worker::OpenSession(int64_t max_length) {
     return absl::ResourceExhaustedError(absl::StrCat("session limit reached: ", sessions_.size(),
                                                      " of ", limits_.max_sessions, " open"));
   }
+  if (limits_.max_sessions_per_client > 0 &&
+      client_sessions_[client] >= limits_.max_sessions_per_client) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("session limit per client reached: ", QuoteInput(client, 64), " has ",
+                     limits_.max_sessions_per_client, " open"));
+  }
   const int64_t need = max_length * kv_bytes_per_token_;
   const int64_t reserved = reserved_tokens_ * kv_bytes_per_token_;
   if (limits_.kv_budget_bytes > 0 && reserved + need > limits_.kv_budget_bytes) {
@@ -64,6 +71,8 @@ absl::StatusOr<std::string> Worker::OpenSession(int64_t max_length) {
         " of ", limits_.kv_budget_bytes, " bytes are reserved by ", sessions_.size(), " sessions"));
   }
   session->reserved_tokens = max_length;
+  session->client = client;
+  ++client_sessions_[client];
   reserved_tokens_ += max_length;
   sessions_.emplace(session->id, session);
   return session->id;
@@ -81,6 +90,7 @@ absl::Status Worker::CloseSession(const std::string& session_id) {
     sessions_.erase(it);
     session->closed = true;
     reserved_tokens_ -= session->reserved_tokens;
+    ReleaseClientLocked(*session);
   }
   // The cache is freed when the last step holding `session` returns (usually right here).
   return absl::OkStatus();
@@ -101,7 +111,7 @@ absl::Status Worker::ValidateCall(const BatchRequest& request, const HostTensor&
     const int l = request.layers[i];
     if (i > 0 && l <= request.layers[i - 1]) {
       return absl::InvalidArgumentError(absl::StrCat("layers must be strictly increasing, got [",
-                                                     absl::StrJoin(request.layers, ","), "]"));
+                                                     ListInput(request.layers), "]"));
     }
     if (!host_->Hosts(l)) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -143,7 +153,8 @@ absl::Status Worker::ValidateCall(const BatchRequest& request, const HostTensor&
     return absl::InvalidArgumentError(
         absl::StrCat("the steps bring ", rows, " positions; hidden holds ", hidden.shape[0]));
   }
-  return absl::OkStatus();
+  // A NaN or infinity would run through every layer and come back as NaN.
+  return hidden.CheckFinite("hidden");
 }
 
 absl::Status Worker::ValidateStep(const BatchStepRequest& step) const {
@@ -424,6 +435,11 @@ absl::StatusOr<BatchResult> Worker::ForwardBatch(const BatchRequest& request, Ho
   return result;
 }
 
+void Worker::ReleaseClientLocked(const Session& session) {
+  auto it = client_sessions_.find(session.client);
+  if (it != client_sessions_.end() && --it->second <= 0) client_sessions_.erase(it);
+}
+
 int Worker::ReapIdle(absl::Time now) {
   const int64_t cutoff = absl::ToUnixNanos(now - limits_.idle_ttl);
   std::vector<std::shared_ptr<Session>> reaped;  // Destroyed outside the lock.
@@ -435,6 +451,7 @@ int Worker::ReapIdle(absl::Time now) {
       s->mu.Unlock();
       s->closed = true;
       reserved_tokens_ -= s->reserved_tokens;
+      ReleaseClientLocked(*s);
       reaped.push_back(std::move(it->second));
       sessions_.erase(it++);
     } else {

@@ -35,7 +35,10 @@
 namespace swarm::worker {
 
 struct SessionLimits {
-  int max_sessions = 64;                              // Open sessions at once.
+  int max_sessions = 64;  // Open sessions at once.
+  // Open sessions at once per client (OpenSession's `client`); 0 = only max_sessions. Keeps one
+  // caller from locking the others out of the session table.
+  int max_sessions_per_client = 0;
   absl::Duration idle_ttl = absl::Minutes(5);         // A session unused this long is closed.
   int64_t kv_budget_bytes = 0;                        // Reserved KV bytes at most; 0 = unlimited.
   int64_t max_cached_reply_bytes = int64_t{1} << 20;  // See StepResult::replayed.
@@ -130,9 +133,11 @@ class Worker {
   const SessionLimits& limits() const { return limits_; }
 
   // Opens a session that will hold at most `max_length` positions (0 or more than the context:
-  // the context) and reserves their KV bytes. Returns its id. ResourceExhausted when the session
-  // limit is reached or the reservation does not fit the budget.
-  absl::StatusOr<std::string> OpenSession(int64_t max_length);
+  // the context) and reserves their KV bytes, for `client` (who asks: a certificate's name or a
+  // peer address; counted against max_sessions_per_client). Returns its id. ResourceExhausted
+  // when the session limit (overall or the client's) is reached or the reservation does not fit
+  // the budget.
+  absl::StatusOr<std::string> OpenSession(int64_t max_length, const std::string& client = "");
   // Frees the session. NotFound for an unknown id. A step of that session already running
   // finishes; later ones get NotFound.
   absl::Status CloseSession(const std::string& session_id);
@@ -177,7 +182,10 @@ class Worker {
     // Owned by the table (Worker::mu_).
     int64_t reserved_tokens = 0;
     bool closed = false;
+    std::string client;
   };
+  // Drops a closed session from its client's count.
+  void ReleaseClientLocked(const Session& session) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // What the checks of one step under its session's lock decided.
   enum class StepPlan { kFailed, kReplay, kCompute };
@@ -211,6 +219,7 @@ class Worker {
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   int64_t reserved_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, int> client_sessions_ ABSL_GUARDED_BY(mu_);
   uint64_t reaped_total_ ABSL_GUARDED_BY(mu_) = 0;
 
   std::atomic<int> inflight_{0};

@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "common/block_layout.h"
 #include "common/byte_size.h"
+#include "common/fd_limit.h"
 #include "common/flags.h"
 #include "common/host_port.h"
 #include "common/layer_set.h"
@@ -24,6 +25,7 @@
 #include "common/progress.h"
 #include "common/signals.h"
 #include "model/config.h"
+#include "rpc/security.h"
 #include "rpc/server.h"
 #include "worker/worker_metrics.h"
 #include "worker/worker_server.h"
@@ -60,7 +62,10 @@ swarm::FlagSet WorkerFlags() {
              "keep at most this many bytes of layer weights resident, loading the others on demand")
       .Value("block-layers", "N", absl::StrCat(d.block_layers),
              "layers loaded and evicted together (with --memory-budget)")
+      .Value("max-sessions-per-client", "N", "0",
+             "open sessions per caller (0 = no limit below --max-sessions)")
       .Note("Give either --layers or --blocks with --num-blocks.");
+  swarm::rpc::AddServerSecurityFlags(f);
   return f;
 }
 
@@ -107,6 +112,14 @@ absl::StatusOr<std::vector<int>> HostedLayers(const swarm::Flags& flags, int64_t
 
 int main(int argc, char** argv) {
   swarm::BlockShutdownSignals();
+  // Before any thread: gRPC's listener does not survive running out of descriptors
+  // (common/fd_limit.h).
+  if (auto fds = swarm::RaiseOpenFileLimit(); !fds.ok()) {
+    swarm::LogLine(kLog, fds.status().ToString());
+  } else if (fds->after != fds->before) {
+    swarm::LogLine(kLog,
+                   absl::StrCat("open-file limit raised from ", fds->before, " to ", fds->after));
+  }
   const swarm::FlagSet flag_set = WorkerFlags();
   auto flags = flag_set.Parse(argc, argv);
   if (!flags.ok()) return Fail(flags.status());
@@ -126,11 +139,22 @@ int main(int argc, char** argv) {
     options.layers = *layers;
   }
   options.listen = flags->String("listen");
+  {
+    auto security = swarm::rpc::ServerSecurityFromFlags(*flags, kLog);
+    if (!security.ok()) return Fail(security.status());
+    options.security = *std::move(security);
+  }
   options.load.device = flags->String("device");
   auto dtype = swarm::ParseDType(flags->String("dtype"));
   if (!dtype.ok()) return Fail(dtype.status());
   options.load.dtype = *dtype;
   auto max_sessions = flags->Int("max-sessions");
+  auto per_client = flags->Int("max-sessions-per-client");
+  if (!per_client.ok()) return Fail(per_client.status());
+  if (*per_client < 0) {
+    return Fail(absl::InvalidArgumentError("--max-sessions-per-client must not be negative"));
+  }
+  options.limits.max_sessions_per_client = static_cast<int>(*per_client);
   auto ttl = flags->Duration("session-ttl");
   auto budget = flags->Bytes("kv-budget", 0);
   auto threads = flags->Int("threads");

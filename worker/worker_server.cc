@@ -6,12 +6,14 @@
 #include <chrono>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/byte_size.h"
 #include "common/layer_set.h"
 #include "common/logging.h"
 #include "common/memory_limits.h"
+#include "common/quote.h"
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "rpc/batch_codec.h"
@@ -26,6 +28,20 @@ namespace swarm::worker {
 namespace {
 
 constexpr char kLog[] = "swarm-worker";
+
+// Who is calling, for the per-client session limit: the common name of a verified client
+// certificate, else the peer's host (the port changes with every connection).
+std::string ClientOf(const grpc::CallbackServerContext& ctx) {
+  if (std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
+      auth != nullptr && auth->IsPeerAuthenticated()) {
+    std::vector<grpc::string_ref> cn = auth->FindPropertyValues("x509_common_name");
+    if (!cn.empty()) return absl::StrCat("cn:", absl::string_view(cn[0].data(), cn[0].size()));
+  }
+  std::string peer = ctx.peer();  // "ipv4:127.0.0.1:5432", "ipv6:[::1]:5432".
+  const size_t colon = peer.rfind(':');
+  if (colon != std::string::npos && colon > peer.find(':')) peer.resize(colon);
+  return peer;
+}
 
 // The earlier of the client's deadline and `start + cap`.
 absl::Time EffectiveDeadline(const grpc::CallbackServerContext* ctx, absl::Time start,
@@ -68,6 +84,7 @@ BatchRequest BatchFromProto(const v1::ForwardBatchRequest& req) {
 }
 
 }  // namespace
+
 
 // The gRPC face of a WorkerServer. Requests arrive as const messages owned by gRPC until the
 // reactor finishes; Forward moves the hidden state's bytes out of them (const_cast) rather than
@@ -141,12 +158,12 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
       FinishCall(reactor, "OpenSession", w.status());
       return reactor;
     }
-    absl::StatusOr<std::string> id = (*w)->OpenSession(req->max_length());
+    absl::StatusOr<std::string> id = (*w)->OpenSession(req->max_length(), ClientOf(*ctx));
     if (id.ok()) {
       resp->set_session_id(*id);
     } else {
-      LogLine(kLog, absl::StrCat("OpenSession (request '", req->request_id(),
-                                 "'): ", id.status().ToString()));
+      LogLine(kLog, absl::StrCat("OpenSession (request ", QuoteInput(req->request_id()),
+                                 "): ", id.status().ToString()));
     }
     FinishCall(reactor, "OpenSession", id.status());
     return reactor;
@@ -596,9 +613,9 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(
   server->pool_ = std::make_unique<ThreadPool>(options.compute_threads, options.max_queued_steps);
   server->service_ = std::make_unique<WorkerServiceImpl>(server.get());
   server->health_names_ = {v1::WorkerService::service_full_name()};
-  ASSIGN_OR_RETURN(
-      rpc::StartedServer started,
-      rpc::StartServer(options.listen, {server->service_.get()}, server->health_names_));
+  ASSIGN_OR_RETURN(rpc::StartedServer started,
+                   rpc::StartServer(options.listen, {server->service_.get()}, server->health_names_,
+                                    options.security));
   server->server_ = std::move(started.server);
   server->address_ = std::move(started.address);
   server->reaper_ = std::thread([s = server.get()] { s->ReapLoop(); });

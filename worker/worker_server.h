@@ -28,6 +28,7 @@
 #include "model/checkpoint.h"
 #include "model/layer_host.h"
 #include "model/weights.h"
+#include "rpc/security.h"
 #include "worker/block_residency.h"
 #include "worker/worker.h"
 
@@ -99,6 +100,8 @@ struct WorkerServerOptions {
   int64_t memory_budget_bytes = 0;
   int block_layers = 1;
   std::string listen = "127.0.0.1:0";
+  // TLS (mutual with a CA: callers need a certificate from it) and --insecure (rpc/security.h).
+  rpc::ServerSecurity security;
   int compute_threads = 2;     // Steps computed at once.
   int max_queued_steps = 256;  // Steps waiting beyond that: RESOURCE_EXHAUSTED.
   // Rows a ForwardBatchStream call may carry at most (never fewer than the model's context): the

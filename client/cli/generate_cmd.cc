@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/cli/command.h"
+#include "client/cli/connect_flags.h"
 #include "client/cli/sampling_flags.h"
 #include "client/client.h"
 #include "common/flags.h"
@@ -32,6 +33,7 @@ const FlagSet& GenerateFlags() {
         .Value("timeout", "SECONDS", "600", "deadline of the whole request")
         .Bool("json", "print one JSON object {prompt_ids, ids, text, ...} instead of the text")
         .Note("Give exactly one of --prompt or --ids.");
+    AddConnectFlags(f);
     return f;
   }();
   return flags;
@@ -96,7 +98,7 @@ int GenerateCommand(const std::vector<std::string>& args) {
   if (!timeout.ok()) return Fail("generate", timeout.status());
   req.timeout = absl::Seconds(*timeout);
 
-  auto client = Client::Connect(*server);
+  auto client = Client::Connect(*server, ConnectOptions(*flags));
   if (!client.ok()) return Fail("generate", client.status());
   const bool json = flags->Bool("json");
   if (!json && flags->Has("prompt")) {

@@ -1,5 +1,7 @@
 #include "client/cli/memory_remote.h"
 
+#include "client/cli/connect_flags.h"
+
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -60,7 +62,7 @@ absl::Status RemoteMemory(const Flags& flags) {
   auto keep = ParseKeepList(flags.String("keep-blocks"), &req.keep_default);
   if (!keep.ok()) return keep.status();
   req.keep_blocks = *keep;
-  auto client = Client::Connect(flags.String("server"));
+  auto client = Client::Connect(flags.String("server"), ConnectOptions(flags));
   if (!client.ok()) return client.status();
   auto e = (*client)->EstimateMemory(req);
   if (!e.ok()) return e.status();
@@ -93,6 +95,7 @@ const FlagSet& MemoryFlags() {
                "and the last)")
         .Bool("json", "print one JSON object")
         .Note("Give one of --model or --server.");
+    AddConnectFlags(f);
     return f;
   }();
   return flags;

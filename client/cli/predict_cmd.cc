@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/cli/command.h"
+#include "client/cli/connect_flags.h"
 #include "client/client.h"
 #include "common/flags.h"
 #include "nlohmann/json.hpp"
@@ -45,6 +46,7 @@ const FlagSet& PredictFlags() {
         .Value("timeout", "SECONDS", "10", "deadline of the call")
         .Bool("json", "print one JSON object {blocks, weights, layers, ...}")
         .Note("Give exactly one of --prompt or --ids.");
+    AddConnectFlags(f);
     return f;
   }();
   return flags;
@@ -73,7 +75,7 @@ int PredictCommand(const std::vector<std::string>& args) {
   }
   auto timeout = flags->Double("timeout");
   if (!timeout.ok()) return Fail(kName, timeout.status());
-  auto client = Client::Connect(*server);
+  auto client = Client::Connect(*server, ConnectOptions(*flags));
   if (!client.ok()) return Fail(kName, client.status());
   auto p = (*client)->Predict(flags->String("prompt"), ids, static_cast<int>(*k),
                               absl::Seconds(*timeout));

@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/cli/command.h"
+#include "client/cli/connect_flags.h"
 #include "client/client.h"
 #include "common/flags.h"
 #include "nlohmann/json.hpp"
@@ -75,6 +76,7 @@ const FlagSet& StatusFlags() {
     f.Required("server", "HOST:PORT", "the coordinator")
         .Value("timeout", "SECONDS", "10", "deadline of the call")
         .Bool("json", "print one JSON object instead of the table");
+    AddConnectFlags(f);
     return f;
   }();
   return flags;
@@ -87,7 +89,7 @@ int StatusCommand(const std::vector<std::string>& args) {
   if (!server.ok()) return Fail("status", server.status());
   auto timeout = flags->Double("timeout");
   if (!timeout.ok()) return Fail("status", timeout.status());
-  auto client = Client::Connect(*server);
+  auto client = Client::Connect(*server, ConnectOptions(*flags));
   if (!client.ok()) return Fail("status", client.status());
   auto status = (*client)->Status(absl::Seconds(*timeout));
   if (!status.ok()) return Fail("status", status.status());

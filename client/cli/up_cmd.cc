@@ -241,7 +241,8 @@ const FlagSet& UpFlags() {
                "where swarm-worker and swarm-coordinator are (default: "
                "beside this binary)")
         .Value("startup-timeout", "SECONDS", "120", "how long the cluster may take to serve")
-        .Bool("metrics", "every process serves /metrics on a free port");
+        .Bool("metrics", "every process serves /metrics on a free port")
+        .Bool("insecure", "plaintext on a --host other than loopback (passed to every server)");
     return f;
   }();
   return flags;
@@ -324,6 +325,8 @@ int UpCommand(const std::vector<std::string>& args) {
                                      "--dtype",
                                      flags->String("dtype")};
     if (metrics) argv.insert(argv.end(), {"--metrics-listen", absl::StrCat(host, ":0")});
+    // Plaintext off loopback only when asked for (rpc/security.h).
+    if (flags->Bool("insecure")) argv.push_back("--insecure");
     // Each worker's own budget (required on cuda; on cpu the worker sizes one itself).
     if (flags->Has("kv-budget"))
       argv.insert(argv.end(), {"--kv-budget", flags->String("kv-budget")});
@@ -344,6 +347,7 @@ int UpCommand(const std::vector<std::string>& args) {
                                      "--listen",
                                      absl::StrCat(host, ":", *port)};
     if (metrics) argv.insert(argv.end(), {"--metrics-listen", absl::StrCat(host, ":0")});
+    if (flags->Bool("insecure")) argv.push_back("--insecure");
     auto child = Spawn("coordinator", argv, original);
     if (!child.ok()) return finish(Fail("up", child.status()));
     cluster.Add(*std::move(child));

@@ -219,7 +219,9 @@ TEST_F(PipelineTest, ValidationErrorsKeepTheirCodesAndMessages) {
          r.add_special_tokens = false;
        },
        absl::StatusCode::kInvalidArgument, "the prompt is empty"},
-      {"beyond the context", [](GenerationRequest& r) { r.sampling.max_new_tokens = 600; },
+      // 510 alone fits the context (600 would be refused before tokenizing, hardening_test.cc);
+      // with the prompt it does not.
+      {"beyond the context", [](GenerationRequest& r) { r.sampling.max_new_tokens = 510; },
        absl::StatusCode::kOutOfRange, "exceeds the model's context of 512 tokens"},
       {"sparse without router or plan",
        [](GenerationRequest& r) {

@@ -30,16 +30,16 @@ worker() {  # worker POD_NAME [extra env...] -- [args...]
 }
 
 check "ordinal 0" \
-  "--model /models/m --listen 0.0.0.0:7001 --metrics-listen 0.0.0.0:9100 --layers 0-1 --device cuda:0 " \
+  "--model /models/m --listen 0.0.0.0:7001 --metrics-listen 0.0.0.0:9100 --insecure --layers 0-1 --device cuda:0 " \
   "$(worker swarm-worker-0)"
 check "ordinal 1 skips blanks and comments" \
-  "--model /models/m --listen 0.0.0.0:7001 --metrics-listen 0.0.0.0:9100 --layers 2-4 --device cuda:0 " \
+  "--model /models/m --listen 0.0.0.0:7001 --metrics-listen 0.0.0.0:9100 --insecure --layers 2-4 --device cuda:0 " \
   "$(worker swarm-worker-1)"
 check "blocks entry" \
-  "--model /models/m --listen 0.0.0.0:7001 --metrics-listen 0.0.0.0:9100 --blocks 1,3 --num-blocks 8 --device cuda:0 " \
+  "--model /models/m --listen 0.0.0.0:7001 --metrics-listen 0.0.0.0:9100 --insecure --blocks 1,3 --num-blocks 8 --device cuda:0 " \
   "$(worker swarm-worker-2)"
 check "ports from the environment" \
-  "--model /models/m --listen 0.0.0.0:8001 --metrics-listen 0.0.0.0:9200 --layers 0-1 --device cuda:0 " \
+  "--model /models/m --listen 0.0.0.0:8001 --metrics-listen 0.0.0.0:9200 --insecure --layers 0-1 --device cuda:0 " \
   "$(worker my-sts-10-0 SWARM_WORKER_PORT=8001 SWARM_METRICS_PORT=9200)"
 
 # Failures: an ordinal beyond the map, a pod name without an ordinal, a malformed entry.
@@ -69,11 +69,28 @@ w="swarm-worker-0.swarm-worker.llm.svc.cluster.local:7001"
 w="$w,swarm-worker-1.swarm-worker.llm.svc.cluster.local:7001"
 w="$w,swarm-worker-2.swarm-worker.llm.svc.cluster.local:7001"
 check "coordinator dials one worker per entry" \
-  "--model /models/m --workers $w --listen 0.0.0.0:7000 --metrics-listen 0.0.0.0:9100 --x 1 " \
+  "--model /models/m --workers $w --listen 0.0.0.0:7000 --metrics-listen 0.0.0.0:9100 --insecure --x 1 " \
   "$(coordinator)"
 check "coordinator with an empty cluster domain uses <name>.svc" \
-  "--model /models/m --workers swarm-worker-0.swarm-worker.llm.svc:7001,swarm-worker-1.swarm-worker.llm.svc:7001,swarm-worker-2.swarm-worker.llm.svc:7001 --listen 0.0.0.0:7000 --metrics-listen 0.0.0.0:9100 --x 1 " \
+  "--model /models/m --workers swarm-worker-0.swarm-worker.llm.svc:7001,swarm-worker-1.swarm-worker.llm.svc:7001,swarm-worker-2.swarm-worker.llm.svc:7001 --listen 0.0.0.0:7000 --metrics-listen 0.0.0.0:9100 --insecure --x 1 " \
   "$(coordinator SWARM_CLUSTER_DOMAIN=)"
+
+# Mutual TLS from a mounted Secret, and client tokens.
+mkdir -p "$tmp/tls"
+touch "$tmp/tls/tls.crt" "$tmp/tls/tls.key" "$tmp/tls/ca.crt" "$tmp/tokens"
+tls="--tls-cert $tmp/tls/tls.crt --tls-key $tmp/tls/tls.key --tls-ca $tmp/tls/ca.crt"
+check "worker with SWARM_TLS_DIR" \
+  "--model /models/m --listen 0.0.0.0:7001 --metrics-listen 0.0.0.0:9100 $tls --layers 0-1 --device cuda:0 " \
+  "$(worker swarm-worker-0 SWARM_TLS_DIR="$tmp/tls")"
+check "coordinator with SWARM_TLS_DIR and SWARM_AUTH_TOKENS" \
+  "--model /models/m --workers $w --listen 0.0.0.0:7000 --metrics-listen 0.0.0.0:9100 --auth-tokens $tmp/tokens $tls --x 1 " \
+  "$(coordinator SWARM_TLS_DIR="$tmp/tls" SWARM_AUTH_TOKENS="$tmp/tokens")"
+rm "$tmp/tls/ca.crt"
+if worker swarm-worker-0 SWARM_TLS_DIR="$tmp/tls" >/dev/null; then
+  check "SWARM_TLS_DIR without ca.crt fails" "exit != 0" "exit 0"
+else
+  check "SWARM_TLS_DIR without ca.crt is explained" "1" "$(grep -c 'has no readable ca.crt' "$tmp/err")"
+fi
 
 # The layer map shipped in the base parses for every ordinal the StatefulSet runs.
 replicas="$(awk '/^kind: StatefulSet/{s=1} s && /^  replicas:/{print $2; exit}' "$base/worker.yaml")"

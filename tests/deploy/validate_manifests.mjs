@@ -182,7 +182,9 @@ function checkWorkloads(objects) {
       for (const probeName of ["startupProbe", "readinessProbe", "livenessProbe"]) {
         const probe = c[probeName];
         if (!probe) continue;
-        const port = probe.grpc ? probe.grpc.port : probe.httpGet ? probe.httpGet.port : undefined;
+        const port = probe.grpc ? probe.grpc.port
+          : probe.httpGet ? probe.httpGet.port
+          : probe.tcpSocket ? probe.tcpSocket.port : undefined;
         const known = typeof port === "number" ? portNumbers.has(port) : portNames.has(port);
         if (!known) fail(cw, `${probeName} port ${port} is not a container port`);
       }

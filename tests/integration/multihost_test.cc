@@ -92,6 +92,8 @@ TEST(MultiHostTest, WorkersInTheirOwnNetworkNamespacesGiveTheGoldenIds) {
           std::string("--listen"), (netns ? hosts.ip(i) : std::string("127.0.0.1")) + ":0"}) {
       argv.push_back(a);
     }
+    // A veth address is not loopback: plaintext there needs --insecure (rpc/server.h).
+    if (netns) argv.push_back("--insecure");
     workers.push_back(std::make_unique<Process>(argv, absl::StrCat(dir, "/w", i, ".log")));
     addresses.push_back(workers.back()->WaitForLine("listening on "));
     ASSERT_FALSE(addresses.back().empty()) << workers.back()->Log();

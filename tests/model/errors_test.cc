@@ -144,7 +144,33 @@ TEST_F(ModelDirTest, OverlappingOffsets) {
            R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
            std::string(12, '\0'));
   auto s = Checkpoint::Open(dir_).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("tensor 'b' (bytes 4..12) overlaps tensor 'a' (bytes 0..8)"));
+}
+
+TEST_F(ModelDirTest, OverlapNamesTheTensorsAmongMany) {
+  // Enough tensors that the name table rehashes while the header is read.
+  std::string header = "{";
+  for (int i = 0; i < 200; ++i) {
+    header += "\"t" + std::to_string(i) + "\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[" +
+              std::to_string(4 * i) + "," + std::to_string(4 * i + 4) + "]},";
+  }
+  header += R"("late":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  WriteRaw(header, std::string(800, '\0'));
+  auto s = Checkpoint::Open(dir_).status();
   EXPECT_THAT(s.message(), HasSubstr("overlaps"));
+  EXPECT_THAT(s.message(), HasSubstr("'late'"));
+  EXPECT_THAT(s.message(), HasSubstr("'t0'"));
+  EXPECT_THAT(s.message(), ::testing::Not(HasSubstr("tensor ''")));
+}
+
+TEST_F(ModelDirTest, ShapeWhoseByteCountOverflowsIsRejected) {
+  WriteRaw(R"({"a":{"dtype":"F32","shape":[2147483648,2147483648],"data_offsets":[0,0]}})", "");
+  auto s = Checkpoint::Open(dir_).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("overflows"));
+  WriteRaw(R"({"a":{"dtype":"BF16","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", "");
+  EXPECT_THAT(Checkpoint::Open(dir_).status().message(), HasSubstr("overflows"));
 }
 
 TEST_F(ModelDirTest, OffsetsDisagreeWithShape) {

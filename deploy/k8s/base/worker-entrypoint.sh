@@ -4,7 +4,7 @@
 # it. Extra arguments (the container's `args`, e.g. --device cuda:0) are passed through.
 # Environment: POD_NAME (downward API; falls back to the hostname), SWARM_MODEL_DIR,
 # SWARM_LAYER_MAP, SWARM_WORKER_PORT, SWARM_METRICS_PORT, SWARM_NUM_BLOCKS (for "blocks" lines),
-# SWARM_WORKER_BIN (tests point it at a stub).
+# SWARM_TLS_DIR (mutual TLS; see below), SWARM_WORKER_BIN (tests point it at a stub).
 set -eu
 
 die() {
@@ -43,6 +43,20 @@ case "$entry" in
     set -- --layers "$entry" "$@"
     ;;
 esac
+
+# Transport security. SWARM_TLS_DIR: a mounted kubernetes.io/tls Secret (tls.crt, tls.key and
+# ca.crt, as cert-manager writes them) gives mutual TLS, reloaded when the Secret is updated;
+# without it the servers run plaintext with --insecure and the NetworkPolicies are the only fence
+# (docs/security.md).
+if [ -n "${SWARM_TLS_DIR:-}" ]; then
+  for f in tls.crt tls.key ca.crt; do
+    [ -r "$SWARM_TLS_DIR/$f" ] || die "SWARM_TLS_DIR '$SWARM_TLS_DIR' has no readable $f"
+  done
+  set -- --tls-cert "$SWARM_TLS_DIR/tls.crt" --tls-key "$SWARM_TLS_DIR/tls.key" \
+    --tls-ca "$SWARM_TLS_DIR/ca.crt" "$@"
+else
+  set -- --insecure "$@"
+fi
 
 echo "worker-entrypoint: pod $pod (ordinal $ordinal) hosts $entry" >&2
 exec "${SWARM_WORKER_BIN:-swarm-worker}" \
