@@ -363,7 +363,12 @@ absl::StatusOr<model::GenerateResult> Scheduler::Run(ScheduledRequest spec,
         result.finish_reason = r->decoder->finish_reason();
         if (!rest.empty()) {
           result.text += rest;
-          if (on_token) on_token(model::GeneratedToken{-1, rest});
+          if (on_token) {
+            model::GeneratedToken text_only;
+            text_only.id = -1;
+            text_only.text = std::move(rest);
+            on_token(text_only);
+          }
         }
         return absl::OkStatus();
       }

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "common/flags.h"
 #include "model/sampler.h"  // Only for its limits: the front links no model code.
+#include "nlohmann/json.hpp"
 
 namespace swarm::cli {
 
