@@ -16,7 +16,7 @@
 namespace swarm {
 class Flags;
 class FlagSet;
-}
+}  // namespace swarm
 
 namespace swarm::rpc {
 

@@ -85,7 +85,6 @@ BatchRequest BatchFromProto(const v1::ForwardBatchRequest& req) {
 
 }  // namespace
 
-
 // The gRPC face of a WorkerServer. Requests arrive as const messages owned by gRPC until the
 // reactor finishes; Forward moves the hidden state's bytes out of them (const_cast) rather than
 // copying, since gRPC does not read a request again after handing it to the handler.

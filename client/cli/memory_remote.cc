@@ -1,10 +1,9 @@
 #include "client/cli/memory_remote.h"
 
-#include "client/cli/connect_flags.h"
-
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "client/cli/connect_flags.h"
 #include "client/client.h"
 #include "common/block_set.h"
 #include "common/memory_estimate.h"
