@@ -53,7 +53,7 @@ struct GenerateRequest {
   // template (with the generation prompt; no special tokens added). INVALID_ARGUMENT with the
   // template's message when it raises, FAILED_PRECONDITION when the model has none.
   std::vector<ChatMessage> messages;
-  bool add_special_tokens = true;   // BOS etc. for `prompt`.
+  bool add_special_tokens = true;  // BOS etc. for `prompt`.
   int64_t max_new_tokens = 64;
   float temperature = 0.0f;  // 0 = greedy.
   int64_t top_k = 0;         // 0 = off.

@@ -67,7 +67,9 @@ class CoordinatorModel {
   const model::ModelConfig& config() const { return checkpoint_->config(); }
   const model::Checkpoint& checkpoint() const { return *checkpoint_; }
   const tokenizer::Tokenizer* tokenizer() const { return tokenizer_.get(); }  // Null: none.
-  const tokenizer::ChatTemplate* chat_template() const { return chat_template_.get(); }  // Null: none.
+  const tokenizer::ChatTemplate* chat_template() const {
+    return chat_template_.get();
+  }  // Null: none.
 
   // The prompt text of a conversation: the chat template over `messages` (a list of message
   // dicts) and `tools` (when given), with the generation prompt, strftime_now() on

@@ -80,8 +80,8 @@ absl::StatusOr<std::string> RenderChatPrompt(const CoordinatorServer& server,
     tools = *std::move(t);
   }
   absl::StatusOr<std::string> prompt = server.model().RenderChat(*messages, tools);
-  if (!prompt.ok() && (absl::IsInvalidArgument(prompt.status()) ||
-                       absl::IsFailedPrecondition(prompt.status()))) {
+  if (!prompt.ok() &&
+      (absl::IsInvalidArgument(prompt.status()) || absl::IsFailedPrecondition(prompt.status()))) {
     return InvalidParam("messages", std::string(prompt.status().message()));
   }
   return prompt;
