@@ -52,13 +52,7 @@ int ChatCommand(const std::vector<std::string>& args) {
   if (!client.ok()) return Fail("chat", client.status());
 
   GenerateRequest req;
-  req.max_new_tokens = params->max_new_tokens;
-  req.temperature = params->temperature;
-  req.top_k = params->top_k;
-  req.top_p = params->top_p;
-  req.seed = params->seed;
-  req.stop_at_eos = params->stop_at_eos;
-  req.stop = params->stop;
+  SetSampling(*params, req);
   req.timeout = absl::Seconds(*timeout);
   std::vector<ChatMessage> history;
   if (flags->Has("system")) history.push_back({"system", flags->String("system")});

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "client/client.h"
 #include "common/flags.h"
 #include "model/sampler.h"  // Only for its limits: the front links no model code.
 #include "nlohmann/json.hpp"
@@ -33,6 +34,8 @@ void AddSamplingFlags(FlagSet& flags);
 // are checked where the values are used (model::SamplingParams::Validate, in-process or on the
 // coordinator).
 absl::StatusOr<SamplingFlagValues> ReadSamplingFlags(const Flags& flags);
+// Puts them into an SDK request (`swarm generate`, `swarm chat`).
+void SetSampling(const SamplingFlagValues& values, GenerateRequest& request);
 
 // The --json form of one generated token's logprobs: {"id", "logprob", "text", "top": [{"id",
 // "logprob", "text"}, ...]}. T: model::TokenLogprob (run) or swarm::TokenLogprob (generate).
