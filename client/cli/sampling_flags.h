@@ -1,4 +1,4 @@
-// The sampling flags shared by `swarm run` and `swarm generate` (and later `swarm chat`),
+// The sampling flags shared by `swarm run`, `swarm generate` and `swarm chat`,
 // declared and read in one place. Torch-free: the front binary's generate uses it.
 #ifndef SWARM_CLIENT_CLI_SAMPLING_FLAGS_H_
 #define SWARM_CLIENT_CLI_SAMPLING_FLAGS_H_
