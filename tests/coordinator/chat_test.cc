@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "client/client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -15,6 +16,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/coordinator/test_cluster.h"
 #include "tokenizer/chat_template.h"
+#include "tokenizer/jinja.h"
 #include "tokenizer/tokenizer.h"
 
 namespace swarm::coordinator {
@@ -149,6 +151,51 @@ TEST_F(ChatTest, RaisingTemplateIs400AndInvalidArgumentWithItsMessage) {
   got = client_->Generate(chat);
   ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument) << got.status();
+}
+
+// Tools reach the template (qwen2.5 lists them with tojson) in the client's key order: "type"
+// before "function", as sent, not sorted.
+TEST(ChatToolsTest, ToolsAreRenderedInTheirKeyOrder) {
+  const std::string dir = testing::ChatModelDir("chat-tools", "qwen2.5");
+  ASSERT_FALSE(dir.empty());
+  testing::Cluster cluster;
+  cluster.workers.push_back(testing::StartWorker(dir, testing::Range(0, 5)));
+  ASSERT_NE(cluster.workers.back(), nullptr);
+  cluster.coordinator = testing::StartCoordinator(dir, cluster.addresses());
+  ASSERT_NE(cluster.coordinator, nullptr);
+  auto api = HttpApi::Start(cluster.coordinator.get(), HttpApiOptions{});
+  ASSERT_TRUE(api.ok()) << api.status();
+
+  const std::string messages = R"([{"role": "user", "content": "Weather in Paris?"}])";
+  const std::string tools =
+      R"([{"type": "function", "function": {"name": "get_weather", "parameters": )"
+      R"({"type": "object", "properties": {"city": {"type": "string"}}}}}])";
+  auto chat = tokenizer::ChatTemplate::FromModelDir(dir);
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  auto messages_value = tokenizer::jinja::Value::FromJson(nlohmann::ordered_json::parse(messages));
+  auto tools_value = tokenizer::jinja::Value::FromJson(nlohmann::ordered_json::parse(tools));
+  ASSERT_TRUE(messages_value.ok() && tools_value.ok());
+  tokenizer::RenderOptions options;
+  options.add_generation_prompt = true;
+  options.tools = *tools_value;
+  auto text = (*chat)->Render(*messages_value, options);
+  ASSERT_TRUE(text.ok()) << text.status();
+  ASSERT_NE(text->find(R"({"type": "function", "function": {"name": "get_weather")"),
+            std::string::npos)
+      << *text;
+  auto tok = tokenizer::Tokenizer::FromFile(dir + "/tokenizer.json");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  auto want = (*tok)->Encode(*text, /*add_special_tokens=*/false);
+  ASSERT_TRUE(want.ok()) << want.status();
+
+  httplib::Client http("127.0.0.1", (*api)->port());
+  http.set_read_timeout(60, 0);
+  const std::string body = absl::StrCat(R"({"messages": )", messages, R"(, "tools": )", tools,
+                                        R"(, "max_tokens": 1, "return_token_ids": true})");
+  auto res = http.Post("/v1/chat/completions", body, "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(Json::parse(res->body)["prompt_token_ids"].get<std::vector<int64_t>>(), *want);
 }
 
 TEST(ChatWithoutTemplateTest, Http400AndGrpcFailedPrecondition) {
