@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
+#include "coordinator/http_api.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
