@@ -46,6 +46,11 @@ int ChatCommand(const std::vector<std::string>& args) {
   if (!server.ok()) return Fail("chat", server.status());
   auto params = ReadSamplingFlags(*flags);
   if (!params.ok()) return Fail("chat", params.status());
+  if (params->logprobs) {
+    return Fail("chat", absl::InvalidArgumentError(
+                            "--logprobs: swarm chat prints text only (swarm generate --json has "
+                            "logprobs)"));
+  }
   auto timeout = flags->Double("timeout");
   if (!timeout.ok()) return Fail("chat", timeout.status());
   auto client = Client::Connect(*server, ConnectOptions(*flags));
