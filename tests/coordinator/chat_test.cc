@@ -32,6 +32,7 @@ class ChatTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = testing::ChatModelDir("chat-test", "llama-2-chat");
+    remove_.path = dir_;
     ASSERT_FALSE(dir_.empty());
     for (const std::vector<int>& layers : std::vector<std::vector<int>>{{0, 1, 2}, {3, 4}}) {
       cluster_.workers.push_back(testing::StartWorker(dir_, layers));
@@ -78,6 +79,7 @@ class ChatTest : public ::testing::Test {
   }
 
   std::string dir_;
+  testing::RemoveOnExit remove_;
   testing::Cluster cluster_;
   std::unique_ptr<HttpApi> api_;
   std::unique_ptr<httplib::Client> http_;
@@ -158,6 +160,7 @@ TEST_F(ChatTest, RaisingTemplateIs400AndInvalidArgumentWithItsMessage) {
 // before "function", as sent, not sorted.
 TEST(ChatToolsTest, ToolsAreRenderedInTheirKeyOrder) {
   const std::string dir = testing::ChatModelDir("chat-tools", "qwen2.5");
+  const testing::RemoveOnExit remove{dir};
   ASSERT_FALSE(dir.empty());
   testing::Cluster cluster;
   cluster.workers.push_back(testing::StartWorker(dir, testing::Range(0, 5)));

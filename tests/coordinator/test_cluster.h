@@ -119,6 +119,15 @@ struct Cluster {
 // as tokenizer_config.json, one to ../shared/fixtures/chat_templates/templates/TEMPLATE.json (a
 // tokenizer config with chat_template, bos_token and eos_token). The directory is made afresh
 // under the test's temp dir; returns its path ("" and a test failure when it cannot be made).
+// RemoveOnExit removes it.
+struct RemoveOnExit {
+  std::string path;
+  ~RemoveOnExit() {
+    std::error_code ec;
+    if (!path.empty()) std::filesystem::remove_all(path, ec);  // Links, not their targets.
+  }
+};
+
 inline std::string ChatModelDir(const std::string& name, const std::string& chat_template) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::path(::testing::TempDir()) / absl::StrCat("swarm-", name, "-", getpid());

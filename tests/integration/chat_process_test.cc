@@ -21,6 +21,7 @@ constexpr int kMaxTokens = 10;
 TEST(ChatProcessTest, RepliesCarryTheHistoryAndResetClearsIt) {
   ScratchDir scratch("chat-cli");
   const std::string dir = ChatModelDir("chat-cli-model", "llama-2-chat");
+  const RemoveOnExit remove{dir};
   ASSERT_FALSE(dir.empty());
   Cluster cluster;
   cluster.workers.push_back(StartWorker(dir, Range(0, 5)));
