@@ -125,6 +125,11 @@ absl::StatusOr<GenerateResult> Client::Generate(const GenerateRequest& request,
   req.set_prompt(request.prompt);
   req.mutable_prompt_ids()->Assign(request.prompt_ids.begin(), request.prompt_ids.end());
   req.set_add_special_tokens(request.add_special_tokens);
+  for (const ChatMessage& m : request.messages) {
+    v1::ChatMessage* out = req.add_messages();
+    out->set_role(m.role);
+    out->set_content(m.content);
+  }
   v1::SamplingParams* sp = req.mutable_sampling();
   sp->set_max_new_tokens(request.max_new_tokens);
   sp->set_temperature(request.temperature);

@@ -40,10 +40,20 @@ struct ClientOptions {
   std::string tls_key_file;
 };
 
+// One turn of a conversation (GenerateRequest::messages).
+struct ChatMessage {
+  std::string role;  // "system", "user", "assistant", ...
+  std::string content;
+};
+
 struct GenerateRequest {
   std::string prompt;               // Tokenized by the coordinator...
   std::vector<int64_t> prompt_ids;  // ...unless ids are given.
-  bool add_special_tokens = true;   // BOS etc. for `prompt`.
+  // ...or a conversation instead of a prompt: the coordinator renders it with the model's chat
+  // template (with the generation prompt; no special tokens added). INVALID_ARGUMENT with the
+  // template's message when it raises, FAILED_PRECONDITION when the model has none.
+  std::vector<ChatMessage> messages;
+  bool add_special_tokens = true;  // BOS etc. for `prompt`.
   int64_t max_new_tokens = 64;
   float temperature = 0.0f;  // 0 = greedy.
   int64_t top_k = 0;         // 0 = off.

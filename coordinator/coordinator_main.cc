@@ -22,6 +22,7 @@
 #include "coordinator/coordinator_server.h"
 #include "coordinator/http_api.h"
 #include "rpc/security.h"
+#include "tokenizer/chat_template.h"
 
 namespace {
 
@@ -48,6 +49,8 @@ swarm::FlagSet CoordinatorFlags() {
              "deadline of one step on a worker")
       .Value("router", "FILE", "", "the router file for sparse requests (swarm calibrate)")
       .Value("num-blocks", "N", "", "check the router was calibrated for N blocks")
+      .Value("date", "YYYY-MM-DD", "",
+             "the day chat templates' strftime_now() renders (else $SWARM_DATE, else today)")
       .Value("max-batch-tokens", "N", absl::StrCat(d.max_batch_tokens),
              "rows (decode tokens + prefill chunks) in one scheduler step")
       .Value("max-batch-sequences", "N", absl::StrCat(d.max_batch_sequences),
@@ -131,6 +134,11 @@ int main(int argc, char** argv) {
   }
   options.device = flags->String("device");
   options.router_path = flags->String("router");
+  {
+    auto date = swarm::tokenizer::ResolveRenderDate(flags->String("date"));
+    if (!date.ok()) return Fail(date.status());
+    options.render_date = *date;
+  }
   auto concurrent = flags->Int("max-concurrent-requests");
   auto queued = flags->Int("max-queued-requests");
   auto request_timeout = flags->Duration("request-timeout");
@@ -215,6 +223,7 @@ int main(int argc, char** argv) {
   model_options.device = options.device;
   model_options.router_path = options.router_path;
   model_options.router_num_blocks = options.router_num_blocks;
+  model_options.render_date = options.render_date;
   auto loaded = swarm::coordinator::CoordinatorModel::Load(model_options);
   if (!loaded.ok()) return Fail(loaded.status());
   std::unique_ptr<swarm::coordinator::CoordinatorMetricsObserver> metrics;

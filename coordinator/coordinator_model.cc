@@ -19,6 +19,15 @@ absl::StatusOr<std::unique_ptr<CoordinatorModel>> CoordinatorModel::Load(
   if (std::ifstream(tok_path).good()) {
     ASSIGN_OR_RETURN(m->tokenizer_, tokenizer::Tokenizer::FromFile(tok_path));
   }
+  // Optional: NotFound means the model has no chat template (it still serves prompts).
+  absl::StatusOr<std::unique_ptr<tokenizer::ChatTemplate>> chat =
+      tokenizer::ChatTemplate::FromModelDir(options.model_dir);
+  if (chat.ok()) {
+    m->chat_template_ = *std::move(chat);
+  } else if (!absl::IsNotFound(chat.status())) {
+    return chat.status();
+  }
+  m->render_date_ = options.render_date;
   model::LoadOptions load;
   load.device = options.device;
   ASSIGN_OR_RETURN(m->ends_, model::ModelEnds::Create(m->checkpoint_, load));
@@ -37,6 +46,21 @@ absl::StatusOr<std::unique_ptr<CoordinatorModel>> CoordinatorModel::Load(
 }
 
 CoordinatorModel::~CoordinatorModel() = default;
+
+absl::StatusOr<std::string> CoordinatorModel::RenderChat(
+    const tokenizer::jinja::Value& messages,
+    const std::optional<tokenizer::jinja::Value>& tools) const {
+  if (chat_template_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "this model has no chat template (no chat_template in tokenizer_config.json, no "
+        "chat_template.jinja): send a prompt instead of messages");
+  }
+  tokenizer::RenderOptions render;
+  render.add_generation_prompt = true;
+  render.tools = tools;
+  render.date = render_date_;
+  return chat_template_->Render(messages, render);
+}
 
 absl::StatusOr<router::MemoryEstimate> CoordinatorModel::EstimateMemory(
     const MemoryQuery& query, int default_num_workers) const {

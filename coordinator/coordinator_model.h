@@ -17,8 +17,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/civil_time.h"
 #include "common/block_layout.h"
 #include "model/model.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/jinja.h"
 #include "tokenizer/tokenizer.h"
 
 namespace swarm::router {
@@ -36,6 +39,9 @@ struct CoordinatorModelOptions {
   // When > 0, the router file must have been calibrated for this many blocks (else Load fails
   // with FailedPrecondition naming the file and both N).
   int router_num_blocks = 0;
+  // The day the chat template's strftime_now() renders (--date / SWARM_DATE); nullopt: the
+  // clock.
+  std::optional<absl::CivilDay> render_date;
 };
 
 // EstimateMemory's question. Zeros and empties mean "the coordinator's own".
@@ -49,7 +55,9 @@ struct MemoryQuery {
 
 class CoordinatorModel {
  public:
-  // Opens the checkpoint, loads the tokenizer (if the model has one), the ends on
+  // Opens the checkpoint, loads the tokenizer (if the model has one), the chat template (if
+  // tokenizer_config.json holds one or chat_template.jinja exists; one that does not parse fails
+  // the load, naming the file), the ends on
   // `options.device` and the router file (if given). Errors name the file at fault; a router
   // file of another model or another N is FailedPrecondition.
   static absl::StatusOr<std::unique_ptr<CoordinatorModel>> Load(
@@ -59,6 +67,19 @@ class CoordinatorModel {
   const model::ModelConfig& config() const { return checkpoint_->config(); }
   const model::Checkpoint& checkpoint() const { return *checkpoint_; }
   const tokenizer::Tokenizer* tokenizer() const { return tokenizer_.get(); }  // Null: none.
+  const tokenizer::ChatTemplate* chat_template() const {
+    return chat_template_.get();
+  }  // Null: none.
+
+  // The prompt text of a conversation: the chat template over `messages` (a list of message
+  // dicts) and `tools` (when given), with the generation prompt, strftime_now() on
+  // render_date. The one place the coordinator renders chat (HTTP chat completions, gRPC
+  // Generate with messages); the text is then tokenized without special tokens. Errors:
+  // FailedPrecondition "this model has no chat template..." without one; InvalidArgument with
+  // exactly the template's message for its raise_exception (jinja::IsRaisedException), or the
+  // template's error.
+  absl::StatusOr<std::string> RenderChat(const tokenizer::jinja::Value& messages,
+                                         const std::optional<tokenizer::jinja::Value>& tools) const;
   const model::ModelEnds& ends() const { return *ends_; }
   router::Router* router() const { return router_.get(); }  // Null without a router file.
   const std::string& router_path() const { return router_path_; }
@@ -79,6 +100,8 @@ class CoordinatorModel {
 
   std::shared_ptr<const model::Checkpoint> checkpoint_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
+  std::unique_ptr<tokenizer::ChatTemplate> chat_template_;
+  std::optional<absl::CivilDay> render_date_;
   std::unique_ptr<model::ModelEnds> ends_;
   std::unique_ptr<router::Router> router_;
   std::string router_path_;

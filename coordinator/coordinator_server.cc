@@ -33,6 +33,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   model_options.device = options.device;
   model_options.router_path = options.router_path;
   model_options.router_num_blocks = options.router_num_blocks;
+  model_options.render_date = options.render_date;
   ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorModel> model, CoordinatorModel::Load(model_options));
   return Start(options, std::move(model));
 }

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +27,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/civil_time.h"
 #include "absl/time/time.h"
 #include "coordinator/auth.h"
 #include "coordinator/coordinator_model.h"
@@ -87,6 +89,8 @@ struct CoordinatorOptions {
   // When > 0, the router file must have been calibrated for this many blocks (else Start fails
   // with FailedPrecondition naming the file and both N).
   int router_num_blocks = 0;
+  // The day chat templates' strftime_now() renders (--date / SWARM_DATE); nullopt: the clock.
+  std::optional<absl::CivilDay> render_date;
 };
 
 // What Status reports: the serving state, the model and the workers as last refreshed.

@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <optional>
 #include <utility>
 
 #include "common/layer_set.h"
@@ -10,9 +11,11 @@
 #include "coordinator/auth.h"
 #include "coordinator/coordinator_server.h"
 #include "coordinator/pipeline.h"
+#include "nlohmann/json.hpp"
 #include "router/memory.h"
 #include "rpc/status.h"
 #include "swarm/v1/coordinator.grpc.pb.h"
+#include "tokenizer/jinja.h"
 
 namespace swarm::coordinator {
 
@@ -81,6 +84,25 @@ GenerationRequest FromProto(const v1::GenerateRequest& r) {
   out.num_blocks = r.num_blocks();
   out.request_id = r.request_id();
   return out;
+}
+
+// A request with messages: its prompt is the chat template's rendering of them
+// (CoordinatorModel::RenderChat), tokenized without special tokens. InvalidArgument when a
+// prompt is given too, or the template raises.
+absl::Status RenderMessages(const v1::GenerateRequest& r, const CoordinatorModel& model,
+                            GenerationRequest& out) {
+  if (r.messages().empty()) return absl::OkStatus();
+  if (!r.prompt().empty() || !r.prompt_ids().empty()) {
+    return absl::InvalidArgumentError("give messages or a prompt (prompt / prompt_ids), not both");
+  }
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  for (const v1::ChatMessage& m : r.messages()) {
+    messages.push_back({{"role", m.role()}, {"content", m.content()}});
+  }
+  ASSIGN_OR_RETURN(tokenizer::jinja::Value value, tokenizer::jinja::Value::FromJson(messages));
+  ASSIGN_OR_RETURN(out.prompt, model.RenderChat(value, std::nullopt));
+  out.add_special_tokens = false;  // The template writes BOS itself.
+  return absl::OkStatus();
 }
 
 void ToProto(const model::TokenLogprob& t, v1::TokenLogprob* out) {
@@ -198,6 +220,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
 
   void Run() {
     GenerationRequest request = FromProto(*request_);
+    const absl::Status rendered = RenderMessages(*request_, server_->model(), request);
     request.arrival = arrival_;
     request.deadline = client_deadline_;
     GenerationSink sink;
@@ -226,7 +249,10 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       });
       return true;
     };
-    absl::StatusOr<GenerationResult> result = server_->pipeline().Generate(request, sink, &cancel_);
+    absl::StatusOr<GenerationResult> result =
+        rendered.ok() ? server_->pipeline().Generate(request, sink, &cancel_)
+                      : absl::StatusOr<GenerationResult>(rendered);
+    if (!rendered.ok()) server_->pipeline().Refuse(request.mode, rendered);
     Action action;
     {
       absl::MutexLock lock(&mu_);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <deque>
 #include <exception>
+#include <optional>
 #include <set>
 #include <utility>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "coordinator/openai_api.h"
 #include "coordinator/pipeline.h"
 #include "httplib.h"
+#include "tokenizer/jinja.h"
 
 namespace swarm::coordinator {
 
@@ -57,12 +59,32 @@ std::string BaseName(std::string path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-// The prompt of a chat request: the model's chat template over the messages (with the generation
-// prompt). The one place the chat template is called; without one, 400.
-absl::StatusOr<std::string> RenderChatPrompt(const CoordinatorServer& /*server*/,
-                                             const Json& /*messages*/) {
-  return InvalidParam("messages",
-                      "this model has no chat template: use /v1/completions with a prompt");
+// The prompt of a chat request: the model's chat template over the body's messages (and tools),
+// with the generation prompt (CoordinatorModel::RenderChat). The body is read again as
+// ordered_json so that the template's tojson keeps the client's key order. Errors name
+// `messages`: no template, or the template's raise_exception message.
+absl::StatusOr<std::string> RenderChatPrompt(const CoordinatorServer& server,
+                                             const std::string& body) {
+  const nlohmann::ordered_json parsed =
+      nlohmann::ordered_json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!parsed.is_object() || !parsed.contains("messages")) {
+    return InvalidParam("messages", "'messages' must be a non-empty list of messages");
+  }
+  absl::StatusOr<tokenizer::jinja::Value> messages =
+      tokenizer::jinja::Value::FromJson(parsed["messages"]);
+  if (!messages.ok()) return InvalidParam("messages", std::string(messages.status().message()));
+  std::optional<tokenizer::jinja::Value> tools;
+  if (auto it = parsed.find("tools"); it != parsed.end() && !it->is_null()) {
+    absl::StatusOr<tokenizer::jinja::Value> t = tokenizer::jinja::Value::FromJson(*it);
+    if (!t.ok()) return InvalidParam("tools", std::string(t.status().message()));
+    tools = *std::move(t);
+  }
+  absl::StatusOr<std::string> prompt = server.model().RenderChat(*messages, tools);
+  if (!prompt.ok() &&
+      (absl::IsInvalidArgument(prompt.status()) || absl::IsFailedPrecondition(prompt.status()))) {
+    return InvalidParam("messages", std::string(prompt.status().message()));
+  }
+  return prompt;
 }
 
 }  // namespace
@@ -144,7 +166,7 @@ class Handlers {
     }
     GenerationRequest& g = parsed->generation;
     if (endpoint == OpenAiEndpoint::kChat) {
-      absl::StatusOr<std::string> prompt = RenderChatPrompt(*server_, parsed->messages);
+      absl::StatusOr<std::string> prompt = RenderChatPrompt(*server_, req.body);
       if (!prompt.ok()) return SendStatus(res, prompt.status());
       g.prompt = *std::move(prompt);
       g.add_special_tokens = false;  // The template writes BOS itself.

@@ -149,10 +149,11 @@ absl::Status RefuseUnsupported(const Json& body, OpenAiEndpoint endpoint) {
       return InvalidParam("suffix", "'suffix' is not supported");
     }
   } else {
-    for (const char* name : {"tools", "functions"}) {
-      if (auto it = body.find(name); it != body.end() && !it->is_null() && !it->empty()) {
-        return InvalidParam(name, absl::StrCat("'", name, "' is not supported"));
-      }
+    if (auto it = body.find("functions"); it != body.end() && !it->is_null() && !it->empty()) {
+      return InvalidParam("functions", "'functions' is not supported: use 'tools'");
+    }
+    if (auto it = body.find("tools"); it != body.end() && !it->is_null() && !it->is_array()) {
+      return InvalidParam("tools", "'tools' must be a list of tool schemas");
     }
   }
   return absl::OkStatus();

@@ -51,7 +51,7 @@ struct OpenAiRequest {
   OpenAiEndpoint endpoint = OpenAiEndpoint::kCompletions;
   GenerationRequest generation;
   std::string model;                  // "" = not given.
-  nlohmann::json messages;            // Chat only: the messages array, as sent.
+  nlohmann::json messages;            // Chat only: the messages array, as sent (checked).
   std::optional<int64_t> max_tokens;  // max_tokens (or chat's max_completion_tokens).
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage.
@@ -63,8 +63,8 @@ struct OpenAiRequest {
 
 // Parses `body` (the raw request body). InvalidArgument (with the param named: InvalidParam)
 // for malformed JSON, a field of the wrong type or out of range, n != 1, unsupported options
-// (best_of != 1, penalties, logit_bias, suffix, tools); unknown fields are ignored. A random seed
-// when none is given.
+// (best_of != 1, penalties, logit_bias, suffix, functions; tools that are not a list); unknown
+// fields are ignored. A random seed when none is given.
 absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, const std::string& body);
 
 // OpenAI's finish_reason for ours: "eos" and "stop" → "stop", "length" and "context" →

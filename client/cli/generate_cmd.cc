@@ -58,15 +58,7 @@ int GenerateCommand(const std::vector<std::string>& args) {
     req.prompt = flags->String("prompt");
   }
   req.add_special_tokens = !flags->Bool("no-special");
-  req.max_new_tokens = params->max_new_tokens;
-  req.temperature = params->temperature;
-  req.top_k = params->top_k;
-  req.top_p = params->top_p;
-  req.seed = params->seed;
-  req.stop_at_eos = params->stop_at_eos;
-  req.stop = params->stop;
-  req.logprobs = params->logprobs;
-  req.top_logprobs = params->top_logprobs;
+  SetSampling(*params, req);
   req.mode = flags->String("mode");
   req.combine = flags->String("combine");
   auto top_k_blocks = flags->Int("top-k-blocks");

@@ -6,6 +6,18 @@
 
 namespace swarm::cli {
 
+void SetSampling(const SamplingFlagValues& values, GenerateRequest& request) {
+  request.max_new_tokens = values.max_new_tokens;
+  request.temperature = values.temperature;
+  request.top_k = values.top_k;
+  request.top_p = values.top_p;
+  request.seed = values.seed;
+  request.stop_at_eos = values.stop_at_eos;
+  request.stop = values.stop;
+  request.logprobs = values.logprobs;
+  request.top_logprobs = values.top_logprobs;
+}
+
 void AddSamplingFlags(FlagSet& flags) {
   flags.Value("max-new-tokens", "N", "64", "tokens to generate at most")
       .Value("temperature", "T", "0", "sampling temperature; 0 = greedy")

@@ -1,4 +1,4 @@
-// The sampling flags shared by `swarm run` and `swarm generate` (and later `swarm chat`),
+// The sampling flags shared by `swarm run`, `swarm generate` and `swarm chat`,
 // declared and read in one place. Torch-free: the front binary's generate uses it.
 #ifndef SWARM_CLIENT_CLI_SAMPLING_FLAGS_H_
 #define SWARM_CLIENT_CLI_SAMPLING_FLAGS_H_
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "client/client.h"
 #include "common/flags.h"
 #include "model/sampler.h"  // Only for its limits: the front links no model code.
 #include "nlohmann/json.hpp"
@@ -33,6 +34,8 @@ void AddSamplingFlags(FlagSet& flags);
 // are checked where the values are used (model::SamplingParams::Validate, in-process or on the
 // coordinator).
 absl::StatusOr<SamplingFlagValues> ReadSamplingFlags(const Flags& flags);
+// Puts them into an SDK request (`swarm generate`, `swarm chat`).
+void SetSampling(const SamplingFlagValues& values, GenerateRequest& request);
 
 // The --json form of one generated token's logprobs: {"id", "logprob", "text", "top": [{"id",
 // "logprob", "text"}, ...]}. T: model::TokenLogprob (run) or swarm::TokenLogprob (generate).

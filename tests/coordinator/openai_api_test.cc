@@ -121,7 +121,8 @@ TEST(OpenAiParse, RefusalsNameTheField) {
       {kChat, R"({"messages": []})", "messages"},
       {kChat, R"({"messages": [{"content": "x"}]})", "messages"},
       {kChat, R"({"messages": [{"role": "user"}], "top_logprobs": 2})", "top_logprobs"},
-      {kChat, R"({"messages": [{"role": "user"}], "tools": [{"type": "function"}]})", "tools"},
+      {kChat, R"({"messages": [{"role": "user"}], "tools": {"type": "function"}})", "tools"},
+      {kChat, R"({"messages": [{"role": "user"}], "functions": [{"name": "f"}]})", "functions"},
   };
   for (const Case& c : cases) {
     OpenAiError e = Refused(c.endpoint, c.body);

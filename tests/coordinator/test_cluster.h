@@ -13,6 +13,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -112,6 +114,42 @@ struct Cluster {
     return a;
   }
 };
+
+// stories260K with a chat template (it has none): DIR/ holds symlinks to the model's files and,
+// as tokenizer_config.json, one to ../shared/fixtures/chat_templates/templates/TEMPLATE.json (a
+// tokenizer config with chat_template, bos_token and eos_token). The directory is made afresh
+// under the test's temp dir; returns its path ("" and a test failure when it cannot be made).
+// RemoveOnExit removes it.
+struct RemoveOnExit {
+  std::string path;
+  ~RemoveOnExit() {
+    std::error_code ec;
+    if (!path.empty()) std::filesystem::remove_all(path, ec);  // Links, not their targets.
+  }
+};
+
+inline std::string ChatModelDir(const std::string& name, const std::string& chat_template) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(::testing::TempDir()) / absl::StrCat("swarm-", name, "-", getpid());
+  const fs::path model = ModelDir("stories260K");
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  fs::create_directories(dir, ec);
+  EXPECT_FALSE(ec) << dir << ": " << ec.message();
+  if (ec) return "";
+  for (const char* file :
+       {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"}) {
+    fs::create_symlink(fs::absolute(model / file), dir / file, ec);
+    EXPECT_FALSE(ec) << (dir / file) << ": " << ec.message();
+    if (ec) return "";
+  }
+  const fs::path config =
+      fs::path(kShared) / "fixtures/chat_templates/templates" / (chat_template + ".json");
+  fs::create_symlink(fs::absolute(config), dir / "tokenizer_config.json", ec);
+  EXPECT_FALSE(ec) << config << ": " << ec.message();
+  if (ec) return "";
+  return dir.string();
+}
 
 inline Cluster StartCluster(const std::string& model, const std::vector<std::vector<int>>& splits,
                             worker::SessionLimits limits = {}) {
