@@ -5,15 +5,19 @@
 // two tokens (never emitted, finish_reason "stop", the same text as `swarm generate --stop`);
 // logprobs against the in-process engine (`swarm run --logprobs`); usage, also as the stream's
 // last chunk; every error case with its HTTP code and OpenAI's error shape (400, 404, 413, 429,
-// 503); chat's 400 (stories260K has no chat template); and a client that disconnects mid-stream
+// 503); chat through the model's template (llama-2-chat's, which openai_test.sh gives the
+// stories260K directory it serves): the prompt ids are `swarm chat-template`'s rendering tokenized,
+// the reply equals `swarm generate` on them, streamed and not, and the template's own
+// raise_exception is a 400 with its message; and a client that disconnects mid-stream
 // cancels its request and frees its worker sessions.
 //
 // Run by openai_test.sh (which installs the npm package from the lock file) with SWARM,
 // SWARM_WORKER, SWARM_COORDINATOR, MODEL and GOLDEN in the environment.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { spawn, spawnSync, execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { promisify } from 'node:util';
 import OpenAI from 'openai';
 
@@ -291,14 +295,55 @@ test('a stop string spanning two tokens ends generation and is never emitted', a
   assert.equal(cli.finish_reason, 'stop');
 });
 
-test('chat completions: 400 without a chat template (stories260K has none)', async () => {
-  for (const stream of [false, true]) {
+// The ids of `text` as `swarm tokenize --no-special` gives them (special tokens written in the
+// text, such as the template's <s>, are still recognised).
+function tokenize(text) {
+  const r = spawnSync(SWARM, ['tokenize', '--tokenizer', MODEL, '--no-special'],
+    { input: JSON.stringify(text) + '\n', encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout.trim());
+}
+
+test('chat completions: the model\'s template; ids equal swarm generate on its rendering', async () => {
+  const messages = [
+    { role: 'system', content: 'You tell short stories.' },
+    { role: 'user', content: 'Tell me about Lily.' },
+  ];
+  const dir = mkdtempSync(`${tmpdir()}/swarm-chat-`);
+  writeFileSync(`${dir}/messages.json`, JSON.stringify(messages));
+  const rendered = await swarmJson('chat-template', '--tokenizer-config',
+    `${MODEL}/tokenizer_config.json`, '--messages', `${dir}/messages.json`,
+    '--add-generation-prompt');
+  assert.match(rendered, /\[INST\]/);
+  const ids = tokenize(rendered);
+  const req = { model: MODEL_NAME, messages, max_tokens: 12, temperature: 0, ignore_eos: true,
+    return_token_ids: true };
+  const r = await client.chat.completions.create(req);
+  assert.equal(r.object, 'chat.completion');
+  assert.deepEqual(r.prompt_token_ids, ids);
+  const c = r.choices[0];
+  assert.equal(c.message.role, 'assistant');
+  assert.equal(c.finish_reason, 'length');
+  const cli = await swarmJson('generate', '--server', coord, '--ids', ids.join(','),
+    '--max-new-tokens', '12', '--no-stop', '--json');
+  assert.equal(c.message.content, cli.text);
+  assert.deepEqual(r.usage, { prompt_tokens: ids.length, completion_tokens: 12,
+    total_tokens: ids.length + 12 });
+
+  let streamed = '';
+  const stream = await client.chat.completions.create({ ...req, stream: true });
+  for await (const chunk of stream) streamed += chunk.choices[0]?.delta?.content ?? '';
+  assert.equal(streamed, cli.text);
+
+  // llama-2-chat raises when the roles do not alternate: a 400 carrying the template's message.
+  for (const s of [false, true]) {
     const e = await apiError(client.chat.completions.create({
-      model: MODEL_NAME, messages: [{ role: 'user', content: 'Hi' }], stream,
+      model: MODEL_NAME, stream: s,
+      messages: [{ role: 'user', content: 'a' }, { role: 'user', content: 'b' }],
     }));
     assert.equal(e.status, 400);
     assertErrorShape({ error: e.error }, { type: 'invalid_request_error', param: 'messages' });
-    assert.match(e.error.message, /no chat template/);
+    assert.match(e.error.message, /alternate/);
   }
   const bad = await rawPost('/v1/chat/completions', JSON.stringify({ model: MODEL_NAME }));
   assert.equal(bad.status, 400);

@@ -29,6 +29,20 @@ if ! cmp -s "$here/package-lock.json" "$work/node_modules/.swarm-lock" 2>/dev/nu
   cp "$here/package-lock.json" "$work/node_modules/.swarm-lock"
 fi
 
+# The cluster serves stories260K with a chat template: a scratch directory of symlinks to the
+# model's files plus a real model's tokenizer_config.json (llama-2-chat, from the chat-template
+# fixtures), named stories260K so the served model name stays the same.
+chat_dir="$work/chat-model/stories260K"
+template="$src/../shared/fixtures/chat_templates/templates/llama-2-chat.json"
+[[ -f "$template" ]] || skip_or_fail "no chat template fixture at $template"
+rm -rf "$work/chat-model"
+mkdir -p "$chat_dir"
+for f in config.json generation_config.json model.safetensors tokenizer.json; do
+  [[ -e "$model/$f" ]] && ln -s "$(realpath "$model/$f")" "$chat_dir/$f"
+done
+ln -s "$(realpath "$template")" "$chat_dir/tokenizer_config.json"
+model="$chat_dir"
+
 bins=()
 for bin in "$3" "$4" "$5"; do
   [[ -x "$bin" ]] || skip_or_fail "no binary at $bin (build it first)"
