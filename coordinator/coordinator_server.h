@@ -64,7 +64,7 @@ struct CoordinatorOptions {
   // A prompt of more bytes is refused before tokenizing; 0 = PipelineOptions' default.
   int64_t max_prompt_bytes = 0;
   std::string device = "cpu";        // Where the embeddings and the head run.
-  int max_concurrent_requests = 16;  // Requests generating at once.
+  int max_concurrent_requests = 64;  // Requests generating at once (= max_batch_sequences).
   int max_queued_requests = 64;      // Waiting beyond that: RESOURCE_EXHAUSTED.
   // The scheduler (scheduler.h): rows and sequences per micro-batch (max_batch_sequences also caps
   // the requests in the batch at once), requests waiting for admission, micro-batches in flight
