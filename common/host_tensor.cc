@@ -128,30 +128,40 @@ HostTensor HostTensor::FromFloats(std::vector<int64_t> shape, const std::vector<
 }
 
 absl::Status HostTensor::CheckFinite(absl::string_view what) const {
+  const int64_t rows = shape.empty() ? 1 : shape[0];
+  return CheckFiniteRows(what, 0, rows);
+}
+
+absl::Status HostTensor::CheckFiniteRows(absl::string_view what, int64_t first_row,
+                                         int64_t rows) const {
   // A non-finite value has every exponent bit set, in each of the three formats.
   const size_t size = static_cast<size_t>(DTypeSize(dtype));
   const size_t n = data.size() / size;
+  const int64_t cols =
+      shape.empty() ? 1 : std::max<int64_t>(1, NumElements() / std::max<int64_t>(1, shape[0]));
+  const size_t begin = std::min(n, static_cast<size_t>(std::max<int64_t>(0, first_row) * cols));
+  const size_t end = std::min(n, begin + static_cast<size_t>(std::max<int64_t>(0, rows) * cols));
   const unsigned char* p = reinterpret_cast<const unsigned char*>(data.data());
   size_t bad = n;
   if (dtype == DType::kF32) {
-    for (size_t i = 0; i < n && bad == n; ++i) {
+    for (size_t i = begin; i < end && bad == n; ++i) {
       uint32_t bits;
       std::memcpy(&bits, p + i * 4, 4);
       if ((bits & 0x7f800000u) == 0x7f800000u) bad = i;
     }
   } else {
     const uint16_t mask = dtype == DType::kF16 ? 0x7c00 : 0x7f80;
-    for (size_t i = 0; i < n && bad == n; ++i) {
+    for (size_t i = begin; i < end && bad == n; ++i) {
       uint16_t bits;
       std::memcpy(&bits, p + i * 2, 2);
       if ((bits & mask) == mask) bad = i;
     }
   }
   if (bad == n) return absl::OkStatus();
-  const int64_t cols = shape.empty() ? 1 : std::max<int64_t>(1, shape.back());
+  const int64_t last = shape.empty() ? 1 : std::max<int64_t>(1, shape.back());
   return absl::InvalidArgumentError(absl::StrCat(
-      what, ": element ", bad, " (row ", static_cast<int64_t>(bad) / cols, ", column ",
-      static_cast<int64_t>(bad) % cols, ") is NaN or infinite; hidden states must be finite"));
+      what, ": element ", bad, " (row ", static_cast<int64_t>(bad) / last, ", column ",
+      static_cast<int64_t>(bad) % last, ") is NaN or infinite; hidden states must be finite"));
 }
 
 }  // namespace swarm

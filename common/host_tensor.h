@@ -41,6 +41,9 @@ struct HostTensor {
   // OK when every element is finite (no NaN or infinity); otherwise InvalidArgument naming `what`
   // and the first such element's index. Reads the bits (no conversion); call after Validate().
   absl::Status CheckFinite(absl::string_view what) const;
+  // The same over rows [first_row, first_row + rows) of a tensor of rank >= 1 (a row being one
+  // index of the first dimension); the index named is the element's within the whole tensor.
+  absl::Status CheckFiniteRows(absl::string_view what, int64_t first_row, int64_t rows) const;
   // Converts to f32 values (copies). Used by tests and the CLI.
   std::vector<float> ToFloats() const;
   static HostTensor FromFloats(std::vector<int64_t> shape, const std::vector<float>& values);

@@ -153,8 +153,7 @@ absl::Status Worker::ValidateCall(const BatchRequest& request, const HostTensor&
     return absl::InvalidArgumentError(
         absl::StrCat("the steps bring ", rows, " positions; hidden holds ", hidden.shape[0]));
   }
-  // A NaN or infinity would run through every layer and come back as NaN.
-  return hidden.CheckFinite("hidden");
+  return absl::OkStatus();  // Non-finite rows fail their own step (ForwardBatch).
 }
 
 absl::Status Worker::ValidateStep(const BatchStepRequest& step) const {
@@ -320,6 +319,13 @@ absl::StatusOr<BatchResult> Worker::ForwardBatch(const BatchRequest& request, Ho
   for (size_t i = 0; i < n; ++i) {
     first_row[i] = row;
     row += steps[i].positions;
+    // A NaN or infinity would run through every layer and come back as NaN: that step fails
+    // alone, before its session is touched.
+    if (absl::Status s = hidden.CheckFiniteRows("hidden", first_row[i], steps[i].positions);
+        !s.ok()) {
+      result.steps[i].status = std::move(s);
+      continue;
+    }
     absl::StatusOr<std::shared_ptr<Session>> session = Find(steps[i].session_id);
     if (!session.ok()) {
       result.steps[i].status = session.status();

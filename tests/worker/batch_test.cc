@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <string>
 #include <thread>
@@ -346,6 +347,36 @@ TEST_F(BatchStepRulesTest, EachStepFailsOnItsOwnAndTheOthersComplete) {
   EXPECT_TRUE(dup->steps[1].status.ok()) << dup->steps[1].status;
   EXPECT_EQ(dup->steps[2].status.code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(worker_->Stats().sessions, 6);
+}
+
+TEST_F(BatchStepRulesTest, ANonFiniteRowFailsItsOwnStepOnly) {
+  const std::string a = Open(8), b = Open(8), c = Open(8);
+  BatchRequest batch;
+  batch.layers = {0, 1};
+  batch.steps = {{a, 1, 0, 2, 1.0f}, {b, 1, 0, 3, 1.0f}, {c, 1, 0, 4, 1.0f}};
+  HostTensor hidden = GoldenRows(h0_, d_, 0, 2);
+  hidden.data += GoldenRows(h0_, d_, 0, 3).data;
+  hidden.data += GoldenRows(h0_, d_, 0, 4).data;
+  hidden.shape[0] = 9;
+  std::vector<float> v = hidden.ToFloats();
+  v[(2 + 1) * d_ + 5] = std::numeric_limits<float>::quiet_NaN();  // b's second row.
+  hidden = HostTensor::FromFloats(hidden.shape, v);
+  auto r = worker_->ForwardBatch(batch, std::move(hidden));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->steps.size(), 3u);
+  EXPECT_EQ(r->steps[1].status.code(), absl::StatusCode::kInvalidArgument) << r->steps[1].status;
+  EXPECT_NE(r->steps[1].status.message().find("row 3, column 5"), std::string::npos)
+      << r->steps[1].status;
+  EXPECT_TRUE(r->steps[0].status.ok()) << r->steps[0].status;
+  EXPECT_TRUE(r->steps[2].status.ok()) << r->steps[2].status;
+  EXPECT_EQ(RowsOf(*r, 0, 2), Alone(2));
+  EXPECT_EQ(RowsOf(*r, 5, 4), Alone(4));
+  EXPECT_EQ(r->rows_computed, 6);
+  // b's session was not touched: its first step runs now.
+  auto again = Run({{b, 1, 0, 3}});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->steps[0].status.ok()) << again->steps[0].status;
+  EXPECT_FALSE(again->steps[0].replayed);
 }
 
 TEST_F(BatchStepRulesTest, WholeCallErrorsApplyNothing) {
