@@ -1,8 +1,10 @@
-// Client authentication of the coordinator (--auth-tokens FILE): bearer tokens, checked in
-// constant time, each with a name for logs and a limit on the requests it may have running or
-// queued at once. Transport-free: the gRPC service passes the value of the `authorization`
-// metadata, an HTTP adapter the value of its `Authorization` header, and both get the same
-// verdicts (UNAUTHENTICATED for a missing or wrong token, RESOURCE_EXHAUSTED over the limit).
+// Bearer-token authentication: the coordinator's clients (--auth-tokens FILE) and the scrapers of
+// both servers' /metrics (--metrics-auth-tokens FILE, common/metrics_server.h). Tokens are
+// checked in constant time, each with a name for logs and a limit on the requests it may have
+// running or queued at once. Transport-free: the gRPC service passes the value of the
+// `authorization` metadata, an HTTP adapter the value of its `Authorization` header, and both get
+// the same verdicts (UNAUTHENTICATED for a missing or wrong token, RESOURCE_EXHAUSTED over the
+// limit).
 //
 // The tokens file: one token per line, as `name:token` or a bare `token` (then named
 // "token-<line>"); blank lines and lines starting with '#' are ignored. A token is 16 to 512
@@ -12,8 +14,8 @@
 // tokens in force and is logged.
 //
 // Threading: thread-safe.
-#ifndef SWARM_COORDINATOR_AUTH_H_
-#define SWARM_COORDINATOR_AUTH_H_
+#ifndef SWARM_COMMON_TOKEN_AUTH_H_
+#define SWARM_COMMON_TOKEN_AUTH_H_
 
 #include <atomic>
 #include <cstdint>
@@ -29,11 +31,13 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
-namespace swarm::coordinator {
+namespace swarm::common {
 
 struct TokenAuthOptions {
-  std::string path;                // The tokens file.
-  int max_requests_per_token = 8;  // Running or queued at once, per token.
+  std::string path;                            // The tokens file.
+  std::string flag = "--auth-tokens";          // Names the file in errors and log lines.
+  std::string log_name = "swarm-coordinator";  // The process, in log lines (common/logging.h).
+  int max_requests_per_token = 8;              // Running or queued at once, per token.
   absl::Duration reload_interval = absl::Seconds(5);
 };
 
@@ -100,6 +104,6 @@ class TokenAuth {
 // True when `a` and `b` are equal, in time that depends only on their lengths.
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b);
 
-}  // namespace swarm::coordinator
+}  // namespace swarm::common
 
-#endif  // SWARM_COORDINATOR_AUTH_H_
+#endif  // SWARM_COMMON_TOKEN_AUTH_H_
