@@ -474,6 +474,7 @@ class StreamReactor final
 
   void OnReadDone(bool ok) override {
     absl::Status ended;
+    bool cancel_alarm = false;
     {
       absl::MutexLock lock(&mu_);
       if (phase_ != Phase::kArriving) return;  // The arrival deadline ended the call.
@@ -499,8 +500,10 @@ class StreamReactor final
       if (!ended.ok()) assembler_.Release();
       // Complete: the tensor moves to the step, it no longer counts as arriving.
       ReportBuffered(0);
-      if (armed_) alarm_.Cancel();
+      cancel_alarm = armed_;
     }
+    // Outside mu_: the cancelled alarm's callback (on another thread) takes it.
+    if (cancel_alarm) alarm_.Cancel();
     if (!ended.ok()) {
       End(ended);
       return;
