@@ -5,6 +5,7 @@
 # total (docs/security.md quotes the figures).
 #   scripts/fuzz.sh BUILD_DIR SECONDS TARGET...
 # Crashing inputs land in BUILD_DIR/fuzz-crashes/TARGET/. Exit 1 when a target crashed.
+# FUZZ_BUILD=0 skips building.
 set -euo pipefail
 build="${1:?usage: fuzz.sh BUILD_DIR SECONDS TARGET...}"
 seconds="${2:?usage: fuzz.sh BUILD_DIR SECONDS TARGET...}"
@@ -20,7 +21,8 @@ if [[ ! -f "$build/CMakeCache.txt" ]]; then
     -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_C_FLAGS="$flags" \
     -DSWARM_BUILD_TESTS=OFF -DSWARM_FUZZ=ON
 fi
-cmake --build "$build" -j "$jobs" --target "$@"
+# FUZZ_BUILD=0: run the targets as built (while another build of BUILD_DIR is under way).
+if [[ "${FUZZ_BUILD:-1}" != 0 ]]; then cmake --build "$build" -j "$jobs" --target "$@"; fi
 
 # Seeds from ../shared (tests/fuzz/seeds.sh, the same the ctest smoke runs use), read-only; each
 # target's own corpus (what libFuzzer found) grows in fuzz-corpus/TARGET across runs.

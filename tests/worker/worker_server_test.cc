@@ -552,7 +552,7 @@ TEST_F(WorkerServerTest, StreamStillArrivingAfterItsArrivalTimeoutIsEndedAndFree
   ASSERT_NE(metrics, nullptr);
   observer_ = metrics.get();
   constexpr absl::Duration kArrival = absl::Milliseconds(300);
-  configure_ = [](WorkerServerOptions* o) { o->max_arrival_time = kArrival; };
+  configure_ = [=](WorkerServerOptions* o) { o->max_arrival_time = kArrival; };
   Start({0});
   std::string id;
   ASSERT_TRUE(Open(&id).ok());
