@@ -55,8 +55,9 @@ test-asan:
 # prints executions and crashes per target (scripts/fuzz.sh).
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= safetensors_fuzz config_fuzz router_file_fuzz tokenizer_load_fuzz \
-  tokenizer_encode_fuzz auth_tokens_fuzz worker_forward_fuzz coordinator_generate_fuzz
+FUZZ_TARGETS ?= safetensors_fuzz safetensors_index_fuzz config_fuzz router_file_fuzz \
+  tokenizer_load_fuzz tokenizer_encode_fuzz auth_tokens_fuzz http_request_fuzz \
+  worker_forward_fuzz worker_stream_fuzz coordinator_generate_fuzz
 fuzz:
 	JOBS=$(JOBS) bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 

@@ -187,6 +187,7 @@ struct WorkerMetrics::Impl {
   Gauge* kv_bytes = nullptr;
   Gauge* kv_reserved = nullptr;
   Gauge* kv_budget = nullptr;
+  Gauge* stream_buffered = nullptr;
   Gauge* resident = nullptr;
   Gauge* resident_bytes = nullptr;
   Counter* hits = nullptr;
@@ -285,6 +286,13 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const Optio
                         .Help("KV cache memory budget in bytes (0 = unlimited).")
                         .Register(reg)
                         .Add({});
+    m->stream_buffered = &prometheus::BuildGauge()
+                              .Name("swarm_worker_stream_buffered_bytes")
+                              .Help(
+                                  "Bytes held by ForwardStream and ForwardBatchStream requests "
+                                  "still arriving.")
+                              .Register(reg)
+                              .Add({});
     m->session_evictions = &prometheus::BuildCounter()
                                 .Name("swarm_worker_session_evictions_total")
                                 .Help("Sessions dropped by the worker, by reason.")
@@ -413,6 +421,9 @@ void WorkerMetrics::OnBlockEviction() { impl_->evictions->Increment(); }
 void WorkerMetrics::OnBatch(int64_t sequences, int64_t rows) {
   impl_->batch_rows->Observe(static_cast<double>(rows > 0 ? rows : 0));
   impl_->batch_sequences->Observe(static_cast<double>(sequences > 0 ? sequences : 0));
+}
+void WorkerMetrics::AddStreamBufferedBytes(int64_t delta) {
+  impl_->stream_buffered->Increment(static_cast<double>(delta));
 }
 void WorkerMetrics::AddBusySeconds(double seconds) {
   impl_->busy_seconds->Increment(NonNegative(seconds));

@@ -106,6 +106,8 @@ class WorkerMetrics {
   // `seconds` more of wall time during which at least one pass was computing (counted once
   // however many passes overlap, so its rate is the busy fraction, 0..1).
   void AddBusySeconds(double seconds);
+  // Bytes held by streamed calls whose request is still arriving changed by `delta`.
+  void AddStreamBufferedBytes(int64_t delta);
 
  private:
   struct Impl;

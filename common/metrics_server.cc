@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "common/host_port.h"
 #include "common/status_macros.h"
+#include "common/token_auth.h"
 #include "httplib.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
@@ -53,8 +54,23 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const Option
   server->set_keep_alive_timeout(2);
   server->set_read_timeout(5, 0);
   server->set_write_timeout(5, 0);
+  std::shared_ptr<TokenAuth> auth;
+  if (!options.auth_tokens_file.empty()) {
+    TokenAuthOptions ao;
+    ao.path = options.auth_tokens_file;
+    ao.flag = "--metrics-auth-tokens";
+    ao.log_name = options.log_name;
+    ASSIGN_OR_RETURN(auth, TokenAuth::Load(ao));
+  }
   std::shared_ptr<prometheus::Registry> registry = options.registry;
-  server->Get("/metrics", [registry](const httplib::Request&, httplib::Response& res) {
+  server->Get("/metrics", [registry, auth](const httplib::Request& req, httplib::Response& res) {
+    if (auth != nullptr && !auth->Authenticate(req.get_header_value("Authorization")).ok()) {
+      res.status = 401;
+      res.set_header("WWW-Authenticate", "Bearer");
+      res.set_content("a valid token is required: send 'Authorization: Bearer TOKEN'\n",
+                      "text/plain");
+      return;
+    }
     absl::StatusOr<std::string> text = SerializeRegistry(*registry);
     if (!text.ok()) {
       res.status = 500;

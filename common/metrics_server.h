@@ -1,6 +1,7 @@
 // MetricsServer: serves a prometheus::Registry as Prometheus text on `GET /metrics`, plus
-// `GET /healthz`, over cpp-httplib on one HOST:PORT. Used by swarm-worker and swarm-coordinator
-// for their `--metrics-listen` flag (the same server can later carry an HTTP API).
+// `GET /healthz`, over cpp-httplib on one HOST:PORT; /metrics optionally only for bearer tokens.
+// Used by swarm-worker and swarm-coordinator for their `--metrics-listen` flag (the same server can
+// later carry an HTTP API).
 //
 // Why not prometheus-cpp's own Exposer: its civetweb threads have ~100 KB stacks, smaller than the
 // static TLS of LibTorch's dependency tree, so pthread_create fails inside a LibTorch process
@@ -43,9 +44,15 @@ class MetricsServer {
     std::function<bool()> healthy;
     // Request-handling threads (connections are keep-alive; Prometheus uses one per target).
     int threads = 4;
+    // --metrics-auth-tokens: a tokens file (common/token_auth.h, the format of --auth-tokens,
+    // re-read when it changes); /metrics then answers only requests with `Authorization: Bearer
+    // TOKEN` of one of its tokens, 401 otherwise (/healthz stays open). "" = no check.
+    std::string auth_tokens_file;
+    std::string log_name = "swarm";  // The process, in the tokens file's reload log lines.
   };
 
-  // Binds and starts serving. InvalidArgument for a malformed address or a missing registry,
+  // Binds and starts serving. InvalidArgument for a malformed address, a missing registry or a
+  // tokens file that cannot be read or parsed (naming --metrics-auth-tokens and the line),
   // Unavailable naming the address when it cannot be bound (in use, no such interface).
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const Options& options);
 

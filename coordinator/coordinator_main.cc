@@ -38,6 +38,9 @@ swarm::FlagSet CoordinatorFlags() {
       .Required("workers", "HOST:PORT,...", "the workers")
       .Value("listen", "HOST:PORT", "127.0.0.1:0", "the gRPC address; port 0 = a free one")
       .Value("metrics-listen", "HOST:PORT", "", "serve Prometheus /metrics here")
+      .Value("metrics-auth-tokens", "FILE", "",
+             "/metrics answers only 'Authorization: Bearer TOKEN' of a token in FILE (the "
+             "--auth-tokens format; Prometheus: authorization.credentials_file)")
       .Value("device", "cpu|cuda:N", d.device, "where the embeddings and head run")
       .Value("max-concurrent-requests", "N", absl::StrCat(d.max_concurrent_requests),
              "requests generating at once")
@@ -194,6 +197,9 @@ int main(int argc, char** argv) {
   options.max_queued_requests = static_cast<int>(*queued);
   options.max_request_time = *request_timeout;
   options.step_timeout = *step_timeout;
+  if (flags->Has("metrics-auth-tokens") && !flags->Has("metrics-listen")) {
+    return Fail(absl::InvalidArgumentError("--metrics-auth-tokens needs --metrics-listen"));
+  }
   if (flags->Has("metrics-listen")) {
     if (auto s = swarm::ValidateHostPort(flags->String("metrics-listen"), "--metrics-listen");
         !s.ok()) {
@@ -234,6 +240,7 @@ int main(int argc, char** argv) {
     mo.num_blocks = (*loaded)->block_layout().num_blocks;
     mo.workers = options.workers;
     mo.model = options.model_dir;
+    mo.auth_tokens_file = flags->String("metrics-auth-tokens");
     auto started = swarm::coordinator::CoordinatorMetricsObserver::Start(mo);
     if (!started.ok()) return Fail(started.status());
     metrics = *std::move(started);
@@ -248,14 +255,6 @@ int main(int argc, char** argv) {
     ho.listen = flags->String("http-listen");
     ho.model_name = flags->String("served-model-name");
     ho.max_body_bytes = *http_max_body;
-    if (swarm::coordinator::TokenAuth* auth = (*server)->auth(); auth != nullptr) {
-      // The same tokens as the gRPC service. (The lease ends with the check: the per-token limit
-      // on requests at once counts gRPC requests only.)
-      ho.authorize = [auth](absl::string_view authorization) -> absl::Status {
-        absl::StatusOr<swarm::coordinator::TokenAuth::Lease> lease = auth->Acquire(authorization);
-        return lease.status();
-      };
-    }
     auto started = swarm::coordinator::HttpApi::Start(server->get(), ho);
     if (!started.ok()) return Fail(started.status());
     http = *std::move(started);

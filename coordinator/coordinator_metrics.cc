@@ -39,6 +39,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorMetricsObserver>> CoordinatorMetricsOb
   common::MetricsServer::Options so;
   so.listen = options.listen;
   so.registry = observer->metrics_->registry();
+  so.auth_tokens_file = options.auth_tokens_file;
+  so.log_name = "swarm-coordinator";
   ASSIGN_OR_RETURN(observer->server_, common::MetricsServer::Start(so));
   return observer;
 }

@@ -41,9 +41,11 @@ class CoordinatorMetricsObserver : public CoordinatorObserver {
     int num_blocks = 0;                // Blocks of the split, 1..num_layers; 0 = num_layers.
     std::vector<std::string> workers;  // As given to --workers.
     std::string model;
+    // --metrics-auth-tokens: /metrics only for these bearer tokens (MetricsServer::Options).
+    std::string auth_tokens_file;
   };
-  // Creates the metric set and starts serving /metrics. InvalidArgument for a bad address or
-  // block count, Unavailable when the address cannot be bound.
+  // Creates the metric set and starts serving /metrics. InvalidArgument for a bad address,
+  // block count or tokens file, Unavailable when the address cannot be bound.
   static absl::StatusOr<std::unique_ptr<CoordinatorMetricsObserver>> Start(const Options& options);
   ~CoordinatorMetricsObserver() override;
 

@@ -19,7 +19,6 @@
 #include "coordinator/openai_api.h"
 #include "coordinator/pipeline.h"
 #include "httplib.h"
-#include "tokenizer/jinja.h"
 
 namespace swarm::coordinator {
 
@@ -42,6 +41,8 @@ struct HttpCall {
   std::string request_id ABSL_GUARDED_BY(mu);
   std::deque<model::GeneratedToken> tokens ABSL_GUARDED_BY(mu);
   absl::StatusOr<GenerationResult> result ABSL_GUARDED_BY(mu) = absl::UnknownError("not run");
+  // One of the client's token's request slots (--auth-tokens), held until the generation ends.
+  TokenAuth::Lease lease ABSL_GUARDED_BY(mu);
 };
 
 void SendError(httplib::Response& res, const OpenAiError& e) {
@@ -59,27 +60,13 @@ std::string BaseName(std::string path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-// The prompt of a chat request: the model's chat template over the body's messages (and tools),
-// with the generation prompt (CoordinatorModel::RenderChat). The body is read again as
-// ordered_json so that the template's tojson keeps the client's key order. Errors name
+// The prompt of a chat request: the model's chat template over the body's messages (and tools,
+// ParseChatInput), with the generation prompt (CoordinatorModel::RenderChat). Errors name
 // `messages`: no template, or the template's raise_exception message.
 absl::StatusOr<std::string> RenderChatPrompt(const CoordinatorServer& server,
                                              const std::string& body) {
-  const nlohmann::ordered_json parsed =
-      nlohmann::ordered_json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (!parsed.is_object() || !parsed.contains("messages")) {
-    return InvalidParam("messages", "'messages' must be a non-empty list of messages");
-  }
-  absl::StatusOr<tokenizer::jinja::Value> messages =
-      tokenizer::jinja::Value::FromJson(parsed["messages"]);
-  if (!messages.ok()) return InvalidParam("messages", std::string(messages.status().message()));
-  std::optional<tokenizer::jinja::Value> tools;
-  if (auto it = parsed.find("tools"); it != parsed.end() && !it->is_null()) {
-    absl::StatusOr<tokenizer::jinja::Value> t = tokenizer::jinja::Value::FromJson(*it);
-    if (!t.ok()) return InvalidParam("tools", std::string(t.status().message()));
-    tools = *std::move(t);
-  }
-  absl::StatusOr<std::string> prompt = server.model().RenderChat(*messages, tools);
+  ASSIGN_OR_RETURN(ChatInput input, ParseChatInput(body));
+  absl::StatusOr<std::string> prompt = server.model().RenderChat(input.messages, input.tools);
   if (!prompt.ok() &&
       (absl::IsInvalidArgument(prompt.status()) || absl::IsFailedPrecondition(prompt.status()))) {
     return InvalidParam("messages", std::string(prompt.status().message()));
@@ -120,9 +107,22 @@ class Handlers {
 
   const std::string& model_name() const { return options_.model_name; }
 
-  bool Authorized(const httplib::Request& req, httplib::Response& res) const {
-    if (!options_.authorize) return true;
-    absl::Status s = options_.authorize(req.get_header_value("Authorization"));
+  // The coordinator's --auth-tokens check (TokenAuth, as the gRPC service makes it) on the
+  // Authorization header. With `lease`, also one of the token's request slots, so that HTTP and
+  // gRPC requests count toward the same per-token limit. False: the error (401, 429) was sent.
+  bool Authorized(const httplib::Request& req, httplib::Response& res,
+                  TokenAuth::Lease* lease = nullptr) const {
+    TokenAuth* auth = server_->auth();
+    if (auth == nullptr) return true;
+    const std::string authorization = req.get_header_value("Authorization");
+    absl::Status s;
+    if (lease != nullptr) {
+      absl::StatusOr<TokenAuth::Lease> acquired = auth->Acquire(authorization);
+      s = acquired.status();
+      if (acquired.ok()) *lease = *std::move(acquired);
+    } else {
+      s = auth->Authenticate(authorization).status();
+    }
     if (s.ok()) return true;
     SendStatus(res, s);
     return false;
@@ -154,7 +154,8 @@ class Handlers {
 
   void Generate(OpenAiEndpoint endpoint, const httplib::Request& req,
                 httplib::Response& res) const {
-    if (!Authorized(req, res)) return;
+    TokenAuth::Lease lease;
+    if (!Authorized(req, res, &lease)) return;
     absl::StatusOr<OpenAiRequest> parsed = ParseOpenAiRequest(endpoint, req.body);
     if (!parsed.ok()) return SendStatus(res, parsed.status());
     if (!parsed->model.empty() && parsed->model != options_.model_name) {
@@ -175,6 +176,10 @@ class Handlers {
     g.arrival = absl::Now();
 
     auto call = std::make_shared<HttpCall>();
+    {
+      absl::MutexLock lock(&call->mu);
+      call->lease = std::move(lease);
+    }
     if (!calls_->Add(call)) {
       const absl::Status s = absl::UnavailableError("the coordinator is shutting down");
       server_->pipeline().Refuse(g.mode, s);
@@ -198,6 +203,7 @@ class Handlers {
           server->pipeline().Generate(request, sink, &call->cancel);
       absl::MutexLock lock(&call->mu);
       call->result = std::move(result);
+      call->lease = TokenAuth::Lease();  // The token's slot frees as the generation ends.
       call->done = true;
       call->changed.SignalAll();
     });

@@ -6,6 +6,9 @@
 // every refusal counted by GenerationPipeline::Refuse), the same pipeline and the same errors;
 // `stream: true` answers with server-sent events in OpenAI's chunk shape, ending `data: [DONE]`.
 // A client that disconnects mid-stream cancels its request, which frees its worker sessions.
+// With the coordinator's --auth-tokens (CoordinatorServer::auth()) every /v1/ request needs
+// `Authorization: Bearer TOKEN` (401 otherwise), and a generation holds one of its token's
+// request slots until it ends, the same per-token limit as gRPC's (429 beyond it).
 //
 // Threading: httplib's own bounded pool of connection threads reads requests and writes replies;
 // each generation runs on the coordinator's request pool and hands its tokens to the connection
@@ -15,7 +18,6 @@
 #define SWARM_COORDINATOR_HTTP_API_H_
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -44,10 +46,6 @@ struct HttpApiOptions {
   // exceed the request pool (max concurrent + queued) for the pool to be the limit that answers
   // 429. 0 = that pool's size + 8.
   int threads = 0;
-  // Checks a request's `Authorization` header value ("" when absent): OK, or UNAUTHENTICATED
-  // (401) / PERMISSION_DENIED (403) with the reason. Unset = no authentication. Called on
-  // every /v1/ request (not /health).
-  std::function<absl::Status(absl::string_view authorization)> authorize;
 };
 
 class HttpApi {

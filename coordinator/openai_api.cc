@@ -538,4 +538,22 @@ Json UsageChunkJson(const ResponseMeta& meta, int64_t prompt_tokens, int64_t com
 
 std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
 
+absl::StatusOr<ChatInput> ParseChatInput(const std::string& body) {
+  const nlohmann::ordered_json parsed =
+      nlohmann::ordered_json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!parsed.is_object() || !parsed.contains("messages")) {
+    return InvalidParam("messages", "'messages' must be a non-empty list of messages");
+  }
+  absl::StatusOr<tokenizer::jinja::Value> messages =
+      tokenizer::jinja::Value::FromJson(parsed["messages"]);
+  if (!messages.ok()) return InvalidParam("messages", std::string(messages.status().message()));
+  ChatInput input{*std::move(messages), std::nullopt};
+  if (auto it = parsed.find("tools"); it != parsed.end() && !it->is_null()) {
+    absl::StatusOr<tokenizer::jinja::Value> t = tokenizer::jinja::Value::FromJson(*it);
+    if (!t.ok()) return InvalidParam("tools", std::string(t.status().message()));
+    input.tools = *std::move(t);
+  }
+  return input;
+}
+
 }  // namespace swarm::coordinator

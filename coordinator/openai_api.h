@@ -19,6 +19,7 @@
 #include "coordinator/pipeline.h"
 #include "model/generate.h"
 #include "nlohmann/json.hpp"
+#include "tokenizer/jinja.h"
 
 namespace swarm::coordinator {
 
@@ -66,6 +67,15 @@ struct OpenAiRequest {
 // (best_of != 1, penalties, logit_bias, suffix, functions; tools that are not a list); unknown
 // fields are ignored. A random seed when none is given.
 absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, const std::string& body);
+
+// A chat body's `messages` and `tools` (absent or null: nullopt) as chat-template values
+// (tokenizer/chat_template.h), read again as ordered_json so that the template's tojson keeps the
+// client's key order. InvalidParam naming the field when either is malformed.
+struct ChatInput {
+  tokenizer::jinja::Value messages;
+  std::optional<tokenizer::jinja::Value> tools;
+};
+absl::StatusOr<ChatInput> ParseChatInput(const std::string& body);
 
 // OpenAI's finish_reason for ours: "eos" and "stop" → "stop", "length" and "context" →
 // "length".

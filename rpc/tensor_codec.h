@@ -59,6 +59,10 @@ class TensorAssembler {
   int64_t remaining() const { return expected_ - static_cast<int64_t>(t_.data.size()); }
   // The assembled tensor; call once, after complete().
   HostTensor Take() { return std::move(t_); }
+  // Bytes of memory held for the tensor (Begin() reserves the whole shape's).
+  int64_t buffered_bytes() const { return static_cast<int64_t>(t_.data.capacity()); }
+  // Frees the bytes buffered so far, for a call that ends before complete(); the header stays.
+  void Release() { std::string().swap(t_.data); }
 
  private:
   bool started_ = false;
@@ -116,6 +120,9 @@ class PieceAssembler {
   Message* mutable_header() { return &header_; }
   // Call once, after complete().
   HostTensor TakeHidden() { return tensor_.Take(); }
+  // TensorAssembler's: the memory held for the tensor, and freeing it before complete().
+  int64_t buffered_bytes() const { return tensor_.buffered_bytes(); }
+  void Release() { tensor_.Release(); }
 
  private:
   const int64_t max_bytes_;

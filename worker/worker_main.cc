@@ -58,12 +58,18 @@ swarm::FlagSet WorkerFlags() {
       .Value("max-queued-steps", "N", absl::StrCat(d.max_queued_steps),
              "steps waiting for a compute thread before new ones are refused")
       .Value("metrics-listen", "HOST:PORT", "", "serve Prometheus /metrics here")
+      .Value("metrics-auth-tokens", "FILE", "",
+             "/metrics answers only 'Authorization: Bearer TOKEN' of a token in FILE (the "
+             "--auth-tokens format; Prometheus: authorization.credentials_file)")
       .Value("memory-budget", "BYTES", "",
              "keep at most this many bytes of layer weights resident, loading the others on demand")
       .Value("block-layers", "N", absl::StrCat(d.block_layers),
              "layers loaded and evicted together (with --memory-budget)")
       .Value("max-sessions-per-client", "N", "0",
              "open sessions per caller (0 = no limit below --max-sessions)")
+      .Value("stream-arrival-timeout", "DURATION", absl::FormatDuration(d.max_arrival_time),
+             "a ForwardStream/ForwardBatchStream request not fully arrived this long after its "
+             "first piece is ended with DEADLINE_EXCEEDED and its buffer freed")
       .Note("Give either --layers or --blocks with --num-blocks.");
   swarm::rpc::AddServerSecurityFlags(f);
   return f;
@@ -161,11 +167,16 @@ int main(int argc, char** argv) {
   auto queued = flags->Int("max-queued-steps");
   auto memory_budget = flags->Bytes("memory-budget", 0);
   auto block_layers = flags->Int("block-layers");
+  auto arrival = flags->Duration("stream-arrival-timeout");
   for (const absl::Status& s :
        {max_sessions.status(), ttl.status(), budget.status(), threads.status(), queued.status(),
-        memory_budget.status(), block_layers.status()}) {
+        memory_budget.status(), block_layers.status(), arrival.status()}) {
     if (!s.ok()) return Fail(s);
   }
+  if (*arrival <= absl::ZeroDuration()) {
+    return Fail(absl::InvalidArgumentError("--stream-arrival-timeout must be positive"));
+  }
+  options.max_arrival_time = *arrival;
   if (flags->Has("memory-budget") && *memory_budget <= 0) {
     return Fail(absl::InvalidArgumentError("--memory-budget must be positive"));
   }
@@ -226,6 +237,9 @@ int main(int argc, char** argv) {
     options.load.on_layer_loaded = [p] { p->Add(1); };
   }
   std::unique_ptr<swarm::worker::WorkerMetricsObserver> metrics;
+  if (flags->Has("metrics-auth-tokens") && !flags->Has("metrics-listen")) {
+    return Fail(absl::InvalidArgumentError("--metrics-auth-tokens needs --metrics-listen"));
+  }
   if (flags->Has("metrics-listen")) {
     if (auto s = swarm::ValidateHostPort(flags->String("metrics-listen"), "--metrics-listen");
         !s.ok()) {
@@ -238,6 +252,7 @@ int main(int argc, char** argv) {
     mo.device = options.load.device;
     mo.dtype = swarm::DTypeName(options.load.dtype);
     mo.kv_budget_bytes = options.limits.kv_budget_bytes;
+    mo.auth_tokens_file = flags->String("metrics-auth-tokens");
     auto started = swarm::worker::WorkerMetricsObserver::Start(mo);
     if (!started.ok()) return Fail(started.status());
     metrics = *std::move(started);

@@ -21,6 +21,8 @@ absl::StatusOr<std::unique_ptr<WorkerMetricsObserver>> WorkerMetricsObserver::St
   common::MetricsServer::Options so;
   so.listen = options.listen;
   so.registry = observer->metrics_->registry();
+  so.auth_tokens_file = options.auth_tokens_file;
+  so.log_name = "swarm-worker";
   ASSIGN_OR_RETURN(observer->server_, common::MetricsServer::Start(so));
   return observer;
 }
@@ -55,6 +57,10 @@ void WorkerMetricsObserver::OnSessionEvicted(absl::string_view reason) {
 void WorkerMetricsObserver::OnBlockLoad(double seconds) { metrics_->OnBlockLoad(seconds); }
 
 void WorkerMetricsObserver::OnBlockEviction() { metrics_->OnBlockEviction(); }
+
+void WorkerMetricsObserver::OnStreamBuffered(int64_t delta_bytes) {
+  metrics_->AddStreamBufferedBytes(delta_bytes);
+}
 
 void WorkerMetricsObserver::SetBlocksResident(int blocks, int64_t bytes) {
   metrics_->SetBlocksResident(blocks, bytes);

@@ -34,9 +34,11 @@ class WorkerMetricsObserver : public WorkerObserver {
     std::string device = "cpu";
     std::string dtype = "f32";
     int64_t kv_budget_bytes = 0;  // Until the server reports the budget in force (SetSessions).
+    // --metrics-auth-tokens: /metrics only for these bearer tokens (MetricsServer::Options).
+    std::string auth_tokens_file;
   };
-  // Creates the metric set and starts serving /metrics. InvalidArgument for a bad address or
-  // layer set, Unavailable when the address cannot be bound.
+  // Creates the metric set and starts serving /metrics. InvalidArgument for a bad address,
+  // layer set or tokens file, Unavailable when the address cannot be bound.
   static absl::StatusOr<std::unique_ptr<WorkerMetricsObserver>> Start(const Options& options);
   ~WorkerMetricsObserver() override;
 
@@ -58,6 +60,7 @@ class WorkerMetricsObserver : public WorkerObserver {
   void OnBlockHit() override;
   void OnBatch(int sequences, int64_t rows) override;
   void OnBusy(double seconds) override;
+  void OnStreamBuffered(int64_t delta_bytes) override;
 
  private:
   WorkerMetricsObserver() = default;

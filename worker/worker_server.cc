@@ -1,8 +1,10 @@
 #include "worker/worker_server.h"
 
+#include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <utility>
 
@@ -437,13 +439,19 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
 namespace {
 
 // One streamed call (ForwardStream or ForwardBatchStream): read pieces until the hidden state is
-// complete, compute on the pool, write the reply in pieces (rpc::FillPiece), finish. Deletes
-// itself in OnDone. `Call` holds what differs between the two (ForwardStreamCall and
-// BatchStreamCall below): its Request and Response types; MaxBytes(service), the most bytes the
-// request's tensor may hold; OnHeader(header), once the first
-// piece is in; Run(service, ctx, deadline, header, hidden, reply), on the pool, which fills the
-// reply's fields other than hidden and returns the reply's tensor; Report(service, header,
-// status), once, as the call ends.
+// complete, compute on the pool, write the reply in pieces (rpc::FillPiece), finish. `Call` holds
+// what differs between the two (ForwardStreamCall and BatchStreamCall below): its Request and
+// Response types; MaxBytes(service), the most bytes the request's tensor may hold;
+// OnHeader(header), once the first piece is in; Run(service, ctx, deadline, header, hidden,
+// reply), on the pool, which fills the reply's fields other than hidden and returns the reply's
+// tensor; Report(service, header, status), once, as the call ends.
+//
+// The arrival deadline: the first piece arms an alarm `max_arrival_time` ahead; when it fires
+// while the request is still arriving, the buffer is freed and the call finished with
+// DEADLINE_EXCEEDED (the read still pending then fails and is ignored). The alarm's callback runs
+// on a gRPC thread of its own, concurrently with the reactions, so `mu_` orders the two and a
+// reference count keeps the reactor alive until both OnDone and the alarm's callback (which
+// gRPC always runs, with false once cancelled) have run.
 template <typename Call>
 class StreamReactor final
     : public grpc::ServerBidiReactor<typename Call::Request, typename Call::Response> {
@@ -451,33 +459,53 @@ class StreamReactor final
   using Request = typename Call::Request;
   using Response = typename Call::Response;
 
-  StreamReactor(WorkerServiceImpl* service, ThreadPool* pool, grpc::CallbackServerContext* ctx,
-                absl::Duration max_step_time)
+  StreamReactor(WorkerServiceImpl* service, ThreadPool* pool, WorkerObserver* observer,
+                grpc::CallbackServerContext* ctx, absl::Duration max_step_time,
+                absl::Duration max_arrival_time)
       : service_(service),
         pool_(pool),
+        observer_(observer),
         ctx_(ctx),
         deadline_(EffectiveDeadline(ctx, absl::Now(), max_step_time)),
+        max_arrival_time_(max_arrival_time),
         assembler_(Call::MaxBytes(service), "hidden") {
     this->StartRead(&piece_);
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) {
-      // The caller half-closed (or went away) before the tensor was complete.
-      End(absl::InvalidArgumentError(absl::StrCat("hidden: the stream ended with ",
-                                                  assembler_.remaining(), " bytes missing")));
-      return;
+    absl::Status ended;
+    bool cancel_alarm = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (phase_ != Phase::kArriving) return;  // The arrival deadline ended the call.
+      if (!ok) {
+        // The caller half-closed (or went away) before the tensor was complete.
+        ended = absl::InvalidArgumentError(absl::StrCat("hidden: the stream ended with ",
+                                                        assembler_.remaining(), " bytes missing"));
+      } else {
+        const bool first = !assembler_.started();
+        ended = assembler_.Add(&piece_);
+        if (first) {
+          call_.OnHeader(assembler_.header());
+          if (ended.ok() && !assembler_.complete()) ArmArrivalDeadline();
+        }
+        TrackBuffered();
+        if (ended.ok() && !assembler_.complete()) {
+          piece_.Clear();
+          this->StartRead(&piece_);  // Its reaction is never run inline, so under mu_ is safe.
+          return;
+        }
+      }
+      phase_ = ended.ok() ? Phase::kComputing : Phase::kEnded;
+      if (!ended.ok()) assembler_.Release();
+      // Complete: the tensor moves to the step, it no longer counts as arriving.
+      ReportBuffered(0);
+      cancel_alarm = armed_;
     }
-    const bool first = !assembler_.started();
-    const absl::Status s = assembler_.Add(&piece_);
-    if (first) call_.OnHeader(assembler_.header());
-    if (!s.ok()) {
-      End(s);
-      return;
-    }
-    if (!assembler_.complete()) {
-      piece_.Clear();
-      this->StartRead(&piece_);
+    // Outside mu_: the cancelled alarm's callback (on another thread) takes it.
+    if (cancel_alarm) alarm_.Cancel();
+    if (!ended.ok()) {
+      End(ended);
       return;
     }
     if (!pool_->TrySchedule([this] { Compute(); })) End(service_->Overloaded());
@@ -491,9 +519,49 @@ class StreamReactor final
     WriteNext();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override { Unref(); }
 
  private:
+  enum class Phase { kArriving, kComputing, kEnded };
+
+  void ArmArrivalDeadline() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (max_arrival_time_ <= absl::ZeroDuration()) return;
+    armed_ = true;
+    refs_.fetch_add(1, std::memory_order_relaxed);
+    alarm_.Set(absl::ToChronoTime(absl::Now() + max_arrival_time_), [this](bool fired) {
+      if (fired) OnArrivalDeadline();
+      Unref();
+    });
+  }
+
+  void OnArrivalDeadline() {
+    int64_t missing = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      if (phase_ != Phase::kArriving) return;
+      phase_ = Phase::kEnded;
+      missing = assembler_.remaining();
+      assembler_.Release();
+      ReportBuffered(0);
+    }
+    End(absl::DeadlineExceededError(absl::StrCat(
+        "hidden: ", missing, " bytes still missing ", absl::FormatDuration(max_arrival_time_),
+        " after the stream's first piece (the worker's --stream-arrival-timeout)")));
+  }
+
+  // Reports the assembler's buffer to the observer (the change since the last report).
+  void TrackBuffered() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ReportBuffered(assembler_.buffered_bytes());
+  }
+  void ReportBuffered(int64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (bytes != buffered_) observer_->OnStreamBuffered(bytes - buffered_);
+    buffered_ = bytes;
+  }
+
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
   // Every way the call ends goes through here: the outcome is reported once, then finished.
   void End(const absl::Status& s) {
     call_.Report(service_, assembler_.header(), s);
@@ -522,10 +590,21 @@ class StreamReactor final
 
   WorkerServiceImpl* const service_;
   ThreadPool* const pool_;
+  WorkerObserver* const observer_;
   grpc::CallbackServerContext* const ctx_;
   const absl::Time deadline_;
+  const absl::Duration max_arrival_time_;
+  // OnDone's reference, and the alarm callback's while armed.
+  std::atomic<int> refs_{1};
+  grpc::Alarm alarm_;
+  absl::Mutex mu_;
+  Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kArriving;
+  bool armed_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t buffered_ ABSL_GUARDED_BY(mu_) = 0;  // Reported to the observer as arriving.
   Call call_;
   Request piece_;
+  // Written by the reactions and the alarm under mu_ while arriving; by the compute and write
+  // path only once phase_ left kArriving.
   rpc::PieceAssembler<Request> assembler_;
   Response reply_header_;  // The reply's fields but hidden, once computed.
   HostTensor reply_hidden_;
@@ -583,14 +662,16 @@ class BatchStreamCall {
 
 grpc::ServerBidiReactor<v1::ForwardRequest, v1::ForwardResponse>* WorkerServiceImpl::ForwardStream(
     grpc::CallbackServerContext* ctx) {
-  return new StreamReactor<ForwardStreamCall>(this, owner_->pool_.get(), ctx,
-                                              owner_->options_.max_step_time);
+  return new StreamReactor<ForwardStreamCall>(this, owner_->pool_.get(), owner_->observer_, ctx,
+                                              owner_->options_.max_step_time,
+                                              owner_->options_.max_arrival_time);
 }
 
 grpc::ServerBidiReactor<v1::ForwardBatchRequest, v1::ForwardBatchResponse>*
 WorkerServiceImpl::ForwardBatchStream(grpc::CallbackServerContext* ctx) {
-  return new StreamReactor<BatchStreamCall>(this, owner_->pool_.get(), ctx,
-                                            owner_->options_.max_step_time);
+  return new StreamReactor<BatchStreamCall>(this, owner_->pool_.get(), owner_->observer_, ctx,
+                                            owner_->options_.max_step_time,
+                                            owner_->options_.max_arrival_time);
 }
 
 absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(

@@ -79,6 +79,10 @@ class WorkerObserver {
   virtual void OnBlockEviction() {}
   virtual void SetBlocksResident(int /*blocks*/, int64_t /*bytes*/) {}
   virtual void OnBlockHit() {}
+  // Bytes held by ForwardStream and ForwardBatchStream calls whose request is still arriving
+  // changed by `delta` (reserved when the first piece names the tensor's shape, released when
+  // the request is complete or the call ends early, the arrival deadline included).
+  virtual void OnStreamBuffered(int64_t /*delta_bytes*/) {}
 };
 
 struct WorkerServerOptions {
@@ -115,6 +119,11 @@ struct WorkerServerOptions {
   // Server-side cap on a step's deadline (a step without a deadline gets this one); a step whose
   // deadline has passed when a compute thread picks it up is not run.
   absl::Duration max_step_time = absl::Minutes(2);
+  // A ForwardStream or ForwardBatchStream call whose request has not fully arrived this long
+  // after its first piece is ended with DEADLINE_EXCEEDED and its buffer freed: a sender cannot
+  // hold the memory a stream reserves by never sending its last piece. Zero or less: no limit
+  // (the step's deadline above still applies).
+  absl::Duration max_arrival_time = absl::Seconds(30);
   absl::Duration reap_interval = absl::Seconds(1);
   WorkerObserver* observer = nullptr;  // Not owned; must outlive the server.
 };

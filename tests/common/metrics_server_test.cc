@@ -3,7 +3,11 @@
 // starts inside a LibTorch process, which prometheus-cpp's civetweb Exposer cannot.
 #include "common/metrics_server.h"
 
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdio>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -65,6 +69,57 @@ TEST(MetricsServerTest, ServesRegistryOnAnEphemeralPort) {
   res = Get(server->port(), "/metrics");
   ASSERT_TRUE(res);
   EXPECT_THAT(res->body, HasSubstr("swarm_test_things_total{kind=\"a\"} 5"));
+}
+
+httplib::Result GetWithToken(int port, const std::string& path, const std::string& token) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_connection_timeout(5, 0);
+  client.set_read_timeout(5, 0);
+  client.set_bearer_token_auth(token);
+  return client.Get(path.c_str());
+}
+
+// --metrics-auth-tokens: /metrics only for a token of the file (what Prometheus sends with
+// `authorization: {credentials_file: ...}`); no token and a wrong one get 401 and no samples;
+// /healthz stays open. A file that does not parse stops the server from starting.
+TEST(MetricsServerTest, MetricsCanRequireAToken) {
+  const std::string path =
+      ::testing::TempDir() + "/swarm-metrics-tokens-" + std::to_string(getpid());
+  {
+    std::ofstream f(path);
+    f << "# the scraper\nprometheus:prom-0123456789abcdef\n";
+  }
+  prometheus::Counter* counter = nullptr;
+  MetricsServer::Options options;
+  options.registry = NewRegistry(&counter);
+  options.auth_tokens_file = path;
+  auto server = StartOrDie(options);
+  ASSERT_NE(server, nullptr);
+  auto res = Get(server->port(), "/metrics");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 401);
+  EXPECT_EQ(res->get_header_value("WWW-Authenticate"), "Bearer");
+  EXPECT_THAT(res->body, ::testing::Not(HasSubstr("swarm_test_things_total")));
+  res = GetWithToken(server->port(), "/metrics", "wrong-0123456789abcdef");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 401);
+  res = GetWithToken(server->port(), "/metrics", "prom-0123456789abcdef");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_THAT(res->body, HasSubstr("swarm_test_things_total{kind=\"a\"} 0"));
+  res = Get(server->port(), "/healthz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  server.reset();
+
+  {
+    std::ofstream f(path);
+    f << "prometheus:short\n";  // Under 16 characters.
+  }
+  absl::StatusOr<std::unique_ptr<MetricsServer>> bad = MetricsServer::Start(options);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("--metrics-auth-tokens"));
+  std::remove(path.c_str());
 }
 
 TEST(MetricsServerTest, HealthzFollowsTheCallback) {

@@ -6,7 +6,8 @@
 // 1/2, 0; Jain's index 2/3; max/mean 2.
 //
 // Environment: SWARM_SERVE_ADDRESS_FILE (where to write HOST:PORT once serving; required),
-// SWARM_SERVE_SECONDS (how long to serve; default 60).
+// SWARM_SERVE_SECONDS (how long to serve; default 60), SWARM_SERVE_TOKENS (a tokens file: /metrics
+// then needs a bearer token of it, as with --metrics-auth-tokens).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -42,6 +43,7 @@ TEST(SyntheticTarget, DISABLED_ScrapeTargetRunByDeployPrometheusSynthetic) {
 
   MetricsServer::Options so;
   so.registry = (*coordinator)->registry();
+  if (const char* tokens = std::getenv("SWARM_SERVE_TOKENS")) so.auth_tokens_file = tokens;
   auto server = MetricsServer::Start(so);
   ASSERT_TRUE(server.ok()) << server.status();
 

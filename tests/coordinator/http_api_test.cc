@@ -1,14 +1,20 @@
 // The HTTP API (coordinator/http_api.h) in-process over a stories260K cluster on loopback,
 // through cpp-httplib's client: greedy ids equal the golden ones, streamed and not; the stream's
-// event framing; the authorize hook's 401 in OpenAI's error shape; /health and /v1/models. (The
+// event framing; the coordinator's tokens (401 in OpenAI's error shape, the per-token limit
+// shared with gRPC as 429); /health and /v1/models. (The
 // official `openai` client drives the full surface in tests/http.)
 #include "coordinator/http_api.h"
 
+#include <unistd.h>
+
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "coordinator/auth.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
@@ -23,20 +29,34 @@ using testing::GoldenIds;
 class HttpApiTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    cluster_ = testing::StartCluster("stories260K", {{0, 1, 2}, {3, 4}});
+    // The coordinator checks tokens (--auth-tokens); the HTTP API uses the same ones.
+    tokens_.path = absl::StrCat(::testing::TempDir(), "/swarm-http-tokens-", getpid());
+    {
+      std::ofstream f(tokens_.path);
+      f << "alice:" << kSecret << "\n";
+    }
+    const std::string dir = testing::ModelDir("stories260K");
+    for (const std::vector<int>& layers : {std::vector<int>{0, 1, 2}, std::vector<int>{3, 4}}) {
+      cluster_.workers.push_back(testing::StartWorker(dir, layers));
+      ASSERT_NE(cluster_.workers.back(), nullptr);
+    }
+    CoordinatorOptions co;
+    co.auth_tokens_file = tokens_.path;
+    co.max_requests_per_token = kPerToken;
+    cluster_.coordinator = testing::StartCoordinator(dir, cluster_.addresses(), true, co);
     ASSERT_NE(cluster_.coordinator, nullptr);
     HttpApiOptions options;
-    options.authorize = [](absl::string_view authorization) {
-      if (authorization == "Bearer secret") return absl::OkStatus();
-      return absl::UnauthenticatedError("missing or wrong bearer token");
-    };
     auto api = HttpApi::Start(cluster_.coordinator.get(), options);
     ASSERT_TRUE(api.ok()) << api.status();
     api_ = *std::move(api);
     client_ = std::make_unique<httplib::Client>("127.0.0.1", api_->port());
     client_->set_read_timeout(60, 0);
-    client_->set_bearer_token_auth("secret");
+    client_->set_bearer_token_auth(kSecret);
   }
+
+  static constexpr char kSecret[] = "alice-0123456789abcdef";
+  static constexpr int kPerToken = 2;
+  testing::RemoveOnExit tokens_;
 
   httplib::Result Post(const std::string& path, const Json& body) {
     return client_->Post(path.c_str(), body.dump(), "application/json");
@@ -82,16 +102,22 @@ TEST_F(HttpApiTest, GreedyIdsStreamedAndNot) {
   EXPECT_EQ(text, j["choices"][0]["text"].get<std::string>());
 }
 
-TEST_F(HttpApiTest, AuthorizeHookGives401) {
+TEST_F(HttpApiTest, TokensGive401) {
   httplib::Client anonymous("127.0.0.1", api_->port());
   auto res = anonymous.Post("/v1/completions", R"({"prompt": "x"})", "application/json");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 401);
   const Json e = Json::parse(res->body)["error"];
   EXPECT_EQ(e["type"], "authentication_error");
-  EXPECT_EQ(e["message"], "missing or wrong bearer token");
+  EXPECT_NE(e["message"].get<std::string>().find("a valid token is required"), std::string::npos)
+      << e;
   EXPECT_TRUE(e.contains("param") && e.contains("code"));
   res = anonymous.Get("/v1/models");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 401);
+  httplib::Client wrong("127.0.0.1", api_->port());
+  wrong.set_bearer_token_auth("mallory-0123456789abcdef");
+  res = wrong.Post("/v1/completions", R"({"prompt": "x"})", "application/json");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 401);
   res = anonymous.Get("/health");  // Health needs no token.
@@ -101,6 +127,48 @@ TEST_F(HttpApiTest, AuthorizeHookGives401) {
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200);
   EXPECT_EQ(Json::parse(res->body)["data"][0]["id"], "stories260K");
+}
+
+// The per-token limit counts HTTP and gRPC requests together: with the token's slots all taken
+// (as running gRPC calls take them, TokenAuth::Acquire) an HTTP generation gets 429, and one that
+// ran gives its slot back.
+TEST_F(HttpApiTest, HttpRequestsCountTowardThePerTokenLimit) {
+  TokenAuth* auth = cluster_.coordinator->auth();
+  ASSERT_NE(auth, nullptr);
+  const std::string bearer = absl::StrCat("Bearer ", kSecret);
+  const Json body = {{"prompt", "Once upon a time"}, {"max_tokens", 2}, {"temperature", 0}};
+  {
+    std::vector<TokenAuth::Lease> held;
+    for (int i = 0; i < kPerToken; ++i) {
+      absl::StatusOr<TokenAuth::Lease> lease = auth->Acquire(bearer);
+      ASSERT_TRUE(lease.ok()) << lease.status();
+      held.push_back(*std::move(lease));
+    }
+    auto res = Post("/v1/completions", body);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 429) << res->body;
+    const Json e = Json::parse(res->body)["error"];
+    EXPECT_EQ(e["type"], "rate_limit_error");
+    EXPECT_NE(e["message"].get<std::string>().find("per-token limit"), std::string::npos) << e;
+    res = client_->Get("/v1/models");  // Reading the model list takes no slot.
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200);
+  }
+  for (bool stream : {false, true}) {
+    Json b = body;
+    b["stream"] = stream;
+    auto res = Post("/v1/completions", b);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200) << res->body;
+  }
+  // Every slot is free again once the HTTP requests ended.
+  std::vector<TokenAuth::Lease> all;
+  for (int i = 0; i < kPerToken; ++i) {
+    absl::StatusOr<TokenAuth::Lease> lease = auth->Acquire(bearer);
+    EXPECT_TRUE(lease.ok()) << i << ": " << lease.status();
+    if (lease.ok()) all.push_back(*std::move(lease));
+  }
+  EXPECT_EQ(auth->Acquire(bearer).status().code(), absl::StatusCode::kResourceExhausted);
 }
 
 }  // namespace

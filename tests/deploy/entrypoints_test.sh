@@ -85,6 +85,12 @@ check "worker with SWARM_TLS_DIR" \
 check "coordinator with SWARM_TLS_DIR and SWARM_AUTH_TOKENS" \
   "--model /models/m --workers $w --listen 0.0.0.0:7000 --metrics-listen 0.0.0.0:9100 --auth-tokens $tmp/tokens $tls --x 1 " \
   "$(coordinator SWARM_TLS_DIR="$tmp/tls" SWARM_AUTH_TOKENS="$tmp/tokens")"
+check "worker with SWARM_METRICS_AUTH_TOKENS" \
+  "--model /models/m --listen 0.0.0.0:7001 --metrics-listen 0.0.0.0:9100 --metrics-auth-tokens $tmp/tokens --insecure --layers 0-1 --device cuda:0 " \
+  "$(worker swarm-worker-0 SWARM_METRICS_AUTH_TOKENS="$tmp/tokens")"
+check "coordinator with SWARM_METRICS_AUTH_TOKENS" \
+  "--model /models/m --workers $w --listen 0.0.0.0:7000 --metrics-listen 0.0.0.0:9100 --metrics-auth-tokens $tmp/tokens --insecure --x 1 " \
+  "$(coordinator SWARM_METRICS_AUTH_TOKENS="$tmp/tokens")"
 rm "$tmp/tls/ca.crt"
 if worker swarm-worker-0 SWARM_TLS_DIR="$tmp/tls" >/dev/null; then
   check "SWARM_TLS_DIR without ca.crt fails" "exit != 0" "exit 0"

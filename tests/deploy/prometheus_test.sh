@@ -5,7 +5,7 @@
 #
 #   prometheus_test.sh SOURCE_DIR [--targets HOST:PORT,... | --serve 'COMMAND'] [--during 'COMMAND']
 #                      [--scrapes N] [--expect 'PROMQL' OP VALUE]... [--expect-series 'PROMQL']...
-#                      [--expect-file FILE]
+#                      [--expect-file FILE] [--token-file FILE]
 #
 #   --targets        what to scrape (metrics ports of a local coordinator and workers). Without it
 #                    or --serve, a self-test: Prometheus scrapes itself, which exercises start-up,
@@ -21,6 +21,8 @@
 #   --expect-file    more checks, read after --during ran (so it can write them from what its
 #                    clients received): one per line, tab-separated, 'PROMQL<TAB>OP<TAB>VALUE' as
 #                    --expect or 'PROMQL<TAB>series' as --expect-series. A missing file fails.
+#   --token-file     Prometheus scrapes with `authorization: {credentials_file: FILE}` (targets
+#                    started with --metrics-auth-tokens; deploy/prometheus/scrape-with-token.yml).
 #
 # Every rule group's interval is lowered to 1s in a copy of swarm-rules.yml, and every rule
 # group must load with health "ok". Exit 0 pass, 1 fail, 77 skip (prometheus, curl or python3
@@ -32,7 +34,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-  sed -n '2,28p' "$0" >&2
+  sed -n '2,30p' "$0" >&2
   exit 2
 }
 [[ $# -ge 1 ]] || usage
@@ -45,6 +47,7 @@ scrapes=3
 expects=()
 series=()
 expect_file=""
+token_file=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --targets) targets="$2"; shift 2 ;;
@@ -54,6 +57,7 @@ while [[ $# -gt 0 ]]; do
     --expect) expects+=("$2" "$3" "$4"); shift 4 ;;
     --expect-series) series+=("$2"); shift 2 ;;
     --expect-file) expect_file="$2"; shift 2 ;;
+    --token-file) token_file="$2"; shift 2 ;;
     *) usage ;;
   esac
 done
@@ -104,6 +108,11 @@ target_list="$(printf '%s' "$targets" | sed -e 's/[^,][^,]*/"&"/g')"
 sed -e 's/interval: 30s/interval: 1s/' "$src/deploy/prometheus/swarm-rules.yml" >"$tmp/rules.yml"
 sed -e "s|\"SWARM_TARGET\"|$target_list|" -e "s|SWARM_RULES_FILE|$tmp/rules.yml|" \
   "$src/deploy/prometheus/prometheus-test.yml" >"$tmp/prometheus.yml"
+if [[ -n "$token_file" ]]; then
+  token_file="$(realpath "$token_file")"
+  sed -i "s|^  - job_name: swarm\$|&\n    authorization: {type: Bearer, credentials_file: \"$token_file\"}|" \
+    "$tmp/prometheus.yml"
+fi
 
 prometheus --config.file="$tmp/prometheus.yml" --storage.tsdb.path="$tmp/data" \
   --web.listen-address="127.0.0.1:$port" --log.level=warn >"$tmp/prometheus.log" 2>&1 &

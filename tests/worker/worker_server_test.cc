@@ -532,6 +532,88 @@ grpc::Status StreamedForward(v1::WorkerService::Stub* stub, const v1::ForwardReq
   return stream->Finish();
 }
 
+// The bytes the streamed requests still arriving hold, as /metrics shows them.
+double BufferedBytes(WorkerMetricsObserver& m) {
+  return Value(Samples(m), "swarm_worker_stream_buffered_bytes");
+}
+
+// Waits (at most 10 s) until `done` holds.
+bool WaitFor(const std::function<bool()>& done) {
+  const absl::Time end = absl::Now() + absl::Seconds(10);
+  while (!done() && absl::Now() < end) absl::SleepFor(absl::Milliseconds(5));
+  return done();
+}
+
+// A sender that sends the first piece of a request and then nothing, its own deadline a minute
+// away: the worker ends the call with DEADLINE_EXCEEDED once --stream-arrival-timeout has passed
+// since that piece, and frees the whole-context buffer the piece made it reserve.
+TEST_F(WorkerServerTest, StreamStillArrivingAfterItsArrivalTimeoutIsEndedAndFreed) {
+  std::unique_ptr<WorkerMetricsObserver> metrics = StartMetrics({0});
+  ASSERT_NE(metrics, nullptr);
+  observer_ = metrics.get();
+  constexpr absl::Duration kArrival = absl::Milliseconds(300);
+  configure_ = [=](WorkerServerOptions* o) { o->max_arrival_time = kArrival; };
+  Start({0});
+  std::string id;
+  ASSERT_TRUE(Open(&id).ok());
+  const HostTensor whole =
+      HostTensor::FromFloats({kContext, kHidden}, std::vector<float>(kContext * kHidden, 0.5f));
+  const double reserved = static_cast<double>(whole.data.size());
+  auto far_deadline = [](grpc::ClientContext* ctx) {
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  };
+  {
+    grpc::ClientContext ctx;
+    far_deadline(&ctx);
+    auto stream = stub_->ForwardStream(&ctx);
+    v1::ForwardRequest first = Request(id, 1, 0, {0}, whole);
+    first.mutable_hidden()->mutable_data()->resize(1000);  // The rest never comes.
+    const absl::Time sent = absl::Now();
+    ASSERT_TRUE(stream->Write(first));
+    EXPECT_TRUE(WaitFor([&] { return BufferedBytes(*metrics) >= reserved; }))
+        << BufferedBytes(*metrics);
+    v1::ForwardResponse resp;
+    EXPECT_FALSE(stream->Read(&resp));  // Until the worker ends the call.
+    const grpc::Status s = stream->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+    EXPECT_NE(s.error_message().find("--stream-arrival-timeout"), std::string::npos)
+        << s.error_message();
+    EXPECT_GE(absl::Now() - sent, kArrival);
+    EXPECT_EQ(BufferedBytes(*metrics), 0);
+  }
+  {
+    grpc::ClientContext ctx;
+    far_deadline(&ctx);
+    auto stream = stub_->ForwardBatchStream(&ctx);
+    v1::ForwardBatchRequest first;
+    first.add_layers(0);
+    v1::BatchStep* step = first.add_steps();
+    step->set_session_id(id);
+    step->set_step_id(1);
+    step->set_positions(kContext);
+    rpc::CopyTensorToProto(whole, first.mutable_hidden());
+    first.mutable_hidden()->mutable_data()->resize(whole.data.size() - 4);  // One value short.
+    const absl::Time sent = absl::Now();
+    ASSERT_TRUE(stream->Write(first));
+    v1::ForwardBatchResponse resp;
+    EXPECT_FALSE(stream->Read(&resp));
+    const grpc::Status s = stream->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+    EXPECT_NE(s.error_message().find("4 bytes still missing"), std::string::npos)
+        << s.error_message();
+    EXPECT_GE(absl::Now() - sent, kArrival);
+    EXPECT_EQ(BufferedBytes(*metrics), 0);
+  }
+  // A request whose pieces all arrive is served, and leaves nothing counted as arriving.
+  auto one = HostTensor::FromFloats({1, kHidden}, std::vector<float>(kHidden, 0.5f));
+  EXPECT_TRUE(StreamedForward(stub_.get(), Request(id, 1, 0, {0}, one)).ok());
+  EXPECT_EQ(BufferedBytes(*metrics), 0);
+  auto s = Samples(*metrics);
+  EXPECT_EQ(Value(s, ErrorsKey("Forward", "deadline_exceeded")), 1);
+  EXPECT_EQ(Value(s, ErrorsKey("ForwardBatch", "deadline_exceeded")), 1);
+  server_.reset();  // Before the observer goes.
+}
+
 TEST_F(WorkerServerTest, CallsRefusedBeforeTheWorkerRanThemCountAsErrors) {
   std::unique_ptr<WorkerMetricsObserver> metrics = StartMetrics({0});
   ASSERT_NE(metrics, nullptr);

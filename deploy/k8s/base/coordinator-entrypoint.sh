@@ -7,7 +7,8 @@
 # SWARM_WORKER_STATEFULSET and SWARM_WORKER_SERVICE (default swarm-worker), SWARM_WORKER_PORT,
 # SWARM_COORDINATOR_PORT, SWARM_METRICS_PORT, SWARM_CLUSTER_DOMAIN (default cluster.local; empty
 # for names ending in .svc), SWARM_TLS_DIR (mutual TLS; see below), SWARM_AUTH_TOKENS (a mounted
-# tokens file: clients need a bearer token), SWARM_COORDINATOR_BIN (tests point it at a stub).
+# tokens file: clients need a bearer token), SWARM_METRICS_AUTH_TOKENS (a mounted tokens file:
+# /metrics needs a bearer token), SWARM_COORDINATOR_BIN (tests point it at a stub).
 set -eu
 
 die() {
@@ -51,6 +52,11 @@ fi
 if [ -n "${SWARM_AUTH_TOKENS:-}" ]; then
   [ -r "$SWARM_AUTH_TOKENS" ] || die "SWARM_AUTH_TOKENS '$SWARM_AUTH_TOKENS' is not readable"
   set -- --auth-tokens "$SWARM_AUTH_TOKENS" "$@"
+fi
+if [ -n "${SWARM_METRICS_AUTH_TOKENS:-}" ]; then
+  [ -r "$SWARM_METRICS_AUTH_TOKENS" ] ||
+    die "SWARM_METRICS_AUTH_TOKENS '$SWARM_METRICS_AUTH_TOKENS' is not readable"
+  set -- --metrics-auth-tokens "$SWARM_METRICS_AUTH_TOKENS" "$@"
 fi
 
 echo "coordinator-entrypoint: $count workers: $workers" >&2

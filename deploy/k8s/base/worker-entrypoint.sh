@@ -4,7 +4,8 @@
 # it. Extra arguments (the container's `args`, e.g. --device cuda:0) are passed through.
 # Environment: POD_NAME (downward API; falls back to the hostname), SWARM_MODEL_DIR,
 # SWARM_LAYER_MAP, SWARM_WORKER_PORT, SWARM_METRICS_PORT, SWARM_NUM_BLOCKS (for "blocks" lines),
-# SWARM_TLS_DIR (mutual TLS; see below), SWARM_WORKER_BIN (tests point it at a stub).
+# SWARM_TLS_DIR (mutual TLS; see below), SWARM_METRICS_AUTH_TOKENS (a mounted tokens file: /metrics
+# needs a bearer token), SWARM_WORKER_BIN (tests point it at a stub).
 set -eu
 
 die() {
@@ -56,6 +57,11 @@ if [ -n "${SWARM_TLS_DIR:-}" ]; then
     --tls-ca "$SWARM_TLS_DIR/ca.crt" "$@"
 else
   set -- --insecure "$@"
+fi
+if [ -n "${SWARM_METRICS_AUTH_TOKENS:-}" ]; then
+  [ -r "$SWARM_METRICS_AUTH_TOKENS" ] ||
+    die "SWARM_METRICS_AUTH_TOKENS '$SWARM_METRICS_AUTH_TOKENS' is not readable"
+  set -- --metrics-auth-tokens "$SWARM_METRICS_AUTH_TOKENS" "$@"
 fi
 
 echo "worker-entrypoint: pod $pod (ordinal $ordinal) hosts $entry" >&2

@@ -1,4 +1,4 @@
-#include "coordinator/auth.h"
+#include "common/token_auth.h"
 
 #include <sys/stat.h>
 
@@ -14,7 +14,7 @@
 #include "absl/strings/strip.h"
 #include "common/logging.h"
 
-namespace swarm::coordinator {
+namespace swarm::common {
 
 namespace {
 
@@ -53,19 +53,18 @@ bool Stat(const std::string& path, int64_t* mtime_ns, int64_t* size) {
   return true;
 }
 
-absl::StatusOr<std::string> ReadTokensFile(const std::string& path) {
+// `what`: the flag and the file, as errors name them ("--auth-tokens 'tokens.txt'").
+absl::StatusOr<std::string> ReadTokensFile(const std::string& path, absl::string_view what) {
   int64_t mtime = 0, size = 0;
   if (!Stat(path, &mtime, &size)) {
-    return absl::InvalidArgumentError(absl::StrCat("--auth-tokens '", path, "': cannot be read"));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": cannot be read"));
   }
   if (size > kMaxFileBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("--auth-tokens '", path, "': ", size,
-                                                   " bytes, more than a tokens file holds"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", size, " bytes, more than a tokens file holds"));
   }
   std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::InvalidArgumentError(absl::StrCat("--auth-tokens '", path, "': cannot be read"));
-  }
+  if (!in) return absl::InvalidArgumentError(absl::StrCat(what, ": cannot be read"));
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
@@ -166,10 +165,10 @@ absl::StatusOr<std::unique_ptr<TokenAuth>> TokenAuth::FromText(absl::string_view
 absl::StatusOr<std::unique_ptr<TokenAuth>> TokenAuth::Load(const TokenAuthOptions& options) {
   int64_t mtime = 0, size = 0;
   const bool have_stat = Stat(options.path, &mtime, &size);
-  absl::StatusOr<std::string> text = ReadTokensFile(options.path);
+  const std::string what = absl::StrCat(options.flag, " '", options.path, "'");
+  absl::StatusOr<std::string> text = ReadTokensFile(options.path, what);
   if (!text.ok()) return text.status();
-  absl::StatusOr<std::vector<Token>> tokens =
-      Parse(*text, absl::StrCat("--auth-tokens '", options.path, "'"));
+  absl::StatusOr<std::vector<Token>> tokens = Parse(*text, what);
   if (!tokens.ok()) return tokens.status();
   auto auth = std::unique_ptr<TokenAuth>(new TokenAuth(options));
   absl::MutexLock lock(&auth->mu_);
@@ -194,12 +193,12 @@ void TokenAuth::MaybeReload() {
   if (!Stat(options_.path, &mtime, &size) || (mtime == mtime_ns_ && size == size_)) return;
   mtime_ns_ = mtime;
   size_ = size;
-  const std::string what = absl::StrCat("--auth-tokens '", options_.path, "'");
-  absl::StatusOr<std::string> text = ReadTokensFile(options_.path);
+  const std::string what = absl::StrCat(options_.flag, " '", options_.path, "'");
+  absl::StatusOr<std::string> text = ReadTokensFile(options_.path, what);
   absl::StatusOr<std::vector<Token>> tokens =
       text.ok() ? Parse(*text, what) : absl::StatusOr<std::vector<Token>>(text.status());
   if (!tokens.ok()) {
-    LogLine("swarm-coordinator",
+    LogLine(options_.log_name,
             absl::StrCat("keeping the tokens in force: ", tokens.status().message()));
     return;
   }
@@ -210,7 +209,7 @@ void TokenAuth::MaybeReload() {
     }
   }
   tokens_ = *std::move(tokens);
-  LogLine("swarm-coordinator", absl::StrCat("reloaded ", what, ": ", tokens_.size(), " tokens"));
+  LogLine(options_.log_name, absl::StrCat("reloaded ", what, ": ", tokens_.size(), " tokens"));
 }
 
 int TokenAuth::Match(absl::string_view secret) const {
@@ -259,4 +258,4 @@ int TokenAuth::size() const {
   return static_cast<int>(tokens_.size());
 }
 
-}  // namespace swarm::coordinator
+}  // namespace swarm::common
