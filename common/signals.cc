@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "absl/time/clock.h"
+
 namespace swarm {
 namespace {
 

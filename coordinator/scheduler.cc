@@ -272,7 +272,7 @@ absl::StatusOr<model::GenerateResult> Scheduler::Run(ScheduledRequest spec,
   auto req = std::make_shared<Request>(workers_);
   ASSIGN_OR_RETURN(req->decoder,
                    model::SequenceDecoder::Create(model_->config(), model_->tokenizer(),
-                                                  spec.prompt_ids, spec.params));
+                                                  spec.prompt_ids, spec.params, spec.resume_ids));
   if (spec.plan.segments.empty()) return absl::InternalError("empty execution plan");
   for (int b = 0; b < static_cast<int>(spec.plan.segments.size()); ++b) {
     if (spec.plan.segments[b].hops.empty()) return absl::InternalError("a segment without hops");
