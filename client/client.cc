@@ -35,8 +35,8 @@ struct Client::Impl {
   // the first message's fields only on the first attempt, out->resumes == 0) and to `on_chunk`;
   // `*stopped` when the callback stopped it. Returns the call's status.
   grpc::Status GenerateOnce(v1::CoordinatorService::Stub* stub, const v1::GenerateRequest& req,
-                            absl::Time deadline, const ChunkCallback& on_chunk,
-                            GenerateResult* out, bool* stopped) const;
+                            absl::Time deadline, const ChunkCallback& on_chunk, GenerateResult* out,
+                            bool* stopped) const;
 
   // Every call's context: its deadline and the token.
   void Prepare(grpc::ClientContext* ctx, absl::Duration timeout) const {
@@ -129,7 +129,8 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
     if (auto s = ValidateHostPort(other, "resume address"); !s.ok()) return s;
     if (other == address) continue;
     impl->fallbacks.push_back(Impl::Fallback{
-        other, v1::CoordinatorService::NewStub(grpc::CreateCustomChannel(other, *credentials, args))});
+        other,
+        v1::CoordinatorService::NewStub(grpc::CreateCustomChannel(other, *credentials, args))});
   }
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }

@@ -266,8 +266,9 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const Optio
                     .Add({});
     m->draining = &prometheus::BuildGauge()
                        .Name("swarm_worker_draining")
-                       .Help("1 while the worker drains (SIGTERM): it takes no new sessions and "
-                             "exits once it holds none or the drain grace passes.")
+                       .Help(
+                           "1 while the worker drains (SIGTERM): it takes no new sessions and "
+                           "exits once it holds none or the drain grace passes.")
                        .Register(reg)
                        .Add({});
     m->sessions = &prometheus::BuildGauge()

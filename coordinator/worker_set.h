@@ -80,9 +80,9 @@ class WorkerSet {
   void RemoveSession(int index, const std::string& session_id, bool closed);
   // What RenewLeases did.
   struct LeaseRound {
-    int renewed = 0;       // Sessions renewed.
-    int lost = 0;          // Sessions the worker no longer held (restarted, or expired there).
-    int stale_closed = 0;  // Stale sessions closed on a returning worker.
+    int renewed = 0;         // Sessions renewed.
+    int lost = 0;            // Sessions the worker no longer held (restarted, or expired there).
+    int stale_closed = 0;    // Stale sessions closed on a returning worker.
     int failed_workers = 0;  // Workers that did not answer (their sessions were not renewed).
   };
   // One RenewSessions call per worker that holds recorded sessions, all at once, waiting for the

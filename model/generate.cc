@@ -72,8 +72,8 @@ absl::Status SequenceDecoder::Resume(const std::vector<int64_t>& ids) {
           absl::StrCat("resume id ", id, " is outside the vocabulary of ", vocab_size_));
     }
     if (params_.stop_at_eos && std::find(eos_.begin(), eos_.end(), id) != eos_.end()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("resume id ", id, " (at ", j, ") is end-of-sequence: the request had ended"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "resume id ", id, " (at ", j, ") is end-of-sequence: the request had ended"));
     }
     generated_.push_back(id);
     // What the first run released for these ids was streamed already: only the state it leaves

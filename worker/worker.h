@@ -39,7 +39,7 @@ struct SessionLimits {
   // Open sessions at once per client (OpenSession's `client`); 0 = only max_sessions. Keeps one
   // caller from locking the others out of the session table.
   int max_sessions_per_client = 0;
-  absl::Duration idle_ttl = absl::Minutes(5);         // A session unused this long is closed.
+  absl::Duration idle_ttl = absl::Minutes(5);  // A session unused this long is closed.
   // A session whose lease was not renewed (opening, a step, RenewSessions) this long is closed:
   // its coordinator died or lost this worker. Zero = no lease (only idle_ttl).
   absl::Duration lease = absl::Seconds(10);

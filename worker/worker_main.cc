@@ -87,7 +87,6 @@ int Fail(const absl::Status& s) {
 // layers are loaded (WorkerServerOptions::kv_budget_memory_fraction).
 constexpr double kDefaultKvBudgetFraction = 0.5;
 
-
 absl::StatusOr<std::vector<int>> HostedLayers(const swarm::Flags& flags, int64_t num_layers) {
   if (flags.Has("layers") == flags.Has("blocks")) {
     return absl::InvalidArgumentError("give either --layers A-B or --blocks i,j --num-blocks N");
@@ -300,8 +299,9 @@ int main(int argc, char** argv) {
     const absl::Time start = absl::Now();
     const int held = (*server)->worker() != nullptr ? (*server)->worker()->Stats().sessions : 0;
     if (held > 0) {
-      swarm::LogLine(kLog, absl::StrCat("draining: waiting up to ", absl::FormatDuration(*drain_grace),
-                                        " for ", held, " open session(s) to end"));
+      swarm::LogLine(kLog,
+                     absl::StrCat("draining: waiting up to ", absl::FormatDuration(*drain_grace),
+                                  " for ", held, " open session(s) to end"));
     }
     int second = 0;
     const auto end = (*server)->WaitForSessionsToEnd(*drain_grace, [&second](absl::Duration d) {

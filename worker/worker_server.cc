@@ -246,10 +246,10 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
       return reactor;
     }
     if (req->session_ids_size() > kMaxRenewIds) {
-      FinishCall(reactor, "RenewSessions",
-                 absl::InvalidArgumentError(absl::StrCat("RenewSessions: ", req->session_ids_size(),
-                                                         " ids; at most ", kMaxRenewIds,
-                                                         " a call")));
+      FinishCall(
+          reactor, "RenewSessions",
+          absl::InvalidArgumentError(absl::StrCat("RenewSessions: ", req->session_ids_size(),
+                                                  " ids; at most ", kMaxRenewIds, " a call")));
       return reactor;
     }
     std::vector<std::string> ids(req->session_ids().begin(), req->session_ids().end());

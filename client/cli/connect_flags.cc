@@ -24,8 +24,7 @@ ClientOptions ConnectOptions(const Flags& flags) {
   options.tls_key_file = flags.String("tls-key");
   options.token_file = flags.String("token-file");
   if (flags.Has("servers")) {
-    options.resume_addresses =
-        absl::StrSplit(flags.String("servers"), ',', absl::SkipWhitespace());
+    options.resume_addresses = absl::StrSplit(flags.String("servers"), ',', absl::SkipWhitespace());
   }
   return options;
 }

@@ -37,7 +37,7 @@ namespace swarm::cli {
 namespace {
 
 struct Child {
-  std::string name;  // "worker 0", "coordinator"
+  std::string name;               // "worker 0", "coordinator"
   std::vector<std::string> argv;  // How it was started (restarts replace its --listen value).
   pid_t pid = -1;
   int fd = -1;  // Read end of the child's stdout+stderr.
@@ -451,7 +451,8 @@ int UpCommand(const std::vector<std::string>& args) {
     // The scheduler's limits, checked by the coordinator (which names a bad value).
     for (const char* name :
          {"max-batch-tokens", "max-batch-sequences", "max-micro-batches", "max-waiting-requests"}) {
-      if (flags->Has(name)) argv.insert(argv.end(), {absl::StrCat("--", name), flags->String(name)});
+      if (flags->Has(name))
+        argv.insert(argv.end(), {absl::StrCat("--", name), flags->String(name)});
     }
     auto child = Spawn("coordinator", argv, original);
     if (!child.ok()) return finish(Fail("up", child.status()));

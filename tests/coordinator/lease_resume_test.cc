@@ -64,8 +64,7 @@ class LeaseTest : public ::testing::Test {
 
 TEST_F(LeaseTest, UnrenewedSessionsExpireWithinTheLeaseRenewedOnesLiveOn) {
   StartWorker(absl::Seconds(1));
-  coordinator::WorkerSet set({worker_->address()}, worker_->checkpoint().config().Fingerprint(),
-                             5);
+  coordinator::WorkerSet set({worker_->address()}, worker_->checkpoint().config().Fingerprint(), 5);
   set.Refresh(absl::Seconds(10));
   ASSERT_TRUE(set.Snapshot()[0].usable()) << set.Snapshot()[0].error;
   EXPECT_EQ(set.Snapshot()[0].info.session_lease_seconds(), 1.0);
@@ -225,13 +224,16 @@ TEST_F(ResumeTest, GreedyContinuesTheSameStream) {
   greedy.stop_at_eos = false;
   ExpectResumesContinue(greedy, {1, 9, 39});
   // The golden continuation, resumed after 5.
-  const Streamed r = Run(GoldenIds("stories260K", "greedy.input_ids"), [] {
-    model::SamplingParams p;
-    p.max_new_tokens = 32;
-    p.stop_at_eos = false;
-    return p;
-  }(), std::vector<int64_t>(GoldenIds("stories260K", "greedy.greedy").begin(),
-                            GoldenIds("stories260K", "greedy.greedy").begin() + 5));
+  const Streamed r = Run(
+      GoldenIds("stories260K", "greedy.input_ids"),
+      [] {
+        model::SamplingParams p;
+        p.max_new_tokens = 32;
+        p.stop_at_eos = false;
+        return p;
+      }(),
+      std::vector<int64_t>(GoldenIds("stories260K", "greedy.greedy").begin(),
+                           GoldenIds("stories260K", "greedy.greedy").begin() + 5));
   ASSERT_TRUE(r.result.ok()) << r.result.status();
   const std::vector<int64_t> golden = GoldenIds("stories260K", "greedy.greedy");
   EXPECT_EQ(r.result->ids.size() + 5, golden.size());

@@ -167,7 +167,8 @@ TEST(SwarmUpSupervisionTest, AKilledWorkerIsRestartedAndTheClusterServesAgain) {
   // The scheduler flag reached the coordinator.
   const pid_t coordinator = ChildRunning(up.pid(), "swarm-coordinator");
   ASSERT_GT(coordinator, 0);
-  EXPECT_NE(ReadFile(absl::StrCat("/proc/", coordinator, "/cmdline")).find(std::string("--max-batch-tokens\0256", 22)),
+  EXPECT_NE(ReadFile(absl::StrCat("/proc/", coordinator, "/cmdline"))
+                .find(std::string("--max-batch-tokens\0256", 22)),
             std::string::npos);
 
   auto client = Client::Connect(address);

@@ -1024,11 +1024,59 @@ TEST(WorkerTest, ReapIdleClosesOnlySessionsPastTheirTtl) {
   auto a = worker.OpenSession(10);
   auto b = worker.OpenSession(10);
   ASSERT_TRUE(a.ok() && b.ok());
-  EXPECT_EQ(worker.ReapIdle(absl::Now()), 0);
-  EXPECT_EQ(worker.ReapIdle(absl::Now() + absl::Minutes(2)), 2);
+  EXPECT_EQ(worker.ReapIdle(absl::Now()).total(), 0);
+  const Worker::Reaped reaped = worker.ReapIdle(absl::Now() + absl::Minutes(2));
+  EXPECT_EQ(reaped.idle, 2);
+  EXPECT_EQ(reaped.lease, 0);  // Idle past the TTL counts as idle, whatever the lease.
   EXPECT_EQ(worker.Stats().sessions, 0);
   EXPECT_EQ(worker.Stats().kv_reserved_bytes, 0);
   EXPECT_EQ(worker.CloseSession(*a).code(), absl::StatusCode::kNotFound);
+}
+
+TEST(WorkerTest, ALeaseNotRenewedExpiresARenewedOneDoesNot) {
+  auto ckpt = model::Checkpoint::Open(ModelDir("stories260K"));
+  ASSERT_TRUE(ckpt.ok());
+  auto host = model::LayerHost::Create(*ckpt, {0}, {});
+  ASSERT_TRUE(host.ok());
+  SessionLimits limits;
+  limits.idle_ttl = absl::Hours(1);
+  limits.lease = absl::Minutes(1);
+  Worker worker(*std::move(host), limits);
+  auto renewed = worker.OpenSession(10);
+  auto orphan = worker.OpenSession(10);
+  ASSERT_TRUE(renewed.ok() && orphan.ok());
+  const absl::Time opened = absl::Now();  // Both leases began before this...
+  absl::SleepFor(absl::Milliseconds(50));
+  const absl::Time renewing = absl::Now();  // ...and the renewal after this.
+  EXPECT_EQ(worker.RenewSessions({*renewed, "unknown"}), std::vector<std::string>{"unknown"});
+  EXPECT_EQ(worker.ReapIdle(absl::Now()).total(), 0);
+  // A lease after a moment between the opening and the renewal: only the orphan's lease ended.
+  const absl::Time now = opened + (renewing - opened) / 2 + limits.lease;
+  const Worker::Reaped reaped = worker.ReapIdle(now);
+  EXPECT_EQ(reaped.lease, 1);
+  EXPECT_EQ(reaped.idle, 0);
+  EXPECT_EQ(worker.Stats().sessions, 1);
+  EXPECT_EQ(worker.Stats().leases_expired_total, 1u);
+  EXPECT_EQ(worker.Stats().kv_reserved_bytes, 10 * worker.host().KvBytesPerToken());
+  EXPECT_EQ(worker.RenewSessions({*orphan, *renewed}), std::vector<std::string>{*orphan});
+  EXPECT_EQ(worker.CloseSession(*orphan).code(), absl::StatusCode::kNotFound);
+  // Without renewals the other one's lease ends too.
+  EXPECT_EQ(worker.ReapIdle(absl::Now() + 2 * limits.lease).lease, 1);
+  EXPECT_EQ(worker.Stats().sessions, 0);
+}
+
+TEST(WorkerTest, NoLeaseLeavesOnlyTheIdleTtl) {
+  auto ckpt = model::Checkpoint::Open(ModelDir("stories260K"));
+  ASSERT_TRUE(ckpt.ok());
+  auto host = model::LayerHost::Create(*ckpt, {0}, {});
+  ASSERT_TRUE(host.ok());
+  SessionLimits limits;
+  limits.idle_ttl = absl::Hours(1);
+  limits.lease = absl::ZeroDuration();
+  Worker worker(*std::move(host), limits);
+  ASSERT_TRUE(worker.OpenSession(10).ok());
+  EXPECT_EQ(worker.ReapIdle(absl::Now() + absl::Minutes(59)).total(), 0);
+  EXPECT_EQ(worker.ReapIdle(absl::Now() + absl::Minutes(61)).idle, 1);
 }
 
 }  // namespace
