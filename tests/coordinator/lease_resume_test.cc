@@ -21,17 +21,6 @@
 namespace swarm::testing {
 namespace {
 
-// Polls `pred` every 20 ms for up to `timeout`; whether it became true.
-template <typename Pred>
-bool Eventually(Pred pred, absl::Duration timeout = absl::Seconds(20)) {
-  const absl::Time end = absl::Now() + timeout;
-  while (absl::Now() < end) {
-    if (pred()) return true;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return pred();
-}
-
 class LeaseTest : public ::testing::Test {
  protected:
   void StartWorker(absl::Duration lease) {

@@ -23,17 +23,6 @@ namespace {
 
 using HealthStatus = grpc::health::v1::HealthCheckResponse;
 
-// Polls `pred` every 20 ms for up to `timeout`; whether it became true.
-template <typename Pred>
-bool Eventually(Pred pred, absl::Duration timeout = absl::Seconds(30)) {
-  const absl::Time end = absl::Now() + timeout;
-  while (absl::Now() < end) {
-    if (pred()) return true;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return pred();
-}
-
 bool ExitedZero(int wait_status) {
   return wait_status != -1 && WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0;
 }

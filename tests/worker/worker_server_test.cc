@@ -1013,14 +1013,22 @@ TEST_F(ForwardBatchServerTest, BatchesWorkWithAMemoryBudget) {
   }
 }
 
-TEST(WorkerTest, ReapIdleClosesOnlySessionsPastTheirTtl) {
+// Layer 0 of stories260K, for the Worker tests without a server.
+std::unique_ptr<model::LayerHost> Layer0() {
   auto ckpt = model::Checkpoint::Open(ModelDir("stories260K"));
-  ASSERT_TRUE(ckpt.ok());
+  EXPECT_TRUE(ckpt.ok()) << ckpt.status();
+  if (!ckpt.ok()) return nullptr;
   auto host = model::LayerHost::Create(*ckpt, {0}, {});
-  ASSERT_TRUE(host.ok());
+  EXPECT_TRUE(host.ok()) << host.status();
+  return host.ok() ? *std::move(host) : nullptr;
+}
+
+TEST(WorkerTest, ReapIdleClosesOnlySessionsPastTheirTtl) {
+  std::unique_ptr<model::LayerHost> host = Layer0();
+  ASSERT_NE(host, nullptr);
   SessionLimits limits;
   limits.idle_ttl = absl::Minutes(1);
-  Worker worker(*std::move(host), limits);
+  Worker worker(std::move(host), limits);
   auto a = worker.OpenSession(10);
   auto b = worker.OpenSession(10);
   ASSERT_TRUE(a.ok() && b.ok());
@@ -1034,14 +1042,12 @@ TEST(WorkerTest, ReapIdleClosesOnlySessionsPastTheirTtl) {
 }
 
 TEST(WorkerTest, ALeaseNotRenewedExpiresARenewedOneDoesNot) {
-  auto ckpt = model::Checkpoint::Open(ModelDir("stories260K"));
-  ASSERT_TRUE(ckpt.ok());
-  auto host = model::LayerHost::Create(*ckpt, {0}, {});
-  ASSERT_TRUE(host.ok());
+  std::unique_ptr<model::LayerHost> host = Layer0();
+  ASSERT_NE(host, nullptr);
   SessionLimits limits;
   limits.idle_ttl = absl::Hours(1);
   limits.lease = absl::Minutes(1);
-  Worker worker(*std::move(host), limits);
+  Worker worker(std::move(host), limits);
   auto renewed = worker.OpenSession(10);
   auto orphan = worker.OpenSession(10);
   ASSERT_TRUE(renewed.ok() && orphan.ok());
@@ -1066,14 +1072,12 @@ TEST(WorkerTest, ALeaseNotRenewedExpiresARenewedOneDoesNot) {
 }
 
 TEST(WorkerTest, NoLeaseLeavesOnlyTheIdleTtl) {
-  auto ckpt = model::Checkpoint::Open(ModelDir("stories260K"));
-  ASSERT_TRUE(ckpt.ok());
-  auto host = model::LayerHost::Create(*ckpt, {0}, {});
-  ASSERT_TRUE(host.ok());
+  std::unique_ptr<model::LayerHost> host = Layer0();
+  ASSERT_NE(host, nullptr);
   SessionLimits limits;
   limits.idle_ttl = absl::Hours(1);
   limits.lease = absl::ZeroDuration();
-  Worker worker(*std::move(host), limits);
+  Worker worker(std::move(host), limits);
   ASSERT_TRUE(worker.OpenSession(10).ok());
   EXPECT_EQ(worker.ReapIdle(absl::Now() + absl::Minutes(59)).total(), 0);
   EXPECT_EQ(worker.ReapIdle(absl::Now() + absl::Minutes(61)).idle, 1);
