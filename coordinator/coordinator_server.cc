@@ -191,12 +191,19 @@ void CoordinatorServer::MonitorLoop() {
 }
 
 void CoordinatorServer::LeaseLoop() {
+  absl::Time last_round = absl::Now();
   absl::MutexLock lock(&mu_);
   while (!stopping_) {
-    // Without a lease on any worker only stale sessions need closing: at the poll interval.
+    // Without a lease on any worker only stale sessions need closing: at the poll interval. The
+    // interval is looked at again every second at least (the leases are known once the workers
+    // answered Info).
     const absl::Duration interval = workers_->RenewInterval(options_.poll_interval);
-    mu_.AwaitWithTimeout(absl::Condition(&stopping_), interval);
+    const absl::Duration wait = std::min(
+        std::max(last_round + interval - absl::Now(), absl::ZeroDuration()), absl::Seconds(1));
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), wait);
     if (stopping_) break;
+    if (absl::Now() < last_round + interval) continue;
+    last_round = absl::Now();
     mu_.Unlock();
     // A worker that does not answer within the interval is late for the next round already.
     const WorkerSet::LeaseRound round =

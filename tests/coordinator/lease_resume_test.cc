@@ -213,18 +213,14 @@ TEST_F(ResumeTest, GreedyContinuesTheSameStream) {
   greedy.stop_at_eos = false;
   ExpectResumesContinue(greedy, {1, 9, 39});
   // The golden continuation, resumed after 5.
-  const Streamed r = Run(
-      GoldenIds("stories260K", "greedy.input_ids"),
-      [] {
-        model::SamplingParams p;
-        p.max_new_tokens = 32;
-        p.stop_at_eos = false;
-        return p;
-      }(),
-      std::vector<int64_t>(GoldenIds("stories260K", "greedy.greedy").begin(),
-                           GoldenIds("stories260K", "greedy.greedy").begin() + 5));
-  ASSERT_TRUE(r.result.ok()) << r.result.status();
   const std::vector<int64_t> golden = GoldenIds("stories260K", "greedy.greedy");
+  ASSERT_GT(golden.size(), 5u);
+  model::SamplingParams p;
+  p.max_new_tokens = static_cast<int64_t>(golden.size());
+  p.stop_at_eos = false;
+  const Streamed r = Run(GoldenIds("stories260K", "greedy.input_ids"), p,
+                         std::vector<int64_t>(golden.begin(), golden.begin() + 5));
+  ASSERT_TRUE(r.result.ok()) << r.result.status();
   EXPECT_EQ(r.result->ids.size() + 5, golden.size());
   std::vector<int64_t> streamed;
   for (const model::GeneratedToken& t : r.tokens) {
@@ -247,13 +243,18 @@ TEST_F(ResumeTest, StopStringsSpanTheResumePoint) {
   model::SamplingParams greedy;
   greedy.max_new_tokens = 60;
   greedy.stop_at_eos = false;
-  // The uninterrupted text, to pick a stop string that occurs late in it.
+  // The uninterrupted text, to pick a stop string whose first occurrence is late in it.
   const Streamed full = Run(GoldenIds("stories260K", "prompt.input_ids"), greedy);
   ASSERT_TRUE(full.result.ok()) << full.result.status();
   const std::string& text = full.result->text;
   ASSERT_GT(text.size(), 60u);
-  greedy.stop = {text.substr(text.size() - 20, 6)};
-  // Every cut before the stop string's tokens: the held-back window is rebuilt.
+  std::string stop;
+  for (size_t at = text.size() * 3 / 4; at + 6 <= text.size() && stop.empty(); ++at) {
+    if (text.find(text.substr(at, 6)) == at) stop = text.substr(at, 6);
+  }
+  ASSERT_FALSE(stop.empty()) << text;
+  greedy.stop = {stop};
+  // Cuts before the stop string's tokens: the held-back window is rebuilt.
   ExpectResumesContinue(greedy, {1, 10, 25});
 }
 
