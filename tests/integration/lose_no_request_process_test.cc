@@ -157,7 +157,7 @@ TEST(SwarmUpSupervisionTest, AKilledWorkerIsRestartedAndTheClusterServesAgain) {
   const pid_t coordinator = ChildRunning(up.pid(), "swarm-coordinator");
   ASSERT_GT(coordinator, 0);
   EXPECT_NE(ReadFile(absl::StrCat("/proc/", coordinator, "/cmdline"))
-                .find(std::string("--max-batch-tokens\0256", 22)),
+                .find(std::string("--max-batch-tokens") + '\0' + "256"),
             std::string::npos);
 
   auto client = Client::Connect(address);
