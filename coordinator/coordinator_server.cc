@@ -195,11 +195,12 @@ void CoordinatorServer::LeaseLoop() {
   absl::MutexLock lock(&mu_);
   while (!stopping_) {
     // Without a lease on any worker only stale sessions need closing: at the poll interval. The
-    // interval is looked at again every second at least (the leases are known once the workers
-    // answered Info).
+    // interval is looked at again every 100 ms (the leases are known once the workers answered
+    // Info, and a session opened meanwhile must be renewed within the shortest one).
     const absl::Duration interval = workers_->RenewInterval(options_.poll_interval);
-    const absl::Duration wait = std::min(
-        std::max(last_round + interval - absl::Now(), absl::ZeroDuration()), absl::Seconds(1));
+    const absl::Duration wait =
+        std::min(std::max(last_round + interval - absl::Now(), absl::ZeroDuration()),
+                 absl::Milliseconds(100));
     mu_.AwaitWithTimeout(absl::Condition(&stopping_), wait);
     if (stopping_) break;
     if (absl::Now() < last_round + interval) continue;
