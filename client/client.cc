@@ -24,6 +24,19 @@ struct Client::Impl {
   std::string authorization;  // "Bearer TOKEN", or "" without a token.
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::CoordinatorService::Stub> stub;
+  // The coordinators a stream may resume on (ClientOptions::resume_addresses), in turn.
+  struct Fallback {
+    std::string address;
+    std::unique_ptr<v1::CoordinatorService::Stub> stub;
+  };
+  std::vector<Fallback> fallbacks;
+
+  // One Generate call on `stub` until `deadline`: adds what it streams to `out` (prompt_ids and
+  // the first message's fields only on the first attempt, out->resumes == 0) and to `on_chunk`;
+  // `*stopped` when the callback stopped it. Returns the call's status.
+  grpc::Status GenerateOnce(v1::CoordinatorService::Stub* stub, const v1::GenerateRequest& req,
+                            absl::Time deadline, const ChunkCallback& on_chunk, GenerateResult* out,
+                            bool* stopped) const;
 
   // Every call's context: its deadline and the token.
   void Prepare(grpc::ClientContext* ctx, absl::Duration timeout) const {
@@ -108,6 +121,17 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& addre
   args.SetMaxReceiveMessageSize(-1);  // Replies are small; never fail on size.
   impl->channel = grpc::CreateCustomChannel(address, *credentials, args);
   impl->stub = v1::CoordinatorService::NewStub(impl->channel);
+  if (options.max_resumes < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_resumes ", options.max_resumes, " is negative"));
+  }
+  for (const std::string& other : options.resume_addresses) {
+    if (auto s = ValidateHostPort(other, "resume address"); !s.ok()) return s;
+    if (other == address) continue;
+    impl->fallbacks.push_back(Impl::Fallback{
+        other,
+        v1::CoordinatorService::NewStub(grpc::CreateCustomChannel(other, *credentials, args))});
+  }
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
 
@@ -152,18 +176,56 @@ absl::StatusOr<GenerateResult> Client::Generate(const GenerateRequest& request,
   req.mutable_block_weights()->Assign(request.block_weights.begin(), request.block_weights.end());
   req.set_num_blocks(request.num_blocks);
 
-  grpc::ClientContext ctx;
   const absl::Duration timeout = request.timeout > absl::ZeroDuration()
                                      ? request.timeout
                                      : impl_->options.default_generate_timeout;
-  impl_->Prepare(&ctx, timeout);
-  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
-      impl_->stub->Generate(&ctx, req);
+  const absl::Time deadline = absl::Now() + timeout;
   GenerateResult result;
+  // Attempt 0 goes to the first address; resume r to fallback (r - 1) mod n, then the first
+  // address again, and so on.
+  const int endpoints = 1 + static_cast<int>(impl_->fallbacks.size());
+  const int max_resumes = endpoints > 1 ? impl_->options.max_resumes : 0;
+  for (int attempt = 0;; ++attempt) {
+    const int e = attempt % endpoints;
+    const std::string& address = e == 0 ? impl_->address : impl_->fallbacks[e - 1].address;
+    v1::CoordinatorService::Stub* stub =
+        e == 0 ? impl_->stub.get() : impl_->fallbacks[e - 1].stub.get();
+    bool stopped = false;
+    grpc::Status status = impl_->GenerateOnce(stub, req, deadline, on_chunk, &result, &stopped);
+    if (stopped) return absl::CancelledError("stopped by the caller");
+    if (status.ok()) return result;
+    const bool resumable = status.error_code() == grpc::StatusCode::UNAVAILABLE;
+    if (!resumable || attempt >= max_resumes || absl::Now() >= deadline) {
+      return rpc::FromGrpcStatus(status, address);
+    }
+    // Resume: the prompt as the first coordinator tokenized it, and what it streamed of the
+    // generation. Before the first message nothing was streamed: the request is sent again.
+    if (!result.prompt_ids.empty()) {
+      req.clear_prompt();
+      req.clear_messages();
+      req.mutable_prompt_ids()->Assign(result.prompt_ids.begin(), result.prompt_ids.end());
+      req.mutable_resume_ids()->Assign(result.ids.begin(), result.ids.end());
+      if (req.request_id().empty()) req.set_request_id(result.request_id);
+    }
+    ++result.resumes;
+    // A pause that grows with the attempts: the next coordinator may be the one coming back.
+    absl::SleepFor(std::min(absl::Milliseconds(100) * attempt, deadline - absl::Now()));
+  }
+}
+
+grpc::Status Client::Impl::GenerateOnce(v1::CoordinatorService::Stub* stub,
+                                        const v1::GenerateRequest& req, absl::Time deadline,
+                                        const ChunkCallback& on_chunk, GenerateResult* out,
+                                        bool* stopped) const {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, std::max(deadline - absl::Now(), absl::ZeroDuration()));
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub->Generate(&ctx, req);
+  GenerateResult& result = *out;
+  const bool resumed = result.resumes > 0;
   v1::GenerateResponse msg;
-  bool stopped = false;
   while (reader->Read(&msg)) {
-    if (msg.prompt_ids_size() > 0) {
+    // A resumed stream repeats what the first one said in its first message.
+    if (msg.prompt_ids_size() > 0 && !resumed) {
       result.prompt_ids.assign(msg.prompt_ids().begin(), msg.prompt_ids().end());
     }
     if (!msg.request_id().empty()) result.request_id = msg.request_id();
@@ -174,7 +236,7 @@ absl::StatusOr<GenerateResult> Client::Generate(const GenerateRequest& request,
     }
     if (!msg.finish_reason().empty()) result.finish_reason = msg.finish_reason();
     if (msg.has_usage()) {
-      result.time_to_first_token_seconds = msg.usage().time_to_first_token_seconds();
+      if (!resumed) result.time_to_first_token_seconds = msg.usage().time_to_first_token_seconds();
       result.total_seconds = msg.usage().total_seconds();
     }
     if (msg.ids_size() == 0 && msg.text().empty()) continue;
@@ -191,15 +253,12 @@ absl::StatusOr<GenerateResult> Client::Generate(const GenerateRequest& request,
     result.text += chunk.text;
     result.logprobs.insert(result.logprobs.end(), chunk.logprobs.begin(), chunk.logprobs.end());
     if (on_chunk && !on_chunk(chunk)) {
-      stopped = true;
+      *stopped = true;
       ctx.TryCancel();
       break;
     }
   }
-  grpc::Status status = reader->Finish();
-  if (stopped) return absl::CancelledError("stopped by the caller");
-  if (!status.ok()) return rpc::FromGrpcStatus(status, impl_->address);
-  return result;
+  return reader->Finish();
 }
 
 absl::StatusOr<ClusterStatus> Client::Status(absl::Duration timeout) {

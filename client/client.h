@@ -38,6 +38,14 @@ struct ClientOptions {
   // A client certificate and key (PEM), for a coordinator that requires one (TLS without tokens).
   std::string tls_cert_file;
   std::string tls_key_file;
+  // Other coordinators of the same cluster ("host:port"), for resuming a stream: when the
+  // coordinator a Generate streams from fails (UNAVAILABLE: it died, or its connection broke),
+  // Generate sends the request again to the next address in turn (these, then the first one
+  // again) with the ids received so far (GenerateRequest.resume_ids), and the caller's stream
+  // goes on where it stopped: the continuation is the one the first coordinator would have
+  // streamed (sampling is a pure function of (seed, position)). Empty: no resume.
+  std::vector<std::string> resume_addresses;
+  int max_resumes = 3;  // Resumes per Generate at most.
 };
 
 // One turn of a conversation (GenerateRequest::messages).
@@ -109,6 +117,7 @@ struct GenerateResult {
   int num_blocks = 0;
   double time_to_first_token_seconds = 0;  // As measured by the coordinator.
   double total_seconds = 0;
+  int resumes = 0;  // Times the stream was resumed on another coordinator.
 };
 
 struct WorkerStatus {
@@ -207,9 +216,9 @@ using ChunkCallback = std::function<bool(const GenerateChunk&)>;
 
 class Client {
  public:
-  // Creates a channel to `address` ("host:port"). Does not wait for the server (see
-  // WaitUntilServing). InvalidArgument for a malformed address, an unreadable token file or bad
-  // TLS files.
+  // Creates a channel to `address` ("host:port"), and one to each of options.resume_addresses.
+  // Does not wait for the server (see WaitUntilServing). InvalidArgument for a malformed address,
+  // an unreadable token file or bad TLS files.
   static absl::StatusOr<std::unique_ptr<Client>> Connect(const std::string& address,
                                                          const ClientOptions& options = {});
   ~Client();
@@ -220,7 +229,9 @@ class Client {
 
   // Generates, calling `on_chunk` for every streamed message that carries ids or text. Errors are
   // the coordinator's gRPC status (InvalidArgument, OutOfRange, Unavailable, ...), with the
-  // address in the message.
+  // address in the message. With ClientOptions::resume_addresses an UNAVAILABLE stream is
+  // resumed on another coordinator (up to max_resumes times) before it counts as an error;
+  // result.resumes says how often.
   absl::StatusOr<GenerateResult> Generate(const GenerateRequest& request,
                                           const ChunkCallback& on_chunk = nullptr);
 

@@ -182,6 +182,7 @@ struct WorkerMetrics::Impl {
   Family<Counter>* errors = nullptr;
   Family<Counter>* session_evictions = nullptr;
   std::vector<Range> ranges;  // Fixed after Create().
+  Gauge* draining = nullptr;
   Gauge* ready = nullptr;
   Gauge* sessions = nullptr;
   Gauge* kv_bytes = nullptr;
@@ -264,6 +265,13 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const Optio
                     .Help("1 once the hosted layers are loaded and the worker reports SERVING.")
                     .Register(reg)
                     .Add({});
+    m->draining = &prometheus::BuildGauge()
+                       .Name("swarm_worker_draining")
+                       .Help(
+                           "1 while the worker drains (SIGTERM): it takes no new sessions and "
+                           "exits once it holds none or the drain grace passes.")
+                       .Register(reg)
+                       .Add({});
     m->sessions = &prometheus::BuildGauge()
                        .Name("swarm_worker_active_sessions")
                        .Help("Open sessions (each holds a KV cache).")
@@ -297,8 +305,10 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(const Optio
                                 .Name("swarm_worker_session_evictions_total")
                                 .Help("Sessions dropped by the worker, by reason.")
                                 .Register(reg);
-    // The worker's only eviction: over the KV budget it refuses sessions, it never drops one.
+    // The worker's evictions: idle past the TTL, or a lease its coordinator stopped renewing.
+    // (Over the KV budget it refuses sessions, it never drops one.)
     m->session_evictions->Add({{"reason", "idle_ttl"}});
+    m->session_evictions->Add({{"reason", "lease"}});
     m->resident = &prometheus::BuildGauge()
                        .Name("swarm_worker_blocks_resident")
                        .Help("Blocks resident in device memory now.")
@@ -392,6 +402,7 @@ void WorkerMetrics::OnError(absl::string_view method, absl::StatusCode code) {
 }
 
 void WorkerMetrics::SetReady(bool ready) { impl_->ready->Set(ready ? 1 : 0); }
+void WorkerMetrics::SetDraining(bool draining) { impl_->draining->Set(draining ? 1 : 0); }
 void WorkerMetrics::SetActiveSessions(int64_t sessions) {
   impl_->sessions->Set(static_cast<double>(sessions));
 }

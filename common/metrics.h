@@ -85,14 +85,16 @@ class WorkerMetrics {
   void OnError(absl::string_view method, absl::StatusCode code);
 
   void SetReady(bool ready);                 // 1 once the hosted layers are loaded (SERVING).
+  void SetDraining(bool draining);           // 1 once the worker drains (SIGTERM).
   void SetActiveSessions(int64_t sessions);  // Open sessions (KV caches held).
   void SetKvCacheBytes(int64_t bytes);       // Bytes held by KV caches now.
   // Bytes reserved by open sessions (max_length x bytes per position each): what the budget
   // counts when it refuses a session.
   void SetKvCacheReservedBytes(int64_t bytes);
   void SetKvCacheBudgetBytes(int64_t bytes);  // The KV memory budget (0 = unlimited).
-  // A session the worker dropped on its own. reason: "idle_ttl" (the worker never evicts for the
-  // budget: it refuses instead); other identifiers are kept, anything else is "other".
+  // A session the worker dropped on its own. reason: "idle_ttl" or "lease" (its coordinator stopped
+  // renewing it; the worker never evicts for the budget: it refuses instead); other identifiers
+  // are kept, anything else is "other".
   void OnSessionEvicted(absl::string_view reason);
   // Residency (a worker that pages blocks in and out of device memory).
   // Blocks resident now and their weight bytes.

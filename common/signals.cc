@@ -3,6 +3,11 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
+#include <cerrno>
+
+#include "absl/time/clock.h"
+
 namespace swarm {
 namespace {
 
@@ -27,6 +32,18 @@ int WaitForShutdownSignal() {
   while (sigwait(&set, &sig) != 0) {
   }
   return sig;
+}
+
+int WaitForShutdownSignalFor(absl::Duration timeout) {
+  sigset_t set = ShutdownSignals();
+  const absl::Time end = absl::Now() + timeout;
+  while (true) {
+    const absl::Duration left = std::max(end - absl::Now(), absl::ZeroDuration());
+    timespec ts = absl::ToTimespec(left);
+    int sig = sigtimedwait(&set, nullptr, &ts);
+    if (sig > 0) return sig;
+    if (errno != EINTR || left == absl::ZeroDuration()) return 0;
+  }
 }
 
 }  // namespace swarm

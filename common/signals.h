@@ -4,6 +4,8 @@
 #ifndef SWARM_COMMON_SIGNALS_H_
 #define SWARM_COMMON_SIGNALS_H_
 
+#include "absl/time/time.h"
+
 namespace swarm {
 
 // Blocks SIGINT and SIGTERM in the calling thread and in every thread it starts afterwards, so
@@ -11,6 +13,8 @@ namespace swarm {
 void BlockShutdownSignals();
 // Waits for SIGINT or SIGTERM and returns its number.
 int WaitForShutdownSignal();
+// Waits up to `timeout` for SIGINT or SIGTERM: its number, or 0 when none came.
+int WaitForShutdownSignalFor(absl::Duration timeout);
 
 }  // namespace swarm
 

@@ -88,6 +88,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   server->server_ = std::move(started.server);
   server->address_ = std::move(started.address);
   server->monitor_ = std::thread([s = server.get()] { s->MonitorLoop(); });
+  server->leases_ = std::thread([s = server.get()] { s->LeaseLoop(); });
   return server;
 }
 
@@ -189,6 +190,35 @@ void CoordinatorServer::MonitorLoop() {
   }
 }
 
+void CoordinatorServer::LeaseLoop() {
+  absl::Time last_round = absl::Now();
+  absl::MutexLock lock(&mu_);
+  while (!stopping_) {
+    // Without a lease on any worker only stale sessions need closing: at the poll interval. The
+    // interval is looked at again every 100 ms (the leases are known once the workers answered
+    // Info, and a session opened meanwhile must be renewed within the shortest one).
+    const absl::Duration interval = workers_->RenewInterval(options_.poll_interval);
+    const absl::Duration wait =
+        std::min(std::max(last_round + interval - absl::Now(), absl::ZeroDuration()),
+                 absl::Milliseconds(100));
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), wait);
+    if (stopping_) break;
+    if (absl::Now() < last_round + interval) continue;
+    last_round = absl::Now();
+    mu_.Unlock();
+    // A worker that does not answer within the interval is late for the next round already.
+    const WorkerSet::LeaseRound round =
+        workers_->RenewLeases(std::max(interval, absl::Milliseconds(200)));
+    if (round.lost > 0 || round.stale_closed > 0) {
+      LogLine(kLog, absl::StrCat("leases: ", round.lost,
+                                 " session(s) no longer held by their worker (restarted, or the "
+                                 "lease ran out); closed ",
+                                 round.stale_closed, " stale session(s) on returning workers"));
+    }
+    mu_.Lock();
+  }
+}
+
 absl::Status CoordinatorServer::WaitUntilServing(absl::Duration timeout) {
   const absl::Time end = absl::Now() + timeout;
   while (!serving_.load()) {
@@ -221,6 +251,7 @@ void CoordinatorServer::Shutdown(absl::Duration grace) {
     server_->Shutdown(absl::ToChronoTime(absl::Now()));
   }
   if (monitor_.joinable()) monitor_.join();
+  if (leases_.joinable()) leases_.join();
   pool_.reset();
 }
 

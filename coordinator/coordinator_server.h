@@ -9,8 +9,9 @@
 // Threading: gRPC handlers run on gRPC's callback threads and never block there: a Generate call
 // runs the pipeline on an owned, bounded request pool (Schedule; RESOURCE_EXHAUSTED beyond it),
 // Status refreshes the workers asynchronously (ReportAsync). A monitor thread owned by the server
-// polls the workers. Shutdown() stops the server (cancelling running requests, which close their
-// worker sessions), then joins the pool and the monitor. All methods are thread-safe.
+// polls the workers; a lease thread renews the sessions the requests hold on them. Shutdown()
+// stops the server (cancelling running requests, which close their worker sessions), then joins
+// the pool, the monitor and the lease thread. All methods are thread-safe.
 #ifndef SWARM_COORDINATOR_COORDINATOR_SERVER_H_
 #define SWARM_COORDINATOR_COORDINATOR_SERVER_H_
 
@@ -149,6 +150,9 @@ class CoordinatorServer {
  private:
   CoordinatorServer() = default;
   void MonitorLoop();
+  // Renews the leases of the sessions the requests hold on the workers (WorkerSet::RenewLeases)
+  // every third of the shortest lease, until Shutdown.
+  void LeaseLoop();
   bool stopping() {
     absl::MutexLock lock(&mu_);
     return stopping_;
@@ -177,6 +181,7 @@ class CoordinatorServer {
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   std::string not_serving_reason_ ABSL_GUARDED_BY(mu_) = "workers not contacted yet";
   std::thread monitor_;
+  std::thread leases_;
 };
 
 }  // namespace swarm::coordinator

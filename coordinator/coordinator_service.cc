@@ -60,6 +60,7 @@ GenerationMode ModeFromProto(const v1::GenerateRequest& r) {
 GenerationRequest FromProto(const v1::GenerateRequest& r) {
   GenerationRequest out;
   out.prompt_ids.assign(r.prompt_ids().begin(), r.prompt_ids().end());
+  out.resume_ids.assign(r.resume_ids().begin(), r.resume_ids().end());
   out.prompt = r.prompt();
   out.add_special_tokens = r.has_add_special_tokens() ? r.add_special_tokens() : true;
   const v1::SamplingParams& sp = r.sampling();

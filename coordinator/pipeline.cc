@@ -62,6 +62,7 @@ struct GenerationPipeline::Run {
   absl::Time last_token;
   bool deadline_hit = false;
   bool stopped_by_sink = false;
+  std::vector<int64_t> resume_ids;  // GenerationRequest::resume_ids.
   GenerationResult result;
 };
 
@@ -134,6 +135,7 @@ absl::Status GenerationPipeline::RunStages(Run& run, const GenerationRequest& re
   ASSIGN_OR_RETURN(std::vector<int64_t> ids, Tokenize(request));
   if (ids.empty()) return absl::InvalidArgumentError("the prompt is empty");
   run.result.prompt_ids = ids;
+  run.resume_ids = request.resume_ids;
   const int64_t prompt_tokens = static_cast<int64_t>(ids.size());
   const model::SamplingParams& params = request.sampling;
   const int64_t context = model_->config().max_position_embeddings;
@@ -333,6 +335,7 @@ absl::StatusOr<model::GenerateResult> GenerationPipeline::Execute(
   ScheduledRequest request;
   request.request_id = run.result.request_id;
   request.prompt_ids = run.result.prompt_ids;
+  request.resume_ids = run.resume_ids;
   request.params = params;
   request.series_blocks = series_blocks;
   request.deadline = run.deadline;

@@ -70,6 +70,9 @@ struct GenerationRequest {
   std::vector<float> block_weights;
   int num_blocks = 0;
   std::string request_id;  // "" = the pipeline names it "req-N".
+  // A resumed stream (GenerateRequest.resume_ids): the ids another coordinator already generated
+  // and streamed; only what follows them is generated (model::SequenceDecoder::Create).
+  std::vector<int64_t> resume_ids;
   // When the request arrived: its timings count from here, and its deadline is capped at
   // arrival + PipelineOptions::max_request_time. InfinitePast = when Generate is called.
   absl::Time arrival = absl::InfinitePast();

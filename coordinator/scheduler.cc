@@ -272,7 +272,7 @@ absl::StatusOr<model::GenerateResult> Scheduler::Run(ScheduledRequest spec,
   auto req = std::make_shared<Request>(workers_);
   ASSIGN_OR_RETURN(req->decoder,
                    model::SequenceDecoder::Create(model_->config(), model_->tokenizer(),
-                                                  spec.prompt_ids, spec.params));
+                                                  spec.prompt_ids, spec.params, spec.resume_ids));
   if (spec.plan.segments.empty()) return absl::InternalError("empty execution plan");
   for (int b = 0; b < static_cast<int>(spec.plan.segments.size()); ++b) {
     if (spec.plan.segments[b].hops.empty()) return absl::InternalError("a segment without hops");
@@ -416,6 +416,7 @@ absl::Status Scheduler::OpenSessions(Request& request) {
         },
         absl::Now() + options_.control_timeout));
     session.id = resp.session_id();
+    workers_->AddSession(session.worker, session.id);  // Its lease is renewed from now on.
   }
   return absl::OkStatus();
 }
@@ -430,11 +431,14 @@ void Scheduler::CloseSessions(Request& request) {
     req.set_session_id(session.id);
     v1::CloseSessionResponse resp;
     grpc::Status s = workers_->stub(session.worker)->CloseSession(&ctx, req, &resp);
-    if (!s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND) {
+    const bool closed = s.ok() || s.error_code() == grpc::StatusCode::NOT_FOUND;
+    workers_->RemoveSession(session.worker, session.id, closed);
+    if (!closed) {
       LogLine(kLog, absl::StrCat("request '", request.spec.request_id, "': closing session on ",
                                  workers_->address(session.worker), ": ",
                                  rpc::FromGrpcStatus(s).ToString(),
-                                 " (the worker frees it after its idle TTL)"));
+                                 " (closed once the worker answers again; its lease, no longer "
+                                 "renewed, frees it meanwhile)"));
     }
   }
 }

@@ -98,6 +98,7 @@ struct SchedulerOptions {
 struct ScheduledRequest {
   std::string request_id;
   std::vector<int64_t> prompt_ids;
+  std::vector<int64_t> resume_ids;  // Already generated (a resumed stream): fed after the prompt.
   model::SamplingParams params;
   ExecutionPlan plan;
   std::vector<int> series_blocks;  // Passed to CoordinatorObserver::OnStep after each step.

@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <utility>
 
@@ -9,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/notification.h"
 #include "common/layer_set.h"
 #include "rpc/channel.h"
@@ -18,6 +20,11 @@
 namespace swarm::coordinator {
 
 namespace {
+
+// RenewSessions ids per call at most (worker.proto), and stale ids kept per worker at most (the
+// worker's lease frees the rest).
+constexpr size_t kMaxRenewIds = 4096;
+constexpr size_t kMaxStale = 4096;
 
 // Why a worker cannot be called, in words: a failed TLS handshake (a worker whose certificate is
 // not from --tls-ca, or that refuses the coordinator's) is named as such.
@@ -47,6 +54,7 @@ WorkerSet::WorkerSet(const std::vector<std::string>& addresses, std::string fing
     state.error = "not contacted yet";
     states_.push_back(std::move(state));
   }
+  leases_.resize(addresses_.size());
 }
 
 void WorkerSet::RefreshAsync(absl::Duration timeout, std::function<void()> done) {
@@ -179,6 +187,116 @@ void WorkerSet::MarkUnreachable(int index, const absl::Status& status) {
   if (s.usable()) ++changes_;
   s.reachable = false;
   s.error = UnreachableReason(status);
+}
+
+void WorkerSet::AddSession(int index, const std::string& session_id) {
+  absl::MutexLock lock(&mu_);
+  leases_[index].held.insert(session_id);
+}
+
+void WorkerSet::RemoveSession(int index, const std::string& session_id, bool closed) {
+  absl::MutexLock lock(&mu_);
+  Leases& l = leases_[index];
+  l.held.erase(session_id);
+  if (!closed) {
+    if (l.stale.size() >= kMaxStale) l.stale.erase(l.stale.begin());
+    l.stale.push_back(session_id);
+  }
+}
+
+int WorkerSet::SessionCount(int index) const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(leases_[index].held.size());
+}
+
+absl::Duration WorkerSet::RenewInterval(absl::Duration fallback) const {
+  absl::MutexLock lock(&mu_);
+  absl::Duration shortest = absl::InfiniteDuration();
+  for (const WorkerState& s : states_) {
+    const double lease = s.info.session_lease_seconds();
+    if (s.reachable && lease > 0) shortest = std::min(shortest, absl::Seconds(lease));
+  }
+  if (shortest == absl::InfiniteDuration()) return fallback;
+  return std::max(absl::Milliseconds(10), shortest / 3);
+}
+
+WorkerSet::LeaseRound WorkerSet::RenewLeases(absl::Duration timeout) {
+  struct Call {
+    int worker = 0;
+    grpc::ClientContext ctx;
+    v1::RenewSessionsRequest request;
+    v1::RenewSessionsResponse response;
+    grpc::Status status;
+  };
+  std::vector<std::unique_ptr<Call>> calls;
+  {
+    absl::MutexLock lock(&mu_);
+    for (int i = 0; i < size(); ++i) {
+      const Leases& l = leases_[i];
+      if (l.held.empty() && l.stale.empty()) continue;
+      // A worker with only stale sessions gets an empty renewal: whether it answers says whether
+      // to close them now.
+      Call* call = nullptr;
+      for (const std::string& id : l.held) {
+        if (call == nullptr || call->request.session_ids_size() >= static_cast<int>(kMaxRenewIds)) {
+          call = calls.emplace_back(std::make_unique<Call>()).get();
+          call->worker = i;
+        }
+        call->request.add_session_ids(id);
+      }
+      if (call == nullptr) {
+        calls.emplace_back(std::make_unique<Call>())->worker = i;
+      }
+    }
+  }
+  LeaseRound round;
+  if (calls.empty()) return round;
+  absl::BlockingCounter done(static_cast<int>(calls.size()));
+  for (const std::unique_ptr<Call>& call : calls) {
+    call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    Call* c = call.get();
+    stubs_[c->worker]->async()->RenewSessions(&c->ctx, &c->request, &c->response,
+                                              [c, &done](grpc::Status status) {
+                                                c->status = std::move(status);
+                                                done.DecrementCount();
+                                              });
+  }
+  done.Wait();
+  // Stale sessions to close: those of the workers that answered.
+  std::vector<std::pair<int, std::string>> to_close;
+  std::vector<bool> answered(size(), false);
+  std::vector<bool> failed(size(), false);
+  {
+    absl::MutexLock lock(&mu_);
+    for (const std::unique_ptr<Call>& call : calls) {
+      Leases& l = leases_[call->worker];
+      if (!call->status.ok()) {
+        failed[call->worker] = true;
+        continue;
+      }
+      answered[call->worker] = true;
+      round.renewed += call->request.session_ids_size() - call->response.unknown_session_ids_size();
+      for (const std::string& id : call->response.unknown_session_ids()) {
+        round.lost += static_cast<int>(l.held.erase(id));
+      }
+    }
+    for (int i = 0; i < size(); ++i) {
+      if (failed[i]) ++round.failed_workers;
+      if (!answered[i] || failed[i]) continue;
+      for (std::string& id : leases_[i].stale) to_close.emplace_back(i, std::move(id));
+      leases_[i].stale.clear();
+    }
+  }
+  for (const auto& [worker, id] : to_close) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    v1::CloseSessionRequest req;
+    req.set_session_id(id);
+    v1::CloseSessionResponse resp;
+    grpc::Status s = stubs_[worker]->CloseSession(&ctx, req, &resp);
+    if (s.ok()) ++round.stale_closed;
+  }
+  return round;
 }
 
 void WorkerSet::Notify() {

@@ -2,7 +2,9 @@
 // last said about itself (Info), whether it is usable (reachable, layers loaded, same model
 // fingerprint as the coordinator) and how many of this coordinator's requests go through it.
 // The monitor thread refreshes it; request threads read snapshots, plan their hops through it
-// (worker_plan.h) and report failures into it.
+// (worker_plan.h) and report failures into it. It also keeps the sessions this coordinator holds
+// on each worker, whose leases (worker.proto RenewSessions) the coordinator's lease thread renews:
+// a worker frees the sessions of a coordinator that died within its lease.
 //
 // Threading: all methods are thread-safe (one mutex; no RPC is made while holding it).
 #ifndef SWARM_COORDINATOR_WORKER_SET_H_
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -68,6 +71,31 @@ class WorkerSet {
   // Records that a call to the worker failed as if it were down (UNAVAILABLE and friends): it is
   // not planned through until a refresh finds it again. Wakes WaitForChange().
   void MarkUnreachable(int index, const absl::Status& status);
+  // Session leases. Whoever opens a session on a worker records it (AddSession) and whoever
+  // closes it forgets it (RemoveSession); RenewLeases renews what is recorded.
+  void AddSession(int index, const std::string& session_id);
+  // `closed`: the worker answered the CloseSession (OK or NOT_FOUND). When it did not (down,
+  // partitioned), the id is kept as stale and closed there once the worker answers again
+  // (RenewLeases), so that a returning worker does not hold it until its lease ends.
+  void RemoveSession(int index, const std::string& session_id, bool closed);
+  // What RenewLeases did.
+  struct LeaseRound {
+    int renewed = 0;         // Sessions renewed.
+    int lost = 0;            // Sessions the worker no longer held (restarted, or expired there).
+    int stale_closed = 0;    // Stale sessions closed on a returning worker.
+    int failed_workers = 0;  // Workers that did not answer (their sessions were not renewed).
+  };
+  // One RenewSessions call per worker that holds recorded sessions, all at once, waiting for the
+  // answers up to `timeout`; sessions a worker no longer holds are forgotten (the request using
+  // one fails over or fails on its next step). Then a CloseSession for each stale session of a
+  // worker that answered. Blocks until done.
+  LeaseRound RenewLeases(absl::Duration timeout);
+  // How often to renew: a third of the shortest lease the workers report (Info), `fallback`
+  // when none reports one.
+  absl::Duration RenewInterval(absl::Duration fallback) const;
+  // Sessions recorded on worker `index` (for tests and status).
+  int SessionCount(int index) const;
+
   // Blocks until MarkUnreachable or Notify is called, or `timeout` passes.
   void WaitForChange(absl::Duration timeout);
   void Notify();
@@ -84,6 +112,12 @@ class WorkerSet {
   mutable absl::Mutex mu_;
   std::vector<WorkerState> states_ ABSL_GUARDED_BY(mu_);
   uint64_t changes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Per worker: the sessions held there, and those whose CloseSession did not reach it.
+  struct Leases {
+    absl::flat_hash_set<std::string> held;
+    std::vector<std::string> stale;
+  };
+  std::vector<Leases> leases_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace swarm::coordinator

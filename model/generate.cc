@@ -20,7 +20,8 @@ absl::StatusOr<HostTensor> LocalExecutor::Run(const HostTensor& h, int64_t start
 
 absl::StatusOr<std::unique_ptr<SequenceDecoder>> SequenceDecoder::Create(
     const ModelConfig& config, const tokenizer::Tokenizer* tokenizer,
-    std::vector<int64_t> prompt_ids, const SamplingParams& params) {
+    std::vector<int64_t> prompt_ids, const SamplingParams& params,
+    const std::vector<int64_t>& resume_ids) {
   RETURN_IF_ERROR(params.Validate());
   if (prompt_ids.empty()) return absl::InvalidArgumentError("the prompt is empty");
   const int64_t ctx = config.max_position_embeddings;
@@ -46,22 +47,59 @@ absl::StatusOr<std::unique_ptr<SequenceDecoder>> SequenceDecoder::Create(
     d->text_ = std::make_unique<tokenizer::StreamDecoder>(tokenizer, prompt_ids);
   }
   d->prompt_ = std::move(prompt_ids);
+  d->prefill_ = d->prompt_;
   if (params.max_new_tokens == 0) d->finish_reason_ = "length";
+  if (!resume_ids.empty()) RETURN_IF_ERROR(d->Resume(resume_ids));
   return d;
+}
+
+absl::Status SequenceDecoder::Resume(const std::vector<int64_t>& ids) {
+  const int64_t k = static_cast<int64_t>(ids.size());
+  if (k >= params_.max_new_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(k, " resume ids: max_new_tokens (",
+                                                   params_.max_new_tokens,
+                                                   ") would have ended the request already"));
+  }
+  // The last of them is fed at position prompt + k - 1.
+  if (k > context_ - static_cast<int64_t>(prompt_.size())) {
+    return absl::OutOfRangeError(absl::StrCat("prompt (", prompt_.size(), " tokens) + ", k,
+                                              " resume ids pass the context of ", context_));
+  }
+  for (int64_t j = 0; j < k; ++j) {
+    const int64_t id = ids[j];
+    if (id < 0 || id >= vocab_size_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("resume id ", id, " is outside the vocabulary of ", vocab_size_));
+    }
+    if (params_.stop_at_eos && std::find(eos_.begin(), eos_.end(), id) != eos_.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "resume id ", id, " (at ", j, ") is end-of-sequence: the request had ended"));
+    }
+    generated_.push_back(id);
+    // What the first run released for these ids was streamed already: only the state it leaves
+    // (held-back bytes, the stop-string window) matters.
+    ReleaseText(text_ ? text_->Push(id) : std::string(), /*final=*/false);
+    if (stopped_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("resume ids complete a stop string at ", j, ": the request had ended"));
+    }
+  }
+  prefill_.insert(prefill_.end(), ids.begin(), ids.end());
+  return absl::OkStatus();
 }
 
 absl::Span<const int64_t> SequenceDecoder::NextInput(int64_t max_ids) const {
   if (done()) return {};
-  const int64_t prompt_len = static_cast<int64_t>(prompt_.size());
-  if (fed_ < prompt_len) {
-    return absl::MakeConstSpan(prompt_).subspan(fed_, std::min(max_ids, prompt_len - fed_));
+  const int64_t prefill_len = static_cast<int64_t>(prefill_.size());
+  if (fed_ < prefill_len) {
+    return absl::MakeConstSpan(prefill_).subspan(fed_, std::min(max_ids, prefill_len - fed_));
   }
   return absl::MakeConstSpan(generated_).subspan(generated_.size() - 1, 1);
 }
 
 bool SequenceDecoder::Fed(int64_t n) {
   fed_ += n;
-  return fed_ >= static_cast<int64_t>(prompt_.size());
+  return fed_ >= static_cast<int64_t>(prefill_.size());
 }
 
 GeneratedToken SequenceDecoder::Accept(absl::Span<const float> logits) {

@@ -79,9 +79,19 @@ class SequenceDecoder {
   // Checks `params` and the prompt against the model (InvalidArgument: bad parameters, an empty
   // prompt, stop strings without a tokenizer; OutOfRange: a prompt longer than the context).
   // `tokenizer` may be null (no text).
+  //
+  // `resume_ids`: a request resumed after its first run stopped (a coordinator died mid-stream):
+  // the ids it had generated. They count as generated (against max_new_tokens, in the stop
+  // strings' text, in generated_ids()) without being returned again; the prefill feeds prompt +
+  // resume_ids, and from there the decoder returns exactly what the first run would have
+  // (sampling is a pure function of (seed, position); the text held back for stop strings and
+  // incomplete UTF-8 is rebuilt). InvalidArgument when they are as many as max_new_tokens, an id
+  // is outside the vocabulary, or the first run would already have ended on one of them (EOS, a
+  // stop string); OutOfRange when they pass the context.
   static absl::StatusOr<std::unique_ptr<SequenceDecoder>> Create(
       const ModelConfig& config, const tokenizer::Tokenizer* tokenizer,
-      std::vector<int64_t> prompt_ids, const SamplingParams& params);
+      std::vector<int64_t> prompt_ids, const SamplingParams& params,
+      const std::vector<int64_t>& resume_ids = {});
 
   bool done() const { return !finish_reason_.empty(); }
   // "eos", "stop", "length", "context" or "cancelled" once done; "" before.
@@ -91,10 +101,10 @@ class SequenceDecoder {
   const SamplingParams& params() const { return params_; }
   // Positions fed to the layers so far: the start position of the next step.
   int64_t position() const { return fed_; }
-  // True while prompt positions remain to be fed.
-  bool prefilling() const { return fed_ < static_cast<int64_t>(prompt_.size()); }
-  // The ids the next step feeds, at most `max_ids` (>= 1) of them: the next chunk of the prompt,
-  // or the last sampled token. Empty when done. Does not consume them (see Fed).
+  // True while prompt positions (and resume_ids) remain to be fed.
+  bool prefilling() const { return fed_ < static_cast<int64_t>(prefill_.size()); }
+  // The ids the next step feeds, at most `max_ids` (>= 1) of them: the next chunk of the prompt
+  // (and resume_ids), or the last sampled token. Empty when done. Does not consume them (see Fed).
   absl::Span<const int64_t> NextInput(int64_t max_ids) const;
   // Records that the first `n` ids of NextInput were fed at position(). Returns true when the
   // logits of the last of them are due next (the prompt is fully fed, or it was a decode token).
@@ -114,11 +124,14 @@ class SequenceDecoder {
 
  private:
   SequenceDecoder() = default;
+  // Create's resume_ids: recorded as generated, the text state rebuilt, appended to prefill_.
+  absl::Status Resume(const std::vector<int64_t>& ids);
 
   int64_t context_ = 0;
   int64_t vocab_size_ = 0;
   SamplingParams params_;
   std::vector<int64_t> prompt_;
+  std::vector<int64_t> prefill_;  // prompt_ + resume_ids: fed before the first new token.
   std::vector<int64_t> generated_;
   std::vector<int64_t> eos_;
   std::unique_ptr<Sampler> sampler_;

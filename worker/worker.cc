@@ -51,7 +51,9 @@ absl::StatusOr<std::string> Worker::OpenSession(int64_t max_length, const std::s
     absl::MutexLock lock(&session->mu);
     session->cache = host_->NewCache(max_length);
   }
-  session->last_used_ns.store(NowNs());
+  const int64_t now_ns = NowNs();
+  session->last_used_ns.store(now_ns);
+  session->renewed_ns.store(now_ns);
   absl::MutexLock lock(&mu_);
   if (static_cast<int>(sessions_.size()) >= limits_.max_sessions) {
     return absl::ResourceExhaustedError(absl::StrCat("session limit reached: ", sessions_.size(),
@@ -197,7 +199,7 @@ Worker::StepPlan Worker::PlanStep(Session* session, const BatchStepRequest& step
                       step.start_position == session->last_start &&
                       step.positions == session->last_positions && layers == session->last_layers;
     if (same && session->has_cached_reply) {
-      session->last_used_ns.store(NowNs());
+      Touch(session);
       return StepPlan::kReplay;
     }
     *status = absl::AlreadyExistsError(absl::StrCat(
@@ -397,7 +399,7 @@ absl::StatusOr<BatchResult> Worker::ForwardBatch(const BatchRequest& request, Ho
     const BatchStepRequest& step = steps[i];
     Session* session = sessions[i].get();
     session->mu.AssertHeld();
-    session->last_used_ns.store(NowNs());
+    Touch(session);
     session->kv_used_bytes.store(session->cache->Bytes());
     const int64_t at = out_row;
     out_row += step.positions;
@@ -446,18 +448,46 @@ void Worker::ReleaseClientLocked(const Session& session) {
   if (it != client_sessions_.end() && --it->second <= 0) client_sessions_.erase(it);
 }
 
-int Worker::ReapIdle(absl::Time now) {
-  const int64_t cutoff = absl::ToUnixNanos(now - limits_.idle_ttl);
+void Worker::Touch(Session* session) {
+  const int64_t now_ns = NowNs();
+  session->last_used_ns.store(now_ns);
+  session->renewed_ns.store(now_ns);
+}
+
+std::vector<std::string> Worker::RenewSessions(const std::vector<std::string>& session_ids) {
+  std::vector<std::string> unknown;
+  const int64_t now_ns = NowNs();
+  absl::MutexLock lock(&mu_);
+  for (const std::string& id : session_ids) {
+    auto it = sessions_.find(id);
+    if (it == sessions_.end()) {
+      unknown.push_back(id);
+    } else {
+      it->second->renewed_ns.store(now_ns);
+    }
+  }
+  return unknown;
+}
+
+Worker::Reaped Worker::ReapIdle(absl::Time now) {
+  const int64_t idle_cutoff = absl::ToUnixNanos(now - limits_.idle_ttl);
+  const bool leased = limits_.lease > absl::ZeroDuration();
+  const int64_t lease_cutoff = leased ? absl::ToUnixNanos(now - limits_.lease) : 0;
   std::vector<std::shared_ptr<Session>> reaped;  // Destroyed outside the lock.
+  Reaped counts;
   absl::MutexLock lock(&mu_);
   for (auto it = sessions_.begin(); it != sessions_.end();) {
     Session* s = it->second.get();
-    // A session running a step holds its mutex: not idle. (TryLock keeps the lock order.)
-    if (s->last_used_ns.load() < cutoff && s->mu.TryLock()) {
+    const bool idle = s->last_used_ns.load() < idle_cutoff;
+    const bool expired = leased && s->renewed_ns.load() < lease_cutoff;
+    // A session running a step holds its mutex: neither idle nor expired. (TryLock keeps the
+    // lock order.)
+    if ((idle || expired) && s->mu.TryLock()) {
       s->mu.Unlock();
       s->closed = true;
       reserved_tokens_ -= s->reserved_tokens;
       ReleaseClientLocked(*s);
+      ++(idle ? counts.idle : counts.lease);
       reaped.push_back(std::move(it->second));
       sessions_.erase(it++);
     } else {
@@ -465,7 +495,8 @@ int Worker::ReapIdle(absl::Time now) {
     }
   }
   reaped_total_ += reaped.size();
-  return static_cast<int>(reaped.size());
+  leases_expired_total_ += counts.lease;
+  return counts;
 }
 
 WorkerStats Worker::Stats() const {
@@ -481,6 +512,7 @@ WorkerStats Worker::Stats() const {
     }
     if (!sessions_.empty()) stats.last_session_use = absl::FromUnixNanos(last_used_ns);
     stats.sessions_reaped_total = reaped_total_;
+    stats.leases_expired_total = leases_expired_total_;
   }
   stats.inflight_steps = inflight_.load();
   stats.steps_total = steps_total_.load();

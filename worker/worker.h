@@ -39,7 +39,10 @@ struct SessionLimits {
   // Open sessions at once per client (OpenSession's `client`); 0 = only max_sessions. Keeps one
   // caller from locking the others out of the session table.
   int max_sessions_per_client = 0;
-  absl::Duration idle_ttl = absl::Minutes(5);         // A session unused this long is closed.
+  absl::Duration idle_ttl = absl::Minutes(5);  // A session unused this long is closed.
+  // A session whose lease was not renewed (opening, a step, RenewSessions) this long is closed:
+  // its coordinator died or lost this worker. Zero = no lease (only idle_ttl).
+  absl::Duration lease = absl::Seconds(10);
   int64_t kv_budget_bytes = 0;                        // Reserved KV bytes at most; 0 = unlimited.
   int64_t max_cached_reply_bytes = int64_t{1} << 20;  // See StepResult::replayed.
 };
@@ -98,7 +101,8 @@ struct WorkerStats {
   int inflight_steps = 0;
   uint64_t steps_total = 0;
   uint64_t tokens_total = 0;
-  uint64_t sessions_reaped_total = 0;
+  uint64_t sessions_reaped_total = 0;  // Idle-TTL and lease expiries together.
+  uint64_t leases_expired_total = 0;
   // Passes through the layers (a Forward that computed counts one, a ForwardBatch one however
   // many steps it carries), and the rows and steps they computed.
   uint64_t batches_total = 0;
@@ -159,8 +163,19 @@ class Worker {
   // do not add up to T, a session listed twice.
   absl::StatusOr<BatchResult> ForwardBatch(const BatchRequest& request, HostTensor hidden);
 
-  // Closes sessions unused since `now - idle_ttl` that are not running a step. Returns how many.
-  int ReapIdle(absl::Time now);
+  // Renews the leases of the listed sessions (SessionLimits::lease); returns the ids not held
+  // here (unknown, closed or reaped), in the order given.
+  std::vector<std::string> RenewSessions(const std::vector<std::string>& session_ids);
+
+  // What ReapIdle closed, by reason.
+  struct Reaped {
+    int idle = 0;   // Unused since now - idle_ttl.
+    int lease = 0;  // Not renewed since now - lease (and not idle past the TTL).
+    int total() const { return idle + lease; }
+  };
+  // Closes the sessions not running a step that are unused since `now - idle_ttl` or not renewed
+  // since `now - lease`.
+  Reaped ReapIdle(absl::Time now);
 
   WorkerStats Stats() const;
 
@@ -178,12 +193,15 @@ class Worker {
     StepResult cached_reply ABSL_GUARDED_BY(mu);
     // Read without `mu` by Stats() and the reaper.
     std::atomic<int64_t> last_used_ns{0};
+    std::atomic<int64_t> renewed_ns{0};  // The lease: the latest open, step or renewal.
     std::atomic<int64_t> kv_used_bytes{0};
     // Owned by the table (Worker::mu_).
     int64_t reserved_tokens = 0;
     bool closed = false;
     std::string client;
   };
+  // A step or a replayed step used `session` now: renews its lease and its idle clock.
+  static void Touch(Session* session);
   // Drops a closed session from its client's count.
   void ReleaseClientLocked(const Session& session) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -221,6 +239,7 @@ class Worker {
   int64_t reserved_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, int> client_sessions_ ABSL_GUARDED_BY(mu_);
   uint64_t reaped_total_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t leases_expired_total_ ABSL_GUARDED_BY(mu_) = 0;
 
   std::atomic<int> inflight_{0};
   std::atomic<uint64_t> steps_total_{0};

@@ -1,7 +1,8 @@
 // swarm-worker: hosts some layers of a model and serves WorkerService (see DESIGN.md's CLI
 // contract). Prints "listening on HOST:PORT" on stdout once the port is bound (so --listen
-// HOST:0 works for scripts), loads its layers, then reports SERVING. SIGINT/SIGTERM stop it
-// cleanly.
+// HOST:0 works for scripts), loads its layers, then reports SERVING. SIGINT/SIGTERM drain it: no
+// new sessions (health NOT_SERVING, OpenSession UNAVAILABLE), the open ones are served until
+// none is left or --drain-grace passes, then it exits; a second SIGINT/SIGTERM exits at once.
 #include <signal.h>
 #include <unistd.h>
 
@@ -34,6 +35,10 @@ namespace {
 
 constexpr char kLog[] = "swarm-worker";
 
+// On SIGTERM/SIGINT the worker drains until it holds no session, at most this long: inside the
+// 60 s terminationGracePeriodSeconds of deploy/k8s (with Shutdown's own 5 s grace after it).
+constexpr absl::Duration kDefaultDrainGrace = absl::Seconds(30);
+
 // Every flag, its default (the options' own) and its meaning: parsing and --help.
 swarm::FlagSet WorkerFlags() {
   const swarm::worker::WorkerServerOptions d;
@@ -51,6 +56,10 @@ swarm::FlagSet WorkerFlags() {
              "sessions (KV caches) held at once")
       .Value("session-ttl", "DURATION", absl::FormatDuration(d.limits.idle_ttl),
              "an idle session is dropped after this")
+      .Value("session-lease", "DURATION", absl::FormatDuration(d.limits.lease),
+             "a session its coordinator stops renewing is dropped after this; 0 = no lease")
+      .Value("drain-grace", "DURATION", absl::FormatDuration(kDefaultDrainGrace),
+             "on SIGTERM, how long the open sessions may still run before the worker exits")
       .Value("kv-budget", "BYTES", "",
              "KV-cache memory budget; 0 = unlimited (default on cpu: half the memory left once "
              "the layers are loaded; required on cuda)")
@@ -83,12 +92,6 @@ int Fail(const absl::Status& s) {
 // The default KV budget on cpu: this fraction of the memory the process may still take once its
 // layers are loaded (WorkerServerOptions::kv_budget_memory_fraction).
 constexpr double kDefaultKvBudgetFraction = 0.5;
-
-// On SIGTERM/SIGINT the worker drains until no session has been used for kDrainQuiet (a request
-// in flight steps its sessions every few milliseconds), at most kDrainTimeout: well inside the
-// 60 s terminationGracePeriodSeconds of deploy/k8s.
-constexpr absl::Duration kDrainQuiet = absl::Seconds(2);
-constexpr absl::Duration kDrainTimeout = absl::Seconds(30);
 
 absl::StatusOr<std::vector<int>> HostedLayers(const swarm::Flags& flags, int64_t num_layers) {
   if (flags.Has("layers") == flags.Has("blocks")) {
@@ -162,6 +165,8 @@ int main(int argc, char** argv) {
   }
   options.limits.max_sessions_per_client = static_cast<int>(*per_client);
   auto ttl = flags->Duration("session-ttl");
+  auto lease = flags->Duration("session-lease");
+  auto drain_grace = flags->Duration("drain-grace");
   auto budget = flags->Bytes("kv-budget", 0);
   auto threads = flags->Int("threads");
   auto queued = flags->Int("max-queued-steps");
@@ -169,8 +174,9 @@ int main(int argc, char** argv) {
   auto block_layers = flags->Int("block-layers");
   auto arrival = flags->Duration("stream-arrival-timeout");
   for (const absl::Status& s :
-       {max_sessions.status(), ttl.status(), budget.status(), threads.status(), queued.status(),
-        memory_budget.status(), block_layers.status(), arrival.status()}) {
+       {max_sessions.status(), ttl.status(), lease.status(), drain_grace.status(), budget.status(),
+        threads.status(), queued.status(), memory_budget.status(), block_layers.status(),
+        arrival.status()}) {
     if (!s.ok()) return Fail(s);
   }
   if (*arrival <= absl::ZeroDuration()) {
@@ -203,6 +209,12 @@ int main(int argc, char** argv) {
   if (*ttl <= absl::ZeroDuration()) {
     return Fail(absl::InvalidArgumentError("--session-ttl must be positive"));
   }
+  if (*lease < absl::ZeroDuration()) {
+    return Fail(absl::InvalidArgumentError("--session-lease must not be negative"));
+  }
+  if (*drain_grace < absl::ZeroDuration()) {
+    return Fail(absl::InvalidArgumentError("--drain-grace must not be negative"));
+  }
   if (!flags->Has("kv-budget")) {
     if (options.load.device != "cpu") {
       // No device-memory query in a CPU-only LibTorch build: an operator must size it.
@@ -215,6 +227,7 @@ int main(int argc, char** argv) {
   }
   options.limits.max_sessions = static_cast<int>(*max_sessions);
   options.limits.idle_ttl = *ttl;
+  options.limits.lease = *lease;
   options.limits.kv_budget_bytes = *budget;
   options.compute_threads = static_cast<int>(*threads);
   options.max_queued_steps = static_cast<int>(*queued);
@@ -289,15 +302,43 @@ int main(int argc, char** argv) {
     }
   });
   int sig = swarm::WaitForShutdownSignal();
-  if (!load_failed) swarm::LogLine(kLog, absl::StrCat("signal ", sig, ": shutting down"));
+  if (!load_failed) swarm::LogLine(kLog, absl::StrCat("signal ", sig, ": draining"));
+  // Before the join: a worker still loading refuses sessions from now on.
+  (*server)->StartDraining();
   // A load in progress cannot be interrupted; joining it first keeps shutdown orderly.
   loader.join();
+  absl::Duration shutdown_grace = absl::Seconds(5);
   if (!load_failed) {
-    // Coordinators stop routing new requests here (Info: draining) while the requests under
-    // way finish; then the server stops.
-    (*server)->StartDraining();
-    (*server)->WaitForQuietSessions(kDrainQuiet, kDrainTimeout);
+    // Coordinators stop routing new requests here (Info: draining, health NOT_SERVING) and move
+    // or finish the ones under way; the worker exits once it holds no session, after the grace
+    // at most, or at once on a second signal.
+    const absl::Time start = absl::Now();
+    const int held = (*server)->worker() != nullptr ? (*server)->worker()->Stats().sessions : 0;
+    if (held > 0) {
+      swarm::LogLine(kLog,
+                     absl::StrCat("draining: waiting up to ", absl::FormatDuration(*drain_grace),
+                                  " for ", held, " open session(s) to end"));
+    }
+    int second = 0;
+    const auto end = (*server)->WaitForSessionsToEnd(*drain_grace, [&second](absl::Duration d) {
+      second = swarm::WaitForShutdownSignalFor(d);
+      return second != 0;
+    });
+    const std::string took =
+        absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1)));
+    using DrainEnd = swarm::worker::WorkerServer::DrainEnd;
+    if (end == DrainEnd::kNoSessions) {
+      swarm::LogLine(kLog, absl::StrCat("drained in ", took, ": no session left; exiting"));
+    } else {
+      const int left = (*server)->worker()->Stats().sessions;
+      swarm::LogLine(kLog, end == DrainEnd::kInterrupted
+                               ? absl::StrCat("signal ", second, ": exiting now with ", left,
+                                              " open session(s)")
+                               : absl::StrCat("drain grace of ", absl::FormatDuration(*drain_grace),
+                                              " over: exiting with ", left, " open session(s)"));
+      if (end == DrainEnd::kInterrupted) shutdown_grace = absl::ZeroDuration();
+    }
   }
-  (*server)->Shutdown();
+  (*server)->Shutdown(shutdown_grace);
   return load_failed ? 1 : 0;
 }

@@ -42,6 +42,7 @@ void WorkerMetricsObserver::OnError(absl::string_view method, absl::StatusCode c
 }
 
 void WorkerMetricsObserver::SetReady(bool ready) { metrics_->SetReady(ready); }
+void WorkerMetricsObserver::SetDraining(bool draining) { metrics_->SetDraining(draining); }
 
 void WorkerMetricsObserver::SetSessions(const WorkerStats& stats, int64_t kv_budget_bytes) {
   metrics_->SetActiveSessions(stats.sessions);

@@ -52,6 +52,7 @@ class WorkerMetricsObserver : public WorkerObserver {
                  absl::StatusCode code) override;
   void OnError(absl::string_view method, absl::StatusCode code) override;
   void SetReady(bool ready) override;
+  void SetDraining(bool draining) override;
   void SetSessions(const WorkerStats& stats, int64_t kv_budget_bytes) override;
   void OnSessionEvicted(absl::string_view reason) override;
   void OnBlockLoad(double seconds) override;

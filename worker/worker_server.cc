@@ -31,6 +31,9 @@ namespace {
 
 constexpr char kLog[] = "swarm-worker";
 
+// RenewSessions ids per call at most (worker.proto).
+constexpr int kMaxRenewIds = 4096;
+
 // Who is calling, for the per-client session limit: the common name of a verified client
 // certificate, else the peer's host (the port changes with every connection).
 std::string ClientOf(const grpc::CallbackServerContext& ctx) {
@@ -110,6 +113,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     resp->set_kv_budget_bytes(owner_->kv_budget_bytes());
     resp->set_max_sessions(o.limits.max_sessions);
     resp->set_session_ttl_seconds(absl::ToDoubleSeconds(o.limits.idle_ttl));
+    resp->set_session_lease_seconds(absl::ToDoubleSeconds(o.limits.lease));
     {
       absl::MutexLock lock(&owner_->mu_);
       resp->set_load_error(owner_->load_error_);
@@ -231,6 +235,30 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
 
   grpc::ServerBidiReactor<v1::ForwardBatchRequest, v1::ForwardBatchResponse>* ForwardBatchStream(
       grpc::CallbackServerContext* ctx) override;
+
+  // Cheap bookkeeping: answered on the gRPC thread. Served while draining (the sessions being
+  // drained are still held for their coordinator).
+  grpc::ServerUnaryReactor* RenewSessions(grpc::CallbackServerContext* ctx,
+                                          const v1::RenewSessionsRequest* req,
+                                          v1::RenewSessionsResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    absl::StatusOr<Worker*> w = Ready();
+    if (!w.ok()) {
+      FinishCall(reactor, "RenewSessions", w.status());
+      return reactor;
+    }
+    if (req->session_ids_size() > kMaxRenewIds) {
+      FinishCall(
+          reactor, "RenewSessions",
+          absl::InvalidArgumentError(absl::StrCat("RenewSessions: ", req->session_ids_size(),
+                                                  " ids; at most ", kMaxRenewIds, " a call")));
+      return reactor;
+    }
+    std::vector<std::string> ids(req->session_ids().begin(), req->session_ids().end());
+    for (std::string& id : (*w)->RenewSessions(ids)) resp->add_unknown_session_ids(std::move(id));
+    FinishCall(reactor, "RenewSessions", absl::OkStatus());
+    return reactor;
+  }
 
   // Loads on the compute pool (a load takes milliseconds to seconds); answers once the blocks
   // are resident. Without a memory budget every layer is resident: answers at once.
@@ -810,32 +838,52 @@ void WorkerServer::StartDraining() {
     if (draining_.exchange(true)) return;
     if (server_) rpc::SetServing(server_.get(), health_names_, false);
     observer_->SetReady(false);
+    observer_->SetDraining(true);
   }
   LogLine(kLog, "draining: new sessions are refused, open ones are still served");
 }
 
-void WorkerServer::WaitForQuietSessions(absl::Duration quiet, absl::Duration timeout) {
-  const absl::Time end = absl::Now() + timeout;
-  for (absl::Time now = absl::Now(); now < end; now = absl::Now()) {
+WorkerServer::DrainEnd WorkerServer::WaitForSessionsToEnd(
+    absl::Duration grace, const std::function<bool(absl::Duration)>& wait) {
+  const absl::Time end = absl::Now() + grace;
+  for (absl::Time now = absl::Now();; now = absl::Now()) {
     Worker* w = worker();
-    if (w == nullptr || w->Stats().last_session_use < now - quiet) return;
-    absl::SleepFor(std::min(absl::Milliseconds(50), end - now));
+    if (w == nullptr || w->Stats().sessions == 0) return DrainEnd::kNoSessions;
+    if (now >= end) return DrainEnd::kGraceExpired;
+    const absl::Duration step = std::min(absl::Milliseconds(50), end - now);
+    if (wait) {
+      if (wait(step)) return DrainEnd::kInterrupted;
+    } else {
+      absl::SleepFor(step);
+    }
   }
 }
 
 void WorkerServer::ReapLoop() {
+  // A lease expires within a quarter of its length past its end.
+  absl::Duration interval = options_.reap_interval;
+  if (options_.limits.lease > absl::ZeroDuration()) {
+    interval = std::max(absl::Milliseconds(10), std::min(interval, options_.limits.lease / 4));
+  }
   absl::MutexLock lock(&mu_);
   while (!stopping_) {
-    mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.reap_interval);
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), interval);
     if (stopping_) break;
     if (Worker* w = worker()) {
       mu_.Unlock();
-      int n = w->ReapIdle(absl::Now());
-      for (int i = 0; i < n; ++i) observer_->OnSessionEvicted("idle_ttl");
+      const Worker::Reaped reaped = w->ReapIdle(absl::Now());
+      for (int i = 0; i < reaped.idle; ++i) observer_->OnSessionEvicted("idle_ttl");
+      for (int i = 0; i < reaped.lease; ++i) observer_->OnSessionEvicted("lease");
       observer_->SetSessions(w->Stats(), w->limits().kv_budget_bytes);
-      if (n > 0) {
-        LogLine(kLog, absl::StrCat("closed ", n, " session(s) idle for more than ",
+      if (reaped.idle > 0) {
+        LogLine(kLog, absl::StrCat("closed ", reaped.idle, " session(s) idle for more than ",
                                    absl::FormatDuration(options_.limits.idle_ttl)));
+      }
+      if (reaped.lease > 0) {
+        LogLine(kLog, absl::StrCat("closed ", reaped.lease,
+                                   " session(s) whose lease was not renewed for ",
+                                   absl::FormatDuration(options_.limits.lease),
+                                   " (their coordinator is gone or lost this worker)"));
       }
       mu_.Lock();
     }

@@ -6,12 +6,13 @@
 // bookkeeping, and Forward steps or batches small enough to take well under a millisecond); every
 // other step or batch
 // is handed to an owned, bounded compute pool, so a slow step never holds a gRPC thread. A reaper
-// thread owned by the server closes idle sessions; Shutdown() stops the server, then joins the pool
-// and the reaper. All methods are thread-safe.
+// thread owned by the server closes idle sessions and those whose lease expired; Shutdown() stops
+// the server, then joins the pool and the reaper. All methods are thread-safe.
 #ifndef SWARM_WORKER_WORKER_SERVER_H_
 #define SWARM_WORKER_WORKER_SERVER_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -67,10 +68,13 @@ class WorkerObserver {
   virtual void OnBusy(double /*seconds*/) {}
   // True once the layers are loaded; false again once draining (StartDraining).
   virtual void SetReady(bool /*ready*/) {}
+  // True once the worker drains (StartDraining).
+  virtual void SetDraining(bool /*draining*/) {}
   // The session table and the KV budget in force; after Load() and every reap interval.
   virtual void SetSessions(const WorkerStats& /*stats*/, int64_t /*kv_budget_bytes*/) {}
-  // A session the worker closed on its own: "idle_ttl" (the only reason: over the KV budget or
-  // the session limit the worker refuses new sessions and growth, it never evicts one).
+  // A session the worker closed on its own: "idle_ttl" (unused past SessionLimits::idle_ttl) or
+  // "lease" (its lease was not renewed within SessionLimits::lease). Over the KV budget or the
+  // session limit the worker refuses new sessions and growth, it never evicts one.
   virtual void OnSessionEvicted(absl::string_view /*reason*/) {}
   // Weight residency (--memory-budget): a residency unit loaded on demand or by Prefetch, a unit
   // evicted, the units and weight bytes resident after a load, and a unit use that found it
@@ -155,10 +159,16 @@ class WorkerServer {
   // served as before. Shutdown() starts with it. Idempotent; there is no way back.
   void StartDraining();
   bool draining() const { return draining_.load(std::memory_order_acquire); }
-  // Blocks until no open session has been used (opened or stepped) for `quiet` — the requests
-  // in flight have finished, or stalled — or until `timeout` passes. For a draining worker
-  // before Shutdown(), so that requests under way end instead of failing mid-generation.
-  void WaitForQuietSessions(absl::Duration quiet, absl::Duration timeout);
+  // How WaitForSessionsToEnd ended.
+  enum class DrainEnd { kNoSessions, kGraceExpired, kInterrupted };
+  // Blocks until the worker holds no session — their requests ended, their coordinators moved
+  // them to other workers, or stopped renewing their leases (SessionLimits::lease) — or until
+  // `grace` passes, or until `wait` returns true. `wait(d)` is called between checks to wait up
+  // to d (at most 50 ms; null: sleep); true means stop waiting now (swarm-worker: a second
+  // signal). For a draining worker before Shutdown(), so that requests under way end instead of
+  // failing mid-generation.
+  DrainEnd WaitForSessionsToEnd(absl::Duration grace,
+                                const std::function<bool(absl::Duration)>& wait = nullptr);
   // Null until Load() succeeded.
   Worker* worker() const { return worker_ptr_.load(std::memory_order_acquire); }
   // The worker's host when memory_budget_bytes > 0 and Load() succeeded; null otherwise.

@@ -34,6 +34,7 @@ const FlagSet& ChatFlags() {
         "Reads one user message a line from stdin until EOF; `/reset` clears the history. The "
         "model needs a chat template (tokenizer_config.json or chat_template.jinja).");
     AddConnectFlags(f);
+    AddResumeFlags(f);
     return f;
   }();
   return flags;

@@ -12,7 +12,10 @@ namespace swarm::cli {
 
 // Declares --tls-ca, --tls-cert, --tls-key and --token-file.
 void AddConnectFlags(FlagSet& flags);
-// The ClientOptions those flags give (files are read by Client::Connect).
+// Declares --servers A,B (the coordinators a broken stream resumes on), for commands that stream.
+void AddResumeFlags(FlagSet& flags);
+// The ClientOptions those flags give (files are read by Client::Connect; --servers, when given,
+// becomes resume_addresses).
 ClientOptions ConnectOptions(const Flags& flags);
 
 }  // namespace swarm::cli

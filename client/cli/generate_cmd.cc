@@ -34,6 +34,7 @@ const FlagSet& GenerateFlags() {
         .Bool("json", "print one JSON object {prompt_ids, ids, text, ...} instead of the text")
         .Note("Give exactly one of --prompt or --ids.");
     AddConnectFlags(f);
+    AddResumeFlags(f);
     return f;
   }();
   return flags;
@@ -114,6 +115,7 @@ int GenerateCommand(const std::vector<std::string>& args) {
                           {"text", result->text},
                           {"finish_reason", result->finish_reason},
                           {"request_id", result->request_id}};
+    if (result->resumes > 0) out["resumes"] = result->resumes;
     if (req.logprobs) {
       out["logprobs"] = nlohmann::json::array();
       for (const TokenLogprobs& t : result->logprobs) {

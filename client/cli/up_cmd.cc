@@ -1,9 +1,11 @@
 // `swarm up`: a local cluster of processes — W swarm-workers with an even layer split and a
 // swarm-coordinator — for trying Swarm on one machine. Prints "serving on HOST:PORT" on stdout
 // once the coordinator serves; child output goes to stderr prefixed with the child's name.
-// SIGINT/SIGTERM (Ctrl-C) stops every child (coordinator first); a child that dies stops the
-// rest. Children are in their own process group and get SIGTERM if `swarm up` itself dies
-// (PR_SET_PDEATHSIG), so no process is left behind.
+// SIGINT/SIGTERM (Ctrl-C) stops every child (coordinator first). A child that dies once the
+// cluster serves is restarted with the same flags on the same address, after a backoff (0.2 s,
+// doubling to 5 s); a child that dies more than --max-restarts times within a minute, or before
+// the cluster first serves, stops the cluster. Children are in their own process group and get
+// SIGTERM if `swarm up` itself dies (PR_SET_PDEATHSIG), so no process is left behind.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -12,9 +14,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <string>
 #include <vector>
 
@@ -33,14 +37,25 @@ namespace swarm::cli {
 namespace {
 
 struct Child {
-  std::string name;  // "worker 0", "coordinator"
+  std::string name;               // "worker 0", "coordinator"
+  std::vector<std::string> argv;  // How it was started (restarts replace its --listen value).
   pid_t pid = -1;
   int fd = -1;  // Read end of the child's stdout+stderr.
   std::string buffer;
   std::string address;  // From its "listening on" line.
   bool exited = false;
   int wait_status = 0;
+  // Supervision: the restarts of the last minute, and when the next one is due (after it
+  // exited; InfiniteFuture while it runs).
+  std::deque<absl::Time> restarts;
+  int restarts_total = 0;
+  absl::Time restart_at = absl::InfiniteFuture();
 };
+
+// The restart window (--max-restarts counts restarts within it) and the backoff bounds.
+constexpr absl::Duration kRestartWindow = absl::Minutes(1);
+constexpr absl::Duration kMinRestartDelay = absl::Milliseconds(200);
+constexpr absl::Duration kMaxRestartDelay = absl::Seconds(5);
 
 std::string SelfDir() {
   char buf[4096];
@@ -97,6 +112,7 @@ absl::StatusOr<Child> Spawn(const std::string& name, const std::vector<std::stri
   fcntl(fds[0], F_SETFL, O_NONBLOCK);
   Child child;
   child.name = name;
+  child.argv = argv;
   child.pid = pid;
   child.fd = fds[0];
   return child;
@@ -104,13 +120,18 @@ absl::StatusOr<Child> Spawn(const std::string& name, const std::vector<std::stri
 
 class Cluster {
  public:
-  explicit Cluster(int signal_fd) : signal_fd_(signal_fd) {}
+  Cluster(int signal_fd, const sigset_t& original_mask, int max_restarts)
+      : signal_fd_(signal_fd), original_mask_(original_mask), max_restarts_(max_restarts) {}
 
   std::vector<Child>& children() { return children_; }
 
+  // From now on a child that exits is restarted (Restart) instead of stopping the cluster.
+  void Supervise() { supervising_ = true; }
+
   // Reads what the children wrote, forwards whole lines to stderr with their name, records
-  // "listening on" addresses, reaps exited children; handles signals. Waits up to `timeout`.
-  // Returns false once a stop was requested (signal) or a child exited.
+  // "listening on" addresses, reaps exited children, restarts those due when supervising;
+  // handles signals. Waits up to `timeout`. Returns false once a stop was requested (signal) or
+  // the cluster failed (a child exited before supervision, or past its restart budget).
   bool Pump(absl::Duration timeout) {
     std::vector<pollfd> pfds;
     pfds.push_back({signal_fd_, POLLIN, 0});
@@ -126,11 +147,37 @@ class Cluster {
     }
     for (Child& c : children_) Drain(&c);
     Reap();
+    const absl::Time now = absl::Now();
     for (Child& c : children_) {
-      if (c.exited && !stopping_ && !failed_) {
+      if (!c.exited || stopping_ || failed_ || stop_requested_) continue;
+      if (!supervising_) {
         std::fprintf(stderr, "swarm up: %s (pid %d) exited (%s); stopping the cluster\n",
                      c.name.c_str(), c.pid, Describe(c.wait_status).c_str());
         failed_ = true;
+        continue;
+      }
+      if (c.restart_at == absl::InfiniteFuture()) {
+        while (!c.restarts.empty() && c.restarts.front() < now - kRestartWindow) {
+          c.restarts.pop_front();
+        }
+        if (static_cast<int>(c.restarts.size()) >= max_restarts_) {
+          std::fprintf(stderr,
+                       "swarm up: %s (pid %d) exited (%s) after %d restarts within %s; stopping "
+                       "the cluster\n",
+                       c.name.c_str(), c.pid, Describe(c.wait_status).c_str(), max_restarts_,
+                       absl::FormatDuration(kRestartWindow).c_str());
+          failed_ = true;
+          continue;
+        }
+        absl::Duration delay = kMinRestartDelay;
+        for (size_t i = 0; i < c.restarts.size() && delay < kMaxRestartDelay; ++i) delay *= 2;
+        delay = std::min(delay, kMaxRestartDelay);
+        c.restart_at = now + delay;
+        std::fprintf(stderr, "swarm up: %s (pid %d) exited (%s); restarting it on %s in %s\n",
+                     c.name.c_str(), c.pid, Describe(c.wait_status).c_str(), c.address.c_str(),
+                     absl::FormatDuration(delay).c_str());
+      } else if (now >= c.restart_at) {
+        Restart(&c, now);
       }
     }
     return !stop_requested_ && !failed_;
@@ -163,11 +210,48 @@ class Cluster {
 
   void Add(Child child) { children_.push_back(std::move(child)); }
 
+  // Restarts of each child so far, in children() order.
+  int restarts_total() const {
+    int n = 0;
+    for (const Child& c : children_) n += c.restarts_total;
+    return n;
+  }
+
  private:
   static std::string Describe(int status) {
     if (WIFEXITED(status)) return absl::StrCat("exit code ", WEXITSTATUS(status));
     if (WIFSIGNALED(status)) return absl::StrCat("signal ", WTERMSIG(status));
     return "unknown";
+  }
+
+  // Starts `c` again with its flags, on the address it had (a port chosen by the first start is
+  // kept: the coordinator, and the workers' coordinator, find it there).
+  void Restart(Child* c, absl::Time now) {
+    std::vector<std::string> argv = c->argv;
+    for (size_t i = 0; i + 1 < argv.size(); ++i) {
+      if (argv[i] == "--listen" && !c->address.empty()) argv[i + 1] = c->address;
+    }
+    c->restarts.push_back(now);
+    ++c->restarts_total;
+    c->restart_at = absl::InfiniteFuture();
+    if (c->fd >= 0) close(c->fd);
+    absl::StatusOr<Child> started = Spawn(c->name, argv, original_mask_);
+    if (!started.ok()) {
+      std::fprintf(stderr, "swarm up: restarting %s: %s\n", c->name.c_str(),
+                   started.status().ToString().c_str());
+      c->fd = -1;
+      return;  // Still exited: the next Pump schedules another attempt, within the budget.
+    }
+    const std::string address = c->address;
+    std::deque<absl::Time> restarts = std::move(c->restarts);
+    const int total = c->restarts_total;
+    *c = *std::move(started);
+    c->argv = std::move(argv);
+    c->address = address;  // Its "listening on" line repeats it.
+    c->restarts = std::move(restarts);
+    c->restarts_total = total;
+    std::fprintf(stderr, "swarm up: restarted %s (pid %d, restart %d)\n", c->name.c_str(), c->pid,
+                 total);
   }
 
   void WaitExited(Child* c, absl::Duration timeout) {
@@ -210,7 +294,7 @@ class Cluster {
       std::string line = c->buffer.substr(0, nl);
       c->buffer.erase(0, nl + 1);
       absl::string_view rest = line;
-      if (c->address.empty() && absl::ConsumePrefix(&rest, "listening on ")) {
+      if (absl::ConsumePrefix(&rest, "listening on ")) {
         c->address = std::string(absl::StripAsciiWhitespace(rest));
         continue;
       }
@@ -219,7 +303,10 @@ class Cluster {
   }
 
   const int signal_fd_;
+  const sigset_t original_mask_;
+  const int max_restarts_;
   std::vector<Child> children_;
+  bool supervising_ = false;
   bool stop_requested_ = false;
   bool stopping_ = false;
   bool failed_ = false;
@@ -241,6 +328,13 @@ const FlagSet& UpFlags() {
                "where swarm-worker and swarm-coordinator are (default: "
                "beside this binary)")
         .Value("startup-timeout", "SECONDS", "120", "how long the cluster may take to serve")
+        .Value("max-restarts", "N", "5",
+               "restarts of one child within a minute before the cluster is stopped (0 = a child "
+               "that dies stops the cluster)")
+        .Value("max-batch-tokens", "N", "", "passed to the coordinator (its default when unset)")
+        .Value("max-batch-sequences", "N", "", "passed to the coordinator")
+        .Value("max-micro-batches", "N", "", "passed to the coordinator")
+        .Value("max-waiting-requests", "N", "", "passed to the coordinator")
         .Bool("metrics", "every process serves /metrics on a free port")
         .Bool("insecure", "plaintext on a --host other than loopback (passed to every server)");
     return f;
@@ -256,8 +350,14 @@ int UpCommand(const std::vector<std::string>& args) {
   auto num_workers = flags->Int("workers");
   auto port = flags->Int("port");
   auto startup = flags->Double("startup-timeout");
-  for (const absl::Status& s : {num_workers.status(), port.status(), startup.status()}) {
+  auto max_restarts = flags->Int("max-restarts");
+  for (const absl::Status& s :
+       {num_workers.status(), port.status(), startup.status(), max_restarts.status()}) {
     if (!s.ok()) return Fail("up", s);
+  }
+  if (*max_restarts < 0 || *max_restarts > 1000) {
+    return Fail("up", absl::InvalidArgumentError(
+                          absl::StrCat("--max-restarts ", *max_restarts, ": want 0..1000")));
   }
   if (*port < 0 || *port > 65535) {
     return Fail("up", absl::InvalidArgumentError(absl::StrCat("--port ", *port, " is not a port")));
@@ -291,7 +391,7 @@ int UpCommand(const std::vector<std::string>& args) {
   if (signal_fd < 0) {
     return Fail("up", absl::InternalError(absl::StrCat("signalfd: ", std::strerror(errno))));
   }
-  Cluster cluster(signal_fd);
+  Cluster cluster(signal_fd, original, static_cast<int>(*max_restarts));
   auto finish = [&](int code) {
     cluster.StopAll(absl::Seconds(10));
     close(signal_fd);
@@ -348,6 +448,12 @@ int UpCommand(const std::vector<std::string>& args) {
                                      absl::StrCat(host, ":", *port)};
     if (metrics) argv.insert(argv.end(), {"--metrics-listen", absl::StrCat(host, ":0")});
     if (flags->Bool("insecure")) argv.push_back("--insecure");
+    // The scheduler's limits, checked by the coordinator (which names a bad value).
+    for (const char* name :
+         {"max-batch-tokens", "max-batch-sequences", "max-micro-batches", "max-waiting-requests"}) {
+      if (flags->Has(name))
+        argv.insert(argv.end(), {absl::StrCat("--", name), flags->String(name)});
+    }
     auto child = Spawn("coordinator", argv, original);
     if (!child.ok()) return finish(Fail("up", child.status()));
     cluster.Add(*std::move(child));
@@ -368,11 +474,12 @@ int UpCommand(const std::vector<std::string>& args) {
   }
   std::printf("serving on %s\n", address.c_str());
   std::fflush(stdout);
+  cluster.Supervise();
   std::fprintf(stderr,
                "swarm up: %lld workers (%s) and a coordinator on %s; try\n"
                "  swarm generate --server %s --prompt \"Once upon a time\"\n"
                "  swarm status --server %s\n"
-               "Ctrl-C stops the cluster.\n",
+               "A child that dies is restarted; Ctrl-C stops the cluster.\n",
                static_cast<long long>(*num_workers), absl::StrJoin(worker_addresses, ", ").c_str(),
                address.c_str(), address.c_str(), address.c_str());
   while (cluster.Pump(absl::Seconds(1))) {

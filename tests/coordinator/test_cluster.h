@@ -20,6 +20,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "coordinator/coordinator_server.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "model/safetensors.h"
@@ -59,6 +61,17 @@ inline std::vector<float> GoldenFloats(const std::string& model, const std::stri
   std::vector<float> v(view->NumElements());
   std::memcpy(v.data(), view->data, v.size() * sizeof(float));
   return v;
+}
+
+// Polls `pred` every 20 ms for up to `timeout`; whether it became true.
+template <typename Pred>
+bool Eventually(Pred pred, absl::Duration timeout = absl::Seconds(30)) {
+  const absl::Time end = absl::Now() + timeout;
+  while (absl::Now() < end) {
+    if (pred()) return true;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return pred();
 }
 
 inline std::vector<int> Range(int begin, int end) {

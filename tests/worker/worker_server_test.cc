@@ -710,20 +710,18 @@ TEST_F(WorkerServerTest, DrainingWorkerTakesNoNewSessionsButServesOpenOnes) {
   }
   // The session that was open finishes its request.
   EXPECT_TRUE(Forward(open, 2, 1, {0}, one).ok());
-  // A session used just now holds a drain for `quiet`, bounded by `timeout`.
-  absl::Time start = absl::Now();
-  server_->WaitForQuietSessions(absl::Milliseconds(300), absl::Seconds(20));
-  EXPECT_GE(absl::Now() - start, absl::Milliseconds(250));
-  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  // An open session holds a drain until the grace passes, or until the waiter gives up.
+  using DrainEnd = WorkerServer::DrainEnd;
+  EXPECT_EQ(server_->WaitForSessionsToEnd(absl::Milliseconds(300)), DrainEnd::kGraceExpired);
+  int waits = 0;
+  EXPECT_EQ(server_->WaitForSessionsToEnd(absl::Seconds(60),
+                                          [&waits](absl::Duration) { return ++waits == 3; }),
+            DrainEnd::kInterrupted);
+  EXPECT_EQ(waits, 3);
   ASSERT_TRUE(Forward(open, 3, 2, {0}, one).ok());
-  start = absl::Now();
-  server_->WaitForQuietSessions(absl::Seconds(20), absl::Milliseconds(300));
-  EXPECT_GE(absl::Now() - start, absl::Milliseconds(250));
-  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
   EXPECT_TRUE(Close(open).ok());
-  start = absl::Now();
-  server_->WaitForQuietSessions(absl::Seconds(20), absl::Seconds(20));  // No session: at once.
-  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  // No session: at once, whatever the grace.
+  EXPECT_EQ(server_->WaitForSessionsToEnd(absl::Hours(1)), DrainEnd::kNoSessions);
 
   // What the coordinator makes of it: not usable, so no new request is routed here.
   set.Refresh(absl::Seconds(10));
@@ -1097,22 +1095,74 @@ TEST_F(ForwardBatchServerTest, BatchesWorkWithAMemoryBudget) {
   }
 }
 
-TEST(WorkerTest, ReapIdleClosesOnlySessionsPastTheirTtl) {
+// Layer 0 of stories260K, for the Worker tests without a server.
+std::unique_ptr<model::LayerHost> Layer0() {
   auto ckpt = model::Checkpoint::Open(ModelDir("stories260K"));
-  ASSERT_TRUE(ckpt.ok());
+  EXPECT_TRUE(ckpt.ok()) << ckpt.status();
+  if (!ckpt.ok()) return nullptr;
   auto host = model::LayerHost::Create(*ckpt, {0}, {});
-  ASSERT_TRUE(host.ok());
+  EXPECT_TRUE(host.ok()) << host.status();
+  return host.ok() ? *std::move(host) : nullptr;
+}
+
+TEST(WorkerTest, ReapIdleClosesOnlySessionsPastTheirTtl) {
+  std::unique_ptr<model::LayerHost> host = Layer0();
+  ASSERT_NE(host, nullptr);
   SessionLimits limits;
   limits.idle_ttl = absl::Minutes(1);
-  Worker worker(*std::move(host), limits);
+  Worker worker(std::move(host), limits);
   auto a = worker.OpenSession(10);
   auto b = worker.OpenSession(10);
   ASSERT_TRUE(a.ok() && b.ok());
-  EXPECT_EQ(worker.ReapIdle(absl::Now()), 0);
-  EXPECT_EQ(worker.ReapIdle(absl::Now() + absl::Minutes(2)), 2);
+  EXPECT_EQ(worker.ReapIdle(absl::Now()).total(), 0);
+  const Worker::Reaped reaped = worker.ReapIdle(absl::Now() + absl::Minutes(2));
+  EXPECT_EQ(reaped.idle, 2);
+  EXPECT_EQ(reaped.lease, 0);  // Idle past the TTL counts as idle, whatever the lease.
   EXPECT_EQ(worker.Stats().sessions, 0);
   EXPECT_EQ(worker.Stats().kv_reserved_bytes, 0);
   EXPECT_EQ(worker.CloseSession(*a).code(), absl::StatusCode::kNotFound);
+}
+
+TEST(WorkerTest, ALeaseNotRenewedExpiresARenewedOneDoesNot) {
+  std::unique_ptr<model::LayerHost> host = Layer0();
+  ASSERT_NE(host, nullptr);
+  SessionLimits limits;
+  limits.idle_ttl = absl::Hours(1);
+  limits.lease = absl::Minutes(1);
+  Worker worker(std::move(host), limits);
+  auto renewed = worker.OpenSession(10);
+  auto orphan = worker.OpenSession(10);
+  ASSERT_TRUE(renewed.ok() && orphan.ok());
+  const absl::Time opened = absl::Now();  // Both leases began before this...
+  absl::SleepFor(absl::Milliseconds(50));
+  const absl::Time renewing = absl::Now();  // ...and the renewal after this.
+  EXPECT_EQ(worker.RenewSessions({*renewed, "unknown"}), std::vector<std::string>{"unknown"});
+  EXPECT_EQ(worker.ReapIdle(absl::Now()).total(), 0);
+  // A lease after a moment between the opening and the renewal: only the orphan's lease ended.
+  const absl::Time now = opened + (renewing - opened) / 2 + limits.lease;
+  const Worker::Reaped reaped = worker.ReapIdle(now);
+  EXPECT_EQ(reaped.lease, 1);
+  EXPECT_EQ(reaped.idle, 0);
+  EXPECT_EQ(worker.Stats().sessions, 1);
+  EXPECT_EQ(worker.Stats().leases_expired_total, 1u);
+  EXPECT_EQ(worker.Stats().kv_reserved_bytes, 10 * worker.host().KvBytesPerToken());
+  EXPECT_EQ(worker.RenewSessions({*orphan, *renewed}), std::vector<std::string>{*orphan});
+  EXPECT_EQ(worker.CloseSession(*orphan).code(), absl::StatusCode::kNotFound);
+  // Without renewals the other one's lease ends too.
+  EXPECT_EQ(worker.ReapIdle(absl::Now() + 2 * limits.lease).lease, 1);
+  EXPECT_EQ(worker.Stats().sessions, 0);
+}
+
+TEST(WorkerTest, NoLeaseLeavesOnlyTheIdleTtl) {
+  std::unique_ptr<model::LayerHost> host = Layer0();
+  ASSERT_NE(host, nullptr);
+  SessionLimits limits;
+  limits.idle_ttl = absl::Hours(1);
+  limits.lease = absl::ZeroDuration();
+  Worker worker(std::move(host), limits);
+  ASSERT_TRUE(worker.OpenSession(10).ok());
+  EXPECT_EQ(worker.ReapIdle(absl::Now() + absl::Minutes(59)).total(), 0);
+  EXPECT_EQ(worker.ReapIdle(absl::Now() + absl::Minutes(61)).idle, 1);
 }
 
 }  // namespace
