@@ -46,9 +46,7 @@ absl::StatusOr<std::string> QuantizedConfig(const std::string& model_dir, Weight
 
 absl::StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& options) {
   std::error_code ec;
-  const fs::path src = fs::weakly_canonical(options.model_dir, ec);
-  const fs::path dst = fs::weakly_canonical(options.out_dir, ec);
-  if (src == dst) {
+  if (fs::exists(options.out_dir, ec) && fs::equivalent(options.model_dir, options.out_dir, ec)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--out '", options.out_dir, "' is the model directory; give a new one"));
   }

@@ -28,7 +28,7 @@ struct QuantizeResult {
   int64_t bytes_out = 0;
 };
 
-// InvalidArgument when out_dir is model_dir (or holds it), or the model is quantized already;
+// InvalidArgument when out_dir is model_dir, or the model is quantized already;
 // loading and writing errors name the tensor or file.
 absl::StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& options);
 
