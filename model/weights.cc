@@ -128,7 +128,10 @@ SplitLinearWeights SplitLinearWeights::From(std::vector<at::Tensor> weights,
                                             std::vector<at::Tensor> biases) {
   SplitLinearWeights out;
   for (size_t i = 0; i < weights.size(); ++i) {
-    out.parts.push_back({std::move(weights[i]), biases.empty() ? at::Tensor() : biases[i]});
+    LinearWeights w;
+    w.weight = std::move(weights[i]);
+    if (!biases.empty()) w.bias = biases[i];
+    out.parts.push_back(std::move(w));
   }
   return out;
 }
@@ -197,7 +200,11 @@ absl::StatusOr<std::vector<LinearWeights>> WeightLoader::LoadSplitLinear(
   std::vector<LinearWeights> out;
   if (quant_ == WeightQuant::kNone) {
     ASSIGN_OR_RETURN(std::vector<at::Tensor> ts, LoadSplit(parts));
-    for (at::Tensor& t : ts) out.push_back({std::move(t), at::Tensor(), {}});
+    for (at::Tensor& t : ts) {
+      LinearWeights w;
+      w.weight = std::move(t);
+      out.push_back(std::move(w));
+    }
     return out;
   }
   ASSIGN_OR_RETURN(QuantizedWeight q, LoadQuantized(parts, /*transposed=*/false));
