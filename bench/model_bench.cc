@@ -223,11 +223,10 @@ double DecodeSeconds(const swarm::model::Engine& engine, const std::vector<int64
 // linear weights) and one embedding row.
 double BytesPerToken(const swarm::model::Engine& engine, const swarm::WeightFormat& format) {
   const auto& c = engine.config();
-  const double head = format.quant == swarm::WeightQuant::kNone
-                          ? static_cast<double>(c.vocab_size * c.hidden_size) *
-                                swarm::DTypeSize(format.dtype)
-                          : static_cast<double>(swarm::QuantizedBytes(format.quant, c.vocab_size,
-                                                                      c.hidden_size));
+  const double head =
+      format.quant == swarm::WeightQuant::kNone
+          ? static_cast<double>(c.vocab_size * c.hidden_size) * swarm::DTypeSize(format.dtype)
+          : static_cast<double>(swarm::QuantizedBytes(format.quant, c.vocab_size, c.hidden_size));
   return static_cast<double>(engine.layers().WeightBytes()) + head + c.hidden_size * 4.0;
 }
 
@@ -387,12 +386,12 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < formats.size(); ++i) {
         const long kb = RunRssChild(exe, dir, L, formats[i]);
         if (i == 0) base_kb = kb;
-        std::printf("peak RSS %-4s    all %d layers %.1f MB (%.3fx %s; above the 0-layer process "
-                    "%.1f MB: %.3fx)\n",
-                    swarm::WeightFormatName(formats[i]), L, kb / 1024.0,
-                    static_cast<double>(kb) / base_kb, swarm::WeightFormatName(formats[0]),
-                    (kb - none_kb) / 1024.0,
-                    static_cast<double>(kb - none_kb) / (base_kb - none_kb));
+        std::printf(
+            "peak RSS %-4s    all %d layers %.1f MB (%.3fx %s; above the 0-layer process "
+            "%.1f MB: %.3fx)\n",
+            swarm::WeightFormatName(formats[i]), L, kb / 1024.0, static_cast<double>(kb) / base_kb,
+            swarm::WeightFormatName(formats[0]), (kb - none_kb) / 1024.0,
+            static_cast<double>(kb - none_kb) / (base_kb - none_kb));
       }
     }
     return 0;

@@ -114,11 +114,15 @@ int main(int argc, char** argv) {
   const std::string g = shared + "/fixtures/golden/";
   const std::vector<Model> models = {
       {"stories260K", shared + "/models/stories260K", g + "stories260K", {"greedy", "prompt"}},
-      {"stories-distill-12L", shared + "/models/stories-distill-12L",
-       shared + "/models/stories-distill-12L", {"long"}},
+      {"stories-distill-12L",
+       shared + "/models/stories-distill-12L",
+       shared + "/models/stories-distill-12L",
+       {"long"}},
       {"llama-gqa", shared + "/fixtures/hf-random/llama-gqa", g + "llama-gqa", {"long", "short"}},
       {"qwen2", shared + "/fixtures/hf-random/qwen2", g + "qwen2", {"long", "short"}},
-      {"mistral-swa", shared + "/fixtures/hf-random/mistral-swa", g + "mistral-swa",
+      {"mistral-swa",
+       shared + "/fixtures/hf-random/mistral-swa",
+       g + "mistral-swa",
        {"long", "short"}},
       {"gpt2", shared + "/fixtures/hf-random/gpt2", g + "gpt2", {"long", "short"}},
   };

@@ -37,7 +37,8 @@ void DequantGroup(const QuantMatrixView& w, int64_t j, int64_t g, float* out) {
   const uint8_t* p = w.data + j * RowBytes(w);
   if (w.format == WeightQuant::kQ8) {
     p += g * kQuantGroup;
-    for (int i = 0; i < kQuantGroup; ++i) out[i] = static_cast<float>(static_cast<int8_t>(p[i])) * d;
+    for (int i = 0; i < kQuantGroup; ++i)
+      out[i] = static_cast<float>(static_cast<int8_t>(p[i])) * d;
   } else {
     p += g * (kQuantGroup / 2);
     for (int b = 0; b < kQuantGroup / 2; ++b) {
@@ -251,8 +252,7 @@ void QMatmulRows(const float* x, int64_t rows, int64_t x_stride, const QuantMatr
 #endif
     std::vector<float> buf;
     for (int64_t j = j0; j < j1; j += kColumnBlock) {
-      BlockScalar(x, rows, x_stride, w, bias, y, y_stride, j, std::min(w.n, j + kColumnBlock),
-                  buf);
+      BlockScalar(x, rows, x_stride, w, bias, y, y_stride, j, std::min(w.n, j + kColumnBlock), buf);
     }
   });
 }

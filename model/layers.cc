@@ -104,7 +104,8 @@ at::Tensor Linear(const at::Tensor& x, const LinearWeights& w, int64_t invariant
   const int64_t a = std::clamp<int64_t>(invariant_rows, 0, T);
   const bool quant = w.quant.defined();
   if (a == 0 || (!quant && !RowKernelApplies(x, w))) return TorchLinear(x, w);
-  at::Tensor head = quant ? QuantRowLinear(x.narrow(0, 0, a), w) : RowKernelLinear(x.narrow(0, 0, a), w);
+  at::Tensor head =
+      quant ? QuantRowLinear(x.narrow(0, 0, a), w) : RowKernelLinear(x.narrow(0, 0, a), w);
   if (a == T) return head;
   // A mixed step: the invariant rows through the kernel, the chunk's through gemm (two products).
   return at::cat({head, TorchLinear(x.narrow(0, a, T - a), w)});

@@ -106,11 +106,11 @@ class LlamaFamily final : public ArchitectureFamily {
     // Fused [q;k;v] and [gate;up] unless zero-copy: decode makes 4 matmuls a layer, not 7.
     ASSIGN_OR_RETURN(std::vector<LinearWeights> qkv_w,
                      w.LoadSplitLinear({{name("self_attn.q_proj.weight"), {qd, d}},
-                                  {name("self_attn.k_proj.weight"), {kvd, d}},
-                                  {name("self_attn.v_proj.weight"), {kvd, d}}}));
+                                        {name("self_attn.k_proj.weight"), {kvd, d}},
+                                        {name("self_attn.v_proj.weight"), {kvd, d}}}));
     ASSIGN_OR_RETURN(std::vector<LinearWeights> gate_up_w,
                      w.LoadSplitLinear({{name("mlp.gate_proj.weight"), {I, d}},
-                                  {name("mlp.up_proj.weight"), {I, d}}}));
+                                        {name("mlp.up_proj.weight"), {I, d}}}));
     std::vector<at::Tensor> qkv_b, gate_up_b;
     if (c.attention_bias) {
       ASSIGN_OR_RETURN(qkv_b, w.LoadSplit({{name("self_attn.q_proj.bias"), {qd}},

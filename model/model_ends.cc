@@ -102,8 +102,8 @@ class ModelEndsImpl final : public ModelEnds {
       head_.weight = w_.embed;
       return absl::OkStatus();
     }
-    ASSIGN_OR_RETURN(head_, w.LoadLinear({family_->EmbeddingTensors()[0],
-                                           {c.vocab_size, c.hidden_size}}));
+    ASSIGN_OR_RETURN(head_,
+                     w.LoadLinear({family_->EmbeddingTensors()[0], {c.vocab_size, c.hidden_size}}));
     return absl::OkStatus();
   }
 

@@ -30,9 +30,8 @@ absl::StatusOr<WeightLoader> QuantizingLoader(const Checkpoint& checkpoint, Weig
   LoadOptions options;
   options.quant = format;
   ASSIGN_OR_RETURN(WeightLoader loader, WeightLoader::Create(checkpoint, options));
-  loader.set_quantized_sink([captured](const std::string& name, const QuantizedWeight& q) {
-    (*captured)[name] = q;
-  });
+  loader.set_quantized_sink(
+      [captured](const std::string& name, const QuantizedWeight& q) { (*captured)[name] = q; });
   return loader;
 }
 

@@ -160,9 +160,9 @@ absl::StatusOr<WeightLoader> WeightLoader::Create(const Checkpoint& checkpoint,
     quant = stored;
   }
   if (quant != WeightQuant::kNone && device.is_cpu() && options.dtype != DType::kF32) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(WeightQuantName(quant), " weights compute in f32 on the CPU, not ",
-                     DTypeName(options.dtype)));
+    return absl::InvalidArgumentError(absl::StrCat(WeightQuantName(quant),
+                                                   " weights compute in f32 on the CPU, not ",
+                                                   DTypeName(options.dtype)));
   }
   // Quantized weights are always built in new memory, and the fused parts with them.
   WeightLoader loader(checkpoint, device, ToTorch(options.dtype),
@@ -273,8 +273,8 @@ absl::StatusOr<QuantizedWeight> WeightLoader::LoadQuantized(const std::vector<Te
       if (p.scales.dtype != StDType::kF16 || p.scales.shape != sshape) {
         return absl::InvalidArgumentError(absl::StrCat(
             "loading ", p.scales.file, ": tensor '", scales, "' is ", StDTypeName(p.scales.dtype),
-            " ", ShapeString(p.scales.shape), ", expected F16 ", ShapeString(sshape), " (one scale per ",
-            kQuantGroup, " inputs)"));
+            " ", ShapeString(p.scales.shape), ", expected F16 ", ShapeString(sshape),
+            " (one scale per ", kQuantGroup, " inputs)"));
       }
     } else {
       if (p.view.shape != spec.shape) {
@@ -287,52 +287,53 @@ absl::StatusOr<QuantizedWeight> WeightLoader::LoadQuantized(const std::vector<Te
     total += p.out;
     ps.push_back(std::move(p));
   }
-  return TorchCall(
-      absl::StrCat("quantizing tensor '", ps[0].name, "'"), [&]() -> absl::StatusOr<QuantizedWeight> {
-        QuantizedWeight q;
-        q.format = quant_;
-        q.in = in;
-        const int64_t row_bytes = QuantRowBytes(quant_, in), groups = QuantGroups(in);
-        q.data = HugePageEmpty({total, row_bytes}, at::kByte);
-        q.scales = HugePageEmpty({total, groups}, at::kHalf);
-        uint8_t* data = q.data.data_ptr<uint8_t>();
-        auto* scales = reinterpret_cast<uint16_t*>(q.scales.data_ptr());
-        int64_t row = 0;
-        for (const Part& p : ps) {
-          uint8_t* d = data + row * row_bytes;
-          uint16_t* s = scales + row * groups;
-          if (prequantized_) {
-            std::memcpy(d, p.view.data, p.view.nbytes);
-            std::memcpy(s, p.scales.data, p.scales.nbytes);
-            DropFilePages(p.scales);
-          } else {
-            // A slice of rows at a time in f32 (a view, when the file is f32 and not transposed).
-            const at::Tensor src = View(p.view);
-            const int64_t slice = std::max<int64_t>(1, kQuantizeSliceValues / in);
-            for (int64_t r0 = 0; r0 < p.out; r0 += slice) {
-              const int64_t rows = std::min(slice, p.out - r0);
-              const at::Tensor f =
-                  (transposed ? src.narrow(1, r0, rows).t() : src.narrow(0, r0, rows))
-                      .to(at::kFloat)
-                      .contiguous();
-              QuantizeRows(quant_, f.data_ptr<float>(), rows, in, in, d + r0 * row_bytes,
-                           s + r0 * groups);
-            }
-          }
-          DropFilePages(p.view);
-          if (sink_) {
-            QuantizedWeight part;
-            part.format = quant_;
-            part.in = in;
-            part.data = q.data.narrow(0, row, p.out);
-            part.scales = q.scales.narrow(0, row, p.out);
-            sink_(p.name, part);
-          }
-          row += p.out;
-        }
-        bytes_ += static_cast<int64_t>(q.data.nbytes() + q.scales.nbytes());
-        return q;
-      });
+  return TorchCall(absl::StrCat("quantizing tensor '", ps[0].name, "'"),
+                   [&]() -> absl::StatusOr<QuantizedWeight> {
+                     QuantizedWeight q;
+                     q.format = quant_;
+                     q.in = in;
+                     const int64_t row_bytes = QuantRowBytes(quant_, in), groups = QuantGroups(in);
+                     q.data = HugePageEmpty({total, row_bytes}, at::kByte);
+                     q.scales = HugePageEmpty({total, groups}, at::kHalf);
+                     uint8_t* data = q.data.data_ptr<uint8_t>();
+                     auto* scales = reinterpret_cast<uint16_t*>(q.scales.data_ptr());
+                     int64_t row = 0;
+                     for (const Part& p : ps) {
+                       uint8_t* d = data + row * row_bytes;
+                       uint16_t* s = scales + row * groups;
+                       if (prequantized_) {
+                         std::memcpy(d, p.view.data, p.view.nbytes);
+                         std::memcpy(s, p.scales.data, p.scales.nbytes);
+                         DropFilePages(p.scales);
+                       } else {
+                         // A slice of rows at a time in f32 (a view, when the file is f32 and not
+                         // transposed).
+                         const at::Tensor src = View(p.view);
+                         const int64_t slice = std::max<int64_t>(1, kQuantizeSliceValues / in);
+                         for (int64_t r0 = 0; r0 < p.out; r0 += slice) {
+                           const int64_t rows = std::min(slice, p.out - r0);
+                           const at::Tensor f =
+                               (transposed ? src.narrow(1, r0, rows).t() : src.narrow(0, r0, rows))
+                                   .to(at::kFloat)
+                                   .contiguous();
+                           QuantizeRows(quant_, f.data_ptr<float>(), rows, in, in,
+                                        d + r0 * row_bytes, s + r0 * groups);
+                         }
+                       }
+                       DropFilePages(p.view);
+                       if (sink_) {
+                         QuantizedWeight part;
+                         part.format = quant_;
+                         part.in = in;
+                         part.data = q.data.narrow(0, row, p.out);
+                         part.scales = q.scales.narrow(0, row, p.out);
+                         sink_(p.name, part);
+                       }
+                       row += p.out;
+                     }
+                     bytes_ += static_cast<int64_t>(q.data.nbytes() + q.scales.nbytes());
+                     return q;
+                   });
 }
 
 absl::StatusOr<at::Tensor> WeightLoader::Load(absl::string_view logical,

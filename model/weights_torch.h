@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/weight_format.h"
 #include "absl/strings/string_view.h"
+#include "common/weight_format.h"
 #include "model/checkpoint.h"
 #include "model/cpu_qmatmul.h"
 #include "model/tensor_torch.h"

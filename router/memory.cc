@@ -46,12 +46,12 @@ absl::StatusOr<MemoryEstimate> EstimateMemory(const model::Checkpoint& checkpoin
   m.top_k = top_k;
   const WeightQuant quant = options.quant;
   // Quantized: the rest is f32 (unless a dtype is also given).
-  const std::optional<DType> dtype =
-      quant != WeightQuant::kNone && !options.dtype.has_value() ? std::optional<DType>(DType::kF32)
-                                                                : options.dtype;
+  const std::optional<DType> dtype = quant != WeightQuant::kNone && !options.dtype.has_value()
+                                         ? std::optional<DType>(DType::kF32)
+                                         : options.dtype;
   m.dtype = quant != WeightQuant::kNone ? WeightQuantName(quant)
-            : dtype.has_value()        ? DTypeName(*dtype)
-                                       : "as stored";
+            : dtype.has_value()         ? DTypeName(*dtype)
+                                        : "as stored";
   const model::TensorStore& store = checkpoint.store();
   auto bytes_of = [&](const std::string& name) -> int64_t {
     auto v = store.Get(name);
@@ -61,7 +61,8 @@ absl::StatusOr<MemoryEstimate> EstimateMemory(const model::Checkpoint& checkpoin
   auto quantized_of = [&](const std::string& name, bool transposed) -> int64_t {
     auto v = store.Get(name);
     if (!v.ok()) return 0;
-    if (v->shape.size() != 2 || v->dtype == model::StDType::kI8 || v->dtype == model::StDType::kU8) {
+    if (v->shape.size() != 2 || v->dtype == model::StDType::kI8 ||
+        v->dtype == model::StDType::kU8) {
       return TensorBytes(*v, dtype);
     }
     const int64_t out = transposed ? v->shape[1] : v->shape[0];

@@ -58,8 +58,7 @@ absl::StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& options) {
   nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
   const int shards = L + 1;
   auto write_shard = [&](int index, const std::vector<model::TensorToWrite>& tensors) {
-    const std::string name =
-        absl::StrFormat("model-%05d-of-%05d.safetensors", index + 1, shards);
+    const std::string name = absl::StrFormat("model-%05d-of-%05d.safetensors", index + 1, shards);
     const std::string path = options.out_dir + "/" + name;
     RETURN_IF_ERROR(model::WriteSafetensors(path, tensors));
     for (const model::TensorToWrite& t : tensors) weight_map[t.name] = name;
@@ -103,8 +102,7 @@ absl::StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& options) {
     result.files.push_back(to);
   }
   if (ec) {
-    return absl::NotFoundError(
-        absl::StrCat("listing ", options.model_dir, ": ", ec.message()));
+    return absl::NotFoundError(absl::StrCat("listing ", options.model_dir, ": ", ec.message()));
   }
   return result;
 }

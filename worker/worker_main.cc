@@ -254,13 +254,13 @@ int main(int argc, char** argv) {
   if (metrics) {
     swarm::LogLine(kLog, absl::StrCat("metrics on http://", metrics->address(), "/metrics"));
   }
+  const char* dtype_name = swarm::WeightFormatName({options.load.dtype, options.load.quant});
   swarm::LogLine(
       kLog, absl::StrCat("listening on ", (*server)->address(), "; model ", options.model_dir, " (",
                          (*server)->checkpoint().config().architecture, ", fingerprint ",
                          (*server)->checkpoint().config().Fingerprint(), "), layers ",
                          swarm::FormatLayers(options.layers), ", device ", options.load.device,
-                         ", dtype ", swarm::WeightFormatName({options.load.dtype, options.load.quant}),
-                         ", KV budget ",
+                         ", dtype ", dtype_name, ", KV budget ",
                          options.kv_budget_memory_fraction > 0
                              ? std::string("sized once the layers are loaded")
                          : options.limits.kv_budget_bytes > 0

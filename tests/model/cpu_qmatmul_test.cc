@@ -108,9 +108,9 @@ TEST(QuantizeTest, HalfCodecRoundTripsEveryFiniteHalf) {
     ASSERT_EQ(FloatToHalf(HalfToFloat(static_cast<uint16_t>(h))), h) << h;
   }
   EXPECT_EQ(FloatToHalf(1.0f), 0x3C00);
-  EXPECT_EQ(FloatToHalf(65520.0f), 0x7C00);          // Rounds past the largest half.
+  EXPECT_EQ(FloatToHalf(65520.0f), 0x7C00);            // Rounds past the largest half.
   EXPECT_EQ(FloatToHalf(1.0f + 1.0f / 2048), 0x3C00);  // A tie rounds to even.
-  EXPECT_EQ(FloatToHalf(std::ldexp(1.0f, -25)), 0);   // Half the smallest subnormal: to even (0).
+  EXPECT_EQ(FloatToHalf(std::ldexp(1.0f, -25)), 0);    // Half the smallest subnormal: to even (0).
 }
 
 TEST(QuantizeTest, CodesAreWithinHalfAStepOfTheWeights) {
@@ -208,9 +208,9 @@ TEST(QMatmulRowsTest, RowAloneEqualsRowInBatchBitForBit) {
       // And inside batches of other sizes, at other places.
       for (int64_t rows : {2, 3, 5, 7}) {
         const std::vector<float> part = d.Run(batch - rows, rows, isa);
-        ASSERT_EQ(std::memcmp(part.data(), all.data() + (batch - rows) * p.n,
-                              sizeof(float) * p.n * rows),
-                  0)
+        ASSERT_EQ(
+            std::memcmp(part.data(), all.data() + (batch - rows) * p.n, sizeof(float) * p.n * rows),
+            0)
             << rows << " rows";
       }
     }

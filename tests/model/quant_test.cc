@@ -26,9 +26,9 @@ std::vector<Fixture> QuantFixtures() {
 }
 
 std::string GoldenPath(const Fixture& fx) {
-  return fx.name == "stories-distill-12L" ? fx.model_dir + "/golden.safetensors"
-                                          : kShared + "/fixtures/golden/" + fx.name +
-                                                "/golden.safetensors";
+  return fx.name == "stories-distill-12L"
+             ? fx.model_dir + "/golden.safetensors"
+             : kShared + "/fixtures/golden/" + fx.name + "/golden.safetensors";
 }
 
 LoadOptions Quantized(WeightQuant q) {

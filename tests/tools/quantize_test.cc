@@ -24,8 +24,9 @@ namespace {
 namespace fs = std::filesystem;
 
 const std::string kShared = SWARM_SHARED_DIR;
-const std::vector<int64_t> kIds = {1, 20, 33, 7, 101, 250, 3, 18, 400, 77, 12, 9, 2, 45, 300,
-                                   60, 5, 211, 90, 31};  // 20 rows: the gemm path and the rows.
+const std::vector<int64_t> kIds = {
+    1,  20, 33, 7,  101, 250, 3, 18,  400, 77,
+    12, 9,  2,  45, 300, 60,  5, 211, 90,  31};  // 20 rows: the gemm path and the rows.
 
 // A copy of a model directory's files (not subdirectories).
 std::string CopyModel(const std::string& from, const std::string& to) {
@@ -128,8 +129,8 @@ class BrokenQuantizedTest : public ::testing::Test {
     }
     edit(tensors);
     ASSERT_TRUE(model::WriteSafetensors(shard, tensors).ok());
-    nlohmann::json index = nlohmann::json::parse(test_util::ReadFile(dir_ +
-                                                                     "/model.safetensors.index.json"));
+    nlohmann::json index =
+        nlohmann::json::parse(test_util::ReadFile(dir_ + "/model.safetensors.index.json"));
     nlohmann::json map = nlohmann::json::object();
     for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
       if (it.value() != "model-00001-of-00006.safetensors") map[it.key()] = it.value();
@@ -204,9 +205,8 @@ TEST_F(BrokenQuantizedTest, CodesOfTheWrongShapeNameTheTensor) {
 }
 
 TEST_F(BrokenQuantizedTest, CodesOfTheWrongDtypeNameTheTensor) {
-  EditLayer0([](std::vector<model::TensorToWrite>& ts) {
-    Find(ts, kDown)->dtype = model::StDType::kU8;
-  });
+  EditLayer0(
+      [](std::vector<model::TensorToWrite>& ts) { Find(ts, kDown)->dtype = model::StDType::kU8; });
   const std::string e = LoadError();
   EXPECT_NE(e.find(std::string("'") + kDown + "' has dtype U8"), std::string::npos) << e;
 }
