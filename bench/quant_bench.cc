@@ -5,7 +5,9 @@
 // with the perplexity ratio exp(mean NLL_quantized − mean NLL_f32) of those continuations (the
 // f32 model's own generations), and the first greedy divergence from BOS.
 //
-//   quant_bench [--shared ../shared] [--formats q8,q4] [--continuations 64] [--tokens 64]
+// bf16 weights are listed beside them as a reference for what 8 bits of mantissa do.
+//
+//   quant_bench [--shared ../shared] [--formats bf16,q8,q4] [--continuations 64] [--tokens 64]
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -21,6 +23,7 @@
 
 namespace {
 
+using swarm::WeightFormat;
 using swarm::WeightQuant;
 using swarm::model::Engine;
 
@@ -65,9 +68,10 @@ std::vector<int64_t> Ids(const swarm::model::SafetensorsFile& f, const std::stri
   return std::vector<int64_t>(p, p + v->NumElements());
 }
 
-std::unique_ptr<Engine> Open(const std::string& dir, WeightQuant q) {
+std::unique_ptr<Engine> Open(const std::string& dir, const WeightFormat& f) {
   swarm::model::LoadOptions o;
-  o.quant = q;
+  o.dtype = f.dtype;
+  o.quant = f.quant;
   auto e = Engine::Create(dir, o);
   if (!e.ok()) {
     std::fprintf(stderr, "quant_bench: %s: %s\n", dir.c_str(),
@@ -81,7 +85,9 @@ std::unique_ptr<Engine> Open(const std::string& dir, WeightQuant q) {
 
 int main(int argc, char** argv) {
   std::string shared = "../shared";
-  std::vector<WeightQuant> formats = {WeightQuant::kQ8, WeightQuant::kQ4};
+  std::vector<WeightFormat> formats = {{swarm::DType::kBF16, WeightQuant::kNone},
+                                       {swarm::DType::kF32, WeightQuant::kQ8},
+                                       {swarm::DType::kF32, WeightQuant::kQ4}};
   int continuations = 64, tokens = 64;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -91,7 +97,7 @@ int main(int argc, char** argv) {
     } else if (a == "--formats") {
       formats.clear();
       for (absl::string_view v : absl::StrSplit(next(), ',')) {
-        auto f = swarm::ParseWeightQuant(v);
+        auto f = swarm::ParseWeightFormat(v);
         if (!f.ok()) {
           std::fprintf(stderr, "quant_bench: %s\n", std::string(f.status().message()).c_str());
           return 2;
@@ -135,7 +141,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "quant_bench: %s\n", std::string(golden.status().message()).c_str());
       return 1;
     }
-    for (WeightQuant q : formats) {
+    for (const WeightFormat& q : formats) {
       auto engine = Open(m.dir, q);
       if (!engine) return 1;
       const int64_t V = engine->config().vocab_size;
@@ -147,14 +153,14 @@ int main(int argc, char** argv) {
         const std::vector<float> ref = Floats(**golden, seq + ".logits");
         for (size_t t = 0; t * V < ref.size(); ++t) s.Add(&ref[t * V], &got[t * V], V, -1);
       }
-      std::printf("| %s | %s | %lld | %.6f | %.4f |\n", m.name.c_str(), swarm::WeightQuantName(q),
+      std::printf("| %s | %s | %lld | %.6f | %.4f |\n", m.name.c_str(), swarm::WeightFormatName(q),
                   static_cast<long long>(s.n), s.kl / s.n, s.top1 / s.n);
     }
   }
 
   // stories260K: the f32 model's own sampled continuations from BOS, teacher-forced.
   const std::string dir = shared + "/models/stories260K";
-  auto f32 = Open(dir, WeightQuant::kNone);
+  auto f32 = Open(dir, WeightFormat{});
   if (!f32) return 1;
   const int64_t V = f32->config().vocab_size;
   std::vector<std::vector<int64_t>> seqs;
@@ -183,7 +189,7 @@ int main(int argc, char** argv) {
   greedy.stop_at_eos = false;
   auto ref_greedy = f32->Generate({1}, greedy);
   if (!ref_greedy.ok()) return 1;
-  for (WeightQuant q : formats) {
+  for (const WeightFormat& q : formats) {
     auto engine = Open(dir, q);
     if (!engine) return 1;
     Stats s;
@@ -201,7 +207,7 @@ int main(int argc, char** argv) {
     while (same < got->ids.size() && same < ref_greedy->ids.size() &&
            got->ids[same] == ref_greedy->ids[same])
       ++same;
-    std::printf("| %s | %lld | %.6f | %.4f | %.5f | %s |\n", swarm::WeightQuantName(q),
+    std::printf("| %s | %lld | %.6f | %.4f | %.5f | %s |\n", swarm::WeightFormatName(q),
                 static_cast<long long>(s.n), s.kl / s.n, s.top1 / s.n,
                 std::exp((s.nll_got - s.nll_ref) / s.n),
                 same == got->ids.size() ? ("none in " + std::to_string(same)).c_str()

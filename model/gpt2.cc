@@ -58,7 +58,9 @@ class Gpt2Family final : public ArchitectureFamily {
     return logical == kLmHead ? std::string(logical) : absl::StrCat(prefix_, logical);
   }
   bool IsBuffer(absl::string_view file_name) const override {
-    return absl::EndsWith(file_name, "attn.bias") || absl::EndsWith(file_name, "attn.masked_bias");
+    // ".attn.bias", not "attn.bias": "attn.c_attn.bias" is c_attn's bias, a weight.
+    return absl::EndsWith(file_name, ".attn.bias") ||
+           absl::EndsWith(file_name, ".attn.masked_bias");
   }
   std::vector<std::string> TokenEmbeddingNames() const override {
     return {"wte.weight", "transformer.wte.weight"};
