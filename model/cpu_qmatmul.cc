@@ -1,10 +1,10 @@
 // The quantized row kernel (model/cpu_qmatmul.h). Structure, as model/cpu_matmul.cc's:
 //   QMatmulRows → at::parallel_for over blocks of kColumnBlock output columns → per block, the
-//   columns in register tiles of JB outputs × RB rows. Per group of 32 inputs a tile dequantizes
-//   each output's 32 weights once (4 vectors of 8, exact q·d) and feeds them to its RB rows, so W
-//   is read from memory once per call whatever the number of rows.
+//   columns in register tiles of JB outputs × RB rows. Per group of 32 inputs a tile converts
+//   each output's 32 codes to floats once (4 vectors of 8) and feeds them to its RB rows, so W is
+//   read from memory once per call whatever the number of rows.
 // The scalar fallback dequantizes a block of rows into a small buffer and runs the f32 scalar
-// kernel on it: the same bits as that kernel on the dequantized matrix, by construction.
+// kernel on it.
 #include "model/cpu_qmatmul.h"
 
 #include <ATen/Parallel.h>
@@ -83,32 +83,22 @@ SWARM_QAVX2 inline __m256 Int8ToFloat(__m128i v) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
 }
 
-// One group's 32 codes of one output as 4 vectors of int8 in their low 8 bytes (elements
-// 0-7, 8-15, 16-23, 24-31).
+// Codes 8v..8v+7 of one output's group at p, as floats (inputs 8v..8v+7 of the group).
 template <WeightQuant F>
-SWARM_QAVX2 inline void LoadCodes(const uint8_t* p, __m128i c[4]) {
+SWARM_QAVX2 inline __m256 Codes(const uint8_t* p, int v) {
   if constexpr (F == WeightQuant::kQ8) {
-    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16));
-    c[0] = a;
-    c[1] = _mm_unpackhi_epi64(a, a);
-    c[2] = b;
-    c[3] = _mm_unpackhi_epi64(b, b);
+    return Int8ToFloat(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * v)));
   } else {
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    const __m128i mask = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
-    const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, mask), eight);
-    const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), mask), eight);
-    c[0] = lo;
-    c[1] = _mm_unpackhi_epi64(lo, lo);
-    c[2] = hi;
-    c[3] = _mm_unpackhi_epi64(hi, hi);
+    // Byte b of the group holds input b (low nibble) and input b + 16 (high nibble).
+    const __m128i raw = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * (v & 1)));
+    const __m128i nib = v < 2 ? raw : _mm_srli_epi16(raw, 4);
+    return Int8ToFloat(_mm_sub_epi8(_mm_and_si128(nib, _mm_set1_epi8(0x0F)), _mm_set1_epi8(8)));
   }
 }
 
 // RB rows × JB outputs from output j. x rows hold QuantGroups(k)·32 readable floats (zero past
-// k). Per (row, output) one accumulator: lane l gets an FMA for every input i ≡ l (mod 8), in
-// increasing i, with the exact dequantized weight — the f32 kernel's operations.
+// k). Per (row, output) one accumulator of 8 lanes, one FMA per group (the scale times the
+// group's partial sums); the lanes summed at the end as the f32 kernel does.
 template <WeightQuant F, int RB, int JB>
 SWARM_QAVX2 void Tile(const float* x, int64_t xs, const QuantMatrixView& w, const float* bias,
                       float* y, int64_t ys, int64_t j) {
@@ -130,20 +120,29 @@ SWARM_QAVX2 void Tile(const float* x, int64_t xs, const QuantMatrixView& w, cons
       for (int b = 0; b < JB; ++b)
         _mm_prefetch(reinterpret_cast<const char*>(wp[b] + off + 1024), _MM_HINT_T0);
     }
-    __m128i codes[JB][4];
-    __m256 d[JB];
-    for (int b = 0; b < JB; ++b) {
-      LoadCodes<F>(wp[b] + off, codes[b]);
-      d[b] = _mm256_set1_ps(_cvtsh_ss(sp[b][g]));
-    }
+    // Per (row, output): the group's 32 products x·q (the integer codes as floats) in one vector
+    // (lane l: the 4 inputs ≡ l mod 8, in increasing order), then one FMA by the group's scale.
+    __m256 sum[RB][JB];
     const float* xg = x + g * kQuantGroup;
-    for (int v = 0; v < 4; ++v) {
+    {
       __m256 wv[JB];
-      for (int b = 0; b < JB; ++b) wv[b] = _mm256_mul_ps(Int8ToFloat(codes[b][v]), d[b]);
+      for (int b = 0; b < JB; ++b) wv[b] = Codes<F>(wp[b] + off, 0);
+      for (int r = 0; r < RB; ++r) {
+        const __m256 xv = _mm256_loadu_ps(xg + r * xs);
+        for (int b = 0; b < JB; ++b) sum[r][b] = _mm256_mul_ps(xv, wv[b]);
+      }
+    }
+    for (int v = 1; v < 4; ++v) {
+      __m256 wv[JB];
+      for (int b = 0; b < JB; ++b) wv[b] = Codes<F>(wp[b] + off, v);
       for (int r = 0; r < RB; ++r) {
         const __m256 xv = _mm256_loadu_ps(xg + r * xs + 8 * v);
-        for (int b = 0; b < JB; ++b) acc[r][b] = _mm256_fmadd_ps(xv, wv[b], acc[r][b]);
+        for (int b = 0; b < JB; ++b) sum[r][b] = _mm256_fmadd_ps(xv, wv[b], sum[r][b]);
       }
+    }
+    for (int b = 0; b < JB; ++b) {
+      const __m256 d = _mm256_set1_ps(_cvtsh_ss(sp[b][g]));
+      for (int r = 0; r < RB; ++r) acc[r][b] = _mm256_fmadd_ps(d, sum[r][b], acc[r][b]);
     }
   }
   for (int r = 0; r < RB; ++r) {
@@ -173,8 +172,9 @@ void ForRowTile(int64_t rb, Fn&& fn) {
 template <WeightQuant F>
 SWARM_QAVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const QuantMatrixView& w,
                            const float* bias, float* y, int64_t ys, int64_t j0, int64_t j1) {
-  // Outputs per tile: 4 for a single row (4 accumulators, 4 streams of codes), 2 for more.
-  const int64_t jt = rows == 1 ? 4 : 2;
+  // Outputs per tile: 4 for a single row (4 streams of codes), 1 for more (a row tile of 4 rows
+  // then holds 8 vector registers of sums and accumulators).
+  const int64_t jt = rows == 1 ? 4 : 1;
   for (int64_t j = j0; j < j1; j += jt) {
     const int64_t nj = std::min(jt, j1 - j);
     for (int64_t r = 0; r < rows; r += kRowTile) {

@@ -5,15 +5,17 @@
 // quantizes at load (the loader, `swarm quantize`) and dequantizes blocks of rows for the gemm path
 // of long prefill chunks.
 //
-// Exactness: a dequantized weight q·d (q a small integer, d an f16 value) is exactly representable
-// in f32, and every output element is reduced in the order of the f32 row kernel over a row-major
-// W (8 lanes, lane l summing the products of the inputs i ≡ l (mod 8) in increasing i, then the
-// fixed pairwise sum of the lanes, then + bias). So QMatmulRows gives the same bits as MatmulRows
-// on the dequantized matrix with the same implementation (tests/model/cpu_qmatmul_test.cc checks
-// it), and it is batch-invariant the same way: a row's result depends only on that row.
+// Order: every output element is reduced in a fixed order that depends only on its row of x,
+// its row of W and k: per group of 32 inputs, 8 lanes (lane l: the products x·q of the 4 inputs
+// ≡ l mod 8, in increasing order, q the integer code), each lane then added into its accumulator
+// times the group's scale (one FMA), the 8 accumulators summed pairwise at the end, then + bias.
+// So a row's result depends only on that row: batch-invariant, bit for bit, whatever the number
+// of rows, their order or the split of columns between threads.
 //
-// Two implementations, AVX2+FMA+F16C (chosen at run time) and a portable scalar fallback; they
-// agree to rounding. Parallel over output columns on LibTorch's intra-op threads.
+// Two implementations, AVX2+FMA+F16C (chosen at run time) and a portable scalar fallback (which
+// dequantizes blocks of rows, exactly — q·d is an f32 — and runs model/cpu_matmul.h's scalar
+// kernel on them; batch-invariant in its own order); they agree to rounding. Parallel over output
+// columns on LibTorch's intra-op threads.
 //
 // Thread-safe (pure functions of their inputs).
 #ifndef SWARM_MODEL_CPU_QMATMUL_H_

@@ -1,7 +1,7 @@
 // The quantized row kernel (model/cpu_qmatmul.h) on its own, both implementations (scalar and,
 // where the CPU has it, AVX2+FMA+F16C): the quantizer's bytes against the format's definition, the
-// kernel against an independent dequantize-then-dot in double precision, bit for bit against the
-// f32 row kernel on the dequantized matrix, and batch-invariant bit for bit.
+// kernel against an independent dequantize-then-dot in double precision, and batch-invariant bit
+// for bit.
 #include "model/cpu_qmatmul.h"
 
 #include <cmath>
@@ -169,26 +169,6 @@ TEST(QMatmulRowsTest, MatchesDequantizeThenDotReference) {
           }
         }
       }
-    }
-  }
-}
-
-TEST(QMatmulRowsTest, SameBitsAsTheF32KernelOnTheDequantizedMatrix) {
-  for (const Problem& p : Problems()) {
-    const int64_t rows = 5;
-    QData d(p, rows);
-    std::vector<float> deq(p.n * p.k);
-    DequantizeRows(d.View(), 0, p.n, deq.data());
-    MatrixView f32;
-    f32.data = deq.data();
-    f32.n = p.n;
-    f32.k = p.k;
-    f32.row_stride = p.k;
-    for (MatmulIsa isa : Isas()) {
-      SCOPED_TRACE(Name(p) + (isa == MatmulIsa::kAvx2 ? " avx2" : " scalar"));
-      std::vector<float> want(rows * p.n);
-      MatmulRows(d.x(0), rows, p.k, f32, d.bias(), want.data(), p.n, isa);
-      EXPECT_EQ(d.Run(0, rows, isa), want);
     }
   }
 }
