@@ -4,10 +4,14 @@
 // that load half of the layers vs all of them (each run in a child process of this binary). With
 // --batch-steps B1,B2,... it times the batched decode step (LayerHost::ForwardBatch of B decode
 // rows, one per session, each session's cache holding the prompt, then the LM head over the B
-// rows) and reports each step time against batch 1's, measured in the same run.
+// rows) and reports each step time against batch 1's, measured in the same run. With --dtypes
+// f32,q8,q4 it loads the model once per weight format (common/weight_format.h) and times batch-1
+// decode of each, the formats taking turns within each of 7 rounds, and reports each one's median
+// tokens/s and its ratio to the first format's (with --rss: the peak RSS of a process loading all
+// layers in each format, against the first).
 //
 //   model_bench --model DIR [--prompt-tokens 128] [--decode-tokens 64] [--threads N] [--rss]
-//               [--batch-steps 1,8,16]
+//               [--batch-steps 1,8,16] [--dtypes f32,q8,q4]
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,6 +32,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/types/span.h"
+#include "common/weight_format.h"
 #include "model/checkpoint.h"
 #include "model/generate.h"
 #include "model/layer_host.h"
@@ -95,13 +100,21 @@ long PeakRssKb() {
   return -1;
 }
 
-// Child mode: load `n` layers (and the ends), run one forward over 8 tokens, print peak RSS.
-int RssChild(const std::string& dir, int n) {
+swarm::model::LoadOptions Options(const swarm::WeightFormat& f) {
+  swarm::model::LoadOptions o;
+  o.dtype = f.dtype;
+  o.quant = f.quant;
+  return o;
+}
+
+// Child mode: load `n` layers in `format` (as a worker does: no ends), run one forward over 8
+// tokens, print peak RSS.
+int RssChild(const std::string& dir, int n, const swarm::WeightFormat& format) {
   auto ckpt = swarm::model::Checkpoint::Open(dir);
   if (!ckpt.ok()) return 1;
   std::vector<int> layers(n);
   std::iota(layers.begin(), layers.end(), 0);
-  auto host = swarm::model::LayerHost::Create(*ckpt, layers, {});
+  auto host = swarm::model::LayerHost::Create(*ckpt, layers, Options(format));
   if (!host.ok()) return 1;
   auto cache = (*host)->NewCache();
   const int64_t d = (*ckpt)->config().hidden_size;
@@ -111,8 +124,10 @@ int RssChild(const std::string& dir, int n) {
   return 0;
 }
 
-long RunRssChild(const std::string& self, const std::string& dir, int n) {
-  std::string cmd = absl::StrCat(self, " --model ", dir, " --rss-child ", n);
+long RunRssChild(const std::string& self, const std::string& dir, int n,
+                 const swarm::WeightFormat& format = {}) {
+  std::string cmd = absl::StrCat(self, " --model ", dir, " --rss-child ", n, " --dtypes ",
+                                 swarm::WeightFormatName(format));
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return -1;
   long kb = -1;
@@ -186,6 +201,74 @@ int BatchSteps(const swarm::model::Engine& engine, const std::vector<int64_t>& p
   return 0;
 }
 
+// Seconds per token of batch-1 decode: `n` tokens after a prefill of `prompt` (not timed).
+double DecodeSeconds(const swarm::model::Engine& engine, const std::vector<int64_t>& prompt,
+                     int n) {
+  swarm::model::LocalExecutor exec(&engine.layers());
+  auto h = engine.ends().Embed(prompt, 0);
+  if (!h.ok() || !exec.Run(*h, 0).ok()) return -1;
+  const int64_t T = static_cast<int64_t>(prompt.size());
+  auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    const int64_t id[1] = {prompt[i % T]};
+    auto e = engine.ends().Embed(id, T + i);
+    if (!e.ok()) return -1;
+    auto o = exec.Run(*e, T + i);
+    if (!o.ok() || !engine.ends().Logits(*o, true).ok()) return -1;
+  }
+  return Seconds(t0, Clock::now()) / n;
+}
+
+// Bytes one decoded token reads: every layer weight, the LM head (quantized with the layers'
+// linear weights) and one embedding row.
+double BytesPerToken(const swarm::model::Engine& engine, const swarm::WeightFormat& format) {
+  const auto& c = engine.config();
+  const double head =
+      format.quant == swarm::WeightQuant::kNone
+          ? static_cast<double>(c.vocab_size * c.hidden_size) * swarm::DTypeSize(format.dtype)
+          : static_cast<double>(swarm::QuantizedBytes(format.quant, c.vocab_size, c.hidden_size));
+  return static_cast<double>(engine.layers().WeightBytes()) + head + c.hidden_size * 4.0;
+}
+
+// Batch-1 decode of each format, the formats taking turns in each of `rounds` rounds after a
+// warm-up; medians and ratios to the first.
+int CompareFormats(const std::string& dir, const std::vector<swarm::WeightFormat>& formats,
+                   const std::vector<int64_t>& prompt, int decode_tokens, int rounds, double bw) {
+  std::vector<std::unique_ptr<swarm::model::Engine>> engines;
+  for (const swarm::WeightFormat& f : formats) {
+    auto e = swarm::model::Engine::Create(dir, Options(f));
+    if (!e.ok()) {
+      std::fprintf(stderr, "model_bench: %s: %s\n", swarm::WeightFormatName(f),
+                   std::string(e.status().message()).c_str());
+      return 1;
+    }
+    engines.push_back(*std::move(e));
+  }
+  std::vector<std::vector<double>> times(formats.size());
+  for (int round = 0; round <= rounds; ++round) {  // Round 0 warms up.
+    for (size_t i = 0; i < formats.size(); ++i) {
+      const double t = DecodeSeconds(*engines[i], prompt, decode_tokens);
+      if (t < 0) return 1;
+      if (round > 0) times[i].push_back(t);
+    }
+  }
+  std::printf("decode by weight format (batch 1, %d tokens after %zu, median of %d rounds)\n",
+              decode_tokens, prompt.size(), rounds);
+  double base = 0;
+  for (size_t i = 0; i < formats.size(); ++i) {
+    std::vector<double>& t = times[i];
+    std::sort(t.begin(), t.end());
+    const double median = t[t.size() / 2];
+    if (i == 0) base = median;
+    const double bytes = BytesPerToken(*engines[i], formats[i]);
+    std::printf(
+        "  %-4s %8.2f tokens/s (best %.2f)  %.2fx %s  %7.1f MB/token  %.1f %% of %.2f GB/s\n",
+        swarm::WeightFormatName(formats[i]), 1.0 / median, 1.0 / t.front(), base / median,
+        swarm::WeightFormatName(formats[0]), bytes / 1e6, 100.0 * bytes / median / bw, bw / 1e9);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -193,6 +276,7 @@ int main(int argc, char** argv) {
   int prompt_tokens = 128, decode_tokens = 64, threads = 0, rss_child = -1;
   bool rss = false;
   std::vector<int> batch_steps;
+  std::vector<swarm::WeightFormat> formats = {swarm::WeightFormat{}};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -215,6 +299,17 @@ int main(int argc, char** argv) {
         }
         batch_steps.push_back(b);
       }
+    } else if (a == "--dtypes") {
+      formats.clear();
+      for (absl::string_view v : absl::StrSplit(next(), ',')) {
+        auto f = swarm::ParseWeightFormat(v);
+        if (!f.ok()) {
+          std::fprintf(stderr, "model_bench: --dtypes: %s\n",
+                       std::string(f.status().message()).c_str());
+          return 2;
+        }
+        formats.push_back(*f);
+      }
     } else if (a == "--rss-child")
       rss_child = std::atoi(next().c_str());
     else {
@@ -222,10 +317,10 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (rss_child >= 0) return RssChild(dir, rss_child);
+  if (rss_child >= 0) return RssChild(dir, rss_child, formats[0]);
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
 
-  auto engine = swarm::model::Engine::Create(dir);
+  auto engine = swarm::model::Engine::Create(dir, Options(formats[0]));
   if (!engine.ok()) {
     std::fprintf(stderr, "model_bench: %s\n", std::string(engine.status().message()).c_str());
     return 1;
@@ -263,9 +358,7 @@ int main(int argc, char** argv) {
     decode_best = std::min(decode_best, Seconds(t2, Clock::now()) / decode_tokens);
   }
   // Bytes read per decoded token: every layer weight once, the head once, one embedding row.
-  const double bytes_per_token = static_cast<double>(layers.WeightBytes()) +
-                                 static_cast<double>(c.vocab_size * c.hidden_size * 4) +
-                                 c.hidden_size * 4.0;
+  const double bytes_per_token = BytesPerToken(**engine, formats[0]);
   const double bw = ReadBandwidth(size_t{1} << 30, threads);
   const double achieved = bytes_per_token / decode_best;
   std::printf("model            %s (%s, %ld layers, d=%ld, vocab %ld)\n", dir.c_str(),
@@ -280,6 +373,29 @@ int main(int argc, char** argv) {
   std::printf("read bandwidth   %.2f GB/s (measured, %d threads)\n", bw / 1e9, threads);
   std::printf("achieved         %.2f GB/s = %.1f %% of the bandwidth roofline\n", achieved / 1e9,
               100.0 * achieved / bw);
+  if (formats.size() > 1) {
+    const int L = static_cast<int>(c.num_layers);
+    engine->reset();  // The comparison loads its own engines.
+    if (CompareFormats(dir, formats, prompt, decode_tokens, 7, bw) != 0) return 1;
+    if (rss) {
+      std::string exe(4096, '\0');
+      ssize_t n = readlink("/proc/self/exe", exe.data(), exe.size());
+      exe.resize(n > 0 ? n : 0);
+      const long none_kb = RunRssChild(exe, dir, 0, formats[0]);
+      long base_kb = 0;
+      for (size_t i = 0; i < formats.size(); ++i) {
+        const long kb = RunRssChild(exe, dir, L, formats[i]);
+        if (i == 0) base_kb = kb;
+        std::printf(
+            "peak RSS %-4s    all %d layers %.1f MB (%.3fx %s; above the 0-layer process "
+            "%.1f MB: %.3fx)\n",
+            swarm::WeightFormatName(formats[i]), L, kb / 1024.0, static_cast<double>(kb) / base_kb,
+            swarm::WeightFormatName(formats[0]), (kb - none_kb) / 1024.0,
+            static_cast<double>(kb - none_kb) / (base_kb - none_kb));
+      }
+    }
+    return 0;
+  }
   if (!batch_steps.empty() && BatchSteps(**engine, prompt, batch_steps, 7) != 0) {
     std::fprintf(stderr, "model_bench: the batched step failed\n");
     return 1;

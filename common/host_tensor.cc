@@ -51,6 +51,29 @@ uint16_t FloatToBf16(float value) {
   return static_cast<uint16_t>((bits + rounding) >> 16);
 }
 
+uint16_t FloatToHalf(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  const uint32_t sign = (bits >> 16) & 0x8000u;
+  const uint32_t abs = bits & 0x7FFFFFFFu;
+  if (abs > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7E00u | ((abs >> 13) & 0x3FFu));
+  if (abs >= 0x477FF000u) return static_cast<uint16_t>(sign | 0x7C00u);  // Rounds past 65504.
+  if (abs < 0x38800000u) {  // Below 2^-14: a subnormal half (or zero).
+    const uint32_t e = abs >> 23;
+    if (e < 102) return static_cast<uint16_t>(sign);  // Below 2^-25: rounds to zero.
+    const uint32_t mant = (abs & 0x7FFFFFu) | 0x800000u;
+    const uint32_t shift = 126 - e;  // 14..24.
+    uint32_t m = mant >> shift;
+    const uint32_t rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (m & 1u))) ++m;
+    return static_cast<uint16_t>(sign | m);
+  }
+  uint32_t h = (abs >> 13) - (112u << 10);
+  const uint32_t rem = abs & 0x1FFFu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;
+  return static_cast<uint16_t>(sign | h);
+}
+
 int DTypeSize(DType dtype) {
   switch (dtype) {
     case DType::kF32:

@@ -25,10 +25,13 @@ absl::StatusOr<DType> ParseDType(absl::string_view name);
 
 // The scalar codec of the 16-bit float types (IEEE binary16, bfloat16), bit-exact: subnormals,
 // infinities and NaNs survive. FloatToBf16 rounds to nearest even (as torch does) and keeps a
-// NaN a NaN. Used by HostTensor, the router's embedding reader and the checkpoint writers.
+// NaN a NaN. Used by the quantized formats' scales, HostTensor, the router's embedding reader and
+// the checkpoint writers.
 float HalfToFloat(uint16_t h);
 float Bf16ToFloat(uint16_t h);
 uint16_t FloatToBf16(float value);
+// IEEE binary16 of an f32, rounding to nearest even (overflow to infinity, subnormals kept).
+uint16_t FloatToHalf(float value);
 
 struct HostTensor {
   DType dtype = DType::kF32;

@@ -6,6 +6,7 @@
 #include "common/block_set.h"
 #include "common/host_tensor.h"
 #include "common/status_macros.h"
+#include "common/weight_format.h"
 #include "router/memory.h"
 #include "router/router.h"
 
@@ -69,7 +70,9 @@ absl::StatusOr<router::MemoryEstimate> CoordinatorModel::EstimateMemory(
   o.top_k = query.top_k_blocks;
   o.num_workers = query.num_workers != 0 ? query.num_workers : default_num_workers;
   if (!query.dtype.empty()) {
-    ASSIGN_OR_RETURN(o.dtype, ParseDType(query.dtype));
+    ASSIGN_OR_RETURN(WeightFormat f, ParseWeightFormat(query.dtype));
+    if (f.quant == WeightQuant::kNone) o.dtype = f.dtype;
+    o.quant = f.quant;
   }
   if (query.keep_blocks.has_value()) {
     ASSIGN_OR_RETURN(o.keep, MakeKeepMask(*query.keep_blocks, o.num_blocks));

@@ -46,10 +46,10 @@ struct CoordinatorModelOptions {
 
 // EstimateMemory's question. Zeros and empties mean "the coordinator's own".
 struct MemoryQuery {
-  int num_blocks = 0;                           // 0: block_layout().num_blocks.
-  int top_k_blocks = 0;                         // 0: all blocks.
-  int num_workers = 0;                          // 0: the caller's default.
-  std::string dtype;                            // "" = as stored; else "f32", "bf16" or "f16".
+  int num_blocks = 0;    // 0: block_layout().num_blocks.
+  int top_k_blocks = 0;  // 0: all blocks.
+  int num_workers = 0;   // 0: the caller's default.
+  std::string dtype;     // "" = as stored; else "f32", "bf16", "f16", "q8" or "q4".
   std::optional<std::vector<int>> keep_blocks;  // Unset: the default (first and last block).
 };
 

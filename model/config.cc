@@ -166,6 +166,23 @@ absl::StatusOr<ModelConfig> ParseJson(const json& j, absl::string_view source) {
   }
   if (!(v = GetInt(j, {"vocab_size"}, source, std::nullopt)).ok()) return v.status();
   c.vocab_size = *v;
+  if (auto q = j.find("swarm_quantization"); q != j.end() && !q->is_null()) {
+    if (!q->is_object() || !q->contains("format") || !(*q)["format"].is_string()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": swarm_quantization must be an object with a string \"format\""));
+    }
+    auto format = ParseWeightQuant((*q)["format"].get<std::string>());
+    if (!format.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": swarm_quantization: ", format.status().message()));
+    }
+    c.quantization = *format;
+    if (!(v = GetInt(*q, {"group_size"}, source, std::nullopt)).ok()) return v.status();
+    if (*v != kQuantGroup) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": swarm_quantization.group_size is ",
+                                                     *v, ", only ", kQuantGroup, " is supported"));
+    }
+  }
   c.bos_token_ids = GetIds(j, "bos_token_id");
   c.eos_token_ids = GetIds(j, "eos_token_id");
 

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/weight_format.h"
 
 namespace swarm::model {
 
@@ -35,6 +36,10 @@ struct ModelConfig {
   bool attention_bias = false;  // q/k/v biases (Qwen2: always).
   bool mlp_bias = false;
   std::string hidden_act = "silu";  // "silu" (gated MLP) or "gelu_new" (GPT-2).
+  // A checkpoint written by `swarm quantize`: its config.json's "swarm_quantization":
+  // {"format": "q8"|"q4", "group_size": 32}; its linear weights are stored quantized
+  // (docs/cli.md "swarm quantize"). kNone for ordinary checkpoints.
+  WeightQuant quantization = WeightQuant::kNone;
   std::vector<int64_t> bos_token_ids;
   std::vector<int64_t> eos_token_ids;
 

@@ -58,7 +58,9 @@ class Gpt2Family final : public ArchitectureFamily {
     return logical == kLmHead ? std::string(logical) : absl::StrCat(prefix_, logical);
   }
   bool IsBuffer(absl::string_view file_name) const override {
-    return absl::EndsWith(file_name, "attn.bias") || absl::EndsWith(file_name, "attn.masked_bias");
+    // ".attn.bias", not "attn.bias": "attn.c_attn.bias" is c_attn's bias, a weight.
+    return absl::EndsWith(file_name, ".attn.bias") ||
+           absl::EndsWith(file_name, ".attn.masked_bias");
   }
   std::vector<std::string> TokenEmbeddingNames() const override {
     return {"wte.weight", "transformer.wte.weight"};
@@ -108,17 +110,18 @@ class Gpt2Family final : public ArchitectureFamily {
     ASSIGN_OR_RETURN(layer.ln_2.bias, w.Load(name("ln_2.bias"), {d}));
     // Conv1D weights are [in, out]: transposed views give the [out, in] Linear() multiplies by.
     // c_attn is [q;k;v] fused already.
-    ASSIGN_OR_RETURN(at::Tensor qkv, w.Load(name("attn.c_attn.weight"), {d, 3 * d}));
-    ASSIGN_OR_RETURN(at::Tensor qkv_b, w.Load(name("attn.c_attn.bias"), {3 * d}));
-    layer.attention.qkv.parts.push_back({qkv.t(), qkv_b});
-    ASSIGN_OR_RETURN(at::Tensor o, w.Load(name("attn.c_proj.weight"), {d, d}));
-    layer.attention.out.weight = o.t();
+    ASSIGN_OR_RETURN(LinearWeights qkv, w.LoadLinear({name("attn.c_attn.weight"), {d, 3 * d}},
+                                                     /*transposed=*/true));
+    ASSIGN_OR_RETURN(qkv.bias, w.Load(name("attn.c_attn.bias"), {3 * d}));
+    layer.attention.qkv.parts.push_back(std::move(qkv));
+    ASSIGN_OR_RETURN(layer.attention.out,
+                     w.LoadLinear({name("attn.c_proj.weight"), {d, d}}, /*transposed=*/true));
     ASSIGN_OR_RETURN(layer.attention.out.bias, w.Load(name("attn.c_proj.bias"), {d}));
-    ASSIGN_OR_RETURN(at::Tensor fc, w.Load(name("mlp.c_fc.weight"), {d, I}));
-    layer.mlp.up.weight = fc.t();
+    ASSIGN_OR_RETURN(layer.mlp.up,
+                     w.LoadLinear({name("mlp.c_fc.weight"), {d, I}}, /*transposed=*/true));
     ASSIGN_OR_RETURN(layer.mlp.up.bias, w.Load(name("mlp.c_fc.bias"), {I}));
-    ASSIGN_OR_RETURN(at::Tensor proj, w.Load(name("mlp.c_proj.weight"), {I, d}));
-    layer.mlp.down.weight = proj.t();
+    ASSIGN_OR_RETURN(layer.mlp.down,
+                     w.LoadLinear({name("mlp.c_proj.weight"), {I, d}}, /*transposed=*/true));
     ASSIGN_OR_RETURN(layer.mlp.down.bias, w.Load(name("mlp.c_proj.bias"), {d}));
     return layer;
   }

@@ -36,7 +36,41 @@ at::Tensor RowKernelLinear(const at::Tensor& x, const LinearWeights& w) {
   return y;
 }
 
+// Quantized weights, rows through the quantized row kernel (model/cpu_qmatmul.h).
+at::Tensor QuantRowLinear(const at::Tensor& x, const LinearWeights& w) {
+  const at::Tensor xc = x.to(at::kFloat).contiguous();
+  const QuantMatrixView view = w.quant.View();
+  at::Tensor y = at::empty({xc.size(0), view.n}, xc.options());
+  const at::Tensor bias = w.bias.defined() ? w.bias.to(at::kFloat).contiguous() : at::Tensor();
+  QMatmulRows(xc.data_ptr<float>(), xc.size(0), xc.stride(0), view,
+              bias.defined() ? bias.data_ptr<float>() : nullptr, y.data_ptr<float>(), y.stride(0));
+  return y;
+}
+
+// Rows of output columns dequantized to f32 at a time on the gemm path of quantized weights:
+// bounded scratch (this many weights, 4 MiB) whatever the matrix.
+constexpr int64_t kDequantBlockValues = int64_t{1} << 20;
+
+// Quantized weights, many rows (prefill chunks): per block of output columns, the block's weights
+// dequantized to f32 and one gemm, so no f32 copy of the whole matrix exists.
+at::Tensor QuantGemmLinear(const at::Tensor& x, const LinearWeights& w) {
+  const at::Tensor xc = x.to(at::kFloat).contiguous();
+  const QuantMatrixView view = w.quant.View();
+  at::Tensor y = at::empty({xc.size(0), view.n}, xc.options());
+  const int64_t block = std::max<int64_t>(16, kDequantBlockValues / std::max<int64_t>(1, view.k));
+  at::Tensor scratch = at::empty({std::min(block, view.n), view.k}, at::kFloat);
+  for (int64_t j0 = 0; j0 < view.n; j0 += block) {
+    const int64_t nb = std::min(block, view.n - j0);
+    at::Tensor wb = scratch.narrow(0, 0, nb);
+    DequantizeRows(view, j0, j0 + nb, wb.data_ptr<float>());
+    y.narrow(1, j0, nb).copy_(at::mm(xc, wb.t()));
+  }
+  if (w.bias.defined()) y.add_(w.bias);
+  return y;
+}
+
 at::Tensor TorchLinear(const at::Tensor& x, const LinearWeights& w) {
+  if (w.quant.defined()) return QuantGemmLinear(x, w);
   if (x.dim() == 2 && x.size(0) == 1) {
     at::Tensor y = at::mv(w.weight, x[0]);
     if (w.bias.defined()) y.add_(w.bias);
@@ -68,8 +102,10 @@ at::Tensor RowWise(const at::Tensor& x, int64_t invariant_rows, F f) {
 at::Tensor Linear(const at::Tensor& x, const LinearWeights& w, int64_t invariant_rows) {
   const int64_t T = x.size(0);
   const int64_t a = std::clamp<int64_t>(invariant_rows, 0, T);
-  if (a == 0 || !RowKernelApplies(x, w)) return TorchLinear(x, w);
-  at::Tensor head = RowKernelLinear(x.narrow(0, 0, a), w);
+  const bool quant = w.quant.defined();
+  if (a == 0 || (!quant && !RowKernelApplies(x, w))) return TorchLinear(x, w);
+  at::Tensor head =
+      quant ? QuantRowLinear(x.narrow(0, 0, a), w) : RowKernelLinear(x.narrow(0, 0, a), w);
   if (a == T) return head;
   // A mixed step: the invariant rows through the kernel, the chunk's through gemm (two products).
   return at::cat({head, TorchLinear(x.narrow(0, a, T - a), w)});

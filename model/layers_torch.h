@@ -55,6 +55,10 @@ struct BatchRows {
 // weights once where BLAS gemm packs them). A mixed x (both kinds of rows: decode tokens batched
 // with a prefill chunk) therefore makes two products, reading the weights twice; that is the price
 // of keeping the decode rows invariant in such a step.
+// Quantized weights (w.quant, CPU, f32 activations) take the same split: the invariant rows
+// through the quantized row kernel (model/cpu_qmatmul.h, dequantizing in registers), the others
+// through gemm over blocks of output columns dequantized to f32 one block at a time (4 MiB of
+// scratch, never an f32 copy of the whole matrix).
 at::Tensor Linear(const at::Tensor& x, const LinearWeights& w, int64_t invariant_rows);
 
 struct NormWeights {

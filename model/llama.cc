@@ -104,13 +104,13 @@ class LlamaFamily final : public ArchitectureFamily {
     ASSIGN_OR_RETURN(layer.post_attention_norm.weight,
                      w.Load(name("post_attention_layernorm.weight"), {d}));
     // Fused [q;k;v] and [gate;up] unless zero-copy: decode makes 4 matmuls a layer, not 7.
-    ASSIGN_OR_RETURN(std::vector<at::Tensor> qkv_w,
-                     w.LoadSplit({{name("self_attn.q_proj.weight"), {qd, d}},
-                                  {name("self_attn.k_proj.weight"), {kvd, d}},
-                                  {name("self_attn.v_proj.weight"), {kvd, d}}}));
-    ASSIGN_OR_RETURN(std::vector<at::Tensor> gate_up_w,
-                     w.LoadSplit({{name("mlp.gate_proj.weight"), {I, d}},
-                                  {name("mlp.up_proj.weight"), {I, d}}}));
+    ASSIGN_OR_RETURN(std::vector<LinearWeights> qkv_w,
+                     w.LoadSplitLinear({{name("self_attn.q_proj.weight"), {qd, d}},
+                                        {name("self_attn.k_proj.weight"), {kvd, d}},
+                                        {name("self_attn.v_proj.weight"), {kvd, d}}}));
+    ASSIGN_OR_RETURN(std::vector<LinearWeights> gate_up_w,
+                     w.LoadSplitLinear({{name("mlp.gate_proj.weight"), {I, d}},
+                                        {name("mlp.up_proj.weight"), {I, d}}}));
     std::vector<at::Tensor> qkv_b, gate_up_b;
     if (c.attention_bias) {
       ASSIGN_OR_RETURN(qkv_b, w.LoadSplit({{name("self_attn.q_proj.bias"), {qd}},
@@ -123,8 +123,8 @@ class LlamaFamily final : public ArchitectureFamily {
     }
     layer.attention.qkv = SplitLinearWeights::From(std::move(qkv_w), std::move(qkv_b));
     layer.mlp.gate_up = SplitLinearWeights::From(std::move(gate_up_w), std::move(gate_up_b));
-    ASSIGN_OR_RETURN(layer.attention.out.weight, w.Load(name("self_attn.o_proj.weight"), {d, qd}));
-    ASSIGN_OR_RETURN(layer.mlp.down.weight, w.Load(name("mlp.down_proj.weight"), {d, I}));
+    ASSIGN_OR_RETURN(layer.attention.out, w.LoadLinear({name("self_attn.o_proj.weight"), {d, qd}}));
+    ASSIGN_OR_RETURN(layer.mlp.down, w.LoadLinear({name("mlp.down_proj.weight"), {d, I}}));
     if (c.mlp_bias) {
       ASSIGN_OR_RETURN(layer.mlp.down.bias, w.Load(name("mlp.down_proj.bias"), {d}));
     }

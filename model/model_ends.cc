@@ -20,17 +20,18 @@ class ModelEndsImpl final : public ModelEnds {
     ends->family_ = &ckpt->architecture().family();
     ASSIGN_OR_RETURN(WeightLoader w, WeightLoader::Create(*ckpt, options));
     ASSIGN_OR_RETURN(ends->w_, ends->family_->LoadEnds(w));
+    const TensorSpec head_spec{"lm_head.weight", {c.vocab_size, c.hidden_size}};
     if (!c.tie_word_embeddings || ckpt->store().Has("lm_head.weight")) {
-      auto head = w.Load("lm_head.weight", {c.vocab_size, c.hidden_size});
+      auto head = w.LoadLinear(head_spec);
       if (head.ok()) {
-        ends->head_.weight = *head;
+        ends->head_ = *std::move(head);
       } else if (c.tie_word_embeddings) {
-        ends->head_.weight = ends->w_.embed;
+        RETURN_IF_ERROR(ends->TiedHead(w, c));
       } else {
         return head.status();
       }
     } else {
-      ends->head_.weight = ends->w_.embed;
+      RETURN_IF_ERROR(ends->TiedHead(w, c));
     }
     ends->device_ = w.device();
     ends->dtype_ = w.dtype();
@@ -93,6 +94,18 @@ class ModelEndsImpl final : public ModelEnds {
 
  private:
   ModelEndsImpl() = default;
+
+  // The head tied to the token embeddings: the table itself, or quantized from it (q8/q4 weights:
+  // the head is quantized like the layers' linear weights; the table stays f32 for lookups).
+  absl::Status TiedHead(WeightLoader& w, const ModelConfig& c) {
+    if (w.quant() == WeightQuant::kNone) {
+      head_.weight = w_.embed;
+      return absl::OkStatus();
+    }
+    ASSIGN_OR_RETURN(head_,
+                     w.LoadLinear({family_->EmbeddingTensors()[0], {c.vocab_size, c.hidden_size}}));
+    return absl::OkStatus();
+  }
 
   absl::Status CheckIds(absl::Span<const int64_t> ids) const {
     const int64_t vocab = config().vocab_size;

@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "model/cpu_qmatmul.h"
 #include "model/weights_torch.h"
 
 namespace swarm::model {
@@ -36,17 +37,20 @@ at::Tensor View(const TensorView& view) {
                        at::TensorOptions().dtype(*ToTorch(view.dtype)));
 }
 
-// Copies tensors (concatenated along dim 0) out of the checkpoint mapping into anonymous memory
-// backed by transparent huge pages (2 MiB pages take the TLB misses of 4 KiB file pages off the
-// decode path), then drops the file pages from this process's resident set.
-at::Tensor CopyToHugePages(const std::vector<TensorView>& views) {
-  size_t nbytes = 0;
-  std::vector<int64_t> shape = views[0].shape;
-  shape[0] = 0;
-  for (const TensorView& v : views) {
-    nbytes += v.nbytes;
-    shape[0] += v.shape[0];
-  }
+// Drops a mapped tensor's whole file pages from this process's resident set (it was copied or
+// quantized out of them; the page cache keeps them for other processes).
+void DropFilePages(const TensorView& v) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(v.data) + page - 1) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(v.data) + v.nbytes) & ~(page - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+// An uninitialised CPU tensor in anonymous memory backed by transparent huge pages (2 MiB pages
+// take the TLB misses of 4 KiB pages off the decode path); a plain allocation if mmap fails.
+at::Tensor HugePageEmpty(const std::vector<int64_t>& shape, at::ScalarType type) {
+  size_t nbytes = c10::elementSize(type);
+  for (int64_t d : shape) nbytes *= static_cast<size_t>(d);
   // Rounded to base pages only: THP backs every aligned 2 MiB stretch inside the region (and
   // adjacent regions merge), so small tensors waste at most a page.
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
@@ -54,26 +58,48 @@ at::Tensor CopyToHugePages(const std::vector<TensorView>& views) {
   void* p = len == 0
                 ? MAP_FAILED
                 : mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) {
-    std::vector<at::Tensor> parts;
-    for (const TensorView& v : views) parts.push_back(View(v));
-    return at::cat(parts, 0);
-  }
+  if (p == MAP_FAILED) return at::empty(shape, at::TensorOptions().dtype(type));
   madvise(p, len, MADV_HUGEPAGE);
-  char* dst = static_cast<char*>(p);
+  return at::from_blob(
+      p, shape, [len](void* q) { munmap(q, len); }, at::TensorOptions().dtype(type));
+}
+
+// Copies tensors (concatenated along dim 0) out of the checkpoint mapping into huge-page memory,
+// then drops the file pages from this process's resident set.
+at::Tensor CopyToHugePages(const std::vector<TensorView>& views) {
+  std::vector<int64_t> shape = views[0].shape;
+  shape[0] = 0;
+  for (const TensorView& v : views) shape[0] += v.shape[0];
+  at::Tensor out = HugePageEmpty(shape, *ToTorch(views[0].dtype));
+  char* dst = static_cast<char*>(out.data_ptr());
   for (const TensorView& v : views) {
     std::memcpy(dst, v.data, v.nbytes);
     dst += v.nbytes;
-    const uintptr_t begin = (reinterpret_cast<uintptr_t>(v.data) + page - 1) & ~(page - 1);
-    const uintptr_t end = (reinterpret_cast<uintptr_t>(v.data) + v.nbytes) & ~(page - 1);
-    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+    DropFilePages(v);
   }
-  return at::from_blob(
-      p, shape, [len](void* q) { munmap(q, len); },
-      at::TensorOptions().dtype(*ToTorch(views[0].dtype)));
+  return out;
 }
 
+// Rows of a matrix quantized per slice: this many f32 values converted at a time at most.
+constexpr int64_t kQuantizeSliceValues = int64_t{1} << 20;
+
 }  // namespace
+
+QuantMatrixView QuantizedWeight::View() const {
+  QuantMatrixView v;
+  v.format = format;
+  v.data = data.data_ptr<uint8_t>();
+  v.scales = reinterpret_cast<const uint16_t*>(scales.data_ptr());
+  v.n = out();
+  v.k = in;
+  return v;
+}
+
+at::Tensor Dequantize(const QuantizedWeight& q) {
+  at::Tensor out = at::empty({q.out(), q.in}, at::kFloat);
+  DequantizeRows(q.View(), 0, q.out(), out.data_ptr<float>());
+  return out;
+}
 
 absl::StatusOr<at::Device> ParseDevice(const std::string& device) {
   if (device == "cpu") return at::Device(at::kCPU);
@@ -102,7 +128,20 @@ SplitLinearWeights SplitLinearWeights::From(std::vector<at::Tensor> weights,
                                             std::vector<at::Tensor> biases) {
   SplitLinearWeights out;
   for (size_t i = 0; i < weights.size(); ++i) {
-    out.parts.push_back({std::move(weights[i]), biases.empty() ? at::Tensor() : biases[i]});
+    LinearWeights w;
+    w.weight = std::move(weights[i]);
+    if (!biases.empty()) w.bias = biases[i];
+    out.parts.push_back(std::move(w));
+  }
+  return out;
+}
+
+SplitLinearWeights SplitLinearWeights::From(std::vector<LinearWeights> weights,
+                                            std::vector<at::Tensor> biases) {
+  SplitLinearWeights out;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    if (!biases.empty()) weights[i].bias = biases[i];
+    out.parts.push_back(std::move(weights[i]));
   }
   return out;
 }
@@ -110,9 +149,191 @@ SplitLinearWeights SplitLinearWeights::From(std::vector<at::Tensor> weights,
 absl::StatusOr<WeightLoader> WeightLoader::Create(const Checkpoint& checkpoint,
                                                   const LoadOptions& options) {
   ASSIGN_OR_RETURN(at::Device device, ParseDevice(options.device));
-  WeightLoader loader(checkpoint, device, ToTorch(options.dtype), options.copy_weights);
+  WeightQuant quant = options.quant;
+  const WeightQuant stored = checkpoint.config().quantization;
+  if (stored != WeightQuant::kNone) {
+    if (quant != WeightQuant::kNone && quant != stored) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          checkpoint.dir(), " stores ", WeightQuantName(stored), " weights (swarm_quantization); ",
+          "it cannot load as ", WeightQuantName(quant)));
+    }
+    quant = stored;
+  }
+  if (quant != WeightQuant::kNone && device.is_cpu() && options.dtype != DType::kF32) {
+    return absl::InvalidArgumentError(absl::StrCat(WeightQuantName(quant),
+                                                   " weights compute in f32 on the CPU, not ",
+                                                   DTypeName(options.dtype)));
+  }
+  // Quantized weights are always built in new memory, and the fused parts with them.
+  WeightLoader loader(checkpoint, device, ToTorch(options.dtype),
+                      options.copy_weights || quant != WeightQuant::kNone);
+  loader.quant_ = quant;
+  loader.prequantized_ = stored != WeightQuant::kNone;
   loader.on_layer_loaded_ = options.on_layer_loaded;
   return loader;
+}
+
+absl::StatusOr<LinearWeights> WeightLoader::LoadLinear(const TensorSpec& spec, bool transposed) {
+  LinearWeights out;
+  if (quant_ == WeightQuant::kNone) {
+    ASSIGN_OR_RETURN(at::Tensor t, Load(spec.name, spec.shape));
+    out.weight = transposed ? t.t() : t;
+    return out;
+  }
+  ASSIGN_OR_RETURN(QuantizedWeight q, LoadQuantized({spec}, transposed));
+  if (device_.is_cpu()) {
+    out.quant = std::move(q);
+    return out;
+  }
+  // CUDA: no quantized kernel there yet; the dequantized values in the compute dtype.
+  bytes_ -= static_cast<int64_t>(q.data.nbytes() + q.scales.nbytes());
+  ASSIGN_OR_RETURN(out.weight, TorchCall(absl::StrCat("dequantizing '", spec.name, "'"),
+                                         [&]() -> absl::StatusOr<at::Tensor> {
+                                           return Dequantize(q).to(device_, dtype_);
+                                         }));
+  bytes_ += static_cast<int64_t>(out.weight.nbytes());
+  return out;
+}
+
+absl::StatusOr<std::vector<LinearWeights>> WeightLoader::LoadSplitLinear(
+    const std::vector<TensorSpec>& parts) {
+  std::vector<LinearWeights> out;
+  if (quant_ == WeightQuant::kNone) {
+    ASSIGN_OR_RETURN(std::vector<at::Tensor> ts, LoadSplit(parts));
+    for (at::Tensor& t : ts) {
+      LinearWeights w;
+      w.weight = std::move(t);
+      out.push_back(std::move(w));
+    }
+    return out;
+  }
+  ASSIGN_OR_RETURN(QuantizedWeight q, LoadQuantized(parts, /*transposed=*/false));
+  LinearWeights w;
+  if (device_.is_cpu()) {
+    w.quant = std::move(q);
+  } else {
+    bytes_ -= static_cast<int64_t>(q.data.nbytes() + q.scales.nbytes());
+    ASSIGN_OR_RETURN(w.weight, TorchCall(absl::StrCat("dequantizing '", parts[0].name, "'"),
+                                         [&]() -> absl::StatusOr<at::Tensor> {
+                                           return Dequantize(q).to(device_, dtype_);
+                                         }));
+    bytes_ += static_cast<int64_t>(w.weight.nbytes());
+  }
+  out.push_back(std::move(w));
+  return out;
+}
+
+absl::StatusOr<QuantizedWeight> WeightLoader::LoadQuantized(const std::vector<TensorSpec>& parts,
+                                                            bool transposed) {
+  // Each part's stored view, [out_p, in] in the quantized orientation.
+  struct Part {
+    std::string name;
+    TensorView view;
+    TensorView scales;  // Pre-quantized checkpoints only.
+    int64_t out = 0;
+  };
+  std::vector<Part> ps;
+  int64_t total = 0, in = -1;
+  for (const TensorSpec& spec : parts) {
+    Part p;
+    ASSIGN_OR_RETURN(p.name, checkpoint_->Resolve(spec.name));
+    ASSIGN_OR_RETURN(p.view, checkpoint_->store().Get(p.name));
+    if (spec.shape.size() != 2) {
+      return absl::InternalError(absl::StrCat("'", p.name, "' is not a matrix"));
+    }
+    p.out = transposed ? spec.shape[1] : spec.shape[0];
+    const int64_t k = transposed ? spec.shape[0] : spec.shape[1];
+    if (in >= 0 && k != in) {
+      return absl::InternalError(absl::StrCat("'", p.name, "': parts differ in inputs"));
+    }
+    in = k;
+    auto bad = [&](const std::string& what) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("loading ", p.view.file, ": tensor '", p.name, "' ", what));
+    };
+    if (prequantized_) {
+      const StDType want = quant_ == WeightQuant::kQ8 ? StDType::kI8 : StDType::kU8;
+      const std::vector<int64_t> shape = {p.out, QuantRowBytes(quant_, k)};
+      if (p.view.dtype != want) {
+        return bad(absl::StrCat("has dtype ", StDTypeName(p.view.dtype), ", a ",
+                                WeightQuantName(quant_), " checkpoint stores it as ",
+                                StDTypeName(want)));
+      }
+      if (p.view.shape != shape) {
+        return bad(absl::StrCat("has shape ", ShapeString(p.view.shape), ", ",
+                                WeightQuantName(quant_), " of the config's [", p.out, ",", k,
+                                "] is ", ShapeString(shape)));
+      }
+      const std::string scales = p.name + ".scales";
+      if (!checkpoint_->store().Has(scales)) {
+        return bad(absl::StrCat("has no scales: missing tensor '", scales, "'"));
+      }
+      ASSIGN_OR_RETURN(p.scales, checkpoint_->store().Get(scales));
+      const std::vector<int64_t> sshape = {p.out, QuantGroups(k)};
+      if (p.scales.dtype != StDType::kF16 || p.scales.shape != sshape) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "loading ", p.scales.file, ": tensor '", scales, "' is ", StDTypeName(p.scales.dtype),
+            " ", ShapeString(p.scales.shape), ", expected F16 ", ShapeString(sshape),
+            " (one scale per ", kQuantGroup, " inputs)"));
+      }
+    } else {
+      if (p.view.shape != spec.shape) {
+        return bad(absl::StrCat("has shape ", ShapeString(p.view.shape), ", config says ",
+                                ShapeString(spec.shape)));
+      }
+      auto type = ToTorch(p.view.dtype);
+      if (!type.ok()) return bad(std::string(": ") + std::string(type.status().message()));
+    }
+    total += p.out;
+    ps.push_back(std::move(p));
+  }
+  return TorchCall(absl::StrCat("quantizing tensor '", ps[0].name, "'"),
+                   [&]() -> absl::StatusOr<QuantizedWeight> {
+                     QuantizedWeight q;
+                     q.format = quant_;
+                     q.in = in;
+                     const int64_t row_bytes = QuantRowBytes(quant_, in), groups = QuantGroups(in);
+                     q.data = HugePageEmpty({total, row_bytes}, at::kByte);
+                     q.scales = HugePageEmpty({total, groups}, at::kHalf);
+                     uint8_t* data = q.data.data_ptr<uint8_t>();
+                     auto* scales = reinterpret_cast<uint16_t*>(q.scales.data_ptr());
+                     int64_t row = 0;
+                     for (const Part& p : ps) {
+                       uint8_t* d = data + row * row_bytes;
+                       uint16_t* s = scales + row * groups;
+                       if (prequantized_) {
+                         std::memcpy(d, p.view.data, p.view.nbytes);
+                         std::memcpy(s, p.scales.data, p.scales.nbytes);
+                         DropFilePages(p.scales);
+                       } else {
+                         // A slice of rows at a time in f32 (a view, when the file is f32 and not
+                         // transposed).
+                         const at::Tensor src = View(p.view);
+                         const int64_t slice = std::max<int64_t>(1, kQuantizeSliceValues / in);
+                         for (int64_t r0 = 0; r0 < p.out; r0 += slice) {
+                           const int64_t rows = std::min(slice, p.out - r0);
+                           const at::Tensor f =
+                               (transposed ? src.narrow(1, r0, rows).t() : src.narrow(0, r0, rows))
+                                   .to(at::kFloat)
+                                   .contiguous();
+                           QuantizeRows(quant_, f.data_ptr<float>(), rows, in, in,
+                                        d + r0 * row_bytes, s + r0 * groups);
+                         }
+                       }
+                       DropFilePages(p.view);
+                       if (sink_) {
+                         QuantizedWeight part;
+                         part.format = quant_;
+                         part.in = in;
+                         part.data = q.data.narrow(0, row, p.out);
+                         part.scales = q.scales.narrow(0, row, p.out);
+                         sink_(p.name, part);
+                       }
+                       row += p.out;
+                     }
+                     bytes_ += static_cast<int64_t>(q.data.nbytes() + q.scales.nbytes());
+                     return q;
+                   });
 }
 
 absl::StatusOr<at::Tensor> WeightLoader::Load(absl::string_view logical,

@@ -11,12 +11,19 @@
 #include <string>
 
 #include "common/host_tensor.h"
+#include "common/weight_format.h"
 
 namespace swarm::model {
 
 struct LoadOptions {
   std::string device = "cpu";  // "cpu" or "cuda:N".
   DType dtype = DType::kF32;   // Compute/storage dtype on the device.
+  // q8/q4: the big linear weights (attention and MLP projections, the LM head) quantized at load
+  // (common/weight_format.h); dtype must then be f32 on the CPU (activations, norms, biases and
+  // embeddings stay f32); on CUDA they are dequantized again into dtype (no GPU kernel yet). A
+  // checkpoint written by `swarm quantize` loads in its own format whatever this says (kNone or the
+  // same format).
+  WeightQuant quant = WeightQuant::kNone;
   // CPU, checkpoint dtype == dtype: true copies weights into huge-page-backed memory (fastest
   // decode); false keeps them as views of the file mapping (zero copy, shared page cache between
   // processes on one host, paged in on first use). Other cases always convert into new memory.

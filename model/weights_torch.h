@@ -11,13 +11,16 @@
 #define SWARM_MODEL_WEIGHTS_TORCH_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/weight_format.h"
 #include "model/checkpoint.h"
+#include "model/cpu_qmatmul.h"
 #include "model/tensor_torch.h"
 #include "model/weights.h"
 
@@ -26,10 +29,30 @@ namespace swarm::model {
 // "cpu", or "cuda" / "cuda:N" when this LibTorch has CUDA and that GPU exists.
 absl::StatusOr<at::Device> ParseDevice(const std::string& device);
 
-// y = x·weightᵀ + bias (bias optional): what model/layers_torch.h's Linear() multiplies by.
+// A weight matrix [out, in] in a quantized format (common/weight_format.h), on the CPU: the
+// layout model/cpu_qmatmul.h's QuantMatrixView describes.
+struct QuantizedWeight {
+  WeightQuant format = WeightQuant::kNone;
+  at::Tensor data;    // uint8 [out, QuantRowBytes(format, in)]
+  at::Tensor scales;  // f16 [out, QuantGroups(in)]
+  int64_t in = 0;
+
+  bool defined() const { return format != WeightQuant::kNone; }
+  int64_t out() const { return data.size(0); }
+  // The kernels' view (valid while this is).
+  QuantMatrixView View() const;
+};
+
+// q dequantized: an f32 CPU tensor [out, in] (exact: every q·d is an f32).
+at::Tensor Dequantize(const QuantizedWeight& q);
+
+// y = x·weightᵀ + bias (bias optional): what model/layers_torch.h's Linear() multiplies by. The
+// weight is either a floating tensor or, with q8/q4 weights on the CPU, `quant` (weight then
+// undefined).
 struct LinearWeights {
   at::Tensor weight;  // [out, in]
   at::Tensor bias;    // [out] or undefined
+  QuantizedWeight quant;
 };
 
 // A linear map whose output is consecutive parts (q|k|v, gate|up): one fused LinearWeights (fewer,
@@ -40,6 +63,9 @@ struct SplitLinearWeights {
   bool fused() const { return parts.size() == 1; }
   // From WeightLoader::LoadSplit's weights and biases (empty: no biases; else as many as weights).
   static SplitLinearWeights From(std::vector<at::Tensor> weights, std::vector<at::Tensor> biases);
+  // From WeightLoader::LoadSplitLinear's weights (biases as above).
+  static SplitLinearWeights From(std::vector<LinearWeights> weights,
+                                 std::vector<at::Tensor> biases);
 };
 
 // A tensor to load: its logical name (Checkpoint::Resolve) and the shape the config implies.
@@ -73,17 +99,41 @@ class WeightLoader {
   // tensor concatenated along dim 0, or in zero-copy mode one view per part.
   absl::StatusOr<std::vector<at::Tensor>> LoadSplit(const std::vector<TensorSpec>& parts);
 
+  // The weight of a linear map (no bias), `spec` its shape as stored: [out, in], or [in, out]
+  // when `transposed` (GPT-2's Conv1D). Floating: Load's tensor ([out, in], a transposed view
+  // when `transposed`). Quantized (LoadOptions::quant, or a checkpoint written by `swarm
+  // quantize`): quantized on the CPU one slice of rows at a time from the mapped file (no f32 copy
+  // of the whole tensor), or read as stored; on CUDA dequantized again to the compute dtype (the
+  // values carry the format's rounding). Errors name the tensor.
+  absl::StatusOr<LinearWeights> LoadLinear(const TensorSpec& spec, bool transposed = false);
+  // Parts of one linear map (q/k/v, gate/up), [out_p, in] each: as LoadSplit (one fused weight, or
+  // one per part in zero-copy mode), quantized as LoadLinear.
+  absl::StatusOr<std::vector<LinearWeights>> LoadSplitLinear(const std::vector<TensorSpec>& parts);
+
+  // The quantized format of the linear weights (kNone: floating).
+  WeightQuant quant() const { return quant_; }
+  // Called with each quantized part as LoadLinear/LoadSplitLinear produce it (its file name and
+  // its rows of the quantized weight): `swarm quantize` writes them out. Null: none.
+  using QuantizedSink = std::function<void(const std::string& file_name, const QuantizedWeight&)>;
+  void set_quantized_sink(QuantizedSink sink) { sink_ = std::move(sink); }
+
  private:
   WeightLoader(const Checkpoint& checkpoint, at::Device device, at::ScalarType dtype, bool copy)
       : checkpoint_(&checkpoint), device_(device), dtype_(dtype), copy_(copy) {}
   // `parts` concatenated along dim 0 into one tensor (a single part in zero-copy mode).
   absl::StatusOr<at::Tensor> LoadConcat(const std::vector<TensorSpec>& parts);
+  // `parts` quantized (or read quantized) into one QuantizedWeight, rows in part order.
+  absl::StatusOr<QuantizedWeight> LoadQuantized(const std::vector<TensorSpec>& parts,
+                                                bool transposed);
 
   const Checkpoint* checkpoint_;
   at::Device device_;
   at::ScalarType dtype_;
   bool copy_;
+  WeightQuant quant_ = WeightQuant::kNone;
+  bool prequantized_ = false;  // The checkpoint stores the linear weights quantized.
   std::function<void()> on_layer_loaded_;
+  QuantizedSink sink_;
   int64_t bytes_ = 0;
 };
 

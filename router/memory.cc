@@ -44,20 +44,49 @@ absl::StatusOr<MemoryEstimate> EstimateMemory(const model::Checkpoint& checkpoin
   MemoryEstimate m;
   m.num_blocks = N;
   m.top_k = top_k;
-  m.dtype = options.dtype.has_value() ? DTypeName(*options.dtype) : "as stored";
+  const WeightQuant quant = options.quant;
+  // Quantized: the rest is f32 (unless a dtype is also given).
+  const std::optional<DType> dtype = quant != WeightQuant::kNone && !options.dtype.has_value()
+                                         ? std::optional<DType>(DType::kF32)
+                                         : options.dtype;
+  m.dtype = quant != WeightQuant::kNone ? WeightQuantName(quant)
+            : dtype.has_value()         ? DTypeName(*dtype)
+                                        : "as stored";
   const model::TensorStore& store = checkpoint.store();
   auto bytes_of = [&](const std::string& name) -> int64_t {
     auto v = store.Get(name);
-    return v.ok() ? TensorBytes(*v, options.dtype) : 0;
+    return v.ok() ? TensorBytes(*v, dtype) : 0;
+  };
+  // A linear weight quantized: [out, in] (GPT-2's Conv1D layer weights are stored [in, out]).
+  auto quantized_of = [&](const std::string& name, bool transposed) -> int64_t {
+    auto v = store.Get(name);
+    if (!v.ok()) return 0;
+    if (v->shape.size() != 2 || v->dtype == model::StDType::kI8 ||
+        v->dtype == model::StDType::kU8) {
+      return TensorBytes(*v, dtype);
+    }
+    const int64_t out = transposed ? v->shape[1] : v->shape[0];
+    const int64_t in = transposed ? v->shape[0] : v->shape[1];
+    return QuantizedBytes(quant, out, in);
   };
   for (const std::string& name : checkpoint.EmbeddingTensorNames()) {
     m.embedding_bytes += bytes_of(name);
   }
-  for (const std::string& name : checkpoint.HeadTensorNames()) m.head_bytes += bytes_of(name);
+  const bool tied = config.tie_word_embeddings && !store.Has("lm_head.weight");
+  for (const std::string& name : checkpoint.HeadTensorNames()) {
+    m.head_bytes += quant != WeightQuant::kNone && name == "lm_head.weight"
+                        ? quantized_of(name, false)
+                        : bytes_of(name);
+    if (store.Has(name + ".scales")) m.head_bytes += bytes_of(name + ".scales");
+  }
+  if (quant != WeightQuant::kNone && tied) {  // The head is a quantized copy of the embeddings.
+    m.head_bytes += QuantizedBytes(quant, config.vocab_size, config.hidden_size);
+  }
   m.layer_bytes.assign(L, 0);
   for (int l = 0; l < L; ++l) {
     for (const std::string& name : checkpoint.LayerTensorNames(l)) {
-      m.layer_bytes[l] += bytes_of(name);
+      m.layer_bytes[l] +=
+          quant != WeightQuant::kNone ? quantized_of(name, config.IsGpt2()) : bytes_of(name);
     }
   }
   m.block_bytes.assign(N, 0);
@@ -90,7 +119,7 @@ absl::StatusOr<MemoryEstimate> EstimateMemory(const model::Checkpoint& checkpoin
     m.worker_bytes.push_back(bytes);
     m.worker_blocks.push_back(workers.Layers(w));
   }
-  int elem = options.dtype.has_value() ? DTypeSize(*options.dtype) : 4;
+  int elem = dtype.has_value() ? DTypeSize(*dtype) : 4;
   m.kv_bytes_per_token = 2 * config.num_layers * config.num_kv_heads * config.head_dim * elem;
   return m;
 }

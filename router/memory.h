@@ -23,7 +23,10 @@ struct MemoryOptions {
   int top_k = 0;                  // 0 = all blocks.
   std::optional<BlockMask> keep;  // Default: first and last block.
   std::optional<DType> dtype;     // Bytes as loaded in this dtype; default as stored.
-  int num_workers = 1;            // Blocks spread contiguously, earlier workers take more.
+  // q8/q4: the linear weights (2-D layer tensors, the LM head, a quantized copy of tied
+  // embeddings) counted quantized (common/weight_format.h), the rest in f32.
+  WeightQuant quant = WeightQuant::kNone;
+  int num_workers = 1;  // Blocks spread contiguously, earlier workers take more.
 };
 
 // The figures (common/memory_estimate.h: torch-free, so that the CLI's front binary can print a

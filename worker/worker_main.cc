@@ -25,6 +25,7 @@
 #include "common/logging.h"
 #include "common/progress.h"
 #include "common/signals.h"
+#include "common/weight_format.h"
 #include "model/config.h"
 #include "rpc/security.h"
 #include "rpc/server.h"
@@ -51,7 +52,8 @@ swarm::FlagSet WorkerFlags() {
       .Value("num-blocks", "N", "", "the block count --blocks refers to")
       .Value("listen", "HOST:PORT", "127.0.0.1:0", "the gRPC address; port 0 = a free one")
       .Value("device", "cpu|cuda:N", d.load.device, "where the layers run")
-      .Value("dtype", "f32|bf16|f16", swarm::DTypeName(d.load.dtype), "weight and compute dtype")
+      .Value("dtype", "f32|bf16|f16|q8|q4", swarm::DTypeName(d.load.dtype),
+             "weight and compute dtype; q8/q4: the linear weights quantized (compute in f32)")
       .Value("max-sessions", "N", absl::StrCat(d.limits.max_sessions),
              "sessions (KV caches) held at once")
       .Value("session-ttl", "DURATION", absl::FormatDuration(d.limits.idle_ttl),
@@ -154,9 +156,10 @@ int main(int argc, char** argv) {
     options.security = *std::move(security);
   }
   options.load.device = flags->String("device");
-  auto dtype = swarm::ParseDType(flags->String("dtype"));
-  if (!dtype.ok()) return Fail(dtype.status());
-  options.load.dtype = *dtype;
+  auto format = swarm::ParseWeightFormat(flags->String("dtype"));
+  if (!format.ok()) return Fail(format.status());
+  options.load.dtype = format->dtype;
+  options.load.quant = format->quant;
   auto max_sessions = flags->Int("max-sessions");
   auto per_client = flags->Int("max-sessions-per-client");
   if (!per_client.ok()) return Fail(per_client.status());
@@ -263,7 +266,7 @@ int main(int argc, char** argv) {
     mo.layers = options.layers;
     mo.model = options.model_dir;
     mo.device = options.load.device;
-    mo.dtype = swarm::DTypeName(options.load.dtype);
+    mo.dtype = swarm::WeightFormatName({options.load.dtype, options.load.quant});
     mo.kv_budget_bytes = options.limits.kv_budget_bytes;
     mo.auth_tokens_file = flags->String("metrics-auth-tokens");
     auto started = swarm::worker::WorkerMetricsObserver::Start(mo);
@@ -279,12 +282,13 @@ int main(int argc, char** argv) {
   if (metrics) {
     swarm::LogLine(kLog, absl::StrCat("metrics on http://", metrics->address(), "/metrics"));
   }
+  const char* dtype_name = swarm::WeightFormatName({options.load.dtype, options.load.quant});
   swarm::LogLine(
       kLog, absl::StrCat("listening on ", (*server)->address(), "; model ", options.model_dir, " (",
                          (*server)->checkpoint().config().architecture, ", fingerprint ",
                          (*server)->checkpoint().config().Fingerprint(), "), layers ",
                          swarm::FormatLayers(options.layers), ", device ", options.load.device,
-                         ", dtype ", swarm::DTypeName(options.load.dtype), ", KV budget ",
+                         ", dtype ", dtype_name, ", KV budget ",
                          options.kv_budget_memory_fraction > 0
                              ? std::string("sized once the layers are loaded")
                          : options.limits.kv_budget_bytes > 0

@@ -10,6 +10,7 @@
 #include "common/block_set.h"
 #include "common/flags.h"
 #include "common/host_tensor.h"
+#include "common/weight_format.h"
 #include "model/checkpoint.h"
 #include "router/memory.h"
 
@@ -37,9 +38,10 @@ absl::Status Memory(const Flags& flags) {
     return absl::InvalidArgumentError(absl::StrCat("top-k-blocks must be at least 1, got ", *k));
   }
   if (flags.Has("dtype")) {
-    auto dtype = ParseDType(flags.String("dtype"));
-    if (!dtype.ok()) return dtype.status();
-    options.dtype = *dtype;
+    auto format = ParseWeightFormat(flags.String("dtype"));
+    if (!format.ok()) return format.status();
+    if (format->quant == WeightQuant::kNone) options.dtype = format->dtype;
+    options.quant = format->quant;
   }
   bool default_keep = true;
   auto keep = ParseKeepList(flags.String("keep-blocks"), &default_keep);

@@ -88,7 +88,8 @@ const FlagSet& MemoryFlags() {
         .Value("workers", "W", "",
                "workers the blocks spread over (default: 1, or the "
                "coordinator's)")
-        .Value("dtype", "f32|bf16|f16", "", "bytes as loaded in this dtype (default: as stored)")
+        .Value("dtype", "f32|bf16|f16|q8|q4", "",
+               "bytes as loaded in this dtype or quantized format (default: as stored)")
         .Value("keep-blocks", "0,-1|none", "",
                "blocks every request runs (default: the first "
                "and the last)")

@@ -10,6 +10,7 @@
 #include "client/cli/sampling_flags.h"
 #include "common/flags.h"
 #include "common/status_macros.h"
+#include "common/weight_format.h"
 #include "model/generate.h"
 #include "model/safetensors.h"
 #include "nlohmann/json.hpp"
@@ -21,7 +22,9 @@ namespace {
 void AddEngineFlags(FlagSet& f) {
   f.Required("model", "DIR", "the model directory (config.json, safetensors, tokenizer.json)")
       .Value("device", "cpu|cuda:N", "cpu", "where the layers run")
-      .Value("dtype", "f32|bf16|f16", "f32", "compute and storage dtype of the weights");
+      .Value("dtype", "f32|bf16|f16|q8|q4", "f32",
+             "compute and storage dtype of the weights; q8/q4: the linear weights quantized "
+             "(compute in f32)");
 }
 
 const FlagSet& RunFlags() {
@@ -75,9 +78,10 @@ absl::StatusOr<std::unique_ptr<model::Engine>> OpenEngine(const Flags& flags) {
   if (!dir.ok()) return dir.status();
   model::LoadOptions options;
   options.device = flags.String("device");
-  auto dtype = ParseDType(flags.String("dtype"));
-  if (!dtype.ok()) return dtype.status();
-  options.dtype = *dtype;
+  auto format = ParseWeightFormat(flags.String("dtype"));
+  if (!format.ok()) return format.status();
+  options.dtype = format->dtype;
+  options.quant = format->quant;
   return model::Engine::Create(*dir, options);
 }
 

@@ -322,7 +322,8 @@ const FlagSet& UpFlags() {
         .Value("port", "P", "0", "the coordinator's port; 0 = a free one (printed)")
         .Value("host", "HOST", "127.0.0.1", "the address every process listens on")
         .Value("device", "cpu|cuda:N", "cpu", "the workers' device")
-        .Value("dtype", "f32|bf16|f16", "f32", "the workers' weight dtype")
+        .Value("dtype", "f32|bf16|f16|q8|q4", "f32",
+               "the workers' weight dtype or quantized format")
         .Value("kv-budget", "BYTES", "", "each worker's KV-cache budget (required on cuda)")
         .Value("bin-dir", "DIR", "",
                "where swarm-worker and swarm-coordinator are (default: "

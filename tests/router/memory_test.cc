@@ -3,6 +3,7 @@
 #include <numeric>
 
 #include "gtest/gtest.h"
+#include "model/layer_host.h"
 #include "nlohmann/json.hpp"
 #include "router_test_util.h"
 
@@ -11,6 +12,40 @@ namespace {
 
 using testing::kShared;
 using testing::kStories;
+
+// q8/q4: the linear weights counted quantized (codes + f16 scales per 32 inputs), the rest f32, a
+// tied head as a quantized copy — by hand for stories260K, and equal to what the loader holds.
+TEST(Memory, KnowsQuantizedSizes) {
+  auto ckpt = model::Checkpoint::Open(kStories);
+  ASSERT_TRUE(ckpt.ok());
+  MemoryOptions o;
+  o.num_blocks = 5;
+  o.quant = WeightQuant::kQ8;
+  auto m = EstimateMemory(**ckpt, o);
+  ASSERT_TRUE(m.ok()) << m.status();
+  // [out, in] in q8: out · (in rounded up to 32 + 2 bytes per 32).
+  // Norms 2·64·4; q, o [64,64]; k, v [32,64]; gate, up [172,64]; down [64,172] (6 groups).
+  const int64_t q8_layer =
+      2 * 64 * 4 + 2 * 64 * (64 + 4) + 2 * 32 * (64 + 4) + 2 * 172 * (64 + 4) + 64 * (192 + 12);
+  EXPECT_EQ(m->layer_bytes[0], q8_layer);
+  EXPECT_EQ(m->dtype, "q8");
+  EXPECT_EQ(m->embedding_bytes, 512 * 64 * 4);
+  EXPECT_EQ(m->head_bytes, 64 * 4 + 512 * (64 + 4));  // Final norm + the quantized tied head.
+  o.quant = WeightQuant::kQ4;
+  auto m4 = EstimateMemory(**ckpt, o);
+  ASSERT_TRUE(m4.ok()) << m4.status();
+  EXPECT_EQ(m4->layer_bytes[0], 2 * 64 * 4 + 2 * 64 * (32 + 4) + 2 * 32 * (32 + 4) +
+                                    2 * 172 * (32 + 4) + 64 * (96 + 12));
+  for (WeightQuant q : {WeightQuant::kQ8, WeightQuant::kQ4}) {
+    model::LoadOptions load;
+    load.quant = q;
+    auto host = model::LayerHost::Create(*ckpt, {0, 1, 2, 3, 4}, load);
+    ASSERT_TRUE(host.ok()) << host.status();
+    o.quant = q;
+    EXPECT_EQ((*host)->WeightBytes(), EstimateMemory(**ckpt, o)->blocks_bytes)
+        << WeightQuantName(q);
+  }
+}
 
 TEST(Memory, AddsUpTheCheckpointsTensors) {
   auto ckpt = model::Checkpoint::Open(kStories);

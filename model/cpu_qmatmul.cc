@@ -1,0 +1,318 @@
+// The quantized row kernel (model/cpu_qmatmul.h). Structure, as model/cpu_matmul.cc's:
+//   QMatmulRows → at::parallel_for over blocks of kColumnBlock output columns → per block, the
+//   columns in register tiles of JB outputs × RB rows. Per group of 32 inputs a tile converts
+//   each output's 32 codes to floats once (4 vectors of 8) and feeds them to its RB rows, so W is
+//   read from memory once per call whatever the number of rows.
+// The scalar fallback dequantizes a block of rows into a small buffer and runs the f32 scalar
+// kernel on it.
+#include "model/cpu_qmatmul.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "common/host_tensor.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define SWARM_QMATMUL_X86 1
+#endif
+
+namespace swarm::model {
+namespace {
+
+constexpr int64_t kColumnBlock = 16;
+constexpr int kRowTile = 4;
+
+inline int64_t RowBytes(const QuantMatrixView& w) { return QuantRowBytes(w.format, w.k); }
+
+// Group g of row j dequantized: out[0..32).
+void DequantGroup(const QuantMatrixView& w, int64_t j, int64_t g, float* out) {
+  const int64_t groups = QuantGroups(w.k);
+  const float d = HalfToFloat(w.scales[j * groups + g]);
+  const uint8_t* p = w.data + j * RowBytes(w);
+  if (w.format == WeightQuant::kQ8) {
+    p += g * kQuantGroup;
+    for (int i = 0; i < kQuantGroup; ++i)
+      out[i] = static_cast<float>(static_cast<int8_t>(p[i])) * d;
+  } else {
+    p += g * (kQuantGroup / 2);
+    for (int b = 0; b < kQuantGroup / 2; ++b) {
+      out[b] = static_cast<float>((p[b] & 0x0F) - 8) * d;
+      out[b + kQuantGroup / 2] = static_cast<float>((p[b] >> 4) - 8) * d;
+    }
+  }
+}
+
+// Scalar: block [j0, j1) dequantized into `buf` (padded rows), then the f32 scalar kernel.
+void BlockScalar(const float* x, int64_t rows, int64_t xs, const QuantMatrixView& w,
+                 const float* bias, float* y, int64_t ys, int64_t j0, int64_t j1,
+                 std::vector<float>& buf) {
+  const int64_t groups = QuantGroups(w.k), kp = groups * kQuantGroup;
+  buf.resize(static_cast<size_t>((j1 - j0) * kp));
+  for (int64_t j = j0; j < j1; ++j) {
+    for (int64_t g = 0; g < groups; ++g) DequantGroup(w, j, g, buf.data() + (j - j0) * kp + g * 32);
+  }
+  MatrixView view;
+  view.data = buf.data();
+  view.n = j1 - j0;
+  view.k = w.k;
+  view.row_stride = kp;
+  view.col_stride = 1;
+  MatmulRows(x, rows, xs, view, bias != nullptr ? bias + j0 : nullptr, y + j0, ys,
+             MatmulIsa::kScalar);
+}
+
+#ifdef SWARM_QMATMUL_X86
+
+#define SWARM_QAVX2 __attribute__((target("avx2,fma,f16c")))
+
+// (a0+a4 + a2+a6) + (a1+a5 + a3+a7): the order of model/cpu_matmul.cc's HorizontalSum, which
+// the exactness claim of the header depends on.
+SWARM_QAVX2 inline float HorizontalSum(__m256 a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+SWARM_QAVX2 inline __m256 Int8ToFloat(__m128i v) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+}
+
+// Codes 8v..8v+7 of one output's group at p, as floats (inputs 8v..8v+7 of the group).
+template <WeightQuant F>
+SWARM_QAVX2 inline __m256 Codes(const uint8_t* p, int v) {
+  if constexpr (F == WeightQuant::kQ8) {
+    return Int8ToFloat(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * v)));
+  } else {
+    // Byte b of the group holds input b (low nibble) and input b + 16 (high nibble).
+    const __m128i raw = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * (v & 1)));
+    const __m128i nib = v < 2 ? raw : _mm_srli_epi16(raw, 4);
+    return Int8ToFloat(_mm_sub_epi8(_mm_and_si128(nib, _mm_set1_epi8(0x0F)), _mm_set1_epi8(8)));
+  }
+}
+
+// RB rows × JB outputs from output j. x rows hold QuantGroups(k)·32 readable floats (zero past
+// k). Per (row, output) one accumulator of 8 lanes, one FMA per group (the scale times the
+// group's partial sums); the lanes summed at the end as the f32 kernel does.
+template <WeightQuant F, int RB, int JB>
+SWARM_QAVX2 void Tile(const float* x, int64_t xs, const QuantMatrixView& w, const float* bias,
+                      float* y, int64_t ys, int64_t j) {
+  const int64_t groups = QuantGroups(w.k), row_bytes = RowBytes(w);
+  constexpr int64_t kGroupBytes = F == WeightQuant::kQ8 ? kQuantGroup : kQuantGroup / 2;
+  const uint8_t* wp[JB];
+  const uint16_t* sp[JB];
+  for (int b = 0; b < JB; ++b) {
+    wp[b] = w.data + (j + b) * row_bytes;
+    sp[b] = w.scales + (j + b) * groups;
+  }
+  __m256 acc[RB][JB];
+  for (int r = 0; r < RB; ++r) {
+    for (int b = 0; b < JB; ++b) acc[r][b] = _mm256_setzero_ps();
+  }
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t off = g * kGroupBytes;
+    if ((off & 63) == 0) {  // One prefetch per 64-byte line, 1 KiB ahead (does not change results).
+      for (int b = 0; b < JB; ++b)
+        _mm_prefetch(reinterpret_cast<const char*>(wp[b] + off + 1024), _MM_HINT_T0);
+    }
+    // Per (row, output): the group's 32 products x·q (the integer codes as floats) in one vector
+    // (lane l: the 4 inputs ≡ l mod 8, in increasing order), then one FMA by the group's scale.
+    __m256 sum[RB][JB];
+    const float* xg = x + g * kQuantGroup;
+    {
+      __m256 wv[JB];
+      for (int b = 0; b < JB; ++b) wv[b] = Codes<F>(wp[b] + off, 0);
+      for (int r = 0; r < RB; ++r) {
+        const __m256 xv = _mm256_loadu_ps(xg + r * xs);
+        for (int b = 0; b < JB; ++b) sum[r][b] = _mm256_mul_ps(xv, wv[b]);
+      }
+    }
+    for (int v = 1; v < 4; ++v) {
+      __m256 wv[JB];
+      for (int b = 0; b < JB; ++b) wv[b] = Codes<F>(wp[b] + off, v);
+      for (int r = 0; r < RB; ++r) {
+        const __m256 xv = _mm256_loadu_ps(xg + r * xs + 8 * v);
+        for (int b = 0; b < JB; ++b) sum[r][b] = _mm256_fmadd_ps(xv, wv[b], sum[r][b]);
+      }
+    }
+    for (int b = 0; b < JB; ++b) {
+      const __m256 d = _mm256_set1_ps(_cvtsh_ss(sp[b][g]));
+      for (int r = 0; r < RB; ++r) acc[r][b] = _mm256_fmadd_ps(d, sum[r][b], acc[r][b]);
+    }
+  }
+  for (int r = 0; r < RB; ++r) {
+    for (int b = 0; b < JB; ++b) {
+      float s = HorizontalSum(acc[r][b]);
+      if (bias != nullptr) s += bias[j + b];
+      y[r * ys + j + b] = s;
+    }
+  }
+}
+
+template <typename Fn>
+void ForRowTile(int64_t rb, Fn&& fn) {
+  static_assert(kRowTile == 4, "one case per row-tile height");
+  switch (rb) {
+    case 4:
+      return fn(std::integral_constant<int, 4>());
+    case 3:
+      return fn(std::integral_constant<int, 3>());
+    case 2:
+      return fn(std::integral_constant<int, 2>());
+    default:
+      return fn(std::integral_constant<int, 1>());
+  }
+}
+
+template <WeightQuant F>
+SWARM_QAVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const QuantMatrixView& w,
+                           const float* bias, float* y, int64_t ys, int64_t j0, int64_t j1) {
+  // Outputs per tile: 4 for a single row (4 streams of codes), 1 for more (a row tile of 4 rows
+  // then holds 8 vector registers of sums and accumulators).
+  const int64_t jt = rows == 1 ? 4 : 1;
+  for (int64_t j = j0; j < j1; j += jt) {
+    const int64_t nj = std::min(jt, j1 - j);
+    for (int64_t r = 0; r < rows; r += kRowTile) {
+      ForRowTile(std::min<int64_t>(kRowTile, rows - r), [&](auto rb) {
+        constexpr int RB = decltype(rb)::value;
+        const float* xr = x + r * xs;
+        float* yr = y + r * ys;
+        switch (nj) {
+          case 4:
+            Tile<F, RB, 4>(xr, xs, w, bias, yr, ys, j);
+            break;
+          case 3:
+            Tile<F, RB, 3>(xr, xs, w, bias, yr, ys, j);
+            break;
+          case 2:
+            Tile<F, RB, 2>(xr, xs, w, bias, yr, ys, j);
+            break;
+          default:
+            Tile<F, RB, 1>(xr, xs, w, bias, yr, ys, j);
+            break;
+        }
+      });
+    }
+  }
+}
+
+bool CpuHasF16c() {
+  static const bool has = __builtin_cpu_supports("f16c");
+  return has;
+}
+
+#endif  // SWARM_QMATMUL_X86
+
+// Rounds half away from zero, as llama.cpp's quantizers (roundf).
+inline int RoundAway(float v) { return static_cast<int>(std::round(v)); }
+
+}  // namespace
+
+void QMatmulRows(const float* x, int64_t rows, int64_t x_stride, const QuantMatrixView& w,
+                 const float* bias, float* y, int64_t y_stride, MatmulIsa isa) {
+  if (rows <= 0 || w.n <= 0) return;
+  bool avx2 = isa == MatmulIsa::kAvx2 || (isa == MatmulIsa::kAuto && CpuHasAvx2Fma());
+  const int64_t kp = QuantGroups(w.k) * kQuantGroup;
+  // The AVX2 tiles read whole groups of x: rows padded with zeros when k is not a multiple of 32.
+  std::vector<float> padded;
+  const float* xp = x;
+  int64_t xps = x_stride;
+#ifdef SWARM_QMATMUL_X86
+  avx2 = avx2 && CpuHasF16c();
+  if (avx2 && kp != w.k) {
+    padded.assign(static_cast<size_t>(rows * kp), 0.0f);
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(padded.data() + r * kp, x + r * x_stride, sizeof(float) * w.k);
+    }
+    xp = padded.data();
+    xps = kp;
+  }
+#else
+  avx2 = false;
+#endif
+  const int64_t blocks = (w.n + kColumnBlock - 1) / kColumnBlock;
+  const int64_t grain =
+      std::max<int64_t>(1, 65536 / std::max<int64_t>(1, kColumnBlock * w.k * rows));
+  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    const int64_t j0 = b0 * kColumnBlock, j1 = std::min(w.n, b1 * kColumnBlock);
+#ifdef SWARM_QMATMUL_X86
+    if (avx2) {
+      if (w.format == WeightQuant::kQ8) {
+        BlockAvx2<WeightQuant::kQ8>(xp, rows, xps, w, bias, y, y_stride, j0, j1);
+      } else {
+        BlockAvx2<WeightQuant::kQ4>(xp, rows, xps, w, bias, y, y_stride, j0, j1);
+      }
+      return;
+    }
+#endif
+    std::vector<float> buf;
+    for (int64_t j = j0; j < j1; j += kColumnBlock) {
+      BlockScalar(x, rows, x_stride, w, bias, y, y_stride, j, std::min(w.n, j + kColumnBlock), buf);
+    }
+  });
+}
+
+void QuantizeRows(WeightQuant format, const float* src, int64_t n, int64_t k, int64_t src_stride,
+                  uint8_t* data, uint16_t* scales) {
+  const int64_t groups = QuantGroups(k), row_bytes = QuantRowBytes(format, k);
+  float group[kQuantGroup];
+  for (int64_t j = 0; j < n; ++j) {
+    const float* row = src + j * src_stride;
+    uint8_t* out = data + j * row_bytes;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t begin = g * kQuantGroup, len = std::min<int64_t>(kQuantGroup, k - begin);
+      std::fill(group, group + kQuantGroup, 0.0f);
+      std::copy(row + begin, row + begin + len, group);
+      if (format == WeightQuant::kQ8) {
+        float amax = 0;
+        for (float v : group) amax = std::max(amax, std::fabs(v));
+        const uint16_t h = FloatToHalf(amax / 127.0f);
+        const float d = HalfToFloat(h);
+        const float id = d != 0 ? 1.0f / d : 0.0f;
+        for (int i = 0; i < kQuantGroup; ++i) {
+          const int q = std::clamp(RoundAway(group[i] * id), -127, 127);
+          out[g * kQuantGroup + i] = static_cast<uint8_t>(static_cast<int8_t>(q));
+        }
+        scales[j * groups + g] = h;
+      } else {
+        float amax = 0, m = 0;
+        for (float v : group) {
+          if (std::fabs(v) > amax) {
+            amax = std::fabs(v);
+            m = v;
+          }
+        }
+        const uint16_t h = FloatToHalf(m / -8.0f);
+        const float d = HalfToFloat(h);
+        const float id = d != 0 ? 1.0f / d : 0.0f;
+        uint8_t* o = out + g * (kQuantGroup / 2);
+        for (int b = 0; b < kQuantGroup / 2; ++b) {
+          const int q0 = std::clamp(RoundAway(group[b] * id) + 8, 0, 15);
+          const int q1 = std::clamp(RoundAway(group[b + kQuantGroup / 2] * id) + 8, 0, 15);
+          o[b] = static_cast<uint8_t>(q0 | (q1 << 4));
+        }
+        scales[j * groups + g] = h;
+      }
+    }
+  }
+}
+
+void DequantizeRows(const QuantMatrixView& w, int64_t j0, int64_t j1, float* out) {
+  const int64_t groups = QuantGroups(w.k);
+  float group[kQuantGroup];
+  for (int64_t j = j0; j < j1; ++j) {
+    float* row = out + (j - j0) * w.k;
+    for (int64_t g = 0; g < groups; ++g) {
+      DequantGroup(w, j, g, group);
+      const int64_t begin = g * kQuantGroup, len = std::min<int64_t>(kQuantGroup, w.k - begin);
+      std::copy(group, group + len, row + begin);
+    }
+  }
+}
+
+}  // namespace swarm::model
