@@ -41,10 +41,17 @@ Fixture* Start() {
   return f;
 }
 
+Fixture* f = nullptr;
+
 }  // namespace
 
+// The servers start before the first input (not counted against libFuzzer's per-input timeout).
+extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
+  f = Start();
+  return 0;
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static Fixture* f = Start();
   swarm::v1::GenerateRequest req;
   if (!req.ParseFromArray(data, static_cast<int>(size))) return 0;
   if (!req.sampling().has_max_new_tokens() || req.sampling().max_new_tokens() > 4) {

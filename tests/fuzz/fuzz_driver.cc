@@ -20,6 +20,8 @@
 #include <vector>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
+// Optional, as in libFuzzer: the target's set-up, run once before the first input.
+extern "C" __attribute__((weak)) int LLVMFuzzerInitialize(int* argc, char*** argv);
 
 namespace {
 
@@ -142,6 +144,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s [--runs N] [--max-len BYTES] [--seed S] SEED...\n", argv[0]);
     return 2;
   }
+  if (LLVMFuzzerInitialize != nullptr) LLVMFuzzerInitialize(&argc, &argv);
   for (const Bytes& b : pool) Run(b);
   std::mt19937_64 rng(seed);
   for (long i = 0; i < runs; ++i) {

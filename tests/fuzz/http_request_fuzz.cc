@@ -20,11 +20,19 @@ const swarm::tokenizer::ChatTemplate* Load(const char* name) {
   return t->release();
 }
 
+const swarm::tokenizer::ChatTemplate* llama3 = nullptr;
+const swarm::tokenizer::ChatTemplate* llama2 = nullptr;
+
 }  // namespace
 
+// The fixtures load before the first input (not counted against libFuzzer's per-input timeout).
+extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
+  llama3 = Load("llama-3.1");
+  llama2 = Load("llama-2-chat");
+  return 0;
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const swarm::tokenizer::ChatTemplate* llama3 = Load("llama-3.1");
-  static const swarm::tokenizer::ChatTemplate* llama2 = Load("llama-2-chat");
   if (size == 0) return 0;
   const bool chat = data[0] & 1;
   const std::string body(reinterpret_cast<const char*>(data + 1), size - 1);

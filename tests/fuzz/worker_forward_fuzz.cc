@@ -7,6 +7,12 @@
 
 #include "tests/fuzz/worker_fixture.h"
 
+// The worker starts before the first input (not counted against libFuzzer's per-input timeout).
+extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
+  swarm::fuzz::WorkerFixture::Get();
+  return 0;
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   swarm::fuzz::WorkerFixture* f = swarm::fuzz::WorkerFixture::Get();
   if (size == 0) return 0;

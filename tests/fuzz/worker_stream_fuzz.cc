@@ -38,6 +38,12 @@ void SendPieces(Stream* stream, Request req, size_t cut) {
 
 }  // namespace
 
+// The worker starts before the first input (not counted against libFuzzer's per-input timeout).
+extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
+  swarm::fuzz::WorkerFixture::Get();
+  return 0;
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   WorkerFixture* f = WorkerFixture::Get();
   if (size < 2) return 0;
