@@ -4,35 +4,25 @@
 #include <utility>
 #include <vector>
 
+#include "common/host_tensor.h"
 #include "model/layers_torch.h"
 
 namespace swarm::model {
 
 namespace {
 
-// Whether the row kernel computes x · w: f32 weights and activations on the CPU, with the weight
-// matrix row-major or a transposed view of one (GPT-2's Conv1D weights).
+// Whether Linear() computes x · w through the row kernel: f32 activations (and weights the row
+// kernel reads with a bias of f32: bf16 weights keep LibTorch's bf16 path there).
 bool RowKernelApplies(const at::Tensor& x, const LinearWeights& w) {
-  const at::Tensor& W = w.weight;
-  return x.device().is_cpu() && W.device().is_cpu() && x.scalar_type() == at::kFloat &&
-         W.scalar_type() == at::kFloat && x.dim() == 2 && W.dim() == 2 &&
-         (W.stride(1) == 1 || W.stride(0) == 1) &&
-         (!w.bias.defined() || (w.bias.scalar_type() == at::kFloat && w.bias.is_contiguous()));
+  return x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() == 2 &&
+         w.weight.scalar_type() == at::kFloat && RowKernelSupports(w);
 }
 
 at::Tensor RowKernelLinear(const at::Tensor& x, const LinearWeights& w) {
   const at::Tensor xc = x.contiguous();
-  const at::Tensor& W = w.weight;
-  MatrixView view;
-  view.data = W.data_ptr<float>();
-  view.n = W.size(0);
-  view.k = W.size(1);
-  view.row_stride = W.stride(1) == 1 ? W.stride(0) : 1;
-  view.col_stride = W.stride(1) == 1 ? 1 : W.stride(1);
-  at::Tensor y = at::empty({xc.size(0), view.n}, xc.options());
-  MatmulRows(xc.data_ptr<float>(), xc.size(0), xc.stride(0), view,
-             w.bias.defined() ? w.bias.data_ptr<float>() : nullptr, y.data_ptr<float>(),
-             y.stride(0));
+  at::Tensor y = at::empty({xc.size(0), w.weight.size(0)}, xc.options());
+  LinearRows(w, xc.data_ptr<float>(), xc.size(0), xc.stride(0), y.data_ptr<float>(), y.stride(0),
+             MatmulIsa::kAuto, nullptr);
   return y;
 }
 
@@ -64,6 +54,39 @@ at::Tensor RowWise(const at::Tensor& x, int64_t invariant_rows, F f) {
 }
 
 }  // namespace
+
+bool RowKernelSupports(const LinearWeights& w) {
+  const at::Tensor& W = w.weight;
+  const at::ScalarType t = W.scalar_type();
+  return W.device().is_cpu() && W.dim() == 2 && (t == at::kFloat || t == at::kBFloat16) &&
+         (W.stride(1) == 1 || W.stride(0) == 1) &&
+         (!w.bias.defined() || (w.bias.scalar_type() == t && w.bias.is_contiguous()));
+}
+
+void LinearRows(const LinearWeights& w, const float* x, int64_t rows, int64_t x_stride, float* y,
+                int64_t y_stride, MatmulIsa isa, ComputeTeam* team) {
+  const at::Tensor& W = w.weight;
+  MatrixView view;
+  view.data = W.data_ptr();
+  view.type = W.scalar_type() == at::kBFloat16 ? WeightType::kBf16 : WeightType::kF32;
+  view.n = W.size(0);
+  view.k = W.size(1);
+  view.row_stride = W.stride(1) == 1 ? W.stride(0) : 1;
+  view.col_stride = W.stride(1) == 1 ? 1 : W.stride(1);
+  const float* bias = nullptr;
+  std::vector<float> widened;
+  if (w.bias.defined()) {
+    if (w.bias.scalar_type() == at::kFloat) {
+      bias = w.bias.data_ptr<float>();
+    } else {
+      const auto* b = static_cast<const uint16_t*>(w.bias.data_ptr());
+      widened.resize(view.n);
+      for (int64_t j = 0; j < view.n; ++j) widened[j] = Bf16ToFloat(b[j]);
+      bias = widened.data();
+    }
+  }
+  MatmulRows(x, rows, x_stride, view, bias, y, y_stride, isa, team);
+}
 
 at::Tensor Linear(const at::Tensor& x, const LinearWeights& w, int64_t invariant_rows) {
   const int64_t T = x.size(0);
@@ -112,6 +135,10 @@ Rotary::Rotary(int64_t head_dim, int64_t positions, double theta, at::Device dev
   cos_ = emb.cos().to(device, dtype);
   at::Tensor sin = freqs.sin();
   sin_signed_ = at::cat({-sin, sin}, -1).to(device, dtype);
+  if (device.is_cpu()) {
+    cos_f32_ = cos_.to(at::kFloat).contiguous();
+    sin_f32_ = sin_signed_.to(at::kFloat).contiguous();
+  }
 }
 
 at::Tensor Rotary::Apply(const at::Tensor& t, const at::Tensor& positions) const {

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/compute_team.h"
 #include "common/status_macros.h"
 #include "model/architecture_torch.h"
 
@@ -36,6 +37,7 @@ class ModelEndsImpl final : public ModelEnds {
     ends->dtype_ = w.dtype();
     ends->bytes_ = w.bytes();
     ends->ckpt_ = std::move(ckpt);
+    if (ends->device_.is_cpu()) ends->team_ = SharedComputeTeam();
     return ends;
   }
 
@@ -127,6 +129,8 @@ class ModelEndsImpl final : public ModelEnds {
   at::Device device_{at::kCPU};
   at::ScalarType dtype_ = at::kFloat;
   int64_t bytes_ = 0;
+  // The process's team the head's row-kernel products run on, held while these ends live.
+  std::shared_ptr<ComputeTeam> team_;
 };
 
 }  // namespace
