@@ -77,8 +77,7 @@ struct RowNorm {
 // y = RMSNorm(x) row by row as Hugging Face computes it in f32: x·rsqrt(mean(x²) + eps)·weight.
 void RowsRmsNorm(const float* x, int64_t rows, int64_t d, const RowNorm& w, double eps, float* y);
 // y = LayerNorm(x) row by row: (x − mean)·rsqrt(var + eps)·weight + bias (biased variance).
-void RowsLayerNorm(const float* x, int64_t rows, int64_t d, const RowNorm& w, double eps,
-                   float* y);
+void RowsLayerNorm(const float* x, int64_t rows, int64_t d, const RowNorm& w, double eps, float* y);
 
 // Whether every product of these weights goes through LinearRows.
 bool RowsSupported(const AttentionWeights& w);

@@ -274,7 +274,7 @@ SWARM_AVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const Matrix
       ForRowTile(std::min<int64_t>(kRowTile, rows - r), [&](auto rb) {
         ForColumnTile(nj, [&](auto jb) {
           TileRowMajor<WT, decltype(rb)::value, decltype(jb)::value>(x + r * xs, xs, w, bias,
-                                                                      y + r * ys, ys, j);
+                                                                     y + r * ys, ys, j);
         });
       });
     }
@@ -360,7 +360,7 @@ SWARM_AVX512 void BlockAvx512(const float* x, int64_t rows, int64_t xs, const Ma
       ForRowTile(std::min<int64_t>(kRowTile, rows - r), [&](auto rb) {
         ForColumnTile(nj, [&](auto jb) {
           TileRowMajor512<WT, decltype(rb)::value, decltype(jb)::value>(x + r * xs, xs, w, bias,
-                                                                         y + r * ys, ys, j);
+                                                                        y + r * ys, ys, j);
         });
       });
     }

@@ -57,8 +57,7 @@ std::pair<at::Tensor, at::Tensor> TorchKvCache::Append(int layer, const at::Tens
 }
 
 TorchKvCache::Storage TorchKvCache::Reserve(int layer, int64_t kv_heads, int64_t head_dim,
-                                            at::ScalarType dtype, int64_t start_pos,
-                                            int64_t rows) {
+                                            at::ScalarType dtype, int64_t start_pos, int64_t rows) {
   LayerKv& kv = layers_[layer];
   const int64_t total = start_pos + rows;
   Grow(kv, kv_heads, head_dim, at::TensorOptions().dtype(dtype), total);

@@ -35,6 +35,9 @@ class LayerHostImpl final : public LayerHost {
     return static_cast<int64_t>(layers_.size()) * 2 * c.num_kv_heads * c.head_dim *
            DTypeSize(dtype_);
   }
+  std::string KernelPath() const override {
+    return fused_ ? absl::StrCat("fused ", MatmulIsaName(isa_)) : "libtorch";
+  }
   std::unique_ptr<KvCache> NewCache(int64_t capacity) const override {
     return std::make_unique<TorchKvCache>(capacity, config().max_position_embeddings);
   }
@@ -70,7 +73,7 @@ class LayerHostImpl final : public LayerHost {
   at::Device device_{at::kCPU};
   DType dtype_ = DType::kF32;
   int64_t weight_bytes_ = 0;
-  bool fused_ = false;                // Every hosted layer supports the fused CPU path.
+  bool fused_ = false;                  // Every hosted layer supports the fused CPU path.
   MatmulIsa isa_ = MatmulIsa::kScalar;  // Resolved at Create (SWARM_CPU_ISA).
   std::shared_ptr<ComputeTeam> team_;   // The process's team, held while this host lives.
 };
@@ -289,7 +292,11 @@ absl::StatusOr<BatchOutput> LayerHostImpl::ForwardBatch(const HostTensor& h,
       absl::StatusOr<BatchRows> batch = TorchCall("forward", [&]() -> absl::StatusOr<BatchRows> {
         return BatchRows::Make(std::move(rows), invariant_rows, at::kCPU);
       });
-      y = batch.ok() ? Run(x, std::move(*batch), layers) : batch.status();
+      if (batch.ok()) {
+        y = Run(x, std::move(*batch), layers);
+      } else {
+        y = batch.status();
+      }
     }
     if (!y.ok()) {
       for (const Survivor& v : group) out.status[v.index] = y.status();

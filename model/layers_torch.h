@@ -107,7 +107,7 @@ class Rotary {
 
  private:
   int64_t head_dim_;
-  at::Tensor cos_, sin_signed_;    // [positions, head_dim]
+  at::Tensor cos_, sin_signed_;   // [positions, head_dim]
   at::Tensor cos_f32_, sin_f32_;  // The same in f32, contiguous, CPU only.
 };
 
