@@ -286,24 +286,31 @@ SWARM_AVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const Matrix
 
 #define SWARM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
 
+// The maskz forms with a full mask throughout: GCC 12's plain forms start from a self-initialised
+// "undefined" vector that its own -Wuninitialized flags (an error under -Werror).
+
+constexpr __mmask16 kAll16 = 0xFFFF;
+
 SWARM_AVX512 inline __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
 SWARM_AVX512 inline __m512 Load16(const uint16_t* p) {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  return _mm512_castsi512_ps(
+      _mm512_maskz_slli_epi32(kAll16, _mm512_maskz_cvtepu16_epi32(kAll16, h), 16));
 }
 SWARM_AVX512 inline __m512 LoadPartial16(const float* p, __mmask16 m) {
   return _mm512_maskz_loadu_ps(m, p);
 }
 SWARM_AVX512 inline __m512 LoadPartial16(const uint16_t* p, __mmask16 m) {
   const __m256i h = _mm256_maskz_loadu_epi16(m, p);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  return _mm512_castsi512_ps(
+      _mm512_maskz_slli_epi32(kAll16, _mm512_maskz_cvtepu16_epi32(kAll16, h), 16));
 }
 
 // The 16 lanes summed in a fixed tree: halves, then the AVX2 order on the 8 sums.
 SWARM_AVX512 inline float HorizontalSum16(__m512 a) {
-  const __m256 lo = _mm512_castps512_ps256(a);
-  const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
-  return HorizontalSum(_mm256_add_ps(lo, hi));
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, a);
+  return HorizontalSum(_mm256_add_ps(_mm256_load_ps(lanes), _mm256_load_ps(lanes + 8)));
 }
 
 // As TileRowMajor with 16 lanes: lane l sums the products of i ≡ l (mod 16) in increasing i.
