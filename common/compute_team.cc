@@ -34,7 +34,14 @@ ComputeTeam::~ComputeTeam() {
   for (std::thread& t : threads_) t.join();
 }
 
-void ComputeTeam::Loop(int index) {
+void ComputeTeam::Work(Job& job, int member) {
+  for (int64_t t = job.next.fetch_add(1); t < job.tasks; t = job.next.fetch_add(1)) {
+    job.fn(t, member);
+    job.done.fetch_add(1, std::memory_order_release);
+  }
+}
+
+void ComputeTeam::Loop(int member) {
   uint64_t seen = 0;
   while (true) {
     auto spin_until = std::chrono::steady_clock::now() + kSpin;
@@ -49,31 +56,36 @@ void ComputeTeam::Loop(int index) {
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load(std::memory_order_acquire)) return;
-    (*fn_)(index);
-    remaining_.fetch_sub(1, std::memory_order_acq_rel);
+    // Announce before looking: Run does not return (its job leaves the stack) while active_ > 0,
+    // and a job it has withdrawn is never seen (sequentially consistent order of the two).
+    active_.fetch_add(1);
+    if (Job* job = job_.load()) Work(*job, member);
+    active_.fetch_sub(1);
   }
 }
 
-void ComputeTeam::Run(absl::FunctionRef<void(int)> fn) {
-  if (size_ == 1 || !run_mu_.TryLock()) {
-    for (int t = 0; t < size_; ++t) fn(t);
+void ComputeTeam::Run(int64_t tasks, absl::FunctionRef<void(int64_t, int)> fn) {
+  if (tasks <= 0) return;
+  if (size_ == 1 || tasks == 1 || !run_mu_.TryLock()) {
+    for (int64_t t = 0; t < tasks; ++t) fn(t, 0);
     return;
   }
-  fn_ = &fn;
-  remaining_.store(size_ - 1, std::memory_order_release);
+  Job job{fn, tasks};
+  job_.store(&job);
   {
     absl::MutexLock lock(&mu_);
     generation_.fetch_add(1, std::memory_order_acq_rel);
     wake_.SignalAll();
   }
-  fn(0);
+  Work(job, 0);
   int spins = 0;
-  while (remaining_.load(std::memory_order_acquire) != 0) {
+  while (job.done.load(std::memory_order_acquire) != tasks) {
     SWARM_PAUSE();
-    // A member that was descheduled (a loaded machine): let it have the core.
-    if (++spins % 1024 == 0) std::this_thread::yield();
+    // A member descheduled in the middle of a task (a loaded machine): let it have the core.
+    if (++spins % 256 == 0) std::this_thread::yield();
   }
-  fn_ = nullptr;
+  job_.store(nullptr);
+  while (active_.load() != 0) SWARM_PAUSE();
   run_mu_.Unlock();
 }
 

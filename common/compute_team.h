@@ -1,17 +1,19 @@
 // A team of threads for the fork-join loops of the CPU decode path (model/cpu_matmul.h's products
-// split over output columns, model/cpu_layer_torch.h's attention split over heads): Run(fn) calls
-// fn(t) for every member t at once and returns when all have returned. Decode runs tens of such
-// loops per token, microseconds apart, so the members spin briefly between them (a bounded time)
-// before sleeping, as llama.cpp's threads do; a queue-based executor (common/thread_pool.h) takes
-// tens of microseconds to wake a thread.
+// split over output columns, model/cpu_layer_torch.h's attention split over heads): Run(n, fn)
+// calls fn(task, member) for every task in [0, n) and returns when all have returned. The members
+// take tasks from a shared counter, so one that is slow to wake or descheduled (a shared machine)
+// leaves its tasks to the others instead of holding the loop up. Decode runs tens of such loops per
+// token, microseconds apart, so the members spin briefly between them (a bounded time) before
+// sleeping, as llama.cpp's threads do; a queue-based executor (common/thread_pool.h) takes tens of
+// microseconds to wake a thread.
 //
 // One team per process (SharedComputeTeam): every row-kernel product of the process (layers and
 // LM head) runs on it, so that two teams never spin against each other on the same cores.
 //
 // Thread-safe: one Run at a time uses the members; a Run that finds the team busy (another thread
-// of the process in its own Run) calls fn(0) .. fn(size()-1) itself, in order. Callers split work
-// so that results do not depend on which thread computes which part. The destructor joins every
-// member (no detached threads).
+// of the process in its own Run) runs every task itself, in order. Which member runs which task
+// varies from call to call: callers make each task's result independent of that. The destructor
+// joins every member (no detached threads).
 #ifndef SWARM_COMMON_COMPUTE_TEAM_H_
 #define SWARM_COMMON_COMPUTE_TEAM_H_
 
@@ -37,21 +39,29 @@ class ComputeTeam {
 
   int size() const { return size_; }
 
-  // fn(t) for t in [0, size()): t = 0 on the calling thread, the others on the members; returns
-  // when every call has returned. fn must not throw and must not call Run on this team.
-  void Run(absl::FunctionRef<void(int)> fn);
+  // fn(task, member) for every task in [0, tasks), each exactly once, on the calling thread
+  // (member 0) and the other members (1..size()-1); returns when every call has returned. fn
+  // must not throw and must not call Run on this team.
+  void Run(int64_t tasks, absl::FunctionRef<void(int64_t task, int member)> fn);
 
  private:
-  void Loop(int index);
+  struct Job {
+    absl::FunctionRef<void(int64_t, int)> fn;
+    int64_t tasks;
+    std::atomic<int64_t> next{0};  // The next task to take.
+    std::atomic<int64_t> done{0};  // Tasks finished.
+  };
+  void Loop(int member);
+  static void Work(Job& job, int member);
 
   const int size_;
   absl::Mutex run_mu_;  // Held by the Run that owns the members.
   absl::Mutex mu_;      // Guards sleeping and waking.
   absl::CondVar wake_;
-  std::atomic<uint64_t> generation_{0};  // Bumped (under mu_) for each Run handed to the members.
-  std::atomic<int> remaining_{0};        // Members still in the current Run's fn.
+  std::atomic<uint64_t> generation_{0};  // Bumped (under mu_) for each Run and at destruction.
+  std::atomic<Job*> job_{nullptr};       // The current Run's job (on its caller's stack).
+  std::atomic<int> active_{0};           // Members that may be touching *job_.
   std::atomic<bool> stop_{false};
-  const absl::FunctionRef<void(int)>* fn_ = nullptr;  // The current Run's fn (set before a bump).
   std::vector<std::thread> threads_;
 };
 

@@ -226,14 +226,15 @@ void RowsAttention(const AttentionWeights& w, const AttentionShape& shape, const
   int64_t work = 0;
   for (const RowSequence& s : step.sequences()) work += s.rows * (s.start_pos + s.rows);
   work *= H * hd * 2;
-  const int parts = work >= kMinParallelAttention && team != nullptr
-                        ? static_cast<int>(std::min<int64_t>(team->size(), tasks))
-                        : 1;
-  float* scores_all = step.Scratch(RowStep::kScores, parts * max_len);
+  const bool parallel = work >= kMinParallelAttention && team != nullptr;
+  const int members = parallel ? team->size() : 1;
+  float* scores_all = step.Scratch(RowStep::kScores, members * max_len);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  auto run = [&](int part) {
-    float* scores = scores_all + part * max_len;
-    for (int64_t task = tasks * part / parts; task < tasks * (part + 1) / parts; ++task) {
+  // Task `task` covers (row, head) pairs [task·per, (task+1)·per) — a few tasks per member.
+  const int64_t chunks = parallel ? std::min<int64_t>(tasks, 4 * members) : 1;
+  auto run = [&](int64_t chunk, int member) {
+    float* scores = scores_all + member * max_len;
+    for (int64_t task = tasks * chunk / chunks; task < tasks * (chunk + 1) / chunks; ++task) {
       const int64_t r = task / H, h = task % H, g = h / G;
       const RowSequence& s = step.sequences()[seq_of[r]];
       const TorchKvCache::Storage& st = kv[seq_of[r]];
@@ -252,12 +253,10 @@ void RowsAttention(const AttentionWeights& w, const AttentionShape& shape, const
       }
     }
   };
-  if (parts == 1) {
-    run(0);
+  if (parallel) {
+    team->Run(chunks, run);
   } else {
-    team->Run([&](int t) {
-      if (t < parts) run(t);
-    });
+    run(0, 0);
   }
 
   float* y = step.Scratch(RowStep::kOut, T * d);

@@ -119,6 +119,21 @@ void ForColumnTile(int64_t jb, Fn&& fn) {
   }
 }
 
+// The row-major tiling both vector kernels share: outputs [j0, j1) in tiles of jt (the last one
+// narrower), each for all rows in tiles of kRowTile; tile(rb, jb, r, j) computes rows r..r+rb-1
+// × outputs j..j+jb-1, rb and jb as integral constants. Outputs outer, rows inner: a tile's few
+// weight rows stay in cache while every row tile reads them, so W comes from memory once.
+template <typename Tile>
+void RowMajorTiles(int64_t rows, int64_t j0, int64_t j1, int64_t jt, Tile&& tile) {
+  for (int64_t j = j0; j < j1; j += jt) {
+    const int64_t nj = std::min(jt, j1 - j);
+    for (int64_t r = 0; r < rows; r += kRowTile) {
+      ForRowTile(std::min<int64_t>(kRowTile, rows - r),
+                 [&](auto rb) { ForColumnTile(nj, [&](auto jb) { tile(rb, jb, r, j); }); });
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // AVX2 + FMA.
 #ifdef SWARM_MATMUL_X86
@@ -258,27 +273,17 @@ SWARM_AVX2 void ColumnMajorAvx2(const float* x, int64_t rows, int64_t xs, const 
   }
 }
 
-// One block of columns [j0, j1) for all rows. Outputs outer, rows inner: a tile's few weight rows
-// stay in cache while every row tile (kRowTile rows, the last one shorter) reads them, so W comes
-// from memory once.
+// One block of columns [j0, j1) for all rows.
 template <typename WT>
 SWARM_AVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const MatrixView& w,
                           const float* bias, float* y, int64_t ys, int64_t j0, int64_t j1) {
   if (w.col_stride != 1) return ColumnMajorAvx2<WT>(x, rows, xs, w, bias, y, ys, j0, j1);
   // Outputs per tile: 3 (12 accumulators for 4 rows, 7 loads per 12 FMAs), 2 for a single row
-  // (measured faster there); the block's last outputs in a narrower tile.
-  const int64_t jt = rows == 1 ? 2 : 3;
-  for (int64_t j = j0; j < j1; j += jt) {
-    const int64_t nj = std::min(jt, j1 - j);
-    for (int64_t r = 0; r < rows; r += kRowTile) {
-      ForRowTile(std::min<int64_t>(kRowTile, rows - r), [&](auto rb) {
-        ForColumnTile(nj, [&](auto jb) {
-          TileRowMajor<WT, decltype(rb)::value, decltype(jb)::value>(x + r * xs, xs, w, bias,
-                                                                     y + r * ys, ys, j);
-        });
-      });
-    }
-  }
+  // (measured faster there).
+  RowMajorTiles(rows, j0, j1, rows == 1 ? 2 : 3, [&](auto rb, auto jb, int64_t r, int64_t j) {
+    TileRowMajor<WT, decltype(rb)::value, decltype(jb)::value>(x + r * xs, xs, w, bias, y + r * ys,
+                                                               ys, j);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -360,18 +365,10 @@ template <typename WT>
 SWARM_AVX512 void BlockAvx512(const float* x, int64_t rows, int64_t xs, const MatrixView& w,
                               const float* bias, float* y, int64_t ys, int64_t j0, int64_t j1) {
   if (w.col_stride != 1) return ColumnMajorAvx2<WT>(x, rows, xs, w, bias, y, ys, j0, j1);
-  const int64_t jt = rows == 1 ? 2 : 4;
-  for (int64_t j = j0; j < j1; j += jt) {
-    const int64_t nj = std::min(jt, j1 - j);
-    for (int64_t r = 0; r < rows; r += kRowTile) {
-      ForRowTile(std::min<int64_t>(kRowTile, rows - r), [&](auto rb) {
-        ForColumnTile(nj, [&](auto jb) {
-          TileRowMajor512<WT, decltype(rb)::value, decltype(jb)::value>(x + r * xs, xs, w, bias,
-                                                                        y + r * ys, ys, j);
-        });
-      });
-    }
-  }
+  RowMajorTiles(rows, j0, j1, rows == 1 ? 2 : 4, [&](auto rb, auto jb, int64_t r, int64_t j) {
+    TileRowMajor512<WT, decltype(rb)::value, decltype(jb)::value>(x + r * xs, xs, w, bias,
+                                                                  y + r * ys, ys, j);
+  });
 }
 
 #endif  // SWARM_MATMUL_X86
@@ -455,10 +452,10 @@ void MatmulRows(const float* x, int64_t rows, int64_t x_stride, const MatrixView
     held = SharedComputeTeam();
     team = held.get();
   }
-  const int64_t parts = std::min<int64_t>(team->size(), blocks);
-  team->Run([&](int t) {
-    if (t < parts) run(blocks * t / parts, blocks * (t + 1) / parts);
-  });
+  // A few tasks per member, each a contiguous range of blocks, taken as members come free.
+  const int64_t tasks = std::min<int64_t>(blocks, 4 * team->size());
+  team->Run(tasks,
+            [&](int64_t t, int /*member*/) { run(blocks * t / tasks, blocks * (t + 1) / tasks); });
 }
 
 }  // namespace swarm::model
