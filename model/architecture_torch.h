@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "model/architecture.h"
+#include "model/cpu_layer_torch.h"
 #include "model/kv_cache_torch.h"
 #include "model/layers_torch.h"
 #include "model/weights_torch.h"
@@ -30,6 +31,17 @@ class DecoderLayer {
   // A single sequence is the batch of one. May throw (LibTorch): the caller runs it inside
   // TorchCall.
   virtual at::Tensor Forward(const at::Tensor& x, const BatchRows& batch) const = 0;
+
+  // The fused CPU path (model/cpu_layer_torch.h): whether ForwardRows runs this layer (its weights
+  // on the CPU, in types the row kernel reads).
+  virtual bool RowsSupported() const { return false; }
+  // x: step.rows() rows of f32 hidden states [rows, hidden] through the layer, in place, the
+  // rows and caches as `step` says; appends each sequence's keys and values to its cache.
+  // Precondition: RowsSupported(). May throw (LibTorch, a cache growing): inside TorchCall.
+  virtual void ForwardRows(float* x, RowStep& step) const {
+    (void)x;
+    (void)step;
+  }
 };
 
 // What the family loads for ModelEnds (the LM head is the same for every family; ModelEnds

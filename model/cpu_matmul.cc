@@ -1,14 +1,16 @@
-// The batch-invariant row kernel (model/cpu_matmul.h). Structure, for both implementations:
-//   MatmulRows → at::parallel_for over blocks of kColumnBlock output columns → per block, the
-//   columns in register tiles of JB outputs × RB rows; per tile element, the fixed reduction
+// The batch-invariant row kernel (model/cpu_matmul.h). Structure, for every implementation:
+//   MatmulRows → one contiguous range of kColumnBlock-column blocks per team member → per block,
+//   the columns in register tiles of JB outputs × RB rows; per tile element, the fixed reduction
 //   the header describes.
-// An element's operations depend only on x's row, W's row (column) and k — never on RB, JB, the
-// tile it falls in or the thread — which is what makes a row's result independent of the batch.
+// An element's operations depend only on x's row, W's row (column), k and the ISA — never on RB,
+// JB, the tile it falls in or the thread — which is what makes a row's result independent of the
+// batch. The weight type only changes how W is loaded (bf16 widened exactly), never the order.
 #include "model/cpu_matmul.h"
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <type_traits>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -19,33 +21,50 @@
 namespace swarm::model {
 namespace {
 
-// Output columns per parallel task unit (a multiple of 16, the widest tile).
+// Output columns per block, the unit a team member's share is made of (a multiple of 16, the
+// widest column-major strip).
 constexpr int64_t kColumnBlock = 16;
 // Rows per register tile: the rows that share one load of each weight vector.
 constexpr int kRowTile = 4;
+// Products of fewer multiply-adds than this run on the calling thread: waking the team costs
+// about a microsecond, which such a product does not repay.
+constexpr int64_t kMinParallelWork = 1 << 17;
+// Software prefetch distance along a weight row (does not change results).
+constexpr int64_t kPrefetchBytes = 1024;
+
+inline float Widen(float v) { return v; }
+inline float Widen(uint16_t v) {
+  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Portable scalar fallback.
 
 // Row-major W: lane l (of 8) sums x[i]·w[i] for i % 8 == l in increasing i, then the lanes are
 // summed pairwise in the order the AVX2 kernel's horizontal sum uses.
-float DotLanesScalar(const float* x, const float* w, int64_t k) {
+template <typename WT>
+float DotLanesScalar(const float* x, const WT* w, int64_t k) {
   float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= k; i += 8) {
-    for (int l = 0; l < 8; ++l) lane[l] += x[i + l] * w[i + l];
+    for (int l = 0; l < 8; ++l) lane[l] += x[i + l] * Widen(w[i + l]);
   }
-  for (int l = 0; i + l < k; ++l) lane[l] += x[i + l] * w[i + l];
+  for (int l = 0; i + l < k; ++l) lane[l] += x[i + l] * Widen(w[i + l]);
   const float s0 = lane[0] + lane[4], s1 = lane[1] + lane[5];
   const float s2 = lane[2] + lane[6], s3 = lane[3] + lane[7];
   return (s0 + s2) + (s1 + s3);
 }
 
+template <typename WT>
 void BlockScalar(const float* x, int64_t rows, int64_t xs, const MatrixView& w, const float* bias,
                  float* y, int64_t ys, int64_t j0, int64_t j1) {
+  const WT* data = static_cast<const WT*>(w.data);
   if (w.col_stride == 1) {
     for (int64_t j = j0; j < j1; ++j) {
-      const float* wj = w.data + j * w.row_stride;
+      const WT* wj = data + j * w.row_stride;
       for (int64_t r = 0; r < rows; ++r) {
         float s = DotLanesScalar(x + r * xs, wj, w.k);
         if (bias != nullptr) s += bias[j];
@@ -61,11 +80,57 @@ void BlockScalar(const float* x, int64_t rows, int64_t xs, const MatrixView& w, 
     const float* xr = x + r * xs;
     std::fill(acc, acc + nj, 0.0f);
     for (int64_t i = 0; i < w.k; ++i) {
-      const float* wi = w.data + i * w.col_stride + j0;
-      for (int64_t j = 0; j < nj; ++j) acc[j] += xr[i] * wi[j];
+      const WT* wi = data + i * w.col_stride + j0;
+      for (int64_t j = 0; j < nj; ++j) acc[j] += xr[i] * Widen(wi[j]);
     }
     for (int64_t j = 0; j < nj; ++j)
       y[r * ys + j0 + j] = bias != nullptr ? acc[j] + bias[j0 + j] : acc[j];
+  }
+}
+
+// fn(std::integral_constant<int, rb>) for a row-tile height rb in 1..kRowTile known at run time.
+template <typename Fn>
+void ForRowTile(int64_t rb, Fn&& fn) {
+  static_assert(kRowTile == 4, "one case per row-tile height");
+  switch (rb) {
+    case 4:
+      return fn(std::integral_constant<int, 4>());
+    case 3:
+      return fn(std::integral_constant<int, 3>());
+    case 2:
+      return fn(std::integral_constant<int, 2>());
+    default:
+      return fn(std::integral_constant<int, 1>());
+  }
+}
+
+// fn(std::integral_constant<int, jb>) for a column-tile width jb in 1..4 known at run time.
+template <typename Fn>
+void ForColumnTile(int64_t jb, Fn&& fn) {
+  switch (jb) {
+    case 4:
+      return fn(std::integral_constant<int, 4>());
+    case 3:
+      return fn(std::integral_constant<int, 3>());
+    case 2:
+      return fn(std::integral_constant<int, 2>());
+    default:
+      return fn(std::integral_constant<int, 1>());
+  }
+}
+
+// The row-major tiling both vector kernels share: outputs [j0, j1) in tiles of jt (the last one
+// narrower), each for all rows in tiles of kRowTile; tile(rb, jb, r, j) computes rows r..r+rb-1
+// × outputs j..j+jb-1, rb and jb as integral constants. Outputs outer, rows inner: a tile's few
+// weight rows stay in cache while every row tile reads them, so W comes from memory once.
+template <typename Tile>
+void RowMajorTiles(int64_t rows, int64_t j0, int64_t j1, int64_t jt, Tile&& tile) {
+  for (int64_t j = j0; j < j1; j += jt) {
+    const int64_t nj = std::min(jt, j1 - j);
+    for (int64_t r = 0; r < rows; r += kRowTile) {
+      ForRowTile(std::min<int64_t>(kRowTile, rows - r),
+                 [&](auto rb) { ForColumnTile(nj, [&](auto jb) { tile(rb, jb, r, j); }); });
+    }
   }
 }
 
@@ -81,6 +146,21 @@ SWARM_AVX2 inline __m256i TailMask(int64_t n) {
                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+SWARM_AVX2 inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
+SWARM_AVX2 inline __m256 Load8(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+// The first n (0..8) elements, the others 0.
+SWARM_AVX2 inline __m256 LoadPartial8(const float* p, int64_t n) {
+  return _mm256_maskload_ps(p, TailMask(n));
+}
+SWARM_AVX2 inline __m256 LoadPartial8(const uint16_t* p, int64_t n) {
+  uint16_t buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::memcpy(buf, p, n * sizeof(uint16_t));
+  return Load8(buf);
+}
+
 // (a0+a4 + a2+a6) + (a1+a5 + a3+a7): the scalar fallback's order.
 SWARM_AVX2 inline float HorizontalSum(__m256 a) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));  // s0..s3
@@ -91,35 +171,35 @@ SWARM_AVX2 inline float HorizontalSum(__m256 a) {
 // Row-major W: RB rows × JB outputs starting at output j. Each (row, output) accumulates in one
 // vector: lane l gets an FMA for every i ≡ l (mod 8), in increasing i; the partial last vector is
 // a masked load (absent lanes read 0 and add +0·0).
-template <int RB, int JB>
+template <typename WT, int RB, int JB>
 SWARM_AVX2 void TileRowMajor(const float* x, int64_t xs, const MatrixView& w, const float* bias,
                              float* y, int64_t ys, int64_t j) {
   const int64_t k = w.k;
-  const float* wp[JB];
-  for (int b = 0; b < JB; ++b) wp[b] = w.data + (j + b) * w.row_stride;
+  const WT* wp[JB];
+  for (int b = 0; b < JB; ++b) wp[b] = static_cast<const WT*>(w.data) + (j + b) * w.row_stride;
   __m256 acc[RB][JB];
   for (int r = 0; r < RB; ++r) {
     for (int b = 0; b < JB; ++b) acc[r][b] = _mm256_setzero_ps();
   }
+  constexpr int64_t kLine = 64 / sizeof(WT);  // Elements per cache line.
   int64_t i = 0;
   for (; i + 8 <= k; i += 8) {
-    if ((i & 15) == 0) {  // One prefetch per 64-byte line, 1 KiB ahead (does not change results).
+    if ((i & (kLine - 1)) == 0) {  // One prefetch per line.
       for (int b = 0; b < JB; ++b)
-        _mm_prefetch(reinterpret_cast<const char*>(wp[b] + i + 256), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(wp[b] + i) + kPrefetchBytes, _MM_HINT_T0);
     }
     __m256 wv[JB];
-    for (int b = 0; b < JB; ++b) wv[b] = _mm256_loadu_ps(wp[b] + i);
+    for (int b = 0; b < JB; ++b) wv[b] = Load8(wp[b] + i);
     for (int r = 0; r < RB; ++r) {
       const __m256 xv = _mm256_loadu_ps(x + r * xs + i);
       for (int b = 0; b < JB; ++b) acc[r][b] = _mm256_fmadd_ps(xv, wv[b], acc[r][b]);
     }
   }
   if (i < k) {
-    const __m256i m = TailMask(k - i);
     __m256 wv[JB];
-    for (int b = 0; b < JB; ++b) wv[b] = _mm256_maskload_ps(wp[b] + i, m);
+    for (int b = 0; b < JB; ++b) wv[b] = LoadPartial8(wp[b] + i, k - i);
     for (int r = 0; r < RB; ++r) {
-      const __m256 xv = _mm256_maskload_ps(x + r * xs + i, m);
+      const __m256 xv = LoadPartial8(x + r * xs + i, k - i);
       for (int b = 0; b < JB; ++b) acc[r][b] = _mm256_fmadd_ps(xv, wv[b], acc[r][b]);
     }
   }
@@ -135,7 +215,7 @@ SWARM_AVX2 void TileRowMajor(const float* x, int64_t xs, const MatrixView& w, co
 // Column-major W: RB rows × JV vectors of 8 consecutive outputs starting at output j, the last
 // vector holding `last` (1..8) outputs. Each (row, output) is one lane summing x[r][i]·W[j][i] in
 // increasing i, one FMA each.
-template <int RB, int JV>
+template <typename WT, int RB, int JV>
 SWARM_AVX2 void TileColMajor(const float* x, int64_t xs, const MatrixView& w, const float* bias,
                              float* y, int64_t ys, int64_t j, int64_t last) {
   const __m256i m = TailMask(last);
@@ -143,12 +223,11 @@ SWARM_AVX2 void TileColMajor(const float* x, int64_t xs, const MatrixView& w, co
   for (int r = 0; r < RB; ++r) {
     for (int v = 0; v < JV; ++v) acc[r][v] = _mm256_setzero_ps();
   }
-  const float* wp = w.data + j;
+  const WT* wp = static_cast<const WT*>(w.data) + j;
   for (int64_t i = 0; i < w.k; ++i, wp += w.col_stride) {
     __m256 wv[JV];
     for (int v = 0; v < JV; ++v) {
-      wv[v] =
-          v == JV - 1 && last < 8 ? _mm256_maskload_ps(wp + 8 * v, m) : _mm256_loadu_ps(wp + 8 * v);
+      wv[v] = v == JV - 1 && last < 8 ? LoadPartial8(wp + 8 * v, last) : Load8(wp + 8 * v);
     }
     for (int r = 0; r < RB; ++r) {
       const __m256 xv = _mm256_broadcast_ss(x + r * xs + i);
@@ -173,57 +252,11 @@ SWARM_AVX2 void TileColMajor(const float* x, int64_t xs, const MatrixView& w, co
   }
 }
 
-// fn(std::integral_constant<int, rb>) for a row-tile height rb in 1..kRowTile known at run time.
-template <typename Fn>
-void ForRowTile(int64_t rb, Fn&& fn) {
-  static_assert(kRowTile == 4, "one case per row-tile height");
-  switch (rb) {
-    case 4:
-      return fn(std::integral_constant<int, 4>());
-    case 3:
-      return fn(std::integral_constant<int, 3>());
-    case 2:
-      return fn(std::integral_constant<int, 2>());
-    default:
-      return fn(std::integral_constant<int, 1>());
-  }
-}
-
-// One block of columns [j0, j1) for all rows. Outputs outer, rows inner: a tile's few weight rows
-// (row-major: 2 or 3 of them; column-major: a 16-column strip) stay in cache while every row tile
-// (kRowTile rows, the last one shorter) reads them, so W comes from memory once.
-SWARM_AVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const MatrixView& w,
-                          const float* bias, float* y, int64_t ys, int64_t j0, int64_t j1) {
-  if (w.col_stride == 1) {
-    // Outputs per tile: 3 (12 accumulators for 4 rows, 7 loads per 12 FMAs), 2 for a single row
-    // (measured faster there); the block's last outputs in a narrower tile.
-    const int64_t jt = rows == 1 ? 2 : 3;
-    for (int64_t j = j0; j < j1; j += jt) {
-      const int64_t nj = std::min(jt, j1 - j);
-      for (int64_t r = 0; r < rows; r += kRowTile) {
-        ForRowTile(std::min<int64_t>(kRowTile, rows - r), [&](auto rb) {
-          constexpr int RB = decltype(rb)::value;
-          const float* xr = x + r * xs;
-          float* yr = y + r * ys;
-          switch (nj) {
-            case 4:
-              TileRowMajor<RB, 4>(xr, xs, w, bias, yr, ys, j);
-              break;
-            case 3:
-              TileRowMajor<RB, 3>(xr, xs, w, bias, yr, ys, j);
-              break;
-            case 2:
-              TileRowMajor<RB, 2>(xr, xs, w, bias, yr, ys, j);
-              break;
-            default:
-              TileRowMajor<RB, 1>(xr, xs, w, bias, yr, ys, j);
-              break;
-          }
-        });
-      }
-    }
-    return;
-  }
+// Column-major blocks (AVX2 for both the AVX2 and the AVX-512 kernels): 16-column strips, each
+// read once from memory while every row tile reads it from cache.
+template <typename WT>
+SWARM_AVX2 void ColumnMajorAvx2(const float* x, int64_t rows, int64_t xs, const MatrixView& w,
+                                const float* bias, float* y, int64_t ys, int64_t j0, int64_t j1) {
   for (int64_t j = j0; j < j1; j += 16) {
     const int64_t cols = std::min<int64_t>(16, j1 - j);
     const int64_t last = cols > 8 ? cols - 8 : cols;  // Outputs in the strip's last vector.
@@ -231,16 +264,127 @@ SWARM_AVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const Matrix
       ForRowTile(std::min<int64_t>(kRowTile, rows - r), [&](auto rb) {
         constexpr int RB = decltype(rb)::value;
         if (cols > 8) {
-          TileColMajor<RB, 2>(x + r * xs, xs, w, bias, y + r * ys, ys, j, last);
+          TileColMajor<WT, RB, 2>(x + r * xs, xs, w, bias, y + r * ys, ys, j, last);
         } else {
-          TileColMajor<RB, 1>(x + r * xs, xs, w, bias, y + r * ys, ys, j, last);
+          TileColMajor<WT, RB, 1>(x + r * xs, xs, w, bias, y + r * ys, ys, j, last);
         }
       });
     }
   }
 }
 
+// One block of columns [j0, j1) for all rows.
+template <typename WT>
+SWARM_AVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const MatrixView& w,
+                          const float* bias, float* y, int64_t ys, int64_t j0, int64_t j1) {
+  if (w.col_stride != 1) return ColumnMajorAvx2<WT>(x, rows, xs, w, bias, y, ys, j0, j1);
+  // Outputs per tile: 3 (12 accumulators for 4 rows, 7 loads per 12 FMAs), 2 for a single row
+  // (measured faster there).
+  RowMajorTiles(rows, j0, j1, rows == 1 ? 2 : 3, [&](auto rb, auto jb, int64_t r, int64_t j) {
+    TileRowMajor<WT, decltype(rb)::value, decltype(jb)::value>(x + r * xs, xs, w, bias, y + r * ys,
+                                                               ys, j);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512 (row-major W; column-major W goes through the AVX2 tiles).
+
+#define SWARM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+
+// The maskz forms with a full mask throughout: GCC 12's plain forms start from a self-initialised
+// "undefined" vector that its own -Wuninitialized flags (an error under -Werror).
+
+constexpr __mmask16 kAll16 = 0xFFFF;
+
+SWARM_AVX512 inline __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
+SWARM_AVX512 inline __m512 Load16(const uint16_t* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(
+      _mm512_maskz_slli_epi32(kAll16, _mm512_maskz_cvtepu16_epi32(kAll16, h), 16));
+}
+SWARM_AVX512 inline __m512 LoadPartial16(const float* p, __mmask16 m) {
+  return _mm512_maskz_loadu_ps(m, p);
+}
+SWARM_AVX512 inline __m512 LoadPartial16(const uint16_t* p, __mmask16 m) {
+  const __m256i h = _mm256_maskz_loadu_epi16(m, p);
+  return _mm512_castsi512_ps(
+      _mm512_maskz_slli_epi32(kAll16, _mm512_maskz_cvtepu16_epi32(kAll16, h), 16));
+}
+
+// The 16 lanes summed in a fixed tree: halves, then the AVX2 order on the 8 sums.
+SWARM_AVX512 inline float HorizontalSum16(__m512 a) {
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, a);
+  return HorizontalSum(_mm256_add_ps(_mm256_load_ps(lanes), _mm256_load_ps(lanes + 8)));
+}
+
+// As TileRowMajor with 16 lanes: lane l sums the products of i ≡ l (mod 16) in increasing i.
+template <typename WT, int RB, int JB>
+SWARM_AVX512 void TileRowMajor512(const float* x, int64_t xs, const MatrixView& w,
+                                  const float* bias, float* y, int64_t ys, int64_t j) {
+  const int64_t k = w.k;
+  const WT* wp[JB];
+  for (int b = 0; b < JB; ++b) wp[b] = static_cast<const WT*>(w.data) + (j + b) * w.row_stride;
+  __m512 acc[RB][JB];
+  for (int r = 0; r < RB; ++r) {
+    for (int b = 0; b < JB; ++b) acc[r][b] = _mm512_setzero_ps();
+  }
+  constexpr int64_t kLine = 64 / sizeof(WT);
+  int64_t i = 0;
+  for (; i + 16 <= k; i += 16) {
+    if ((i & (kLine - 1)) == 0) {
+      for (int b = 0; b < JB; ++b)
+        _mm_prefetch(reinterpret_cast<const char*>(wp[b] + i) + kPrefetchBytes, _MM_HINT_T0);
+    }
+    __m512 wv[JB];
+    for (int b = 0; b < JB; ++b) wv[b] = Load16(wp[b] + i);
+    for (int r = 0; r < RB; ++r) {
+      const __m512 xv = _mm512_loadu_ps(x + r * xs + i);
+      for (int b = 0; b < JB; ++b) acc[r][b] = _mm512_fmadd_ps(xv, wv[b], acc[r][b]);
+    }
+  }
+  if (i < k) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (k - i)) - 1);
+    __m512 wv[JB];
+    for (int b = 0; b < JB; ++b) wv[b] = LoadPartial16(wp[b] + i, m);
+    for (int r = 0; r < RB; ++r) {
+      const __m512 xv = LoadPartial16(x + r * xs + i, m);
+      for (int b = 0; b < JB; ++b) acc[r][b] = _mm512_fmadd_ps(xv, wv[b], acc[r][b]);
+    }
+  }
+  for (int r = 0; r < RB; ++r) {
+    for (int b = 0; b < JB; ++b) {
+      float s = HorizontalSum16(acc[r][b]);
+      if (bias != nullptr) s += bias[j + b];
+      y[r * ys + j + b] = s;
+    }
+  }
+}
+
+template <typename WT>
+SWARM_AVX512 void BlockAvx512(const float* x, int64_t rows, int64_t xs, const MatrixView& w,
+                              const float* bias, float* y, int64_t ys, int64_t j0, int64_t j1) {
+  if (w.col_stride != 1) return ColumnMajorAvx2<WT>(x, rows, xs, w, bias, y, ys, j0, j1);
+  RowMajorTiles(rows, j0, j1, rows == 1 ? 2 : 4, [&](auto rb, auto jb, int64_t r, int64_t j) {
+    TileRowMajor512<WT, decltype(rb)::value, decltype(jb)::value>(x + r * xs, xs, w, bias,
+                                                                  y + r * ys, ys, j);
+  });
+}
+
 #endif  // SWARM_MATMUL_X86
+
+template <typename WT>
+void Block(MatmulIsa isa, const float* x, int64_t rows, int64_t xs, const MatrixView& w,
+           const float* bias, float* y, int64_t ys, int64_t j0, int64_t j1) {
+#ifdef SWARM_MATMUL_X86
+  if (isa == MatmulIsa::kAvx512) return BlockAvx512<WT>(x, rows, xs, w, bias, y, ys, j0, j1);
+  if (isa == MatmulIsa::kAvx2) return BlockAvx2<WT>(x, rows, xs, w, bias, y, ys, j0, j1);
+#endif
+  (void)isa;
+  for (int64_t j = j0; j < j1; j += kColumnBlock) {
+    BlockScalar<WT>(x, rows, xs, w, bias, y, ys, j, std::min(j1, j + kColumnBlock));
+  }
+}
 
 }  // namespace
 
@@ -253,27 +397,65 @@ bool CpuHasAvx2Fma() {
 #endif
 }
 
-void MatmulRows(const float* x, int64_t rows, int64_t x_stride, const MatrixView& w,
-                const float* bias, float* y, int64_t y_stride, MatmulIsa isa) {
-  if (rows <= 0 || w.n <= 0) return;
-  const bool avx2 = isa == MatmulIsa::kAvx2 || (isa == MatmulIsa::kAuto && CpuHasAvx2Fma());
-  const int64_t blocks = (w.n + kColumnBlock - 1) / kColumnBlock;
-  // About 64K multiply-adds per task at least, so small products stay on the calling thread.
-  const int64_t grain =
-      std::max<int64_t>(1, 65536 / std::max<int64_t>(1, kColumnBlock * w.k * rows));
-  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
-    const int64_t j0 = b0 * kColumnBlock, j1 = std::min(w.n, b1 * kColumnBlock);
+bool CpuHasAvx512() {
 #ifdef SWARM_MATMUL_X86
-    if (avx2) {
-      BlockAvx2(x, rows, x_stride, w, bias, y, y_stride, j0, j1);
-      return;
-    }
+  static const bool has = CpuHasAvx2Fma() && __builtin_cpu_supports("avx512f") &&
+                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  return has;
+#else
+  return false;
 #endif
-    for (int64_t j = j0; j < j1; j += kColumnBlock) {
-      BlockScalar(x, rows, x_stride, w, bias, y, y_stride, j, std::min(w.n, j + kColumnBlock));
+}
+
+MatmulIsa ResolveIsa(MatmulIsa isa) {
+  if (isa != MatmulIsa::kAuto) return isa;
+  MatmulIsa cap = MatmulIsa::kAvx512;
+  if (const char* env = std::getenv("SWARM_CPU_ISA")) {
+    if (std::strcmp(env, "scalar") == 0) cap = MatmulIsa::kScalar;
+    if (std::strcmp(env, "avx2") == 0) cap = MatmulIsa::kAvx2;
+  }
+  if (cap == MatmulIsa::kAvx512 && CpuHasAvx512()) return MatmulIsa::kAvx512;
+  if (cap != MatmulIsa::kScalar && CpuHasAvx2Fma()) return MatmulIsa::kAvx2;
+  return MatmulIsa::kScalar;
+}
+
+const char* MatmulIsaName(MatmulIsa isa) {
+  switch (isa) {
+    case MatmulIsa::kScalar:
+      return "scalar";
+    case MatmulIsa::kAvx2:
+      return "avx2";
+    case MatmulIsa::kAvx512:
+      return "avx512";
+    default:
+      return "auto";
+  }
+}
+
+void MatmulRows(const float* x, int64_t rows, int64_t x_stride, const MatrixView& w,
+                const float* bias, float* y, int64_t y_stride, MatmulIsa isa, ComputeTeam* team) {
+  if (rows <= 0 || w.n <= 0) return;
+  isa = ResolveIsa(isa);
+  const int64_t blocks = (w.n + kColumnBlock - 1) / kColumnBlock;
+  auto run = [&](int64_t b0, int64_t b1) {
+    const int64_t j0 = b0 * kColumnBlock, j1 = std::min(w.n, b1 * kColumnBlock);
+    if (j0 >= j1) return;
+    if (w.type == WeightType::kBf16) {
+      Block<uint16_t>(isa, x, rows, x_stride, w, bias, y, y_stride, j0, j1);
+    } else {
+      Block<float>(isa, x, rows, x_stride, w, bias, y, y_stride, j0, j1);
     }
-  });
-  (void)avx2;
+  };
+  if (rows * w.n * w.k < kMinParallelWork || blocks < 2) return run(0, blocks);
+  std::shared_ptr<ComputeTeam> held;
+  if (team == nullptr) {
+    held = SharedComputeTeam();
+    team = held.get();
+  }
+  // A few tasks per member, each a contiguous range of blocks, taken as members come free.
+  const int64_t tasks = std::min<int64_t>(blocks, 4 * team->size());
+  team->Run(tasks,
+            [&](int64_t t, int /*member*/) { run(blocks * t / tasks, blocks * (t + 1) / tasks); });
 }
 
 }  // namespace swarm::model

@@ -16,10 +16,16 @@
 // from memory once per call (the tiles re-read it from cache); the work is split over output
 // columns j between LibTorch's intra-op threads, which never changes any element's reduction.
 //
-// Two implementations: AVX2+FMA, chosen at run time when the CPU has them, and a portable scalar
-// fallback (no FMA, sequential in k within each lane). Each is batch-invariant on its own; the two
-// agree to rounding, not bit for bit (tests/model/cpu_matmul_test.cc checks both). This is the
-// base for fused decode kernels and 8-bit weights later.
+// Weights are f32 or bf16 (bf16 stays bf16 in memory and is widened in registers: exact, so a bf16
+// matrix gives the bits of its f32 widening).
+//
+// Three implementations, chosen at run time: AVX-512 (16 lanes instead of 8 for row-major W, the
+// lanes summed in a fixed tree; column-major W as AVX2), AVX2+FMA, and a portable scalar fallback
+// (no FMA, sequential in k within each lane). Each is batch-invariant on its own; they agree to
+// rounding, not bit for bit (tests/model/cpu_matmul_test.cc checks all three). The environment
+// variable SWARM_CPU_ISA=scalar|avx2|avx512 caps the choice (tests and benchmarks force the
+// fallback with it). The work is split over output columns between the members of a ComputeTeam
+// (common/compute_team.h); products too small to be worth waking them run on the caller.
 //
 // Thread-safe (pure function of its inputs).
 #ifndef SWARM_MODEL_CPU_MATMUL_H_
@@ -27,34 +33,51 @@
 
 #include <cstdint>
 
+#include "common/compute_team.h"
+
 namespace swarm::model {
 
 // Sequences of at most this many rows (decode tokens, short chunks), and LM heads over at most this
 // many rows, are computed through this kernel; longer ones through gemm, where it is faster.
 inline constexpr int64_t kInvariantMaxRows = 16;
 
-// A read-only f32 matrix W [n, k] (n outputs, k inputs): element W[j][i] is
-// data[j * row_stride + i * col_stride]. Exactly one of the strides must be 1.
+enum class WeightType {
+  kF32,
+  kBf16,  // The upper 16 bits of an f32 (uint16_t storage).
+};
+
+// A read-only matrix W [n, k] (n outputs, k inputs) of `type`: element W[j][i] is element
+// j * row_stride + i * col_stride of data. Exactly one of the strides must be 1.
 struct MatrixView {
-  const float* data = nullptr;
+  const void* data = nullptr;
+  WeightType type = WeightType::kF32;
   int64_t n = 0, k = 0;
   int64_t row_stride = 0, col_stride = 1;
 };
 
 enum class MatmulIsa {
-  kAuto,    // AVX2+FMA when the CPU has them, else scalar.
+  kAuto,    // The best this CPU has, capped by SWARM_CPU_ISA.
   kScalar,  // The portable fallback.
   kAvx2,    // AVX2+FMA (the caller has checked CpuHasAvx2Fma()).
+  kAvx512,  // AVX-512 F/BW/VL (the caller has checked CpuHasAvx512()).
 };
 
 // True when this CPU runs the AVX2+FMA kernel.
 bool CpuHasAvx2Fma();
+// True when this CPU runs the AVX-512 kernel (F, BW and VL, besides AVX2+FMA).
+bool CpuHasAvx512();
+// kAuto → the best of avx512, avx2, scalar the CPU has, at most SWARM_CPU_ISA when that is set
+// (read at each call); another value as it is.
+MatmulIsa ResolveIsa(MatmulIsa isa);
+// "scalar", "avx2", "avx512" or "auto".
+const char* MatmulIsaName(MatmulIsa isa);
 
 // y[r][j] = Σ_i x[r][i]·W[j][i] (+ bias[j] when bias is not null) for r < rows, j < w.n.
 // x: rows × w.k floats, row r at x + r * x_stride; y: rows × w.n floats, row r at y + r * y_stride
-// (y must not overlap x or W). Parallel over j on LibTorch's intra-op threads.
+// (y must not overlap x or W). Parallel over j on `team` (null: SharedComputeTeam()).
 void MatmulRows(const float* x, int64_t rows, int64_t x_stride, const MatrixView& w,
-                const float* bias, float* y, int64_t y_stride, MatmulIsa isa = MatmulIsa::kAuto);
+                const float* bias, float* y, int64_t y_stride, MatmulIsa isa = MatmulIsa::kAuto,
+                ComputeTeam* team = nullptr);
 
 }  // namespace swarm::model
 

@@ -216,7 +216,9 @@ inline int RoundAway(float v) { return static_cast<int>(std::round(v)); }
 void QMatmulRows(const float* x, int64_t rows, int64_t x_stride, const QuantMatrixView& w,
                  const float* bias, float* y, int64_t y_stride, MatmulIsa isa) {
   if (rows <= 0 || w.n <= 0) return;
-  bool avx2 = isa == MatmulIsa::kAvx2 || (isa == MatmulIsa::kAuto && CpuHasAvx2Fma());
+  // No AVX-512 variant yet: AVX-512 runs the AVX2 one; kAuto as ResolveIsa (SWARM_CPU_ISA caps it).
+  isa = ResolveIsa(isa);
+  bool avx2 = isa == MatmulIsa::kAvx2 || isa == MatmulIsa::kAvx512;
   const int64_t kp = QuantGroups(w.k) * kQuantGroup;
   // The AVX2 tiles read whole groups of x: rows padded with zeros when k is not a multiple of 32.
   std::vector<float> padded;

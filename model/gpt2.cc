@@ -28,8 +28,12 @@ class Gpt2Layer final : public DecoderLayer {
       : index_(index),
         eps_(config.norm_eps),
         gelu_(config.hidden_act == "gelu" ? Gelu::kErf : Gelu::kTanh),
+        hidden_(config.hidden_size),
         shape_(AttentionShape::Of(config)),
-        w_(std::move(weights)) {}
+        w_(std::move(weights)),
+        rows_supported_(model::RowsSupported(w_.attention) && model::RowsSupported(w_.mlp)),
+        ln_1_(rows_supported_ ? RowNorm::From(w_.ln_1) : RowNorm()),
+        ln_2_(rows_supported_ ? RowNorm::From(w_.ln_2) : RowNorm()) {}
 
   at::Tensor Forward(const at::Tensor& x, const BatchRows& batch) const override {
     at::Tensor h = x + Attention(w_.attention, shape_, /*rotary=*/nullptr,
@@ -37,12 +41,25 @@ class Gpt2Layer final : public DecoderLayer {
     return h + Mlp(w_.mlp, gelu_, LayerNorm(h, w_.ln_2, eps_), batch.invariant_rows);
   }
 
+  bool RowsSupported() const override { return rows_supported_; }
+  void ForwardRows(float* x, RowStep& step) const override {
+    const int64_t T = step.rows(), d = hidden_;
+    float* xn = step.Scratch(RowStep::kNorm, T * d);
+    RowsLayerNorm(x, T, d, ln_1_, eps_, xn);
+    RowsAttention(w_.attention, shape_, /*rotary=*/nullptr, xn, x, step, index_);
+    RowsLayerNorm(x, T, d, ln_2_, eps_, xn);
+    RowsMlp(w_.mlp, gelu_, xn, x, step);
+  }
+
  private:
   const int index_;
   const double eps_;
   const Gelu gelu_;
+  const int64_t hidden_;
   const AttentionShape shape_;
   const Gpt2Weights w_;
+  const bool rows_supported_;
+  const RowNorm ln_1_, ln_2_;  // f32 copies for ForwardRows.
 };
 
 class Gpt2Family final : public ArchitectureFamily {
@@ -77,7 +94,10 @@ class Gpt2Family final : public ArchitectureFamily {
     std::vector<std::unique_ptr<const DecoderLayer>> out;
     for (int l : layers) {
       ASSIGN_OR_RETURN(Gpt2Weights w, LoadLayer(l, loader));
-      out.push_back(std::make_unique<Gpt2Layer>(config(), l, std::move(w)));
+      RETURN_IF_ERROR(TorchCall("preparing layer", [&]() -> absl::Status {
+        out.push_back(std::make_unique<Gpt2Layer>(config(), l, std::move(w)));
+        return absl::OkStatus();
+      }));
       loader.LayerLoaded();
     }
     return out;

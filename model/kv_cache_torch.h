@@ -31,11 +31,28 @@ class TorchKvCache final : public KvCache {
   std::pair<at::Tensor, at::Tensor> Append(int layer, const at::Tensor& k, const at::Tensor& v,
                                            int64_t start_pos);
 
+  // The fused CPU path's access (model/cpu_layer_torch.h): makes room for positions
+  // 0..start_pos+rows-1 of `layer` as Append does (a first allocation [kv_heads, capacity,
+  // head_dim] in `dtype` on the CPU), counts them as written — the caller writes positions
+  // start_pos.. before anything reads them — and returns the storage. The caller has checked
+  // Length(layer) == start_pos. May throw (LibTorch): call it inside TorchCall.
+  struct Storage {
+    void* k = nullptr;  // [kv_heads, capacity, head_dim], contiguous.
+    void* v = nullptr;
+    int64_t capacity = 0;
+    at::ScalarType dtype = at::kFloat;
+  };
+  Storage Reserve(int layer, int64_t kv_heads, int64_t head_dim, at::ScalarType dtype,
+                  int64_t start_pos, int64_t rows);
+
  private:
   struct LayerKv {
     at::Tensor k, v;  // [kv_heads, capacity, head_dim]
     int64_t length = 0;
   };
+  // Room for `total` positions in kv (a first allocation with `options` and these sizes).
+  void Grow(LayerKv& kv, int64_t kv_heads, int64_t head_dim, const at::TensorOptions& options,
+            int64_t total) const;
   std::map<int, LayerKv> layers_;
   const int64_t capacity_hint_;
   const int64_t context_;

@@ -1,9 +1,15 @@
 // LayerHost on LibTorch: validates each call, then runs the family's DecoderLayers in order over
-// the call's rows (Forward: one sequence; ForwardBatch: the sequences that pass their checks, short
-// ones first so their rows are computed batch-invariantly, then scattered back to their rows).
+// the call's rows (Forward: one sequence; ForwardBatch: the sequences that pass their checks, then
+// scattered back to their rows). Sequences of at most kInvariantMaxRows rows (decode tokens, short
+// chunks) go through the fused CPU path (model/cpu_layer_torch.h: f32 activations, the row kernel
+// on the process's ComputeTeam) where every hosted layer supports it; longer ones through
+// LibTorch. Without the fused path (other devices or dtypes, SWARM_FUSED_LAYERS=0) the short
+// sequences go first in one LibTorch batch, their rows computed batch-invariantly there.
 #include "model/layer_host.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <utility>
 
@@ -29,6 +35,9 @@ class LayerHostImpl final : public LayerHost {
     return static_cast<int64_t>(layers_.size()) * 2 * c.num_kv_heads * c.head_dim *
            DTypeSize(dtype_);
   }
+  std::string KernelPath() const override {
+    return fused_ ? absl::StrCat("fused ", MatmulIsaName(isa_)) : "libtorch";
+  }
   std::unique_ptr<KvCache> NewCache(int64_t capacity) const override {
     return std::make_unique<TorchKvCache>(capacity, config().max_position_embeddings);
   }
@@ -49,6 +58,14 @@ class LayerHostImpl final : public LayerHost {
   // The math of Forward and ForwardBatch: h's rows (as `batch` says) through `layers`.
   absl::StatusOr<HostTensor> Run(const HostTensor& h, BatchRows batch,
                                  absl::Span<const int> layers) const;
+  // The same through the fused CPU path (h f32 or bf16; every sequence short).
+  absl::StatusOr<HostTensor> RunRows(const HostTensor& h, std::vector<RowSequence> sequences,
+                                     absl::Span<const int> layers) const;
+  // Whether a call with hidden states of `dtype` and sequences of at most kInvariantMaxRows rows
+  // runs through RunRows.
+  bool Fused(DType dtype) const {
+    return fused_ && (dtype == DType::kF32 || dtype == DType::kBF16);
+  }
 
   std::shared_ptr<const Checkpoint> ckpt_;  // Keeps the mapping zero-copy weights point into.
   std::vector<int> layers_;
@@ -56,6 +73,9 @@ class LayerHostImpl final : public LayerHost {
   at::Device device_{at::kCPU};
   DType dtype_ = DType::kF32;
   int64_t weight_bytes_ = 0;
+  bool fused_ = false;                  // Every hosted layer supports the fused CPU path.
+  MatmulIsa isa_ = MatmulIsa::kScalar;  // Resolved at Create (SWARM_CPU_ISA).
+  std::shared_ptr<ComputeTeam> team_;   // The process's team, held while this host lives.
 };
 
 absl::StatusOr<std::unique_ptr<LayerHostImpl>> LayerHostImpl::Create(
@@ -85,6 +105,12 @@ absl::StatusOr<std::unique_ptr<LayerHostImpl>> LayerHostImpl::Create(
   host->dtype_ = options.dtype;
   host->weight_bytes_ = loader.bytes();
   host->ckpt_ = std::move(ckpt);
+  const char* fused_env = std::getenv("SWARM_FUSED_LAYERS");
+  host->fused_ = host->device_.is_cpu() && !host->decoders_.empty() &&
+                 (fused_env == nullptr || std::strcmp(fused_env, "0") != 0);
+  for (const auto& [l, decoder] : host->decoders_) host->fused_ &= decoder->RowsSupported();
+  host->isa_ = ResolveIsa(MatmulIsa::kAuto);
+  if (host->fused_) host->team_ = SharedComputeTeam();
   return host;
 }
 
@@ -173,6 +199,28 @@ absl::StatusOr<HostTensor> LayerHostImpl::Run(const HostTensor& h, BatchRows bat
   });
 }
 
+absl::StatusOr<HostTensor> LayerHostImpl::RunRows(const HostTensor& h,
+                                                  std::vector<RowSequence> sequences,
+                                                  absl::Span<const int> layers) const {
+  std::vector<float> x = h.ToFloats();
+  RowStep step(std::move(sequences), team_.get(), isa_, ToTorch(dtype_));
+  RETURN_IF_ERROR(TorchCall("forward", [&]() -> absl::Status {
+    for (int l : layers) decoders_.at(l)->ForwardRows(x.data(), step);
+    return absl::OkStatus();
+  }));
+  HostTensor out = HostTensor::FromFloats(h.shape, x);
+  if (h.dtype == DType::kBF16) {
+    std::string bytes(x.size() * sizeof(uint16_t), '\0');
+    for (size_t i = 0; i < x.size(); ++i) {
+      const uint16_t b = FloatToBf16(x[i]);
+      std::memcpy(&bytes[i * sizeof b], &b, sizeof b);
+    }
+    out.dtype = DType::kBF16;
+    out.data = std::move(bytes);
+  }
+  return out;
+}
+
 absl::StatusOr<HostTensor> LayerHostImpl::Forward(const HostTensor& h, int64_t start_pos,
                                                   absl::Span<const int> layers,
                                                   KvCache* cache) const {
@@ -181,6 +229,7 @@ absl::StatusOr<HostTensor> LayerHostImpl::Forward(const HostTensor& h, int64_t s
   if (T < 1) return absl::InvalidArgumentError("hidden states hold no tokens");
   RETURN_IF_ERROR(CheckHosted(*this, layers));
   ASSIGN_OR_RETURN(TorchKvCache * kvc, CheckSequence(start_pos, T, layers, cache));
+  if (T <= kInvariantMaxRows && Fused(h.dtype)) return RunRows(h, {{0, T, start_pos, kvc}}, layers);
   // The batch of one: the same code as ForwardBatch.
   ASSIGN_OR_RETURN(
       BatchRows batch, TorchCall("forward", [&]() -> absl::StatusOr<BatchRows> {
@@ -219,40 +268,60 @@ absl::StatusOr<BatchOutput> LayerHostImpl::ForwardBatch(const HostTensor& h,
     }
     row += s.rows;
   }
+  // Each group of sequences runs as one step and its rows are scattered back; a group that fails
+  // fails each of its sequences (nothing in it is known to have run correctly).
+  auto run_group = [&](const std::vector<Survivor>& group, bool fused, int64_t invariant_rows) {
+    if (group.empty()) return;
+    HostTensor x;
+    x.dtype = h.dtype;
+    std::vector<SequenceRows> rows;
+    std::vector<RowSequence> row_seqs;
+    int64_t total = 0;
+    for (const Survivor& v : group) {
+      const BatchSequence& s = sequences[v.index];
+      x.data.append(h.data, v.in_row * row_bytes, s.rows * row_bytes);
+      rows.push_back({total, s.rows, s.start_pos, v.cache});
+      row_seqs.push_back({total, s.rows, s.start_pos, v.cache});
+      total += s.rows;
+    }
+    x.shape = {total, d};
+    absl::StatusOr<HostTensor> y;
+    if (fused) {
+      y = RunRows(x, std::move(row_seqs), layers);
+    } else {
+      absl::StatusOr<BatchRows> batch = TorchCall("forward", [&]() -> absl::StatusOr<BatchRows> {
+        return BatchRows::Make(std::move(rows), invariant_rows, at::kCPU);
+      });
+      if (batch.ok()) {
+        y = Run(x, std::move(*batch), layers);
+      } else {
+        y = batch.status();
+      }
+    }
+    if (!y.ok()) {
+      for (const Survivor& v : group) out.status[v.index] = y.status();
+      return;
+    }
+    int64_t y_row = 0;
+    for (const Survivor& v : group) {
+      const int64_t n = sequences[v.index].rows;
+      out.hidden.data.replace(v.in_row * row_bytes, n * row_bytes, y->data, y_row * row_bytes,
+                              n * row_bytes);
+      y_row += n;
+    }
+  };
+  if (Fused(h.dtype)) {
+    // The short sequences through the fused path, the long ones through LibTorch: two steps that
+    // each read the weights (the price of exact rows in a step mixed with a prefill chunk).
+    run_group(short_seqs, /*fused=*/true, 0);
+    run_group(long_seqs, /*fused=*/false, 0);
+    return out;
+  }
   std::vector<Survivor> order = std::move(short_seqs);
   int64_t invariant_rows = 0;
   for (const Survivor& v : order) invariant_rows += sequences[v.index].rows;
   order.insert(order.end(), long_seqs.begin(), long_seqs.end());
-  if (order.empty()) return out;
-
-  // The surviving rows, in batch order.
-  HostTensor x;
-  x.dtype = h.dtype;
-  std::vector<SequenceRows> rows;
-  int64_t total = 0;
-  for (const Survivor& v : order) {
-    const BatchSequence& s = sequences[v.index];
-    x.data.append(h.data, v.in_row * row_bytes, s.rows * row_bytes);
-    rows.push_back({total, s.rows, s.start_pos, v.cache});
-    total += s.rows;
-  }
-  x.shape = {total, d};
-  ASSIGN_OR_RETURN(BatchRows batch, TorchCall("forward", [&]() -> absl::StatusOr<BatchRows> {
-                     return BatchRows::Make(std::move(rows), invariant_rows, at::kCPU);
-                   }));
-  absl::StatusOr<HostTensor> y = Run(x, std::move(batch), layers);
-  if (!y.ok()) {
-    // Nothing is known to have run correctly: every sequence that ran fails with the error.
-    for (const Survivor& v : order) out.status[v.index] = y.status();
-    return out;
-  }
-  int64_t y_row = 0;
-  for (const Survivor& v : order) {
-    const int64_t n = sequences[v.index].rows;
-    out.hidden.data.replace(v.in_row * row_bytes, n * row_bytes, y->data, y_row * row_bytes,
-                            n * row_bytes);
-    y_row += n;
-  }
+  run_group(order, /*fused=*/false, invariant_rows);
   return out;
 }
 

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -55,6 +56,10 @@ class LayerHost {
   virtual int64_t WeightBytes() const = 0;  // As resident on the device.
   // Bytes one token of KV cache takes across all hosted layers.
   virtual int64_t KvBytesPerToken() const = 0;
+  // How sequences of at most kInvariantMaxRows rows are computed: "fused avx512", "fused avx2"
+  // or "fused scalar" (the fused CPU path, model/cpu_layer_torch.h, with that row kernel), or
+  // "libtorch". For logs, benchmarks and tests.
+  virtual std::string KernelPath() const { return "libtorch"; }
 
   // A new, empty cache. With `capacity` > 0 each layer's first write allocates room for exactly
   // that many positions (a session's known maximum, so a KV budget reserves what is allocated);

@@ -1,49 +1,35 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <utility>
 #include <vector>
 
+#include "common/compute_team.h"
+#include "common/host_tensor.h"
+#include "common/weight_format.h"
+#include "model/cpu_qmatmul.h"
 #include "model/layers_torch.h"
 
 namespace swarm::model {
 
 namespace {
 
-// Whether the row kernel computes x · w: f32 weights and activations on the CPU, with the weight
-// matrix row-major or a transposed view of one (GPT-2's Conv1D weights).
+// Whether Linear() computes x · w through the row kernel: f32 activations (and weights the row
+// kernel reads with a bias of f32: bf16 weights keep LibTorch's bf16 path there).
+// Quantized weights take the row kernel for any activations (converted to f32).
 bool RowKernelApplies(const at::Tensor& x, const LinearWeights& w) {
-  const at::Tensor& W = w.weight;
-  return x.device().is_cpu() && W.device().is_cpu() && x.scalar_type() == at::kFloat &&
-         W.scalar_type() == at::kFloat && x.dim() == 2 && W.dim() == 2 &&
-         (W.stride(1) == 1 || W.stride(0) == 1) &&
-         (!w.bias.defined() || (w.bias.scalar_type() == at::kFloat && w.bias.is_contiguous()));
+  if (w.quant.defined()) return x.dim() == 2 && RowKernelSupports(w);
+  return x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() == 2 &&
+         w.weight.scalar_type() == at::kFloat && RowKernelSupports(w);
 }
 
 at::Tensor RowKernelLinear(const at::Tensor& x, const LinearWeights& w) {
-  const at::Tensor xc = x.contiguous();
-  const at::Tensor& W = w.weight;
-  MatrixView view;
-  view.data = W.data_ptr<float>();
-  view.n = W.size(0);
-  view.k = W.size(1);
-  view.row_stride = W.stride(1) == 1 ? W.stride(0) : 1;
-  view.col_stride = W.stride(1) == 1 ? 1 : W.stride(1);
-  at::Tensor y = at::empty({xc.size(0), view.n}, xc.options());
-  MatmulRows(xc.data_ptr<float>(), xc.size(0), xc.stride(0), view,
-             w.bias.defined() ? w.bias.data_ptr<float>() : nullptr, y.data_ptr<float>(),
-             y.stride(0));
-  return y;
-}
-
-// Quantized weights, rows through the quantized row kernel (model/cpu_qmatmul.h).
-at::Tensor QuantRowLinear(const at::Tensor& x, const LinearWeights& w) {
   const at::Tensor xc = x.to(at::kFloat).contiguous();
-  const QuantMatrixView view = w.quant.View();
-  at::Tensor y = at::empty({xc.size(0), view.n}, xc.options());
-  const at::Tensor bias = w.bias.defined() ? w.bias.to(at::kFloat).contiguous() : at::Tensor();
-  QMatmulRows(xc.data_ptr<float>(), xc.size(0), xc.stride(0), view,
-              bias.defined() ? bias.data_ptr<float>() : nullptr, y.data_ptr<float>(), y.stride(0));
+  const int64_t n = w.quant.defined() ? w.quant.View().n : w.weight.size(0);
+  at::Tensor y = at::empty({xc.size(0), n}, xc.options());
+  LinearRows(w, xc.data_ptr<float>(), xc.size(0), xc.stride(0), y.data_ptr<float>(), y.stride(0),
+             MatmulIsa::kAuto, nullptr);
   return y;
 }
 
@@ -97,15 +83,87 @@ at::Tensor RowWise(const at::Tensor& x, int64_t invariant_rows, F f) {
   return at::cat(parts);
 }
 
+// A bias as f32 values: `w`'s own (f32) or widened from bf16 into `widened`; null without one.
+const float* F32Bias(const LinearWeights& w, std::vector<float>* widened) {
+  if (!w.bias.defined()) return nullptr;
+  if (w.bias.scalar_type() == at::kFloat) return w.bias.data_ptr<float>();
+  const auto* b = static_cast<const uint16_t*>(w.bias.data_ptr());
+  widened->resize(w.bias.numel());
+  for (int64_t j = 0; j < w.bias.numel(); ++j) (*widened)[j] = Bf16ToFloat(b[j]);
+  return widened->data();
+}
+
+// LinearRows for quantized weights: QMatmulRows over contiguous ranges of output columns on the
+// team (each output's sum is the kernel's own, in its fixed order, whatever the split).
+void QuantLinearRows(const LinearWeights& w, const float* x, int64_t rows, int64_t x_stride,
+                     float* y, int64_t y_stride, MatmulIsa isa, ComputeTeam* team) {
+  const QuantMatrixView view = w.quant.View();
+  std::vector<float> widened;
+  const float* bias = F32Bias(w, &widened);
+  const int64_t row_bytes = QuantRowBytes(view.format, view.k);
+  const int64_t groups = QuantGroups(view.k);
+  auto run = [&](int64_t j0, int64_t j1) {
+    if (j0 >= j1) return;
+    QuantMatrixView part = view;
+    part.data = view.data + j0 * row_bytes;
+    part.scales = view.scales + j0 * groups;
+    part.n = j1 - j0;
+    QMatmulRows(x, rows, x_stride, part, bias == nullptr ? nullptr : bias + j0, y + j0, y_stride,
+                isa);
+  };
+  constexpr int64_t kColumns = 64;  // Output columns per task, at least.
+  constexpr int64_t kMinParallelWork = 1 << 17;
+  if (rows * view.n * view.k < kMinParallelWork || view.n < 2 * kColumns) return run(0, view.n);
+  std::shared_ptr<ComputeTeam> held;
+  if (team == nullptr) {
+    held = SharedComputeTeam();
+    team = held.get();
+  }
+  const int64_t blocks = (view.n + kColumns - 1) / kColumns;
+  const int64_t tasks = std::min<int64_t>(blocks, 4 * team->size());
+  team->Run(tasks, [&](int64_t t, int /*member*/) {
+    run(std::min(view.n, blocks * t / tasks * kColumns),
+        std::min(view.n, blocks * (t + 1) / tasks * kColumns));
+  });
+}
+
 }  // namespace
+
+bool RowKernelSupports(const LinearWeights& w) {
+  // Quantized weights live on the CPU (the loader dequantizes them elsewhere); a bias as loaded.
+  if (w.quant.defined()) {
+    return !w.bias.defined() ||
+           (w.bias.device().is_cpu() && w.bias.is_contiguous() &&
+            (w.bias.scalar_type() == at::kFloat || w.bias.scalar_type() == at::kBFloat16));
+  }
+  const at::Tensor& W = w.weight;
+  const at::ScalarType t = W.scalar_type();
+  return W.device().is_cpu() && W.dim() == 2 && (t == at::kFloat || t == at::kBFloat16) &&
+         (W.stride(1) == 1 || W.stride(0) == 1) &&
+         (!w.bias.defined() || (w.bias.scalar_type() == t && w.bias.is_contiguous()));
+}
+
+void LinearRows(const LinearWeights& w, const float* x, int64_t rows, int64_t x_stride, float* y,
+                int64_t y_stride, MatmulIsa isa, ComputeTeam* team) {
+  if (w.quant.defined()) return QuantLinearRows(w, x, rows, x_stride, y, y_stride, isa, team);
+  const at::Tensor& W = w.weight;
+  MatrixView view;
+  view.data = W.data_ptr();
+  view.type = W.scalar_type() == at::kBFloat16 ? WeightType::kBf16 : WeightType::kF32;
+  view.n = W.size(0);
+  view.k = W.size(1);
+  view.row_stride = W.stride(1) == 1 ? W.stride(0) : 1;
+  view.col_stride = W.stride(1) == 1 ? 1 : W.stride(1);
+  std::vector<float> widened;
+  const float* bias = F32Bias(w, &widened);
+  MatmulRows(x, rows, x_stride, view, bias, y, y_stride, isa, team);
+}
 
 at::Tensor Linear(const at::Tensor& x, const LinearWeights& w, int64_t invariant_rows) {
   const int64_t T = x.size(0);
   const int64_t a = std::clamp<int64_t>(invariant_rows, 0, T);
-  const bool quant = w.quant.defined();
-  if (a == 0 || (!quant && !RowKernelApplies(x, w))) return TorchLinear(x, w);
-  at::Tensor head =
-      quant ? QuantRowLinear(x.narrow(0, 0, a), w) : RowKernelLinear(x.narrow(0, 0, a), w);
+  if (a == 0 || !RowKernelApplies(x, w)) return TorchLinear(x, w);
+  at::Tensor head = RowKernelLinear(x.narrow(0, 0, a), w);
   if (a == T) return head;
   // A mixed step: the invariant rows through the kernel, the chunk's through gemm (two products).
   return at::cat({head, TorchLinear(x.narrow(0, a, T - a), w)});
@@ -148,6 +206,10 @@ Rotary::Rotary(int64_t head_dim, int64_t positions, double theta, at::Device dev
   cos_ = emb.cos().to(device, dtype);
   at::Tensor sin = freqs.sin();
   sin_signed_ = at::cat({-sin, sin}, -1).to(device, dtype);
+  if (device.is_cpu()) {
+    cos_f32_ = cos_.to(at::kFloat).contiguous();
+    sin_f32_ = sin_signed_.to(at::kFloat).contiguous();
+  }
 }
 
 at::Tensor Rotary::Apply(const at::Tensor& t, const at::Tensor& positions) const {

@@ -61,6 +61,19 @@ struct BatchRows {
 // scratch, never an f32 copy of the whole matrix).
 at::Tensor Linear(const at::Tensor& x, const LinearWeights& w, int64_t invariant_rows);
 
+// Whether LinearRows computes with `w`: weights on the CPU in a type the row kernel reads (f32,
+// bf16), row-major or a transposed view of a row-major matrix (GPT-2's Conv1D weights), a bias
+// (if any) of the weight's type and contiguous.
+bool RowKernelSupports(const LinearWeights& w);
+
+// y[r] = x[r]·weightᵀ (+ bias) for r < rows, in f32 (x row r at x + r * x_stride, y row r at
+// y + r * y_stride), through the batch-invariant row kernel (model/cpu_matmul.h) on `team` with
+// `isa`. Precondition: RowKernelSupports(w). The one entry every row-kernel product goes through:
+// Linear()'s invariant rows and the fused CPU layers (model/cpu_layer_torch.h); weight formats
+// the kernel learns later plug in here and in RowKernelSupports. A bf16 bias is widened per call.
+void LinearRows(const LinearWeights& w, const float* x, int64_t rows, int64_t x_stride, float* y,
+                int64_t y_stride, MatmulIsa isa, ComputeTeam* team);
+
 struct NormWeights {
   at::Tensor weight;  // [hidden]
   at::Tensor bias;    // [hidden], LayerNorm only
@@ -85,9 +98,21 @@ class Rotary {
   // and key heads fused into one tensor are rotated at once.
   at::Tensor Apply(const at::Tensor& t, const at::Tensor& positions) const;
 
+  // The tables in f32 on the CPU for the fused CPU path (model/cpu_layer_torch.h): head_dim
+  // values of position `pos` (< positions), the same numbers Apply multiplies by (widened when
+  // the compute dtype is narrower). Null when the tables live on another device.
+  const float* CosF32(int64_t pos) const {
+    return cos_f32_.defined() ? cos_f32_.data_ptr<float>() + pos * head_dim_ : nullptr;
+  }
+  const float* SinSignedF32(int64_t pos) const {
+    return sin_f32_.defined() ? sin_f32_.data_ptr<float>() + pos * head_dim_ : nullptr;
+  }
+  int64_t head_dim() const { return head_dim_; }
+
  private:
   int64_t head_dim_;
-  at::Tensor cos_, sin_signed_;  // [positions, head_dim]
+  at::Tensor cos_, sin_signed_;   // [positions, head_dim]
+  at::Tensor cos_f32_, sin_f32_;  // The same in f32, contiguous, CPU only.
 };
 
 struct AttentionShape {

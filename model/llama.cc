@@ -29,9 +29,14 @@ class LlamaLayer final : public DecoderLayer {
       : index_(index),
         eps_(config.norm_eps),
         intermediate_(config.intermediate_size),
+        hidden_(config.hidden_size),
         shape_(AttentionShape::Of(config)),
         rotary_(std::move(rotary)),
-        w_(std::move(weights)) {}
+        w_(std::move(weights)),
+        rows_supported_(model::RowsSupported(w_.attention) && model::RowsSupported(w_.mlp) &&
+                        rotary_->CosF32(0) != nullptr),
+        input_norm_(rows_supported_ ? RowNorm::From(w_.input_norm) : RowNorm()),
+        post_attention_norm_(rows_supported_ ? RowNorm::From(w_.post_attention_norm) : RowNorm()) {}
 
   at::Tensor Forward(const at::Tensor& x, const BatchRows& batch) const override {
     at::Tensor h = x + Attention(w_.attention, shape_, rotary_.get(),
@@ -40,13 +45,26 @@ class LlamaLayer final : public DecoderLayer {
                         batch.invariant_rows);
   }
 
+  bool RowsSupported() const override { return rows_supported_; }
+  void ForwardRows(float* x, RowStep& step) const override {
+    const int64_t T = step.rows(), d = hidden_;
+    float* xn = step.Scratch(RowStep::kNorm, T * d);
+    RowsRmsNorm(x, T, d, input_norm_, eps_, xn);
+    RowsAttention(w_.attention, shape_, rotary_.get(), xn, x, step, index_);
+    RowsRmsNorm(x, T, d, post_attention_norm_, eps_, xn);
+    RowsGatedMlp(w_.mlp, intermediate_, xn, x, step);
+  }
+
  private:
   const int index_;
   const double eps_;
   const int64_t intermediate_;
+  const int64_t hidden_;
   const AttentionShape shape_;
   const std::shared_ptr<const Rotary> rotary_;
   const LlamaWeights w_;
+  const bool rows_supported_;
+  const RowNorm input_norm_, post_attention_norm_;  // f32 copies for ForwardRows.
 };
 
 class LlamaFamily final : public ArchitectureFamily {
@@ -75,7 +93,10 @@ class LlamaFamily final : public ArchitectureFamily {
     }));
     for (int l : layers) {
       ASSIGN_OR_RETURN(LlamaWeights w, LoadLayer(l, loader));
-      out.push_back(std::make_unique<LlamaLayer>(c, l, rotary, std::move(w)));
+      RETURN_IF_ERROR(TorchCall("preparing layer", [&]() -> absl::Status {
+        out.push_back(std::make_unique<LlamaLayer>(c, l, rotary, std::move(w)));
+        return absl::OkStatus();
+      }));
       loader.LayerLoaded();
     }
     return out;

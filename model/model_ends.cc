@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/compute_team.h"
 #include "common/status_macros.h"
 #include "model/architecture_torch.h"
 
@@ -37,6 +38,17 @@ class ModelEndsImpl final : public ModelEnds {
     ends->dtype_ = w.dtype();
     ends->bytes_ = w.bytes();
     ends->ckpt_ = std::move(ckpt);
+    if (ends->device_.is_cpu()) ends->team_ = SharedComputeTeam();
+    // bf16 on the CPU: the head's rows through the row kernel in f32 (Logits).
+    if (ends->device_.is_cpu() && ends->dtype_ != at::kFloat && RowKernelSupports(ends->head_)) {
+      RETURN_IF_ERROR(TorchCall("preparing the head", [&]() -> absl::Status {
+        const NormWeights& n = ends->w_.norm;
+        ends->norm_f32_.weight = n.weight.to(at::kFloat);
+        if (n.bias.defined()) ends->norm_f32_.bias = n.bias.to(at::kFloat);
+        return absl::OkStatus();
+      }));
+      ends->rows_head_ = true;
+    }
     return ends;
   }
 
@@ -73,6 +85,22 @@ class ModelEndsImpl final : public ModelEnds {
     RETURN_IF_ERROR(CheckHidden(h));
     return TorchCall("logits", [&]() -> absl::StatusOr<HostTensor> {
       c10::InferenceMode guard;
+      const int64_t in_rows = last_only ? 1 : h.shape[0];
+      if (rows_head_ && in_rows <= kInvariantMaxRows) {
+        // Narrower weights on the CPU: the final norm in f32 and the head through the row kernel
+        // with f32 activations (what the fused layers hand over), as accurate as the weights.
+        at::Tensor x = FromHost(h).to(at::kFloat);
+        if (last_only) x = x.narrow(0, x.size(0) - 1, 1);
+        at::Tensor normed = family_->FinalNorm(norm_f32_, x).contiguous();
+        const int64_t vocab = head_.quant.defined() ? head_.quant.View().n : head_.weight.size(0);
+        HostTensor out;
+        out.dtype = DType::kF32;
+        out.shape = {in_rows, vocab};
+        out.data.resize(in_rows * vocab * sizeof(float));
+        LinearRows(head_, normed.data_ptr<float>(), in_rows, normed.stride(0),
+                   reinterpret_cast<float*>(out.data.data()), vocab, MatmulIsa::kAuto, team_.get());
+        return out;
+      }
       at::Tensor x = FromHost(h).to(device_, dtype_);
       if (last_only) x = x.narrow(0, x.size(0) - 1, 1);
       // Up to kInvariantMaxRows rows (a decode step's last rows) through the batch-invariant row
@@ -140,6 +168,12 @@ class ModelEndsImpl final : public ModelEnds {
   at::Device device_{at::kCPU};
   at::ScalarType dtype_ = at::kFloat;
   int64_t bytes_ = 0;
+  // The process's team the head's row-kernel products run on, held while these ends live.
+  std::shared_ptr<ComputeTeam> team_;
+  // Weights narrower than f32 on the CPU: Logits runs the final norm (on these f32 copies) and
+  // the head in f32 through the row kernel for up to kInvariantMaxRows rows.
+  bool rows_head_ = false;
+  NormWeights norm_f32_;
 };
 
 }  // namespace

@@ -1,10 +1,12 @@
-// The batch-invariant row kernel (model/cpu_matmul.h) on its own: both implementations (scalar
-// and, where the CPU has it, AVX2+FMA) against a double-precision reference, against each other,
-// and batch-invariant bit for bit: a row's output is the same bytes computed alone, among other
-// rows at any place, and whichever column range a call (or thread) covers.
+// The batch-invariant row kernel (model/cpu_matmul.h) on its own: every implementation (scalar
+// and, where the CPU has them, AVX2+FMA and AVX-512) against a double-precision reference, against
+// each other, and batch-invariant bit for bit: a row's output is the same bytes computed alone,
+// among other rows at any place, whichever column range a call (or thread) covers, and on teams
+// of any size; bf16 weights give the bits of their f32 widening.
 #include "model/cpu_matmul.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -89,10 +91,11 @@ class Data {
 std::vector<MatmulIsa> Isas() {
   std::vector<MatmulIsa> isas = {MatmulIsa::kScalar};
   if (CpuHasAvx2Fma()) isas.push_back(MatmulIsa::kAvx2);
+  if (CpuHasAvx512()) isas.push_back(MatmulIsa::kAvx512);
   return isas;
 }
 
-const char* IsaName(MatmulIsa isa) { return isa == MatmulIsa::kAvx2 ? "avx2" : "scalar"; }
+const char* IsaName(MatmulIsa isa) { return MatmulIsaName(isa); }
 
 // Odd sizes on purpose: partial vectors in k (row-major) and in n (column-major), odd output
 // counts (the single-output tile), row counts that are not multiples of the 4-row tile.
@@ -119,23 +122,93 @@ TEST(CpuMatmul, MatchesADoublePrecisionReference) {
   }
 }
 
-TEST(CpuMatmul, ScalarAndAvx2AgreeToRounding) {
+TEST(CpuMatmul, EveryIsaAgreesWithScalarToRounding) {
   if (!CpuHasAvx2Fma()) GTEST_SKIP() << "this CPU has no AVX2+FMA";
   for (const Problem& p : kProblems) {
-    SCOPED_TRACE(Name(p));
     Data d(p, kRows);
     std::vector<float> a = d.Run(0, kRows, MatmulIsa::kScalar);
-    std::vector<float> b = d.Run(0, kRows, MatmulIsa::kAvx2);
     std::vector<float> autod = d.Run(0, kRows, MatmulIsa::kAuto);
-    EXPECT_EQ(std::memcmp(autod.data(), b.data(), b.size() * sizeof(float)), 0)
-        << "kAuto is AVX2 on this CPU";
-    for (int64_t r = 0; r < kRows; ++r) {
-      for (int64_t j = 0; j < p.n; ++j) {
-        double want, scale;
-        d.Reference(r, j, &want, &scale);
-        ASSERT_LE(std::abs(a[r * p.n + j] - b[r * p.n + j]), 1e-5 * scale + 1e-30) << r << "," << j;
+    std::vector<float> best = d.Run(0, kRows, ResolveIsa(MatmulIsa::kAuto));
+    EXPECT_EQ(std::memcmp(autod.data(), best.data(), best.size() * sizeof(float)), 0)
+        << "kAuto is " << MatmulIsaName(ResolveIsa(MatmulIsa::kAuto)) << " on this CPU";
+    for (MatmulIsa isa : Isas()) {
+      SCOPED_TRACE(Name(p) + " " + IsaName(isa));
+      std::vector<float> b = d.Run(0, kRows, isa);
+      for (int64_t r = 0; r < kRows; ++r) {
+        for (int64_t j = 0; j < p.n; ++j) {
+          double want, scale;
+          d.Reference(r, j, &want, &scale);
+          ASSERT_LE(std::abs(a[r * p.n + j] - b[r * p.n + j]), 1e-5 * scale + 1e-30)
+              << r << "," << j;
+        }
       }
     }
+  }
+}
+
+// SWARM_CPU_ISA caps kAuto (what the tests of the fused layers use to run each implementation).
+TEST(CpuMatmul, TheEnvironmentCapsTheIsa) {
+  const char* old = std::getenv("SWARM_CPU_ISA");
+  const std::string saved = old != nullptr ? old : "";
+  setenv("SWARM_CPU_ISA", "scalar", 1);
+  EXPECT_EQ(ResolveIsa(MatmulIsa::kAuto), MatmulIsa::kScalar);
+  setenv("SWARM_CPU_ISA", "avx2", 1);
+  EXPECT_EQ(ResolveIsa(MatmulIsa::kAuto), CpuHasAvx2Fma() ? MatmulIsa::kAvx2 : MatmulIsa::kScalar);
+  EXPECT_EQ(ResolveIsa(MatmulIsa::kScalar), MatmulIsa::kScalar);
+  if (old != nullptr) {
+    setenv("SWARM_CPU_ISA", saved.c_str(), 1);
+  } else {
+    unsetenv("SWARM_CPU_ISA");
+  }
+}
+
+// bf16 weights are widened exactly: the product is the bits of the f32 product with the widened
+// weights, for every implementation and layout (bias included).
+TEST(CpuMatmul, Bf16WeightsGiveTheBitsOfTheirF32Widening) {
+  for (const Problem& p : kProblems) {
+    Data d(p, kRows);
+    MatrixView f32 = d.View();
+    const int64_t elements = p.n * p.k;
+    const auto* src = static_cast<const float*>(f32.data);
+    std::vector<uint16_t> bf16(elements);
+    std::vector<float> widened(elements);
+    for (int64_t i = 0; i < elements; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, &src[i], sizeof bits);
+      bf16[i] = static_cast<uint16_t>(bits >> 16);  // Truncation: any bf16 value will do.
+      bits = static_cast<uint32_t>(bf16[i]) << 16;
+      std::memcpy(&widened[i], &bits, sizeof bits);
+    }
+    MatrixView wb = f32, wf = f32;
+    wb.data = bf16.data();
+    wb.type = WeightType::kBf16;
+    wf.data = widened.data();
+    for (MatmulIsa isa : Isas()) {
+      SCOPED_TRACE(Name(p) + " " + IsaName(isa));
+      std::vector<float> a(kRows * p.n), b(kRows * p.n);
+      MatmulRows(d.x(0), kRows, p.k, wb, d.bias(), a.data(), p.n, isa);
+      MatmulRows(d.x(0), kRows, p.k, wf, d.bias(), b.data(), p.n, isa);
+      EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+    }
+  }
+}
+
+// A product split over teams of 1, 2 and 3 members: the same bytes (each output's reduction is
+// one thread's, whichever).
+TEST(CpuMatmul, TheTeamSizeDoesNotChangeTheBits) {
+  const Problem p = {300, 1030, false, true};
+  Data d(p, 5);
+  for (MatmulIsa isa : Isas()) {
+    SCOPED_TRACE(IsaName(isa));
+    std::vector<std::vector<float>> outs;
+    for (int threads : {1, 2, 3}) {
+      ComputeTeam team(threads);
+      std::vector<float> y(5 * p.n);
+      MatmulRows(d.x(0), 5, p.k, d.View(), d.bias(), y.data(), p.n, isa, &team);
+      outs.push_back(std::move(y));
+    }
+    EXPECT_EQ(outs[0], outs[1]);
+    EXPECT_EQ(outs[0], outs[2]);
   }
 }
 

@@ -1,0 +1,304 @@
+// The fused CPU layer routines (model/cpu_layer_torch.h). Work that is not a weight product (norms,
+// rotary, activations, the residual adds) is a few loops over the step's rows on the calling
+// thread; attention fans (row, head) tasks out to the team when there are enough of them.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <utility>
+
+#include "common/host_tensor.h"
+#include "model/cpu_layer_torch.h"
+
+namespace swarm::model {
+namespace {
+
+// Attention with fewer multiply-adds than this runs on the calling thread.
+constexpr int64_t kMinParallelAttention = 1 << 15;
+
+// Σ a[i]·b[i] in 8 interleaved partial sums (vectorisable; a fixed order).
+template <typename T>
+inline float Dot(const float* a, const T* b, int64_t n) {
+  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int l = 0; l < 8; ++l) {
+      if constexpr (std::is_same_v<T, float>) {
+        lane[l] += a[i + l] * b[i + l];
+      } else {
+        lane[l] += a[i + l] * Bf16ToFloat(b[i + l]);
+      }
+    }
+  }
+  for (int l = 0; i + l < n; ++l) {
+    if constexpr (std::is_same_v<T, float>) {
+      lane[l] += a[i + l] * b[i + l];
+    } else {
+      lane[l] += a[i + l] * Bf16ToFloat(b[i + l]);
+    }
+  }
+  return ((lane[0] + lane[4]) + (lane[2] + lane[6])) + ((lane[1] + lane[5]) + (lane[3] + lane[7]));
+}
+
+// out[0..hd) = Σ_j softmax(q·k_j·scale)_j v_j over positions lo..hi of one KV head's keys and
+// values (rows of hd, position p at p·hd), in f32; `scores` has room for hi − lo + 1 floats.
+template <typename T>
+void AttendOne(const float* q, const T* keys, const T* values, int64_t lo, int64_t hi, int64_t hd,
+               float scale, float* scores, float* out) {
+  float max = -std::numeric_limits<float>::infinity();
+  for (int64_t p = lo; p <= hi; ++p) {
+    const float s = Dot(q, keys + p * hd, hd) * scale;
+    scores[p - lo] = s;
+    max = std::max(max, s);
+  }
+  float sum = 0;
+  for (int64_t p = lo; p <= hi; ++p) {
+    const float e = std::exp(scores[p - lo] - max);
+    scores[p - lo] = e;
+    sum += e;
+  }
+  std::fill(out, out + hd, 0.0f);
+  for (int64_t p = lo; p <= hi; ++p) {
+    const float w = scores[p - lo];
+    const T* v = values + p * hd;
+    for (int64_t i = 0; i < hd; ++i) {
+      if constexpr (std::is_same_v<T, float>) {
+        out[i] += w * v[i];
+      } else {
+        out[i] += w * Bf16ToFloat(v[i]);
+      }
+    }
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t i = 0; i < hd; ++i) out[i] *= inv;
+}
+
+void AddInto(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+int64_t InFeatures(const LinearWeights& w) {
+  return w.quant.defined() ? w.quant.View().k : w.weight.size(1);
+}
+int64_t OutFeatures(const LinearWeights& w) {
+  return w.quant.defined() ? w.quant.View().n : w.weight.size(0);
+}
+
+// The parts of a split product side by side in y (row stride `width`).
+void SplitRows(const SplitLinearWeights& w, const float* x, int64_t rows, int64_t x_stride,
+               float* y, int64_t width, const RowStep& step) {
+  int64_t col = 0;
+  for (const LinearWeights& part : w.parts) {
+    LinearRows(part, x, rows, x_stride, y + col, width, step.isa(), step.team());
+    col += OutFeatures(part);
+  }
+}
+
+}  // namespace
+
+RowStep::RowStep(std::vector<RowSequence> sequences, ComputeTeam* team, MatmulIsa isa,
+                 at::ScalarType kv_dtype)
+    : sequences_(std::move(sequences)), team_(team), isa_(isa), kv_dtype_(kv_dtype) {
+  for (const RowSequence& s : sequences_) rows_ += s.rows;
+}
+
+float* RowStep::Scratch(Slot slot, int64_t floats) {
+  std::vector<float>& b = scratch_[slot];
+  if (static_cast<int64_t>(b.size()) < floats) b.resize(floats);
+  return b.data();
+}
+
+RowNorm RowNorm::From(const NormWeights& w) {
+  auto copy = [](const at::Tensor& t) {
+    std::vector<float> v;
+    if (!t.defined()) return v;
+    at::Tensor f = t.to(at::kCPU, at::kFloat).contiguous();
+    v.assign(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
+    return v;
+  };
+  return {copy(w.weight), copy(w.bias)};
+}
+
+void RowsRmsNorm(const float* x, int64_t rows, int64_t d, const RowNorm& w, double eps, float* y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * d;
+    float* yr = y + r * d;
+    double ss = 0;
+    for (int64_t i = 0; i < d; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const float inv = static_cast<float>(1.0 / std::sqrt(ss / d + eps));
+    for (int64_t i = 0; i < d; ++i) yr[i] = w.weight[i] * (xr[i] * inv);
+  }
+}
+
+void RowsLayerNorm(const float* x, int64_t rows, int64_t d, const RowNorm& w, double eps,
+                   float* y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * d;
+    float* yr = y + r * d;
+    double sum = 0;
+    for (int64_t i = 0; i < d; ++i) sum += xr[i];
+    const double mean = sum / d;
+    double var = 0;
+    for (int64_t i = 0; i < d; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+    const double inv = 1.0 / std::sqrt(var / d + eps);
+    for (int64_t i = 0; i < d; ++i) {
+      const float n = static_cast<float>((xr[i] - mean) * inv);
+      yr[i] = n * w.weight[i] + (w.bias.empty() ? 0.0f : w.bias[i]);
+    }
+  }
+}
+
+bool RowsSupported(const AttentionWeights& w) {
+  for (const LinearWeights& p : w.qkv.parts) {
+    if (!RowKernelSupports(p)) return false;
+  }
+  return !w.qkv.parts.empty() && RowKernelSupports(w.out);
+}
+
+bool RowsSupported(const GatedMlpWeights& w) {
+  for (const LinearWeights& p : w.gate_up.parts) {
+    if (!RowKernelSupports(p)) return false;
+  }
+  return !w.gate_up.parts.empty() && RowKernelSupports(w.down);
+}
+
+bool RowsSupported(const MlpWeights& w) {
+  return RowKernelSupports(w.up) && RowKernelSupports(w.down);
+}
+
+void RowsAttention(const AttentionWeights& w, const AttentionShape& shape, const Rotary* rotary,
+                   const float* xn, float* x, RowStep& step, int layer) {
+  const int64_t T = step.rows(), H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim;
+  const int64_t G = H / KV, qd = H * hd, kvd = KV * hd, width = qd + 2 * kvd;
+  const int64_t d = InFeatures(w.qkv.parts[0]);
+  float* qkv = step.Scratch(RowStep::kQkv, T * width);
+  SplitRows(w.qkv, xn, T, d, qkv, width, step);
+
+  // Rotary on the query and key heads at each row's position: t·cos + roll(t, hd/2)·sin_signed.
+  std::vector<TorchKvCache::Storage> kv(step.sequences().size());
+  std::vector<float> head(hd);
+  const int64_t half = hd / 2;
+  int64_t max_len = 0;
+  for (size_t si = 0; si < step.sequences().size(); ++si) {
+    const RowSequence& s = step.sequences()[si];
+    for (int64_t t = 0; t < s.rows; ++t) {
+      float* row = qkv + (s.row + t) * width;
+      if (rotary != nullptr) {
+        const float* cos = rotary->CosF32(s.start_pos + t);
+        const float* sin = rotary->SinSignedF32(s.start_pos + t);
+        for (int64_t h = 0; h < H + KV; ++h) {
+          float* v = row + h * hd;
+          std::copy(v, v + hd, head.begin());
+          for (int64_t i = 0; i < hd; ++i) v[i] = head[i] * cos[i] + head[(i + half) % hd] * sin[i];
+        }
+      }
+    }
+    // Keys and values into the cache, in its dtype.
+    kv[si] = s.cache->Reserve(layer, KV, hd, step.kv_dtype(), s.start_pos, s.rows);
+    const TorchKvCache::Storage& st = kv[si];
+    for (int64_t t = 0; t < s.rows; ++t) {
+      const float* row = qkv + (s.row + t) * width;
+      for (int64_t g = 0; g < KV; ++g) {
+        const float* k = row + qd + g * hd;
+        const float* v = row + qd + kvd + g * hd;
+        const int64_t at = (g * st.capacity + s.start_pos + t) * hd;
+        if (st.dtype == at::kBFloat16) {
+          auto* kd = static_cast<uint16_t*>(st.k) + at;
+          auto* vd = static_cast<uint16_t*>(st.v) + at;
+          for (int64_t i = 0; i < hd; ++i) {
+            kd[i] = FloatToBf16(k[i]);
+            vd[i] = FloatToBf16(v[i]);
+          }
+        } else {
+          std::copy(k, k + hd, static_cast<float*>(st.k) + at);
+          std::copy(v, v + hd, static_cast<float*>(st.v) + at);
+        }
+      }
+    }
+    max_len = std::max(max_len, s.start_pos + s.rows);
+  }
+
+  // One task per (row, query head), in row order; each computed whole by one thread.
+  const int64_t tasks = T * H;
+  std::vector<int> seq_of(T);
+  for (size_t si = 0; si < step.sequences().size(); ++si) {
+    const RowSequence& s = step.sequences()[si];
+    for (int64_t t = 0; t < s.rows; ++t) seq_of[s.row + t] = static_cast<int>(si);
+  }
+  float* out = step.Scratch(RowStep::kAttention, T * qd);
+  ComputeTeam* team = step.team();
+  int64_t work = 0;
+  for (const RowSequence& s : step.sequences()) work += s.rows * (s.start_pos + s.rows);
+  work *= H * hd * 2;
+  const bool parallel = work >= kMinParallelAttention && team != nullptr;
+  const int members = parallel ? team->size() : 1;
+  float* scores_all = step.Scratch(RowStep::kScores, members * max_len);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  // Task `task` covers (row, head) pairs [task·per, (task+1)·per) — a few tasks per member.
+  const int64_t chunks = parallel ? std::min<int64_t>(tasks, 4 * members) : 1;
+  auto run = [&](int64_t chunk, int member) {
+    float* scores = scores_all + member * max_len;
+    for (int64_t task = tasks * chunk / chunks; task < tasks * (chunk + 1) / chunks; ++task) {
+      const int64_t r = task / H, h = task % H, g = h / G;
+      const RowSequence& s = step.sequences()[seq_of[r]];
+      const TorchKvCache::Storage& st = kv[seq_of[r]];
+      const int64_t pos = s.start_pos + (r - s.row);
+      const int64_t lo =
+          shape.sliding_window > 0 ? std::max<int64_t>(0, pos - shape.sliding_window + 1) : 0;
+      const float* q = qkv + r * width + h * hd;
+      float* o = out + r * qd + h * hd;
+      const int64_t off = g * st.capacity * hd;
+      if (st.dtype == at::kBFloat16) {
+        AttendOne(q, static_cast<const uint16_t*>(st.k) + off,
+                  static_cast<const uint16_t*>(st.v) + off, lo, pos, hd, scale, scores, o);
+      } else {
+        AttendOne(q, static_cast<const float*>(st.k) + off, static_cast<const float*>(st.v) + off,
+                  lo, pos, hd, scale, scores, o);
+      }
+    }
+  };
+  if (parallel) {
+    team->Run(chunks, run);
+  } else {
+    run(0, 0);
+  }
+
+  float* y = step.Scratch(RowStep::kOut, T * d);
+  LinearRows(w.out, out, T, qd, y, d, step.isa(), step.team());
+  AddInto(x, y, T * d);
+}
+
+void RowsGatedMlp(const GatedMlpWeights& w, int64_t intermediate, const float* xn, float* x,
+                  RowStep& step) {
+  const int64_t T = step.rows(), I = intermediate, d = InFeatures(w.gate_up.parts[0]);
+  float* gu = step.Scratch(RowStep::kMlp, T * 2 * I);
+  SplitRows(w.gate_up, xn, T, d, gu, 2 * I, step);
+  float* act = step.Scratch(RowStep::kActivation, T * I);
+  for (int64_t r = 0; r < T; ++r) {
+    const float* g = gu + r * 2 * I;
+    const float* u = g + I;
+    float* a = act + r * I;
+    for (int64_t i = 0; i < I; ++i) a[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  }
+  float* y = step.Scratch(RowStep::kOut, T * d);
+  LinearRows(w.down, act, T, I, y, d, step.isa(), step.team());
+  AddInto(x, y, T * d);
+}
+
+void RowsMlp(const MlpWeights& w, Gelu gelu, const float* xn, float* x, RowStep& step) {
+  const int64_t T = step.rows(), I = OutFeatures(w.up), d = InFeatures(w.up);
+  float* h = step.Scratch(RowStep::kMlp, T * I);
+  LinearRows(w.up, xn, T, d, h, I, step.isa(), step.team());
+  const float c = static_cast<float>(std::sqrt(2.0 / M_PI));
+  for (int64_t i = 0; i < T * I; ++i) {
+    const float v = h[i];
+    h[i] = gelu == Gelu::kErf ? 0.5f * v * (1.0f + std::erf(v * static_cast<float>(M_SQRT1_2)))
+                              : 0.5f * v * (1.0f + std::tanh(c * (v + 0.044715f * v * v * v)));
+  }
+  float* y = step.Scratch(RowStep::kOut, T * d);
+  LinearRows(w.down, h, T, I, y, d, step.isa(), step.team());
+  AddInto(x, y, T * d);
+}
+
+}  // namespace swarm::model
