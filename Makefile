@@ -70,7 +70,7 @@ CHAOS_STREAMS ?= 16
 chaos: configure
 	cmake --build $(BUILD) -j $(JOBS) --target integration_test swarm-worker swarm-coordinator
 	SWARM_CHAOS_SECONDS=$(CHAOS_SECONDS) SWARM_CHAOS_STREAMS=$(CHAOS_STREAMS) \
-	  $(BUILD)/integration_test --gtest_filter='FailoverProcessTest.ChaosKillsLoseNoRequest'
+	  $(BUILD)/tests/integration_test --gtest_filter='FailoverProcessTest.ChaosKillsLoseNoRequest'
 
 demo:
 	bash scripts/setup.sh

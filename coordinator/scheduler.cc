@@ -1258,6 +1258,7 @@ struct CloseCall {
 absl::Status Scheduler::FailOver(Request& r, int segment, int worker, const absl::Status& why,
                                  const char* reason) {
   absl::Status failure = why;
+  std::string label = reason;  // After a failed try: what failed then.
   while (true) {
     const std::string from = workers_->address(worker);
     std::vector<int> hops;
@@ -1277,11 +1278,12 @@ absl::Status Scheduler::FailOver(Request& r, int segment, int worker, const absl
           " fail-overs without a step completing (--failover-attempts); last failures: ",
           absl::StrJoin(r.faults, "; ")));
     }
-    if (failure.code() == absl::StatusCode::kUnavailable ||
-        failure.code() == absl::StatusCode::kDeadlineExceeded) {
+    const bool known_state = label == "drain" || label == "down";
+    if (!known_state && (failure.code() == absl::StatusCode::kUnavailable ||
+                         failure.code() == absl::StatusCode::kDeadlineExceeded)) {
       workers_->MarkUnreachable(worker, failure);  // The monitor probes it.
     }
-    observer_->OnFailover(reason, from);
+    observer_->OnFailover(label, from);
     const absl::Time began = absl::Now();
     const absl::Time give_up = std::min(began + options_.failover.failover_wait, r.spec.deadline);
     // Another usable worker hosting the layers, or this one once it answers again.
@@ -1309,6 +1311,7 @@ absl::Status Scheduler::FailOver(Request& r, int segment, int worker, const absl
       if (!opened.ok()) {
         if (!Retryable(opened.status())) return opened.status();
         failure = opened.status();  // (It names the target; the hops stay where they are.)
+        label = FailoverReason(failure);
         continue;
       }
       id = *std::move(opened);
@@ -1358,11 +1361,12 @@ absl::Status Scheduler::FailOver(Request& r, int segment, int worker, const absl
     if (!replayed.ok()) {
       if (!Retryable(replayed) || r.abandoned.load()) return replayed;
       failure = replayed;
+      label = FailoverReason(failure);
       worker = target;
       continue;
     }
     observer_->OnReplay(positions, bytes, absl::ToDoubleSeconds(took));
-    LogLine(kLog, absl::StrCat("request '", r.spec.request_id, "': fail-over (", reason,
+    LogLine(kLog, absl::StrCat("request '", r.spec.request_id, "': fail-over (", label,
                                ") of layers ", FormatLayers(layers), " from ", from, " to ",
                                workers_->address(target), ": ", failure.ToString(), "; replayed ",
                                positions, " positions (", bytes, " bytes, ",

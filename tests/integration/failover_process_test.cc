@@ -348,7 +348,9 @@ TEST_P(ReplayPathTest, KilledReplicaIsReplayedIdentically) {
   EXPECT_NE(log.find(recompute ? "recomputed from the ids" : "from the history"),
             std::string::npos)
       << log;
-  if (recompute) EXPECT_NE(log.find("the replay budget is spent"), std::string::npos);
+  if (recompute) {
+    EXPECT_NE(log.find("the replay budget is spent"), std::string::npos);
+  }
   ExpectNoSessions(*c.client);
 }
 
