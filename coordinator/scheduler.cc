@@ -29,10 +29,10 @@ namespace swarm::coordinator {
 namespace {
 
 constexpr char kLog[] = "swarm-coordinator";
-constexpr int kMaxMicroBatches = 64;  // One runner thread each.
-constexpr size_t kLatencyWindow = 256;      // Step latencies StepDeadline looks at.
-constexpr size_t kMinLatencySamples = 16;   // Fewer: step_timeout.
-constexpr size_t kMaxFaults = 3;            // Failures a give-up message names.
+constexpr int kMaxMicroBatches = 64;       // One runner thread each.
+constexpr size_t kLatencyWindow = 256;     // Step latencies StepDeadline looks at.
+constexpr size_t kMinLatencySamples = 16;  // Fewer: step_timeout.
+constexpr size_t kMaxFaults = 3;           // Failures a give-up message names.
 
 // A failure a fail-over can mend: the worker or its session is gone, or it missed the deadline.
 bool Retryable(const absl::Status& s) {
@@ -210,7 +210,7 @@ struct Scheduler::Request {
   absl::Mutex state_mu;
   bool closed ABSL_GUARDED_BY(state_mu) = false;  // Ended: nothing opens, nothing is kept.
   std::vector<std::pair<int64_t, int64_t>> steps ABSL_GUARDED_BY(state_mu);  // (start, rows).
-  std::vector<std::vector<HopHistory>> history ABSL_GUARDED_BY(state_mu);  // [segment][hop]
+  std::vector<std::vector<HopHistory>> history ABSL_GUARDED_BY(state_mu);    // [segment][hop]
   int64_t history_bytes ABSL_GUARDED_BY(state_mu) = 0;
   bool history_dropped ABSL_GUARDED_BY(state_mu) = false;
   ExecutionPlan original_plan;  // As planned (the worker set's load is restored to it).
@@ -503,7 +503,9 @@ absl::StatusOr<std::string> Scheduler::OpenOn(const Request& request, int worker
   v1::OpenSessionResponse resp;
   RETURN_IF_ERROR(calls.Call(
       worker, "OpenSession",
-      [&](grpc::ClientContext* ctx) { return workers_->stub(worker)->OpenSession(ctx, req, &resp); },
+      [&](grpc::ClientContext* ctx) {
+        return workers_->stub(worker)->OpenSession(ctx, req, &resp);
+      },
       absl::Now() + options_.control_timeout));
   return resp.session_id();
 }
@@ -1120,9 +1122,8 @@ void Scheduler::RunHops(MicroBatch& batch) {
             e.status = absl::InternalError("a fail-over left a hop without its session");
             break;
           }
-          absl::StatusOr<HostTensor> out = ForwardOn(r, hop.worker, session->id,
-                                                     ++session->last_step, e.start, hop.layers,
-                                                     lane.cur);
+          absl::StatusOr<HostTensor> out = ForwardOn(
+              r, hop.worker, session->id, ++session->last_step, e.start, hop.layers, lane.cur);
           if (out.ok()) {
             Record(r, lane.segment, static_cast<int>(lane.hop), lane.cur);
             lane.cur = *std::move(out);
@@ -1210,7 +1211,8 @@ void Scheduler::Record(Request& r, int segment, int hop, const HostTensor& in) {
   if (replay_bytes_.load() + add > options_.failover.replay_budget_bytes) {
     LogLine(kLog, absl::StrCat("request '", r.spec.request_id, "': the replay budget is spent (",
                                replay_bytes_.load(), " of --replay-budget ",
-                               options_.failover.replay_budget_bytes, " bytes held): its ", r.history_bytes,
+                               options_.failover.replay_budget_bytes, " bytes held): its ",
+                               r.history_bytes,
                                " bytes of replay history are dropped; a fail-over recomputes its "
                                "hops' inputs from the ids"));
     observer_->OnReplayHistory(replay_bytes_.fetch_sub(r.history_bytes) - r.history_bytes);
@@ -1294,10 +1296,10 @@ absl::Status Scheduler::FailOver(Request& r, int segment, int worker, const absl
       target = workers_->PickReplica(layers);
       if (target >= 0) break;
       if (absl::Now() >= give_up) {
-        return absl::UnavailableError(absl::StrCat(
-            "layers ", FormatLayers(layers), ": no usable worker hosts them within ",
-            absl::FormatDuration(give_up - began), " (--failover-wait) after ", from,
-            " failed: ", failure.ToString()));
+        return absl::UnavailableError(
+            absl::StrCat("layers ", FormatLayers(layers), ": no usable worker hosts them within ",
+                         absl::FormatDuration(give_up - began), " (--failover-wait) after ", from,
+                         " failed: ", failure.ToString()));
       }
       workers_->Probe(worker, std::min(options_.control_timeout, absl::Seconds(1)));
       if (!workers_->usable(worker)) absl::SleepFor(absl::Milliseconds(100));
@@ -1370,8 +1372,7 @@ absl::Status Scheduler::FailOver(Request& r, int segment, int worker, const absl
                                ") of layers ", FormatLayers(layers), " from ", from, " to ",
                                workers_->address(target), ": ", failure.ToString(), "; replayed ",
                                positions, " positions (", bytes, " bytes, ",
-                               recomputed ? "recomputed from the ids" : "from the history",
-                               ") in ",
+                               recomputed ? "recomputed from the ids" : "from the history", ") in ",
                                absl::FormatDuration(absl::Trunc(took, absl::Microseconds(100)))));
     return absl::OkStatus();
   }
@@ -1398,7 +1399,8 @@ absl::Status Scheduler::Replay(Request& r, int segment, const std::vector<int>& 
     if (done[j] > 0 && dropped && !embedding) sim_hops = std::max(sim_hops, hops[j]);
   }
   if (max_done == 0) return absl::OkStatus();
-  if (max_done > static_cast<int>(steps.size())) return absl::InternalError("replay past the steps");
+  if (max_done > static_cast<int>(steps.size()))
+    return absl::InternalError("replay past the steps");
   Request::Session* session = r.SessionFor(segment, worker);
   if (session == nullptr) return absl::InternalError("replay without a session");
   const std::string session_id = session->id;
@@ -1464,9 +1466,8 @@ absl::Status Scheduler::Replay(Request& r, int segment, const std::vector<int>& 
         for (int k = 0; k < upto; ++k, ++t) {
           if (b == segment) inputs.push_back(cur);
           Temp& tmp = temps[t];
-          absl::StatusOr<HostTensor> out =
-              ForwardOn(r, tmp.worker, tmp.id, ++tmp.last_step, start,
-                        plan.segments[b].hops[k].layers, cur);
+          absl::StatusOr<HostTensor> out = ForwardOn(r, tmp.worker, tmp.id, ++tmp.last_step, start,
+                                                     plan.segments[b].hops[k].layers, cur);
           if (!out.ok()) {
             status = out.status();
             break;
@@ -1515,9 +1516,8 @@ absl::Status Scheduler::Replay(Request& r, int segment, const std::vector<int>& 
       }
       *positions += rows;
       *bytes += static_cast<int64_t>(in.data.size());
-      absl::StatusOr<HostTensor> out =
-          ForwardOn(r, worker, session_id, ++session->last_step, start,
-                    plan.segments[segment].hops[k].layers, in);
+      absl::StatusOr<HostTensor> out = ForwardOn(r, worker, session_id, ++session->last_step, start,
+                                                 plan.segments[segment].hops[k].layers, in);
       if (!out.ok()) status = out.status();
     }
     row += rows;

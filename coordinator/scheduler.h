@@ -106,7 +106,7 @@ struct SchedulerOptions {
   absl::Duration step_timeout = absl::Seconds(60);     // One Forward / ForwardBatch.
   absl::Duration control_timeout = absl::Seconds(5);   // Open/CloseSession.
   absl::Duration prefetch_timeout = absl::Seconds(2);  // Deadline of a Prefetch hint.
-  FailoverOptions failover;  // See the file comment.
+  FailoverOptions failover;                            // See the file comment.
   CoordinatorObserver* observer = nullptr;             // Not owned; null = none.
   // Where the hops of one stage on different workers run at once (not owned); null = one after
   // the other on the micro-batch's runner thread.
@@ -218,7 +218,7 @@ class Scheduler {
 
   std::atomic<int64_t> replay_bytes_{0};  // Every request's replay history.
   std::atomic<bool> shutting_down_{false};
-  mutable absl::Mutex latency_mu_;        // Recent step latencies (StepDeadline).
+  mutable absl::Mutex latency_mu_;  // Recent step latencies (StepDeadline).
   std::vector<double> latencies_ ABSL_GUARDED_BY(latency_mu_);
   size_t latency_next_ ABSL_GUARDED_BY(latency_mu_) = 0;
   double latency_p99_ ABSL_GUARDED_BY(latency_mu_) = 0;

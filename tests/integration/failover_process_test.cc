@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "client/client.h"
 #include "tests/coordinator/test_cluster.h"
 #include "tests/integration/process_util.h"
@@ -84,9 +85,12 @@ void StartCluster(const std::string& dir, const std::vector<int>& ranges,
     ASSERT_TRUE(c->workers.back()->Start()) << c->workers.back()->Log();
     addresses.push_back(c->workers.back()->address());
   }
-  std::vector<std::string> argv = {kBin + "/swarm-coordinator", "--model",
-                                   ModelDir("stories260K"),     "--workers",
-                                   absl::StrJoin(addresses, ","), "--listen",
+  std::vector<std::string> argv = {kBin + "/swarm-coordinator",
+                                   "--model",
+                                   ModelDir("stories260K"),
+                                   "--workers",
+                                   absl::StrJoin(addresses, ","),
+                                   "--listen",
                                    "127.0.0.1:0"};
   argv.insert(argv.end(), coordinator_flags.begin(), coordinator_flags.end());
   c->coordinator_log = dir + "/coordinator.log";
@@ -96,8 +100,7 @@ void StartCluster(const std::string& dir, const std::vector<int>& ranges,
   auto client = Client::Connect(address);
   ASSERT_TRUE(client.ok()) << client.status();
   c->client = *std::move(client);
-  ASSERT_TRUE(c->client->WaitUntilServing(absl::Seconds(60)).ok())
-      << ReadFile(c->coordinator_log);
+  ASSERT_TRUE(c->client->WaitUntilServing(absl::Seconds(60)).ok()) << ReadFile(c->coordinator_log);
 }
 
 // Stream i of a mix: exact and sparse (explicit plans, sequential and parallel), greedy and
@@ -232,7 +235,8 @@ TEST(FailoverProcessTest, ChaosKillsLoseNoRequest) {
     double worst = -1;
     for (const auto& runs : all) {
       for (const StreamRun& r : runs) {
-        if (r.token_times.empty() || r.token_times.front() > k || r.token_times.back() < k) continue;
+        if (r.token_times.empty() || r.token_times.front() > k || r.token_times.back() < k)
+          continue;
         auto next = std::upper_bound(r.token_times.begin(), r.token_times.end(), k);
         if (next != r.token_times.end()) worst = std::max(worst, absl::ToDoubleSeconds(*next - k));
       }
@@ -240,11 +244,36 @@ TEST(FailoverProcessTest, ChaosKillsLoseNoRequest) {
     if (worst >= 0) recovery.push_back(worst);
   }
   const std::string log = ReadFile(c.coordinator_log);
+  // The coordinator's fail-over lines: "...; replayed N positions (B bytes, ...) in T".
   size_t failovers = 0;
+  int64_t positions = 0, bytes = 0;
+  absl::Duration replay_time;
   for (size_t at = log.find("fail-over ("); at != std::string::npos;
        at = log.find("fail-over (", at + 1)) {
     ++failovers;
+    const size_t r = log.find("; replayed ", at);
+    const size_t eol = log.find('\n', at);
+    if (r == std::string::npos || r > eol) continue;
+    int64_t n = 0, b = 0;
+    if (std::sscanf(log.c_str() + r, "; replayed %ld positions (%ld bytes", &n, &b) != 2) continue;
+    const size_t in = log.rfind(" in ", eol);
+    absl::Duration d;
+    if (in == std::string::npos || in < r ||
+        !absl::ParseDuration(log.substr(in + 4, eol - in - 4), &d)) {
+      continue;
+    }
+    positions += n;
+    bytes += b;
+    replay_time += d;
   }
+  std::printf(
+      "replay: %ld positions, %ld bytes in %.3f s over %zu fail-overs: %.1f ms per 1000 "
+      "positions, %.0f bytes per position\n",
+      static_cast<long>(positions), static_cast<long>(bytes), absl::ToDoubleSeconds(replay_time),
+      failovers,
+      positions > 0 ? 1e6 * absl::ToDoubleSeconds(replay_time) / static_cast<double>(positions)
+                    : 0.0,
+      positions > 0 ? static_cast<double>(bytes) / static_cast<double>(positions) : 0.0);
   std::printf(
       "chaos: %d s, %d streams x %d tokens, %d rounds, %zu kills, %zu fail-overs, %d failed, %d "
       "differ; SIGKILL -> next token (worst stream per kill, %zu kills mid-stream): p50 %.3f s, "
@@ -345,8 +374,7 @@ TEST_P(ReplayPathTest, KilledReplicaIsReplayedIdentically) {
     EXPECT_EQ(runs[i].result->ids, reference[i].result->ids) << "stream " << i;
   }
   const std::string log = ReadFile(c.coordinator_log);
-  EXPECT_NE(log.find(recompute ? "recomputed from the ids" : "from the history"),
-            std::string::npos)
+  EXPECT_NE(log.find(recompute ? "recomputed from the ids" : "from the history"), std::string::npos)
       << log;
   if (recompute) {
     EXPECT_NE(log.find("the replay budget is spent"), std::string::npos);
