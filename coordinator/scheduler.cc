@@ -50,6 +50,10 @@ bool Retryable(const absl::Status& s) {
   }
 }
 
+std::string Trunc(absl::Duration d) {
+  return absl::FormatDuration(absl::Trunc(d, absl::Microseconds(100)));
+}
+
 const char* FailoverReason(const absl::Status& s) {
   return s.code() == absl::StatusCode::kDeadlineExceeded ? "deadline" : "error";
 }
@@ -1358,8 +1362,10 @@ absl::Status Scheduler::FailOver(Request& r, int segment, int worker, const absl
     int64_t positions = 0;
     int64_t bytes = 0;
     bool recomputed = false;
+    const absl::Time replay_began = absl::Now();
     absl::Status replayed = Replay(r, segment, hops, target, &positions, &bytes, &recomputed);
-    const absl::Duration took = absl::Now() - began;
+    const absl::Time replay_ended = absl::Now();
+    const absl::Duration took = replay_ended - began;
     if (!replayed.ok()) {
       if (!Retryable(replayed) || r.abandoned.load()) return replayed;
       failure = replayed;
@@ -1368,12 +1374,13 @@ absl::Status Scheduler::FailOver(Request& r, int segment, int worker, const absl
       continue;
     }
     observer_->OnReplay(positions, bytes, absl::ToDoubleSeconds(took));
-    LogLine(kLog, absl::StrCat("request '", r.spec.request_id, "': fail-over (", label,
-                               ") of layers ", FormatLayers(layers), " from ", from, " to ",
-                               workers_->address(target), ": ", failure.ToString(), "; replayed ",
-                               positions, " positions (", bytes, " bytes, ",
-                               recomputed ? "recomputed from the ids" : "from the history", ") in ",
-                               absl::FormatDuration(absl::Trunc(took, absl::Microseconds(100)))));
+    LogLine(kLog,
+            absl::StrCat("request '", r.spec.request_id, "': fail-over (", label, ") of layers ",
+                         FormatLayers(layers), " from ", from, " to ", workers_->address(target),
+                         ": ", failure.ToString(), "; replayed ", positions, " positions (", bytes,
+                         " bytes, ", recomputed ? "recomputed from the ids" : "from the history",
+                         ") in ", Trunc(replay_ended - replay_began), " after ",
+                         Trunc(replay_began - began), " finding a worker and opening"));
     return absl::OkStatus();
   }
 }

@@ -256,10 +256,12 @@ TEST(FailoverProcessTest, ChaosKillsLoseNoRequest) {
     if (r == std::string::npos || r > eol) continue;
     int64_t n = 0, b = 0;
     if (std::sscanf(log.c_str() + r, "; replayed %ld positions (%ld bytes", &n, &b) != 2) continue;
-    const size_t in = log.rfind(" in ", eol);
+    // "... ) in R after W finding a worker and opening": R is the replay alone.
+    const size_t in = log.find(") in ", r);
+    const size_t after = in == std::string::npos ? in : log.find(" after ", in);
     absl::Duration d;
-    if (in == std::string::npos || in < r ||
-        !absl::ParseDuration(log.substr(in + 4, eol - in - 4), &d)) {
+    if (in == std::string::npos || after == std::string::npos || after > eol ||
+        !absl::ParseDuration(log.substr(in + 5, after - in - 5), &d)) {
       continue;
     }
     positions += n;
