@@ -14,8 +14,9 @@
 // on different workers run at once (over the hop pool). Sequential combine gates each segment
 // (model::GateResidual), parallel combine sums the segments (model::CombineResiduals), per request
 // on the coordinator. Then one head product gives the logits of every row that needs them, and
-// each request samples its token. A row a worker fails (BatchStepResult.code != 0) fails that
-// request alone.
+// each request samples its token. A row a worker fails (BatchStepResult.code != 0) concerns that
+// request alone: it fails over (below) when the failure is one a new session mends (the worker
+// or the session gone, a missed deadline), and fails otherwise.
 //
 // Full pipeline: up to max_micro_batches micro-batches are in flight at once (default: the number
 // of workers), each worker computing one of them at a time, so stage 2 computes micro-batch 1
@@ -139,7 +140,9 @@ class Scheduler {
   // stops the request: CANCELLED) until it ends. `cancel` stops it from any thread (CANCELLED);
   // its deadline passing stops it too (DEADLINE_EXCEEDED). Every session it opened is closed
   // before it returns. Other errors: the sampling parameters or the prompt (as
-  // model::SequenceDecoder::Create), the workers' (its rows' failures).
+  // model::SequenceDecoder::Create), the workers' failures that no fail-over mends (UNAVAILABLE
+  // naming the layers once no worker hosts them within failover_wait or the attempts are spent;
+  // a row's own error such as INVALID_ARGUMENT as the worker gave it).
   absl::StatusOr<model::GenerateResult> Run(ScheduledRequest request,
                                             const std::function<void()>& on_queued,
                                             const model::TokenCallback& on_token,

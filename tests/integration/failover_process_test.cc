@@ -349,6 +349,39 @@ TEST(FailoverProcessTest, StoppedWorkerFailsOverWithinTheStepDeadline) {
   ExpectNoSessions(*c.client);
 }
 
+// A worker that gets SIGTERM drains: the coordinator moves its running streams to the replica by
+// replay (or they end there), new ones go elsewhere, and it exits once it holds no session. No
+// request fails and every output is its no-fault run's.
+TEST(FailoverProcessTest, DrainingWorkerLosesNoRequest) {
+  ScratchDir scratch("drain");
+  Cluster c;
+  StartCluster(scratch.path(), {0, 1, 1}, {}, &c);
+  std::vector<GenerateRequest> requests;
+  for (int i = 0; i < 6; ++i) requests.push_back(StreamRequest(i, 300));
+  const std::vector<StreamRun> reference = RunStreams(*c.client, requests);
+  for (const StreamRun& r : reference) ASSERT_TRUE(r.result.ok()) << r.result.status();
+  std::thread drainer([&] {
+    absl::SleepFor(absl::Milliseconds(300));
+    c.workers[1]->proc().Signal(SIGTERM);
+  });
+  // Rounds until the drained worker has exited (it may outlive the first round).
+  int exit_status = -1;
+  for (int round = 0; round < 6 && exit_status == -1; ++round) {
+    const std::vector<StreamRun> runs = RunStreams(*c.client, requests);
+    for (size_t i = 0; i < runs.size(); ++i) {
+      ASSERT_TRUE(runs[i].result.ok()) << runs[i].result.status() << ReadFile(c.coordinator_log);
+      EXPECT_EQ(runs[i].result->ids, reference[i].result->ids) << "stream " << i;
+    }
+    if (round == 0) drainer.join();
+    exit_status = c.workers[1]->proc().Wait(absl::Seconds(1));
+  }
+  if (drainer.joinable()) drainer.join();
+  if (exit_status == -1) exit_status = c.workers[1]->proc().Wait(absl::Seconds(40));
+  EXPECT_TRUE(exit_status != -1 && WIFEXITED(exit_status) && WEXITSTATUS(exit_status) == 0)
+      << c.workers[1]->Log();
+  ExpectNoSessions(*c.client);
+}
+
 // The replay history (default budget) and its recompute path (a budget too small to keep any):
 // both give the no-fault ids.
 class ReplayPathTest : public ::testing::TestWithParam<bool> {};
