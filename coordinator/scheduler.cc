@@ -1306,7 +1306,8 @@ absl::Status Scheduler::FailOver(Request& r, int segment, int worker, const absl
                          " failed: ", failure.ToString()));
       }
       workers_->Probe(worker, std::min(options_.control_timeout, absl::Seconds(1)));
-      if (!workers_->usable(worker)) absl::SleepFor(absl::Milliseconds(100));
+      // Every 250 ms at most per waiting request: no storm of probes at a dead address.
+      if (!workers_->usable(worker)) absl::SleepFor(absl::Milliseconds(250));
     }
     // The session there: the request's own when it already has one for this segment.
     Request::Session* existing = target != worker ? r.SessionFor(segment, target) : nullptr;
