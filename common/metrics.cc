@@ -691,6 +691,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorMetrics>> CoordinatorMetrics::Create(
       for (const char* code : {"unavailable", "deadline_exceeded"}) {
         m->worker_errors->Add({{"worker", w}, {"code", code}});
       }
+      for (const char* reason : {"error", "deadline", "drain", "down"}) {
+        m->failovers->Add({{"worker", w}, {"reason", reason}});
+      }
       m->workers.emplace(w, ws);
     }
     prometheus::BuildGauge()
