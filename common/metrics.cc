@@ -473,6 +473,11 @@ struct CoordinatorMetrics::Impl {
   Histogram* batch_sequences = nullptr;
   Histogram* batch_tokens = nullptr;
   Histogram* queue_time = nullptr;
+  Family<Counter>* failovers = nullptr;
+  Counter* replayed_positions = nullptr;
+  Counter* replayed_bytes = nullptr;
+  Histogram* replay_time = nullptr;
+  Gauge* replay_history = nullptr;
   Gauge* running = nullptr;
   Gauge* waiting = nullptr;
   Gauge* active = nullptr;
@@ -661,6 +666,32 @@ absl::StatusOr<std::unique_ptr<CoordinatorMetrics>> CoordinatorMetrics::Create(
                          .Help("Time a request waited in the scheduler's queue before admission.")
                          .Register(reg)
                          .Add({}, FirstTokenBuckets());
+    m->failovers = &prometheus::BuildCounter()
+                        .Name("swarm_coordinator_failovers_total")
+                        .Help(
+                            "Request sessions moved off a worker by a fail-over, by reason "
+                            "(error, deadline, drain, down).")
+                        .Register(reg);
+    m->replayed_positions = &prometheus::BuildCounter()
+                                 .Name("swarm_coordinator_replayed_positions_total")
+                                 .Help("Positions (rows x hops) replayed into moved sessions.")
+                                 .Register(reg)
+                                 .Add({});
+    m->replayed_bytes = &prometheus::BuildCounter()
+                             .Name("swarm_coordinator_replayed_bytes_total")
+                             .Help("Hidden-state bytes replayed into moved sessions.")
+                             .Register(reg)
+                             .Add({});
+    m->replay_time = &prometheus::BuildHistogram()
+                          .Name("swarm_coordinator_replay_duration_seconds")
+                          .Help("Time of one fail-over: finding a worker, opening, replaying.")
+                          .Register(reg)
+                          .Add({}, FirstTokenBuckets());
+    m->replay_history = &prometheus::BuildGauge()
+                             .Name("swarm_coordinator_replay_history_bytes")
+                             .Help("Replay history held for fail-over (--replay-budget bounds it).")
+                             .Register(reg)
+                             .Add({});
     m->running = &prometheus::BuildGauge()
                       .Name("swarm_coordinator_scheduler_running_requests")
                       .Help("Requests in the scheduler's running batch.")
@@ -681,6 +712,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorMetrics>> CoordinatorMetrics::Create(
       // As for the worker's errors: the codes of a worker that is down or too slow.
       for (const char* code : {"unavailable", "deadline_exceeded"}) {
         m->worker_errors->Add({{"worker", w}, {"code", code}});
+      }
+      for (const char* reason : {"error", "deadline", "drain", "down"}) {
+        m->failovers->Add({{"worker", w}, {"reason", reason}});
       }
       m->workers.emplace(w, ws);
     }
@@ -803,6 +837,26 @@ void CoordinatorMetrics::OnBatchStep(int sequences, int64_t tokens) {
 
 void CoordinatorMetrics::OnQueued(double seconds) {
   impl_->queue_time->Observe(NonNegative(seconds));
+}
+
+void CoordinatorMetrics::OnFailover(absl::string_view reason, absl::string_view worker) {
+  const bool known =
+      reason == "error" || reason == "deadline" || reason == "drain" || reason == "down";
+  impl_->failovers
+      ->Add({{"worker",
+              std::string(impl_->workers.count(worker) > 0 ? worker : absl::string_view("other"))},
+             {"reason", std::string(known ? reason : "error")}})
+      .Increment();
+}
+
+void CoordinatorMetrics::OnReplay(int64_t positions, int64_t bytes, double seconds) {
+  impl_->replayed_positions->Increment(NonNegative(static_cast<double>(positions)));
+  impl_->replayed_bytes->Increment(NonNegative(static_cast<double>(bytes)));
+  impl_->replay_time->Observe(NonNegative(seconds));
+}
+
+void CoordinatorMetrics::SetReplayHistoryBytes(int64_t bytes) {
+  impl_->replay_history->Set(NonNegative(static_cast<double>(bytes)));
 }
 
 void CoordinatorMetrics::SetSchedulerState(int running, int waiting) {

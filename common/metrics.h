@@ -183,6 +183,16 @@ class CoordinatorMetrics {
   // (rate() of it is the worker's busy fraction, pipeline occupancy).
   void OnWorkerBusy(absl::string_view worker, double seconds);
 
+  // --- Fail-over (coordinator/scheduler.h). `reason` is "error", "deadline", "drain" or "down"
+  // (others count as "error").
+  // A request's session moved off `worker`: failovers_total{worker,reason} += 1.
+  void OnFailover(absl::string_view reason, absl::string_view worker);
+  // A fail-over replayed `positions` (rows × hops) and `bytes`, in `seconds`:
+  // replayed_positions_total, replayed_bytes_total, replay_duration_seconds.
+  void OnReplay(int64_t positions, int64_t bytes, double seconds);
+  // The bytes of replay history every request holds now: replay_history_bytes.
+  void SetReplayHistoryBytes(int64_t bytes);
+
  private:
   struct Impl;
   explicit CoordinatorMetrics(std::unique_ptr<Impl> impl);

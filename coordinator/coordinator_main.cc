@@ -50,6 +50,19 @@ swarm::FlagSet CoordinatorFlags() {
              "the longest a request may run")
       .Value("step-timeout", "DURATION", absl::FormatDuration(d.step_timeout),
              "deadline of one step on a worker")
+      .Value("replay-budget", "BYTES", "1GiB",
+             "replay history (hops' input hidden states) kept for fail-over, all requests "
+             "together; past it a request's is dropped and recomputed from its ids; 0 = none")
+      .Value("failover-wait", "DURATION", absl::FormatDuration(d.failover.failover_wait),
+             "how long a fail-over waits for a worker hosting the layers (a replica, or the "
+             "failed one back)")
+      .Value("failover-attempts", "N", absl::StrCat(d.failover.failover_attempts),
+             "fail-overs of a request without a step completing, then UNAVAILABLE")
+      .Value("step-deadline-min", "DURATION", absl::FormatDuration(d.failover.step_deadline_min),
+             "the shortest step deadline (a worker missing one is failed over)")
+      .Value("step-deadline-factor", "X", absl::StrCat(d.failover.step_deadline_factor),
+             "step deadline = max(X times the recent p99 step latency, --step-deadline-min), "
+             "at most --step-timeout; 0 = always --step-timeout")
       .Value("router", "FILE", "", "the router file for sparse requests (swarm calibrate)")
       .Value("num-blocks", "N", "", "check the router was calibrated for N blocks")
       .Value("date", "YYYY-MM-DD", "",
@@ -199,6 +212,34 @@ int main(int argc, char** argv) {
   options.step_timeout = *step_timeout;
   if (flags->Has("metrics-auth-tokens") && !flags->Has("metrics-listen")) {
     return Fail(absl::InvalidArgumentError("--metrics-auth-tokens needs --metrics-listen"));
+  }
+  {
+    auto budget = flags->Bytes("replay-budget", options.failover.replay_budget_bytes);
+    auto wait = flags->Duration("failover-wait", options.failover.failover_wait);
+    auto attempts = flags->Int("failover-attempts", options.failover.failover_attempts);
+    auto deadline_min = flags->Duration("step-deadline-min", options.failover.step_deadline_min);
+    auto factor = flags->Double("step-deadline-factor", options.failover.step_deadline_factor);
+    for (const absl::Status& s : {budget.status(), wait.status(), attempts.status(),
+                                  deadline_min.status(), factor.status()}) {
+      if (!s.ok()) return Fail(s);
+    }
+    if (*attempts < 0 || *attempts > 100) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--failover-attempts must be in 0..100, got ", *attempts)));
+    }
+    if (*factor < 0 || *factor > 1000) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--step-deadline-factor must be in 0..1000, got ", *factor)));
+    }
+    if (*wait < absl::ZeroDuration() || *deadline_min < absl::ZeroDuration() || *budget < 0) {
+      return Fail(absl::InvalidArgumentError(
+          "--failover-wait, --step-deadline-min and --replay-budget must not be negative"));
+    }
+    options.failover.replay_budget_bytes = *budget;
+    options.failover.failover_wait = *wait;
+    options.failover.failover_attempts = static_cast<int>(*attempts);
+    options.failover.step_deadline_min = *deadline_min;
+    options.failover.step_deadline_factor = *factor;
   }
   if (flags->Has("metrics-listen")) {
     if (auto s = swarm::ValidateHostPort(flags->String("metrics-listen"), "--metrics-listen");

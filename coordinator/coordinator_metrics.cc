@@ -138,4 +138,16 @@ void CoordinatorMetricsObserver::OnWorkerBusy(int worker, absl::Duration busy) {
                          absl::ToDoubleSeconds(busy));
 }
 
+void CoordinatorMetricsObserver::OnFailover(absl::string_view reason, absl::string_view worker) {
+  metrics_->OnFailover(reason, worker);
+}
+
+void CoordinatorMetricsObserver::OnReplay(int64_t positions, int64_t bytes, double seconds) {
+  metrics_->OnReplay(positions, bytes, seconds);
+}
+
+void CoordinatorMetricsObserver::OnReplayHistory(int64_t bytes) {
+  metrics_->SetReplayHistoryBytes(bytes);
+}
+
 }  // namespace swarm::coordinator

@@ -71,6 +71,9 @@ class CoordinatorMetricsObserver : public CoordinatorObserver {
   void OnSchedulerState(int running, int waiting) override;
   // `worker` indexes Options::workers (the WorkerSet's order); others count under "other".
   void OnWorkerBusy(int worker, absl::Duration busy) override;
+  void OnFailover(absl::string_view reason, absl::string_view worker) override;
+  void OnReplay(int64_t positions, int64_t bytes, double seconds) override;
+  void OnReplayHistory(int64_t bytes) override;
 
  private:
   CoordinatorMetricsObserver() = default;

@@ -63,6 +63,13 @@ class CoordinatorObserver {
   // Worker `worker` (WorkerSet index) spent `busy` computing a batch hop (wall time of the
   // Forward).
   virtual void OnWorkerBusy(int /*worker*/, absl::Duration /*busy*/) {}
+  // A request's session on `worker` (its address) is being moved to another worker (scheduler.h's
+  // fail-over); `reason` is "error", "deadline", "drain" or "down".
+  virtual void OnFailover(absl::string_view /*reason*/, absl::string_view /*worker*/) {}
+  // A fail-over replayed `positions` (rows × hops) of `bytes` of hidden states in `seconds`.
+  virtual void OnReplay(int64_t /*positions*/, int64_t /*bytes*/, double /*seconds*/) {}
+  // The bytes every request's replay history holds now.
+  virtual void OnReplayHistory(int64_t /*bytes*/) {}
 };
 
 // The blocks of `layout` that `layers` (sorted, within the layout) touch, sorted. Layers outside

@@ -65,6 +65,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   pipeline_options.max_request_time = options.max_request_time;
   pipeline_options.step_timeout = options.step_timeout;
   pipeline_options.control_timeout = options.control_timeout;
+  pipeline_options.failover = options.failover;
   pipeline_options.observer = server->observer_;
   pipeline_options.max_prompt_bytes = options.max_prompt_bytes;
   // One hop thread per generating request: the rest of a wide parallel step runs on its caller.

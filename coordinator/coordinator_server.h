@@ -77,6 +77,7 @@ struct CoordinatorOptions {
   // Cap on a request's deadline (a call without one gets this one).
   absl::Duration max_request_time = absl::Minutes(10);
   absl::Duration step_timeout = absl::Seconds(60);  // One Forward.
+  FailoverOptions failover;  // Replay history, fail-over, step deadlines (scheduler.h).
   // Tokens decoded faster than this are streamed together (one message per interval at most).
   absl::Duration stream_interval = absl::Milliseconds(5);
   absl::Duration control_timeout = absl::Seconds(5);     // Info, Open/CloseSession.

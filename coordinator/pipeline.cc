@@ -82,6 +82,7 @@ GenerationPipeline::GenerationPipeline(const CoordinatorModel* model, WorkerSet*
   so.max_micro_batches = options.max_micro_batches;
   so.step_timeout = options.step_timeout;
   so.control_timeout = options.control_timeout;
+  so.failover = options.failover;
   so.observer = observer_;
   so.hop_pool = hop_pool_.get();
   scheduler_ = std::make_unique<Scheduler>(model, workers, so);

@@ -37,6 +37,7 @@
 #include "absl/time/time.h"
 #include "coordinator/coordinator_model.h"
 #include "coordinator/coordinator_observer.h"
+#include "coordinator/failover_options.h"
 #include "model/generate.h"
 
 namespace swarm {
@@ -164,6 +165,7 @@ struct PipelineOptions {
   absl::Duration max_request_time = absl::Minutes(10);
   absl::Duration step_timeout = absl::Seconds(60);    // One Forward.
   absl::Duration control_timeout = absl::Seconds(5);  // Open/CloseSession.
+  FailoverOptions failover;                           // The scheduler's (scheduler.h).
   CoordinatorObserver* observer = nullptr;            // Not owned; null = no metrics.
   // The pipeline's pool for the hops of one stage on different workers (parallel combine, and
   // requests planned through different workers): a micro-batch runs its first hop on its own

@@ -29,7 +29,51 @@ namespace swarm::coordinator {
 namespace {
 
 constexpr char kLog[] = "swarm-coordinator";
-constexpr int kMaxMicroBatches = 64;  // One runner thread each.
+constexpr int kMaxMicroBatches = 64;       // One runner thread each.
+constexpr size_t kLatencyWindow = 256;     // Step latencies StepDeadline looks at.
+constexpr size_t kMinLatencySamples = 16;  // Fewer: step_timeout.
+constexpr size_t kMaxFaults = 3;           // Failures a give-up message names.
+
+// A failure a fail-over can mend: the worker or its session is gone, or it missed the deadline.
+bool Retryable(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kCancelled:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string Trunc(absl::Duration d) {
+  return absl::FormatDuration(absl::Trunc(d, absl::Microseconds(100)));
+}
+
+const char* FailoverReason(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kDeadlineExceeded ? "deadline" : "error";
+}
+
+std::vector<std::vector<Hop>> HopsOf(const ExecutionPlan& plan) {
+  std::vector<std::vector<Hop>> out;
+  for (const Segment& s : plan.segments) out.push_back(s.hops);
+  return out;
+}
+
+bool SameWorkers(const ExecutionPlan& a, const ExecutionPlan& b) {
+  if (a.segments.size() != b.segments.size()) return false;
+  for (size_t i = 0; i < a.segments.size(); ++i) {
+    if (a.segments[i].hops.size() != b.segments[i].hops.size()) return false;
+    for (size_t k = 0; k < a.segments[i].hops.size(); ++k) {
+      if (a.segments[i].hops[k].worker != b.segments[i].hops[k].worker) return false;
+    }
+  }
+  return true;
+}
 
 // Closures handed to a pool while the caller works, without ever waiting in the pool's queue:
 // Join() runs on the caller each closure no pool thread has started (all of them without a pool,
@@ -156,7 +200,27 @@ struct Scheduler::Request {
   ScheduledRequest spec;
   std::unique_ptr<model::SequenceDecoder> decoder;
   std::vector<Session> sessions;
+  // One hop's replay history (scheduler.h's fail-over).
+  struct HopHistory {
+    int steps_done = 0;  // Of `steps`: the steps this hop took.
+    bool keep = false;   // Its input is not the embedding: kept (until the history is dropped).
+    HostTensor inputs;   // The rows of its steps so far, in order.
+  };
+
   Calls calls;  // Its per-session Forwards: aborted when the request ends.
+  // Guards what the Run thread reads or frees when the request ends while a micro-batch may still
+  // own it. `sessions` and `spec.plan` change only on the owner's thread, under this lock (the
+  // owner reads them without it).
+  absl::Mutex state_mu;
+  bool closed ABSL_GUARDED_BY(state_mu) = false;  // Ended: nothing opens, nothing is kept.
+  std::vector<std::pair<int64_t, int64_t>> steps ABSL_GUARDED_BY(state_mu);  // (start, rows).
+  std::vector<std::vector<HopHistory>> history ABSL_GUARDED_BY(state_mu);    // [segment][hop]
+  int64_t history_bytes ABSL_GUARDED_BY(state_mu) = 0;
+  bool history_dropped ABSL_GUARDED_BY(state_mu) = false;
+  ExecutionPlan original_plan;  // As planned (the worker set's load is restored to it).
+  // The owner's: fail-overs since the last step that completed, and what failed.
+  int failovers_in_row = 0;
+  std::vector<std::string> faults;
   uint64_t seq = 0;
   absl::Time queued_at;
   // Ended by its Run thread (cancelled, deadline, sink): a micro-batch drops its rows.
@@ -207,6 +271,7 @@ Scheduler::Scheduler(const CoordinatorModel* model, WorkerSet* workers, Schedule
 }
 
 Scheduler::~Scheduler() {
+  shutting_down_.store(true);
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
@@ -283,6 +348,20 @@ absl::StatusOr<model::GenerateResult> Scheduler::Run(ScheduledRequest spec,
     }
   }
   req->spec = std::move(spec);
+  req->original_plan = req->spec.plan;
+  {
+    absl::MutexLock lock(&req->state_mu);
+    const ExecutionPlan& plan = req->spec.plan;
+    for (int b = 0; b < static_cast<int>(plan.segments.size()); ++b) {
+      req->history.emplace_back(plan.segments[b].hops.size());
+      for (size_t k = 0; k < plan.segments[b].hops.size(); ++k) {
+        // The first hop of the first segment (of every segment in parallel combine) takes the
+        // embedding: the ids rebuild it.
+        req->history[b][k].keep = k > 0 || (b > 0 && !plan.parallel);
+      }
+    }
+    req->history_dropped = options_.failover.replay_budget_bytes <= 0;
+  }
   const absl::Time deadline = req->spec.deadline;
   model::GenerateResult result;
   if (req->decoder->done()) {  // max_new_tokens 0: nothing to run.
@@ -390,14 +469,11 @@ absl::StatusOr<model::GenerateResult> Scheduler::Run(ScheduledRequest spec,
 }
 
 absl::Status Scheduler::OpenSessions(Request& request) {
-  const int64_t max_length =
-      static_cast<int64_t>(request.spec.prompt_ids.size()) + request.spec.params.max_new_tokens;
-  // Not through request.calls and not bounded by the request's deadline: an OpenSession the
-  // coordinator gave up on could still open a session on the worker that nobody would close.
-  // Each runs to its answer (control_timeout at most); cancellation and the deadline are checked
-  // in between.
-  Calls calls(workers_);
-  for (Request::Session& session : request.sessions) {
+  // Cancellation and the deadline are checked in between (OpenOn runs to its answer). A worker
+  // that fails to open one (gone since it was planned) is failed over like a failed step.
+  for (int i = 0; i < static_cast<int>(request.sessions.size()); ++i) {
+    Request::Session& session = request.sessions[i];
+    if (!session.id.empty()) continue;
     {
       absl::MutexLock lock(&mu_);
       if (request.stop) return absl::CancelledError("the client cancelled the request");
@@ -405,41 +481,77 @@ absl::Status Scheduler::OpenSessions(Request& request) {
     if (absl::Now() >= request.spec.deadline) {
       return absl::DeadlineExceededError("the request's deadline passed opening its sessions");
     }
-    v1::OpenSessionRequest req;
-    req.set_max_length(max_length);
-    req.set_request_id(request.spec.request_id);
-    v1::OpenSessionResponse resp;
-    RETURN_IF_ERROR(calls.Call(
-        session.worker, "OpenSession",
-        [&](grpc::ClientContext* ctx) {
-          return workers_->stub(session.worker)->OpenSession(ctx, req, &resp);
-        },
-        absl::Now() + options_.control_timeout));
-    session.id = resp.session_id();
-    workers_->AddSession(session.worker, session.id);  // Its lease is renewed from now on.
+    absl::StatusOr<std::string> id = OpenOn(request, session.worker);
+    if (id.ok()) {
+      absl::MutexLock lock(&request.state_mu);
+      session.id = *std::move(id);
+      continue;
+    }
+    if (!Retryable(id.status())) return id.status();
+    RETURN_IF_ERROR(FailOver(request, session.segment, session.worker, id.status(), "error"));
+    i = -1;  // The sessions changed: look again from the start.
   }
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> Scheduler::OpenOn(const Request& request, int worker) {
+  const int64_t max_length =
+      static_cast<int64_t>(request.spec.prompt_ids.size()) + request.spec.params.max_new_tokens;
+  // Not through request.calls and not bounded by the request's deadline: an OpenSession the
+  // coordinator gave up on could still open a session on the worker that nobody would close.
+  // It runs to its answer (control_timeout at most).
+  Calls calls(workers_);
+  v1::OpenSessionRequest req;
+  req.set_max_length(max_length);
+  req.set_request_id(request.spec.request_id);
+  v1::OpenSessionResponse resp;
+  RETURN_IF_ERROR(calls.Call(
+      worker, "OpenSession",
+      [&](grpc::ClientContext* ctx) {
+        return workers_->stub(worker)->OpenSession(ctx, req, &resp);
+      },
+      absl::Now() + options_.control_timeout));
+  workers_->AddSession(worker, resp.session_id());  // Its lease is renewed from now on.
+  return resp.session_id();
+}
+
+void Scheduler::CloseOn(const Request& request, int worker, const std::string& session_id) {
+  // Not through request.calls: closing must happen after the request was cancelled.
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.control_timeout));
+  v1::CloseSessionRequest req;
+  req.set_session_id(session_id);
+  v1::CloseSessionResponse resp;
+  grpc::Status s = workers_->stub(worker)->CloseSession(&ctx, req, &resp);
+  const bool closed = s.ok() || s.error_code() == grpc::StatusCode::NOT_FOUND;
+  workers_->RemoveSession(worker, session_id, closed);
+  if (!closed) {
+    LogLine(kLog, absl::StrCat("request '", request.spec.request_id, "': closing session on ",
+                               workers_->address(worker), ": ", rpc::FromGrpcStatus(s).ToString(),
+                               " (closed once the worker answers again; its lease, no longer "
+                               "renewed, frees it meanwhile)"));
+  }
+}
+
 void Scheduler::CloseSessions(Request& request) {
-  for (const Request::Session& session : request.sessions) {
-    if (session.id.empty()) continue;
-    // Not through request.calls: closing must happen after the request was cancelled.
-    grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.control_timeout));
-    v1::CloseSessionRequest req;
-    req.set_session_id(session.id);
-    v1::CloseSessionResponse resp;
-    grpc::Status s = workers_->stub(session.worker)->CloseSession(&ctx, req, &resp);
-    const bool closed = s.ok() || s.error_code() == grpc::StatusCode::NOT_FOUND;
-    workers_->RemoveSession(session.worker, session.id, closed);
-    if (!closed) {
-      LogLine(kLog, absl::StrCat("request '", request.spec.request_id, "': closing session on ",
-                                 workers_->address(session.worker), ": ",
-                                 rpc::FromGrpcStatus(s).ToString(),
-                                 " (closed once the worker answers again; its lease, no longer "
-                                 "renewed, frees it meanwhile)"));
+  std::vector<Request::Session> sessions;
+  {
+    absl::MutexLock lock(&request.state_mu);
+    request.closed = true;  // A micro-batch still failing over opens nothing more.
+    sessions = request.sessions;
+    if (request.history_bytes > 0) {
+      observer_->OnReplayHistory(replay_bytes_.fetch_sub(request.history_bytes) -
+                                 request.history_bytes);
     }
+    request.history_bytes = 0;
+    request.history.clear();
+    if (!SameWorkers(request.spec.plan, request.original_plan)) {
+      // The caller releases the plan it acquired.
+      workers_->MovePlans(HopsOf(request.spec.plan), HopsOf(request.original_plan));
+    }
+  }
+  for (const Request::Session& session : sessions) {
+    if (!session.id.empty()) CloseOn(request, session.worker, session.id);
   }
 }
 
@@ -550,6 +662,8 @@ std::shared_ptr<Scheduler::MicroBatch> Scheduler::RunStep(MicroBatch& batch) {
       continue;
     }
     e.h = *std::move(h);
+    absl::MutexLock lock(&e.req->state_mu);
+    e.req->steps.emplace_back(e.start, e.rows);
   }
   observer_->OnBatchStep(static_cast<int>(batch.entries.size()), tokens);
 
@@ -596,6 +710,7 @@ std::shared_ptr<Scheduler::MicroBatch> Scheduler::RunStep(MicroBatch& batch) {
       r.failure = e.status;
       r.finished = true;
     } else {
+      r.failovers_in_row = 0;
       if (e.token.has_value()) r.tokens.push_back(*std::move(e.token));
       if (r.decoder->done()) r.finished = true;
     }
@@ -870,7 +985,8 @@ void Scheduler::RunHops(MicroBatch& batch) {
     std::vector<int> lanes;
     std::vector<absl::StatusOr<HostTensor>> out;
   };
-  StageCall stage(workers_, observer_, options_.step_timeout);
+  const absl::Duration step_deadline = StepDeadline();
+  StageCall stage(workers_, observer_, step_deadline);
   while (true) {
     std::vector<Group> groups;
     for (int li = 0; li < static_cast<int>(lanes.size()); ++li) {
@@ -881,6 +997,29 @@ void Scheduler::RunHops(MicroBatch& batch) {
       if (!e.status.ok()) {
         lane.done = true;
         continue;
+      }
+      if (!workers_->usable(e.req->spec.plan.segments[lane.segment].hops[lane.hop].worker)) {
+        // Marked down (another call failed) or draining: move there now when a replica is at
+        // hand (else the call itself tells whether the worker still serves the session).
+        const int from = e.req->spec.plan.segments[lane.segment].hops[lane.hop].worker;
+        std::vector<int> layers;
+        for (const Hop& h : e.req->spec.plan.segments[lane.segment].hops) {
+          if (h.worker == from) layers.insert(layers.end(), h.layers.begin(), h.layers.end());
+        }
+        std::sort(layers.begin(), layers.end());
+        if (workers_->PickReplica(layers) >= 0) {
+          const bool draining = workers_->draining(from);
+          absl::Status s = FailOver(
+              *e.req, lane.segment, from,
+              absl::UnavailableError(absl::StrCat("worker ", workers_->address(from),
+                                                  draining ? " is draining" : " is marked down")),
+              draining ? "drain" : "down");
+          if (!s.ok()) {
+            e.status = s;
+            lane.done = true;
+            continue;
+          }
+        }
       }
       const Hop& hop = e.req->spec.plan.segments[lane.segment].hops[lane.hop];
       auto it = std::find_if(groups.begin(), groups.end(), [&](const Group& g) {
@@ -904,7 +1043,7 @@ void Scheduler::RunHops(MicroBatch& batch) {
                                   batch.entries[lane.entry].start, &lane.cur, r.spec.deadline});
         deadline = std::max(deadline, r.spec.deadline);
       }
-      deadline = std::min(deadline, absl::Now() + options_.step_timeout);
+      deadline = std::min(deadline, absl::Now() + step_deadline);
       absl::MutexLock stage_lock(&stage_mu_[g.worker]);
       const absl::Time start = absl::Now();
       if (!no_batch_[g.worker].load()) {
@@ -920,6 +1059,8 @@ void Scheduler::RunHops(MicroBatch& batch) {
           }
         } else if (!s.ok()) {
           g.out.assign(items.size(), s);
+        } else {
+          NoteStepLatency(absl::Now() - start);
         }
       }
       if (no_batch_[g.worker].load()) {
@@ -942,11 +1083,20 @@ void Scheduler::RunHops(MicroBatch& batch) {
       run_group(groups[0]);
       fan.Join();
     }
+    // Each lane's result; lanes whose call failed in a way a fail-over mends are retried below.
+    std::vector<std::vector<std::pair<int, absl::Status>>> retries(batch.entries.size());
+    std::vector<int> advance;
     for (Group& g : groups) {
       for (size_t k = 0; k < g.lanes.size(); ++k) {
-        Lane& lane = lanes[g.lanes[k]];
+        const int li = g.lanes[k];
+        Lane& lane = lanes[li];
         MicroBatch::Entry& e = batch.entries[lane.entry];
         if (!g.out[k].ok()) {
+          if (e.status.ok() && Retryable(g.out[k].status()) && !e.req->abandoned.load() &&
+              absl::Now() < e.req->spec.deadline) {
+            retries[lane.entry].emplace_back(li, g.out[k].status());
+            continue;
+          }
           if (e.status.ok()) e.status = g.out[k].status();
           lane.done = true;
           continue;
@@ -955,11 +1105,437 @@ void Scheduler::RunHops(MicroBatch& batch) {
           lane.done = true;
           continue;
         }
+        Record(*e.req, lane.segment, static_cast<int>(lane.hop), lane.cur);
         lane.cur = *std::move(g.out[k]);
-        if (++lane.hop == e.req->spec.plan.segments[lane.segment].hops.size()) segment_done(lane);
+        advance.push_back(li);
+      }
+    }
+    // Fail-overs: each request's on its own (in parallel over the hop pool), then its step again.
+    auto recover = [&](int entry) {
+      MicroBatch::Entry& e = batch.entries[entry];
+      Request& r = *e.req;
+      for (auto& [li, failure] : retries[entry]) {
+        Lane& lane = lanes[li];
+        absl::Status why = failure;
+        int worker = r.spec.plan.segments[lane.segment].hops[lane.hop].worker;
+        while (e.status.ok()) {
+          absl::Status s = FailOver(r, lane.segment, worker, why, FailoverReason(why));
+          if (!s.ok()) {
+            e.status = s;
+            break;
+          }
+          const Hop& hop = r.spec.plan.segments[lane.segment].hops[lane.hop];
+          Request::Session* session = r.SessionFor(lane.segment, hop.worker);
+          if (session == nullptr) {
+            e.status = absl::InternalError("a fail-over left a hop without its session");
+            break;
+          }
+          absl::StatusOr<HostTensor> out = ForwardOn(
+              r, hop.worker, session->id, ++session->last_step, e.start, hop.layers, lane.cur);
+          if (out.ok()) {
+            Record(r, lane.segment, static_cast<int>(lane.hop), lane.cur);
+            lane.cur = *std::move(out);
+            break;
+          }
+          if (!Retryable(out.status()) || r.abandoned.load()) {
+            e.status = out.status();
+            break;
+          }
+          why = out.status();
+          worker = hop.worker;
+        }
+      }
+    };
+    {
+      FanOut fan(options_.hop_pool);
+      int first = -1;
+      for (int i = 0; i < static_cast<int>(retries.size()); ++i) {
+        if (retries[i].empty()) continue;
+        if (first < 0) {
+          first = i;
+        } else {
+          fan.Spawn([&, i] { recover(i); });
+        }
+      }
+      if (first >= 0) recover(first);
+      fan.Join();
+    }
+    for (const auto& per_entry : retries) {
+      for (const auto& [li, failure] : per_entry) {
+        if (batch.entries[lanes[li].entry].status.ok()) {
+          advance.push_back(li);
+        } else {
+          lanes[li].done = true;
+        }
+      }
+    }
+    for (int li : advance) {
+      Lane& lane = lanes[li];
+      MicroBatch::Entry& e = batch.entries[lane.entry];
+      if (!e.status.ok()) {
+        lane.done = true;
+        continue;
+      }
+      if (++lane.hop == e.req->spec.plan.segments[lane.segment].hops.size()) segment_done(lane);
+    }
+  }
+}
+
+absl::Duration Scheduler::StepDeadline() const {
+  absl::MutexLock lock(&latency_mu_);
+  if (latencies_.size() < kMinLatencySamples || options_.failover.step_deadline_factor <= 0) {
+    return options_.step_timeout;
+  }
+  return std::min(options_.step_timeout,
+                  std::max(options_.failover.step_deadline_min,
+                           absl::Seconds(options_.failover.step_deadline_factor * latency_p99_)));
+}
+
+void Scheduler::NoteStepLatency(absl::Duration d) {
+  absl::MutexLock lock(&latency_mu_);
+  const double seconds = absl::ToDoubleSeconds(d);
+  if (latencies_.size() < kLatencyWindow) {
+    latencies_.push_back(seconds);
+  } else {
+    latencies_[latency_next_ % kLatencyWindow] = seconds;
+  }
+  ++latency_next_;
+  // The p99 of the window, recomputed every few samples (it moves slowly).
+  if (latencies_.size() <= kMinLatencySamples || latency_next_ % 16 == 0) {
+    std::vector<double> v = latencies_;
+    const size_t at = std::min(v.size() - 1, v.size() * 99 / 100);
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(at), v.end());
+    latency_p99_ = v[at];
+  }
+}
+
+void Scheduler::Record(Request& r, int segment, int hop, const HostTensor& in) {
+  absl::MutexLock lock(&r.state_mu);
+  if (r.closed) return;
+  Request::HopHistory& h = r.history[segment][hop];
+  ++h.steps_done;
+  if (!h.keep || r.history_dropped) return;
+  const int64_t add = static_cast<int64_t>(in.data.size());
+  if (replay_bytes_.load() + add > options_.failover.replay_budget_bytes) {
+    LogLine(kLog, absl::StrCat("request '", r.spec.request_id, "': the replay budget is spent (",
+                               replay_bytes_.load(), " of --replay-budget ",
+                               options_.failover.replay_budget_bytes, " bytes held): its ",
+                               r.history_bytes,
+                               " bytes of replay history are dropped; a fail-over recomputes its "
+                               "hops' inputs from the ids"));
+    observer_->OnReplayHistory(replay_bytes_.fetch_sub(r.history_bytes) - r.history_bytes);
+    r.history_bytes = 0;
+    r.history_dropped = true;
+    for (auto& segment_history : r.history) {
+      for (Request::HopHistory& each : segment_history) each.inputs = HostTensor();
+    }
+    return;
+  }
+  if (h.inputs.shape.size() != 2) {
+    h.inputs = in;
+  } else {
+    h.inputs.data += in.data;
+    h.inputs.shape[0] += in.shape[0];
+  }
+  r.history_bytes += add;
+  observer_->OnReplayHistory(replay_bytes_.fetch_add(add) + add);
+}
+
+absl::StatusOr<HostTensor> Scheduler::ForwardOn(Request& r, int worker,
+                                                const std::string& session_id, uint64_t step_id,
+                                                int64_t start, const std::vector<int>& layers,
+                                                const HostTensor& in) {
+  StageCall stage(workers_, observer_, StepDeadline());
+  StageItem item{session_id, step_id, start, &in, r.spec.deadline};
+  return stage.One(
+      worker, layers, item,
+      [&](const char* method, const std::function<grpc::Status(grpc::ClientContext*)>& rpc,
+          absl::Time d) { return r.calls.Call(worker, method, rpc, d); });
+}
+
+namespace {
+
+// A fire-and-forget CloseSession (to a worker a session was moved off); deletes itself when gRPC
+// reports its end.
+struct CloseCall {
+  grpc::ClientContext ctx;
+  v1::CloseSessionRequest req;
+  v1::CloseSessionResponse resp;
+};
+
+}  // namespace
+
+absl::Status Scheduler::FailOver(Request& r, int segment, int worker, const absl::Status& why,
+                                 const char* reason) {
+  absl::Status failure = why;
+  std::string label = reason;  // After a failed try: what failed then.
+  while (true) {
+    const std::string from = workers_->address(worker);
+    std::vector<int> hops;
+    std::vector<int> layers;
+    const std::vector<Hop>& plan_hops = r.spec.plan.segments[segment].hops;
+    for (int k = 0; k < static_cast<int>(plan_hops.size()); ++k) {
+      if (plan_hops[k].worker != worker) continue;
+      hops.push_back(k);
+      layers.insert(layers.end(), plan_hops[k].layers.begin(), plan_hops[k].layers.end());
+    }
+    std::sort(layers.begin(), layers.end());
+    r.faults.push_back(absl::StrCat(from, ": ", failure.ToString()));
+    if (r.faults.size() > kMaxFaults) r.faults.erase(r.faults.begin());
+    if (++r.failovers_in_row > options_.failover.failover_attempts) {
+      return absl::UnavailableError(absl::StrCat(
+          "layers ", FormatLayers(layers), ": gave up after ", options_.failover.failover_attempts,
+          " fail-overs without a step completing (--failover-attempts); last failures: ",
+          absl::StrJoin(r.faults, "; ")));
+    }
+    const bool known_state = label == "drain" || label == "down";
+    if (!known_state && (failure.code() == absl::StatusCode::kUnavailable ||
+                         failure.code() == absl::StatusCode::kDeadlineExceeded)) {
+      workers_->MarkUnreachable(worker, failure);  // The monitor probes it.
+    }
+    observer_->OnFailover(label, from);
+    const absl::Time began = absl::Now();
+    const absl::Time give_up = std::min(began + options_.failover.failover_wait, r.spec.deadline);
+    // Another usable worker hosting the layers, or this one once it answers again.
+    int target = -1;
+    while (true) {
+      if (r.abandoned.load()) return absl::CancelledError("the request ended");
+      if (shutting_down_.load()) return absl::UnavailableError("the coordinator is shutting down");
+      target = workers_->PickReplica(layers);
+      if (target >= 0) break;
+      if (absl::Now() >= give_up) {
+        return absl::UnavailableError(
+            absl::StrCat("layers ", FormatLayers(layers), ": no usable worker hosts them within ",
+                         absl::FormatDuration(give_up - began), " (--failover-wait) after ", from,
+                         " failed: ", failure.ToString()));
+      }
+      workers_->Probe(worker, std::min(options_.control_timeout, absl::Seconds(1)));
+      // Every 250 ms at most per waiting request: no storm of probes at a dead address.
+      if (!workers_->usable(worker)) absl::SleepFor(absl::Milliseconds(250));
+    }
+    // The session there: the request's own when it already has one for this segment.
+    Request::Session* existing = target != worker ? r.SessionFor(segment, target) : nullptr;
+    std::string id = existing != nullptr ? existing->id : "";
+    bool fresh = false;
+    if (id.empty()) {
+      absl::StatusOr<std::string> opened = OpenOn(r, target);
+      if (!opened.ok()) {
+        if (!Retryable(opened.status())) return opened.status();
+        failure = opened.status();  // (It names the target; the hops stay where they are.)
+        label = FailoverReason(failure);
+        continue;
+      }
+      id = *std::move(opened);
+      fresh = true;
+    }
+    std::string old_id;
+    bool closed = false;
+    {
+      absl::MutexLock lock(&r.state_mu);
+      closed = r.closed;
+    }
+    if (!closed) {
+      absl::MutexLock lock(&r.state_mu);
+      const std::vector<std::vector<Hop>> before = HopsOf(r.spec.plan);
+      for (int k : hops) r.spec.plan.segments[segment].hops[k].worker = target;
+      for (size_t i = 0; i < r.sessions.size(); ++i) {
+        Request::Session& s = r.sessions[i];
+        if (s.segment != segment || s.worker != worker) continue;
+        old_id = s.id;
+        if (existing != nullptr) {
+          existing->id = id;  // (Unchanged unless it was opened just now.)
+          r.sessions.erase(r.sessions.begin() + static_cast<std::ptrdiff_t>(i));
+        } else {
+          s = Request::Session{segment, target, id, 0};
+        }
+        break;
+      }
+      workers_->MovePlans(before, HopsOf(r.spec.plan));
+    }
+    if (closed) {  // The request ended meanwhile; only the Run thread closes, and it is done.
+      if (fresh) CloseOn(r, target, id);
+      return absl::CancelledError("the request ended");
+    }
+    if (!old_id.empty() && (target != worker || old_id != id)) {
+      // Best effort: a draining worker exits once its sessions are closed; a dead one has none.
+      auto* call = new CloseCall();
+      call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.failover.failover_wait));
+      call->req.set_session_id(old_id);
+      workers_->stub(worker)->async()->CloseSession(&call->ctx, &call->req, &call->resp,
+                                                    [call](grpc::Status) { delete call; });
+    }
+    int64_t positions = 0;
+    int64_t bytes = 0;
+    bool recomputed = false;
+    const absl::Time replay_began = absl::Now();
+    absl::Status replayed = Replay(r, segment, hops, target, &positions, &bytes, &recomputed);
+    const absl::Time replay_ended = absl::Now();
+    const absl::Duration took = replay_ended - began;
+    if (!replayed.ok()) {
+      if (!Retryable(replayed) || r.abandoned.load()) return replayed;
+      failure = replayed;
+      label = FailoverReason(failure);
+      worker = target;
+      continue;
+    }
+    observer_->OnReplay(positions, bytes, absl::ToDoubleSeconds(took));
+    LogLine(kLog,
+            absl::StrCat("request '", r.spec.request_id, "': fail-over (", label, ") of layers ",
+                         FormatLayers(layers), " from ", from, " to ", workers_->address(target),
+                         ": ", failure.ToString(), "; replayed ", positions, " positions (", bytes,
+                         " bytes, ", recomputed ? "recomputed from the ids" : "from the history",
+                         ") in ", Trunc(replay_ended - replay_began), " after ",
+                         Trunc(replay_began - began), " finding a worker and opening"));
+    return absl::OkStatus();
+  }
+}
+
+absl::Status Scheduler::Replay(Request& r, int segment, const std::vector<int>& hops, int worker,
+                               int64_t* positions, int64_t* bytes, bool* recomputed) {
+  const ExecutionPlan& plan = r.spec.plan;
+  std::vector<std::pair<int64_t, int64_t>> steps;
+  std::vector<int> done;
+  bool dropped = false;
+  {
+    absl::MutexLock lock(&r.state_mu);
+    if (r.closed) return absl::CancelledError("the request ended");
+    steps = r.steps;
+    dropped = r.history_dropped;
+    for (int k : hops) done.push_back(r.history[segment][k].steps_done);
+  }
+  int max_done = 0;
+  int sim_hops = 0;  // Hops of `segment` before the last moved hop that must be recomputed.
+  for (size_t j = 0; j < hops.size(); ++j) {
+    max_done = std::max(max_done, done[j]);
+    const bool embedding = hops[j] == 0 && (segment == 0 || plan.parallel);
+    if (done[j] > 0 && dropped && !embedding) sim_hops = std::max(sim_hops, hops[j]);
+  }
+  if (max_done == 0) return absl::OkStatus();
+  if (max_done > static_cast<int>(steps.size()))
+    return absl::InternalError("replay past the steps");
+  Request::Session* session = r.SessionFor(segment, worker);
+  if (session == nullptr) return absl::InternalError("replay without a session");
+  const std::string session_id = session->id;
+  std::vector<int64_t> ids = r.decoder->prompt_ids();
+  ids.insert(ids.end(), r.decoder->generated_ids().begin(), r.decoder->generated_ids().end());
+  const model::ModelEnds& ends = model_->ends();
+  // The recompute path: temporary sessions on the hops before, in lane order (sequential combine:
+  // every segment before this one too), fed every step so that each hop's input is rebuilt.
+  const bool recompute = dropped && (sim_hops > 0 || (segment > 0 && !plan.parallel));
+  *recomputed = recompute;
+  struct Temp {
+    int segment, hop, worker;
+    std::string id;
+    uint64_t last_step = 0;
+  };
+  std::vector<Temp> temps;
+  auto close_temps = [&] {
+    for (const Temp& t : temps) {
+      if (!t.id.empty()) CloseOn(r, t.worker, t.id);
+    }
+  };
+  if (recompute) {
+    const int first_segment = plan.parallel ? segment : 0;
+    for (int b = first_segment; b <= segment; ++b) {
+      const int upto = b == segment ? sim_hops : static_cast<int>(plan.segments[b].hops.size());
+      for (int k = 0; k < upto; ++k) {
+        const int w = plan.segments[b].hops[k].worker;
+        absl::StatusOr<std::string> id = OpenOn(r, w);
+        if (!id.ok()) {
+          close_temps();
+          return id.status();
+        }
+        temps.push_back(Temp{b, k, w, *std::move(id)});
       }
     }
   }
+  int64_t row = 0;  // The history's first row of step i.
+  absl::Status status;
+  for (int i = 0; i < max_done && status.ok(); ++i) {
+    const auto [start, rows] = steps[i];
+    if (r.abandoned.load()) {
+      status = absl::CancelledError("the request ended");
+      break;
+    }
+    if (start + rows > static_cast<int64_t>(ids.size())) {
+      status = absl::InternalError("replay past the ids");
+      break;
+    }
+    absl::StatusOr<HostTensor> embedded =
+        ends.Embed(absl::MakeConstSpan(ids).subspan(start, rows), start);
+    if (!embedded.ok()) {
+      status = embedded.status();
+      break;
+    }
+    // Recomputed inputs of this segment's hops (index = hop).
+    std::vector<HostTensor> inputs;
+    if (recompute) {
+      HostTensor x = *embedded;
+      size_t t = 0;
+      for (int b = plan.parallel ? segment : 0; b <= segment && status.ok(); ++b) {
+        HostTensor cur = x;
+        const int upto = b == segment ? sim_hops : static_cast<int>(plan.segments[b].hops.size());
+        for (int k = 0; k < upto; ++k, ++t) {
+          if (b == segment) inputs.push_back(cur);
+          Temp& tmp = temps[t];
+          absl::StatusOr<HostTensor> out = ForwardOn(r, tmp.worker, tmp.id, ++tmp.last_step, start,
+                                                     plan.segments[b].hops[k].layers, cur);
+          if (!out.ok()) {
+            status = out.status();
+            break;
+          }
+          cur = *std::move(out);
+        }
+        if (!status.ok()) break;
+        if (b < segment) {
+          absl::StatusOr<HostTensor> gated =
+              model::GateResidual(x, std::move(cur), plan.segments[b].weight);
+          if (!gated.ok()) {
+            status = gated.status();
+            break;
+          }
+          x = *std::move(gated);
+        } else {
+          inputs.push_back(cur);  // The input of hop sim_hops.
+        }
+      }
+      if (!status.ok()) break;
+    }
+    for (size_t j = 0; j < hops.size() && status.ok(); ++j) {
+      if (done[j] <= i) continue;
+      const int k = hops[j];
+      HostTensor in;
+      const bool embedding = k == 0 && (segment == 0 || plan.parallel);
+      if (embedding) {
+        in = *embedded;
+      } else if (!dropped) {
+        absl::MutexLock lock(&r.state_mu);
+        if (r.closed) {
+          status = absl::CancelledError("the request ended");
+          break;
+        }
+        absl::StatusOr<HostTensor> slice = SliceRows(r.history[segment][k].inputs, row, rows);
+        if (!slice.ok()) {
+          status = slice.status();
+          break;
+        }
+        in = *std::move(slice);
+      } else if (k < static_cast<int>(inputs.size())) {
+        in = inputs[k];
+      } else {
+        status = absl::InternalError("a hop's input was not recomputed");
+        break;
+      }
+      *positions += rows;
+      *bytes += static_cast<int64_t>(in.data.size());
+      absl::StatusOr<HostTensor> out = ForwardOn(r, worker, session_id, ++session->last_step, start,
+                                                 plan.segments[segment].hops[k].layers, in);
+      if (!out.ok()) status = out.status();
+    }
+    row += rows;
+  }
+  close_temps();
+  return status;
 }
 
 }  // namespace swarm::coordinator

@@ -14,13 +14,31 @@
 // on different workers run at once (over the hop pool). Sequential combine gates each segment
 // (model::GateResidual), parallel combine sums the segments (model::CombineResiduals), per request
 // on the coordinator. Then one head product gives the logits of every row that needs them, and
-// each request samples its token. A row a worker fails (BatchStepResult.code != 0) fails that
-// request alone.
+// each request samples its token. A row a worker fails (BatchStepResult.code != 0) concerns that
+// request alone: it fails over (below) when the failure is one a new session mends (the worker
+// or the session gone, a missed deadline), and fails otherwise.
 //
 // Full pipeline: up to max_micro_batches micro-batches are in flight at once (default: the number
 // of workers), each worker computing one of them at a time, so stage 2 computes micro-batch 1
 // while stage 1 computes micro-batch 2; a request is in at most one micro-batch at a time. With
 // one request this is exactly the one-request loop of before.
+//
+// Fail-over (lose no request): every request keeps, per hop of its plan, the hop's input hidden
+// states of every step so far (its replay history, bounded by replay_budget_bytes over all
+// requests; a hop whose input is the embedding keeps none, the ids rebuild it). When a hop's call
+// fails (UNAVAILABLE, a missed step deadline, an unknown session, ...) or its worker is marked
+// down or draining, the request's session there moves: to the least loaded other usable worker
+// hosting those layers, or else to the same address once it answers again (up to
+// failover_wait); a session opens there and the hop's steps so far are replayed into it with their
+// original boundaries (so the rebuilt KV cache holds the same bits), each step's input from the
+// history or, once the request's history was dropped for the budget, recomputed from the token
+// ids through temporary sessions on the healthy hops before it. Then the current step is sent
+// again and the request carries on; each sequence of a failed micro-batch fails over on its own.
+// A request fails over at most failover_attempts times without a step completing in between;
+// then it fails UNAVAILABLE naming the layers and the workers at fault. Step deadlines follow the
+// observed step latency (max(step_deadline_factor × the recent p99, step_deadline_min), at most
+// step_timeout): a worker that misses one is marked unreachable (the monitor probes it) and
+// failed over.
 //
 // Threading: Run is called by any number of request threads and blocks until its request ends;
 // its token callback runs on that thread (tokens reach it through a per-request queue, so a slow
@@ -45,6 +63,7 @@
 #include "absl/time/time.h"
 #include "coordinator/coordinator_model.h"
 #include "coordinator/coordinator_observer.h"
+#include "coordinator/failover_options.h"
 #include "coordinator/worker_plan.h"
 #include "model/generate.h"
 
@@ -88,6 +107,7 @@ struct SchedulerOptions {
   absl::Duration step_timeout = absl::Seconds(60);     // One Forward / ForwardBatch.
   absl::Duration control_timeout = absl::Seconds(5);   // Open/CloseSession.
   absl::Duration prefetch_timeout = absl::Seconds(2);  // Deadline of a Prefetch hint.
+  FailoverOptions failover;                            // See the file comment.
   CoordinatorObserver* observer = nullptr;             // Not owned; null = none.
   // Where the hops of one stage on different workers run at once (not owned); null = one after
   // the other on the micro-batch's runner thread.
@@ -121,7 +141,9 @@ class Scheduler {
   // stops the request: CANCELLED) until it ends. `cancel` stops it from any thread (CANCELLED);
   // its deadline passing stops it too (DEADLINE_EXCEEDED). Every session it opened is closed
   // before it returns. Other errors: the sampling parameters or the prompt (as
-  // model::SequenceDecoder::Create), the workers' (its rows' failures).
+  // model::SequenceDecoder::Create), the workers' failures that no fail-over mends (UNAVAILABLE
+  // naming the layers once no worker hosts them within failover_wait or the attempts are spent;
+  // a row's own error such as INVALID_ARGUMENT as the worker gave it).
   absl::StatusOr<model::GenerateResult> Run(ScheduledRequest request,
                                             const std::function<void()>& on_queued,
                                             const model::TokenCallback& on_token,
@@ -130,6 +152,9 @@ class Scheduler {
   int running() const;  // Admitted and not ended.
   int waiting() const;  // Queued for admission.
   int max_micro_batches() const { return max_micro_batches_; }
+  int64_t replay_bytes() const { return replay_bytes_.load(); }  // Held as replay history now.
+  // The deadline a step call gets now (see the file comment).
+  absl::Duration StepDeadline() const;
 
  private:
   struct Request;
@@ -156,6 +181,23 @@ class Scheduler {
   // failure.
   void RunHops(MicroBatch& batch);
 
+  // Fail-over (see the file comment). Moves the session of `segment` on `worker` (every hop of
+  // the segment there) to a replacement and replays those hops' steps so far; `why` is what
+  // failed, `reason` the metric label ("error", "deadline", "drain", "down").
+  absl::Status FailOver(Request& request, int segment, int worker, const absl::Status& why,
+                        const char* reason);
+  absl::Status Replay(Request& request, int segment, const std::vector<int>& hops, int worker,
+                      int64_t* positions, int64_t* bytes, bool* recomputed);
+  // One step through `layers` of session `session_id` on `worker` (Forward, streamed when large).
+  absl::StatusOr<HostTensor> ForwardOn(Request& request, int worker, const std::string& session_id,
+                                       uint64_t step_id, int64_t start,
+                                       const std::vector<int>& layers, const HostTensor& in);
+  absl::StatusOr<std::string> OpenOn(const Request& request, int worker);
+  void CloseOn(const Request& request, int worker, const std::string& session_id);
+  // Appends `in` (the rows hop `hop` of `segment` just took) to the request's history.
+  void Record(Request& request, int segment, int hop, const HostTensor& in);
+  void NoteStepLatency(absl::Duration d);
+
   const CoordinatorModel* const model_;
   WorkerSet* const workers_;
   const SchedulerOptions options_;
@@ -177,6 +219,13 @@ class Scheduler {
   absl::CondVar batches_cv_;
   uint64_t arrivals_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
+
+  std::atomic<int64_t> replay_bytes_{0};  // Every request's replay history.
+  std::atomic<bool> shutting_down_{false};
+  mutable absl::Mutex latency_mu_;  // Recent step latencies (StepDeadline).
+  std::vector<double> latencies_ ABSL_GUARDED_BY(latency_mu_);
+  size_t latency_next_ ABSL_GUARDED_BY(latency_mu_) = 0;
+  double latency_p99_ ABSL_GUARDED_BY(latency_mu_) = 0;
 
   std::unique_ptr<ThreadPool> runners_;  // The micro-batches in flight.
   std::thread loop_;

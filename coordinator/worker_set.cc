@@ -160,25 +160,69 @@ absl::StatusOr<std::vector<std::vector<Hop>>> WorkerSet::AcquirePlans(
     if (!hops.ok()) return hops.status();
     plans.push_back(*std::move(hops));
   }
-  std::vector<bool> counted(states_.size(), false);
-  for (const auto& plan : plans) {
-    for (const Hop& hop : plan) {
-      if (!counted[hop.worker]) ++states_[hop.worker].active_requests;
-      counted[hop.worker] = true;
-    }
-  }
+  CountLocked(plans, +1);
   return plans;
 }
 
 void WorkerSet::Release(const std::vector<std::vector<Hop>>& plans) {
   absl::MutexLock lock(&mu_);
+  CountLocked(plans, -1);
+}
+
+void WorkerSet::MovePlans(const std::vector<std::vector<Hop>>& from,
+                          const std::vector<std::vector<Hop>>& to) {
+  absl::MutexLock lock(&mu_);
+  CountLocked(from, -1);
+  CountLocked(to, +1);
+}
+
+// A request counts once against each worker its plans use.
+void WorkerSet::CountLocked(const std::vector<std::vector<Hop>>& plans, int delta) {
   std::vector<bool> counted(states_.size(), false);
   for (const auto& plan : plans) {
     for (const Hop& hop : plan) {
-      if (!counted[hop.worker]) --states_[hop.worker].active_requests;
+      if (hop.worker < 0 || hop.worker >= static_cast<int>(states_.size())) continue;
+      if (!counted[hop.worker]) states_[hop.worker].active_requests += delta;
       counted[hop.worker] = true;
     }
   }
+}
+
+bool WorkerSet::usable(int index) const {
+  absl::MutexLock lock(&mu_);
+  return states_[index].usable();
+}
+
+bool WorkerSet::draining(int index) const {
+  absl::MutexLock lock(&mu_);
+  return states_[index].reachable && states_[index].info.draining();
+}
+
+int WorkerSet::PickReplica(const std::vector<int>& layers) const {
+  absl::MutexLock lock(&mu_);
+  int best = -1;
+  for (int i = 0; i < static_cast<int>(states_.size()); ++i) {
+    const WorkerState& s = states_[i];
+    if (!s.usable()) continue;
+    bool hosts = true;
+    for (int l : layers) {
+      if (std::find(s.info.layers().begin(), s.info.layers().end(), l) == s.info.layers().end()) {
+        hosts = false;
+        break;
+      }
+    }
+    if (hosts && (best < 0 || s.active_requests < states_[best].active_requests)) best = i;
+  }
+  return best;
+}
+
+void WorkerSet::Probe(int index, absl::Duration timeout) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  v1::InfoRequest request;
+  v1::InfoResponse response;
+  grpc::Status status = stubs_[index]->Info(&ctx, request, &response);
+  Record(index, status, response);
 }
 
 void WorkerSet::MarkUnreachable(int index, const absl::Status& status) {

@@ -67,6 +67,18 @@ class WorkerSet {
   absl::StatusOr<std::vector<std::vector<Hop>>> AcquirePlans(
       const std::vector<std::vector<int>>& layer_sets);
   void Release(const std::vector<std::vector<Hop>>& plans);
+  // Moves the load AcquirePlans counted for `from` onto `to` (a request whose hops were moved to
+  // other workers by a fail-over), atomically.
+  void MovePlans(const std::vector<std::vector<Hop>>& from,
+                 const std::vector<std::vector<Hop>>& to);
+
+  // Fail-over (scheduler.h): whether worker `index` is usable now, and whether it said it drains.
+  bool usable(int index) const;
+  bool draining(int index) const;
+  // The least loaded usable worker that hosts every layer of `layers`; -1 when none does.
+  int PickReplica(const std::vector<int>& layers) const;
+  // Asks worker `index` alone for Info now (blocking, `timeout` at most) and records the answer.
+  void Probe(int index, absl::Duration timeout);
 
   // Records that a call to the worker failed as if it were down (UNAVAILABLE and friends): it is
   // not planned through until a refresh finds it again. Wakes WaitForChange().
@@ -102,6 +114,8 @@ class WorkerSet {
 
  private:
   void Record(int index, const grpc::Status& status, const v1::InfoResponse& info);
+  void CountLocked(const std::vector<std::vector<Hop>>& plans, int delta)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<WorkerCandidate> CandidatesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::vector<std::string> addresses_;
