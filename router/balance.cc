@@ -115,6 +115,29 @@ double MaxOverMean(absl::Span<const double> x) {
   return m / (s / static_cast<double>(x.size()));
 }
 
+double EquilibriumGap(const std::vector<Candidates>& requests, const std::vector<BlockMask>& masks,
+                      absl::Span<const double> tolls, const GameOptions& options) {
+  if (requests.empty() || masks.size() != requests.size()) return 0;
+  const int n = requests[0].num_blocks;
+  const BlockMask keep = requests[0].keep;
+  std::vector<double> count(n, 0.0);
+  for (BlockMask m : masks) {
+    for (int b = 0; b < n; ++b) count[b] += (m >> b) & 1;
+  }
+  std::vector<double> extra(n, 0.0);
+  double gap = 0;
+  for (size_t r = 0; r < requests.size(); ++r) {
+    for (int b = 0; b < n; ++b) {
+      const double others = count[b] - ((masks[r] >> b) & 1);
+      extra[b] = (keep & (BlockMask{1} << b)) ? 0.0
+                                               : Extra(tolls, b) + options.congestion * (others + 1);
+    }
+    const double cost = BaseCost(requests[r], masks[r]) + MaskExtra(masks[r], extra);
+    gap = std::max(gap, cost - ChooseBest(requests[r], extra).total_cost);
+  }
+  return gap;
+}
+
 GameResult SolveCongestionGame(const std::vector<Candidates>& requests,
                                absl::Span<const double> tolls, const GameOptions& options) {
   GameResult result;
@@ -176,16 +199,16 @@ GameResult SolveCongestionGame(const std::vector<Candidates>& requests,
     }
   }
   // Final costs, gap and potential.
-  result.equilibrium_gap = 0;
+  std::vector<BlockMask> masks;
   for (size_t r = 0; r < R; ++r) {
     add(result.choices[r].mask, -1);
     fill_extra();
-    Choice best = ChooseBest(requests[r], extra);
     Choice& c = result.choices[r];
     c.total_cost = c.base_cost + MaskExtra(c.mask, extra);
-    result.equilibrium_gap = std::max(result.equilibrium_gap, c.total_cost - best.total_cost);
     add(c.mask, 1);
+    masks.push_back(c.mask);
   }
+  result.equilibrium_gap = EquilibriumGap(requests, masks, tolls, options);
   double potential = 0;
   for (const Choice& c : result.choices) potential += c.base_cost;
   std::vector<double> free_usage;

@@ -83,6 +83,12 @@ struct GameResult {
   double max_over_mean = 1;
 };
 
+// The equilibrium gap of the profile where request r chooses masks[r] (one per request, each
+// a candidate of its request): max over requests of (its cost − its best-response cost, the
+// others staying). 0 at a Nash equilibrium and for a lone request at its best response.
+double EquilibriumGap(const std::vector<Candidates>& requests, const std::vector<BlockMask>& masks,
+                      absl::Span<const double> tolls, const GameOptions& options);
+
 // `tolls` is [N] (may be empty). All candidates must share num_blocks and keep.
 GameResult SolveCongestionGame(const std::vector<Candidates>& requests,
                                absl::Span<const double> tolls, const GameOptions& options);
