@@ -61,6 +61,32 @@ std::vector<double> BlockPressure(const BlockLayout& layout,
   return out;
 }
 
+std::vector<int> BlockResources(const BlockLayout& layout,
+                                const std::vector<WorkerLoad>& workers) {
+  std::vector<std::vector<size_t>> hosts(layout.num_blocks);
+  std::vector<int> out(layout.num_blocks);
+  for (int b = 0; b < layout.num_blocks; ++b) {
+    for (size_t w = 0; w < workers.size(); ++w) {
+      if (!workers[w].usable) continue;
+      const std::vector<int>& ls = workers[w].layers;
+      for (int l : layout.Layers(b)) {
+        if (std::binary_search(ls.begin(), ls.end(), l)) {
+          hosts[b].push_back(w);
+          break;
+        }
+      }
+    }
+    out[b] = b;
+    for (int a = 0; a < b; ++a) {
+      if (hosts[a] == hosts[b]) {
+        out[b] = out[a];
+        break;
+      }
+    }
+  }
+  return out;
+}
+
 AdmissionBalancer::AdmissionBalancer(router::Router* router, int num_layers,
                                      BalanceOptions options,
                                      std::function<std::vector<WorkerLoad>()> load,
@@ -95,6 +121,7 @@ absl::StatusOr<std::vector<router::Prediction>> AdmissionBalancer::RouteWindow(
 
   router::BatchOptions bo;
   bo.extra_costs = tolls;
+  if (layout_.num_blocks == router_->num_blocks()) bo.resource = BlockResources(layout_, loads);
   bo.congestion = options_.congestion * peak;
   // Soft rounds only help leave poor starts of a game with congestion; without it every request
   // simply takes its best choice.

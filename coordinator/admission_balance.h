@@ -13,8 +13,10 @@
 //    worker is busier than the rest.
 //  - The congestion game per window. Sparse requests of one top_k that arrive within `window` of
 //    the first are routed together by router::Router::BalanceBatch: best responses on the load
-//    tolls plus a congestion cost per request sharing a block, congestion × damage scale ×
-//    the highest block pressure (so requests spread only while some worker is congested). Each
+//    tolls plus a congestion cost per other request of the window on the same workers (blocks
+//    hosted by the same set of workers share one resource: BlockResources), congestion × damage
+//    scale × the highest block pressure (so requests spread only while some worker is congested,
+//    and only across workers: moving between two blocks of one worker gains nothing). Each
 //    window reports its equilibrium gap, the gap of the toll-free choices, and Jain's index and
 //    max/mean of the workers' busy fractions (CoordinatorObserver::OnBalanceWindow).
 //
@@ -63,6 +65,9 @@ struct WorkerLoad {
 std::vector<double> WorkerPressure(const std::vector<WorkerLoad>& workers);
 // Per-block pressure 0..1 of `layout`'s blocks.
 std::vector<double> BlockPressure(const BlockLayout& layout, const std::vector<WorkerLoad>& workers);
+// The congestion game's resource of each block (router::GameOptions::resource): blocks whose
+// layers the same set of usable workers hosts share one (the lowest such block's index).
+std::vector<int> BlockResources(const BlockLayout& layout, const std::vector<WorkerLoad>& workers);
 
 class AdmissionBalancer {
  public:

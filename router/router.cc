@@ -307,6 +307,7 @@ absl::StatusOr<BatchResult> Router::BalanceBatch(const std::vector<std::vector<i
   game.anneal_rounds = options.anneal_rounds;
   game.max_rounds = options.max_rounds;
   game.seed = options.seed;
+  game.resource = options.resource;
   BatchResult result;
   result.game = SolveCongestionGame(requests, tolls, game);
   std::vector<double> alone_usage(data_.num_blocks, 0.0);

@@ -84,6 +84,8 @@ struct BatchOptions {
   // Per-block costs from outside the router [N] (KL nats; empty = none), added to the tolls:
   // the coordinator's load tolls (coordinator/admission_balance.h).
   std::vector<double> extra_costs;
+  // The resource each block loads (GameOptions::resource; empty = each block its own).
+  std::vector<int> resource;
 };
 
 struct BatchResult {

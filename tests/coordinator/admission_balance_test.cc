@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <random>
@@ -70,6 +71,22 @@ TEST(WorkerPressureTest, ABlockIsPressedOnlyWhenEveryReplicaOfALayerIs) {
   EXPECT_EQ(b[1], 0);
 }
 
+TEST(WorkerPressureTest, BlocksOnTheSameWorkersShareAResource) {
+  auto layout = BlockLayout::Create(5, 5);
+  ASSERT_TRUE(layout.ok());
+  auto w = [](std::vector<int> layers) {
+    WorkerLoad l;
+    l.layers = std::move(layers);
+    l.usable = true;
+    return l;
+  };
+  EXPECT_EQ(coordinator::BlockResources(
+                *layout, {w({0, 1, 2}), w({0, 1, 2}), w({3, 4}), w({3, 4})}),
+            (std::vector<int>{0, 0, 0, 3, 3}));
+  EXPECT_EQ(coordinator::BlockResources(*layout, {w({0, 1, 2, 3, 4})}),
+            (std::vector<int>{0, 0, 0, 0, 0}));
+}
+
 // The tiny calibration's prompts as a stream, with their measured damages (in-sample: what
 // the stream costs is measured, not estimated).
 struct Stream {
@@ -110,7 +127,10 @@ Stream MakeStream() {
   BlockMask popular = 0;
   int most = -1;
   for (auto [m, c] : count) {
-    if (c > most) most = c, popular = m;
+    if (c > most) {
+      most = c;
+      popular = m;
+    }
   }
   std::vector<double> w;
   for (BlockMask m : free) w.push_back(m == popular ? 4.0 : 1.0);
