@@ -87,29 +87,31 @@ int SparseMode(const std::string& model_dir, const swarm::model::ModelConfig& co
   }
   const int half = n / 2;
   Child w0, w1, fused_coord, unfused_coord;
-  const std::string a0 = SpawnAndWait(&w0,
-                                      {SelfDir() + "/swarm-worker", "--model", model_dir, "--layers",
-                                       absl::StrCat("0-", half - 1), "--listen", "127.0.0.1:0"},
-                                      "listening on ");
-  const std::string a1 = SpawnAndWait(&w1,
-                                      {SelfDir() + "/swarm-worker", "--model", model_dir, "--layers",
-                                       absl::StrCat(half, "-", n - 1), "--listen", "127.0.0.1:0"},
-                                      "listening on ");
+  const std::string a0 =
+      SpawnAndWait(&w0,
+                   {SelfDir() + "/swarm-worker", "--model", model_dir, "--layers",
+                    absl::StrCat("0-", half - 1), "--listen", "127.0.0.1:0"},
+                   "listening on ");
+  const std::string a1 =
+      SpawnAndWait(&w1,
+                   {SelfDir() + "/swarm-worker", "--model", model_dir, "--layers",
+                    absl::StrCat(half, "-", n - 1), "--listen", "127.0.0.1:0"},
+                   "listening on ");
   if (a0.empty() || a1.empty()) {
     std::fprintf(stderr, "distributed_bench: the workers did not start\n");
     return 1;
   }
   const std::string workers = absl::StrCat(a0, ",", a1);
-  const std::string fused_address = SpawnAndWait(
-      &fused_coord,
-      {SelfDir() + "/swarm-coordinator", "--model", model_dir, "--workers", workers, "--listen",
-       "127.0.0.1:0"},
-      "listening on ");
-  const std::string unfused_address = SpawnAndWait(
-      &unfused_coord,
-      {SelfDir() + "/swarm-coordinator", "--model", model_dir, "--workers", workers, "--listen",
-       "127.0.0.1:0", "--no-fuse-hops"},
-      "listening on ");
+  const std::string fused_address =
+      SpawnAndWait(&fused_coord,
+                   {SelfDir() + "/swarm-coordinator", "--model", model_dir, "--workers", workers,
+                    "--listen", "127.0.0.1:0"},
+                   "listening on ");
+  const std::string unfused_address =
+      SpawnAndWait(&unfused_coord,
+                   {SelfDir() + "/swarm-coordinator", "--model", model_dir, "--workers", workers,
+                    "--listen", "127.0.0.1:0", "--no-fuse-hops"},
+                   "listening on ");
   if (fused_address.empty() || unfused_address.empty()) {
     std::fprintf(stderr, "distributed_bench: the coordinators did not start\n");
     return 1;
@@ -167,9 +169,8 @@ int SparseMode(const std::string& model_dir, const swarm::model::ModelConfig& co
   }
   std::string plan;
   for (int b : blocks) plan += (plan.empty() ? "" : ",") + std::to_string(b);
-  std::printf("model: %s (%d layers, hidden %lld); workers [0-%d] and [%d-%d]\n",
-              model_dir.c_str(), n, static_cast<long long>(config.hidden_size), half - 1, half,
-              n - 1);
+  std::printf("model: %s (%d layers, hidden %lld); workers [0-%d] and [%d-%d]\n", model_dir.c_str(),
+              n, static_cast<long long>(config.hidden_size), half - 1, half, n - 1);
   std::printf(
       "prompt %zu tokens, %lld decoded tokens x %lld runs each, alternating (after one warm-up "
       "round); sparse blocks [%s] of %d\n",
@@ -274,8 +275,8 @@ int main(int argc, char** argv) {
   params.max_new_tokens = decode_tokens;
   params.stop_at_eos = false;
   if (sparse_k > 0) {
-    const int rc = SparseMode(model_dir, config, prompt, decode_tokens, reps,
-                              static_cast<int>(sparse_k));
+    const int rc =
+        SparseMode(model_dir, config, prompt, decode_tokens, reps, static_cast<int>(sparse_k));
     cleanup();
     return rc;
   }

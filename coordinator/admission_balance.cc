@@ -23,7 +23,7 @@ std::vector<double> WorkerPressure(const std::vector<WorkerLoad>& workers) {
   for (size_t i = 0; i < n; ++i) {
     if (!workers[i].usable) continue;
     // Busy time is the measure; the queue stands in only until some busy time is measured.
-    load[i] = any_busy ? std::clamp(workers[i].busy_fraction, 0.0, 1.0)
+    load[i] = any_busy         ? std::clamp(workers[i].busy_fraction, 0.0, 1.0)
               : max_queued > 0 ? static_cast<double>(workers[i].queued) / max_queued
                                : 0.0;
     sum += load[i];
@@ -61,8 +61,7 @@ std::vector<double> BlockPressure(const BlockLayout& layout,
   return out;
 }
 
-std::vector<int> BlockResources(const BlockLayout& layout,
-                                const std::vector<WorkerLoad>& workers) {
+std::vector<int> BlockResources(const BlockLayout& layout, const std::vector<WorkerLoad>& workers) {
   std::vector<std::vector<size_t>> hosts(layout.num_blocks);
   std::vector<int> out(layout.num_blocks);
   for (int b = 0; b < layout.num_blocks; ++b) {
@@ -87,14 +86,10 @@ std::vector<int> BlockResources(const BlockLayout& layout,
   return out;
 }
 
-AdmissionBalancer::AdmissionBalancer(router::Router* router, int num_layers,
-                                     BalanceOptions options,
+AdmissionBalancer::AdmissionBalancer(router::Router* router, int num_layers, BalanceOptions options,
                                      std::function<std::vector<WorkerLoad>()> load,
                                      CoordinatorObserver* observer)
-    : router_(router),
-      options_(std::move(options)),
-      load_(std::move(load)),
-      observer_(observer) {
+    : router_(router), options_(std::move(options)), load_(std::move(load)), observer_(observer) {
   // The router was loaded for this model, so 1 <= N <= num_layers.
   absl::StatusOr<BlockLayout> layout = BlockLayout::Create(num_layers, router_->num_blocks());
   if (layout.ok()) layout_ = *layout;
@@ -149,8 +144,8 @@ absl::StatusOr<std::vector<router::Prediction>> AdmissionBalancer::RouteWindow(
   return std::move(r->predictions);
 }
 
-absl::StatusOr<router::Prediction> AdmissionBalancer::Route(
-    const std::vector<int64_t>& prompt_ids, int top_k) {
+absl::StatusOr<router::Prediction> AdmissionBalancer::Route(const std::vector<int64_t>& prompt_ids,
+                                                            int top_k) {
   auto slot = std::make_shared<Slot>();
   slot->prompt_ids = prompt_ids;
   std::vector<std::shared_ptr<Slot>> window;

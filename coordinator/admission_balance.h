@@ -64,7 +64,8 @@ struct WorkerLoad {
 // Per-worker pressure 0..1 (see the file comment); unusable workers 0.
 std::vector<double> WorkerPressure(const std::vector<WorkerLoad>& workers);
 // Per-block pressure 0..1 of `layout`'s blocks.
-std::vector<double> BlockPressure(const BlockLayout& layout, const std::vector<WorkerLoad>& workers);
+std::vector<double> BlockPressure(const BlockLayout& layout,
+                                  const std::vector<WorkerLoad>& workers);
 // The congestion game's resource of each block (router::GameOptions::resource): blocks whose
 // layers the same set of usable workers hosts share one (the lowest such block's index).
 std::vector<int> BlockResources(const BlockLayout& layout, const std::vector<WorkerLoad>& workers);

@@ -121,8 +121,8 @@ absl::Status ParseBalance(const swarm::Flags& flags,
   auto window = flags.Duration("balance-window", b.window);
   if (!window.ok()) return window.status();
   if (*window < absl::ZeroDuration() || *window > absl::Seconds(1)) {
-    return absl::InvalidArgumentError(absl::StrCat("--balance-window must be in 0..1s, got ",
-                                                   absl::FormatDuration(*window)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--balance-window must be in 0..1s, got ", absl::FormatDuration(*window)));
   }
   b.toll_cap = *cap;
   b.congestion = *congestion;

@@ -66,11 +66,11 @@ class CoordinatorObserver {
   // One balancing window of `swarm-coordinator --balance` (admission_balance.h): the sparse
   // requests routed together in it and what the congestion game found.
   struct BalanceWindow {
-    int requests = 0;           // 1: a lone request, whose equilibrium gap is 0 by definition.
-    double gap = 0;             // Equilibrium gap of the routed choices, in damage-scale units.
-    double gap_toll_free = 0;   // The same for each request's toll-free choice.
-    double worker_jain = 1;     // Jain's index of the usable workers' busy fractions.
-    double worker_max_mean = 1; // Their max / mean.
+    int requests = 0;            // 1: a lone request, whose equilibrium gap is 0 by definition.
+    double gap = 0;              // Equilibrium gap of the routed choices, in damage-scale units.
+    double gap_toll_free = 0;    // The same for each request's toll-free choice.
+    double worker_jain = 1;      // Jain's index of the usable workers' busy fractions.
+    double worker_max_mean = 1;  // Their max / mean.
   };
   virtual void OnBalanceWindow(const BalanceWindow& /*window*/) {}
 };

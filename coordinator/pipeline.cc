@@ -94,7 +94,8 @@ GenerationPipeline::GenerationPipeline(const CoordinatorModel* model, WorkerSet*
 
 std::vector<WorkerLoad> GenerationPipeline::WorkerLoads() const {
   const std::vector<WorkerState> states = workers_->Snapshot();
-  const std::vector<double> busy = options_.worker_busy ? options_.worker_busy() : std::vector<double>();
+  const std::vector<double> busy =
+      options_.worker_busy ? options_.worker_busy() : std::vector<double>();
   std::vector<WorkerLoad> out(states.size());
   for (size_t i = 0; i < states.size(); ++i) {
     out[i].layers.assign(states[i].info.layers().begin(), states[i].info.layers().end());
@@ -192,10 +193,11 @@ absl::Status GenerationPipeline::RunStages(Run& run, const GenerationRequest& re
     for (int b = 0; b < series.num_blocks; ++b) series_blocks.push_back(b);
   }
   const bool by_router = run.result.blocks.has_value() && run.result.blocks->by_router;
-  observer_->OnBlocksChosen(run.mode, series_blocks,
-                            by_router && balancer_ != nullptr
-                                ? balancer_->LoadTolls(static_cast<int>(run.result.blocks->blocks.size()))
-                                : std::vector<double>());
+  observer_->OnBlocksChosen(
+      run.mode, series_blocks,
+      by_router && balancer_ != nullptr
+          ? balancer_->LoadTolls(static_cast<int>(run.result.blocks->blocks.size()))
+          : std::vector<double>());
 
   // Plan workers.
   absl::StatusOr<std::vector<std::vector<Hop>>> plans = workers_->AcquirePlans(layer_sets);

@@ -257,8 +257,8 @@ class GenerationPipeline {
   const PipelineOptions options_;
   CoordinatorObserver default_observer_;
   CoordinatorObserver* const observer_;
-  std::unique_ptr<ThreadPool> hop_pool_;  // Null with hop_threads 0.
-  std::unique_ptr<Scheduler> scheduler_;  // Uses hop_pool_: destroyed first.
+  std::unique_ptr<ThreadPool> hop_pool_;         // Null with hop_threads 0.
+  std::unique_ptr<Scheduler> scheduler_;         // Uses hop_pool_: destroyed first.
   std::unique_ptr<AdmissionBalancer> balancer_;  // With options.balance.enabled and a router.
 
   std::atomic<int> active_requests_{0};

@@ -145,8 +145,8 @@ double EquilibriumGap(const std::vector<Candidates>& requests, const std::vector
     for (int b = 0; b < n; ++b) {
       const int res = Resource(options, b) % n;
       const double others = count[res] - own[res];
-      extra[b] = (keep & (BlockMask{1} << b)) ? 0.0
-                                               : Extra(tolls, b) + options.congestion * (others + 1);
+      extra[b] =
+          (keep & (BlockMask{1} << b)) ? 0.0 : Extra(tolls, b) + options.congestion * (others + 1);
     }
     const double cost = BaseCost(requests[r], masks[r]) + MaskExtra(masks[r], extra);
     gap = std::max(gap, cost - ChooseBest(requests[r], extra).total_cost);
@@ -161,7 +161,7 @@ GameResult SolveCongestionGame(const std::vector<Candidates>& requests,
   const int n = requests[0].num_blocks;
   const BlockMask keep = requests[0].keep;
   auto is_free = [&](int b) { return !(keep & (BlockMask{1} << b)); };
-  std::vector<double> count(n, 0.0);     // Per block.
+  std::vector<double> count(n, 0.0);      // Per block.
   std::vector<double> res_count(n, 0.0);  // Per resource, free blocks only.
   auto add = [&](BlockMask m, double d) {
     for (int b = 0; b < n; ++b) {

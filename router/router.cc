@@ -15,9 +15,8 @@ absl::Status AddExtraCosts(const std::vector<double>& extra, int num_blocks,
                            std::vector<double>& tolls) {
   if (extra.empty()) return absl::OkStatus();
   if (static_cast<int>(extra.size()) != num_blocks) {
-    return absl::InvalidArgumentError(absl::StrCat("extra_costs has ", extra.size(),
-                                                   " values, the router has ", num_blocks,
-                                                   " blocks"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "extra_costs has ", extra.size(), " values, the router has ", num_blocks, " blocks"));
   }
   tolls.resize(num_blocks, 0.0);
   for (int b = 0; b < num_blocks; ++b) tolls[b] += extra[b];

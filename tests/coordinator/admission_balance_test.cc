@@ -80,9 +80,9 @@ TEST(WorkerPressureTest, BlocksOnTheSameWorkersShareAResource) {
     l.usable = true;
     return l;
   };
-  EXPECT_EQ(coordinator::BlockResources(
-                *layout, {w({0, 1, 2}), w({0, 1, 2}), w({3, 4}), w({3, 4})}),
-            (std::vector<int>{0, 0, 0, 3, 3}));
+  EXPECT_EQ(
+      coordinator::BlockResources(*layout, {w({0, 1, 2}), w({0, 1, 2}), w({3, 4}), w({3, 4})}),
+      (std::vector<int>{0, 0, 0, 3, 3}));
   EXPECT_EQ(coordinator::BlockResources(*layout, {w({0, 1, 2, 3, 4})}),
             (std::vector<int>{0, 0, 0, 0, 0}));
 }
@@ -97,7 +97,8 @@ struct Stream {
   double Damage(int p, BlockMask mask) const {
     const router::RouterData& d = router->data();
     for (int s = 0; s < d.num_subsets(); ++s) {
-      if (d.subsets[s] == mask) return d.subset_damage[static_cast<int64_t>(p) * d.num_subsets() + s];
+      if (d.subsets[s] == mask)
+        return d.subset_damage[static_cast<int64_t>(p) * d.num_subsets() + s];
     }
     ADD_FAILURE() << "no measured damage for mask " << mask;
     return 0;
@@ -237,7 +238,8 @@ SimResult Simulate(const Stream& s, bool balance, double slow, int window_size) 
       EXPECT_TRUE(routed.ok()) << routed.status();
       for (const auto& r : *routed) masks.push_back(BlocksToMask(r.blocks));
     } else {
-      for (const auto& p : prompts) masks.push_back(BlocksToMask(s.router->Predict(p, kTopK)->blocks));
+      for (const auto& p : prompts)
+        masks.push_back(BlocksToMask(s.router->Predict(p, kTopK)->blocks));
     }
     std::vector<double> work(4, 0.0);
     for (size_t j = 0; j < masks.size(); ++j) {
@@ -286,7 +288,8 @@ TEST(BalanceGameTest, NoLoadMeansTheTollFreeChoice) {
   RecordWindows record;
   BalanceOptions o;
   o.enabled = true;
-  AdmissionBalancer idle(s.router.get(), 5, o, [] { return std::vector<WorkerLoad>(); }, &record);
+  AdmissionBalancer idle(
+      s.router.get(), 5, o, [] { return std::vector<WorkerLoad>(); }, &record);
   std::vector<std::vector<int64_t>> window;
   for (int i = 0; i < 8; ++i) window.push_back(s.prompts[s.order[i]]);
   auto routed = idle.RouteWindow(window, kTopK);
