@@ -95,24 +95,31 @@ AdmissionBalancer::AdmissionBalancer(router::Router* router, int num_layers, Bal
   if (layout.ok()) layout_ = *layout;
 }
 
+std::vector<double> AdmissionBalancer::Drive(const std::vector<WorkerLoad>& loads) const {
+  std::vector<double> drive(router_->num_blocks(), 0.0);
+  if (layout_.num_blocks != router_->num_blocks()) return drive;
+  const std::vector<double> pressure = BlockPressure(layout_, loads);
+  for (size_t b = 0; b < drive.size(); ++b) {
+    drive[b] = std::min(1.0, options_.gain * pressure[b]);
+  }
+  return drive;
+}
+
 std::vector<double> AdmissionBalancer::LoadTolls(int top_k) const {
-  std::vector<double> tolls(router_->num_blocks(), 0.0);
-  if (!load_ || layout_.num_blocks != router_->num_blocks()) return tolls;
-  const std::vector<double> pressure = BlockPressure(layout_, load_());
+  std::vector<double> tolls = Drive(load_ ? load_() : std::vector<WorkerLoad>());
   const double unit = options_.toll_cap * router_->DamageScale(top_k);
-  for (size_t b = 0; b < tolls.size(); ++b) tolls[b] = unit * pressure[b];
+  for (double& t : tolls) t *= unit;
   return tolls;
 }
 
 absl::StatusOr<std::vector<router::Prediction>> AdmissionBalancer::RouteWindow(
     const std::vector<std::vector<int64_t>>& prompts, int top_k) {
   const std::vector<WorkerLoad> loads = load_ ? load_() : std::vector<WorkerLoad>();
-  std::vector<double> pressure(router_->num_blocks(), 0.0);
-  if (layout_.num_blocks == router_->num_blocks()) pressure = BlockPressure(layout_, loads);
+  const std::vector<double> drive = Drive(loads);
   const double scale = router_->DamageScale(top_k);
-  std::vector<double> tolls(pressure.size());
-  for (size_t b = 0; b < pressure.size(); ++b) tolls[b] = options_.toll_cap * scale * pressure[b];
-  const double peak = *std::max_element(pressure.begin(), pressure.end());
+  std::vector<double> tolls(drive.size());
+  for (size_t b = 0; b < drive.size(); ++b) tolls[b] = options_.toll_cap * scale * drive[b];
+  const double peak = *std::max_element(drive.begin(), drive.end());
 
   router::BatchOptions bo;
   bo.extra_costs = tolls;

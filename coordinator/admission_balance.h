@@ -9,13 +9,14 @@
 //    of the usable workers, as a share of the mean's idle headroom: (load − mean) / (1 − mean),
 //    clamped to 0..1; a block's pressure is, over its layers, the highest of the least pressed
 //    worker hosting each layer (the planner sends a request to the least loaded replica). The
-//    toll of block b is cap × damage scale(k) × pressure_b: capped, and 0 on every block unless a
-//    worker is busier than the rest.
+//    toll of block b is cap × damage scale(k) × min(1, gain × pressure_b): capped, and 0 on every
+//    block unless a worker is busier than the rest.
 //  - The congestion game per window. Sparse requests of one top_k that arrive within `window` of
 //    the first are routed together by router::Router::BalanceBatch: best responses on the load
 //    tolls plus a congestion cost per other request of the window on the same workers (blocks
 //    hosted by the same set of workers share one resource: BlockResources), congestion × damage
-//    scale × the highest block pressure (so requests spread only while some worker is congested,
+//    scale × the highest block drive min(1, gain × pressure) (so requests spread only while some
+//    worker is congested,
 //    and only across workers: moving between two blocks of one worker gains nothing). Each
 //    window reports its equilibrium gap, the gap of the toll-free choices, and Jain's index and
 //    max/mean of the workers' busy fractions (CoordinatorObserver::OnBalanceWindow).
@@ -45,11 +46,15 @@ namespace swarm::coordinator {
 struct BalanceOptions {
   bool enabled = false;  // --balance.
   // |load toll| ≤ toll_cap × the router's damage scale of the request's k (--balance-cap).
-  double toll_cap = 0.5;
+  double toll_cap = 1.0;
   // Congestion per request sharing a block in one window, in damage-scale units, at full
   // pressure (--balance-congestion).
   double congestion = 0.5;
   absl::Duration window = absl::Milliseconds(2);  // --balance-window; 0 = every request alone.
+  // A block's drive is min(1, gain × pressure): tolls reach the cap once the block's workers are
+  // 1/gain of the mean's headroom busier than the mean. (Defaults: the best of caps 0.5, 1,
+  // gains 1-8 and congestion 0.5, 1 on the simulated cluster of admission_balance_test.)
+  double gain = 4;
   int max_window_requests = 64;
 };
 
@@ -91,6 +96,8 @@ class AdmissionBalancer {
   const BalanceOptions& options() const { return options_; }
 
  private:
+  // Per block: min(1, gain × pressure) under `loads`.
+  std::vector<double> Drive(const std::vector<WorkerLoad>& loads) const;
   struct Slot {
     std::vector<int64_t> prompt_ids;
     bool done = false;
