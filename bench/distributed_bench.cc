@@ -215,38 +215,29 @@ int main(int argc, char** argv) {
     }
   }
   std::string synth_dir;
-  if (synth_layers > 0) {
-    // router_bench's synthetic Llama: hidden 512, f32.
+  if (synth_layers > 0 || synth_mb > 0) {
     swarm::tools::SynthOptions o;
-    o.layers = synth_layers;
-    o.hidden = 512;
-    o.intermediate = 1408;
-    o.heads = 8;
-    o.kv_heads = 4;
-    o.vocab = 4096;
-    o.max_position = 512;
-    synth_dir = absl::StrCat("/tmp/swarm-distributed-bench-", getpid());
-    o.out_dir = synth_dir;
-    auto r = swarm::tools::WriteSynthModel(o);
-    if (!r.ok()) {
-      std::fprintf(stderr, "distributed_bench: %s\n", r.status().ToString().c_str());
-      return 1;
+    if (synth_layers > 0) {
+      // router_bench's synthetic Llama: hidden 512, f32.
+      o.layers = synth_layers;
+      o.hidden = 512;
+      o.intermediate = 1408;
+      o.heads = 8;
+      o.kv_heads = 4;
+      o.vocab = 4096;
+      o.max_position = 512;
+    } else {
+      // Llama blocks of hidden 1024 (≈ 50 MB f32 each with intermediate 2816) plus 8k-vocab ends.
+      o.hidden = 1024;
+      o.intermediate = 2816;
+      o.heads = 16;
+      o.kv_heads = 8;
+      o.vocab = 8192;
+      o.max_position = 1024;
+      o.layers =
+          std::max<int64_t>(2, (synth_mb * 1000000 - 2 * o.vocab * o.hidden * 4) /
+                                   (4 * (3 * o.hidden * o.hidden + 3 * o.hidden * o.intermediate)));
     }
-    model_dir = synth_dir;
-    std::printf("synthetic model: %lld layers, %.0f MB of weights in %s\n",
-                static_cast<long long>(o.layers), r->weight_bytes / 1e6, synth_dir.c_str());
-  } else if (synth_mb > 0) {
-    // Llama blocks of hidden 1024 (≈ 50 MB f32 each with intermediate 2816) plus 8k-vocab ends.
-    swarm::tools::SynthOptions o;
-    o.hidden = 1024;
-    o.intermediate = 2816;
-    o.heads = 16;
-    o.kv_heads = 8;
-    o.vocab = 8192;
-    o.max_position = 1024;
-    o.layers =
-        std::max<int64_t>(2, (synth_mb * 1000000 - 2 * o.vocab * o.hidden * 4) /
-                                 (4 * (3 * o.hidden * o.hidden + 3 * o.hidden * o.intermediate)));
     synth_dir = absl::StrCat("/tmp/swarm-distributed-bench-", getpid());
     o.out_dir = synth_dir;
     auto r = swarm::tools::WriteSynthModel(o);

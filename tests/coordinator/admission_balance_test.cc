@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <map>
 #include <random>
+#include <thread>
 
 #include "client/client.h"
 #include "router/balance.h"
@@ -202,10 +203,17 @@ struct SimResult {
   double last_gap = 0;  // Equilibrium gap of the last window.
 };
 
+// Records the balancing windows (thread-safe; read `windows` once no request runs).
 class RecordWindows : public coordinator::CoordinatorObserver {
  public:
-  void OnBalanceWindow(const BalanceWindow& w) override { windows.push_back(w); }
+  void OnBalanceWindow(const BalanceWindow& w) override {
+    absl::MutexLock lock(&mu_);
+    windows.push_back(w);
+  }
   std::vector<BalanceWindow> windows;
+
+ private:
+  absl::Mutex mu_;
 };
 
 SimResult Simulate(const Stream& s, bool balance, double slow, int window_size,
@@ -315,6 +323,51 @@ TEST(BalanceGameTest, NoLoadMeansTheTollFreeChoice) {
   ASSERT_EQ(record.windows.size(), 2u);
   EXPECT_EQ(record.windows[1].requests, 1);
   EXPECT_EQ(idle.Route(window[0], 9).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ServingBalanceTest, BalanceRoutesConcurrentRequestsInWindows) {
+  Stream s = MakeStream();
+  auto worker = testing::StartWorker(ModelDir("stories260K"), {0, 1, 2, 3, 4});
+  RecordWindows record;
+  coordinator::CoordinatorOptions options;
+  options.router_path = router::testing::TinyCalibration().path;
+  options.balance.enabled = true;
+  options.balance.window = absl::Milliseconds(50);
+  options.observer = &record;
+  auto coordinator = testing::StartCoordinator(ModelDir("stories260K"), {worker->address()},
+                                               /*wait_serving=*/true, options);
+  ASSERT_NE(coordinator, nullptr);
+  auto client = Client::Connect(coordinator->address());
+  ASSERT_TRUE(client.ok());
+  // Predict: with --balance it says so; one idle worker presses nothing: the toll-free choice.
+  auto shown = (*client)->Predict("", s.prompts[0], kTopK);
+  ASSERT_TRUE(shown.ok()) << shown.status();
+  EXPECT_TRUE(shown->balance);
+  std::vector<int> blocks;
+  for (const BlockChoice& b : shown->blocks) blocks.push_back(b.block);
+  EXPECT_EQ(blocks, shown->toll_free_blocks);
+  // Four requests at once: routed in windows, all served.
+  std::vector<std::thread> threads;
+  std::vector<absl::Status> results(4);
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      GenerateRequest req;
+      req.prompt_ids = s.prompts[s.order[i]];
+      req.max_new_tokens = 2;
+      req.mode = "sparse";
+      req.top_k_blocks = kTopK;
+      results[i] = (*client)->Generate(req).status();
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const absl::Status& st : results) EXPECT_TRUE(st.ok()) << st;
+  coordinator.reset();
+  int routed = 0;
+  for (const auto& w : record.windows) {
+    routed += w.requests;
+    if (w.requests == 1) EXPECT_EQ(w.gap, 0);
+  }
+  EXPECT_EQ(routed, 4);  // Every request went through exactly one window.
 }
 
 }  // namespace
