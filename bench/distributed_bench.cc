@@ -2,12 +2,20 @@
 // through a coordinator and 2 workers (separate processes, `swarm up`, loopback), and the
 // overhead of one hop (a Forward RPC to a worker process vs the same layer run in-process).
 //
-//   distributed_bench [--model DIR | --synth-mb MB] [--decode-tokens 64] [--prompt-tokens 16]
-//                     [--reps 3] [--hop-steps 400]
+//   distributed_bench [--model DIR | --synth-mb MB | --synth-layers L] [--decode-tokens 64]
+//                     [--prompt-tokens 16] [--reps 3] [--hop-steps 400] [--sparse-k K]
 //
 // --synth-mb writes a synthetic Llama of about MB megabytes (f32) into a temporary directory
-// (tools/synth.h) and removes it afterwards. Prints one table; every number is a median or mean
-// over the repetitions, measured in this run on this machine.
+// (tools/synth.h) and removes it afterwards; --synth-layers L writes one of L layers of hidden 512
+// instead (router_bench's model). Prints one table; every number is a median or mean over the
+// repetitions, measured in this run on this machine.
+//
+// --sparse-k K (sparse mode) runs only this: 2 worker processes (the first and second half of the
+// layers) and two coordinators over them, one fusing consecutive blocks on a worker into one hop
+// (the default) and one with --no-fuse-hops; decode tokens/s of exact mode against sparse mode
+// with the explicit plan of the first K−1 blocks and the last (N = layers blocks), the three
+// alternated in each repetition after a warm-up round. The speed-up is the median over the
+// repetitions of each repetition's sparse / exact ratio (coordinator clock).
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
@@ -64,11 +72,132 @@ std::vector<int64_t> PromptIds(int n, int64_t vocab) {
   return ids;
 }
 
+// Decode tokens/s of one request as the coordinator timed it (prefill excluded).
+double ServerRate(const swarm::GenerateResult& r, int64_t decode_tokens) {
+  return (decode_tokens - 1) / (r.total_seconds - r.time_to_first_token_seconds);
+}
+
+// --sparse-k: exact vs sparse (fused and unfused hops) through 2 worker processes.
+int SparseMode(const std::string& model_dir, const swarm::model::ModelConfig& config,
+               const std::vector<int64_t>& prompt, int64_t decode_tokens, int64_t reps, int k) {
+  const int n = static_cast<int>(config.num_layers);
+  if (k < 2 || k > n) {
+    std::fprintf(stderr, "distributed_bench: --sparse-k %d is not in 2..%d\n", k, n);
+    return 2;
+  }
+  const int half = n / 2;
+  Child w0, w1, fused_coord, unfused_coord;
+  const std::string a0 =
+      SpawnAndWait(&w0,
+                   {SelfDir() + "/swarm-worker", "--model", model_dir, "--layers",
+                    absl::StrCat("0-", half - 1), "--listen", "127.0.0.1:0"},
+                   "listening on ");
+  const std::string a1 =
+      SpawnAndWait(&w1,
+                   {SelfDir() + "/swarm-worker", "--model", model_dir, "--layers",
+                    absl::StrCat(half, "-", n - 1), "--listen", "127.0.0.1:0"},
+                   "listening on ");
+  if (a0.empty() || a1.empty()) {
+    std::fprintf(stderr, "distributed_bench: the workers did not start\n");
+    return 1;
+  }
+  const std::string workers = absl::StrCat(a0, ",", a1);
+  const std::string fused_address =
+      SpawnAndWait(&fused_coord,
+                   {SelfDir() + "/swarm-coordinator", "--model", model_dir, "--workers", workers,
+                    "--listen", "127.0.0.1:0"},
+                   "listening on ");
+  const std::string unfused_address =
+      SpawnAndWait(&unfused_coord,
+                   {SelfDir() + "/swarm-coordinator", "--model", model_dir, "--workers", workers,
+                    "--listen", "127.0.0.1:0", "--no-fuse-hops"},
+                   "listening on ");
+  if (fused_address.empty() || unfused_address.empty()) {
+    std::fprintf(stderr, "distributed_bench: the coordinators did not start\n");
+    return 1;
+  }
+  auto fused = swarm::Client::Connect(fused_address);
+  auto unfused = swarm::Client::Connect(unfused_address);
+  if (!fused.ok() || !unfused.ok()) {
+    std::fprintf(stderr, "distributed_bench: cannot connect to the coordinators\n");
+    return 1;
+  }
+  std::vector<int> blocks;
+  for (int b = 0; b < k - 1; ++b) blocks.push_back(b);
+  blocks.push_back(n - 1);
+  auto request = [&](bool sparse) {
+    swarm::GenerateRequest req;
+    req.prompt_ids = prompt;
+    req.max_new_tokens = decode_tokens;
+    req.stop_at_eos = false;
+    if (sparse) {
+      req.mode = "sparse";
+      req.blocks = blocks;
+      req.num_blocks = n;
+    }
+    return req;
+  };
+  // Each call until it succeeds (the coordinators serve once they have seen the workers).
+  auto run = [&](swarm::Client& client, bool sparse, int tries) -> absl::StatusOr<double> {
+    absl::Status last;
+    for (int i = 0; i < tries; ++i) {
+      auto r = client.Generate(request(sparse));
+      if (r.ok()) return ServerRate(*r, decode_tokens);
+      last = r.status();
+      usleep(200000);
+    }
+    return last;
+  };
+  std::vector<double> exact, sparse_fused, sparse_unfused, ratio_fused, ratio_unfused;
+  for (int64_t r = 0; r <= reps; ++r) {  // Round 0 warms up (and waits for serving).
+    const int tries = r == 0 ? 300 : 1;
+    auto e = run(**fused, false, tries);
+    auto f = run(**fused, true, tries);
+    auto u = run(**unfused, true, tries);
+    for (const auto* x : {&e, &f, &u}) {
+      if (!x->ok()) {
+        std::fprintf(stderr, "distributed_bench: %s\n", x->status().ToString().c_str());
+        return 1;
+      }
+    }
+    if (r == 0) continue;
+    exact.push_back(*e);
+    sparse_fused.push_back(*f);
+    sparse_unfused.push_back(*u);
+    ratio_fused.push_back(*f / *e);
+    ratio_unfused.push_back(*u / *e);
+  }
+  std::string plan;
+  for (int b : blocks) plan += (plan.empty() ? "" : ",") + std::to_string(b);
+  std::printf("model: %s (%d layers, hidden %lld); workers [0-%d] and [%d-%d]\n", model_dir.c_str(),
+              n, static_cast<long long>(config.hidden_size), half - 1, half, n - 1);
+  std::printf(
+      "prompt %zu tokens, %lld decoded tokens x %lld runs each, alternating (after one warm-up "
+      "round); sparse blocks [%s] of %d\n",
+      prompt.size(), static_cast<long long>(decode_tokens), static_cast<long long>(reps),
+      plan.c_str(), n);
+  std::printf("| mode | hops per token | decode tok/s (median) | speed-up (median of runs) |\n");
+  std::printf("|---|---:|---:|---:|\n");
+  int fused_hops = 0;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const bool first_half = blocks[i] < half;
+    if (i == 0 || first_half != (blocks[i - 1] < half)) ++fused_hops;
+  }
+  std::printf("| exact | 2 | %.1f | 1.00x |\n", Percentile(exact, 0.5));
+  std::printf("| sparse k=%d, fused hops | %d | %.1f | %.2fx |\n", k, fused_hops,
+              Percentile(sparse_fused, 0.5), Percentile(ratio_fused, 0.5));
+  std::printf("| sparse k=%d, one hop per block (--no-fuse-hops) | %d | %.1f | %.2fx |\n", k,
+              static_cast<int>(blocks.size()), Percentile(sparse_unfused, 0.5),
+              Percentile(ratio_unfused, 0.5));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string model_dir;
-  int64_t synth_mb = 0, decode_tokens = 64, prompt_tokens = 16, reps = 3, hop_steps = 400;
+  int64_t synth_mb = 0, synth_layers = 0, decode_tokens = 64, prompt_tokens = 16, reps = 3,
+          hop_steps = 400, sparse_k = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--model") {
@@ -77,25 +206,38 @@ int main(int argc, char** argv) {
                (flag == "--decode-tokens" && absl::SimpleAtoi(value, &decode_tokens)) ||
                (flag == "--prompt-tokens" && absl::SimpleAtoi(value, &prompt_tokens)) ||
                (flag == "--reps" && absl::SimpleAtoi(value, &reps)) ||
-               (flag == "--hop-steps" && absl::SimpleAtoi(value, &hop_steps))) {
+               (flag == "--hop-steps" && absl::SimpleAtoi(value, &hop_steps)) ||
+               (flag == "--synth-layers" && absl::SimpleAtoi(value, &synth_layers)) ||
+               (flag == "--sparse-k" && absl::SimpleAtoi(value, &sparse_k))) {
     } else {
       std::fprintf(stderr, "distributed_bench: bad flag %s %s\n", flag.c_str(), value.c_str());
       return 2;
     }
   }
   std::string synth_dir;
-  if (synth_mb > 0) {
-    // Llama blocks of hidden 1024 (≈ 50 MB f32 each with intermediate 2816) plus 8k-vocab ends.
+  if (synth_layers > 0 || synth_mb > 0) {
     swarm::tools::SynthOptions o;
-    o.hidden = 1024;
-    o.intermediate = 2816;
-    o.heads = 16;
-    o.kv_heads = 8;
-    o.vocab = 8192;
-    o.max_position = 1024;
-    o.layers =
-        std::max<int64_t>(2, (synth_mb * 1000000 - 2 * o.vocab * o.hidden * 4) /
-                                 (4 * (3 * o.hidden * o.hidden + 3 * o.hidden * o.intermediate)));
+    if (synth_layers > 0) {
+      // router_bench's synthetic Llama: hidden 512, f32.
+      o.layers = synth_layers;
+      o.hidden = 512;
+      o.intermediate = 1408;
+      o.heads = 8;
+      o.kv_heads = 4;
+      o.vocab = 4096;
+      o.max_position = 512;
+    } else {
+      // Llama blocks of hidden 1024 (≈ 50 MB f32 each with intermediate 2816) plus 8k-vocab ends.
+      o.hidden = 1024;
+      o.intermediate = 2816;
+      o.heads = 16;
+      o.kv_heads = 8;
+      o.vocab = 8192;
+      o.max_position = 1024;
+      o.layers =
+          std::max<int64_t>(2, (synth_mb * 1000000 - 2 * o.vocab * o.hidden * 4) /
+                                   (4 * (3 * o.hidden * o.hidden + 3 * o.hidden * o.intermediate)));
+    }
     synth_dir = absl::StrCat("/tmp/swarm-distributed-bench-", getpid());
     o.out_dir = synth_dir;
     auto r = swarm::tools::WriteSynthModel(o);
@@ -123,6 +265,12 @@ int main(int argc, char** argv) {
   swarm::model::SamplingParams params;
   params.max_new_tokens = decode_tokens;
   params.stop_at_eos = false;
+  if (sparse_k > 0) {
+    const int rc =
+        SparseMode(model_dir, config, prompt, decode_tokens, reps, static_cast<int>(sparse_k));
+    cleanup();
+    return rc;
+  }
 
   // 1 and 2: the in-process engine and the same model through `swarm up` (a coordinator and 2
   // worker processes), run alternately so that both see the same machine load.

@@ -331,6 +331,9 @@ absl::StatusOr<Prediction> Client::Predict(const std::string& prompt,
   out.num_blocks = resp.num_blocks();
   out.prompt_ids.assign(resp.prompt_ids().begin(), resp.prompt_ids().end());
   out.expected_kl = resp.expected_kl();
+  out.balance = resp.balance();
+  out.toll_free_blocks.assign(resp.toll_free_blocks().begin(), resp.toll_free_blocks().end());
+  out.toll_free_expected_kl = resp.toll_free_expected_kl();
   return out;
 }
 

@@ -179,6 +179,11 @@ struct Prediction {
   int num_blocks = 0;
   std::vector<int64_t> prompt_ids;
   double expected_kl = 0;  // The router's damage estimate (nats per token).
+  // `blocks` are what a sparse request would run now: with `balance` (the coordinator's
+  // --balance) under the load tolls of now, else the toll-free choice, given here either way.
+  bool balance = false;
+  std::vector<int> toll_free_blocks;
+  double toll_free_expected_kl = 0;
 };
 
 // Weight memory of sparse serving (Client::EstimateMemory; router/memory.h on the coordinator).

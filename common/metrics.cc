@@ -485,6 +485,11 @@ struct CoordinatorMetrics::Impl {
   Gauge* jain = nullptr;
   Gauge* max_mean = nullptr;
   Gauge* gap = nullptr;
+  Gauge* gap_toll_free = nullptr;
+  Gauge* worker_jain = nullptr;
+  Gauge* worker_max_mean = nullptr;
+  Counter* windows_one = nullptr;
+  Counter* windows_many = nullptr;
   ModeSeries exact, sparse;  // Fixed after Create(); "other" is added on demand.
   std::vector<Counter*> selections, steps;
   std::vector<Gauge*> share, tolls, replicas;
@@ -624,8 +629,40 @@ absl::StatusOr<std::unique_ptr<CoordinatorMetrics>> CoordinatorMetrics::Create(
                   .Help("The router's distance from its load equilibrium (0 at equilibrium).")
                   .Register(reg)
                   .Add({});
+    m->gap_toll_free =
+        &prometheus::BuildGauge()
+             .Name("swarm_coordinator_router_toll_free_gap")
+             .Help(
+                 "Equilibrium gap of the last balancing window's toll-free choices (damage-scale "
+                 "units): how far routing each request alone was from the load equilibrium.")
+             .Register(reg)
+             .Add({});
+    m->worker_jain = &prometheus::BuildGauge()
+                          .Name("swarm_coordinator_worker_busy_jain_ratio")
+                          .Help(
+                              "Jain's index of the usable workers' busy fractions at the last "
+                              "balancing window: 1 balanced.")
+                          .Register(reg)
+                          .Add({});
+    m->worker_max_mean = &prometheus::BuildGauge()
+                              .Name("swarm_coordinator_worker_busy_max_mean_ratio")
+                              .Help(
+                                  "Busiest worker's busy fraction over the mean at the last "
+                                  "balancing window: 1 balanced.")
+                              .Register(reg)
+                              .Add({});
+    auto& windows = prometheus::BuildCounter()
+                        .Name("swarm_coordinator_router_balance_windows_total")
+                        .Help(
+                            "Balancing windows routed (--balance), by size: requests=\"one\" "
+                            "(equilibrium gap 0 by definition) or \"many\".")
+                        .Register(reg);
+    m->windows_one = &windows.Add({{"requests", "one"}});
+    m->windows_many = &windows.Add({{"requests", "many"}});
     m->jain->Set(1);
     m->max_mean->Set(1);
+    m->worker_jain->Set(1);
+    m->worker_max_mean->Set(1);
 
     m->worker_steps = &prometheus::BuildCounter()
                            .Name("swarm_coordinator_worker_steps_total")
@@ -798,6 +835,15 @@ void CoordinatorMetrics::SetBalance(double jain, double max_mean, double equilib
   impl_->jain->Set(jain);
   impl_->max_mean->Set(max_mean);
   impl_->gap->Set(equilibrium_gap);
+}
+
+void CoordinatorMetrics::OnBalanceWindow(int requests, double gap, double gap_toll_free,
+                                         double worker_jain, double worker_max_mean) {
+  (requests > 1 ? impl_->windows_many : impl_->windows_one)->Increment();
+  impl_->gap->Set(requests > 1 ? NonNegative(gap) : 0.0);
+  impl_->gap_toll_free->Set(NonNegative(gap_toll_free));
+  impl_->worker_jain->Set(worker_jain);
+  impl_->worker_max_mean->Set(worker_max_mean);
 }
 
 void CoordinatorMetrics::SetTolls(absl::Span<const double> tolls) {

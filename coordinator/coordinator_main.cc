@@ -3,6 +3,7 @@
 // (coordinator/http_api.h). Prints "listening on HOST:PORT" on stdout once the port is bound
 // (then "http api on http://HOST:PORT/v1"); reports SERVING once the workers cover every layer.
 // SIGINT/SIGTERM stop it cleanly.
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -87,9 +88,62 @@ swarm::FlagSet CoordinatorFlags() {
              "requests running or queued per token")
       .Value("max-prompt-bytes", "BYTES", "",
              "longer prompts are refused before tokenizing (default 32 per context position, at "
-             "least 64KiB)");
+             "least 64KiB)")
+      .Bool("balance",
+            "balance worker load: route router-chosen sparse requests with load tolls from the "
+            "workers' busy fractions and, per window, the congestion game (default: the router's "
+            "toll-free choice)")
+      .Value("balance-cap", "X", absl::StrCat(d.balance.toll_cap),
+             "with --balance: largest load toll, in units of the router's damage scale")
+      .Value("balance-congestion", "X", absl::StrCat(d.balance.congestion),
+             "with --balance: cost per request sharing a block in one window, in damage-scale "
+             "units, at full pressure")
+      .Value("balance-window", "DURATION", absl::FormatDuration(d.balance.window),
+             "with --balance: sparse requests arriving within this of the first are routed "
+             "together (0 = each alone)")
+      .Bool("no-fuse-hops",
+            "run each selected block as its own hop (default: consecutive ungated blocks on one "
+            "worker go as one)");
   swarm::rpc::AddServerSecurityFlags(f);
   return f;
+}
+
+// --balance and its knobs; the knobs need --balance, --balance needs --router.
+absl::Status ParseBalance(const swarm::Flags& flags,
+                          swarm::coordinator::CoordinatorOptions& options) {
+  swarm::coordinator::BalanceOptions& b = options.balance;
+  b.enabled = flags.Bool("balance");
+  for (const char* knob : {"balance-cap", "balance-congestion", "balance-window"}) {
+    if (flags.Has(knob) && !b.enabled) {
+      return absl::InvalidArgumentError(absl::StrCat("--", knob, " needs --balance"));
+    }
+  }
+  if (b.enabled && options.router_path.empty()) {
+    return absl::InvalidArgumentError(
+        "--balance needs --router FILE (it balances the router's sparse choices)");
+  }
+  auto cap = flags.Double("balance-cap", b.toll_cap);
+  if (!cap.ok()) return cap.status();
+  if (!(*cap >= 0) || !std::isfinite(*cap)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--balance-cap must be a finite number >= 0, got ", *cap));
+  }
+  auto congestion = flags.Double("balance-congestion", b.congestion);
+  if (!congestion.ok()) return congestion.status();
+  if (!(*congestion >= 0) || !std::isfinite(*congestion)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--balance-congestion must be a finite number >= 0, got ", *congestion));
+  }
+  auto window = flags.Duration("balance-window", b.window);
+  if (!window.ok()) return window.status();
+  if (*window < absl::ZeroDuration() || *window > absl::Seconds(1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--balance-window must be in 0..1s, got ", absl::FormatDuration(*window)));
+  }
+  b.toll_cap = *cap;
+  b.congestion = *congestion;
+  b.window = *window;
+  return absl::OkStatus();
 }
 
 int Fail(const absl::Status& s) {
@@ -167,6 +221,8 @@ int main(int argc, char** argv) {
         "--num-blocks: give N >= 1 together with --router FILE (the router's block count)"));
   }
   options.router_num_blocks = static_cast<int>(*num_blocks);
+  if (auto s = ParseBalance(*flags, options); !s.ok()) return Fail(s);
+  options.fuse_hops = !flags->Bool("no-fuse-hops");
   for (const absl::Status& s :
        {concurrent.status(), queued.status(), request_timeout.status(), step_timeout.status()}) {
     if (!s.ok()) return Fail(s);

@@ -85,6 +85,11 @@ void CoordinatorMetricsObserver::OnBlocksChosen(absl::string_view mode,
   if (!router_tolls.empty()) metrics_->SetTolls(router_tolls);
 }
 
+void CoordinatorMetricsObserver::OnBalanceWindow(const BalanceWindow& window) {
+  metrics_->OnBalanceWindow(window.requests, window.gap, window.gap_toll_free, window.worker_jain,
+                            window.worker_max_mean);
+}
+
 void CoordinatorMetricsObserver::OnStep(const std::vector<int>& blocks) {
   for (int b : blocks) {
     if (b >= 0 && b < num_blocks_) block_steps_[b].fetch_add(1, std::memory_order_relaxed);

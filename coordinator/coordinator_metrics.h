@@ -8,9 +8,10 @@
 // split when the coordinator has a router file, otherwise one block per layer), whose block
 // indices the observer hooks carry. A step counts once on every block it ran at least one layer
 // of (exact mode: every block), so Σ block_steps_total = blocks × steps in exact mode. The share,
-// Jain and max/mean gauges are computed from those step counts since start-up; the toll gauges come
-// from the router after each request it routes. The router's equilibrium gap stays 0: the
-// coordinator routes requests one at a time (router::Route), not as a batch game.
+// Jain and max/mean gauges are computed from those step counts since start-up. With `--balance`
+// (admission_balance.h) the toll gauges are the load tolls each routed request saw, and each
+// balancing window sets the equilibrium-gap, toll-free-gap and worker-busy gauges and counts the
+// window; without it the tolls and the gap stay 0 (requests get the toll-free choice).
 //
 // Threading: observer methods run on request, gRPC and monitor threads and are thread-safe; the
 // per-step path is atomic adds plus O(blocks) gauge sets.
@@ -66,6 +67,7 @@ class CoordinatorMetricsObserver : public CoordinatorObserver {
                       const std::vector<double>& router_tolls) override;
   void OnStep(const std::vector<int>& blocks) override;
   void OnWorkers(const std::vector<WorkerState>& workers) override;
+  void OnBalanceWindow(const BalanceWindow& window) override;
   void OnBatchStep(int sequences, int64_t tokens) override;
   void OnAdmitted(absl::Duration queued) override;
   void OnSchedulerState(int running, int waiting) override;

@@ -70,6 +70,16 @@ class CoordinatorObserver {
   virtual void OnReplay(int64_t /*positions*/, int64_t /*bytes*/, double /*seconds*/) {}
   // The bytes every request's replay history holds now.
   virtual void OnReplayHistory(int64_t /*bytes*/) {}
+  // One balancing window of `swarm-coordinator --balance` (admission_balance.h): the sparse
+  // requests routed together in it and what the congestion game found.
+  struct BalanceWindow {
+    int requests = 0;            // 1: a lone request, whose equilibrium gap is 0 by definition.
+    double gap = 0;              // Equilibrium gap of the routed choices, in damage-scale units.
+    double gap_toll_free = 0;    // The same for each request's toll-free choice.
+    double worker_jain = 1;      // Jain's index of the usable workers' busy fractions.
+    double worker_max_mean = 1;  // Their max / mean.
+  };
+  virtual void OnBalanceWindow(const BalanceWindow& /*window*/) {}
 };
 
 // The blocks of `layout` that `layers` (sorted, within the layout) touch, sorted. Layers outside

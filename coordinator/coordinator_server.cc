@@ -74,6 +74,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   pipeline_options.limits.max_batch_sequences = options.max_batch_sequences;
   pipeline_options.max_waiting_requests = options.max_waiting_requests;
   pipeline_options.max_micro_batches = options.max_micro_batches;
+  pipeline_options.balance = options.balance;
+  pipeline_options.fuse_hops = options.fuse_hops;
+  pipeline_options.worker_busy = [stats = server->stats_.get()] {
+    return stats->Get().worker_busy_fraction;
+  };
   server->pipeline_ = std::make_unique<GenerationPipeline>(
       server->model_.get(), server->workers_.get(), pipeline_options);
   server->pool_ =

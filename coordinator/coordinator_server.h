@@ -93,6 +93,10 @@ struct CoordinatorOptions {
   int router_num_blocks = 0;
   // The day chat templates' strftime_now() renders (--date / SWARM_DATE); nullopt: the clock.
   std::optional<absl::CivilDay> render_date;
+  // --balance and its knobs (admission_balance.h); off by default. The busy fractions come from
+  // the server's SchedulerStats.
+  BalanceOptions balance;
+  bool fuse_hops = true;  // --no-fuse-hops turns it off (hop_fusion.h).
 };
 
 // What Status reports: the serving state, the model and the workers as last refreshed.

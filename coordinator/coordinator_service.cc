@@ -364,6 +364,9 @@ absl::Status DoPredict(GenerationPipeline& pipeline, const v1::PredictRequest& r
   resp->set_num_blocks(p.choice.num_blocks);
   resp->mutable_prompt_ids()->Assign(p.prompt_ids.begin(), p.prompt_ids.end());
   resp->set_expected_kl(p.expected_kl);
+  resp->set_balance(p.balance);
+  resp->mutable_toll_free_blocks()->Assign(p.toll_free_blocks.begin(), p.toll_free_blocks.end());
+  resp->set_toll_free_expected_kl(p.toll_free_expected_kl);
   return absl::OkStatus();
 }
 

@@ -11,6 +11,7 @@
 #include "common/quote.h"
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
+#include "coordinator/hop_fusion.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/worker_set.h"
 #include "router/router.h"
@@ -86,6 +87,25 @@ GenerationPipeline::GenerationPipeline(const CoordinatorModel* model, WorkerSet*
   so.observer = observer_;
   so.hop_pool = hop_pool_.get();
   scheduler_ = std::make_unique<Scheduler>(model, workers, so);
+  if (options.balance.enabled && model->router() != nullptr) {
+    balancer_ = std::make_unique<AdmissionBalancer>(
+        model->router(), static_cast<int>(model->config().num_layers), options.balance,
+        [this] { return WorkerLoads(); }, observer_);
+  }
+}
+
+std::vector<WorkerLoad> GenerationPipeline::WorkerLoads() const {
+  const std::vector<WorkerState> states = workers_->Snapshot();
+  const std::vector<double> busy =
+      options_.worker_busy ? options_.worker_busy() : std::vector<double>();
+  std::vector<WorkerLoad> out(states.size());
+  for (size_t i = 0; i < states.size(); ++i) {
+    out[i].layers.assign(states[i].info.layers().begin(), states[i].info.layers().end());
+    out[i].usable = states[i].usable();
+    out[i].queued = states[i].active_requests;
+    if (i < busy.size()) out[i].busy_fraction = busy[i];
+  }
+  return out;
 }
 
 GenerationPipeline::~GenerationPipeline() { scheduler_.reset(); }
@@ -176,8 +196,11 @@ absl::Status GenerationPipeline::RunStages(Run& run, const GenerationRequest& re
     for (int b = 0; b < series.num_blocks; ++b) series_blocks.push_back(b);
   }
   const bool by_router = run.result.blocks.has_value() && run.result.blocks->by_router;
-  observer_->OnBlocksChosen(run.mode, series_blocks,
-                            by_router ? model_->router()->Tolls() : std::vector<double>());
+  observer_->OnBlocksChosen(
+      run.mode, series_blocks,
+      by_router && balancer_ != nullptr
+          ? balancer_->LoadTolls(static_cast<int>(run.result.blocks->blocks.size()))
+          : std::vector<double>());
 
   // Plan workers.
   absl::StatusOr<std::vector<std::vector<Hop>>> plans = workers_->AcquirePlans(layer_sets);
@@ -193,6 +216,7 @@ absl::Status GenerationPipeline::RunStages(Run& run, const GenerationRequest& re
   for (size_t i = 0; i < plans->size(); ++i) {
     plan.segments.push_back(Segment{(*plans)[i], sparse ? run.result.blocks->weights[i] : 1.0f});
   }
+  if (sparse && options_.fuse_hops) plan = FuseSequentialHops(std::move(plan));
   absl::StatusOr<model::GenerateResult> out =
       Execute(run, std::move(plan), series_blocks, params, sink, cancel);
   workers_->Release(*plans);
@@ -322,7 +346,13 @@ absl::StatusOr<ChosenBlocks> GenerationPipeline::ChooseBlocks(const GenerationRe
     return absl::InvalidArgumentError(
         absl::StrCat("top_k_blocks ", request.top_k_blocks, " is not in 1..", choice.num_blocks));
   }
-  ASSIGN_OR_RETURN(router::Prediction p, router->Route(ids, request.top_k_blocks));
+  // Toll-free unless --balance: the choice `swarm eval` measures and Predict shows.
+  router::Prediction p;
+  if (balancer_ != nullptr) {
+    ASSIGN_OR_RETURN(p, balancer_->Route(ids, request.top_k_blocks));
+  } else {
+    ASSIGN_OR_RETURN(p, router->Predict(ids, request.top_k_blocks));
+  }
   choice.blocks = p.blocks;
   choice.weights = p.weights;
   choice.weights.resize(choice.blocks.size(), 1.0f);
@@ -392,7 +422,16 @@ absl::StatusOr<BlockPrediction> GenerationPipeline::Predict(const PredictRequest
     return absl::InvalidArgumentError(
         absl::StrCat("top_k_blocks ", request.top_k_blocks, " is not in 1..", n));
   }
-  ASSIGN_OR_RETURN(router::Prediction p, router->Predict(out.prompt_ids, request.top_k_blocks));
+  ASSIGN_OR_RETURN(router::Prediction free, router->Predict(out.prompt_ids, request.top_k_blocks));
+  out.toll_free_blocks = free.blocks;
+  out.toll_free_expected_kl = free.expected_kl;
+  router::Prediction p = free;
+  if (balancer_ != nullptr) {
+    out.balance = true;
+    router::PredictOptions po;
+    po.extra_costs = balancer_->LoadTolls(request.top_k_blocks);
+    ASSIGN_OR_RETURN(p, router->Predict(out.prompt_ids, request.top_k_blocks, po));
+  }
   ASSIGN_OR_RETURN(BlockLayout layout,
                    BlockLayout::Create(static_cast<int>(model_->config().num_layers), n));
   out.choice.num_blocks = n;

@@ -35,6 +35,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "coordinator/admission_balance.h"
 #include "coordinator/coordinator_model.h"
 #include "coordinator/coordinator_observer.h"
 #include "coordinator/failover_options.h"
@@ -155,9 +156,16 @@ struct PredictRequest {
 
 struct BlockPrediction {
   std::vector<int64_t> prompt_ids;
-  ChosenBlocks choice;                      // Of the router's N-way split.
+  // What a sparse request of this prompt would run now (of the router's N-way split): with
+  // --balance the router's choice under the load tolls of now (as a lone request of its window),
+  // otherwise the toll-free choice.
+  ChosenBlocks choice;
   std::vector<std::pair<int, int>> layers;  // [begin, end) of each chosen block.
   double expected_kl = 0;  // The router's estimate of the choice's damage (nats per token).
+  bool balance = false;    // The coordinator balances load (--balance).
+  // The router's choice without any toll, and its estimate (equal to choice without --balance).
+  std::vector<int> toll_free_blocks;
+  double toll_free_expected_kl = 0;
 };
 
 struct PipelineOptions {
@@ -182,6 +190,13 @@ struct PipelineOptions {
   // A prompt of more bytes is refused before it is tokenized (--max-prompt-bytes). 0 = 32 bytes
   // per position of the model's context, at least 64 KiB (DefaultMaxPromptBytes).
   int64_t max_prompt_bytes = 0;
+  // Load balancing of router-chosen sparse requests (admission_balance.h); off by default.
+  BalanceOptions balance;
+  // Each worker's busy fraction (WorkerSet index) over the scheduler's window, for the balance
+  // (the server passes SchedulerStats'); null = none measured.
+  std::function<std::vector<double>()> worker_busy;
+  // Run consecutive ungated blocks on one worker as one hop (hop_fusion.h).
+  bool fuse_hops = true;
 };
 
 // PipelineOptions::max_prompt_bytes when it is 0, for a model of `context` positions.
@@ -233,6 +248,8 @@ class GenerationPipeline {
   absl::StatusOr<std::vector<int64_t>> Tokenize(const GenerationRequest& request) const;
   absl::StatusOr<ChosenBlocks> ChooseBlocks(const GenerationRequest& request,
                                             const std::vector<int64_t>& ids);
+  // The workers' load for the balancer.
+  std::vector<WorkerLoad> WorkerLoads() const;
   // Runs the request through the scheduler. `series_blocks` go to OnStep.
   absl::StatusOr<model::GenerateResult> Execute(Run& run, ExecutionPlan plan,
                                                 const std::vector<int>& series_blocks,
@@ -245,8 +262,9 @@ class GenerationPipeline {
   const PipelineOptions options_;
   CoordinatorObserver default_observer_;
   CoordinatorObserver* const observer_;
-  std::unique_ptr<ThreadPool> hop_pool_;  // Null with hop_threads 0.
-  std::unique_ptr<Scheduler> scheduler_;  // Uses hop_pool_: destroyed first.
+  std::unique_ptr<ThreadPool> hop_pool_;         // Null with hop_threads 0.
+  std::unique_ptr<Scheduler> scheduler_;         // Uses hop_pool_: destroyed first.
+  std::unique_ptr<AdmissionBalancer> balancer_;  // With options.balance.enabled and a router.
 
   std::atomic<int> active_requests_{0};
   std::atomic<uint64_t> requests_total_{0};

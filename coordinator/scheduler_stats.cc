@@ -143,4 +143,8 @@ void SchedulerStats::OnWorkers(const std::vector<WorkerState>& workers) {
   next_->OnWorkers(workers);
 }
 
+void SchedulerStats::OnBalanceWindow(const BalanceWindow& window) {
+  next_->OnBalanceWindow(window);
+}
+
 }  // namespace swarm::coordinator

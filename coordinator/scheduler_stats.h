@@ -67,6 +67,7 @@ class SchedulerStats : public CoordinatorObserver {
                       const std::vector<double>& router_tolls) override;
   void OnStep(const std::vector<int>& blocks) override;
   void OnWorkers(const std::vector<WorkerState>& workers) override;
+  void OnBalanceWindow(const BalanceWindow& window) override;
 
  private:
   static constexpr int kSlices = 10;

@@ -9,6 +9,23 @@ namespace {
 
 double Extra(absl::Span<const double> extra, int b) { return extra.empty() ? 0.0 : extra[b]; }
 
+// The resource block b loads (GameOptions::resource).
+int Resource(const GameOptions& o, int b) {
+  return static_cast<size_t>(b) < o.resource.size() && o.resource[b] >= 0 ? o.resource[b] : b;
+}
+
+// Uses of each resource by the free blocks of `masks` [N].
+std::vector<double> ResourceCounts(const std::vector<BlockMask>& masks, int n, BlockMask keep,
+                                   const GameOptions& o) {
+  std::vector<double> rc(n, 0.0);
+  for (BlockMask m : masks) {
+    for (int b = 0; b < n; ++b) {
+      if (!(keep & (BlockMask{1} << b)) && ((m >> b) & 1)) rc[Resource(o, b) % n] += 1;
+    }
+  }
+  return rc;
+}
+
 double MaskExtra(BlockMask mask, absl::Span<const double> extra) {
   if (extra.empty()) return 0;
   double s = 0;
@@ -115,6 +132,28 @@ double MaxOverMean(absl::Span<const double> x) {
   return m / (s / static_cast<double>(x.size()));
 }
 
+double EquilibriumGap(const std::vector<Candidates>& requests, const std::vector<BlockMask>& masks,
+                      absl::Span<const double> tolls, const GameOptions& options) {
+  if (requests.empty() || masks.size() != requests.size()) return 0;
+  const int n = requests[0].num_blocks;
+  const BlockMask keep = requests[0].keep;
+  const std::vector<double> count = ResourceCounts(masks, n, keep, options);
+  std::vector<double> extra(n, 0.0);
+  double gap = 0;
+  for (size_t r = 0; r < requests.size(); ++r) {
+    const std::vector<double> own = ResourceCounts({masks[r]}, n, keep, options);
+    for (int b = 0; b < n; ++b) {
+      const int res = Resource(options, b) % n;
+      const double others = count[res] - own[res];
+      extra[b] =
+          (keep & (BlockMask{1} << b)) ? 0.0 : Extra(tolls, b) + options.congestion * (others + 1);
+    }
+    const double cost = BaseCost(requests[r], masks[r]) + MaskExtra(masks[r], extra);
+    gap = std::max(gap, cost - ChooseBest(requests[r], extra).total_cost);
+  }
+  return gap;
+}
+
 GameResult SolveCongestionGame(const std::vector<Candidates>& requests,
                                absl::Span<const double> tolls, const GameOptions& options) {
   GameResult result;
@@ -122,17 +161,22 @@ GameResult SolveCongestionGame(const std::vector<Candidates>& requests,
   const int n = requests[0].num_blocks;
   const BlockMask keep = requests[0].keep;
   auto is_free = [&](int b) { return !(keep & (BlockMask{1} << b)); };
-  std::vector<double> count(n, 0.0);
+  std::vector<double> count(n, 0.0);      // Per block.
+  std::vector<double> res_count(n, 0.0);  // Per resource, free blocks only.
   auto add = [&](BlockMask m, double d) {
     for (int b = 0; b < n; ++b) {
-      if (m & (BlockMask{1} << b)) count[b] += d;
+      if (!(m & (BlockMask{1} << b))) continue;
+      count[b] += d;
+      if (is_free(b)) res_count[Resource(options, b) % n] += d;
     }
   };
   // Extra cost for a request joining, given the others' counts.
   std::vector<double> extra(n, 0.0);
   auto fill_extra = [&]() {
     for (int b = 0; b < n; ++b) {
-      extra[b] = is_free(b) ? Extra(tolls, b) + options.congestion * (count[b] + 1) : 0.0;
+      extra[b] = is_free(b) ? Extra(tolls, b) +
+                                  options.congestion * (res_count[Resource(options, b) % n] + 1)
+                            : 0.0;
     }
   };
   const size_t R = requests.size();
@@ -176,23 +220,26 @@ GameResult SolveCongestionGame(const std::vector<Candidates>& requests,
     }
   }
   // Final costs, gap and potential.
-  result.equilibrium_gap = 0;
+  std::vector<BlockMask> masks;
   for (size_t r = 0; r < R; ++r) {
     add(result.choices[r].mask, -1);
     fill_extra();
-    Choice best = ChooseBest(requests[r], extra);
     Choice& c = result.choices[r];
     c.total_cost = c.base_cost + MaskExtra(c.mask, extra);
-    result.equilibrium_gap = std::max(result.equilibrium_gap, c.total_cost - best.total_cost);
     add(c.mask, 1);
+    masks.push_back(c.mask);
   }
+  result.equilibrium_gap = EquilibriumGap(requests, masks, tolls, options);
   double potential = 0;
   for (const Choice& c : result.choices) potential += c.base_cost;
   std::vector<double> free_usage;
   for (int b = 0; b < n; ++b) {
     if (!is_free(b)) continue;
-    potential += Extra(tolls, b) * count[b] + options.congestion * count[b] * (count[b] + 1) / 2.0;
+    potential += Extra(tolls, b) * count[b];
     free_usage.push_back(count[b]);
+  }
+  for (int res = 0; res < n; ++res) {
+    potential += options.congestion * res_count[res] * (res_count[res] + 1) / 2.0;
   }
   result.potential = potential;
   result.usage = count;

@@ -12,7 +12,10 @@
 //    the potential and terminate. A few soft (Gumbel-perturbed) rounds with an annealed
 //    temperature come first to leave poor starting points; then pure best responses until nobody
 //    improves. Reports the equilibrium gap (largest gain any request could still get by
-//    deviating; 0 at a Nash equilibrium) and the usage balance.
+//    deviating; 0 at a Nash equilibrium) and the usage balance. Blocks may share a resource
+//    (GameOptions::resource: the blocks one group of workers hosts); a request choosing two free
+//    blocks of one resource is then charged as if each were its only use there, so the potential
+//    is approximate and max_rounds bounds the best responses.
 //  - TollBook: per-block tolls that move toward target usage shares as requests are routed
 //    (bias-style balancing as in auxiliary-loss-free MoE load balancing: no gradient, a toll
 //    rises on a block used more than its share and falls otherwise).
@@ -66,6 +69,10 @@ double MaxOverMean(absl::Span<const double> x);
 
 struct GameOptions {
   double congestion = 0;  // Cost per request on a block (KL nats).
+  // The resource each block loads [N] (ids in 0..N−1; empty = each block its own): requests
+  // congest each other on a resource, i.e. the congestion cost of a free block counts every use
+  // of any free block of its resource (the blocks one group of workers hosts).
+  std::vector<int> resource;
   double t_start = 0;     // First soft round's temperature (KL nats); 0 = no soft rounds.
   int anneal_rounds = 6;  // Soft rounds, temperature halving each round.
   int max_rounds = 200;   // Cap on pure best-response rounds.
@@ -82,6 +89,12 @@ struct GameResult {
   double jain = 1;            // Over the free blocks' usage.
   double max_over_mean = 1;
 };
+
+// The equilibrium gap of the profile where request r chooses masks[r] (one per request, each
+// a candidate of its request): max over requests of (its cost − its best-response cost, the
+// others staying). 0 at a Nash equilibrium and for a lone request at its best response.
+double EquilibriumGap(const std::vector<Candidates>& requests, const std::vector<BlockMask>& masks,
+                      absl::Span<const double> tolls, const GameOptions& options);
 
 // `tolls` is [N] (may be empty). All candidates must share num_blocks and keep.
 GameResult SolveCongestionGame(const std::vector<Candidates>& requests,

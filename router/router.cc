@@ -8,6 +8,22 @@
 #include "common/status_macros.h"
 
 namespace swarm::router {
+namespace {
+
+// tolls += extra (per block); either may be empty.
+absl::Status AddExtraCosts(const std::vector<double>& extra, int num_blocks,
+                           std::vector<double>& tolls) {
+  if (extra.empty()) return absl::OkStatus();
+  if (static_cast<int>(extra.size()) != num_blocks) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "extra_costs has ", extra.size(), " values, the router has ", num_blocks, " blocks"));
+  }
+  tolls.resize(num_blocks, 0.0);
+  for (int b = 0; b < num_blocks; ++b) tolls[b] += extra[b];
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 const char* ScoringName(Scoring scoring) {
   switch (scoring) {
@@ -252,6 +268,7 @@ absl::StatusOr<Prediction> Router::Predict(absl::Span<const int64_t> prompt_ids,
   ASSIGN_OR_RETURN(Candidates c, Score(feature, top_k, options.scoring));
   std::vector<double> tolls;
   if (options.use_tolls) tolls = Tolls();
+  RETURN_IF_ERROR(AddExtraCosts(options.extra_costs, data_.num_blocks, tolls));
   Choice choice = ChooseBest(c, tolls);
   return MakePrediction(choice, c, tolls);
 }
@@ -281,6 +298,7 @@ absl::StatusOr<BatchResult> Router::BalanceBatch(const std::vector<std::vector<i
   }
   std::vector<double> tolls;
   if (options.use_tolls) tolls = Tolls();
+  RETURN_IF_ERROR(AddExtraCosts(options.extra_costs, data_.num_blocks, tolls));
   const double scale = DamageScale(top_k);
   GameOptions game;
   game.congestion = options.congestion * scale;
@@ -288,16 +306,20 @@ absl::StatusOr<BatchResult> Router::BalanceBatch(const std::vector<std::vector<i
   game.anneal_rounds = options.anneal_rounds;
   game.max_rounds = options.max_rounds;
   game.seed = options.seed;
+  game.resource = options.resource;
   BatchResult result;
   result.game = SolveCongestionGame(requests, tolls, game);
   std::vector<double> alone_usage(data_.num_blocks, 0.0);
+  std::vector<BlockMask> alone_masks;
   for (size_t i = 0; i < requests.size(); ++i) {
     result.predictions.push_back(MakePrediction(result.game.choices[i], requests[i], tolls));
     result.mean_expected_kl += result.game.choices[i].base_cost;
     Choice alone = ChooseBest(requests[i], tolls);
     result.mean_expected_kl_alone += alone.base_cost;
     for (int b : MaskToBlocks(alone.mask)) alone_usage[b] += 1;
+    alone_masks.push_back(ChooseBest(requests[i], {}).mask);
   }
+  result.gap_alone = EquilibriumGap(requests, alone_masks, tolls, game);
   if (!requests.empty()) {
     result.mean_expected_kl /= requests.size();
     result.mean_expected_kl_alone /= requests.size();

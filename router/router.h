@@ -66,6 +66,8 @@ struct RouterOptions {
 struct PredictOptions {
   Scoring scoring = Scoring::kDefault;
   bool use_tolls = false;  // Add the current per-block tolls to the costs.
+  // Per-block costs from outside the router [N] (KL nats; empty = none), added to the costs.
+  std::vector<double> extra_costs;
 };
 
 struct BatchOptions {
@@ -79,6 +81,11 @@ struct BatchOptions {
   int max_rounds = 200;
   uint64_t seed = 0;
   bool observe = false;  // Feed the final choices to the tolls.
+  // Per-block costs from outside the router [N] (KL nats; empty = none), added to the tolls:
+  // the coordinator's load tolls (coordinator/admission_balance.h).
+  std::vector<double> extra_costs;
+  // The resource each block loads (GameOptions::resource; empty = each block its own).
+  std::vector<int> resource;
 };
 
 struct BatchResult {
@@ -87,6 +94,11 @@ struct BatchResult {
   double mean_expected_kl = 0;        // Of the equilibrium choices.
   double mean_expected_kl_alone = 0;  // Of each request's choice without congestion.
   double jain_alone = 1;              // Usage balance without congestion.
+  // The largest gain any request could get by leaving its choice without congestion (each
+  // request's toll-free, congestion-free best) for its best response in the game's final costs:
+  // how far routing each request alone would have been from the equilibrium (0 when nothing is
+  // congested). In KL nats.
+  double gap_alone = 0;
 };
 
 class Router {

@@ -29,22 +29,30 @@ nlohmann::json ToJson(const Prediction& p) {
     weights.push_back(b.weight);
     layers.push_back({{"begin", b.begin_layer}, {"end", b.end_layer}});
   }
-  return {
-      {"blocks", blocks},           {"weights", weights},           {"layers", layers},
-      {"num_blocks", p.num_blocks}, {"expected_kl", p.expected_kl}, {"prompt_ids", p.prompt_ids}};
+  return {{"blocks", blocks},
+          {"weights", weights},
+          {"layers", layers},
+          {"num_blocks", p.num_blocks},
+          {"expected_kl", p.expected_kl},
+          {"prompt_ids", p.prompt_ids},
+          {"balance", p.balance},
+          {"toll_free_blocks", p.toll_free_blocks},
+          {"toll_free_expected_kl", p.toll_free_expected_kl}};
 }
 
 const FlagSet& PredictFlags() {
   static const FlagSet flags = [] {
     FlagSet f("swarm predict",
               "which top-k blocks the coordinator's router would run for a prompt, with their "
-              "weights (runs no block)");
+              "weights (runs no block): the choice serving makes now (with the load tolls of now "
+              "when the coordinator runs --balance) and the toll-free one");
     f.Required("server", "HOST:PORT", "the coordinator")
         .Value("prompt", "TEXT", "", "the prompt text")
         .Value("ids", "1,2,3", "", "the prompt as token ids")
         .Value("top-k-blocks", "K", "3", "blocks to choose")
         .Value("timeout", "SECONDS", "10", "deadline of the call")
-        .Bool("json", "print one JSON object {blocks, weights, layers, ...}")
+        .Bool("json",
+              "print one JSON object {blocks, weights, layers, ..., balance, toll_free_blocks}")
         .Note("Give exactly one of --prompt or --ids.");
     AddConnectFlags(f);
     return f;
@@ -92,10 +100,14 @@ int PredictCommand(const std::vector<std::string>& args) {
                          ? absl::StrCat(b.begin_layer)
                          : absl::StrCat(b.begin_layer, "-", b.end_layer - 1));
   }
-  std::printf("blocks [%s] of %d\n", absl::StrJoin(blocks, ", ").c_str(), p->num_blocks);
+  std::printf("blocks [%s] of %d (%s)\n", absl::StrJoin(blocks, ", ").c_str(), p->num_blocks,
+              p->balance ? "what serving runs now, with the load tolls of now"
+                         : "what serving runs: no load tolls (the coordinator has no --balance)");
   std::printf("weights [%s]\n", absl::StrJoin(weights, ", ").c_str());
   std::printf("layers [%s]\n", absl::StrJoin(layers, ", ").c_str());
   std::printf("expected KL %.6f nats/token\n", p->expected_kl);
+  std::printf("toll-free blocks [%s], expected KL %.6f nats/token\n",
+              absl::StrJoin(p->toll_free_blocks, ", ").c_str(), p->toll_free_expected_kl);
   std::printf("prompt %zu tokens\n", p->prompt_ids.size());
   return 0;
 }

@@ -410,9 +410,12 @@ TEST_F(PipelineTest, TheRoutersChoiceRunsAndMatchesPredict) {
   ASSERT_TRUE(result.ok()) << result.status();
   ASSERT_TRUE(result->blocks.has_value());
   EXPECT_TRUE(result->blocks->by_router);
-  EXPECT_EQ(result->blocks->blocks, prediction->choice.blocks);  // No tolls yet: the same.
+  // No --balance: serving routes toll-free, what Predict shows (and its toll-free choice).
+  EXPECT_FALSE(prediction->balance);
+  EXPECT_EQ(prediction->toll_free_blocks, prediction->choice.blocks);
+  EXPECT_EQ(result->blocks->blocks, prediction->choice.blocks);
   EXPECT_EQ(observer_.chosen(), std::vector<std::vector<int>>{prediction->choice.blocks});
-  EXPECT_EQ(observer_.tolls().size(), 5u);
+  EXPECT_TRUE(observer_.tolls().empty());  // No load tolls without --balance.
 }
 
 TEST_F(PipelineTest, ParallelCombineGivesTheSameIdsWhateverTheHopPool) {

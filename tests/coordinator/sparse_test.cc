@@ -157,7 +157,7 @@ TEST(SparseRouterTest, TheRoutersChoiceRunsAndPredictShowsIt) {
   req.top_k_blocks = 3;
   auto got = (*client)->Generate(req);
   ASSERT_TRUE(got.ok()) << got.status();
-  EXPECT_EQ(got->blocks, blocks);  // The first request: no tolls yet, the same choice.
+  EXPECT_EQ(got->blocks, blocks);  // Serving routes toll-free (no --balance): the same choice.
   EXPECT_EQ(got->ids, InProcess(prompt, 5, blocks, weights, false, 16));
   auto status = (*client)->Status();
   ASSERT_TRUE(status.ok());

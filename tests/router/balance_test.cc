@@ -120,5 +120,27 @@ TEST(Balance, TollsBalanceASkewedStream) {
   for (double t : capped.tolls()) EXPECT_LE(std::fabs(t), 0.005 + 1e-12);
 }
 
+TEST(Balance, RequestsCongestOnSharedResourcesNotOnBlocks) {
+  // Explicit() with costs 0, 0.1, 0.5 for blocks 1, 2, 3; congestion 0.6 per request.
+  const std::vector<Candidates> two = {Explicit({0, 0.1, 0.5}), Explicit({0, 0.1, 0.5})};
+  GameOptions o;
+  o.congestion = 0.6;
+  // Each block its own resource: the second request takes block 2 (0.1 + 0.6 < 0 + 1.2).
+  GameResult own = SolveCongestionGame(two, {}, o);
+  EXPECT_EQ(own.choices[0].mask | own.choices[1].mask, BlocksToMask({0, 1, 2, 4}));
+  // Blocks 1 and 2 on one group of workers, block 3 on another: moving to block 2 gains nothing
+  // (1.3 against 1.2 on block 1), moving to block 3 does (0.5 + 0.6 = 1.1).
+  o.resource = {0, 1, 1, 3, 4};
+  GameResult shared = SolveCongestionGame(two, {}, o);
+  EXPECT_EQ(shared.choices[0].mask | shared.choices[1].mask, BlocksToMask({0, 1, 3, 4}));
+  EXPECT_TRUE(shared.converged);
+  EXPECT_LE(shared.equilibrium_gap, 1e-12);
+  // The toll-free profile (both on block 1) is off equilibrium by 1.2 − 1.1.
+  EXPECT_NEAR(EquilibriumGap(two, {BlocksToMask({0, 1, 4}), BlocksToMask({0, 1, 4})}, {}, o), 0.1,
+              1e-12);
+  // A lone request at its best choice: gap 0 by definition.
+  EXPECT_EQ(EquilibriumGap({two[0]}, {BlocksToMask({0, 1, 4})}, {}, o), 0);
+}
+
 }  // namespace
 }  // namespace swarm::router
