@@ -37,6 +37,7 @@ absl::Status Eval(const Flags& flags) {
   auto engine = model::Engine::Create(*dir);
   if (!engine.ok()) return engine.status();
   router::RouterOptions ro;
+  ro.allow_block0_feature = true;  // Evaluation runs block 0 itself for such a file.
   if (flags.Has("num-blocks")) {
     auto n = flags.Int("num-blocks", 0);
     if (!n.ok()) return n.status();
@@ -55,6 +56,17 @@ absl::Status Eval(const Flags& flags) {
   options.bootstrap_samples = static_cast<int>(*bootstrap);
   options.seed = static_cast<uint64_t>(*seed);
   options.balance = !flags.Bool("no-balance");
+  auto oracle_subsets = flags.Int("max-oracle-subsets");
+  auto ngram = flags.Int("ngram");
+  auto max_overlap = flags.Double("max-ngram-overlap");
+  for (const absl::Status& s : {oracle_subsets.status(), ngram.status(), max_overlap.status()}) {
+    if (!s.ok()) return s;
+  }
+  if (*ngram < 1) return absl::InvalidArgumentError(absl::StrCat("--ngram must be >= 1, got ", *ngram));
+  options.max_oracle_subsets = static_cast<int>(*oracle_subsets);
+  router::OverlapOptions overlap;
+  overlap.ngram = static_cast<int>(*ngram);
+  overlap.max_overlap = *max_overlap;
   options.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
   LazyProgress progress("evaluating", "prompts");
   options.progress = [&](int done, int total) { progress.Report(done, total); };
@@ -110,12 +122,20 @@ absl::Status Eval(const Flags& flags) {
     samples = router::SampleFromModel(**engine, so);
   }
   if (!samples.ok()) return samples.status();
-  int dropped = 0;
+  int dropped = 0, near = 0;
   std::vector<router::Sample> test =
-      router::DisjointFromCalibration(**router, std::move(*samples), &dropped);
+      router::DisjointFromCalibration(**router, std::move(*samples), &dropped, overlap, &near);
+  if ((*router)->data().prompt_offsets.empty() && overlap.max_overlap <= 1) {
+    std::fprintf(stderr,
+                 "the router file does not hold its calibration prompts (written before "
+                 "near-duplicate checks): only exact repeats are dropped\n");
+  }
   auto report = router::Evaluate(**engine, **router, test, options);
   if (!report.ok()) return report.status();
   report->dropped_overlap = dropped;
+  report->dropped_near = near;
+  report->overlap = overlap;
+  report->test_source = flags.Has("prompts") ? flags.String("prompts") : "sampled";
   std::fputs(router::FormatReport(*report).c_str(), stdout);
   std::printf("\n(evaluated in %.1f s)\n",
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -143,6 +163,13 @@ const FlagSet& EvalFlags() {
                "continuations of the noise ceiling (default: 4, or 0 when greedy)")
         .Value("min-prompt-tokens", "N", "", "shortest sampled prompt (default: the calibration's)")
         .Value("max-prompt-tokens", "N", "", "longest sampled prompt (default: the calibration's)")
+        .Value("max-oracle-subsets", "M", "64",
+               "enumerate every admissible subset (oracle, prompt ceiling) up to this many; "
+               "beyond, the router file's measured candidates")
+        .Value("ngram", "N", "4", "n of the near-duplicate test against calibration prompts")
+        .Value("max-ngram-overlap", "X", "0.5",
+               "drop test prompts whose n-gram overlap with a calibration prompt reaches X; "
+               "above 1 = only exact repeats")
         .Bool("no-balance", "route without the router's load tolls");
     return f;
   }();
