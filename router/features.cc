@@ -146,9 +146,8 @@ absl::StatusOr<std::vector<float>> HiddenFeature(absl::Span<const float> rows, i
   double total = 0;
   for (size_t t = 0; t < ids.size(); ++t) {
     if (ids[t] < 0 || ids[t] >= static_cast<int64_t>(idf.size())) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt token id ", ids[t],
-                                                     " is outside the IDF table (size ",
-                                                     idf.size(), ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompt token id ", ids[t], " is outside the IDF table (size ", idf.size(), ")"));
     }
     const double w = idf[ids[t]];
     const float* row = rows.data() + static_cast<int64_t>(t) * dim;

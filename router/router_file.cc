@@ -159,9 +159,8 @@ absl::Status RouterData::Validate() const {
     RETURN_IF_ERROR(CheckSize("prompt_offsets", prompt_offsets.size(), P + 1));
     if (prompt_offsets[0] != 0 || !std::is_sorted(prompt_offsets.begin(), prompt_offsets.end()) ||
         prompt_offsets[P] != static_cast<int64_t>(prompt_ids.size())) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("router data: prompt_offsets do not index the ", prompt_ids.size(),
-                       " prompt_ids"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "router data: prompt_offsets do not index the ", prompt_ids.size(), " prompt_ids"));
     }
   } else if (!prompt_ids.empty()) {
     return absl::InvalidArgumentError("router data: prompt_ids without prompt_offsets");
@@ -263,8 +262,9 @@ absl::StatusOr<RouterData> LoadRouterData(const std::string& path) {
       std::vector<int> keep,
       ParseKeepList(meta.count("keep_blocks") ? meta.at("keep_blocks") : "none", &unused));
   ASSIGN_OR_RETURN(d.keep, MakeKeepMask(keep, d.num_blocks));
-  for (const char* key : {"format", "fingerprint", "num_blocks", "num_layers", "keep_blocks",
-                          "neighbours", "continuation_tokens", "seed", "prompt_source", "feature"}) {
+  for (const char* key :
+       {"format", "fingerprint", "num_blocks", "num_layers", "keep_blocks", "neighbours",
+        "continuation_tokens", "seed", "prompt_source", "feature"}) {
     d.notes.erase(key);
   }
 

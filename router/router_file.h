@@ -64,7 +64,7 @@ struct RouterData {
   int neighbours = kDefaultNeighbours;
   int continuation_tokens = 0;
   uint64_t seed = 0;
-  std::string prompt_source;  // "sampled" or the prompts file.
+  std::string prompt_source;                // "sampled" or the prompts file.
   std::string feature = kFeatureEmbedding;  // kFeatureEmbedding or kFeatureBlock0.
   std::map<std::string, std::string> notes;
 

@@ -136,7 +136,7 @@ std::vector<float> PlantedValues(const SynthOptions& o, const SynthTensorSpec& s
     for (int64_t t = 0; t < V; ++t) {
       float* row = v.data() + t * D;
       if (t >= 3) {
-        row[head ? G + group_of(t) : group_of(t)] = head ? 1.5f : 1.0f;
+        row[head ? G + group_of(t) : group_of(t)] = head ? 3.0f : 1.0f;
       } else if (!head) {
         row[bos_coord] = 1.0f;
       }
@@ -173,8 +173,8 @@ std::vector<float> PlantedValues(const SynthOptions& o, const SynthTensorSpec& s
     v[0 * D + G + g] = 0.4f;  // Unit 0 reads the context of range g: silu(0.4 c)·0.4 c.
   } else if (ends_with("mlp.down_proj.weight")) {
     // A random unit direction in the output coordinates, strength 0.2–0.4 by layer.
-    const float strength = 0.2f + 0.2f * static_cast<float>(Mix64(o.seed * 31 + layer) >> 11) *
-                                      0x1.0p-53f;
+    const float strength =
+        0.2f + 0.2f * static_cast<float>(Mix64(o.seed * 31 + layer) >> 11) * 0x1.0p-53f;
     std::vector<double> dir(R);
     double norm = 0;
     for (int64_t i = 0; i < R; ++i) {

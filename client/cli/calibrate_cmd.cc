@@ -48,9 +48,9 @@ absl::Status Calibrate(const Flags& flags) {
   auto beam = IntFlag(flags, "search-beam");
   auto search_prompts = IntFlag(flags, "search-prompts");
   for (const absl::Status& s :
-       {n.status(), beam.status(), search_prompts.status(), count.status(), seed.status(), cont.status(), min_len.status(),
-        max_len.status(), neighbours.status(), rank.status(), epochs.status(),
-        max_subsets.status()}) {
+       {n.status(), beam.status(), search_prompts.status(), count.status(), seed.status(),
+        cont.status(), min_len.status(), max_len.status(), neighbours.status(), rank.status(),
+        epochs.status(), max_subsets.status()}) {
     if (!s.ok()) return s;
   }
   for (int64_t k : *ks) {

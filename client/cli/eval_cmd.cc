@@ -62,7 +62,8 @@ absl::Status Eval(const Flags& flags) {
   for (const absl::Status& s : {oracle_subsets.status(), ngram.status(), max_overlap.status()}) {
     if (!s.ok()) return s;
   }
-  if (*ngram < 1) return absl::InvalidArgumentError(absl::StrCat("--ngram must be >= 1, got ", *ngram));
+  if (*ngram < 1)
+    return absl::InvalidArgumentError(absl::StrCat("--ngram must be >= 1, got ", *ngram));
   options.max_oracle_subsets = static_cast<int>(*oracle_subsets);
   router::OverlapOptions overlap;
   overlap.ngram = static_cast<int>(*ngram);

@@ -111,8 +111,8 @@ absl::StatusOr<RouterData> Calibrate(const model::Engine& engine,
   }
   if (options.feature != kFeatureEmbedding && options.feature != kFeatureBlock0 &&
       options.feature != "auto") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown feature '", options.feature, "' (expected embedding, block0 or auto)"));
+    return absl::InvalidArgumentError(absl::StrCat("unknown feature '", options.feature,
+                                                   "' (expected embedding, block0 or auto)"));
   }
   if (options.search_beam < 0 || options.search_prompts < 1 || options.proposals_per_k < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -231,7 +231,8 @@ absl::StatusOr<RouterData> Calibrate(const model::Engine& engine,
       }
       if (std::find(search_ks.begin(), search_ks.end(), size) != search_ks.end()) {
         beams[size] = beam;
-        log(absl::StrFormat("k=%d: beam search's strongest static subset %s (mean KL %.4f on %d "
+        log(
+            absl::StrFormat("k=%d: beam search's strongest static subset %s (mean KL %.4f on %d "
                             "calibration prompts)",
                             size, FormatMask(scored[0].second), scored[0].first, M));
       }
@@ -296,7 +297,8 @@ absl::StatusOr<RouterData> Calibrate(const model::Engine& engine,
   d.subset_damage.assign(static_cast<int64_t>(P) * S, 0.0f);
   d.skip_damage.assign(static_cast<int64_t>(P) * N, 0.0f);
   for (int p = 0; p < P; ++p) {
-    for (int s = 0; s < S; ++s) d.subset_damage[static_cast<int64_t>(p) * S + s] = kl[p][subsets[s]];
+    for (int s = 0; s < S; ++s)
+      d.subset_damage[static_cast<int64_t>(p) * S + s] = kl[p][subsets[s]];
     if (N > 1) {
       for (int b = 0; b < N; ++b) {
         d.skip_damage[static_cast<int64_t>(p) * N + b] = kl[p][full & ~(BlockMask{1} << b)];
@@ -398,9 +400,9 @@ absl::StatusOr<RouterData> Calibrate(const model::Engine& engine,
     st.kind = kind;
     std::vector<float> raw(static_cast<int64_t>(P) * D);
     for (int p = 0; p < P; ++p) {
-      absl::StatusOr<std::vector<float>> f =
-          kind == kFeatureBlock0 ? Block0Feature(engine, layout, d.idf, prompts[p])
-                                 : RawFeature(*table, d.idf, prompts[p]);
+      absl::StatusOr<std::vector<float>> f = kind == kFeatureBlock0
+                                                 ? Block0Feature(engine, layout, d.idf, prompts[p])
+                                                 : RawFeature(*table, d.idf, prompts[p]);
       if (!f.ok()) return Annotate(f.status(), absl::StrCat("calibration prompt ", p));
       std::copy(f->begin(), f->end(), raw.begin() + static_cast<int64_t>(p) * D);
     }

@@ -88,8 +88,8 @@ struct CalibrationReport {
   int num_subsets = 0;
   double measure_seconds = 0;
   double fit_seconds = 0;
-  double search_seconds = 0;  // Part of measure_seconds spent on the strongest-static search.
-  std::string feature;        // The feature written to the file.
+  double search_seconds = 0;    // Part of measure_seconds spent on the strongest-static search.
+  std::string feature;          // The feature written to the file.
   std::vector<LooSummary> loo;  // For that feature.
   // Every feature studied (one entry, or two with "auto"), with its leave-one-out summaries.
   std::vector<std::pair<std::string, std::vector<LooSummary>>> feature_loo;

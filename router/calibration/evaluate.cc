@@ -36,42 +36,51 @@ double Percentile(std::vector<double> v, double q) {
 
 namespace {
 
-// Sorted, unique hashes of the n-grams of ids[1..] (the whole tail when shorter than n).
-std::vector<uint64_t> NgramSet(const std::vector<int64_t>& ids, int n) {
-  std::vector<uint64_t> out;
-  const size_t first = ids.empty() ? 0 : 1;
-  const size_t len = ids.size() - first;
-  if (len == 0) return out;
-  const size_t w = std::min<size_t>(static_cast<size_t>(std::max(1, n)), len);
-  for (size_t i = first; i + w <= ids.size(); ++i) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t j = i; j < i + w; ++j) h = (h ^ static_cast<uint64_t>(ids[j])) * 1099511628211ull;
-    out.push_back(h);
+// For w = 1..n: the sorted, unique hashes of the w-grams of ids[1..] (empty when shorter).
+using NgramSets = std::vector<std::vector<uint64_t>>;
+NgramSets MakeNgramSets(const std::vector<int64_t>& ids, int n) {
+  NgramSets sets(std::max(1, n));
+  for (size_t w = 1; w <= sets.size(); ++w) {
+    std::vector<uint64_t>& out = sets[w - 1];
+    for (size_t i = 1; i + w <= ids.size(); ++i) {
+      uint64_t h = 1469598103934665603ull;
+      for (size_t j = i; j < i + w; ++j) {
+        h = (h ^ static_cast<uint64_t>(ids[j])) * 1099511628211ull;
+      }
+      out.push_back(h);
+    }
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
   }
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
+  return sets;
 }
 
-double SetOverlap(const std::vector<uint64_t>& a, const std::vector<uint64_t>& b) {
-  if (a.empty() || b.empty()) return 0;
+// The overlap coefficient on w-grams, w = n or the shorter prompt's length when less.
+double SetOverlap(const NgramSets& a, size_t len_a, const NgramSets& b, size_t len_b) {
+  const size_t w = std::min({a.size(), len_a, len_b});
+  if (w == 0) return 0;
+  const std::vector<uint64_t>& x = a[w - 1];
+  const std::vector<uint64_t>& y = b[w - 1];
+  if (x.empty() || y.empty()) return 0;
   size_t i = 0, j = 0, common = 0;
-  while (i < a.size() && j < b.size()) {
-    if (a[i] == b[j]) {
+  while (i < x.size() && j < y.size()) {
+    if (x[i] == y[j]) {
       ++common, ++i, ++j;
-    } else if (a[i] < b[j]) {
+    } else if (x[i] < y[j]) {
       ++i;
     } else {
       ++j;
     }
   }
-  return static_cast<double>(common) / std::min(a.size(), b.size());
+  return static_cast<double>(common) / std::min(x.size(), y.size());
 }
+
+size_t TailLength(const std::vector<int64_t>& ids) { return ids.empty() ? 0 : ids.size() - 1; }
 
 }  // namespace
 
 double NgramOverlap(const std::vector<int64_t>& a, const std::vector<int64_t>& b, int n) {
-  return SetOverlap(NgramSet(a, n), NgramSet(b, n));
+  return SetOverlap(MakeNgramSets(a, n), TailLength(a), MakeNgramSets(b, n), TailLength(b));
 }
 
 std::vector<Sample> DisjointFromCalibration(const Router& router, std::vector<Sample> samples,
@@ -79,12 +88,12 @@ std::vector<Sample> DisjointFromCalibration(const Router& router, std::vector<Sa
                                             int* near_dropped) {
   const RouterData& d = router.data();
   std::set<int64_t> seen(d.prompt_hashes.begin(), d.prompt_hashes.end());
-  std::vector<std::vector<uint64_t>> calib;
+  std::vector<std::pair<NgramSets, size_t>> calib;
   if (overlap.max_overlap <= 1 && !d.prompt_offsets.empty()) {
     for (int p = 0; p < d.num_prompts; ++p) {
       std::vector<int64_t> ids(d.prompt_ids.begin() + d.prompt_offsets[p],
                                d.prompt_ids.begin() + d.prompt_offsets[p + 1]);
-      calib.push_back(NgramSet(ids, overlap.ngram));
+      calib.push_back({MakeNgramSets(ids, overlap.ngram), TailLength(ids)});
     }
   }
   std::vector<Sample> out;
@@ -95,10 +104,10 @@ std::vector<Sample> DisjointFromCalibration(const Router& router, std::vector<Sa
       continue;
     }
     if (!calib.empty()) {
-      std::vector<uint64_t> mine = NgramSet(s.prompt, overlap.ngram);
+      NgramSets mine = MakeNgramSets(s.prompt, overlap.ngram);
       bool close = false;
-      for (const auto& c : calib) {
-        if (SetOverlap(mine, c) >= overlap.max_overlap) {
+      for (const auto& [sets, len] : calib) {
+        if (SetOverlap(mine, TailLength(s.prompt), sets, len) >= overlap.max_overlap) {
           close = true;
           break;
         }
@@ -118,9 +127,9 @@ std::vector<Sample> DisjointFromCalibration(const Router& router, std::vector<Sa
 absl::StatusOr<std::vector<float>> RouterFeature(const model::Engine& engine, const Router& router,
                                                  const std::vector<int64_t>& prompt) {
   if (router.data().feature != kFeatureBlock0) return router.Features(prompt);
-  ASSIGN_OR_RETURN(BlockLayout layout, BlockLayout::Create(static_cast<int>(
-                                                               engine.config().num_layers),
-                                                           router.num_blocks()));
+  ASSIGN_OR_RETURN(
+      BlockLayout layout,
+      BlockLayout::Create(static_cast<int>(engine.config().num_layers), router.num_blocks()));
   ASSIGN_OR_RETURN(std::vector<float> raw,
                    Block0Feature(engine, layout, router.data().idf, prompt));
   return ProjectFeature(router.data().space, raw);
@@ -316,9 +325,9 @@ absl::StatusOr<EvalReport> Evaluate(const model::Engine& engine, Router& router,
       }
     }
     if (!pool.empty()) {
-      auto& c = add_strategy(enumerable ? std::string("oracle")
-                                        : absl::StrCat("oracle (among ", pool.size(),
-                                                       " candidates)"));
+      auto& c =
+          add_strategy(enumerable ? std::string("oracle")
+                                  : absl::StrCat("oracle (among ", pool.size(), " candidates)"));
       for (int p = 0; p < T; ++p) {
         double best = 1e300;
         for (BlockMask m : pool) {

@@ -28,9 +28,9 @@
 namespace swarm::router {
 
 // Near-duplicate test: the overlap coefficient |A ∩ B| / min(|A|, |B|) of the sets of token
-// n-grams of two prompts (the first token, BOS, left out; a prompt shorter than n is one n-gram
-// of its whole). A test prompt whose overlap with some calibration prompt reaches max_overlap
-// is a near-duplicate (a prefix extension, a one-word edit).
+// n-grams of two prompts (the first token, BOS, left out; when either is shorter than n tokens,
+// w-grams with w its length). A test prompt whose overlap with some calibration prompt reaches
+// max_overlap is a near-duplicate (a prefix extension, a one-word edit).
 struct OverlapOptions {
   int ngram = 4;
   double max_overlap = 0.5;  // > 1 = only exact repeats are dropped.
