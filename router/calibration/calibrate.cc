@@ -205,13 +205,20 @@ absl::StatusOr<RouterData> Calibrate(const model::Engine& engine,
     auto ts = std::chrono::steady_clock::now();
     const int M = std::min(P, options.search_prompts);
     const int min_k = *std::min_element(search_ks.begin(), search_ks.end());
+    const int max_k = *std::max_element(search_ks.begin(), search_ks.end());
+    // Backward elimination from the full model, or forward selection from the kept blocks,
+    // whichever reaches the searched sizes in fewer steps.
+    const bool backward = N - min_k <= max_k - PopCount(keep);
     std::map<int, std::vector<BlockMask>> beams;
-    std::vector<BlockMask> beam = {full};
-    for (int size = N - 1; size >= min_k; --size) {
+    std::vector<BlockMask> beam = {backward ? full : keep};
+    for (int size = backward ? N - 1 : PopCount(keep) + 1; backward ? size >= min_k : size <= max_k;
+         size += backward ? -1 : 1) {
       std::vector<BlockMask> next;
       for (BlockMask m : beam) {
         for (int b : free_blocks) {
-          if (m & (BlockMask{1} << b)) next.push_back(m & ~(BlockMask{1} << b));
+          const BlockMask bit = BlockMask{1} << b;
+          if (backward && (m & bit)) next.push_back(m & ~bit);
+          if (!backward && !(m & bit)) next.push_back(m | bit);
         }
       }
       std::sort(next.begin(), next.end());
@@ -232,9 +239,10 @@ absl::StatusOr<RouterData> Calibrate(const model::Engine& engine,
       if (std::find(search_ks.begin(), search_ks.end(), size) != search_ks.end()) {
         beams[size] = beam;
         log(
-            absl::StrFormat("k=%d: beam search's strongest static subset %s (mean KL %.4f on %d "
-                            "calibration prompts)",
-                            size, FormatMask(scored[0].second), scored[0].first, M));
+            absl::StrFormat("k=%d: %s beam search's strongest static subset %s (mean KL %.4f on "
+                            "%d calibration prompts)",
+                            size, backward ? "backward" : "forward", FormatMask(scored[0].second),
+                            scored[0].first, M));
       }
     }
     for (int k : search_ks) {

@@ -6,8 +6,9 @@
 //
 // When a k has too many subsets to enumerate, the additive model (per-block skip damages, always
 // measured) proposes candidates and measurement corrects it: a beam search over subsets (backward
-// elimination from the full model, each step scored by running the candidates on calibration
-// prompts) finds the strongest static subsets; they, the additive model's static choice, drop-
+// elimination from the full model or forward selection from the kept blocks, whichever needs
+// fewer steps, each step scored by running the candidates on calibration prompts) finds the
+// strongest static subsets; they, the additive model's static choice, drop-
 // deepest and the most common per-prompt additive choices are measured on every calibration
 // prompt and stored as that k's candidate list. The router then chooses among measured subsets,
 // and "best static" is the strongest measured one, not the additive model's guess.
