@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "client/cli/command.h"
 #include "common/flags.h"
 #include "common/progress.h"
@@ -46,6 +47,21 @@ absl::Status Eval(const Flags& flags) {
   auto router = router::Router::Load(*path, (*engine)->checkpoint(), ro);
   if (!router.ok()) return router.status();
   router::EvalOptions options;
+  if (!flags.Has("top-k-blocks")) {
+    // Default: the k the file was calibrated for (files without the note: every k).
+    auto it = (*router)->data().notes.find("calibrated_k");
+    std::vector<int64_t> calibrated;
+    if (it != (*router)->data().notes.end()) {
+      for (absl::string_view part : absl::StrSplit(it->second, ',', absl::SkipEmpty())) {
+        int64_t k;
+        if (absl::SimpleAtoi(part, &k) && k > PopCount((*router)->keep_mask()) &&
+            k < (*router)->num_blocks()) {
+          calibrated.push_back(k);
+        }
+      }
+    }
+    *ks = calibrated;
+  }
   for (int64_t k : *ks) {
     absl::Status valid =
         ValidateTopK(static_cast<int>(k), (*router)->num_blocks(), (*router)->keep_mask());
@@ -150,7 +166,8 @@ const FlagSet& EvalFlags() {
               "top-1 agreement, perplexity ratio");
     f.Required("model", "DIR", "the model directory")
         .Required("router", "FILE", "the router file (swarm calibrate)")
-        .Value("top-k-blocks", "K[,K...]", "", "the k to evaluate (default: the router's)")
+        .Value("top-k-blocks", "K[,K...]", "",
+               "the k to evaluate (default: those the router file was calibrated for)")
         .Value("num-blocks", "N", "", "refuse a router calibrated for another block count")
         .Value("num-prompts", "P", "512", "test prompts")
         .Value("prompts", "FILE", "", "test prompts, one per line (default: sampled)")

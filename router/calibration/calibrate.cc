@@ -513,6 +513,9 @@ absl::StatusOr<RouterData> Calibrate(const model::Engine& engine,
       s.oracle_kl = orc / Q;
       s.correlation = corr / Q;
       st.blend[k] = static_cast<float>(s.blend);
+      // Other k get their β too (the router serves every k), but only the calibrated ones are
+      // reported and decide the feature.
+      if (std::find(ks.begin(), ks.end(), k) == ks.end()) continue;
       st.total_router_kl += s.router_kl;
       st.loo.push_back(s);
       log(absl::StrFormat(

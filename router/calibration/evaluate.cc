@@ -55,7 +55,7 @@ NgramSets MakeNgramSets(const std::vector<int64_t>& ids, int n) {
   return sets;
 }
 
-// The overlap coefficient on w-grams, w = n or the shorter prompt's length when less.
+// The Jaccard index of the w-gram sets, w = n or the shorter prompt's length when less.
 double SetOverlap(const NgramSets& a, size_t len_a, const NgramSets& b, size_t len_b) {
   const size_t w = std::min({a.size(), len_a, len_b});
   if (w == 0) return 0;
@@ -72,7 +72,7 @@ double SetOverlap(const NgramSets& a, size_t len_a, const NgramSets& b, size_t l
       ++j;
     }
   }
-  return static_cast<double>(common) / std::min(x.size(), y.size());
+  return static_cast<double>(common) / (x.size() + y.size() - common);
 }
 
 size_t TailLength(const std::vector<int64_t>& ids) { return ids.empty() ? 0 : ids.size() - 1; }

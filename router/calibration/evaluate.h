@@ -27,10 +27,12 @@
 
 namespace swarm::router {
 
-// Near-duplicate test: the overlap coefficient |A ∩ B| / min(|A|, |B|) of the sets of token
-// n-grams of two prompts (the first token, BOS, left out; when either is shorter than n tokens,
-// w-grams with w its length). A test prompt whose overlap with some calibration prompt reaches
-// max_overlap is a near-duplicate (a prefix extension, a one-word edit).
+// Near-duplicate test: the Jaccard index |A ∩ B| / |A ∪ B| of the sets of token n-grams of two
+// prompts (the first token, BOS, left out; when either is shorter than n tokens, w-grams with w
+// its length). A test prompt whose overlap with some calibration prompt reaches max_overlap is a
+// near-duplicate (a one-word edit, a prefix extension by less than its own length). Jaccard, not
+// containment: prompts sampled from BOS share their opening ("Once upon a time"), and a short one
+// is contained in many longer ones without being their twin.
 struct OverlapOptions {
   int ngram = 4;
   double max_overlap = 0.5;  // > 1 = only exact repeats are dropped.

@@ -228,16 +228,17 @@ TEST(Planted, SynthRefusesBadPlantedShapes) {
   EXPECT_TRUE(tools::ValidateSynthOptions(s).ok());
 }
 
-TEST(NearDuplicates, OverlapCoefficientOfNgrams) {
+TEST(NearDuplicates, JaccardIndexOfNgrams) {
   // BOS (first id) is left out; 4-grams of [5,6,7,8,9] are {5678, 6789}.
   EXPECT_DOUBLE_EQ(NgramOverlap({1, 5, 6, 7, 8, 9}, {1, 5, 6, 7, 8, 9}, 4), 1.0);
-  EXPECT_DOUBLE_EQ(NgramOverlap({1, 5, 6, 7, 8, 9}, {1, 5, 6, 7, 8, 9, 10, 11, 12}, 4), 1.0);
-  EXPECT_DOUBLE_EQ(NgramOverlap({1, 5, 6, 7, 8, 9}, {1, 5, 6, 7, 8, 4}, 4), 0.5);
+  EXPECT_DOUBLE_EQ(NgramOverlap({1, 5, 6, 7, 8, 9}, {1, 5, 6, 7, 8, 9, 10, 11, 12}, 4), 0.4);
+  EXPECT_DOUBLE_EQ(NgramOverlap({1, 5, 6, 7, 8, 9}, {1, 5, 6, 7, 8, 4}, 4), 1.0 / 3);
   EXPECT_DOUBLE_EQ(NgramOverlap({1, 5, 6, 7, 8, 9}, {1, 9, 8, 7, 6, 5}, 4), 0.0);
-  EXPECT_DOUBLE_EQ(NgramOverlap({1, 5, 6}, {1, 5, 6}, 4), 1.0);  // Shorter than n: whole.
+  EXPECT_DOUBLE_EQ(NgramOverlap({1, 5, 6}, {1, 5, 6}, 4), 1.0);     // Shorter than n: 2-grams.
+  EXPECT_DOUBLE_EQ(NgramOverlap({1, 5, 6}, {1, 5, 6, 7}, 4), 0.5);  // {56} vs {56, 67}.
 }
 
-TEST(NearDuplicates, PrefixExtensionsOfCalibrationPromptsAreDropped) {
+TEST(NearDuplicates, NearTwinsOfCalibrationPromptsAreDropped) {
   const Planted& p = PlantedModel();
   ASSERT_TRUE(p.engine != nullptr);
   CalibrationOptions co = PlantedCalibration();
