@@ -499,9 +499,8 @@ std::string FormatReport(const EvalReport& r) {
                         r.overlap.max_overlap, r.num_blocks, FormatMask(r.keep), r.feature,
                         r.decision_us_mean, r.decision_us_p99);
   if (!r.test_source.empty()) {
-    absl::StrAppendFormat(&out, "Calibration prompts: %s; test prompts: %s%s.\n",
-                          r.calibration_source, r.test_source,
-                          r.calibration_source != r.test_source ? " (domain shift)" : "");
+    absl::StrAppendFormat(&out, "Calibration prompts: %s; test prompts: %s.\n",
+                          r.calibration_source, r.test_source);
   }
   int k = -1;
   for (const StrategyRow& row : r.rows) {
