@@ -134,6 +134,31 @@ absl::StatusOr<std::vector<float>> RawFeature(const EmbeddingTable& table,
   return acc;
 }
 
+absl::StatusOr<std::vector<float>> HiddenFeature(absl::Span<const float> rows, int64_t dim,
+                                                 absl::Span<const float> idf,
+                                                 absl::Span<const int64_t> ids) {
+  if (ids.empty()) return absl::InvalidArgumentError("cannot route an empty prompt");
+  if (dim < 1 || static_cast<int64_t>(rows.size()) != static_cast<int64_t>(ids.size()) * dim) {
+    return absl::InvalidArgumentError(absl::StrCat("hidden rows have ", rows.size(),
+                                                   " values, expected ", ids.size(), " × ", dim));
+  }
+  std::vector<double> acc(dim, 0.0);
+  double total = 0;
+  for (size_t t = 0; t < ids.size(); ++t) {
+    if (ids[t] < 0 || ids[t] >= static_cast<int64_t>(idf.size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompt token id ", ids[t], " is outside the IDF table (size ", idf.size(), ")"));
+    }
+    const double w = idf[ids[t]];
+    const float* row = rows.data() + static_cast<int64_t>(t) * dim;
+    for (int64_t i = 0; i < dim; ++i) acc[i] += w * row[i];
+    total += w;
+  }
+  std::vector<float> out(dim);
+  for (int64_t i = 0; i < dim; ++i) out[i] = static_cast<float>(total > 0 ? acc[i] / total : 0);
+  return out;
+}
+
 std::vector<float> ProjectFeature(const FeatureSpace& space, absl::Span<const float> raw) {
   std::vector<float> out(space.rank, 0.0f);
   const int64_t d = space.dim;

@@ -1,6 +1,8 @@
 // The router's view of a prompt: an IDF-weighted mean of the prompt's token embedding rows, taken
 // from the model's own embedding table, centred, projected on a PCA basis fitted on the
-// calibration prompts, and L2-normalised. No transformer layer runs.
+// calibration prompts, and L2-normalised. No transformer layer runs. The block0 feature
+// (HiddenFeature) is the same IDF-weighted mean over the rows of block 0's output instead, for
+// callers that have run block 0 (calibration and evaluation).
 //
 // EmbeddingTable reads rows straight from the checkpoint's memory map (f32, f16 or bf16 stored),
 // so the router needs no LibTorch and no ModelEnds at request time; the rows equal
@@ -52,6 +54,13 @@ std::vector<float> ComputeIdf(const std::vector<std::vector<int64_t>>& prompts, 
 absl::StatusOr<std::vector<float>> RawFeature(const EmbeddingTable& table,
                                               absl::Span<const float> idf,
                                               absl::Span<const int64_t> ids);
+
+// Σ idf(t_i)·rows[i] / Σ idf(t_i): the IDF-weighted mean of one hidden row per prompt token
+// (`rows` is [ids.size(), dim] row-major, e.g. block 0's output). InvalidArgument for an empty
+// prompt, a row count that is not ids.size(), or an id outside `idf`.
+absl::StatusOr<std::vector<float>> HiddenFeature(absl::Span<const float> rows, int64_t dim,
+                                                 absl::Span<const float> idf,
+                                                 absl::Span<const int64_t> ids);
 
 // Centring and PCA reduction fitted at calibration.
 struct FeatureSpace {

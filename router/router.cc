@@ -79,6 +79,11 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(
         "calibrated for N = ", data.num_blocks, " blocks, but N = ", options.expected_num_blocks,
         " is in use; recalibrate with --num-blocks ", options.expected_num_blocks));
   }
+  if (data.feature == kFeatureBlock0 && !options.allow_block0_feature) {
+    return absl::FailedPreconditionError(
+        "calibrated on the block0 feature, which serving does not compute (it routes before "
+        "any block runs); recalibrate with --feature embedding");
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<EmbeddingTable> table, EmbeddingTable::Open(checkpoint));
   if (static_cast<int64_t>(data.idf.size()) != table->vocab_size() ||
       data.space.dim != table->dim()) {
@@ -112,7 +117,16 @@ bool Router::HasSubsets(int top_k) const {
   return groups_[top_k].size() == CountAdmissible(data_.num_blocks, data_.keep, top_k);
 }
 
+bool Router::HasCandidates(int top_k) const {
+  return top_k >= 0 && top_k <= data_.num_blocks && !groups_[top_k].empty();
+}
+
 absl::StatusOr<std::vector<float>> Router::Features(absl::Span<const int64_t> prompt_ids) const {
+  if (data_.feature != kFeatureEmbedding) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("this router file uses the '", data_.feature,
+                     "' feature, which needs block 0's output, not only the prompt ids"));
+  }
   ASSIGN_OR_RETURN(std::vector<float> raw, RawFeature(*table_, data_.idf, prompt_ids));
   return ProjectFeature(data_.space, raw);
 }
@@ -160,7 +174,7 @@ absl::StatusOr<Candidates> Router::Score(absl::Span<const float> feature, int to
   c.num_blocks = N;
   c.top_k = top_k;
   c.keep = data_.keep;
-  const bool explicit_form = HasSubsets(top_k);
+  const bool explicit_form = HasCandidates(top_k);
   const std::vector<int>& group = groups_[top_k];
 
   // Neighbours (+ static prior) estimate.

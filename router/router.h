@@ -61,6 +61,10 @@ struct RouterOptions {
   // Neighbours K; 0 = the file's value (7 by default).
   int neighbours = 0;
   TollOptions tolls;
+  // Accept a file calibrated on the block0 feature. Its prompts' features need block 0's output,
+  // which Features() cannot compute: only callers that run block 0 themselves (swarm eval) set
+  // this; serving refuses such a file at load with a clear error.
+  bool allow_block0_feature = false;
 };
 
 struct PredictOptions {
@@ -123,8 +127,12 @@ class Router {
   double DamageScale(int top_k) const;
   // True when every admissible subset of size top_k has measured damages in the file.
   bool HasSubsets(int top_k) const;
+  // True when the file has measured damages for some subsets of size top_k (all of them, or a
+  // candidate list); Score then chooses among those, otherwise by additive skip damages.
+  bool HasCandidates(int top_k) const;
 
-  // The prompt's reduced feature [r].
+  // The prompt's reduced feature [r] (the embedding feature; FailedPrecondition for a block0
+  // router file: project block 0's output with ProjectFeature instead).
   absl::StatusOr<std::vector<float>> Features(absl::Span<const int64_t> prompt_ids) const;
   // Candidates for top_k under `scoring` (InvalidArgument for a bad top_k, FailedPrecondition
   // for kGate/kBoth without a gate). `exclude` (≥ 0) leaves one calibration prompt out of the

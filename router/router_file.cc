@@ -151,6 +151,20 @@ absl::Status RouterData::Validate() const {
                                                      " with kept blocks ", FormatMask(keep)));
     }
   }
+  if (feature != kFeatureEmbedding && feature != kFeatureBlock0) {
+    return absl::InvalidArgumentError(absl::StrCat("router data: unknown feature '", feature,
+                                                   "' (expected embedding or block0)"));
+  }
+  if (!prompt_offsets.empty()) {
+    RETURN_IF_ERROR(CheckSize("prompt_offsets", prompt_offsets.size(), P + 1));
+    if (prompt_offsets[0] != 0 || !std::is_sorted(prompt_offsets.begin(), prompt_offsets.end()) ||
+        prompt_offsets[P] != static_cast<int64_t>(prompt_ids.size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "router data: prompt_offsets do not index the ", prompt_ids.size(), " prompt_ids"));
+    }
+  } else if (!prompt_ids.empty()) {
+    return absl::InvalidArgumentError("router data: prompt_ids without prompt_offsets");
+  }
   if (gate.has_value()) {
     const GateWeights& g = *gate;
     if (g.in != space.rank || g.out != S + N) {
@@ -183,6 +197,10 @@ absl::Status SaveRouterData(const std::string& path, const RouterData& d) {
   t.push_back(F32("blend", {N + 1}, d.blend));
   t.push_back(F32("damage_scale", {N + 2}, d.damage_scale));
   t.push_back(I64("prompt_hashes", {P}, d.prompt_hashes));
+  if (!d.prompt_offsets.empty()) {
+    t.push_back(I64("prompt_offsets", {P + 1}, d.prompt_offsets));
+    t.push_back(I64("prompt_ids", {static_cast<int64_t>(d.prompt_ids.size())}, d.prompt_ids));
+  }
   if (d.gate.has_value()) {
     const GateWeights& g = *d.gate;
     t.push_back(F32("gate.w1", {g.hidden, g.in}, g.w1));
@@ -201,6 +219,7 @@ absl::Status SaveRouterData(const std::string& path, const RouterData& d) {
   meta["continuation_tokens"] = absl::StrCat(d.continuation_tokens);
   meta["seed"] = absl::StrCat(d.seed);
   meta["prompt_source"] = d.prompt_source;
+  meta["feature"] = d.feature;
   return Annotate(model::WriteSafetensors(path, t, meta),
                   absl::StrCat("writing router file ", path));
 }
@@ -237,13 +256,15 @@ absl::StatusOr<RouterData> LoadRouterData(const std::string& path) {
   d.continuation_tokens = static_cast<int>(cont);
   d.seed = static_cast<uint64_t>(seed);
   d.prompt_source = meta.count("prompt_source") ? meta.at("prompt_source") : "";
+  d.feature = meta.count("feature") ? meta.at("feature") : kFeatureEmbedding;
   bool unused;
   ASSIGN_OR_RETURN(
       std::vector<int> keep,
       ParseKeepList(meta.count("keep_blocks") ? meta.at("keep_blocks") : "none", &unused));
   ASSIGN_OR_RETURN(d.keep, MakeKeepMask(keep, d.num_blocks));
-  for (const char* key : {"format", "fingerprint", "num_blocks", "num_layers", "keep_blocks",
-                          "neighbours", "continuation_tokens", "seed", "prompt_source"}) {
+  for (const char* key :
+       {"format", "fingerprint", "num_blocks", "num_layers", "keep_blocks", "neighbours",
+        "continuation_tokens", "seed", "prompt_source", "feature"}) {
     d.notes.erase(key);
   }
 
@@ -274,6 +295,15 @@ absl::StatusOr<RouterData> LoadRouterData(const std::string& path) {
   ASSIGN_OR_RETURN(d.blend, r.F32("blend", {N + 1}));
   ASSIGN_OR_RETURN(d.damage_scale, r.F32("damage_scale", {N + 2}));
   ASSIGN_OR_RETURN(d.prompt_hashes, r.I64("prompt_hashes", {P}));
+  if (file.Has("prompt_offsets")) {
+    ASSIGN_OR_RETURN(d.prompt_offsets, r.I64("prompt_offsets", {P + 1}));
+    ASSIGN_OR_RETURN(std::vector<int64_t> idshape, r.Shape("prompt_ids"));
+    if (idshape.size() != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("router file ", path, ": tensor 'prompt_ids' must be 1-D"));
+    }
+    ASSIGN_OR_RETURN(d.prompt_ids, r.I64("prompt_ids", idshape));
+  }
   if (file.Has("gate.w1")) {
     GateWeights g;
     ASSIGN_OR_RETURN(std::vector<int64_t> w1shape, r.Shape("gate.w1"));

@@ -14,8 +14,13 @@
 //   sets disjoint gate.w1 [H, r], gate.b1 [H], gate.w2 [S + N, H], gate.b2 [S + N] f32,
 //   gate_temperature [N + 2]
 //                                                                 optional MLP gate (--fit-gate)
+//   prompt_offsets [P + 1] i64, prompt_ids [offsets[P]] i64      optional: the calibration
+//                                                                 prompts (near-duplicate checks)
 // Metadata: format, fingerprint (ModelConfig::Fingerprint), num_blocks, num_layers, keep_blocks,
-// neighbours, continuation_tokens, seed, prompt_source, and free-form notes.
+// neighbours, continuation_tokens, seed, prompt_source, feature ("embedding" when absent: files
+// written before the block0 feature load unchanged), and free-form notes.
+// Subsets of one size k are either every admissible subset (enumerated) or a measured candidate
+// list (the strongest static subsets a search found plus the additive model's proposals).
 // "Damage" is the mean KL(full ‖ sparse) per continuation token, in nats.
 //
 // Plain data; thread-compatible.
@@ -37,6 +42,10 @@ namespace swarm::router {
 
 inline constexpr char kRouterFormat[] = "swarm-router-v1";
 inline constexpr int kDefaultNeighbours = 7;
+// Prompt feature kinds (features.h): the embedding mean needs no model run; block0 is the
+// IDF-weighted mean of block 0's output rows, which only callers that run block 0 can compute.
+inline constexpr char kFeatureEmbedding[] = "embedding";
+inline constexpr char kFeatureBlock0[] = "block0";
 
 // A one-hidden-layer MLP: logits = w2 · relu(w1 · x + b1) + b2. Row-major weights.
 struct GateWeights {
@@ -55,7 +64,8 @@ struct RouterData {
   int neighbours = kDefaultNeighbours;
   int continuation_tokens = 0;
   uint64_t seed = 0;
-  std::string prompt_source;  // "sampled" or the prompts file.
+  std::string prompt_source;                // "sampled" or the prompts file.
+  std::string feature = kFeatureEmbedding;  // kFeatureEmbedding or kFeatureBlock0.
   std::map<std::string, std::string> notes;
 
   // Feature space.
@@ -73,6 +83,9 @@ struct RouterData {
   std::vector<float> blend;            // [N + 1]
   std::vector<float> damage_scale;     // [N + 2]
   std::vector<int64_t> prompt_hashes;  // [P]
+  // The calibration prompts' ids, concatenated (optional: empty in older files).
+  std::vector<int64_t> prompt_offsets;  // [P + 1] or empty
+  std::vector<int64_t> prompt_ids;      // [prompt_offsets[P]]
 
   std::optional<GateWeights> gate;
   std::vector<float> gate_temperature;  // [N + 2]

@@ -119,6 +119,76 @@ double RopeTheta(const SynthOptions& o) {
   return IsQwen2(o) ? 1e6 : 10000.0;
 }
 
+// Values of tensor `spec` of the planted model (SynthOptions::planted_groups), f32, row-major.
+std::vector<float> PlantedValues(const SynthOptions& o, const SynthTensorSpec& spec) {
+  const int64_t G = o.planted_groups, D = o.hidden, V = o.vocab, L = o.layers;
+  const int64_t bos_coord = 2 * G, first_out = 2 * G + 1, R = D - first_out;
+  const uint64_t key = HashName(o.seed, spec.name);
+  std::vector<float> v(NumElements(spec.shape), 0.0f);
+  if (spec.init == SynthTensorSpec::Init::kNorm) {
+    std::fill(v.begin(), v.end(), 1.0f);
+    return v;
+  }
+  auto group_of = [&](int64_t t) { return (t - 3) * G / (V - 3); };
+  const std::string& n = spec.name;
+  if (n == "model.embed_tokens.weight" || n == "lm_head.weight") {
+    const bool head = n == "lm_head.weight";
+    for (int64_t t = 0; t < V; ++t) {
+      float* row = v.data() + t * D;
+      if (t >= 3) {
+        row[head ? G + group_of(t) : group_of(t)] = head ? 3.0f : 1.0f;
+      } else if (!head) {
+        row[bos_coord] = 1.0f;
+      }
+      const float noise = head ? 0.5f : 0.1f;
+      for (int64_t i = first_out; i < D; ++i) {
+        row[i] = noise * SynthNormal(key, static_cast<uint64_t>(t * D + i));
+      }
+    }
+    return v;
+  }
+  int64_t layer = -1;
+  if (std::sscanf(n.c_str(), "model.layers.%lld.", reinterpret_cast<long long*>(&layer)) != 1) {
+    return v;
+  }
+  auto ends_with = [&](const char* suffix) {
+    const size_t m = std::strlen(suffix);
+    return n.size() >= m && n.compare(n.size() - m, m, suffix) == 0;
+  };
+  const int64_t q = o.heads * HeadDim(o);
+  if (layer == 0) {
+    // Uniform attention (q = k = 0): value dims 0..G-1 of head 0 carry the range indicators,
+    // o_proj writes their prefix mean into the context coordinates G..2G-1.
+    if (ends_with("self_attn.v_proj.weight")) {
+      for (int64_t g = 0; g < G; ++g) v[g * D + g] = 1.0f;
+    } else if (ends_with("self_attn.o_proj.weight")) {
+      for (int64_t g = 0; g < G; ++g) v[(G + g) * q + g] = 0.15f;
+    }
+    return v;
+  }
+  if (layer >= L - 1) return v;  // The last layer: the identity.
+  const int64_t g = (layer - 1) % G;
+  const int64_t I = o.intermediate;
+  if (ends_with("mlp.gate_proj.weight") || ends_with("mlp.up_proj.weight")) {
+    v[0 * D + G + g] = 0.4f;  // Unit 0 reads the context of range g: silu(0.4 c)·0.4 c.
+  } else if (ends_with("mlp.down_proj.weight")) {
+    // A random unit direction in the output coordinates, strength 0.2–0.4 by layer.
+    const float strength =
+        0.2f + 0.2f * static_cast<float>(Mix64(o.seed * 31 + layer) >> 11) * 0x1.0p-53f;
+    std::vector<double> dir(R);
+    double norm = 0;
+    for (int64_t i = 0; i < R; ++i) {
+      dir[i] = SynthNormal(key, static_cast<uint64_t>(i));
+      norm += dir[i] * dir[i];
+    }
+    norm = std::sqrt(norm);
+    for (int64_t i = 0; i < R; ++i) {
+      v[(first_out + i) * I + 0] = static_cast<float>(strength * dir[i] / norm);
+    }
+  }
+  return v;
+}
+
 }  // namespace
 
 float SynthNormal(uint64_t key, uint64_t k) {
@@ -168,6 +238,20 @@ absl::Status ValidateSynthOptions(const SynthOptions& o) {
     return bad("--sliding-window is only supported with --arch mistral");
   }
   if (!(o.init_std > 0) || !std::isfinite(o.init_std)) return bad("init std must be positive");
+  if (o.planted_groups < 0) return bad("--planted groups must not be negative");
+  if (o.planted_groups > 0) {
+    const int64_t g = o.planted_groups;
+    if (o.arch != "llama") return bad("--planted needs --arch llama");
+    if (o.tie_embeddings) return bad("--planted needs an untied head (no --tie-embeddings)");
+    if (o.layers < 3) return bad(absl::StrCat("--planted needs at least 3 layers, got ", o.layers));
+    if (o.hidden < 2 * g + 8) {
+      return bad(absl::StrCat("--planted ", g, " needs --hidden >= ", 2 * g + 8));
+    }
+    if (HeadDim(o) < g) {
+      return bad(absl::StrCat("--planted ", g, " needs a head dim >= ", g, ", got ", HeadDim(o)));
+    }
+    if (o.vocab < 3 + g) return bad(absl::StrCat("--planted ", g, " needs --vocab >= ", 3 + g));
+  }
   if (o.out_dir.empty()) return bad("missing output directory (--out)");
   return absl::OkStatus();
 }
@@ -245,6 +329,7 @@ std::string SynthConfigJson(const SynthOptions& o) {
   j["use_cache"] = true;
   j["vocab_size"] = o.vocab;
   j["swarm_synth"] = {{"seed", o.seed}, {"init_std", o.init_std}};
+  if (o.planted_groups > 0) j["swarm_synth"]["planted_groups"] = o.planted_groups;
   return j.dump(2) + "\n";
 }
 
@@ -364,9 +449,27 @@ absl::StatusOr<SynthResult> WriteSynthModel(const SynthOptions& options) {
   const uint64_t elem = static_cast<uint64_t>(model::StDTypeSize(dtype));
   const int64_t total_bytes = result.num_parameters * static_cast<int64_t>(elem);
   int64_t written_bytes = 0;
+  std::vector<float> planted;  // The current planted tensor's values.
+  size_t planted_index = specs.size();
   TensorFill fill = [&](size_t i, uint64_t offset, char* dst, uint64_t nbytes) {
-    GenerateInto(keys[i], specs[i].init, options.init_std, dtype, offset / elem, nbytes / elem,
-                 dst);
+    if (options.planted_groups > 0) {
+      if (planted_index != i) {
+        planted = PlantedValues(options, specs[i]);
+        planted_index = i;
+      }
+      const float* src = planted.data() + offset / elem;
+      for (uint64_t e = 0; e < nbytes / elem; ++e) {
+        if (dtype == model::StDType::kF32) {
+          std::memcpy(dst + e * 4, &src[e], 4);
+        } else {
+          const uint16_t b = FloatToBf16(src[e]);
+          std::memcpy(dst + e * 2, &b, 2);
+        }
+      }
+    } else {
+      GenerateInto(keys[i], specs[i].init, options.init_std, dtype, offset / elem, nbytes / elem,
+                   dst);
+    }
     written_bytes += static_cast<int64_t>(nbytes);
     if (options.progress) options.progress(written_bytes, total_bytes);
     return absl::OkStatus();

@@ -40,6 +40,14 @@ struct SynthOptions {
   int64_t sliding_window = 0;   // Mistral only; 0 = full attention.
   double rope_theta = 0;        // 0: 10000 (llama, mistral) or 1e6 (qwen2).
   double init_std = 0.02;       // Weights ~ N(0, init_std²); norm weights ~ 1 + N(0, init_std²).
+  // > 0: a planted model (llama only) instead of random weights, the router's positive control.
+  // Token ids 3..vocab-1 fall into `planted_groups` contiguous ranges; layer 0's attention
+  // writes the prompt's mix of ranges into context coordinates; each middle layer l (1..L-2) is
+  // an MLP that fires only on the context of range (l-1) mod G, writing a random direction the
+  // head reads; the last layer is the identity; the head prefers tokens of the ranges already in
+  // the context, so a sampled text stays in its first token's range. Skipping a layer of range g
+  // hurts only prompts from range g: which blocks matter depends on the prompt, by design.
+  int64_t planted_groups = 0;
   std::string out_dir;
   // Called as the weights are written with (bytes written, total bytes) (may be null).
   std::function<void(int64_t done, int64_t total)> progress;
@@ -47,7 +55,9 @@ struct SynthOptions {
 
 // InvalidArgument naming the offending option: unknown arch or dtype, non-positive sizes,
 // heads not a multiple of kv_heads, hidden not divisible by heads (without head_dim), odd
-// head_dim, vocab < 3 (the tokenizer's specials), sliding window on a non-Mistral arch.
+// head_dim, vocab < 3 (the tokenizer's specials), sliding window on a non-Mistral arch; for a
+// planted model also: arch other than llama, tied embeddings, fewer than 3 layers, hidden below
+// 2·groups + 8, head dim below groups, vocab below 3 + groups.
 absl::Status ValidateSynthOptions(const SynthOptions& options);
 
 // What one tensor of the synthetic model is, and how it is initialised.

@@ -34,7 +34,8 @@ absl::Status Calibrate(const Flags& flags) {
   }
   router::CalibrationOptions options;
   auto n = IntFlag(flags, "num-blocks");
-  auto k = IntFlag(flags, "top-k-blocks");
+  auto ks = flags.IntList("top-k-blocks");
+  if (!ks.ok()) return ks.status();
   auto count = IntFlag(flags, "num-prompts");
   auto seed = flags.Int("seed");
   auto cont = IntFlag(flags, "continuation");
@@ -44,17 +45,25 @@ absl::Status Calibrate(const Flags& flags) {
   auto rank = IntFlag(flags, "pca-rank");
   auto epochs = IntFlag(flags, "gate-epochs");
   auto max_subsets = IntFlag(flags, "max-subsets");
+  auto beam = IntFlag(flags, "search-beam");
+  auto search_prompts = IntFlag(flags, "search-prompts");
   for (const absl::Status& s :
-       {n.status(), k.status(), count.status(), seed.status(), cont.status(), min_len.status(),
-        max_len.status(), neighbours.status(), rank.status(), epochs.status(),
-        max_subsets.status()}) {
+       {n.status(), beam.status(), search_prompts.status(), count.status(), seed.status(),
+        cont.status(), min_len.status(), max_len.status(), neighbours.status(), rank.status(),
+        epochs.status(), max_subsets.status()}) {
     if (!s.ok()) return s;
   }
-  if (flags.Has("top-k-blocks") && *k < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("top-k-blocks must be at least 1, got ", *k));
+  for (int64_t k : *ks) {
+    if (k == 0 && ks->size() == 1) break;  // 0 = every k.
+    if (k < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("top-k-blocks must be at least 1, got ", k));
+    }
+    options.top_ks.push_back(static_cast<int>(k));
   }
   options.num_blocks = *n;
-  options.top_k = *k;
+  options.search_beam = *beam;
+  options.search_prompts = *search_prompts;
+  options.feature = flags.String("feature");
   options.neighbours = *neighbours;
   options.pca_rank = *rank;
   options.fit_gate = flags.Bool("fit-gate");
@@ -119,13 +128,23 @@ absl::Status Calibrate(const Flags& flags) {
   std::printf("wrote %s: %d prompts, N=%d, kept %s, %d subsets measured, gate %s, %.1f s\n",
               out->c_str(), report.num_prompts, data->num_blocks, FormatMask(data->keep).c_str(),
               report.num_subsets, data->gate.has_value() ? "yes" : "no", seconds);
-  for (const router::LooSummary& s : report.loo) {
-    std::printf(
-        "k=%d%s: leave-one-out mean KL: best static %.4f, neighbours %.4f, router (β=%.1f) "
-        "%.4f, oracle %.4f\n",
-        s.top_k, s.additive ? " (additive skip damages)" : "", s.static_kl, s.neighbours_only_kl,
-        s.blend, s.router_kl, s.oracle_kl);
+  if (report.search_seconds > 0) {
+    std::printf("strongest-static search: %.1f s of the %.1f s of measuring\n",
+                report.search_seconds, report.measure_seconds);
   }
+  for (const auto& [kind, loo] : report.feature_loo) {
+    for (const router::LooSummary& s : loo) {
+      std::string what = s.additive     ? " (additive skip damages)"
+                         : s.enumerated ? ""
+                                        : absl::StrCat(" (", s.candidates, " measured candidates)");
+      std::printf(
+          "%s feature, k=%d%s: leave-one-out mean KL: best static %.4f, neighbours %.4f, router "
+          "(β=%.1f) %.4f, oracle %.4f; neighbour damage correlation %+.3f\n",
+          kind.c_str(), s.top_k, what.c_str(), s.static_kl, s.neighbours_only_kl, s.blend,
+          s.router_kl, s.oracle_kl, s.correlation);
+    }
+  }
+  std::printf("feature written: %s\n", report.feature.c_str());
   return absl::OkStatus();
 }
 
@@ -137,7 +156,7 @@ const FlagSet& CalibrateFlags() {
     f.Required("model", "DIR", "the model directory")
         .Required("num-blocks", "N", "blocks the layers are split into")
         .Required("out", "FILE", "the router file to write (router.safetensors)")
-        .Value("top-k-blocks", "K", "0", "blocks a request runs; 0 = measure every k")
+        .Value("top-k-blocks", "K[,K...]", "0", "blocks a request runs; 0 = measure every k")
         .Value("prompts", "FILE", "",
                "calibration prompts, one per line (default: sampled from "
                "the model)")
@@ -153,7 +172,15 @@ const FlagSet& CalibrateFlags() {
                "nearest calibration prompts the router blends")
         .Value("pca-rank", "R", "16", "rank of the router's prompt features")
         .Value("gate-epochs", "E", "400", "epochs of the gate fit (with --fit-gate)")
-        .Value("max-subsets", "M", "128", "block subsets measured per k at most")
+        .Value("max-subsets", "M", "128",
+               "block subsets enumerated per k at most; beyond, measured candidates")
+        .Value("search-beam", "B", "4",
+               "beam width of the strongest-static search where a k is not enumerated; 0 = off "
+               "(additive skip damages only)")
+        .Value("search-prompts", "P", "64", "calibration prompts scoring each search step")
+        .Value("feature", "embedding|block0|auto", "embedding",
+               "the router's prompt feature: the embedding mean (what serving computes), block "
+               "0's output, or the better of the two by leave-one-out")
         .Bool("fit-gate", "fit per-block gate weights g");
     return f;
   }();

@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "client/cli/command.h"
 #include "common/flags.h"
 #include "common/progress.h"
@@ -37,6 +38,7 @@ absl::Status Eval(const Flags& flags) {
   auto engine = model::Engine::Create(*dir);
   if (!engine.ok()) return engine.status();
   router::RouterOptions ro;
+  ro.allow_block0_feature = true;  // Evaluation runs block 0 itself for such a file.
   if (flags.Has("num-blocks")) {
     auto n = flags.Int("num-blocks", 0);
     if (!n.ok()) return n.status();
@@ -45,6 +47,21 @@ absl::Status Eval(const Flags& flags) {
   auto router = router::Router::Load(*path, (*engine)->checkpoint(), ro);
   if (!router.ok()) return router.status();
   router::EvalOptions options;
+  if (!flags.Has("top-k-blocks")) {
+    // Default: the k the file was calibrated for (files without the note: every k).
+    auto it = (*router)->data().notes.find("calibrated_k");
+    std::vector<int64_t> calibrated;
+    if (it != (*router)->data().notes.end()) {
+      for (absl::string_view part : absl::StrSplit(it->second, ',', absl::SkipEmpty())) {
+        int64_t k;
+        if (absl::SimpleAtoi(part, &k) && k > PopCount((*router)->keep_mask()) &&
+            k < (*router)->num_blocks()) {
+          calibrated.push_back(k);
+        }
+      }
+    }
+    *ks = calibrated;
+  }
   for (int64_t k : *ks) {
     absl::Status valid =
         ValidateTopK(static_cast<int>(k), (*router)->num_blocks(), (*router)->keep_mask());
@@ -55,6 +72,18 @@ absl::Status Eval(const Flags& flags) {
   options.bootstrap_samples = static_cast<int>(*bootstrap);
   options.seed = static_cast<uint64_t>(*seed);
   options.balance = !flags.Bool("no-balance");
+  auto oracle_subsets = flags.Int("max-oracle-subsets");
+  auto ngram = flags.Int("ngram");
+  auto max_overlap = flags.Double("max-ngram-overlap");
+  for (const absl::Status& s : {oracle_subsets.status(), ngram.status(), max_overlap.status()}) {
+    if (!s.ok()) return s;
+  }
+  if (*ngram < 1)
+    return absl::InvalidArgumentError(absl::StrCat("--ngram must be >= 1, got ", *ngram));
+  options.max_oracle_subsets = static_cast<int>(*oracle_subsets);
+  router::OverlapOptions overlap;
+  overlap.ngram = static_cast<int>(*ngram);
+  overlap.max_overlap = *max_overlap;
   options.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
   LazyProgress progress("evaluating", "prompts");
   options.progress = [&](int done, int total) { progress.Report(done, total); };
@@ -110,12 +139,20 @@ absl::Status Eval(const Flags& flags) {
     samples = router::SampleFromModel(**engine, so);
   }
   if (!samples.ok()) return samples.status();
-  int dropped = 0;
+  int dropped = 0, near = 0;
   std::vector<router::Sample> test =
-      router::DisjointFromCalibration(**router, std::move(*samples), &dropped);
+      router::DisjointFromCalibration(**router, std::move(*samples), &dropped, overlap, &near);
+  if ((*router)->data().prompt_offsets.empty() && overlap.max_overlap <= 1) {
+    std::fprintf(stderr,
+                 "the router file does not hold its calibration prompts (written before "
+                 "near-duplicate checks): only exact repeats are dropped\n");
+  }
   auto report = router::Evaluate(**engine, **router, test, options);
   if (!report.ok()) return report.status();
   report->dropped_overlap = dropped;
+  report->dropped_near = near;
+  report->overlap = overlap;
+  report->test_source = flags.Has("prompts") ? flags.String("prompts") : "sampled";
   std::fputs(router::FormatReport(*report).c_str(), stdout);
   std::printf("\n(evaluated in %.1f s)\n",
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -129,7 +166,8 @@ const FlagSet& EvalFlags() {
               "top-1 agreement, perplexity ratio");
     f.Required("model", "DIR", "the model directory")
         .Required("router", "FILE", "the router file (swarm calibrate)")
-        .Value("top-k-blocks", "K[,K...]", "", "the k to evaluate (default: the router's)")
+        .Value("top-k-blocks", "K[,K...]", "",
+               "the k to evaluate (default: those the router file was calibrated for)")
         .Value("num-blocks", "N", "", "refuse a router calibrated for another block count")
         .Value("num-prompts", "P", "512", "test prompts")
         .Value("prompts", "FILE", "", "test prompts, one per line (default: sampled)")
@@ -143,6 +181,13 @@ const FlagSet& EvalFlags() {
                "continuations of the noise ceiling (default: 4, or 0 when greedy)")
         .Value("min-prompt-tokens", "N", "", "shortest sampled prompt (default: the calibration's)")
         .Value("max-prompt-tokens", "N", "", "longest sampled prompt (default: the calibration's)")
+        .Value("max-oracle-subsets", "M", "64",
+               "enumerate every admissible subset (oracle, prompt ceiling) up to this many; "
+               "beyond, the router file's measured candidates")
+        .Value("ngram", "N", "4", "n of the near-duplicate test against calibration prompts")
+        .Value("max-ngram-overlap", "X", "0.5",
+               "drop test prompts whose n-gram overlap with a calibration prompt reaches X; "
+               "above 1 = only exact repeats")
         .Bool("no-balance", "route without the router's load tolls");
     return f;
   }();

@@ -30,6 +30,9 @@ const FlagSet& SynthFlags() {
         .Value("sliding-window", "W", "0", "sliding-window attention width; 0 = none")
         .Value("rope-theta", "T", "0", "rotary base; 0 = the family's default")
         .Value("init-std", "X", "0.02", "standard deviation of the random weights")
+        .Value("planted", "G", "0",
+               "write a planted model instead (llama): G token ranges, each middle layer "
+               "matters only for prompts from one range (the router's positive control)")
         .Bool("tie-embeddings", "share the embedding and LM head weights");
     return f;
   }();
@@ -56,7 +59,7 @@ int SynthCommand(const std::vector<std::string>& args) {
        {IntFlag{"layers", &o.layers}, IntFlag{"hidden", &o.hidden}, IntFlag{"heads", &o.heads},
         IntFlag{"kv-heads", &o.kv_heads}, IntFlag{"head-dim", &o.head_dim},
         IntFlag{"vocab", &o.vocab}, IntFlag{"max-position", &o.max_position},
-        IntFlag{"sliding-window", &o.sliding_window}}) {
+        IntFlag{"sliding-window", &o.sliding_window}, IntFlag{"planted", &o.planted_groups}}) {
     auto v = flags->Int(f.name);
     if (!v.ok()) return Fail(kName, v.status());
     *f.field = *v;

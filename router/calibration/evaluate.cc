@@ -34,20 +34,105 @@ double Percentile(std::vector<double> v, double q) {
 
 }  // namespace
 
+namespace {
+
+// For w = 1..n: the sorted, unique hashes of the w-grams of ids[1..] (empty when shorter).
+using NgramSets = std::vector<std::vector<uint64_t>>;
+NgramSets MakeNgramSets(const std::vector<int64_t>& ids, int n) {
+  NgramSets sets(std::max(1, n));
+  for (size_t w = 1; w <= sets.size(); ++w) {
+    std::vector<uint64_t>& out = sets[w - 1];
+    for (size_t i = 1; i + w <= ids.size(); ++i) {
+      uint64_t h = 1469598103934665603ull;
+      for (size_t j = i; j < i + w; ++j) {
+        h = (h ^ static_cast<uint64_t>(ids[j])) * 1099511628211ull;
+      }
+      out.push_back(h);
+    }
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+  }
+  return sets;
+}
+
+// The Jaccard index of the w-gram sets, w = n or the shorter prompt's length when less.
+double SetOverlap(const NgramSets& a, size_t len_a, const NgramSets& b, size_t len_b) {
+  const size_t w = std::min({a.size(), len_a, len_b});
+  if (w == 0) return 0;
+  const std::vector<uint64_t>& x = a[w - 1];
+  const std::vector<uint64_t>& y = b[w - 1];
+  if (x.empty() || y.empty()) return 0;
+  size_t i = 0, j = 0, common = 0;
+  while (i < x.size() && j < y.size()) {
+    if (x[i] == y[j]) {
+      ++common, ++i, ++j;
+    } else if (x[i] < y[j]) {
+      ++i;
+    } else {
+      ++j;
+    }
+  }
+  return static_cast<double>(common) / (x.size() + y.size() - common);
+}
+
+size_t TailLength(const std::vector<int64_t>& ids) { return ids.empty() ? 0 : ids.size() - 1; }
+
+}  // namespace
+
+double NgramOverlap(const std::vector<int64_t>& a, const std::vector<int64_t>& b, int n) {
+  return SetOverlap(MakeNgramSets(a, n), TailLength(a), MakeNgramSets(b, n), TailLength(b));
+}
+
 std::vector<Sample> DisjointFromCalibration(const Router& router, std::vector<Sample> samples,
-                                            int* dropped) {
-  std::set<int64_t> seen(router.data().prompt_hashes.begin(), router.data().prompt_hashes.end());
+                                            int* dropped, const OverlapOptions& overlap,
+                                            int* near_dropped) {
+  const RouterData& d = router.data();
+  std::set<int64_t> seen(d.prompt_hashes.begin(), d.prompt_hashes.end());
+  std::vector<std::pair<NgramSets, size_t>> calib;
+  if (overlap.max_overlap <= 1 && !d.prompt_offsets.empty()) {
+    for (int p = 0; p < d.num_prompts; ++p) {
+      std::vector<int64_t> ids(d.prompt_ids.begin() + d.prompt_offsets[p],
+                               d.prompt_ids.begin() + d.prompt_offsets[p + 1]);
+      calib.push_back({MakeNgramSets(ids, overlap.ngram), TailLength(ids)});
+    }
+  }
   std::vector<Sample> out;
-  int n = 0;
+  int n = 0, near = 0;
   for (Sample& s : samples) {
     if (seen.count(HashIds(s.prompt))) {
       ++n;
       continue;
     }
+    if (!calib.empty()) {
+      NgramSets mine = MakeNgramSets(s.prompt, overlap.ngram);
+      bool close = false;
+      for (const auto& [sets, len] : calib) {
+        if (SetOverlap(mine, TailLength(s.prompt), sets, len) >= overlap.max_overlap) {
+          close = true;
+          break;
+        }
+      }
+      if (close) {
+        ++near;
+        continue;
+      }
+    }
     out.push_back(std::move(s));
   }
   if (dropped != nullptr) *dropped = n;
+  if (near_dropped != nullptr) *near_dropped = near;
   return out;
+}
+
+absl::StatusOr<std::vector<float>> RouterFeature(const model::Engine& engine, const Router& router,
+                                                 const std::vector<int64_t>& prompt) {
+  if (router.data().feature != kFeatureBlock0) return router.Features(prompt);
+  ASSIGN_OR_RETURN(
+      BlockLayout layout,
+      BlockLayout::Create(static_cast<int>(engine.config().num_layers), router.num_blocks()));
+  ASSIGN_OR_RETURN(std::vector<float> raw,
+                   Block0Feature(engine, layout, router.data().idf, prompt));
+  return ProjectFeature(router.data().space, raw);
 }
 
 absl::StatusOr<EvalReport> Evaluate(const model::Engine& engine, Router& router,
@@ -83,21 +168,30 @@ absl::StatusOr<EvalReport> Evaluate(const model::Engine& engine, Router& router,
   report.num_blocks = N;
   report.keep = keep;
   report.has_gate = router.has_gate();
+  report.feature = router.data().feature;
+  report.calibration_source = router.data().prompt_source;
   const int T = static_cast<int>(test.size());
+  const bool block0 = router.data().feature == kFeatureBlock0;
 
-  // Features and the router's decision time (feature + scoring + choice).
+  // Features and the router's decision time (feature + scoring + choice; for the block0 feature
+  // scoring and choice only: block 0 itself runs anyway).
   std::vector<std::vector<float>> features(T);
   for (int p = 0; p < T; ++p) {
-    ASSIGN_OR_RETURN(features[p], router.Features(test[p].prompt));
+    ASSIGN_OR_RETURN(features[p], RouterFeature(engine, router, test[p].prompt));
   }
   {
     std::vector<double> us;
     for (int rep = 0; rep < 5; ++rep) {
       for (int p = 0; p < T; ++p) {
         auto t0 = std::chrono::steady_clock::now();
-        auto pred = router.Predict(test[p].prompt, ks[0]);
+        if (block0) {
+          ASSIGN_OR_RETURN(Candidates c, router.Score(features[p], ks[0], Scoring::kDefault));
+          (void)ChooseBest(c, {});
+        } else {
+          auto pred = router.Predict(test[p].prompt, ks[0]);
+          if (!pred.ok()) return pred.status();
+        }
         auto t1 = std::chrono::steady_clock::now();
-        if (!pred.ok()) return pred.status();
         us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
       }
     }
@@ -145,8 +239,19 @@ absl::StatusOr<EvalReport> Evaluate(const model::Engine& engine, Router& router,
         CountAdmissible(N, keep, k) <= static_cast<uint64_t>(options.max_oracle_subsets);
     std::vector<BlockMask> admissible;
     if (enumerable) admissible = EnumerateAdmissible(N, keep, k);
-    log(absl::StrFormat("k=%d: %s admissible subsets", k,
-                        enumerable ? absl::StrCat(admissible.size()) : "too many"));
+    // The subsets the oracle and the prompt ceiling range over: every admissible one, or the
+    // router file's measured candidates when there are too many.
+    std::vector<BlockMask> pool = admissible;
+    if (!enumerable) {
+      for (BlockMask m : router.data().subsets) {
+        if (PopCount(m) == k) pool.push_back(m);
+      }
+    }
+    log(absl::StrFormat("k=%d: %s admissible subsets%s", k,
+                        enumerable ? absl::StrCat(admissible.size()) : "too many",
+                        !enumerable && !pool.empty()
+                            ? absl::StrCat("; oracle over the ", pool.size(), " candidates")
+                            : ""));
 
     std::vector<std::pair<std::string, std::vector<BlockMask>>> choices;
     auto add_strategy = [&](const std::string& name) -> std::vector<BlockMask>& {
@@ -189,7 +294,7 @@ absl::StatusOr<EvalReport> Evaluate(const model::Engine& engine, Router& router,
     }
     // Measure what is needed, then the oracle.
     for (int p = 0; p < T; ++p) {
-      std::vector<BlockMask> masks = admissible;
+      std::vector<BlockMask> masks = pool;
       for (const auto& [name, c] : choices) masks.push_back(c[p]);
       RETURN_IF_ERROR(measure(p, masks));
       ++measured_passes;
@@ -197,11 +302,14 @@ absl::StatusOr<EvalReport> Evaluate(const model::Engine& engine, Router& router,
         options.progress(measured_passes, static_cast<int>(ks.size()) * T);
       }
     }
-    if (enumerable && options.ceiling_continuations > 0 && options.continuation_temperature > 0) {
-      auto& c =
-          add_strategy(absl::StrCat("prompt ceiling (", options.ceiling_continuations, " draws)"));
+    const std::string among =
+        enumerable ? "" : absl::StrCat(", among ", pool.size(), " candidates");
+    if (pool.size() > 1 && options.ceiling_continuations > 0 &&
+        options.continuation_temperature > 0) {
+      auto& c = add_strategy(
+          absl::StrCat("prompt ceiling (", options.ceiling_continuations, " draws", among, ")"));
       for (int p = 0; p < T; ++p) {
-        std::vector<double> mean(admissible.size(), 0.0);
+        std::vector<double> mean(pool.size(), 0.0);
         for (int j = 0; j < options.ceiling_continuations; ++j) {
           model::SamplingParams sp;
           sp.max_new_tokens = static_cast<int64_t>(test[p].continuation.size());
@@ -209,18 +317,20 @@ absl::StatusOr<EvalReport> Evaluate(const model::Engine& engine, Router& router,
           sp.seed = DeriveSeed(options.seed, 7, static_cast<uint64_t>(p) * 1000 + j);
           sp.stop_at_eos = false;
           ASSIGN_OR_RETURN(model::GenerateResult g, engine.Generate(test[p].prompt, sp));
-          auto m = MeasureSubsets(engine, layout, Sample{test[p].prompt, g.ids}, admissible);
+          auto m = MeasureSubsets(engine, layout, Sample{test[p].prompt, g.ids}, pool);
           if (!m.ok()) return Annotate(m.status(), absl::StrCat("test prompt ", p));
-          for (size_t i = 0; i < admissible.size(); ++i) mean[i] += m->at(admissible[i]).kl;
+          for (size_t i = 0; i < pool.size(); ++i) mean[i] += m->at(pool[i]).kl;
         }
-        c[p] = admissible[std::min_element(mean.begin(), mean.end()) - mean.begin()];
+        c[p] = pool[std::min_element(mean.begin(), mean.end()) - mean.begin()];
       }
     }
-    if (enumerable) {
-      auto& c = add_strategy("oracle");
+    if (!pool.empty()) {
+      auto& c =
+          add_strategy(enumerable ? std::string("oracle")
+                                  : absl::StrCat("oracle (among ", pool.size(), " candidates)"));
       for (int p = 0; p < T; ++p) {
         double best = 1e300;
-        for (BlockMask m : admissible) {
+        for (BlockMask m : pool) {
           if (measured[p][m].kl < best) {
             best = measured[p][m].kl;
             c[p] = m;
@@ -253,8 +363,17 @@ absl::StatusOr<EvalReport> Evaluate(const model::Engine& engine, Router& router,
       row.first_divergence = Mean(div);
       report.rows.push_back(std::move(row));
     }
+    // The strongest static row on the test set: the harder baseline of the two.
+    std::string reference;
+    double reference_mean = 1e300;
     for (size_t i = first_row; i < report.rows.size(); ++i) {
-      if (report.rows[i].strategy == "best static") static_kl = &report.rows[i].kl;
+      const StrategyRow& row = report.rows[i];
+      if ((row.strategy == "best static" || row.strategy == "drop-deepest") &&
+          row.mean_kl < reference_mean) {
+        reference_mean = row.mean_kl;
+        reference = row.strategy;
+        static_kl = &row.kl;
+      }
     }
     // Paired bootstrap: router variants against the best static subset.
     for (size_t i = first_row; i < report.rows.size() && static_kl != nullptr; ++i) {
@@ -263,6 +382,7 @@ absl::StatusOr<EvalReport> Evaluate(const model::Engine& engine, Router& router,
       BootstrapCi ci;
       ci.top_k = k;
       ci.strategy = row.strategy;
+      ci.reference = reference;
       ci.mean = row.mean_kl;
       ci.static_mean = Mean(*static_kl);
       ci.reduction = ci.static_mean > 0 ? 1 - ci.mean / ci.static_mean : 0;
@@ -372,10 +492,16 @@ absl::StatusOr<EvalReport> Evaluate(const model::Engine& engine, Router& router,
 std::string FormatReport(const EvalReport& r) {
   std::string out;
   absl::StrAppendFormat(&out,
-                        "Test prompts: %d (%d dropped: in the calibration set). N = %d blocks, "
-                        "kept %s. Router decision: %.1f µs mean, %.1f µs p99.\n",
-                        r.num_test, r.dropped_overlap, r.num_blocks, FormatMask(r.keep),
+                        "Test prompts: %d (%d dropped: in the calibration set; %d dropped: "
+                        "near-duplicates, %d-gram overlap ≥ %.2f). N = %d blocks, kept %s. "
+                        "Feature: %s. Router decision: %.1f µs mean, %.1f µs p99.\n",
+                        r.num_test, r.dropped_overlap, r.dropped_near, r.overlap.ngram,
+                        r.overlap.max_overlap, r.num_blocks, FormatMask(r.keep), r.feature,
                         r.decision_us_mean, r.decision_us_p99);
+  if (!r.test_source.empty()) {
+    absl::StrAppendFormat(&out, "Calibration prompts: %s; test prompts: %s.\n",
+                          r.calibration_source, r.test_source);
+  }
   int k = -1;
   for (const StrategyRow& row : r.rows) {
     if (row.top_k != k) {
@@ -401,13 +527,15 @@ std::string FormatReport(const EvalReport& r) {
   }
   if (!r.cis.empty()) {
     absl::StrAppend(&out,
-                    "\nRouter vs best static subset (paired bootstrap over test prompts, 95 %):\n\n"
-                    "| k | strategy | mean KL | static KL | KL reduction | 95 % interval |\n"
-                    "|---|---|---:|---:|---:|---|\n");
+                    "\nRouter vs the strongest static row (paired bootstrap over test prompts, "
+                    "95 %):\n\n"
+                    "| k | strategy | mean KL | strongest static | its KL | KL reduction | 95 % "
+                    "interval |\n|---|---|---:|---|---:|---:|---|\n");
     for (const BootstrapCi& ci : r.cis) {
-      absl::StrAppendFormat(&out, "| %d | %s | %.4f | %.4f | %+.1f %% | [%+.1f %%, %+.1f %%] |\n",
-                            ci.top_k, ci.strategy, ci.mean, ci.static_mean, 100 * ci.reduction,
-                            100 * ci.lo, 100 * ci.hi);
+      absl::StrAppendFormat(&out,
+                            "| %d | %s | %.4f | %s | %.4f | %+.1f %% | [%+.1f %%, %+.1f %%] |\n",
+                            ci.top_k, ci.strategy, ci.mean, ci.reference, ci.static_mean,
+                            100 * ci.reduction, 100 * ci.lo, 100 * ci.hi);
     }
   }
   // Best static against random.

@@ -1,8 +1,10 @@
-// `swarm eval`: what routing costs in quality, measured on a test set disjoint from calibration.
-// For each k and each strategy — random, drop-deepest, best static subset, the router
-// (neighbours only, gate only, both) and the per-prompt oracle — mean and p95 KL(full ‖ sparse)
-// per continuation token, top-1 agreement, perplexity ratio and first greedy divergence; a
-// paired bootstrap interval for the router's KL reduction against the best static subset; the
+// `swarm eval`: what routing costs in quality, measured on a test set disjoint from calibration
+// (exact repeats and near-duplicates by n-gram overlap dropped). For each k and each strategy —
+// random, drop-deepest, best static subset (the strongest measured at calibration: exhaustive,
+// or the best of the searched candidates), the router (neighbours only, gate only, both) and
+// the per-prompt oracle — mean and p95 KL(full ‖ sparse) per continuation token, top-1
+// agreement, perplexity ratio and first greedy divergence; a paired bootstrap interval for the
+// router's KL reduction against the strongest static row on the test set; the
 // toll curve (Jain's index and KL cost under a skewed request mix as the toll cap grows); the
 // congestion game on batches of concurrent requests; and the router's decision time.
 //
@@ -25,6 +27,16 @@
 
 namespace swarm::router {
 
+// Near-duplicate test: the Jaccard index |A ∩ B| / |A ∪ B| of the sets of token n-grams of two
+// prompts (the first token, BOS, left out; when either is shorter than n tokens, w-grams with w
+// its length). A test prompt whose overlap with some calibration prompt reaches max_overlap is a
+// near-duplicate (a one-word edit, a prefix extension by less than its own length). Jaccard, not
+// containment: prompts sampled from BOS share their opening ("Once upon a time"), and a short one
+// is contained in many longer ones without being their twin.
+struct OverlapOptions {
+  int ngram = 4;
+  double max_overlap = 0.5;  // > 1 = only exact repeats are dropped.
+};
 struct EvalOptions {
   std::vector<int> top_ks;  // Empty: every k with a real choice (|kept| < k < N).
   int greedy_tokens = 32;
@@ -32,6 +44,8 @@ struct EvalOptions {
   uint64_t seed = 0;
   // Enumerate every admissible subset (oracle) when there are at most this many.
   int max_oracle_subsets = 64;
+  // When a k is not enumerated, the oracle and prompt ceiling range over the router file's
+  // measured candidates of that k instead (labelled so).
   // "prompt ceiling": the best any prompt-only router could do, estimated by choosing, for each
   // test prompt, the subset with the lowest mean damage over this many *other* continuations of
   // the same prompt (drawn at continuation_temperature) and scoring it on the test continuation.
@@ -65,7 +79,8 @@ struct StrategyRow {
 
 struct BootstrapCi {
   int top_k = 0;
-  std::string strategy;  // Compared against the best static subset.
+  std::string strategy;   // Compared against the strongest static row of this k.
+  std::string reference;  // That row: "best static" or "drop-deepest", the lower test KL.
   double mean = 0, static_mean = 0;
   double reduction = 0;   // 1 − mean / static_mean.
   double lo = 0, hi = 0;  // 95 % percentile interval of the reduction.
@@ -91,6 +106,11 @@ struct BatchSummary {
 struct EvalReport {
   int num_test = 0;
   int dropped_overlap = 0;  // Test prompts dropped because calibration had them.
+  int dropped_near = 0;     // ... because they overlap a calibration prompt (n-grams).
+  OverlapOptions overlap;
+  std::string feature;             // The router file's feature.
+  std::string calibration_source;  // The router file's prompt source.
+  std::string test_source;         // "sampled" or the test prompts file.
   int num_blocks = 0;
   BlockMask keep = 0;
   bool has_gate = false;
@@ -101,9 +121,17 @@ struct EvalReport {
   double decision_us_mean = 0, decision_us_p99 = 0;
 };
 
-// Drops samples whose prompt the router was calibrated on; `dropped` counts them.
+double NgramOverlap(const std::vector<int64_t>& a, const std::vector<int64_t>& b, int n);
+
+// Drops samples whose prompt the router was calibrated on (`dropped` counts them) and, when the
+// router file has the calibration prompts, near-duplicates of them (`near_dropped`).
 std::vector<Sample> DisjointFromCalibration(const Router& router, std::vector<Sample> samples,
-                                            int* dropped);
+                                            int* dropped, const OverlapOptions& overlap = {},
+                                            int* near_dropped = nullptr);
+
+// The router's reduced feature of `prompt` for the file's feature kind (block0: runs block 0).
+absl::StatusOr<std::vector<float>> RouterFeature(const model::Engine& engine, const Router& router,
+                                                 const std::vector<int64_t>& prompt);
 
 // Evaluates `router` on `test` (which should be disjoint from calibration). Strategies in order:
 // random, drop-deepest, best static, router: neighbours, [router: gate, router: both when the

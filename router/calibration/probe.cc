@@ -8,6 +8,7 @@
 #include "absl/strings/strip.h"
 #include "common/block_layout.h"
 #include "common/status_macros.h"
+#include "router/features.h"
 
 namespace swarm::router {
 
@@ -206,6 +207,21 @@ absl::StatusOr<std::map<BlockMask, Divergence>> MeasureSubsets(
   };
   RETURN_IF_ERROR(visit(0, 0, h0));
   return out;
+}
+
+absl::StatusOr<std::vector<float>> Block0Feature(const model::Engine& engine,
+                                                 const BlockLayout& layout,
+                                                 absl::Span<const float> idf,
+                                                 const std::vector<int64_t>& prompt) {
+  if (prompt.empty()) return absl::InvalidArgumentError("cannot route an empty prompt");
+  ASSIGN_OR_RETURN(HostTensor h0, engine.ends().Embed(prompt, 0));
+  std::unique_ptr<model::KvCache> cache = engine.layers().NewCache();
+  ASSIGN_OR_RETURN(HostTensor h1, engine.layers().Forward(h0, 0, layout.Layers(0), cache.get()));
+  if (h1.shape.size() != 2 || h1.shape[0] != static_cast<int64_t>(prompt.size())) {
+    return absl::InternalError("block 0's output is not [prompt tokens, hidden]");
+  }
+  std::vector<float> rows = h1.ToFloats();
+  return HiddenFeature(rows, h1.shape[1], idf, prompt);
 }
 
 absl::StatusOr<std::vector<int64_t>> GreedyReference(const model::Engine& engine,

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "common/block_layout.h"
 #include "common/block_set.h"
 #include "model/generate.h"
@@ -65,6 +66,13 @@ absl::StatusOr<std::map<BlockMask, Divergence>> MeasureSubsets(const model::Engi
                                                                const BlockLayout& layout,
                                                                const Sample& sample,
                                                                const std::vector<BlockMask>& masks);
+
+// The block0 feature's raw vector (features.h HiddenFeature) of `prompt`: block 0 of `layout`
+// runs on the prompt's embeddings and its output rows are averaged with IDF weights.
+absl::StatusOr<std::vector<float>> Block0Feature(const model::Engine& engine,
+                                                 const BlockLayout& layout,
+                                                 absl::Span<const float> idf,
+                                                 const std::vector<int64_t>& prompt);
 
 // Greedy-decodes `tokens` tokens after the prompt with the exact model (`reference`, computed by
 // the caller once) and with `plan`; returns the index of the first differing token, or `tokens`
