@@ -101,9 +101,9 @@ TEST(NamingTest, EveryFamilyFollowsTheHouseConvention) {
   (*c)->OnWorkerStep("w:1", 0.1, absl::StatusCode::kInternal);
 
   const std::regex name_re("^swarm_(worker|coordinator)_[a-z][a-z0-9_]*[a-z0-9]$");
-  const std::set<std::string> allowed_labels = {"layers", "method",  "code",  "reason",
-                                                "mode",   "outcome", "block", "worker",
-                                                "model",  "device",  "dtype", "blocks"};
+  const std::set<std::string> allowed_labels = {"layers",  "method", "code",    "reason", "mode",
+                                                "outcome", "block",  "worker",  "model",  "device",
+                                                "dtype",   "blocks", "requests"};
   int families = 0;
   for (const prometheus::MetricFamily& f : registry->Collect()) {
     ++families;

@@ -365,7 +365,9 @@ TEST(ServingBalanceTest, BalanceRoutesConcurrentRequestsInWindows) {
   int routed = 0;
   for (const auto& w : record.windows) {
     routed += w.requests;
-    if (w.requests == 1) EXPECT_EQ(w.gap, 0);
+    if (w.requests == 1) {
+      EXPECT_EQ(w.gap, 0);
+    }
   }
   EXPECT_EQ(routed, 4);  // Every request went through exactly one window.
 }

@@ -127,10 +127,14 @@ TEST_P(QuantGoldenTest, QuantizedLogitsAgreeWithHuggingFace) {
       if (q == WeightQuant::kQ8) {
         EXPECT_LE(a.mean_kl, 0.01);
         EXPECT_GE(a.DecidedTop1(), 0.98);
-        if (trained) EXPECT_GE(a.top1, 0.98);
+        if (trained) {
+          EXPECT_GE(a.top1, 0.98);
+        }
       } else {
         EXPECT_LE(a.mean_kl, 0.1);
-        if (trained) EXPECT_GE(a.top1, 0.85);
+        if (trained) {
+          EXPECT_GE(a.top1, 0.85);
+        }
       }
     }
   }
