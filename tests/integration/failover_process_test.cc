@@ -382,6 +382,59 @@ TEST(FailoverProcessTest, DrainingWorkerLosesNoRequest) {
   ExpectNoSessions(*c.client);
 }
 
+// Rolling restart (a Kubernetes rolling update): each worker of 2 ranges x 2 replicas in turn
+// gets SIGTERM under load, drains (the coordinator moves its streams to the replica), exits 0 and
+// is started again on its address; the next one is drained only once the coordinator sees every
+// worker ready again. No request fails and every output is its no-fault run's.
+TEST(FailoverProcessTest, RollingRestartLosesNoRequest) {
+  ScratchDir scratch("rolling");
+  Cluster c;
+  StartCluster(scratch.path(), {0, 0, 1, 1}, {}, &c);
+  std::vector<GenerateRequest> requests;
+  for (int i = 0; i < 6; ++i) requests.push_back(StreamRequest(i, 200));
+  const std::vector<StreamRun> reference = RunStreams(*c.client, requests);
+  for (const StreamRun& r : reference) ASSERT_TRUE(r.result.ok()) << r.result.status();
+
+  auto all_ready = [&] {
+    auto s = c.client->Status();
+    if (!s.ok()) return false;
+    int ready = 0;
+    for (const WorkerStatus& w : s->workers) ready += w.ready ? 1 : 0;
+    return ready == static_cast<int>(c.workers.size());
+  };
+  std::atomic<bool> done{false};
+  std::thread roller([&] {
+    for (auto& w : c.workers) {
+      absl::SleepFor(absl::Milliseconds(300));
+      w->proc().Signal(SIGTERM);
+      const int status = w->proc().Wait(absl::Seconds(45));
+      EXPECT_TRUE(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0) << w->Log();
+      EXPECT_TRUE(w->Restart()) << w->Log();  // The process is gone: starts it again.
+      const absl::Time until = absl::Now() + absl::Seconds(30);
+      while (!all_ready() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(100));
+      EXPECT_TRUE(all_ready()) << "a restarted worker was not seen ready again";
+    }
+    done.store(true);
+  });
+  int rounds = 0, failed = 0;
+  while (!done.load()) {
+    const std::vector<StreamRun> runs = RunStreams(*c.client, requests);
+    ++rounds;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      if (!runs[i].result.ok()) {
+        ++failed;
+        ADD_FAILURE() << "stream " << i << ": " << runs[i].result.status();
+      } else {
+        EXPECT_EQ(runs[i].result->ids, reference[i].result->ids) << "stream " << i;
+      }
+    }
+  }
+  roller.join();  // Not before: an ASSERT here would leave the thread running.
+  EXPECT_EQ(failed, 0) << ReadFile(c.coordinator_log);
+  EXPECT_GE(rounds, static_cast<int>(c.workers.size())) << "the load did not span the restarts";
+  ExpectNoSessions(*c.client);
+}
+
 // The replay history (default budget) and its recompute path (a budget too small to keep any):
 // both give the no-fault ids.
 class ReplayPathTest : public ::testing::TestWithParam<bool> {};
