@@ -13,6 +13,8 @@
 #include <memory>
 #include <type_traits>
 
+#include "model/cpu_kernel_common.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define SWARM_MATMUL_X86 1
@@ -24,8 +26,8 @@ namespace {
 // Output columns per block, the unit a team member's share is made of (a multiple of 16, the
 // widest column-major strip).
 constexpr int64_t kColumnBlock = 16;
-// Rows per register tile: the rows that share one load of each weight vector.
-constexpr int kRowTile = 4;
+using kernel::ForTileSize;
+using kernel::kRowTile;
 // Products of fewer multiply-adds than this run on the calling thread: waking the team costs
 // about a microsecond, which such a product does not repay.
 constexpr int64_t kMinParallelWork = 1 << 17;
@@ -88,37 +90,6 @@ void BlockScalar(const float* x, int64_t rows, int64_t xs, const MatrixView& w, 
   }
 }
 
-// fn(std::integral_constant<int, rb>) for a row-tile height rb in 1..kRowTile known at run time.
-template <typename Fn>
-void ForRowTile(int64_t rb, Fn&& fn) {
-  static_assert(kRowTile == 4, "one case per row-tile height");
-  switch (rb) {
-    case 4:
-      return fn(std::integral_constant<int, 4>());
-    case 3:
-      return fn(std::integral_constant<int, 3>());
-    case 2:
-      return fn(std::integral_constant<int, 2>());
-    default:
-      return fn(std::integral_constant<int, 1>());
-  }
-}
-
-// fn(std::integral_constant<int, jb>) for a column-tile width jb in 1..4 known at run time.
-template <typename Fn>
-void ForColumnTile(int64_t jb, Fn&& fn) {
-  switch (jb) {
-    case 4:
-      return fn(std::integral_constant<int, 4>());
-    case 3:
-      return fn(std::integral_constant<int, 3>());
-    case 2:
-      return fn(std::integral_constant<int, 2>());
-    default:
-      return fn(std::integral_constant<int, 1>());
-  }
-}
-
 // The row-major tiling both vector kernels share: outputs [j0, j1) in tiles of jt (the last one
 // narrower), each for all rows in tiles of kRowTile; tile(rb, jb, r, j) computes rows r..r+rb-1
 // × outputs j..j+jb-1, rb and jb as integral constants. Outputs outer, rows inner: a tile's few
@@ -128,8 +99,8 @@ void RowMajorTiles(int64_t rows, int64_t j0, int64_t j1, int64_t jt, Tile&& tile
   for (int64_t j = j0; j < j1; j += jt) {
     const int64_t nj = std::min(jt, j1 - j);
     for (int64_t r = 0; r < rows; r += kRowTile) {
-      ForRowTile(std::min<int64_t>(kRowTile, rows - r),
-                 [&](auto rb) { ForColumnTile(nj, [&](auto jb) { tile(rb, jb, r, j); }); });
+      ForTileSize(std::min<int64_t>(kRowTile, rows - r),
+                  [&](auto rb) { ForTileSize(nj, [&](auto jb) { tile(rb, jb, r, j); }); });
     }
   }
 }
@@ -139,6 +110,8 @@ void RowMajorTiles(int64_t rows, int64_t j0, int64_t j1, int64_t jt, Tile&& tile
 #ifdef SWARM_MATMUL_X86
 
 #define SWARM_AVX2 __attribute__((target("avx2,fma")))
+
+using kernel::HorizontalSum;
 
 // Lanes 0..n-1 set (n in 0..8): the mask of a partial vector at the end of a row.
 SWARM_AVX2 inline __m256i TailMask(int64_t n) {
@@ -159,13 +132,6 @@ SWARM_AVX2 inline __m256 LoadPartial8(const uint16_t* p, int64_t n) {
   uint16_t buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   std::memcpy(buf, p, n * sizeof(uint16_t));
   return Load8(buf);
-}
-
-// (a0+a4 + a2+a6) + (a1+a5 + a3+a7): the scalar fallback's order.
-SWARM_AVX2 inline float HorizontalSum(__m256 a) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));  // s0..s3
-  __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));                                  // s0+s2, s1+s3
-  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
 }
 
 // Row-major W: RB rows × JB outputs starting at output j. Each (row, output) accumulates in one
@@ -261,7 +227,7 @@ SWARM_AVX2 void ColumnMajorAvx2(const float* x, int64_t rows, int64_t xs, const 
     const int64_t cols = std::min<int64_t>(16, j1 - j);
     const int64_t last = cols > 8 ? cols - 8 : cols;  // Outputs in the strip's last vector.
     for (int64_t r = 0; r < rows; r += kRowTile) {
-      ForRowTile(std::min<int64_t>(kRowTile, rows - r), [&](auto rb) {
+      ForTileSize(std::min<int64_t>(kRowTile, rows - r), [&](auto rb) {
         constexpr int RB = decltype(rb)::value;
         if (cols > 8) {
           TileColMajor<WT, RB, 2>(x + r * xs, xs, w, bias, y + r * ys, ys, j, last);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/host_tensor.h"
+#include "model/cpu_kernel_common.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -26,7 +27,8 @@ namespace swarm::model {
 namespace {
 
 constexpr int64_t kColumnBlock = 16;
-constexpr int kRowTile = 4;
+using kernel::ForTileSize;
+using kernel::kRowTile;
 
 inline int64_t RowBytes(const QuantMatrixView& w) { return QuantRowBytes(w.format, w.k); }
 
@@ -71,13 +73,7 @@ void BlockScalar(const float* x, int64_t rows, int64_t xs, const QuantMatrixView
 
 #define SWARM_QAVX2 __attribute__((target("avx2,fma,f16c")))
 
-// (a0+a4 + a2+a6) + (a1+a5 + a3+a7): the order of model/cpu_matmul.cc's HorizontalSum, which
-// the exactness claim of the header depends on.
-SWARM_QAVX2 inline float HorizontalSum(__m256 a) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-  __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
-}
+using kernel::HorizontalSum;
 
 SWARM_QAVX2 inline __m256 Int8ToFloat(__m128i v) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
@@ -154,21 +150,6 @@ SWARM_QAVX2 void Tile(const float* x, int64_t xs, const QuantMatrixView& w, cons
   }
 }
 
-template <typename Fn>
-void ForRowTile(int64_t rb, Fn&& fn) {
-  static_assert(kRowTile == 4, "one case per row-tile height");
-  switch (rb) {
-    case 4:
-      return fn(std::integral_constant<int, 4>());
-    case 3:
-      return fn(std::integral_constant<int, 3>());
-    case 2:
-      return fn(std::integral_constant<int, 2>());
-    default:
-      return fn(std::integral_constant<int, 1>());
-  }
-}
-
 template <WeightQuant F>
 SWARM_QAVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const QuantMatrixView& w,
                            const float* bias, float* y, int64_t ys, int64_t j0, int64_t j1) {
@@ -178,7 +159,7 @@ SWARM_QAVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const Quant
   for (int64_t j = j0; j < j1; j += jt) {
     const int64_t nj = std::min(jt, j1 - j);
     for (int64_t r = 0; r < rows; r += kRowTile) {
-      ForRowTile(std::min<int64_t>(kRowTile, rows - r), [&](auto rb) {
+      ForTileSize(std::min<int64_t>(kRowTile, rows - r), [&](auto rb) {
         constexpr int RB = decltype(rb)::value;
         const float* xr = x + r * xs;
         float* yr = y + r * ys;
