@@ -143,14 +143,17 @@ struct StreamRun {
   std::vector<absl::Time> token_times;
 };
 
-// Runs `requests` at once; each stream's result and token arrival times.
-std::vector<StreamRun> RunStreams(Client& client, const std::vector<GenerateRequest>& requests) {
+// Runs `requests` at once; each stream's result and token arrival times. `tokens` (may be null)
+// counts the tokens received so far, for a fault to be injected while the streams run.
+std::vector<StreamRun> RunStreams(Client& client, const std::vector<GenerateRequest>& requests,
+                                  std::atomic<int>* tokens = nullptr) {
   std::vector<StreamRun> runs(requests.size());
   std::vector<std::thread> threads;
   for (size_t i = 0; i < requests.size(); ++i) {
     threads.emplace_back([&, i] {
       runs[i].result = client.Generate(requests[i], [&, i](const GenerateChunk& chunk) {
         for (size_t k = 0; k < chunk.ids.size(); ++k) runs[i].token_times.push_back(absl::Now());
+        if (tokens != nullptr) tokens->fetch_add(static_cast<int>(chunk.ids.size()));
         return true;
       });
     });
@@ -323,13 +326,17 @@ TEST(FailoverProcessTest, StoppedWorkerFailsOverWithinTheStepDeadline) {
   for (int i = 0; i < 4; ++i) requests.push_back(StreamRequest(i * 2, 200));
   const std::vector<StreamRun> reference = RunStreams(*c.client, requests);
   for (const StreamRun& r : reference) ASSERT_TRUE(r.result.ok()) << r.result.status();
-  absl::Time stopped_at;
+  // Stopped once every stream is under way (a fixed delay can outlast the streams on a fast
+  // machine), long before any of them ends.
+  std::atomic<int> tokens{0};
   std::thread stopper([&] {
-    absl::SleepFor(absl::Milliseconds(400));
-    stopped_at = absl::Now();
+    const absl::Time until = absl::Now() + absl::Seconds(30);
+    while (tokens.load() < static_cast<int>(requests.size()) * 8 && absl::Now() < until) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
     c.workers[1]->proc().Signal(SIGSTOP);
   });
-  const std::vector<StreamRun> runs = RunStreams(*c.client, requests);
+  const std::vector<StreamRun> runs = RunStreams(*c.client, requests, &tokens);
   stopper.join();
   c.workers[1]->proc().Signal(SIGCONT);
   double worst_gap = 0;
