@@ -97,7 +97,7 @@ SWARM_QAVX2 inline __m256 Codes(const uint8_t* p, int v) {
 // group's partial sums); the lanes summed at the end as the f32 kernel does.
 template <WeightQuant F, int RB, int JB>
 SWARM_QAVX2 void Tile(const float* x, int64_t xs, const QuantMatrixView& w, const float* bias,
-                      float* y, int64_t ys, int64_t j) {
+                      float* y, int64_t ys, int64_t j, bool ahead) {
   const int64_t groups = QuantGroups(w.k), row_bytes = RowBytes(w);
   constexpr int64_t kGroupBytes = F == WeightQuant::kQ8 ? kQuantGroup : kQuantGroup / 2;
   const uint8_t* wp[JB];
@@ -112,9 +112,17 @@ SWARM_QAVX2 void Tile(const float* x, int64_t xs, const QuantMatrixView& w, cons
   }
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t off = g * kGroupBytes;
-    if ((off & 63) == 0) {  // One prefetch per 64-byte line, 1 KiB ahead (does not change results).
-      for (int b = 0; b < JB; ++b)
-        _mm_prefetch(reinterpret_cast<const char*>(wp[b] + off + 1024), _MM_HINT_T0);
+    // One prefetch per 64-byte line (never changes a result): 1 KiB ahead in the tile's own rows,
+    // or — for a row tile after the first (`ahead`), which finds them in cache — the same line of
+    // the next tile's rows, into L2, so that memory keeps streaming while it computes.
+    if ((off & 63) == 0) {
+      for (int b = 0; b < JB; ++b) {
+        if (ahead) {
+          _mm_prefetch(reinterpret_cast<const char*>(wp[b] + JB * row_bytes + off), _MM_HINT_T1);
+        } else {
+          _mm_prefetch(reinterpret_cast<const char*>(wp[b] + off + 1024), _MM_HINT_T0);
+        }
+      }
     }
     // Per (row, output): the group's 32 products x·q (the integer codes as floats) in one vector
     // (lane l: the 4 inputs ≡ l mod 8, in increasing order), then one FMA by the group's scale.
@@ -165,16 +173,16 @@ SWARM_QAVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const Quant
         float* yr = y + r * ys;
         switch (nj) {
           case 4:
-            Tile<F, RB, 4>(xr, xs, w, bias, yr, ys, j);
+            Tile<F, RB, 4>(xr, xs, w, bias, yr, ys, j, r > 0);
             break;
           case 3:
-            Tile<F, RB, 3>(xr, xs, w, bias, yr, ys, j);
+            Tile<F, RB, 3>(xr, xs, w, bias, yr, ys, j, r > 0);
             break;
           case 2:
-            Tile<F, RB, 2>(xr, xs, w, bias, yr, ys, j);
+            Tile<F, RB, 2>(xr, xs, w, bias, yr, ys, j, r > 0);
             break;
           default:
-            Tile<F, RB, 1>(xr, xs, w, bias, yr, ys, j);
+            Tile<F, RB, 1>(xr, xs, w, bias, yr, ys, j, r > 0);
             break;
         }
       });
