@@ -16,11 +16,14 @@
 //                 [--top-k-blocks 3] [--streams 8] [--requests 256] [--decode-tokens 16]
 //                 [--layer-time 1ms] [--slow 2] [--shapes equal,slow] [--modes toll-free,balance]
 //                 [--skew 4] [--seed 11] [--sample-every 1s] [--coordinator-args "..."]
+//                 [--balance-args "--balance-cap 1 ..."]
 //
 // --layer-time is each worker's --emulate-layer-time (worker/emulated_time.h): a small model's own
 // layers cost less than a hop, so busy time would not follow the layers a request runs; 0 = the
 // model's own compute only. Shape "slow" multiplies it by --slow on the workers of the first range.
-// Requests: greedy, --decode-tokens each without stopping at EOS, --streams at a time.
+// --coordinator-args go to every coordinator, --balance-args (the --balance knobs) only to those
+// with --balance. Requests: greedy, --decode-tokens each without stopping at EOS, --streams at a
+// time.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -128,6 +131,7 @@ struct Setup {
   double slow = 2;
   absl::Duration sample_every = absl::Seconds(1);
   std::vector<std::string> coordinator_args;
+  std::vector<std::string> balance_args;  // Only with --balance.
   // The stream and what its choices cost.
   const swarm::router::Router* router = nullptr;
   std::vector<std::vector<int64_t>> prompts;  // Calibration prompts.
@@ -192,8 +196,11 @@ absl::StatusOr<RunResult> RunOne(const Setup& s, const std::string& shape, bool 
                                    "127.0.0.1:0",
                                    "--router",
                                    s.router_path};
-  if (balance) argv.push_back("--balance");
   argv.insert(argv.end(), s.coordinator_args.begin(), s.coordinator_args.end());
+  if (balance) {
+    argv.push_back("--balance");
+    argv.insert(argv.end(), s.balance_args.begin(), s.balance_args.end());
+  }
   // The metrics line comes right after the listening one.
   const std::string address = SpawnAndWait(&coordinator, argv, "listening on ");
   if (address.empty()) return absl::InternalError("the coordinator did not start");
@@ -334,7 +341,7 @@ int main(int argc, char** argv) {
       swarm::Flags::Parse(argc, argv,
                           {"router", "model", "ranges", "replicas", "top-k-blocks", "streams",
                            "requests", "decode-tokens", "layer-time", "slow", "shapes", "modes",
-                           "skew", "seed", "sample-every", "coordinator-args"},
+                           "skew", "seed", "sample-every", "coordinator-args", "balance-args"},
                           {});
   if (!flags.ok()) return Fail(std::string(flags.status().message()));
   Setup s;
@@ -372,6 +379,7 @@ int main(int argc, char** argv) {
   }
   s.coordinator_args =
       absl::StrSplit(flags->String("coordinator-args", ""), ' ', absl::SkipEmpty());
+  s.balance_args = absl::StrSplit(flags->String("balance-args", ""), ' ', absl::SkipEmpty());
   const std::vector<std::string> shapes =
       absl::StrSplit(flags->String("shapes", "equal,slow"), ',', absl::SkipEmpty());
   const std::vector<std::string> modes =
@@ -422,14 +430,14 @@ int main(int argc, char** argv) {
   std::printf(
       "model %s, %d layers; router %s (N = %d, k = %d); ranges %s x %d replicas; "
       "emulated layer time %s per row%s; %d streams, %d requests of %d tokens; the most "
-      "common toll-free choice [%s] (%d of %d prompts) %.0fx likelier\n",
+      "common toll-free choice [%s] (%d of %d prompts) %.0fx likelier; --balance %s\n",
       s.model_dir.c_str(), num_layers, s.router_path.c_str(), d.num_blocks, s.top_k,
       absl::StrJoin(s.range_flags, ",").c_str(), s.replicas,
       absl::FormatDuration(s.layer_time).c_str(),
       absl::StrCat(" (shape slow: x", s.slow, " on range ", s.range_flags[0], ")").c_str(),
       s.streams, s.requests, s.decode_tokens,
       absl::StrJoin(swarm::MaskToBlocks(popular), ", ").c_str(), popular_count, d.num_prompts,
-      *skew);
+      *skew, s.balance_args.empty() ? "(defaults)" : absl::StrJoin(s.balance_args, " ").c_str());
   std::fflush(stdout);
 
   std::vector<RunResult> results;
