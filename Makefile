@@ -5,7 +5,7 @@ MODEL ?= ../shared/models/stories260K
 CMAKE_ARGS ?=
 PREFIX ?= /usr/local
 
-.PHONY: setup configure build install test test-integration test-asan fuzz chaos demo bench bench-serving format clean
+.PHONY: setup configure build install test test-integration test-asan fuzz chaos demo bench bench-serving bench-balance format clean
 
 setup:
 	bash scripts/setup.sh
@@ -89,6 +89,18 @@ bench-serving: configure
 	$(BUILD)/serving_bench --synth 110m --pin --streams 1,2,4 --decode-tokens 32 \
 	  --in-process-streams 0 $(SERVING_BENCH_ARGS)
 	$(BUILD)/serving_bench --synth d2048 --streams 1,2,4,8 --decode-tokens 16 $(SERVING_BENCH_ARGS)
+
+# Load balancing on a real cluster (docs/quality.md, "On a real cluster"): 4 worker processes
+# (layers 0-2 and 3-4 of MODEL, 2 replicas each, emulated layer time) and a coordinator, toll-free
+# and with --balance, on two shapes of load, under eval's skewed stream of sparse requests. The
+# router file (N = 5, k = 3, 64 calibration prompts) is made first. BALANCE_BENCH_ARGS adds flags.
+BALANCE_BENCH_ARGS ?=
+bench-balance: configure
+	cmake --build $(BUILD) -j $(JOBS) --target balance_bench swarm-worker swarm-coordinator swarm-tools
+	$(BUILD)/swarm-tools calibrate --model $(MODEL) --num-blocks 5 --top-k-blocks 3 \
+	  --num-prompts 64 --out $(BUILD)/balance-router.safetensors
+	$(BUILD)/balance_bench --router $(BUILD)/balance-router.safetensors --model $(MODEL) \
+	  --ranges 0-2,3-4 $(BALANCE_BENCH_ARGS)
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cc')

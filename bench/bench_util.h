@@ -42,6 +42,7 @@ inline std::string SelfDir() {
 struct Child {
   pid_t pid = -1;
   int fd = -1;
+  std::string pending;  // Read from stdout, not yet consumed by WaitForLine.
   Child() = default;
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
@@ -55,6 +56,8 @@ struct Child {
   }
 };
 
+inline std::string WaitForLine(Child* child, const std::string& prefix);
+
 // Starts `argv` (argv[0] looked up in PATH when it has no '/'), stderr to /dev/null (or appended
 // to the file $SWARM_BENCH_CHILD_LOG names), with
 // OPENBLAS_THREAD_TIMEOUT=4 unless set (as `swarm up` does: idle OpenBLAS threads spinning would
@@ -62,7 +65,6 @@ struct Child {
 // stdout line that starts with it, or "" when the child exits or 180 s pass.
 inline std::string SpawnAndWait(Child* child, std::vector<std::string> argv,
                                 const std::string& prefix) {
-  using Clock = std::chrono::steady_clock;
   int fds[2];
   if (pipe(fds) != 0) return "";
   child->pid = fork();
@@ -81,7 +83,14 @@ inline std::string SpawnAndWait(Child* child, std::vector<std::string> argv,
   }
   close(fds[1]);
   child->fd = fds[0];
-  std::string buffer;
+  return WaitForLine(child, prefix);
+}
+
+// Reads the child's stdout (after what earlier calls consumed) up to the first line that starts
+// with `prefix`; returns the rest of that line, or "" when the child exits or 180 s pass.
+inline std::string WaitForLine(Child* child, const std::string& prefix) {
+  using Clock = std::chrono::steady_clock;
+  std::string& buffer = child->pending;
   const auto end = Clock::now() + std::chrono::seconds(180);
   while (Clock::now() < end) {
     size_t nl = buffer.find('\n');

@@ -54,6 +54,7 @@ struct BalanceOptions {
   // A block's drive is min(1, gain × pressure): tolls reach the cap once the block's workers are
   // 1/gain of the mean's headroom busier than the mean. (Defaults: the best of caps 0.5, 1,
   // gains 1-8 and congestion 0.5, 1 on the simulated cluster of admission_balance_test.)
+  // --balance-gain.
   double gain = 4;
   int max_window_requests = 64;
 };

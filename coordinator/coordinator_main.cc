@@ -98,6 +98,10 @@ swarm::FlagSet CoordinatorFlags() {
       .Value("balance-congestion", "X", absl::StrCat(d.balance.congestion),
              "with --balance: cost per request sharing a block in one window, in damage-scale "
              "units, at full pressure")
+      .Value("balance-gain", "X", absl::StrCat(d.balance.gain),
+             "with --balance: a block's tolls reach the cap once its workers are 1/X of the "
+             "mean's idle headroom busier than the mean (lower: a wider margin of imbalance "
+             "left unbalanced, less KL paid)")
       .Value("balance-window", "DURATION", absl::FormatDuration(d.balance.window),
              "with --balance: sparse requests arriving within this of the first are routed "
              "together (0 = each alone)")
@@ -113,7 +117,7 @@ absl::Status ParseBalance(const swarm::Flags& flags,
                           swarm::coordinator::CoordinatorOptions& options) {
   swarm::coordinator::BalanceOptions& b = options.balance;
   b.enabled = flags.Bool("balance");
-  for (const char* knob : {"balance-cap", "balance-congestion", "balance-window"}) {
+  for (const char* knob : {"balance-cap", "balance-congestion", "balance-gain", "balance-window"}) {
     if (flags.Has(knob) && !b.enabled) {
       return absl::InvalidArgumentError(absl::StrCat("--", knob, " needs --balance"));
     }
@@ -134,6 +138,12 @@ absl::Status ParseBalance(const swarm::Flags& flags,
     return absl::InvalidArgumentError(
         absl::StrCat("--balance-congestion must be a finite number >= 0, got ", *congestion));
   }
+  auto gain = flags.Double("balance-gain", b.gain);
+  if (!gain.ok()) return gain.status();
+  if (!(*gain > 0) || !std::isfinite(*gain)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--balance-gain must be a finite number > 0, got ", *gain));
+  }
   auto window = flags.Duration("balance-window", b.window);
   if (!window.ok()) return window.status();
   if (*window < absl::ZeroDuration() || *window > absl::Seconds(1)) {
@@ -142,6 +152,7 @@ absl::Status ParseBalance(const swarm::Flags& flags,
   }
   b.toll_cap = *cap;
   b.congestion = *congestion;
+  b.gain = *gain;
   b.window = *window;
   return absl::OkStatus();
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
 
 namespace swarm::router {
@@ -119,6 +120,34 @@ double JainIndex(absl::Span<const double> x) {
   }
   if (x.empty() || s2 <= 0) return 1.0;
   return s * s / (static_cast<double>(x.size()) * s2);
+}
+
+BlockMask MostCommon(absl::Span<const BlockMask> masks) {
+  std::map<BlockMask, int> count;
+  for (BlockMask m : masks) count[m]++;
+  BlockMask best = 0;
+  int most = 0;
+  for (auto [m, c] : count) {
+    if (c > most) {
+      most = c;
+      best = m;
+    }
+  }
+  return best;
+}
+
+std::vector<int> SkewedStream(absl::Span<const BlockMask> choices, double skew, uint64_t seed,
+                              size_t length) {
+  std::vector<int> stream;
+  if (choices.empty()) return stream;
+  const BlockMask popular = MostCommon(choices);
+  std::vector<double> w;
+  for (BlockMask m : choices) w.push_back(m == popular ? skew : 1.0);
+  std::mt19937_64 rng(seed);
+  std::discrete_distribution<int> draw(w.begin(), w.end());
+  stream.resize(length);
+  for (int& s : stream) s = draw(rng);
+  return stream;
 }
 
 double MaxOverMean(absl::Span<const double> x) {

@@ -67,6 +67,15 @@ double JainIndex(absl::Span<const double> x);
 // max(x) / mean(x); 1 for an empty or all-zero input.
 double MaxOverMean(absl::Span<const double> x);
 
+// The most common mask of `masks` (ties: the lowest mask); 0 for an empty input.
+BlockMask MostCommon(absl::Span<const BlockMask> masks);
+// eval's skewed request stream (swarm eval's toll curve, the balancing tests, balance_bench):
+// `length` draws of indices into `choices` (each prompt's toll-free choice), a prompt whose
+// choice is the most common one `skew` times likelier than any other. Deterministic in `seed`
+// (std::mt19937_64). Empty when `choices` is.
+std::vector<int> SkewedStream(absl::Span<const BlockMask> choices, double skew, uint64_t seed,
+                              size_t length);
+
 struct GameOptions {
   double congestion = 0;  // Cost per request on a block (KL nats).
   // The resource each block loads [N] (ids in 0..N−1; empty = each block its own): requests

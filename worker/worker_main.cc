@@ -81,6 +81,9 @@ swarm::FlagSet WorkerFlags() {
       .Value("stream-arrival-timeout", "DURATION", absl::FormatDuration(d.max_arrival_time),
              "a ForwardStream/ForwardBatchStream request not fully arrived this long after its "
              "first piece is ended with DEADLINE_EXCEEDED and its buffer freed")
+      .Value("emulate-layer-time", "DURATION", "0",
+             "benchmarks and tests: hold each pass this long per layer and row it computed, one "
+             "pass at a time (a device of that speed; the outputs are unchanged); 0 = off")
       .Note("Give either --layers or --blocks with --num-blocks.");
   swarm::rpc::AddServerSecurityFlags(f);
   return f;
@@ -176,12 +179,18 @@ int main(int argc, char** argv) {
   auto memory_budget = flags->Bytes("memory-budget", 0);
   auto block_layers = flags->Int("block-layers");
   auto arrival = flags->Duration("stream-arrival-timeout");
+  auto emulate = flags->Duration("emulate-layer-time");
   for (const absl::Status& s :
        {max_sessions.status(), ttl.status(), lease.status(), drain_grace.status(), budget.status(),
         threads.status(), queued.status(), memory_budget.status(), block_layers.status(),
-        arrival.status()}) {
+        arrival.status(), emulate.status()}) {
     if (!s.ok()) return Fail(s);
   }
+  if (*emulate < absl::ZeroDuration() || *emulate > absl::Seconds(1)) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--emulate-layer-time must be in 0..1s, got ", absl::FormatDuration(*emulate))));
+  }
+  options.emulated_layer_time = *emulate;
   if (*arrival <= absl::ZeroDuration()) {
     return Fail(absl::InvalidArgumentError("--stream-arrival-timeout must be positive"));
   }

@@ -24,6 +24,7 @@
 #include "rpc/status.h"
 #include "rpc/tensor_codec.h"
 #include "swarm/v1/worker.grpc.pb.h"
+#include "worker/emulated_time.h"
 
 namespace swarm::worker {
 
@@ -305,6 +306,8 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     Worker* w = owner_->worker();
     if (w == nullptr) return true;                         // Answered UNAVAILABLE at once.
     if (owner_->resident_host() != nullptr) return false;  // The step may load a block.
+    // An emulated pass sleeps: never on a gRPC thread.
+    if (owner_->options_.emulated_layer_time > absl::ZeroDuration()) return false;
     // Compared as a quotient: positions comes from the caller and may be anything.
     const int64_t weights = std::max<int64_t>(1, w->host().WeightBytes());
     return std::max<int64_t>(positions, 1) <= owner_->options_.max_inline_step_bytes / weights;
@@ -757,6 +760,10 @@ absl::Status WorkerServer::Load() {
     }
   } else {
     host = model::LayerHost::Create(checkpoint_, options_.layers, options_.load);
+  }
+  if (host.ok() && options_.emulated_layer_time > absl::ZeroDuration()) {
+    host = std::unique_ptr<model::LayerHost>(
+        std::make_unique<EmulatedTimeLayerHost>(*std::move(host), options_.emulated_layer_time));
   }
   SessionLimits limits = options_.limits;
   std::string budget_note;

@@ -129,6 +129,9 @@ struct WorkerServerOptions {
   // (the step's deadline above still applies).
   absl::Duration max_arrival_time = absl::Seconds(30);
   absl::Duration reap_interval = absl::Seconds(1);
+  // --emulate-layer-time (worker/emulated_time.h): > 0 holds each pass this long per layer and
+  // row it computed, one pass at a time, and runs every step on the pool. Benchmarks and tests.
+  absl::Duration emulated_layer_time = absl::ZeroDuration();
   WorkerObserver* observer = nullptr;  // Not owned; must outlive the server.
 };
 

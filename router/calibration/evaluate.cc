@@ -406,22 +406,14 @@ absl::StatusOr<EvalReport> Evaluate(const model::Engine& engine, Router& router,
     if (!options.balance || need < 1 || need >= static_cast<int>(free_blocks.size())) continue;
     // Toll curve on a skewed stream.
     std::vector<Candidates> cands(T);
-    std::map<BlockMask, int> natural;
     std::vector<BlockMask> untolled(T);
     for (int p = 0; p < T; ++p) {
       ASSIGN_OR_RETURN(cands[p], router.Score(features[p], k, Scoring::kDefault));
       untolled[p] = ChooseBest(cands[p], {}).mask;
-      natural[untolled[p]]++;
     }
-    BlockMask popular = std::max_element(natural.begin(), natural.end(), [](auto& a, auto& b) {
-                          return a.second < b.second;
-                        })->first;
-    std::vector<double> w(T);
-    for (int p = 0; p < T; ++p) w[p] = untolled[p] == popular ? options.skew : 1.0;
-    std::mt19937_64 rng(DeriveSeed(options.seed, 4, k));
-    std::discrete_distribution<int> draw(w.begin(), w.end());
-    std::vector<int> stream(static_cast<size_t>(options.balance_passes) * T);
-    for (int& s : stream) s = draw(rng);
+    const std::vector<int> stream =
+        SkewedStream(untolled, options.skew, DeriveSeed(options.seed, 4, k),
+                     static_cast<size_t>(options.balance_passes) * T);
     double base_kl = -1;
     const double scale = router.DamageScale(k);
     for (double cap : options.toll_caps) {

@@ -9,8 +9,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <map>
-#include <random>
 #include <thread>
 
 #include "client/client.h"
@@ -119,26 +117,12 @@ Stream MakeStream() {
   EXPECT_EQ(tiny.data.num_prompts, static_cast<int>(tiny.samples.size()));
   for (const router::Sample& x : tiny.samples) s.prompts.push_back(x.prompt);
   std::vector<BlockMask> free(s.prompts.size());
-  std::map<BlockMask, int> count;
   for (size_t p = 0; p < s.prompts.size(); ++p) {
     auto pred = s.router->Predict(s.prompts[p], kTopK);
     EXPECT_TRUE(pred.ok());
     free[p] = BlocksToMask(pred->blocks);
-    count[free[p]]++;
   }
-  BlockMask popular = 0;
-  int most = -1;
-  for (auto [m, c] : count) {
-    if (c > most) {
-      most = c;
-      popular = m;
-    }
-  }
-  std::vector<double> w;
-  for (BlockMask m : free) w.push_back(m == popular ? 4.0 : 1.0);
-  std::mt19937_64 rng(11);
-  std::discrete_distribution<int> draw(w.begin(), w.end());
-  for (size_t i = 0; i < 4 * s.prompts.size(); ++i) s.order.push_back(draw(rng));
+  s.order = router::SkewedStream(free, 4.0, 11, 4 * s.prompts.size());
   return s;
 }
 
