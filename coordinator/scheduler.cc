@@ -8,8 +8,10 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "common/layer_set.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
@@ -283,6 +285,19 @@ Scheduler::~Scheduler() {
     while (batches_in_flight_ > 0) batches_cv_.Wait(&mu_);
   }
   runners_.reset();
+  // What keeping the replay history cost (docs/benchmarks.md, "Fail-over"): the time its appends
+  // took against the time the micro-batches took, both on the runner threads.
+  if (history_appends_.load() > 0) {
+    const double append_s = 1e-9 * static_cast<double>(history_append_ns_.load());
+    const double step_s = 1e-9 * static_cast<double>(step_ns_.load());
+    LogLine(kLog, absl::StrFormat("replay history: %d appends (%d bytes) took %.6f s, %.3f us "
+                                  "each; %d micro-batches took %.3f s; appends / micro-batches "
+                                  "= %.5f%%",
+                                  history_appends_.load(), history_append_bytes_.load(), append_s,
+                                  1e6 * append_s / static_cast<double>(history_appends_.load()),
+                                  micro_batches_.load(), step_s,
+                                  step_s > 0 ? 100 * append_s / step_s : 0.0));
+  }
 }
 
 int Scheduler::running() const {
@@ -641,7 +656,12 @@ void Scheduler::Loop() {
 void Scheduler::RunMicroBatch(std::shared_ptr<MicroBatch> batch) {
   // The runner carries on with the next micro-batch it can compose as it ends one, so that a
   // step's successor starts without waiting for the loop thread to wake up.
-  while (batch != nullptr) batch = RunStep(*batch);
+  while (batch != nullptr) {
+    const int64_t began = absl::GetCurrentTimeNanos();
+    batch = RunStep(*batch);
+    step_ns_.fetch_add(absl::GetCurrentTimeNanos() - began);
+    micro_batches_.fetch_add(1);
+  }
 }
 
 std::shared_ptr<Scheduler::MicroBatch> Scheduler::RunStep(MicroBatch& batch) {
@@ -1212,6 +1232,7 @@ std::vector<ReplayGroup> ReplayGroups(absl::Span<const std::pair<int64_t, int64_
 absl::Duration Scheduler::StepDeadline() const { return step_deadlines_.Deadline(); }
 
 void Scheduler::Record(Request& r, int segment, int hop, const HostTensor& in) {
+  const int64_t began = absl::GetCurrentTimeNanos();
   absl::MutexLock lock(&r.state_mu);
   if (r.closed) return;
   Request::HopHistory& h = r.history[segment][hop];
@@ -1241,6 +1262,9 @@ void Scheduler::Record(Request& r, int segment, int hop, const HostTensor& in) {
   }
   r.history_bytes += add;
   observer_->OnReplayHistory(replay_bytes_.fetch_add(add) + add);
+  history_appends_.fetch_add(1);
+  history_append_bytes_.fetch_add(add);
+  history_append_ns_.fetch_add(absl::GetCurrentTimeNanos() - began);
 }
 
 absl::StatusOr<HostTensor> Scheduler::ForwardOn(Request& r, int worker,

@@ -242,6 +242,10 @@ class Scheduler {
   uint64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
 
   std::atomic<int64_t> replay_bytes_{0};  // Every request's replay history.
+  // The cost of keeping it, logged when the scheduler ends: its appends (count, bytes, time) and
+  // the micro-batches' time (count, time).
+  std::atomic<int64_t> history_appends_{0}, history_append_bytes_{0}, history_append_ns_{0};
+  std::atomic<int64_t> micro_batches_{0}, step_ns_{0};
   std::atomic<bool> shutting_down_{false};
 
   std::unique_ptr<ThreadPool> runners_;  // The micro-batches in flight.
