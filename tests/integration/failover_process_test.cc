@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -337,11 +338,17 @@ TEST(FailoverProcessTest, WorkerRestartedOnItsAddressWithoutReplica) {
   const std::vector<StreamRun> reference = RunStreams(*c.client, requests);
   for (const StreamRun& r : reference) ASSERT_TRUE(r.result.ok()) << r.result.status();
   for (int victim : {1, 0}) {
+    // Killed once both streams are under way (not after a fixed delay a quiet machine's streams
+    // can outlast).
+    std::atomic<int> tokens{0};
     std::thread killer([&] {
-      absl::SleepFor(absl::Milliseconds(300));
+      const absl::Time until = absl::Now() + absl::Seconds(30);
+      while (tokens.load() < static_cast<int>(requests.size()) * 8 && absl::Now() < until) {
+        absl::SleepFor(absl::Milliseconds(1));
+      }
       EXPECT_TRUE(c.workers[victim]->Restart(absl::Milliseconds(500)));
     });
-    const std::vector<StreamRun> runs = RunStreams(*c.client, requests);
+    const std::vector<StreamRun> runs = RunStreams(*c.client, requests, &tokens);
     killer.join();
     for (size_t i = 0; i < runs.size(); ++i) {
       ASSERT_TRUE(runs[i].result.ok()) << runs[i].result.status() << ReadFile(c.coordinator_log);
@@ -494,11 +501,17 @@ TEST_P(ReplayPathTest, KilledReplicaIsReplayedIdentically) {
   for (int i = 0; i < 6; ++i) requests.push_back(StreamRequest(i, 150));
   const std::vector<StreamRun> reference = RunStreams(*c.client, requests);
   for (const StreamRun& r : reference) ASSERT_TRUE(r.result.ok()) << r.result.status();
+  // Killed once every stream is under way, long before any ends (a fixed 400 ms outlasted the
+  // streams on a quiet machine: 150 tokens in 360 ms, no fail-over to check).
+  std::atomic<int> tokens{0};
   std::thread killer([&] {
-    absl::SleepFor(absl::Milliseconds(400));
+    const absl::Time until = absl::Now() + absl::Seconds(30);
+    while (tokens.load() < static_cast<int>(requests.size()) * 8 && absl::Now() < until) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
     EXPECT_TRUE(c.workers[1]->Restart());
   });
-  const std::vector<StreamRun> runs = RunStreams(*c.client, requests);
+  const std::vector<StreamRun> runs = RunStreams(*c.client, requests, &tokens);
   killer.join();
   for (size_t i = 0; i < runs.size(); ++i) {
     ASSERT_TRUE(runs[i].result.ok()) << runs[i].result.status() << ReadFile(c.coordinator_log);
