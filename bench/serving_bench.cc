@@ -16,8 +16,9 @@
 // afterwards: 110m = 12 layers, d = 768, 12 heads, I = 2048, vocab 32000, tied embeddings, f32
 // (≈110M parameters); d2048 = 8 layers, d = 2048, GQA 16/4, I = 5632, vocab 32000, f32.
 // --pin runs worker i under `taskset -c i` with `--threads 1` (one core and one thread each: a
-// two-stage pipeline on two cores). --coordinator-args are passed to swarm-coordinator as they are
-// (split on spaces), e.g. the scheduler's batch limits once it has them.
+// two-stage pipeline on two cores) and gives the coordinator `--max-micro-batches W`.
+// --coordinator-args are passed to swarm-coordinator as they are (split on spaces), e.g. the
+// scheduler's batch limits once it has them.
 //
 // Every stream runs --requests-per-stream requests one after another, each its own prompt of
 // --prompt-tokens random ids, --decode-tokens generated without stopping at EOS, greedy. Aggregate
@@ -338,6 +339,13 @@ int main(int argc, char** argv) {
     std::vector<std::string> argv = {
         SelfDir() + "/swarm-coordinator", "--model",  f.model_dir,  "--workers",
         absl::StrJoin(addresses, ","),    "--listen", "127.0.0.1:0"};
+    // Pinned workers have cores of their own: the pipeline's depth is one micro-batch per worker
+    // (the coordinator's default counts machines, and these share one), unless the args say.
+    if (f.pin && std::find(f.coordinator_args.begin(), f.coordinator_args.end(),
+                           "--max-micro-batches") == f.coordinator_args.end()) {
+      argv.push_back("--max-micro-batches");
+      argv.push_back(absl::StrCat(f.workers));
+    }
     argv.insert(argv.end(), f.coordinator_args.begin(), f.coordinator_args.end());
     argv.insert(argv.end(), extra.begin(), extra.end());
     const std::string address = SpawnAndWait(child, argv, "listening on ");

@@ -1,5 +1,9 @@
 #include "common/compute_team.h"
 
+#ifdef __linux__
+#include <sched.h>
+#endif
+
 #include <chrono>
 #include <cstdlib>
 
@@ -16,6 +20,21 @@ namespace {
 // How long a member spins for the next Run before it sleeps: longer than the gaps between the
 // loops of one decode step (microseconds), short enough not to hold a shared core between steps.
 constexpr std::chrono::microseconds kSpin{200};
+
+// The CPUs this process may run on: its affinity mask (`taskset`, a cpuset), else every
+// hardware thread. A team larger than that would spin its members against each other on the
+// same cores.
+int UsableCpus() {
+#ifdef __linux__
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n >= 1) return n;
+  }
+#endif
+  return static_cast<int>(std::thread::hardware_concurrency());
+}
 
 }  // namespace
 
@@ -96,7 +115,7 @@ std::shared_ptr<ComputeTeam> SharedComputeTeam() {
   absl::MutexLock lock(&mu);
   std::shared_ptr<ComputeTeam> team = current->lock();
   if (team == nullptr) {
-    int n = static_cast<int>(std::thread::hardware_concurrency());
+    int n = UsableCpus();
     if (const char* env = std::getenv("SWARM_CPU_THREADS")) {
       const int v = std::atoi(env);
       if (v >= 1 && v <= 1024) n = v;

@@ -67,7 +67,8 @@ class ComputeTeam {
 
 // The process's team, shared by whoever holds it (LayerHost, ModelEnds; a product called without
 // a team holds it for the call): created when nobody holds one, with SWARM_CPU_THREADS members
-// when that variable is set (1..1024), else one per hardware thread; destroyed (its threads
+// when that variable is set (1..1024), else one per CPU the process may run on (its affinity
+// mask: a worker under `taskset -c 0` gets a team of 1); destroyed (its threads
 // joined) when the last holder lets go.
 std::shared_ptr<ComputeTeam> SharedComputeTeam();
 

@@ -75,7 +75,7 @@ swarm::FlagSet CoordinatorFlags() {
       .Value("max-waiting-requests", "N", absl::StrCat(d.max_waiting_requests),
              "requests waiting for the batch before new ones are refused")
       .Value("max-micro-batches", "N", absl::StrCat(d.max_micro_batches),
-             "micro-batches in flight (the pipeline's depth); 0 = one per worker")
+             "micro-batches in flight (the pipeline's depth); 0 = one per worker machine")
       .Value("http-listen", "HOST:PORT", "", "serve the OpenAI-compatible HTTP API here")
       .Value("served-model-name", "NAME", "",
              "the model name the HTTP API reports and accepts (default: the model directory's "

@@ -183,7 +183,7 @@ struct PipelineOptions {
   int max_queued_hops = 64;
   // The scheduler (scheduler.h): rows and sequences per micro-batch (max_batch_sequences also
   // caps the requests running at once), requests waiting for admission (beyond:
-  // RESOURCE_EXHAUSTED), micro-batches in flight (0 = the number of workers).
+  // RESOURCE_EXHAUSTED), micro-batches in flight (0 = DefaultMicroBatches in scheduler.h).
   model::BatchLimits limits;
   int max_waiting_requests = 64;
   int max_micro_batches = 0;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "common/host_port.h"
 #include "common/layer_set.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
@@ -254,13 +255,23 @@ struct Scheduler::MicroBatch {
   std::vector<Entry> entries;
 };
 
+int DefaultMicroBatches(const WorkerSet& workers) {
+  absl::flat_hash_set<std::string> hosts;
+  for (int w = 0; w < workers.size(); ++w) {
+    absl::StatusOr<HostPort> hp = ParseHostPort(workers.address(w));
+    // An address that is not host:port (a gRPC target URI) counts as a machine of its own.
+    hosts.insert(hp.ok() ? hp->host : workers.address(w));
+  }
+  return std::max<int>(static_cast<int>(hosts.size()), 1);
+}
+
 Scheduler::Scheduler(const CoordinatorModel* model, WorkerSet* workers, SchedulerOptions options)
     : model_(model),
       workers_(workers),
       options_(std::move(options)),
       observer_(options_.observer != nullptr ? options_.observer : &default_observer_),
       max_micro_batches_(std::min(options_.max_micro_batches > 0 ? options_.max_micro_batches
-                                                                 : std::max(workers->size(), 1),
+                                                                 : DefaultMicroBatches(*workers),
                                   kMaxMicroBatches)),
       batch_calls_(std::make_unique<Calls>(workers)),
       stage_mu_(new absl::Mutex[std::max(workers->size(), 1)]),

@@ -18,10 +18,10 @@
 // request alone: it fails over (below) when the failure is one a new session mends (the worker
 // or the session gone, a missed deadline), and fails otherwise.
 //
-// Full pipeline: up to max_micro_batches micro-batches are in flight at once (default: the number
-// of workers), each worker computing one of them at a time, so stage 2 computes micro-batch 1
-// while stage 1 computes micro-batch 2; a request is in at most one micro-batch at a time. With
-// one request this is exactly the one-request loop of before.
+// Full pipeline: up to max_micro_batches micro-batches are in flight at once (default: one per
+// machine among the workers, DefaultMicroBatches), each worker computing one of them at a time,
+// so stage 2 computes micro-batch 1 while stage 1 computes micro-batch 2; a request is in at most
+// one micro-batch at a time. With one request this is exactly the one-request loop of before.
 //
 // Fail-over (lose no request): every request keeps, per hop of its plan, the hop's input hidden
 // states of every step so far (its replay history, bounded by replay_budget_bytes over all
@@ -103,11 +103,18 @@ struct ExecutionPlan {
 // separated by " | " (parallel) or " ; " (sequential), a weight other than 1 follows as " x0.5".
 std::string DescribePlan(const WorkerSet& workers, const ExecutionPlan& plan);
 
+// The pipeline's depth when none is given: the number of machines among the workers (distinct
+// hosts of their addresses; an address that is not host:port counts as one machine), at least 1.
+// Workers on one machine share its cores and memory bandwidth: two micro-batches there compute at
+// the same time on the same cores, each reading all the weights, so splitting the batch only
+// loses (measured in docs/benchmarks.md); workers on different machines overlap.
+int DefaultMicroBatches(const WorkerSet& workers);
+
 struct SchedulerOptions {
   model::BatchLimits limits;      // Per micro-batch: rows and sequences.
   int max_waiting_requests = 64;  // Requests waiting for admission; beyond: RESOURCE_EXHAUSTED.
-  // Micro-batches in flight at once (one runner thread each; at most 64); 0 = the number of
-  // workers.
+  // Micro-batches in flight at once (one runner thread each; at most 64); 0 =
+  // DefaultMicroBatches.
   int max_micro_batches = 0;
   absl::Duration step_timeout = absl::Seconds(60);     // One Forward / ForwardBatch.
   absl::Duration control_timeout = absl::Seconds(5);   // Open/CloseSession.

@@ -462,7 +462,11 @@ TEST_F(SchedulerTest, ATinyTokenBudgetChunksPrefillsAndKeepsTheIds) {
 }
 
 TEST_F(SchedulerTest, WithTwoWorkersBothComputeAtOnce) {
-  Build({{0, 1, 2}, {3, 4}});
+  // Both workers are on this machine, where the default depth is 1 (DefaultMicroBatches): ask for
+  // the two-stage pipeline, as for workers pinned to cores of their own.
+  PipelineOptions po;
+  po.max_micro_batches = 2;
+  Build({{0, 1, 2}, {3, 4}}, po);
   EXPECT_EQ(pipeline_->waiting_requests(), 0);
   std::vector<GenerationRequest> requests;
   for (int i = 0; i < 4; ++i) {
@@ -477,6 +481,21 @@ TEST_F(SchedulerTest, WithTwoWorkersBothComputeAtOnce) {
   }
   EXPECT_TRUE(observer_.Overlapped(0, 1)) << "stage 1 and stage 2 never computed at once";
   EXPECT_EQ(Sessions(), 0);
+}
+
+// The default pipeline depth counts machines, not workers: co-located workers share cores.
+TEST(DefaultMicroBatchesTest, OnePerDistinctWorkerHost) {
+  auto depth = [](const std::vector<std::string>& addresses) {
+    WorkerSet set(addresses, "fingerprint", 4);
+    return DefaultMicroBatches(set);
+  };
+  EXPECT_EQ(depth({"127.0.0.1:7001", "127.0.0.1:7002"}), 1);
+  EXPECT_EQ(depth({"10.0.0.1:7001", "10.0.0.2:7001"}), 2);
+  EXPECT_EQ(depth({"10.0.0.1:7001", "10.0.0.2:7001", "10.0.0.1:7002", "[::1]:7003"}), 3);
+  EXPECT_EQ(depth({"worker-0.swarm:7001", "worker-1.swarm:7001", "worker-2.swarm:7001"}), 3);
+  // A target that is not host:port is a machine of its own.
+  EXPECT_EQ(depth({"dns:///workers", "127.0.0.1:7001"}), 2);
+  EXPECT_EQ(depth({}), 1);
 }
 
 }  // namespace
