@@ -10,6 +10,7 @@
 //                 [--decode-tokens 32] [--prompt-tokens 16] [--requests-per-stream 1]
 //                 [--workers 2] [--pin] [--in-process-streams 8]
 //                 [--coordinator-args "--max-batch-tokens 512 ..."]
+//                 [--ab-args "--replay-budget 0" --ab-rounds 20]
 //
 // --synth writes a synthetic Llama into a temporary directory (tools/synth.h) and removes it
 // afterwards: 110m = 12 layers, d = 768, 12 heads, I = 2048, vocab 32000, tied embeddings, f32
@@ -26,6 +27,14 @@
 // tokens g after the previous one counts k gaps of g/k (the coordinator coalesces tokens decoded
 // within 5 ms). The server is warmed up with one request first. Works against any coordinator:
 // one that serves each worker one request at a time (the before) or the batching scheduler.
+//
+// A/B mode (--ab-rounds N > 0): a second coordinator B, with --coordinator-args and then --ab-args,
+// over the same workers; for each stream count, N pairs of rounds, one through A and one through
+// B (the order alternating between pairs: AB, BA, AB, ...), every round as a sweep point above.
+// Prints each pair's A/B ratio of tokens/s and their median and quartiles: a difference between A
+// and B of a few per cent stays measurable on a shared machine, whose load drifts over seconds
+// and hits both rounds of a pair alike (e.g. the cost of fail-over's replay history: A keeps it,
+// B with --replay-budget 0 keeps none). No sweep table then.
 #include <unistd.h>
 
 #include <algorithm>
@@ -70,6 +79,8 @@ struct Flags {
   bool pin = false;
   int64_t in_process_streams = 8;
   std::vector<std::string> coordinator_args;
+  std::vector<std::string> ab_args;
+  int64_t ab_rounds = 0;
 };
 
 bool ParseFlags(int argc, char** argv, Flags* f) {
@@ -110,6 +121,10 @@ bool ParseFlags(int argc, char** argv, Flags* f) {
       ok = absl::SimpleAtoi(value, &f->in_process_streams) && f->in_process_streams >= 0;
     } else if (flag == "--coordinator-args") {
       f->coordinator_args = absl::StrSplit(value, ' ', absl::SkipEmpty());
+    } else if (flag == "--ab-args") {
+      f->ab_args = absl::StrSplit(value, ' ', absl::SkipEmpty());
+    } else if (flag == "--ab-rounds") {
+      ok = absl::SimpleAtoi(value, &f->ab_rounds) && f->ab_rounds >= 0 && f->ab_rounds <= 10000;
     } else {
       ok = false;
     }
@@ -317,31 +332,92 @@ int main(int argc, char** argv) {
     if (address.empty()) return fail(absl::StrCat("worker ", w, " did not start"));
     addresses.push_back(address);
   }
-  Child coordinator;
-  std::vector<std::string> coordinator_argv = {
-      SelfDir() + "/swarm-coordinator", "--model",  f.model_dir,  "--workers",
-      absl::StrJoin(addresses, ","),    "--listen", "127.0.0.1:0"};
-  // Pinned workers have cores of their own: the pipeline's depth is one micro-batch per worker
-  // (the coordinator's default counts machines, and these share one), unless the args say.
-  if (f.pin && std::find(f.coordinator_args.begin(), f.coordinator_args.end(),
-                         "--max-micro-batches") == f.coordinator_args.end()) {
-    coordinator_argv.push_back("--max-micro-batches");
-    coordinator_argv.push_back(absl::StrCat(f.workers));
-  }
-  coordinator_argv.insert(coordinator_argv.end(), f.coordinator_args.begin(),
-                          f.coordinator_args.end());
-  const std::string address = SpawnAndWait(&coordinator, coordinator_argv, "listening on ");
-  if (address.empty()) return fail("the coordinator did not start");
-  {
+  // A coordinator over the workers with `extra` after --coordinator-args, serving and warmed up
+  // (one request: first-call costs in every process); its address, "" when it failed (`why`).
+  auto start_coordinator = [&](Child* child, const std::vector<std::string>& extra,
+                               std::string* why) -> std::string {
+    std::vector<std::string> argv = {
+        SelfDir() + "/swarm-coordinator", "--model",  f.model_dir,  "--workers",
+        absl::StrJoin(addresses, ","),    "--listen", "127.0.0.1:0"};
+    // Pinned workers have cores of their own: the pipeline's depth is one micro-batch per worker
+    // (the coordinator's default counts machines, and these share one), unless the args say.
+    if (f.pin && std::find(f.coordinator_args.begin(), f.coordinator_args.end(),
+                           "--max-micro-batches") == f.coordinator_args.end()) {
+      argv.push_back("--max-micro-batches");
+      argv.push_back(absl::StrCat(f.workers));
+    }
+    argv.insert(argv.end(), f.coordinator_args.begin(), f.coordinator_args.end());
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    const std::string address = SpawnAndWait(child, argv, "listening on ");
+    if (address.empty()) {
+      *why = "the coordinator did not start";
+      return "";
+    }
     auto client = swarm::Client::Connect(address);
-    if (!client.ok()) return fail(client.status().ToString());
+    if (!client.ok()) {
+      *why = client.status().ToString();
+      return "";
+    }
     absl::Status serving = (*client)->WaitUntilServing(absl::Minutes(5));
-    if (!serving.ok()) return fail(serving.ToString());
+    if (!serving.ok()) {
+      *why = serving.ToString();
+      return "";
+    }
+    std::fprintf(stderr, "serving_bench: cluster serving at %s\n", address.c_str());
+    Point warm = RunStreams(address, 1, f, config.vocab_size);
+    if (warm.failed > 0) {
+      *why = "warm-up: " + warm.first_error;
+      return "";
+    }
+    return address;
+  };
+  Child coordinator;
+  std::string why;
+  const std::string address = start_coordinator(&coordinator, {}, &why);
+  if (address.empty()) return fail(why);
+
+  if (f.ab_rounds > 0) {
+    Child coordinator_b;
+    const std::string address_b = start_coordinator(&coordinator_b, f.ab_args, &why);
+    if (address_b.empty()) return fail(why);
+    std::printf(
+        "model: %s (%lld layers, hidden %lld); coordinator + %lld workers; A: %s; B: A + %s\n",
+        synth_dir.empty() ? f.model_dir.c_str() : ("synthetic " + f.synth).c_str(),
+        static_cast<long long>(layers), static_cast<long long>(config.hidden_size),
+        static_cast<long long>(f.workers),
+        f.coordinator_args.empty() ? "(no args)" : absl::StrJoin(f.coordinator_args, " ").c_str(),
+        absl::StrJoin(f.ab_args, " ").c_str());
+    for (int n : f.streams) {
+      std::vector<double> ratios;
+      double sum_a = 0, sum_b = 0;
+      int failed = 0;
+      for (int64_t k = 0; k < f.ab_rounds; ++k) {
+        Point a, b;
+        if (k % 2 == 0) {
+          a = RunStreams(address, n, f, config.vocab_size);
+          b = RunStreams(address_b, n, f, config.vocab_size);
+        } else {
+          b = RunStreams(address_b, n, f, config.vocab_size);
+          a = RunStreams(address, n, f, config.vocab_size);
+        }
+        failed += a.failed + b.failed;
+        sum_a += a.tokens_per_s;
+        sum_b += b.tokens_per_s;
+        if (b.tokens_per_s > 0) ratios.push_back(a.tokens_per_s / b.tokens_per_s);
+        std::fprintf(stderr, "serving_bench: A/B %d streams pair %lld: %.1f / %.1f tokens/s\n", n,
+                     static_cast<long long>(k), a.tokens_per_s, b.tokens_per_s);
+      }
+      std::printf(
+          "%d streams x %lld tokens, %lld pairs: A %.1f, B %.1f tokens/s (means); A/B per pair: "
+          "median %.4f, quartiles %.4f .. %.4f, min %.4f, max %.4f; %d failed\n",
+          n, static_cast<long long>(f.decode_tokens), static_cast<long long>(f.ab_rounds),
+          sum_a / f.ab_rounds, sum_b / f.ab_rounds, Percentile(ratios, 0.5),
+          Percentile(ratios, 0.25), Percentile(ratios, 0.75), Percentile(ratios, 0.0),
+          Percentile(ratios, 1.0), failed);
+    }
+    cleanup();
+    return 0;
   }
-  std::fprintf(stderr, "serving_bench: cluster serving at %s\n", address.c_str());
-  // Warm-up: one request (first-call costs in every process).
-  Point warm = RunStreams(address, 1, f, config.vocab_size);
-  if (warm.failed > 0) return fail("warm-up: " + warm.first_error);
 
   std::vector<Point> points;
   for (int n : f.streams) {

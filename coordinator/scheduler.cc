@@ -8,8 +8,10 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "common/host_port.h"
 #include "common/layer_set.h"
 #include "common/logging.h"
@@ -30,10 +32,8 @@ namespace swarm::coordinator {
 namespace {
 
 constexpr char kLog[] = "swarm-coordinator";
-constexpr int kMaxMicroBatches = 64;       // One runner thread each.
-constexpr size_t kLatencyWindow = 256;     // Step latencies StepDeadline looks at.
-constexpr size_t kMinLatencySamples = 16;  // Fewer: step_timeout.
-constexpr size_t kMaxFaults = 3;           // Failures a give-up message names.
+constexpr int kMaxMicroBatches = 64;  // One runner thread each.
+constexpr size_t kMaxFaults = 3;      // Failures a give-up message names.
 
 // A failure a fail-over can mend: the worker or its session is gone, or it missed the deadline.
 bool Retryable(const absl::Status& s) {
@@ -275,7 +275,8 @@ Scheduler::Scheduler(const CoordinatorModel* model, WorkerSet* workers, Schedule
                                   kMaxMicroBatches)),
       batch_calls_(std::make_unique<Calls>(workers)),
       stage_mu_(new absl::Mutex[std::max(workers->size(), 1)]),
-      no_batch_(new std::atomic<bool>[std::max(workers->size(), 1)]) {
+      no_batch_(new std::atomic<bool>[std::max(workers->size(), 1)]),
+      step_deadlines_(options_.failover, options_.step_timeout) {
   for (int w = 0; w < workers->size(); ++w) no_batch_[w].store(false);
   runners_ = std::make_unique<ThreadPool>(max_micro_batches_, max_micro_batches_);
   loop_ = std::thread([this] { Loop(); });
@@ -295,6 +296,19 @@ Scheduler::~Scheduler() {
     while (batches_in_flight_ > 0) batches_cv_.Wait(&mu_);
   }
   runners_.reset();
+  // What keeping the replay history cost (docs/benchmarks.md, "Fail-over"): the time its appends
+  // took against the time the micro-batches took, both on the runner threads.
+  if (history_appends_.load() > 0) {
+    const double append_s = 1e-9 * static_cast<double>(history_append_ns_.load());
+    const double step_s = 1e-9 * static_cast<double>(step_ns_.load());
+    LogLine(kLog, absl::StrFormat("replay history: %d appends (%d bytes) took %.6f s, %.3f us "
+                                  "each; %d micro-batches took %.3f s; appends / micro-batches "
+                                  "= %.5f%%",
+                                  history_appends_.load(), history_append_bytes_.load(), append_s,
+                                  1e6 * append_s / static_cast<double>(history_appends_.load()),
+                                  micro_batches_.load(), step_s,
+                                  step_s > 0 ? 100 * append_s / step_s : 0.0));
+  }
 }
 
 int Scheduler::running() const {
@@ -653,7 +667,12 @@ void Scheduler::Loop() {
 void Scheduler::RunMicroBatch(std::shared_ptr<MicroBatch> batch) {
   // The runner carries on with the next micro-batch it can compose as it ends one, so that a
   // step's successor starts without waiting for the loop thread to wake up.
-  while (batch != nullptr) batch = RunStep(*batch);
+  while (batch != nullptr) {
+    const int64_t began = absl::GetCurrentTimeNanos();
+    batch = RunStep(*batch);
+    step_ns_.fetch_add(absl::GetCurrentTimeNanos() - began);
+    micro_batches_.fetch_add(1);
+  }
 }
 
 std::shared_ptr<Scheduler::MicroBatch> Scheduler::RunStep(MicroBatch& batch) {
@@ -1071,7 +1090,7 @@ void Scheduler::RunHops(MicroBatch& batch) {
         } else if (!s.ok()) {
           g.out.assign(items.size(), s);
         } else {
-          NoteStepLatency(absl::Now() - start);
+          step_deadlines_.Note(absl::Now() - start);
         }
       }
       if (no_batch_[g.worker].load()) {
@@ -1192,35 +1211,39 @@ void Scheduler::RunHops(MicroBatch& batch) {
   }
 }
 
-absl::Duration Scheduler::StepDeadline() const {
-  absl::MutexLock lock(&latency_mu_);
-  if (latencies_.size() < kMinLatencySamples || options_.failover.step_deadline_factor <= 0) {
-    return options_.step_timeout;
+std::vector<ReplayGroup> ReplayGroups(absl::Span<const std::pair<int64_t, int64_t>> steps,
+                                      absl::Span<const int> done, int64_t max_rows) {
+  // The hops step i goes to: those with done[j] > i.
+  auto same_hops = [&](size_t a, size_t b) {
+    return std::all_of(done.begin(), done.end(), [&](int d) {
+      return (d > static_cast<int64_t>(a)) == (d > static_cast<int64_t>(b));
+    });
+  };
+  std::vector<ReplayGroup> groups;
+  for (size_t i = 0; i < steps.size();) {
+    ReplayGroup g{static_cast<int>(i), 1, steps[i].first, steps[i].second};
+    size_t e = i + 1;
+    if (g.rows <= max_rows) {
+      for (; e < steps.size(); ++e) {
+        const auto [start, rows] = steps[e];
+        if (rows > max_rows || g.rows + rows > max_rows || start != g.start + g.rows ||
+            !same_hops(i, e)) {
+          break;
+        }
+        g.rows += rows;
+        ++g.steps;
+      }
+    }
+    groups.push_back(g);
+    i = e;
   }
-  return std::min(options_.step_timeout,
-                  std::max(options_.failover.step_deadline_min,
-                           absl::Seconds(options_.failover.step_deadline_factor * latency_p99_)));
+  return groups;
 }
 
-void Scheduler::NoteStepLatency(absl::Duration d) {
-  absl::MutexLock lock(&latency_mu_);
-  const double seconds = absl::ToDoubleSeconds(d);
-  if (latencies_.size() < kLatencyWindow) {
-    latencies_.push_back(seconds);
-  } else {
-    latencies_[latency_next_ % kLatencyWindow] = seconds;
-  }
-  ++latency_next_;
-  // The p99 of the window, recomputed every few samples (it moves slowly).
-  if (latencies_.size() <= kMinLatencySamples || latency_next_ % 16 == 0) {
-    std::vector<double> v = latencies_;
-    const size_t at = std::min(v.size() - 1, v.size() * 99 / 100);
-    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(at), v.end());
-    latency_p99_ = v[at];
-  }
-}
+absl::Duration Scheduler::StepDeadline() const { return step_deadlines_.Deadline(); }
 
 void Scheduler::Record(Request& r, int segment, int hop, const HostTensor& in) {
+  const int64_t began = absl::GetCurrentTimeNanos();
   absl::MutexLock lock(&r.state_mu);
   if (r.closed) return;
   Request::HopHistory& h = r.history[segment][hop];
@@ -1250,6 +1273,9 @@ void Scheduler::Record(Request& r, int segment, int hop, const HostTensor& in) {
   }
   r.history_bytes += add;
   observer_->OnReplayHistory(replay_bytes_.fetch_add(add) + add);
+  history_appends_.fetch_add(1);
+  history_append_bytes_.fetch_add(add);
+  history_append_ns_.fetch_add(absl::GetCurrentTimeNanos() - began);
 }
 
 absl::StatusOr<HostTensor> Scheduler::ForwardOn(Request& r, int worker,
@@ -1320,9 +1346,14 @@ absl::Status Scheduler::FailOver(Request& r, int segment, int worker, const absl
                          absl::FormatDuration(give_up - began), " (--failover-wait) after ", from,
                          " failed: ", failure.ToString()));
       }
-      workers_->Probe(worker, std::min(options_.control_timeout, absl::Seconds(1)));
-      // Every 250 ms at most per waiting request: no storm of probes at a dead address.
-      if (!workers_->usable(worker)) absl::SleepFor(absl::Milliseconds(250));
+      // The failed worker and every other host of the layers that is down (a replica may have
+      // come back since the monitor's last poll), every 250 ms at most per waiting request: no
+      // storm of probes at a dead address.
+      const absl::Time probed = absl::Now();
+      workers_->ProbeHosts(layers, std::min(options_.control_timeout, absl::Seconds(1)));
+      if (workers_->PickReplica(layers) < 0) {
+        absl::SleepFor(absl::Milliseconds(250) - (absl::Now() - probed));
+      }
     }
     // The session there: the request's own when it already has one for this segment.
     Request::Session* existing = target != worker ? r.SessionFor(segment, target) : nullptr;
@@ -1460,10 +1491,25 @@ absl::Status Scheduler::Replay(Request& r, int segment, const std::vector<int>& 
       }
     }
   }
-  int64_t row = 0;  // The history's first row of step i.
+  // Consecutive short steps go as one (ReplayGroups): each worker the replay calls computes a
+  // step of up to its invariant_rows rows row by row with the bits of one-row steps (worker.proto
+  // InfoResponse), on f32 or bf16 hidden states.
+  int64_t merge_rows = workers_->invariant_rows(worker);
+  for (const Temp& t : temps) merge_rows = std::min(merge_rows, workers_->invariant_rows(t.worker));
+  if (merge_rows > 1 && !ids.empty()) {
+    absl::StatusOr<HostTensor> probe = ends.Embed(absl::MakeConstSpan(ids).subspan(0, 1), 0);
+    if (!probe.ok() || (probe->dtype != DType::kF32 && probe->dtype != DType::kBF16)) {
+      merge_rows = 0;
+    }
+  }
+  const std::vector<ReplayGroup> groups =
+      ReplayGroups(absl::MakeConstSpan(steps).subspan(0, max_done), done, merge_rows);
+  int64_t row = 0;  // The history's first row of the group.
   absl::Status status;
-  for (int i = 0; i < max_done && status.ok(); ++i) {
-    const auto [start, rows] = steps[i];
+  for (size_t gi = 0; gi < groups.size() && status.ok(); ++gi) {
+    const int i = groups[gi].first_step;
+    const int64_t start = groups[gi].start;
+    const int64_t rows = groups[gi].rows;
     if (r.abandoned.load()) {
       status = absl::CancelledError("the request ended");
       break;

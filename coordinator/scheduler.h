@@ -29,12 +29,14 @@
 // fails (UNAVAILABLE, a missed step deadline, an unknown session, ...) or its worker is marked
 // down or draining, the request's session there moves: to the least loaded other usable worker
 // hosting those layers, or else to the same address once it answers again (up to
-// failover_wait); a session opens there and the hop's steps so far are replayed into it with their
-// original boundaries (so the rebuilt KV cache holds the same bits), each step's input from the
-// history or, once the request's history was dropped for the budget, recomputed from the token
-// ids through temporary sessions on the healthy hops before it. Then the current step is sent
-// again and the request carries on; each sequence of a failed micro-batch fails over on its own.
-// A request fails over at most failover_attempts times without a step completing in between;
+// failover_wait); a session opens there and the hop's steps so far are replayed into it so that the
+// rebuilt KV cache holds the same bits: prefill chunks with their original boundaries,
+// consecutive short steps (decode tokens) as one step of up to the worker's invariant_rows rows
+// (worker.proto; a worker that promises none gets each step as it was; ReplayGroups), each step's
+// input from the history or, once the request's history was dropped for the budget, recomputed from
+// the token ids through temporary sessions on the healthy hops before it. Then the current step is
+// sent again and the request carries on; each sequence of a failed micro-batch fails over on its
+// own. A request fails over at most failover_attempts times without a step completing in between;
 // then it fails UNAVAILABLE naming the layers and the workers at fault. Step deadlines follow the
 // observed step latency (max(step_deadline_factor × the recent p99, step_deadline_min), at most
 // step_timeout): a worker that misses one is marked unreachable (the monitor probes it) and
@@ -54,6 +56,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -61,9 +64,11 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "coordinator/coordinator_model.h"
 #include "coordinator/coordinator_observer.h"
 #include "coordinator/failover_options.h"
+#include "coordinator/step_deadline.h"
 #include "coordinator/worker_plan.h"
 #include "model/generate.h"
 
@@ -132,6 +137,22 @@ struct ScheduledRequest {
   absl::Time deadline = absl::InfiniteFuture();
   bool prefetch = false;  // Send each worker of the plan a Prefetch hint first (sparse mode).
 };
+
+// One step of a fail-over's replay: steps [first_step, first_step + steps) of the request's
+// history sent as one, positions [start, start + rows).
+struct ReplayGroup {
+  int first_step = 0;
+  int steps = 0;
+  int64_t start = 0;
+  int64_t rows = 0;
+};
+// The replay of `steps` ((start, rows) of each step so far, in order) into hops that took
+// done[j] of them each (step i is replayed into the hops with done[j] > i): consecutive steps of
+// at most max_rows rows merge into one while together they hold at most max_rows rows, follow
+// each other without a gap and go to the same hops; longer steps (prefill chunks) keep their
+// boundaries. max_rows <= 1: every step alone (the original boundaries).
+std::vector<ReplayGroup> ReplayGroups(absl::Span<const std::pair<int64_t, int64_t>> steps,
+                                      absl::Span<const int> done, int64_t max_rows);
 
 class Scheduler {
  public:
@@ -203,7 +224,6 @@ class Scheduler {
   void CloseOn(const Request& request, int worker, const std::string& session_id);
   // Appends `in` (the rows hop `hop` of `segment` just took) to the request's history.
   void Record(Request& request, int segment, int hop, const HostTensor& in);
-  void NoteStepLatency(absl::Duration d);
 
   const CoordinatorModel* const model_;
   WorkerSet* const workers_;
@@ -216,6 +236,7 @@ class Scheduler {
   // time: the pipeline), and whether it answered ForwardBatch UNIMPLEMENTED.
   std::unique_ptr<absl::Mutex[]> stage_mu_;
   std::unique_ptr<std::atomic<bool>[]> no_batch_;
+  StepDeadlines step_deadlines_;  // Recent step latencies (StepDeadline).
 
   mutable absl::Mutex mu_;
   absl::CondVar loop_cv_;
@@ -228,11 +249,11 @@ class Scheduler {
   uint64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
 
   std::atomic<int64_t> replay_bytes_{0};  // Every request's replay history.
+  // The cost of keeping it, logged when the scheduler ends: its appends (count, bytes, time) and
+  // the micro-batches' time (count, time).
+  std::atomic<int64_t> history_appends_{0}, history_append_bytes_{0}, history_append_ns_{0};
+  std::atomic<int64_t> micro_batches_{0}, step_ns_{0};
   std::atomic<bool> shutting_down_{false};
-  mutable absl::Mutex latency_mu_;  // Recent step latencies (StepDeadline).
-  std::vector<double> latencies_ ABSL_GUARDED_BY(latency_mu_);
-  size_t latency_next_ ABSL_GUARDED_BY(latency_mu_) = 0;
-  double latency_p99_ ABSL_GUARDED_BY(latency_mu_) = 0;
 
   std::unique_ptr<ThreadPool> runners_;  // The micro-batches in flight.
   std::thread loop_;

@@ -70,6 +70,19 @@ absl::StatusOr<std::vector<Hop>> PlanHops(int num_layers,
   return hops;
 }
 
+int PickReplica(absl::Span<const int> layers, const std::vector<WorkerCandidate>& workers) {
+  int best = -1;
+  for (int i = 0; i < static_cast<int>(workers.size()); ++i) {
+    const WorkerCandidate& w = workers[i];
+    if (!w.usable) continue;
+    const bool hosts = std::all_of(layers.begin(), layers.end(), [&](int l) {
+      return std::binary_search(w.layers.begin(), w.layers.end(), l);
+    });
+    if (hosts && (best < 0 || w.load < workers[best].load)) best = i;
+  }
+  return best;
+}
+
 absl::Status CheckCoverage(int num_layers, const std::vector<WorkerCandidate>& workers) {
   std::vector<int> missing;
   for (int layer = 0; layer < num_layers; ++layer) {

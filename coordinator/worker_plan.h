@@ -41,6 +41,10 @@ absl::StatusOr<std::vector<Hop>> PlanHops(absl::Span<const int> layers,
 absl::StatusOr<std::vector<Hop>> PlanHops(int num_layers,
                                           const std::vector<WorkerCandidate>& workers);
 
+// A fail-over's replacement for a session on `layers`: the least loaded usable worker hosting
+// every one of them, the lowest index among equals; -1 when none does.
+int PickReplica(absl::Span<const int> layers, const std::vector<WorkerCandidate>& workers);
+
 // OK when the usable workers host every layer in [0, num_layers); otherwise Unavailable naming
 // the uncovered layers.
 absl::Status CheckCoverage(int num_layers, const std::vector<WorkerCandidate>& workers);

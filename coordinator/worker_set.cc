@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -200,20 +201,13 @@ bool WorkerSet::draining(int index) const {
 
 int WorkerSet::PickReplica(const std::vector<int>& layers) const {
   absl::MutexLock lock(&mu_);
-  int best = -1;
-  for (int i = 0; i < static_cast<int>(states_.size()); ++i) {
-    const WorkerState& s = states_[i];
-    if (!s.usable()) continue;
-    bool hosts = true;
-    for (int l : layers) {
-      if (std::find(s.info.layers().begin(), s.info.layers().end(), l) == s.info.layers().end()) {
-        hosts = false;
-        break;
-      }
-    }
-    if (hosts && (best < 0 || s.active_requests < states_[best].active_requests)) best = i;
-  }
-  return best;
+  return coordinator::PickReplica(layers, CandidatesLocked());
+}
+
+int64_t WorkerSet::invariant_rows(int index) const {
+  absl::MutexLock lock(&mu_);
+  const WorkerState& s = states_[index];
+  return s.reachable ? s.info.invariant_rows() : 0;
 }
 
 void WorkerSet::Probe(int index, absl::Duration timeout) {
@@ -223,6 +217,41 @@ void WorkerSet::Probe(int index, absl::Duration timeout) {
   v1::InfoResponse response;
   grpc::Status status = stubs_[index]->Info(&ctx, request, &response);
   Record(index, status, response);
+}
+
+int WorkerSet::ProbeHosts(const std::vector<int>& layers, absl::Duration timeout) {
+  std::vector<int> ask;
+  {
+    absl::MutexLock lock(&mu_);
+    for (int i = 0; i < static_cast<int>(states_.size()); ++i) {
+      const WorkerState& s = states_[i];
+      if (s.usable()) continue;
+      const bool hosts = std::all_of(layers.begin(), layers.end(), [&](int l) {
+        return std::find(s.info.layers().begin(), s.info.layers().end(), l) !=
+               s.info.layers().end();
+      });
+      if (hosts || s.info.layers().empty()) ask.push_back(i);
+    }
+  }
+  if (ask.empty()) return 0;
+  struct Call {
+    grpc::ClientContext ctx;
+    v1::InfoRequest request;
+    v1::InfoResponse response;
+  };
+  // Each call keeps what it uses alive until gRPC is done with it.
+  auto left = std::make_shared<absl::BlockingCounter>(static_cast<int>(ask.size()));
+  for (int i : ask) {
+    auto call = std::make_shared<Call>();
+    call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    stubs_[i]->async()->Info(&call->ctx, &call->request, &call->response,
+                             [this, i, call, left](grpc::Status status) {
+                               Record(i, status, call->response);
+                               left->DecrementCount();
+                             });
+  }
+  left->Wait();
+  return static_cast<int>(ask.size());
 }
 
 void WorkerSet::MarkUnreachable(int index, const absl::Status& status) {

@@ -75,10 +75,20 @@ class WorkerSet {
   // Fail-over (scheduler.h): whether worker `index` is usable now, and whether it said it drains.
   bool usable(int index) const;
   bool draining(int index) const;
-  // The least loaded usable worker that hosts every layer of `layers`; -1 when none does.
+  // The least loaded usable worker that hosts every layer of `layers` (the lowest index among
+  // equals; a draining worker is not usable); -1 when none does. PickReplica in worker_plan.h
+  // over the workers as last seen.
   int PickReplica(const std::vector<int>& layers) const;
+  // What worker `index` last said of its steps' row invariance (InfoResponse.invariant_rows);
+  // 0 when it is not reachable.
+  int64_t invariant_rows(int index) const;
   // Asks worker `index` alone for Info now (blocking, `timeout` at most) and records the answer.
   void Probe(int index, absl::Duration timeout);
+  // Asks, at once, every worker that is not usable now but last said it hosts every layer of
+  // `layers` (or never answered) for Info, blocking until all have answered or `timeout` passed,
+  // and records the answers: a fail-over waiting for those layers finds a replica that came back
+  // without waiting for the monitor's next poll. Returns how many were asked.
+  int ProbeHosts(const std::vector<int>& layers, absl::Duration timeout);
 
   // Records that a call to the worker failed as if it were down (UNAVAILABLE and friends): it is
   // not planned through until a refresh finds it again. Wakes WaitForChange().

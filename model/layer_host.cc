@@ -38,6 +38,7 @@ class LayerHostImpl final : public LayerHost {
   std::string KernelPath() const override {
     return fused_ ? absl::StrCat("fused ", MatmulIsaName(isa_)) : "libtorch";
   }
+  int64_t InvariantStepRows() const override { return fused_ ? kInvariantMaxRows : 0; }
   std::unique_ptr<KvCache> NewCache(int64_t capacity) const override {
     return std::make_unique<TorchKvCache>(capacity, config().max_position_embeddings);
   }

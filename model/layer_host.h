@@ -60,6 +60,12 @@ class LayerHost {
   // or "fused scalar" (the fused CPU path, model/cpu_layer_torch.h, with that row kernel), or
   // "libtorch". For logs, benchmarks and tests.
   virtual std::string KernelPath() const { return "libtorch"; }
+  // The most rows a Forward step may hold for each of its rows (f32 or bf16 hidden states) to get
+  // the same bits as through steps of one row: one step over positions p..p+k-1 leaves the same
+  // KV cache and outputs as k steps of one position (kInvariantMaxRows on the fused CPU path,
+  // whose rows go through the row kernel and attend over their own positions one by one); 0 when
+  // that is not promised (LibTorch: its attention is one product over the step's rows).
+  virtual int64_t InvariantStepRows() const { return 0; }
 
   // A new, empty cache. With `capacity` > 0 each layer's first write allocates room for exactly
   // that many positions (a session's known maximum, so a KV budget reserves what is allocated);

@@ -127,6 +127,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
       resp->set_ready(!draining);
       resp->set_weight_bytes(w->host().WeightBytes());
       resp->set_kv_bytes_per_token(w->host().KvBytesPerToken());
+      resp->set_invariant_rows(static_cast<int32_t>(w->host().InvariantStepRows()));
       WorkerStats s = w->Stats();
       resp->set_sessions(s.sessions);
       resp->set_kv_reserved_bytes(s.kv_reserved_bytes);

@@ -3,15 +3,19 @@
 // request must complete with exactly the ids of its no-fault run (the scheduler's fail-over with
 // replay history, scheduler.h), and no session may be left on any worker. The chaos test runs
 // for SWARM_CHAOS_SECONDS (default 12; `make chaos` runs 60 s with 16 streams) and prints the
-// time from each SIGKILL to the next token of the streams it hit.
+// time from each SIGKILL to the next token of the streams it hit, over all kills and split into
+// the kills whose range had a live replica (the other worker serving) and those that had none.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -198,17 +202,35 @@ TEST(FailoverProcessTest, ChaosKillsLoseNoRequest) {
   }
 
   absl::Mutex mu;
-  std::vector<absl::Time> kills;
+  // Each SIGKILL, whether the other replica of the victim's range (workers 2r and 2r+1 host
+  // range r) was live just before it (its health SERVING: loaded, not draining), and whether the
+  // coordinator had it as usable then (it may not have polled it since its own restart).
+  struct Kill {
+    absl::Time at;
+    bool replica = false;
+    bool seen = false;
+  };
+  std::vector<Kill> kills;
   std::atomic<bool> stop{false};
   std::thread chaos([&] {
     std::mt19937 rng(7);
     while (!stop.load()) {
       absl::SleepFor(absl::Milliseconds(1500 + static_cast<int>(rng() % 1000)));
       if (stop.load()) break;
-      WorkerProc& w = *c.workers[rng() % c.workers.size()];
+      const size_t victim = rng() % c.workers.size();
+      WorkerProc& w = *c.workers[victim];
+      const std::string other = c.workers[victim ^ 1]->address();
+      const bool replica = Health(other, "") == grpc::health::v1::HealthCheckResponse::SERVING;
+      bool seen = false;
+      auto status = c.client->Status();
+      if (status.ok()) {
+        for (const WorkerStatus& s : status->workers) {
+          if (s.address == other) seen = s.reachable && s.compatible && s.ready;
+        }
+      }
       {
         absl::MutexLock lock(&mu);
-        kills.push_back(absl::Now());
+        kills.push_back({absl::Now(), replica, seen});
       }
       EXPECT_TRUE(w.Restart()) << w.Log();
     }
@@ -233,8 +255,10 @@ TEST(FailoverProcessTest, ChaosKillsLoseNoRequest) {
   stop.store(true);
   chaos.join();
   // Time from each SIGKILL to the next token of the stream that waited longest for it.
-  std::vector<double> recovery;
-  for (absl::Time k : kills) {
+  std::vector<double> recovery, with_replica, without_replica;
+  int seen = 0;  // Kills with a live replica that the coordinator had as usable.
+  for (const Kill& kill : kills) {
+    const absl::Time k = kill.at;
     double worst = -1;
     for (const auto& runs : all) {
       for (const StreamRun& r : runs) {
@@ -244,7 +268,11 @@ TEST(FailoverProcessTest, ChaosKillsLoseNoRequest) {
         if (next != r.token_times.end()) worst = std::max(worst, absl::ToDoubleSeconds(*next - k));
       }
     }
-    if (worst >= 0) recovery.push_back(worst);
+    if (worst >= 0) {
+      recovery.push_back(worst);
+      (kill.replica ? with_replica : without_replica).push_back(worst);
+      if (kill.replica && kill.seen) ++seen;
+    }
   }
   const std::string log = ReadFile(c.coordinator_log);
   // The coordinator's fail-over lines: "...; replayed N positions (B bytes, ...) in T".
@@ -285,6 +313,15 @@ TEST(FailoverProcessTest, ChaosKillsLoseNoRequest) {
       "p99 %.3f s, max %.3f s\n",
       seconds, streams, tokens, rounds, kills.size(), failovers, failed, differ, recovery.size(),
       Percentile(recovery, 0.5), Percentile(recovery, 0.99), Percentile(recovery, 1.0));
+  for (const auto& [name, v] :
+       {std::pair<const char*, const std::vector<double>*>{"with a live replica", &with_replica},
+        {"without one (the other replica not serving)", &without_replica}}) {
+    std::printf("chaos: SIGKILL -> next token, %s: %zu kills, p50 %.3f s, p99 %.3f s, max %.3f s\n",
+                name, v->size(), Percentile(*v, 0.5), Percentile(*v, 0.99), Percentile(*v, 1.0));
+  }
+  std::printf(
+      "chaos: of the %zu kills with a live replica, the coordinator had it as usable in %d\n",
+      with_replica.size(), seen);
   EXPECT_EQ(failed, 0);
   EXPECT_EQ(differ, 0);
   EXPECT_GT(failovers, 0u) << "no kill hit a stream: the test proved nothing";
@@ -301,11 +338,17 @@ TEST(FailoverProcessTest, WorkerRestartedOnItsAddressWithoutReplica) {
   const std::vector<StreamRun> reference = RunStreams(*c.client, requests);
   for (const StreamRun& r : reference) ASSERT_TRUE(r.result.ok()) << r.result.status();
   for (int victim : {1, 0}) {
+    // Killed once both streams are under way (not after a fixed delay a quiet machine's streams
+    // can outlast).
+    std::atomic<int> tokens{0};
     std::thread killer([&] {
-      absl::SleepFor(absl::Milliseconds(300));
+      const absl::Time until = absl::Now() + absl::Seconds(30);
+      while (tokens.load() < static_cast<int>(requests.size()) * 8 && absl::Now() < until) {
+        absl::SleepFor(absl::Milliseconds(1));
+      }
       EXPECT_TRUE(c.workers[victim]->Restart(absl::Milliseconds(500)));
     });
-    const std::vector<StreamRun> runs = RunStreams(*c.client, requests);
+    const std::vector<StreamRun> runs = RunStreams(*c.client, requests, &tokens);
     killer.join();
     for (size_t i = 0; i < runs.size(); ++i) {
       ASSERT_TRUE(runs[i].result.ok()) << runs[i].result.status() << ReadFile(c.coordinator_log);
@@ -458,11 +501,17 @@ TEST_P(ReplayPathTest, KilledReplicaIsReplayedIdentically) {
   for (int i = 0; i < 6; ++i) requests.push_back(StreamRequest(i, 150));
   const std::vector<StreamRun> reference = RunStreams(*c.client, requests);
   for (const StreamRun& r : reference) ASSERT_TRUE(r.result.ok()) << r.result.status();
+  // Killed once every stream is under way, long before any ends (a fixed 400 ms outlasted the
+  // streams on a quiet machine: 150 tokens in 360 ms, no fail-over to check).
+  std::atomic<int> tokens{0};
   std::thread killer([&] {
-    absl::SleepFor(absl::Milliseconds(400));
+    const absl::Time until = absl::Now() + absl::Seconds(30);
+    while (tokens.load() < static_cast<int>(requests.size()) * 8 && absl::Now() < until) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
     EXPECT_TRUE(c.workers[1]->Restart());
   });
-  const std::vector<StreamRun> runs = RunStreams(*c.client, requests);
+  const std::vector<StreamRun> runs = RunStreams(*c.client, requests, &tokens);
   killer.join();
   for (size_t i = 0; i < runs.size(); ++i) {
     ASSERT_TRUE(runs[i].result.ok()) << runs[i].result.status() << ReadFile(c.coordinator_log);

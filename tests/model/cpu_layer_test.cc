@@ -18,29 +18,6 @@
 namespace swarm::model {
 namespace {
 
-// Sets an environment variable for the scope, restoring what was there.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    const char* old = std::getenv(name);
-    had_ = old != nullptr;
-    if (had_) old_ = old;
-    setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (had_) {
-      setenv(name_, old_.c_str(), 1);
-    } else {
-      unsetenv(name_);
-    }
-  }
-
- private:
-  const char* name_;
-  bool had_ = false;
-  std::string old_;
-};
-
 std::vector<std::string> IsaNames() {
   std::vector<std::string> names = {"scalar"};
   if (CpuHasAvx2Fma()) names.push_back("avx2");
