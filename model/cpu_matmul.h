@@ -13,8 +13,9 @@
 //   * column-major W (a transposed view: GPT-2's Conv1D [k, n] weights): one sum per element, in
 //     increasing k, one FMA each, then + bias[j].
 // Rows are processed in register tiles of up to 4 that share each load of W, so W is streamed
-// from memory once per call (the tiles re-read it from cache); the work is split over output
-// columns j between LibTorch's intra-op threads, which never changes any element's reduction.
+// from memory once per call (the later row tiles re-read it from cache, prefetching the next
+// weights meanwhile); the work is split over output columns j between the threads of a
+// ComputeTeam, which never changes any element's reduction.
 //
 // Weights are f32 or bf16 (bf16 stays bf16 in memory and is widened in registers: exact, so a bf16
 // matrix gives the bits of its f32 widening).
