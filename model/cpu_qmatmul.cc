@@ -19,6 +19,7 @@
 #include "model/cpu_kernel_common.h"
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define SWARM_QMATMUL_X86 1
 #endif
@@ -190,8 +191,14 @@ SWARM_QAVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const Quant
   }
 }
 
+// CPUID leaf 1, ECX bit 29 (bit_F16C): __builtin_cpu_supports("f16c") is gcc's only (clang 14, the
+// libFuzzer build's compiler, rejects the feature name). Only asked after the AVX2 check, which
+// covers the OS's support for the VEX registers.
 bool CpuHasF16c() {
-  static const bool has = __builtin_cpu_supports("f16c");
+  static const bool has = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0;
+  }();
   return has;
 }
 

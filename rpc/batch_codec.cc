@@ -96,9 +96,11 @@ void StepStatusToProto(const absl::Status& status, v1::BatchStepResult* out) {
 }
 
 absl::Status StepStatusFromProto(const v1::BatchStepResult& result) {
-  // The same mapping as a call's status (rpc/status.h), codes outside 0..16 included.
-  return FromGrpcStatus(
-      grpc::Status(static_cast<grpc::StatusCode>(result.code()), result.message()));
+  // The same mapping as a call's status (rpc/status.h), codes outside 0..16 included: the number
+  // comes off the wire, so it is mapped before it becomes an enum (UBSan: 99 is no StatusCode).
+  const absl::StatusCode code = CanonicalCode(result.code());
+  if (code == absl::StatusCode::kOk) return absl::OkStatus();
+  return absl::Status(code, result.message());
 }
 
 }  // namespace swarm::rpc

@@ -12,7 +12,12 @@
 
 namespace swarm::rpc {
 
-// Same code, same message.
+// A status code as a number from outside (a batch step's code on the wire, an absl code) as a
+// canonical code: 0..16 are the same codes in absl and gRPC, anything else is UNKNOWN. Never cast
+// a number outside 0..16 to grpc::StatusCode: its range is 0..31, past that the cast is undefined.
+absl::StatusCode CanonicalCode(int code);
+
+// Same code (UNKNOWN for one outside 0..16), same message.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // Same code; the message is prefixed with `context` (e.g. "worker 10.0.0.2:7001: Forward") when

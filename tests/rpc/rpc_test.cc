@@ -56,6 +56,12 @@ TEST(StatusUtilTest, CodesSurviveTheRoundTrip) {
     absl::Status back = FromGrpcStatus(ToGrpcStatus(s));
     EXPECT_EQ(back.code(), s.code());
   }
+  // An absl code outside 0..16 goes out as UNKNOWN (never an out-of-range grpc::StatusCode).
+  EXPECT_EQ(ToGrpcStatus(absl::Status(static_cast<absl::StatusCode>(99), "odd")).error_code(),
+            grpc::StatusCode::UNKNOWN);
+  EXPECT_EQ(CanonicalCode(-1), absl::StatusCode::kUnknown);
+  EXPECT_EQ(CanonicalCode(17), absl::StatusCode::kUnknown);
+  EXPECT_EQ(CanonicalCode(5), absl::StatusCode::kNotFound);
   absl::Status s = FromGrpcStatus(grpc::Status(grpc::StatusCode::NOT_FOUND, "gone"), "worker x");
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(s.message(), "worker x: gone");
