@@ -69,7 +69,7 @@ struct CoordinatorOptions {
   int max_queued_requests = 64;      // Waiting beyond that: RESOURCE_EXHAUSTED.
   // The scheduler (scheduler.h): rows and sequences per micro-batch (max_batch_sequences also caps
   // the requests in the batch at once), requests waiting for admission, micro-batches in flight
-  // (0 = one per worker).
+  // (0 = one per worker machine: DefaultMicroBatches in scheduler.h).
   int64_t max_batch_tokens = 512;
   int max_batch_sequences = 64;
   int max_waiting_requests = 64;
