@@ -28,11 +28,10 @@ namespace {
 constexpr int64_t kColumnBlock = 16;
 using kernel::ForTileSize;
 using kernel::kRowTile;
+using kernel::PrefetchWeights;
 // Products of fewer multiply-adds than this run on the calling thread: waking the team costs
 // about a microsecond, which such a product does not repay.
 constexpr int64_t kMinParallelWork = 1 << 17;
-// Software prefetch distance along a weight row (does not change results).
-constexpr int64_t kPrefetchBytes = 1024;
 
 inline float Widen(float v) { return v; }
 inline float Widen(uint16_t v) {
@@ -111,20 +110,6 @@ void RowMajorTiles(int64_t rows, int64_t j0, int64_t j1, int64_t jt, Tile&& tile
 // ---------------------------------------------------------------------------------------------
 // AVX2 + FMA.
 #ifdef SWARM_MATMUL_X86
-
-// The prefetches for one cache line of a tile's weight rows at element i: kPrefetchBytes ahead in
-// its own rows into L1, or — for a row tile after the first (`ahead`), whose rows are in cache
-// already — the same line of the next tile's rows (JB rows on) into L2. Never changes a result.
-template <int JB, typename WT>
-inline void PrefetchWeights(const WT* const* wp, int64_t i, bool ahead, int64_t row_stride) {
-  for (int b = 0; b < JB; ++b) {
-    if (ahead) {
-      _mm_prefetch(reinterpret_cast<const char*>(wp[b] + JB * row_stride + i), _MM_HINT_T1);
-    } else {
-      _mm_prefetch(reinterpret_cast<const char*>(wp[b] + i) + kPrefetchBytes, _MM_HINT_T0);
-    }
-  }
-}
 
 #define SWARM_AVX2 __attribute__((target("avx2,fma")))
 

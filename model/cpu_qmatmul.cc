@@ -30,6 +30,7 @@ namespace {
 constexpr int64_t kColumnBlock = 16;
 using kernel::ForTileSize;
 using kernel::kRowTile;
+using kernel::PrefetchWeights;
 
 inline int64_t RowBytes(const QuantMatrixView& w) { return QuantRowBytes(w.format, w.k); }
 
@@ -113,18 +114,7 @@ SWARM_QAVX2 void Tile(const float* x, int64_t xs, const QuantMatrixView& w, cons
   }
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t off = g * kGroupBytes;
-    // One prefetch per 64-byte line (never changes a result): 1 KiB ahead in the tile's own rows,
-    // or — for a row tile after the first (`ahead`), which finds them in cache — the same line of
-    // the next tile's rows, into L2, so that memory keeps streaming while it computes.
-    if ((off & 63) == 0) {
-      for (int b = 0; b < JB; ++b) {
-        if (ahead) {
-          _mm_prefetch(reinterpret_cast<const char*>(wp[b] + JB * row_bytes + off), _MM_HINT_T1);
-        } else {
-          _mm_prefetch(reinterpret_cast<const char*>(wp[b] + off + 1024), _MM_HINT_T0);
-        }
-      }
-    }
+    if ((off & 63) == 0) PrefetchWeights<JB>(wp, off, ahead, row_bytes);  // One per 64-byte line.
     // Per (row, output): the group's 32 products x·q (the integer codes as floats) in one vector
     // (lane l: the 4 inputs ≡ l mod 8, in increasing order), then one FMA by the group's scale.
     __m256 sum[RB][JB];

@@ -147,6 +147,17 @@ struct StreamRun {
   std::vector<absl::Time> token_times;
 };
 
+// The longest time, in seconds, between two consecutive tokens of any of `runs`.
+double LongestPause(const std::vector<StreamRun>& runs) {
+  double worst = 0;
+  for (const StreamRun& r : runs) {
+    for (size_t k = 1; k < r.token_times.size(); ++k) {
+      worst = std::max(worst, absl::ToDoubleSeconds(r.token_times[k] - r.token_times[k - 1]));
+    }
+  }
+  return worst;
+}
+
 // Runs `requests` at once; each stream's result and token arrival times. `tokens` (may be null)
 // counts the tokens received so far, for a fault to be injected while the streams run.
 std::vector<StreamRun> RunStreams(Client& client, const std::vector<GenerateRequest>& requests,
@@ -353,16 +364,12 @@ TEST(FailoverProcessTest, WorkerRestartedOnItsAddressWithoutReplica) {
     });
     const std::vector<StreamRun> runs = RunStreams(*c.client, requests, &tokens);
     killer.join();
-    double worst_gap = 0;
     for (size_t i = 0; i < runs.size(); ++i) {
       ASSERT_TRUE(runs[i].result.ok()) << runs[i].result.status() << ReadFile(c.coordinator_log);
       EXPECT_EQ(runs[i].result->ids, reference[i].result->ids) << "stream " << i;
-      const auto& t = runs[i].token_times;
-      for (size_t k = 1; k < t.size(); ++k) {
-        worst_gap = std::max(worst_gap, absl::ToDoubleSeconds(t[k] - t[k - 1]));
-      }
     }
     // The figure without a replica: the pause should stay within the restart time + 1 s.
+    const double worst_gap = LongestPause(runs);
     std::printf(
         "no replica, worker %d: restarted (SIGKILL -> listening) in %.3f s, longest pause "
         "between two tokens %.3f s\n",
@@ -395,15 +402,11 @@ TEST(FailoverProcessTest, StoppedWorkerFailsOverWithinTheStepDeadline) {
   const std::vector<StreamRun> runs = RunStreams(*c.client, requests, &tokens);
   stopper.join();
   c.workers[1]->proc().Signal(SIGCONT);
-  double worst_gap = 0;
   for (size_t i = 0; i < runs.size(); ++i) {
     ASSERT_TRUE(runs[i].result.ok()) << runs[i].result.status() << ReadFile(c.coordinator_log);
     EXPECT_EQ(runs[i].result->ids, reference[i].result->ids) << "stream " << i;
-    const auto& t = runs[i].token_times;
-    for (size_t k = 1; k < t.size(); ++k) {
-      worst_gap = std::max(worst_gap, absl::ToDoubleSeconds(t[k] - t[k - 1]));
-    }
   }
+  const double worst_gap = LongestPause(runs);
   std::printf("sigstop: longest pause between two tokens %.3f s\n", worst_gap);
   const std::string log = ReadFile(c.coordinator_log);
   EXPECT_NE(log.find("fail-over (deadline)"), std::string::npos) << log;
