@@ -196,6 +196,15 @@ absl::StatusOr<RunResult> RunOne(const Setup& s, const std::string& shape, bool 
                                    "127.0.0.1:0",
                                    "--router",
                                    s.router_path};
+  // Emulated workers are devices of their own (they hold their time, not the shared cores): one
+  // micro-batch each, as on machines of their own (the coordinator's default counts hosts, and
+  // these share one), unless the args say.
+  if (s.layer_time > absl::ZeroDuration() &&
+      std::find(s.coordinator_args.begin(), s.coordinator_args.end(), "--max-micro-batches") ==
+          s.coordinator_args.end()) {
+    argv.push_back("--max-micro-batches");
+    argv.push_back(absl::StrCat(addresses.size()));
+  }
   argv.insert(argv.end(), s.coordinator_args.begin(), s.coordinator_args.end());
   if (balance) {
     argv.push_back("--balance");

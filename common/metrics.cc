@@ -626,7 +626,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorMetrics>> CoordinatorMetrics::Create(
                        .Add({});
     m->gap = &prometheus::BuildGauge()
                   .Name("swarm_coordinator_router_equilibrium_gap")
-                  .Help("The router's distance from its load equilibrium (0 at equilibrium).")
+                  .Help(
+                      "Equilibrium gap of the previous balancing window's choices at the last "
+                      "window's prices (damage-scale units): 0 once routing and load settle.")
                   .Register(reg)
                   .Add({});
     m->gap_toll_free =
@@ -655,7 +657,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorMetrics>> CoordinatorMetrics::Create(
                         .Name("swarm_coordinator_router_balance_windows_total")
                         .Help(
                             "Balancing windows routed (--balance), by size: requests=\"one\" "
-                            "(equilibrium gap 0 by definition) or \"many\".")
+                            "or \"many\".")
                         .Register(reg);
     m->windows_one = &windows.Add({{"requests", "one"}});
     m->windows_many = &windows.Add({{"requests", "many"}});

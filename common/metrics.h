@@ -161,11 +161,11 @@ class CoordinatorMetrics {
   // Sets the balance gauges directly: Jain's index, max/mean and the router's equilibrium gap.
   void SetBalance(double jain, double max_mean, double equilibrium_gap);
   // One balancing window of `--balance` (coordinator/admission_balance.h): `requests` routed
-  // together; the equilibrium gap of their choices and of their toll-free choices (damage-scale
-  // units); Jain's index and max/mean of the workers' busy fractions. Sets
-  // router_equilibrium_gap, router_toll_free_gap, worker_busy_jain_ratio and
-  // worker_busy_max_mean_ratio, and counts router_balance_windows_total{requests="one"|"many"}
-  // (a lone request's gap is 0 by definition).
+  // together; the equilibrium gap of the previous window's choices at this window's prices and
+  // that of this window's toll-free choices (damage-scale units); Jain's index and max/mean of the
+  // workers' busy fractions. Sets router_equilibrium_gap, router_toll_free_gap,
+  // worker_busy_jain_ratio and worker_busy_max_mean_ratio, and counts
+  // router_balance_windows_total{requests="one"|"many"}.
   void OnBalanceWindow(int requests, double gap, double gap_toll_free, double worker_jain,
                        double worker_max_mean);
   // The router's per-block load tolls (entry b is block b).

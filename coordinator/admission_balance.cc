@@ -135,10 +135,28 @@ absl::StatusOr<std::vector<router::Prediction>> AdmissionBalancer::RouteWindow(
   absl::StatusOr<router::BatchResult> r = router_->BalanceBatch(prompts, top_k, bo);
   if (!r.ok()) return r.status();
 
+  auto routed = std::make_shared<Routed>();
+  routed->at = options_.clock ? options_.clock() : absl::Now();
+  for (const router::Choice& c : r->game.choices) routed->masks.push_back(c.mask);
+  routed->requests = std::move(r->requests);
+  std::vector<std::shared_ptr<const Routed>> before;
+  {
+    absl::MutexLock lock(&mu_);
+    std::deque<std::shared_ptr<const Routed>>& q = recent_[top_k];
+    while (q.size() > 1 && q.front()->at < routed->at - options_.gap_horizon) q.pop_front();
+    before.assign(q.begin(), q.end());
+    q.push_back(std::move(routed));
+    if (q.size() > kGapWindows) q.pop_front();
+  }
   if (observer_ != nullptr) {
     CoordinatorObserver::BalanceWindow w;
     w.requests = static_cast<int>(prompts.size());
-    w.gap = r->game.equilibrium_gap / scale;
+    // The earlier windows' choices at this window's prices (its tolls and congestion; 0 for a k's
+    // first window).
+    for (const auto& b : before) {
+      w.gap = std::max(
+          w.gap, router::EquilibriumGap(b->requests, b->masks, r->tolls, r->game_options) / scale);
+    }
     w.gap_toll_free = r->gap_alone / scale;
     std::vector<double> busy;
     for (const WorkerLoad& l : loads) {

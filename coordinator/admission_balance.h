@@ -16,10 +16,18 @@
 //    tolls plus a congestion cost per other request of the window on the same workers (blocks
 //    hosted by the same set of workers share one resource: BlockResources), congestion × damage
 //    scale × the highest block drive min(1, gain × pressure) (so requests spread only while some
-//    worker is congested,
-//    and only across workers: moving between two blocks of one worker gains nothing). Each
-//    window reports its equilibrium gap, the gap of the toll-free choices, and Jain's index and
-//    max/mean of the workers' busy fractions (CoordinatorObserver::OnBalanceWindow).
+//    worker is congested, and only across workers: moving between two blocks of one worker
+//    gains nothing).
+//  - The gaps. Each window's game ends at its own equilibrium, but the load it is priced on moves
+//    with the choices, and the busy fractions show a choice's load only over the following busy
+//    window: routing is at equilibrium once the choices that made the load measured now are still
+//    best responses at it. So each window reports the equilibrium gap of the routing: the largest
+//    over the earlier windows of its k routed within `gap_horizon` (the busy window; always the
+//    previous one) of their gap at this window's prices (router::EquilibriumGap with this window's
+//    tolls and congestion: the most any of those requests would now gain by changing blocks) —
+//    non-zero while routing and load converge, 0 once they have; the gap of this window's
+//    toll-free choices at its prices; and Jain's index and max/mean of the workers' busy
+//    fractions (CoordinatorObserver::OnBalanceWindow).
 //
 // Threading: Route is called by any number of request threads. The first request of a window
 // waits `window` (or until max_window_requests have joined), solves the game for all of them on
@@ -28,6 +36,7 @@
 #define SWARM_COORDINATOR_ADMISSION_BALANCE_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -57,6 +66,11 @@ struct BalanceOptions {
   // --balance-gain.
   double gain = 4;
   int max_window_requests = 64;
+  // The windows whose choices the equilibrium gap prices again: those routed within this of the
+  // new one (at most kGapWindows), and always the previous one. The coordinator sets it to its
+  // busy window (SchedulerStats).
+  absl::Duration gap_horizon = absl::Seconds(10);
+  std::function<absl::Time()> clock;  // Null: absl::Now (tests step a clock of their own).
 };
 
 // What the balancer knows of one worker.
@@ -115,6 +129,15 @@ class AdmissionBalancer {
   absl::CondVar cv_;
   // The open window of each top_k.
   std::map<int, std::vector<std::shared_ptr<Slot>>> open_ ABSL_GUARDED_BY(mu_);
+  // The windows of each top_k routed within gap_horizon, oldest first: when, and their
+  // requests' candidates and choices.
+  struct Routed {
+    absl::Time at;
+    std::vector<router::Candidates> requests;
+    std::vector<BlockMask> masks;
+  };
+  static constexpr size_t kGapWindows = 64;
+  std::map<int, std::deque<std::shared_ptr<const Routed>>> recent_ ABSL_GUARDED_BY(mu_);
   uint64_t windows_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

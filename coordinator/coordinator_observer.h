@@ -73,9 +73,14 @@ class CoordinatorObserver {
   // One balancing window of `swarm-coordinator --balance` (admission_balance.h): the sparse
   // requests routed together in it and what the congestion game found.
   struct BalanceWindow {
-    int requests = 0;            // 1: a lone request, whose equilibrium gap is 0 by definition.
-    double gap = 0;              // Equilibrium gap of the routed choices, in damage-scale units.
-    double gap_toll_free = 0;    // The same for each request's toll-free choice.
+    int requests = 0;  // Routed together in this window.
+    // Equilibrium gap of the previous window's choices (same k) at this window's prices, in
+    // damage-scale units: the most any of those requests would now gain by changing blocks.
+    // Non-zero while routing and load converge; 0 at equilibrium and for a k's first window.
+    double gap = 0;
+    // Equilibrium gap of this window's toll-free choices (each request routed alone, no load
+    // tolls) at this window's prices.
+    double gap_toll_free = 0;
     double worker_jain = 1;      // Jain's index of the usable workers' busy fractions.
     double worker_max_mean = 1;  // Their max / mean.
   };

@@ -46,6 +46,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   SchedulerStats::Options stats_options;
   stats_options.next = options.observer;
   stats_options.num_workers = static_cast<int>(options.workers.size());
+  const absl::Duration busy_window = stats_options.window;
   server->stats_ = std::make_unique<SchedulerStats>(std::move(stats_options));
   server->observer_ = server->stats_.get();
   server->model_ = std::move(model);
@@ -75,6 +76,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   pipeline_options.max_waiting_requests = options.max_waiting_requests;
   pipeline_options.max_micro_batches = options.max_micro_batches;
   pipeline_options.balance = options.balance;
+  // The choices the busy fractions still show: those of the last busy window.
+  pipeline_options.balance.gap_horizon = busy_window;
   pipeline_options.fuse_hops = options.fuse_hops;
   pipeline_options.worker_busy = [stats = server->stats_.get()] {
     return stats->Get().worker_busy_fraction;

@@ -347,6 +347,9 @@ absl::StatusOr<BatchResult> Router::BalanceBatch(const std::vector<std::vector<i
     absl::MutexLock lock(&mu_);
     for (const Choice& c : result.game.choices) tolls_.Observe(c.mask, top_k, scale);
   }
+  result.requests = std::move(requests);
+  result.tolls = std::move(tolls);
+  result.game_options = std::move(game);
   return result;
 }
 

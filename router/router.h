@@ -103,6 +103,12 @@ struct BatchResult {
   // how far routing each request alone would have been from the equilibrium (0 when nothing is
   // congested). In KL nats.
   double gap_alone = 0;
+  // What the game was played on, so that its choices can be priced again later
+  // (EquilibriumGap): each request's candidates, the tolls (the router's plus extra_costs, [N],
+  // may be empty) and the game's options in KL nats.
+  std::vector<Candidates> requests;
+  std::vector<double> tolls;
+  GameOptions game_options;
 };
 
 class Router {
