@@ -716,7 +716,7 @@ std::shared_ptr<Scheduler::MicroBatch> Scheduler::RunStep(MicroBatch& batch) {
   }
   if (!due.empty()) {
     last.shape = {static_cast<int64_t>(due.size()), c.hidden_size};
-    absl::StatusOr<HostTensor> logits = ends.Logits(last, /*last_only=*/false);
+    absl::StatusOr<HostTensor> logits = model::LastRowLogits(ends, last);
     if (!logits.ok()) {
       for (MicroBatch::Entry* e : due) e->status = logits.status();
     } else {

@@ -353,7 +353,7 @@ std::vector<absl::StatusOr<GenerateResult>> RunBatchedGeneration(
     }
     if (due.empty()) continue;
     last.shape = {static_cast<int64_t>(due.size()), c.hidden_size};
-    absl::StatusOr<HostTensor> logits = ends.Logits(last, /*last_only=*/false);
+    absl::StatusOr<HostTensor> logits = LastRowLogits(ends, last);
     if (!logits.ok()) {
       for (int i : due) fail(i, logits.status());
       continue;

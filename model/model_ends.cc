@@ -2,11 +2,13 @@
 // unless the config ties it to the embeddings and the checkpoint does not store it.
 #include "model/model_ends.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/compute_team.h"
 #include "common/status_macros.h"
+#include "common/tensor_rows.h"
 #include "model/architecture_torch.h"
 
 namespace swarm::model {
@@ -86,7 +88,7 @@ class ModelEndsImpl final : public ModelEnds {
     return TorchCall("logits", [&]() -> absl::StatusOr<HostTensor> {
       c10::InferenceMode guard;
       const int64_t in_rows = last_only ? 1 : h.shape[0];
-      if (rows_head_ && in_rows <= kInvariantMaxRows) {
+      if (rows_head_ && in_rows <= kInvariantHeadRows) {
         // Narrower weights on the CPU: the final norm in f32 and the head through the row kernel
         // with f32 activations (what the fused layers hand over), as accurate as the weights.
         at::Tensor x = FromHost(h).to(at::kFloat);
@@ -103,11 +105,11 @@ class ModelEndsImpl final : public ModelEnds {
       }
       at::Tensor x = FromHost(h).to(device_, dtype_);
       if (last_only) x = x.narrow(0, x.size(0) - 1, 1);
-      // Up to kInvariantMaxRows rows (a decode step's last rows) through the batch-invariant row
+      // Up to kInvariantHeadRows rows (a decode step's last rows) through the batch-invariant row
       // kernel, so a sequence's logits are the same bits alone or batched; more through gemm.
       const int64_t rows = x.size(0);
       at::Tensor logits =
-          Linear(family_->FinalNorm(w_.norm, x), head_, rows <= kInvariantMaxRows ? rows : 0);
+          Linear(family_->FinalNorm(w_.norm, x), head_, rows <= kInvariantHeadRows ? rows : 0);
       return ToHost(logits, DType::kF32);
     });
   }
@@ -171,7 +173,7 @@ class ModelEndsImpl final : public ModelEnds {
   // The process's team the head's row-kernel products run on, held while these ends live.
   std::shared_ptr<ComputeTeam> team_;
   // Weights narrower than f32 on the CPU: Logits runs the final norm (on these f32 copies) and
-  // the head in f32 through the row kernel for up to kInvariantMaxRows rows.
+  // the head in f32 through the row kernel for up to kInvariantHeadRows rows.
   bool rows_head_ = false;
   NormWeights norm_f32_;
 };
@@ -182,6 +184,22 @@ absl::StatusOr<std::unique_ptr<ModelEnds>> ModelEnds::Create(
     std::shared_ptr<const Checkpoint> checkpoint, const LoadOptions& options) {
   ASSIGN_OR_RETURN(auto ends, ModelEndsImpl::Create(std::move(checkpoint), options));
   return std::unique_ptr<ModelEnds>(std::move(ends));
+}
+
+absl::StatusOr<HostTensor> LastRowLogits(const ModelEnds& ends, const HostTensor& h) {
+  if (h.shape.size() != 2 || h.shape[0] <= kInvariantHeadRows) return ends.Logits(h, false);
+  const int64_t rows = h.shape[0];
+  HostTensor out;
+  for (int64_t begin = 0; begin < rows; begin += kInvariantHeadRows) {
+    ASSIGN_OR_RETURN(HostTensor group,
+                     SliceRows(h, begin, std::min(kInvariantHeadRows, rows - begin)));
+    ASSIGN_OR_RETURN(HostTensor logits, ends.Logits(group, false));
+    if (begin == 0) {
+      out = ZeroRows(logits.dtype, rows, logits.shape[1]);
+    }
+    RETURN_IF_ERROR(CopyRows(logits, 0, logits.shape[0], &out, begin));
+  }
+  return out;
 }
 
 }  // namespace swarm::model

@@ -20,6 +20,11 @@
 
 namespace swarm::model {
 
+// Rows one Logits call computes batch-invariantly on the CPU (below); more go through gemm, faster
+// for a long sequence's every row. At least the sequences of any step the scheduler batches by
+// default (max_batch_sequences 64); LastRowLogits splits beyond it.
+inline constexpr int64_t kInvariantHeadRows = 256;
+
 class ModelEnds {
  public:
   // Loads the token (and GPT-2 position) embeddings, final norm and LM head (the embeddings when
@@ -38,13 +43,18 @@ class ModelEnds {
   virtual absl::StatusOr<HostTensor> FinalNorm(const HostTensor& h) const = 0;
   // Logits [T, vocab] (or only the last row when last_only) of h, final norm included (f32). The
   // rows may be of different sequences (the last rows of a batched step: h [B, hidden]). With at
-  // most kInvariantMaxRows (model/cpu_matmul.h) rows and f32 weights on the CPU, each row's logits
-  // are batch-invariant: the same bits whatever the other rows; callers batching more sequences
-  // than that call it per group of kInvariantMaxRows rows to keep that.
+  // most kInvariantHeadRows rows and weights on the CPU, each row's logits are batch-invariant
+  // (the row kernel: the same bits whatever the other rows); LastRowLogits keeps that for any
+  // number of sequences.
   virtual absl::StatusOr<HostTensor> Logits(const HostTensor& h, bool last_only) const = 0;
   // Rows of the token embedding table as f32 [ids.size(), hidden] (for the router's features).
   virtual absl::StatusOr<HostTensor> EmbeddingRows(absl::Span<const int64_t> ids) const = 0;
 };
+
+// The logits [B, vocab] of h [B, hidden], one row per sequence (a batched step's last rows), in
+// groups of at most kInvariantHeadRows rows: on the CPU each row's logits are the same bits
+// whatever the other rows and however many there are. Errors: Logits'.
+absl::StatusOr<HostTensor> LastRowLogits(const ModelEnds& ends, const HostTensor& h);
 
 }  // namespace swarm::model
 

@@ -100,7 +100,7 @@ class Batcher {
   }
 
   std::vector<float> Logits(const HostTensor& h) const {
-    auto logits = e_.ends().Logits(h, false);
+    auto logits = LastRowLogits(e_.ends(), h);
     EXPECT_TRUE(logits.ok()) << logits.status();
     return logits.ok() ? logits->ToFloats() : std::vector<float>{};
   }
@@ -191,18 +191,16 @@ void ExpectDecodeRowsBitIdentical(const Engine& engine, const Batcher& batcher) 
       last_rows.push_back(out[j]);
       decode_index.push_back(comp[j]);
     }
-    // The head over the decode rows together, kInvariantMaxRows at a time.
+    // The head over all the decode rows together (18 in one composition: more than the layers'
+    // kInvariantMaxRows, one head product).
     const int64_t V = engine.config().vocab_size;
-    for (size_t g = 0; g < last_rows.size(); g += kInvariantMaxRows) {
-      const size_t n = std::min<size_t>(kInvariantMaxRows, last_rows.size() - g);
-      std::vector<HostTensor> group(last_rows.begin() + g, last_rows.begin() + g + n);
-      std::vector<float> logits = batcher.Logits(Batcher::Concat(group));
-      ASSERT_EQ(logits.size(), n * V);
-      for (size_t r = 0; r < n; ++r) {
-        const std::vector<float>& want = alone_logits[decode_index[g + r]];
-        EXPECT_EQ(std::memcmp(logits.data() + r * V, want.data(), V * sizeof(float)), 0)
-            << "logits of the decode row at " << decodes[decode_index[g + r]].start;
-      }
+    const size_t n = last_rows.size();
+    std::vector<float> logits = batcher.Logits(Batcher::Concat(last_rows));
+    ASSERT_EQ(logits.size(), n * V);
+    for (size_t r = 0; r < n; ++r) {
+      const std::vector<float>& want = alone_logits[decode_index[r]];
+      EXPECT_EQ(std::memcmp(logits.data() + r * V, want.data(), V * sizeof(float)), 0)
+          << "logits of the decode row at " << decodes[decode_index[r]].start;
     }
   }
 }
@@ -276,6 +274,28 @@ TEST_P(BatchTest, WholeCallErrorsAreInvalidArgument) {
   EXPECT_EQ(a->Length(all[0]), 0);
   EXPECT_EQ(b->Length(all[0]), 0);
   EXPECT_EQ(code(h, {{0, 1, a.get()}, {0, 2, b.get()}}, all), absl::StatusCode::kOk);
+}
+
+// More last rows than one head product takes (kInvariantHeadRows): LastRowLogits splits them, and
+// every row's logits are still the bits it gets alone.
+TEST_P(BatchTest, LastRowLogitsPastOneHeadProductAreTheRowsAlone) {
+  std::vector<HostTensor> pieces;
+  for (int64_t rows = 0; rows < kInvariantHeadRows + 5; rows += 4) {
+    pieces.push_back(batcher_->Embed((rows / 4) % 9 * 4, 4));
+  }
+  const HostTensor h = Batcher::Concat(pieces);
+  const int64_t n = h.shape[0];
+  ASSERT_GT(n, kInvariantHeadRows);
+  auto all = LastRowLogits(engine_->ends(), h);
+  ASSERT_TRUE(all.ok()) << all.status();
+  const int64_t V = engine_->config().vocab_size;
+  ASSERT_EQ(all->shape, (std::vector<int64_t>{n, V}));
+  const std::vector<float> got = all->ToFloats();
+  for (int64_t r : {int64_t{0}, int64_t{1}, kInvariantHeadRows - 1, kInvariantHeadRows, n - 1}) {
+    const std::vector<float> want = batcher_->Logits(Batcher::RowsOf(h, r, 1));
+    ASSERT_EQ(want.size(), static_cast<size_t>(V));
+    EXPECT_EQ(std::memcmp(got.data() + r * V, want.data(), V * sizeof(float)), 0) << "row " << r;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllFixtures, BatchTest, ::testing::ValuesIn(Fixtures()), FixtureTestName);
