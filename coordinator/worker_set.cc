@@ -22,6 +22,16 @@ namespace swarm::coordinator {
 
 namespace {
 
+// A worker that does not answer holds nothing the coordinator can see: its last Info keeps what it
+// is (layers, device, budgets, totals) but not what it was doing then, which `swarm status` would
+// otherwise show as live (a drained worker's last sessions, forever).
+void ForgetLiveCounters(v1::InfoResponse* info) {
+  info->set_sessions(0);
+  info->set_inflight_steps(0);
+  info->set_kv_reserved_bytes(0);
+  info->set_kv_used_bytes(0);
+}
+
 // RenewSessions ids per call at most (worker.proto), and stale ids kept per worker at most (the
 // worker's lease frees the rest).
 constexpr size_t kMaxRenewIds = 4096;
@@ -102,6 +112,7 @@ void WorkerSet::Record(int index, const grpc::Status& status, const v1::InfoResp
   if (!status.ok()) {
     s.compatible = s.ready = false;
     s.error = UnreachableReason(rpc::FromGrpcStatus(status));
+    ForgetLiveCounters(&s.info);
   } else {
     s.info = info;
     s.ready = info.ready();
@@ -260,6 +271,7 @@ void WorkerSet::MarkUnreachable(int index, const absl::Status& status) {
   if (s.usable()) ++changes_;
   s.reachable = false;
   s.error = UnreachableReason(status);
+  ForgetLiveCounters(&s.info);
 }
 
 void WorkerSet::AddSession(int index, const std::string& session_id) {

@@ -124,12 +124,18 @@ class FakeWorker final : public v1::WorkerService::Service {
     info_.set_ready(!draining);  // As a draining swarm-worker answers.
     info_.set_draining(draining);
     info_.set_invariant_rows(16);
+    info_.set_sessions(3);
+    info_.set_kv_used_bytes(4096);
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(this);
     server_ = builder.BuildAndStart();
   }
-  ~FakeWorker() override { server_->Shutdown(); }
+  ~FakeWorker() override { Stop(); }
+  void Stop() {
+    if (server_ != nullptr) server_->Shutdown();
+    server_.reset();
+  }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
 
   grpc::Status Info(grpc::ServerContext* /*ctx*/, const v1::InfoRequest* /*req*/,
@@ -148,6 +154,26 @@ std::vector<int> Loads(const WorkerSet& set) {
   std::vector<int> loads;
   for (const WorkerState& s : set.Snapshot()) loads.push_back(s.active_requests);
   return loads;
+}
+
+// A worker that stops answering keeps its layers in the status, not the sessions and KV it held
+// at its last answer (a drained worker's last sessions would otherwise show forever).
+TEST(WorkerSetFailoverTest, AWorkerDownShowsNoLiveCounters) {
+  FakeWorker a({0, 1}, false), b({2, 3}, false);
+  WorkerSet set({a.address(), b.address()}, "fp", 4);
+  set.Refresh(absl::Seconds(10));
+  ASSERT_TRUE(set.usable(0) && set.usable(1));
+  EXPECT_EQ(set.Snapshot()[0].info.sessions(), 3);
+  a.Stop();
+  set.Refresh(absl::Seconds(10));
+  set.MarkUnreachable(1, absl::UnavailableError("killed"));
+  for (const WorkerState& s : set.Snapshot()) {
+    SCOPED_TRACE(s.address);
+    EXPECT_FALSE(s.reachable);
+    EXPECT_EQ(s.info.sessions(), 0);
+    EXPECT_EQ(s.info.kv_used_bytes(), 0);
+    EXPECT_EQ(s.info.layers_size(), 2);  // What it hosts is still known.
+  }
 }
 
 TEST(WorkerSetFailoverTest, PickReplicaSkipsDownAndDrainingWorkers) {

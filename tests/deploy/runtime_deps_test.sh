@@ -47,8 +47,11 @@ echo "closure: ${#have[@]} packages"
 # Which Debian package ships each library the binaries load: one dpkg-query for all of them
 # (dpkg records some under /lib, merged /usr resolves them under /usr/lib).
 declare -A libs_of=() owner=()
+# The sanitizer runtimes an instrumented build (make test-asan) loads are left out: the image
+# builds its binaries without sanitizers.
 for b in "${binaries[@]}"; do
-  libs_of["$b"]="$(ldd "$b" | awk '/=> \// { print $3 }' | xargs -r readlink -f | sort -u)"
+  libs_of["$b"]="$(ldd "$b" | awk '/=> \// { print $3 }' | xargs -r readlink -f |
+    grep -Ev '/lib(asan|ubsan|tsan|lsan)\.so' | sort -u)"
 done
 mapfile -t all_libs < <(printf '%s\n' "${libs_of[@]}" | grep . | sort -u)
 lookup() {

@@ -160,7 +160,11 @@ TEST(SdkPackageTest, AnOutsideProjectBuildsAgainstTheInstalledPackage) {
   const std::string build = dir + "/build";
   CommandResult conf =
       RunCommand({"cmake", "-S", std::string(SWARM_SOURCE_DIR) + "/tests/integration/sdk_consumer",
-                  "-B", build, "-DCMAKE_PREFIX_PATH=" + prefix},
+                  "-B", build, "-DCMAKE_PREFIX_PATH=" + prefix,
+                  // Compiled and linked as this build was: an instrumented build's libraries need
+                  // the sanitizer runtimes in the program that links them.
+                  std::string("-DCMAKE_CXX_FLAGS=") + SWARM_CXX_FLAGS,
+                  std::string("-DCMAKE_EXE_LINKER_FLAGS=") + SWARM_EXE_LINKER_FLAGS},
                  dir + "/configure.log", absl::Minutes(2));
   ASSERT_EQ(conf.exit_code, 0)
       << Process({"cat", dir + "/configure.log"}, "/dev/null").ReadAll(absl::Seconds(5));
