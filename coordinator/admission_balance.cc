@@ -143,10 +143,15 @@ absl::StatusOr<std::vector<router::Prediction>> AdmissionBalancer::RouteWindow(
   {
     absl::MutexLock lock(&mu_);
     std::deque<std::shared_ptr<const Routed>>& q = recent_[top_k];
-    while (q.size() > 1 && q.front()->at < routed->at - options_.gap_horizon) q.pop_front();
+    size_t held = 0;
+    for (const auto& w : q) held += w->masks.size();
+    while (q.size() > 1 &&
+           (q.front()->at < routed->at - options_.gap_horizon || held > kGapRequests)) {
+      held -= q.front()->masks.size();
+      q.pop_front();
+    }
     before.assign(q.begin(), q.end());
     q.push_back(std::move(routed));
-    if (q.size() > kGapWindows) q.pop_front();
   }
   if (observer_ != nullptr) {
     CoordinatorObserver::BalanceWindow w;

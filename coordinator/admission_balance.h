@@ -67,8 +67,8 @@ struct BalanceOptions {
   double gain = 4;
   int max_window_requests = 64;
   // The windows whose choices the equilibrium gap prices again: those routed within this of the
-  // new one (at most kGapWindows), and always the previous one. The coordinator sets it to its
-  // busy window (SchedulerStats).
+  // new one (at most AdmissionBalancer::kGapRequests requests in all), and always the previous
+  // one. The coordinator sets it to its busy window (SchedulerStats).
   absl::Duration gap_horizon = absl::Seconds(10);
   std::function<absl::Time()> clock;  // Null: absl::Now (tests step a clock of their own).
 };
@@ -136,7 +136,8 @@ class AdmissionBalancer {
     std::vector<router::Candidates> requests;
     std::vector<BlockMask> masks;
   };
-  static constexpr size_t kGapWindows = 64;
+  // Requests the gap prices again at most (its cost per window: these × their candidates).
+  static constexpr size_t kGapRequests = 256;
   std::map<int, std::deque<std::shared_ptr<const Routed>>> recent_ ABSL_GUARDED_BY(mu_);
   uint64_t windows_ ABSL_GUARDED_BY(mu_) = 0;
 };
