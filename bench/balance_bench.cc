@@ -56,6 +56,7 @@
 
 namespace {
 
+using swarm::bench::AddFlagUnlessGiven;
 using swarm::bench::Child;
 using swarm::bench::SelfDir;
 using swarm::bench::SpawnAndWait;
@@ -199,11 +200,9 @@ absl::StatusOr<RunResult> RunOne(const Setup& s, const std::string& shape, bool 
   // Emulated workers are devices of their own (they hold their time, not the shared cores): one
   // micro-batch each, as on machines of their own (the coordinator's default counts hosts, and
   // these share one), unless the args say.
-  if (s.layer_time > absl::ZeroDuration() &&
-      std::find(s.coordinator_args.begin(), s.coordinator_args.end(), "--max-micro-batches") ==
-          s.coordinator_args.end()) {
-    argv.push_back("--max-micro-batches");
-    argv.push_back(absl::StrCat(addresses.size()));
+  if (s.layer_time > absl::ZeroDuration()) {
+    AddFlagUnlessGiven(&argv, s.coordinator_args, "--max-micro-batches",
+                       absl::StrCat(addresses.size()));
   }
   argv.insert(argv.end(), s.coordinator_args.begin(), s.coordinator_args.end());
   if (balance) {

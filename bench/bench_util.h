@@ -30,6 +30,15 @@ inline double Percentile(std::vector<double> v, double p) {
   return v[static_cast<size_t>(p * (v.size() - 1))];
 }
 
+// Appends `flag value` to argv unless `given` (flags the user passed on) has `flag` already.
+inline void AddFlagUnlessGiven(std::vector<std::string>* argv,
+                               const std::vector<std::string>& given, const std::string& flag,
+                               const std::string& value) {
+  if (std::find(given.begin(), given.end(), flag) != given.end()) return;
+  argv->push_back(flag);
+  argv->push_back(value);
+}
+
 // The directory holding the running executable (the build directory).
 inline std::string SelfDir() {
   char buf[4096];

@@ -61,6 +61,7 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using swarm::bench::AddFlagUnlessGiven;
 using swarm::bench::Child;
 using swarm::bench::Percentile;
 using swarm::bench::SelfDir;
@@ -341,10 +342,8 @@ int main(int argc, char** argv) {
         absl::StrJoin(addresses, ","),    "--listen", "127.0.0.1:0"};
     // Pinned workers have cores of their own: the pipeline's depth is one micro-batch per worker
     // (the coordinator's default counts machines, and these share one), unless the args say.
-    if (f.pin && std::find(f.coordinator_args.begin(), f.coordinator_args.end(),
-                           "--max-micro-batches") == f.coordinator_args.end()) {
-      argv.push_back("--max-micro-batches");
-      argv.push_back(absl::StrCat(f.workers));
+    if (f.pin) {
+      AddFlagUnlessGiven(&argv, f.coordinator_args, "--max-micro-batches", absl::StrCat(f.workers));
     }
     argv.insert(argv.end(), f.coordinator_args.begin(), f.coordinator_args.end());
     argv.insert(argv.end(), extra.begin(), extra.end());

@@ -135,25 +135,26 @@ absl::StatusOr<std::vector<router::Prediction>> AdmissionBalancer::RouteWindow(
   absl::StatusOr<router::BatchResult> r = router_->BalanceBatch(prompts, top_k, bo);
   if (!r.ok()) return r.status();
 
-  auto routed = std::make_shared<Routed>();
-  routed->at = options_.clock ? options_.clock() : absl::Now();
-  for (const router::Choice& c : r->game.choices) routed->masks.push_back(c.mask);
-  routed->requests = std::move(r->requests);
-  std::vector<std::shared_ptr<const Routed>> before;
-  {
-    absl::MutexLock lock(&mu_);
-    std::deque<std::shared_ptr<const Routed>>& q = recent_[top_k];
-    size_t held = 0;
-    for (const auto& w : q) held += w->masks.size();
-    while (q.size() > 1 &&
-           (q.front()->at < routed->at - options_.gap_horizon || held > kGapRequests)) {
-      held -= q.front()->masks.size();
-      q.pop_front();
-    }
-    before.assign(q.begin(), q.end());
-    q.push_back(std::move(routed));
-  }
   if (observer_ != nullptr) {
+    // The windows the gap prices again are kept only for this report.
+    auto routed = std::make_shared<Routed>();
+    routed->at = options_.clock ? options_.clock() : absl::Now();
+    for (const router::Choice& c : r->game.choices) routed->masks.push_back(c.mask);
+    routed->requests = std::move(r->requests);
+    std::vector<std::shared_ptr<const Routed>> before;
+    {
+      absl::MutexLock lock(&mu_);
+      std::deque<std::shared_ptr<const Routed>>& q = recent_[top_k];
+      size_t held = 0;
+      for (const auto& w : q) held += w->masks.size();
+      while (q.size() > 1 &&
+             (q.front()->at < routed->at - options_.gap_horizon || held > kGapRequests)) {
+        held -= q.front()->masks.size();
+        q.pop_front();
+      }
+      before.assign(q.begin(), q.end());
+      q.push_back(std::move(routed));
+    }
     CoordinatorObserver::BalanceWindow w;
     w.requests = static_cast<int>(prompts.size());
     // The earlier windows' choices at this window's prices (its tolls and congestion; 0 for a k's

@@ -129,8 +129,8 @@ class AdmissionBalancer {
   absl::CondVar cv_;
   // The open window of each top_k.
   std::map<int, std::vector<std::shared_ptr<Slot>>> open_ ABSL_GUARDED_BY(mu_);
-  // The windows of each top_k routed within gap_horizon, oldest first: when, and their
-  // requests' candidates and choices.
+  // With an observer: the windows of each top_k routed within gap_horizon, oldest first: when, and
+  // their requests' candidates and choices.
   struct Routed {
     absl::Time at;
     std::vector<router::Candidates> requests;
