@@ -4,11 +4,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <limits>
-#include <type_traits>
 #include <utility>
 
 #include "common/host_tensor.h"
+#include "model/cpu_attention.h"
 #include "model/cpu_layer_torch.h"
 
 namespace swarm::model {
@@ -16,63 +15,6 @@ namespace {
 
 // Attention with fewer multiply-adds than this runs on the calling thread.
 constexpr int64_t kMinParallelAttention = 1 << 15;
-
-// Σ a[i]·b[i] in 8 interleaved partial sums (vectorisable; a fixed order).
-template <typename T>
-inline float Dot(const float* a, const T* b, int64_t n) {
-  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int l = 0; l < 8; ++l) {
-      if constexpr (std::is_same_v<T, float>) {
-        lane[l] += a[i + l] * b[i + l];
-      } else {
-        lane[l] += a[i + l] * Bf16ToFloat(b[i + l]);
-      }
-    }
-  }
-  for (int l = 0; i + l < n; ++l) {
-    if constexpr (std::is_same_v<T, float>) {
-      lane[l] += a[i + l] * b[i + l];
-    } else {
-      lane[l] += a[i + l] * Bf16ToFloat(b[i + l]);
-    }
-  }
-  return ((lane[0] + lane[4]) + (lane[2] + lane[6])) + ((lane[1] + lane[5]) + (lane[3] + lane[7]));
-}
-
-// out[0..hd) = Σ_j softmax(q·k_j·scale)_j v_j over positions lo..hi of one KV head's keys and
-// values (rows of hd, position p at p·hd), in f32; `scores` has room for hi − lo + 1 floats.
-template <typename T>
-void AttendOne(const float* q, const T* keys, const T* values, int64_t lo, int64_t hi, int64_t hd,
-               float scale, float* scores, float* out) {
-  float max = -std::numeric_limits<float>::infinity();
-  for (int64_t p = lo; p <= hi; ++p) {
-    const float s = Dot(q, keys + p * hd, hd) * scale;
-    scores[p - lo] = s;
-    max = std::max(max, s);
-  }
-  float sum = 0;
-  for (int64_t p = lo; p <= hi; ++p) {
-    const float e = std::exp(scores[p - lo] - max);
-    scores[p - lo] = e;
-    sum += e;
-  }
-  std::fill(out, out + hd, 0.0f);
-  for (int64_t p = lo; p <= hi; ++p) {
-    const float w = scores[p - lo];
-    const T* v = values + p * hd;
-    for (int64_t i = 0; i < hd; ++i) {
-      if constexpr (std::is_same_v<T, float>) {
-        out[i] += w * v[i];
-      } else {
-        out[i] += w * Bf16ToFloat(v[i]);
-      }
-    }
-  }
-  const float inv = 1.0f / sum;
-  for (int64_t i = 0; i < hd; ++i) out[i] *= inv;
-}
 
 void AddInto(float* x, const float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] += y[i];
@@ -250,11 +192,11 @@ void RowsAttention(const AttentionWeights& w, const AttentionShape& shape, const
       float* o = out + r * qd + h * hd;
       const int64_t off = g * st.capacity * hd;
       if (st.dtype == at::kBFloat16) {
-        AttendOne(q, static_cast<const uint16_t*>(st.k) + off,
+        AttendRow(step.isa(), KvType::kBf16, q, static_cast<const uint16_t*>(st.k) + off,
                   static_cast<const uint16_t*>(st.v) + off, lo, pos, hd, scale, scores, o);
       } else {
-        AttendOne(q, static_cast<const float*>(st.k) + off, static_cast<const float*>(st.v) + off,
-                  lo, pos, hd, scale, scores, o);
+        AttendRow(step.isa(), KvType::kF32, q, static_cast<const float*>(st.k) + off,
+                  static_cast<const float*>(st.v) + off, lo, pos, hd, scale, scores, o);
       }
     }
   };

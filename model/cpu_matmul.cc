@@ -29,6 +29,16 @@ constexpr int64_t kColumnBlock = 16;
 using kernel::ForTileSize;
 using kernel::kRowTile;
 using kernel::PrefetchWeights;
+#ifdef SWARM_MATMUL_X86
+using kernel::HorizontalSum;
+using kernel::HorizontalSum16;
+using kernel::kAll16;
+using kernel::Load16;
+using kernel::Load8;
+using kernel::LoadPartial16;
+using kernel::LoadPartial8;
+using kernel::TailMask;
+#endif
 // Products of fewer multiply-adds than this run on the calling thread: waking the team costs
 // about a microsecond, which such a product does not repay.
 constexpr int64_t kMinParallelWork = 1 << 17;
@@ -110,31 +120,6 @@ void RowMajorTiles(int64_t rows, int64_t j0, int64_t j1, int64_t jt, Tile&& tile
 // ---------------------------------------------------------------------------------------------
 // AVX2 + FMA.
 #ifdef SWARM_MATMUL_X86
-
-#define SWARM_AVX2 __attribute__((target("avx2,fma")))
-
-using kernel::HorizontalSum;
-
-// Lanes 0..n-1 set (n in 0..8): the mask of a partial vector at the end of a row.
-SWARM_AVX2 inline __m256i TailMask(int64_t n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
-                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-SWARM_AVX2 inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
-SWARM_AVX2 inline __m256 Load8(const uint16_t* p) {
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-// The first n (0..8) elements, the others 0.
-SWARM_AVX2 inline __m256 LoadPartial8(const float* p, int64_t n) {
-  return _mm256_maskload_ps(p, TailMask(n));
-}
-SWARM_AVX2 inline __m256 LoadPartial8(const uint16_t* p, int64_t n) {
-  uint16_t buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  std::memcpy(buf, p, n * sizeof(uint16_t));
-  return Load8(buf);
-}
 
 // Row-major W: RB rows × JB outputs starting at output j. Each (row, output) accumulates in one
 // vector: lane l gets an FMA for every i ≡ l (mod 8), in increasing i; the partial last vector is
@@ -245,9 +230,10 @@ template <typename WT>
 SWARM_AVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const MatrixView& w,
                           const float* bias, float* y, int64_t ys, int64_t j0, int64_t j1) {
   if (w.col_stride != 1) return ColumnMajorAvx2<WT>(x, rows, xs, w, bias, y, ys, j0, j1);
-  // Outputs per tile: 3 (12 accumulators for 4 rows, 7 loads per 12 FMAs), 2 for a single row
-  // (measured faster there).
-  RowMajorTiles(rows, j0, j1, rows == 1 ? 2 : 3,
+  // Outputs per tile: 3 (12 accumulators for 4 rows, 7 loads per 12 FMAs); 1 for a single row,
+  // whose product is bound by memory: one weight stream per thread, prefetched far ahead, keeps
+  // it busiest (measured against 2 and 4).
+  RowMajorTiles(rows, j0, j1, rows == 1 ? 1 : 3,
                 [&](auto rb, auto jb, int64_t r, int64_t j, bool ahead) {
                   TileRowMajor<WT, decltype(rb)::value, decltype(jb)::value>(
                       x + r * xs, xs, w, bias, y + r * ys, ys, j, ahead);
@@ -256,35 +242,6 @@ SWARM_AVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const Matrix
 
 // ---------------------------------------------------------------------------------------------
 // AVX-512 (row-major W; column-major W goes through the AVX2 tiles).
-
-#define SWARM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
-
-// The maskz forms with a full mask throughout: GCC 12's plain forms start from a self-initialised
-// "undefined" vector that its own -Wuninitialized flags (an error under -Werror).
-
-constexpr __mmask16 kAll16 = 0xFFFF;
-
-SWARM_AVX512 inline __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
-SWARM_AVX512 inline __m512 Load16(const uint16_t* p) {
-  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return _mm512_castsi512_ps(
-      _mm512_maskz_slli_epi32(kAll16, _mm512_maskz_cvtepu16_epi32(kAll16, h), 16));
-}
-SWARM_AVX512 inline __m512 LoadPartial16(const float* p, __mmask16 m) {
-  return _mm512_maskz_loadu_ps(m, p);
-}
-SWARM_AVX512 inline __m512 LoadPartial16(const uint16_t* p, __mmask16 m) {
-  const __m256i h = _mm256_maskz_loadu_epi16(m, p);
-  return _mm512_castsi512_ps(
-      _mm512_maskz_slli_epi32(kAll16, _mm512_maskz_cvtepu16_epi32(kAll16, h), 16));
-}
-
-// The 16 lanes summed in a fixed tree: halves, then the AVX2 order on the 8 sums.
-SWARM_AVX512 inline float HorizontalSum16(__m512 a) {
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, a);
-  return HorizontalSum(_mm256_add_ps(_mm256_load_ps(lanes), _mm256_load_ps(lanes + 8)));
-}
 
 // As TileRowMajor with 16 lanes: lane l sums the products of i ≡ l (mod 16) in increasing i.
 template <typename WT, int RB, int JB>
@@ -332,7 +289,7 @@ template <typename WT>
 SWARM_AVX512 void BlockAvx512(const float* x, int64_t rows, int64_t xs, const MatrixView& w,
                               const float* bias, float* y, int64_t ys, int64_t j0, int64_t j1) {
   if (w.col_stride != 1) return ColumnMajorAvx2<WT>(x, rows, xs, w, bias, y, ys, j0, j1);
-  RowMajorTiles(rows, j0, j1, rows == 1 ? 2 : 4,
+  RowMajorTiles(rows, j0, j1, rows == 1 ? 1 : 4,  // As BlockAvx2's.
                 [&](auto rb, auto jb, int64_t r, int64_t j, bool ahead) {
                   TileRowMajor512<WT, decltype(rb)::value, decltype(jb)::value>(
                       x + r * xs, xs, w, bias, y + r * ys, ys, j, ahead);
