@@ -165,6 +165,81 @@ SWARM_QAVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const Quant
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// AVX-512: a group's 32 codes as two vectors of 16 (inputs 0..15 and 16..31), converted in half
+// the instructions of the AVX2 tile, which bounds the quantized products at one row (q4 above all:
+// its nibbles cost more to unpack than its bytes cost to read).
+
+#define SWARM_QAVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+
+using kernel::HorizontalSum16;
+using kernel::kAll16;
+
+// Inputs 0..15 (*lo) and 16..31 (*hi) of the group at p as floats (the maskz forms: see
+// cpu_kernel_common.h).
+template <WeightQuant F>
+SWARM_QAVX512 inline void Codes16(const uint8_t* p, __m512* lo, __m512* hi) {
+  if constexpr (F == WeightQuant::kQ8) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16));
+    *lo = _mm512_maskz_cvtepi32_ps(kAll16, _mm512_maskz_cvtepi8_epi32(kAll16, a));
+    *hi = _mm512_maskz_cvtepi32_ps(kAll16, _mm512_maskz_cvtepi8_epi32(kAll16, b));
+  } else {
+    // Byte b holds input b (low nibble) and input b + 16 (high nibble).
+    const __m512i bytes =
+        _mm512_maskz_cvtepu8_epi32(kAll16, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m512i mask = _mm512_set1_epi32(0x0F), eight = _mm512_set1_epi32(8);
+    const __m512i l = _mm512_maskz_and_epi32(kAll16, bytes, mask);
+    const __m512i h = _mm512_maskz_srli_epi32(kAll16, bytes, 4);
+    *lo = _mm512_maskz_cvtepi32_ps(kAll16, _mm512_maskz_sub_epi32(kAll16, l, eight));
+    *hi = _mm512_maskz_cvtepi32_ps(kAll16, _mm512_maskz_sub_epi32(kAll16, h, eight));
+  }
+}
+
+// RB rows × output j. Per (row, output) one accumulator of 16 lanes: per group, lane l gets
+// x[l]·q[l] + x[l+16]·q[l+16] (a product, then one FMA), added times the group's scale (one
+// FMA); the lanes summed at the end as the f32 AVX-512 kernel does.
+template <WeightQuant F, int RB>
+SWARM_QAVX512 void Tile512(const float* x, int64_t xs, const QuantMatrixView& w, const float* bias,
+                           float* y, int64_t ys, int64_t j, bool ahead) {
+  const int64_t groups = QuantGroups(w.k), row_bytes = RowBytes(w);
+  constexpr int64_t kGroupBytes = F == WeightQuant::kQ8 ? kQuantGroup : kQuantGroup / 2;
+  const uint8_t* wp[1] = {w.data + j * row_bytes};
+  const uint16_t* sp = w.scales + j * groups;
+  __m512 acc[RB];
+  for (int r = 0; r < RB; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t off = g * kGroupBytes;
+    if ((off & 63) == 0) PrefetchWeights<1>(wp, off, ahead, row_bytes);
+    __m512 lo, hi;
+    Codes16<F>(wp[0] + off, &lo, &hi);
+    const __m512 d = _mm512_set1_ps(_cvtsh_ss(sp[g]));
+    const float* xg = x + g * kQuantGroup;
+    for (int r = 0; r < RB; ++r) {
+      const __m512 sum = _mm512_fmadd_ps(_mm512_loadu_ps(xg + r * xs + 16), hi,
+                                         _mm512_mul_ps(_mm512_loadu_ps(xg + r * xs), lo));
+      acc[r] = _mm512_fmadd_ps(d, sum, acc[r]);
+    }
+  }
+  for (int r = 0; r < RB; ++r) {
+    float s = HorizontalSum16(acc[r]);
+    if (bias != nullptr) s += bias[j];
+    y[r * ys + j] = s;
+  }
+}
+
+template <WeightQuant F>
+SWARM_QAVX512 void BlockAvx512(const float* x, int64_t rows, int64_t xs, const QuantMatrixView& w,
+                               const float* bias, float* y, int64_t ys, int64_t j0, int64_t j1) {
+  for (int64_t j = j0; j < j1; ++j) {  // One output per tile, as BlockAvx2.
+    for (int64_t r = 0; r < rows; r += kRowTile) {
+      ForTileSize(std::min<int64_t>(kRowTile, rows - r), [&](auto rb) {
+        Tile512<F, decltype(rb)::value>(x + r * xs, xs, w, bias, y + r * ys, ys, j, r > 0);
+      });
+    }
+  }
+}
+
 // CPUID leaf 1, ECX bit 29 (bit_F16C): __builtin_cpu_supports("f16c") is gcc's only (clang 14, the
 // libFuzzer build's compiler, rejects the feature name). Only asked after the AVX2 check, which
 // covers the OS's support for the VEX registers.
@@ -186,8 +261,7 @@ inline int RoundAway(float v) { return static_cast<int>(std::round(v)); }
 void QMatmulRows(const float* x, int64_t rows, int64_t x_stride, const QuantMatrixView& w,
                  const float* bias, float* y, int64_t y_stride, MatmulIsa isa) {
   if (rows <= 0 || w.n <= 0) return;
-  // No AVX-512 variant yet: AVX-512 runs the AVX2 one; kAuto as ResolveIsa (SWARM_CPU_ISA caps it).
-  isa = ResolveIsa(isa);
+  isa = ResolveIsa(isa);  // kAuto as ResolveIsa (SWARM_CPU_ISA caps it).
   bool avx2 = isa == MatmulIsa::kAvx2 || isa == MatmulIsa::kAvx512;
   const int64_t kp = QuantGroups(w.k) * kQuantGroup;
   // The AVX2 tiles read whole groups of x: rows padded with zeros when k is not a multiple of 32.
@@ -196,6 +270,7 @@ void QMatmulRows(const float* x, int64_t rows, int64_t x_stride, const QuantMatr
   int64_t xps = x_stride;
 #ifdef SWARM_QMATMUL_X86
   avx2 = avx2 && CpuHasF16c();
+  const bool avx512 = avx2 && isa == MatmulIsa::kAvx512;
   if (avx2 && kp != w.k) {
     padded.assign(static_cast<size_t>(rows * kp), 0.0f);
     for (int64_t r = 0; r < rows; ++r) {
@@ -213,6 +288,14 @@ void QMatmulRows(const float* x, int64_t rows, int64_t x_stride, const QuantMatr
   at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
     const int64_t j0 = b0 * kColumnBlock, j1 = std::min(w.n, b1 * kColumnBlock);
 #ifdef SWARM_QMATMUL_X86
+    if (avx512) {
+      if (w.format == WeightQuant::kQ8) {
+        BlockAvx512<WeightQuant::kQ8>(xp, rows, xps, w, bias, y, y_stride, j0, j1);
+      } else {
+        BlockAvx512<WeightQuant::kQ4>(xp, rows, xps, w, bias, y, y_stride, j0, j1);
+      }
+      return;
+    }
     if (avx2) {
       if (w.format == WeightQuant::kQ8) {
         BlockAvx2<WeightQuant::kQ8>(xp, rows, xps, w, bias, y, y_stride, j0, j1);

@@ -6,16 +6,18 @@
 // of long prefill chunks.
 //
 // Order: every output element is reduced in a fixed order that depends only on its row of x,
-// its row of W and k: per group of 32 inputs, 8 lanes (lane l: the products x·q of the 4 inputs
-// ≡ l mod 8, in increasing order, q the integer code), each lane then added into its accumulator
-// times the group's scale (one FMA), the 8 accumulators summed pairwise at the end, then + bias.
-// So a row's result depends only on that row: batch-invariant, bit for bit, whatever the number
-// of rows, their order or the split of columns between threads.
+// its row of W, k and the ISA; with AVX2, per group of 32 inputs, 8 lanes (lane l: the products x·q
+// of the 4 inputs ≡ l mod 8, in increasing order, q the integer code), each lane then added into
+// its accumulator times the group's scale (one FMA), the 8 accumulators summed pairwise at the end,
+// then + bias. So a row's result depends only on that row: batch-invariant, bit for bit, whatever
+// the number of rows, their order or the split of columns between threads.
 //
-// Two implementations, AVX2+FMA+F16C (chosen at run time) and a portable scalar fallback (which
-// dequantizes blocks of rows, exactly — q·d is an f32 — and runs model/cpu_matmul.h's scalar
-// kernel on them; batch-invariant in its own order); they agree to rounding. Parallel over output
-// columns on LibTorch's intra-op threads.
+// Three implementations, chosen at run time as model/cpu_matmul.h's: AVX-512 (16 lanes: per
+// group, lane l the products of inputs l and l + 16, then times the scale into its accumulator;
+// the lanes summed as the f32 AVX-512 kernel does), AVX2+FMA+F16C (the order above), and a
+// portable scalar fallback (which dequantizes blocks of rows, exactly — q·d is an f32 — and runs
+// model/cpu_matmul.h's scalar kernel on them; batch-invariant in its own order); they agree to
+// rounding. Parallel over output columns on LibTorch's intra-op threads.
 //
 // Thread-safe (pure functions of their inputs).
 #ifndef SWARM_MODEL_CPU_QMATMUL_H_

@@ -1,7 +1,7 @@
-// The quantized row kernel (model/cpu_qmatmul.h) on its own, both implementations (scalar and,
-// where the CPU has it, AVX2+FMA+F16C): the quantizer's bytes against the format's definition, the
-// kernel against an independent dequantize-then-dot in double precision, and batch-invariant bit
-// for bit.
+// The quantized row kernel (model/cpu_qmatmul.h) on its own, every implementation (scalar and,
+// where the CPU has them, AVX2+FMA+F16C and AVX-512): the quantizer's bytes against the format's
+// definition, the kernel against an independent dequantize-then-dot in double precision, and
+// batch-invariant bit for bit.
 #include "model/cpu_qmatmul.h"
 
 #include <cmath>
@@ -30,6 +30,7 @@ std::string Name(const Problem& p) {
 std::vector<MatmulIsa> Isas() {
   std::vector<MatmulIsa> isas = {MatmulIsa::kScalar};
   if (CpuHasAvx2Fma()) isas.push_back(MatmulIsa::kAvx2);
+  if (CpuHasAvx512()) isas.push_back(MatmulIsa::kAvx512);
   return isas;
 }
 
@@ -155,8 +156,7 @@ TEST(QMatmulRowsTest, MatchesDequantizeThenDotReference) {
     for (int64_t rows : {1, 3, 4, 9, 16}) {
       QData d(p, rows);
       for (MatmulIsa isa : Isas()) {
-        SCOPED_TRACE(Name(p) + " rows " + std::to_string(rows) +
-                     (isa == MatmulIsa::kAvx2 ? " avx2" : " scalar"));
+        SCOPED_TRACE(Name(p) + " rows " + std::to_string(rows) + " " + MatmulIsaName(isa));
         const std::vector<float> y = d.Run(0, rows, isa);
         for (int64_t r = 0; r < rows; ++r) {
           for (int64_t j = 0; j < p.n; ++j) {
@@ -178,7 +178,7 @@ TEST(QMatmulRowsTest, RowAloneEqualsRowInBatchBitForBit) {
     const int64_t batch = 16;
     QData d(p, batch);
     for (MatmulIsa isa : Isas()) {
-      SCOPED_TRACE(Name(p) + (isa == MatmulIsa::kAvx2 ? " avx2" : " scalar"));
+      SCOPED_TRACE(Name(p) + " " + MatmulIsaName(isa));
       const std::vector<float> all = d.Run(0, batch, isa);
       for (int64_t r = 0; r < batch; ++r) {
         const std::vector<float> alone = d.Run(r, 1, isa);
@@ -197,14 +197,16 @@ TEST(QMatmulRowsTest, RowAloneEqualsRowInBatchBitForBit) {
   }
 }
 
-TEST(QMatmulRowsTest, ScalarAndAvx2AgreeToRounding) {
+TEST(QMatmulRowsTest, EveryIsaAgreesWithScalarToRounding) {
   if (!CpuHasAvx2Fma()) GTEST_SKIP() << "no AVX2+FMA on this CPU";
   for (const Problem& p : Problems()) {
-    SCOPED_TRACE(Name(p));
     QData d(p, 4);
     const std::vector<float> a = d.Run(0, 4, MatmulIsa::kScalar);
-    const std::vector<float> b = d.Run(0, 4, MatmulIsa::kAvx2);
-    for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 1e-4 * (1 + std::abs(a[i])));
+    for (MatmulIsa isa : Isas()) {
+      SCOPED_TRACE(Name(p) + " " + MatmulIsaName(isa));
+      const std::vector<float> b = d.Run(0, 4, isa);
+      for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 1e-4 * (1 + std::abs(a[i])));
+    }
   }
 }
 
