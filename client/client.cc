@@ -288,6 +288,7 @@ absl::StatusOr<ClusterStatus> Client::Status(absl::Duration timeout) {
     for (const v1::LayerRange& r : w.layers()) ws.layers.emplace_back(r.begin(), r.end());
     ws.device = w.device();
     ws.dtype = DTypeString(w.dtype());
+    ws.weight_format = w.weight_format();
     ws.sessions = w.sessions();
     ws.max_sessions = w.max_sessions();
     ws.kv_used_bytes = w.kv_used_bytes();

@@ -128,7 +128,8 @@ struct WorkerStatus {
   std::string error;                        // Why it is not used, if it is not.
   std::vector<std::pair<int, int>> layers;  // Half-open ranges [begin, end).
   std::string device;
-  std::string dtype;
+  std::string dtype;          // The compute dtype: "f32", "bf16", "f16".
+  std::string weight_format;  // "q8" or "q4" when the linear weights are quantized, else "".
   int sessions = 0;
   int max_sessions = 0;
   int64_t kv_used_bytes = 0;

@@ -334,6 +334,7 @@ void FillStatus(const CoordinatorServer& server, const ServingReport& report,
     }
     w->set_device(s.info.device());
     w->set_dtype(s.info.dtype());
+    w->set_weight_format(s.info.weight_format());
     w->set_sessions(s.info.sessions());
     w->set_max_sessions(s.info.max_sessions());
     w->set_kv_used_bytes(s.info.kv_used_bytes());

@@ -149,16 +149,14 @@ SplitLinearWeights SplitLinearWeights::From(std::vector<LinearWeights> weights,
 absl::StatusOr<WeightLoader> WeightLoader::Create(const Checkpoint& checkpoint,
                                                   const LoadOptions& options) {
   ASSIGN_OR_RETURN(at::Device device, ParseDevice(options.device));
-  WeightQuant quant = options.quant;
   const WeightQuant stored = checkpoint.config().quantization;
-  if (stored != WeightQuant::kNone) {
-    if (quant != WeightQuant::kNone && quant != stored) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          checkpoint.dir(), " stores ", WeightQuantName(stored), " weights (swarm_quantization); ",
-          "it cannot load as ", WeightQuantName(quant)));
-    }
-    quant = stored;
+  if (stored != WeightQuant::kNone && options.quant != WeightQuant::kNone &&
+      options.quant != stored) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        checkpoint.dir(), " stores ", WeightQuantName(stored), " weights (swarm_quantization); ",
+        "it cannot load as ", WeightQuantName(options.quant)));
   }
+  const WeightQuant quant = LoadedQuant(stored, options);
   if (quant != WeightQuant::kNone && device.is_cpu() && options.dtype != DType::kF32) {
     return absl::InvalidArgumentError(absl::StrCat(WeightQuantName(quant),
                                                    " weights compute in f32 on the CPU, not ",

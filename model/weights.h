@@ -32,6 +32,13 @@ struct LoadOptions {
   std::function<void()> on_layer_loaded;
 };
 
+// The format the linear weights load in: a quantized checkpoint's own (`stored`, its config's
+// swarm_quantization), else options.quant. (WeightLoader refuses a stored format that differs from
+// a requested one.)
+inline WeightQuant LoadedQuant(WeightQuant stored, const LoadOptions& options) {
+  return stored != WeightQuant::kNone ? stored : options.quant;
+}
+
 }  // namespace swarm::model
 
 #endif  // SWARM_MODEL_WEIGHTS_H_

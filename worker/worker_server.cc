@@ -111,6 +111,8 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
     resp->mutable_layers()->Assign(o.layers.begin(), o.layers.end());
     resp->set_device(o.load.device);
     resp->set_dtype(rpc::ToProtoDType(o.load.dtype));
+    const WeightQuant quant = model::LoadedQuant(c.quantization, o.load);
+    resp->set_weight_format(quant == WeightQuant::kNone ? "" : WeightQuantName(quant));
     resp->set_kv_budget_bytes(owner_->kv_budget_bytes());
     resp->set_max_sessions(o.limits.max_sessions);
     resp->set_session_ttl_seconds(absl::ToDoubleSeconds(o.limits.idle_ttl));

@@ -39,6 +39,7 @@ nlohmann::json ToJson(const ClusterStatus& s) {
                        {"layers", layers},
                        {"device", w.device},
                        {"dtype", w.dtype},
+                       {"weight_format", w.weight_format},
                        {"sessions", w.sessions},
                        {"max_sessions", w.max_sessions},
                        {"kv_used_bytes", w.kv_used_bytes},
@@ -122,7 +123,8 @@ int StatusCommand(const std::vector<std::string>& args) {
                                         : "ready";
     std::string budget = w.kv_budget_bytes > 0 ? Mib(w.kv_budget_bytes) : "unlimited";
     std::printf("%-24s %-12s %-10s %-8s %-5s %-10s %-8d %-5s %-18s %s\n", w.address.c_str(),
-                state.c_str(), Ranges(w.layers).c_str(), w.device.c_str(), w.dtype.c_str(),
+                state.c_str(), Ranges(w.layers).c_str(), w.device.c_str(),
+                (w.weight_format.empty() ? w.dtype : w.weight_format).c_str(),
                 absl::StrCat(w.sessions, "/", w.max_sessions).c_str(), w.active_requests,
                 absl::StrFormat("%.0f%%", 100 * w.busy_fraction).c_str(),
                 absl::StrCat(Mib(w.kv_used_bytes), "/", budget).c_str(),

@@ -161,6 +161,8 @@ TEST_F(WorkerServerTest, ReportsIdentityAndServesOnlyAfterLoading) {
   ASSERT_TRUE(server_->Load().ok());
   info = Info();
   EXPECT_TRUE(info.ready());
+  EXPECT_EQ(info.dtype(), v1::DTYPE_F32);
+  EXPECT_EQ(info.weight_format(), "");  // Not quantized.
   EXPECT_GT(info.weight_bytes(), 0);
   EXPECT_GT(info.kv_bytes_per_token(), 0);
   EXPECT_EQ(swarm::testing::Health(server_->address(), ""), HealthStatus::SERVING);
@@ -169,6 +171,16 @@ TEST_F(WorkerServerTest, ReportsIdentityAndServesOnlyAfterLoading) {
   const std::string services = swarm::testing::ReflectionListServices(server_->address());
   EXPECT_NE(services.find("swarm.v1.WorkerService"), std::string::npos) << services;
   EXPECT_NE(services.find("grpc.health.v1.Health"), std::string::npos) << services;
+}
+
+// A q8 worker says so: `swarm status` shows its DTYPE as q8, not as the f32 it computes in.
+TEST_F(WorkerServerTest, AQuantizedWorkerReportsItsWeightFormat) {
+  configure_ = [](WorkerServerOptions* o) { o->load.quant = WeightQuant::kQ8; };
+  Start({0, 1});
+  const v1::InfoResponse info = Info();
+  EXPECT_TRUE(info.ready());
+  EXPECT_EQ(info.dtype(), v1::DTYPE_F32);
+  EXPECT_EQ(info.weight_format(), "q8");
 }
 
 TEST_F(WorkerServerTest, PrefillAndDecodeStepsMatchTheGoldenHiddenStates) {
