@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -21,13 +20,8 @@
 namespace swarm::model {
 namespace {
 
-inline float Widen(float v) { return v; }
-inline float Widen(uint16_t v) {
-  const uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
+using kernel::DotLanesScalar;
+using kernel::Widen;
 
 // The softmax of scores[0..n) in place, in f32, in increasing position; returns the sum of the
 // exponentials.
@@ -44,25 +38,12 @@ float Softmax(float* scores, int64_t n, float max) {
 // ---------------------------------------------------------------------------------------------
 // Portable scalar fallback.
 
-// Σ a[i]·b[i] in 8 interleaved partial sums (lane l: i ≡ l mod 8, in increasing i), summed
-// pairwise as the AVX2 horizontal sum does.
-template <typename T>
-float DotScalar(const float* a, const T* b, int64_t n) {
-  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int l = 0; l < 8; ++l) lane[l] += a[i + l] * Widen(b[i + l]);
-  }
-  for (int l = 0; i + l < n; ++l) lane[l] += a[i + l] * Widen(b[i + l]);
-  return ((lane[0] + lane[4]) + (lane[2] + lane[6])) + ((lane[1] + lane[5]) + (lane[3] + lane[7]));
-}
-
 template <typename T>
 void AttendScalar(const float* q, const T* keys, const T* values, int64_t lo, int64_t hi,
                   int64_t hd, float scale, float* scores, float* out) {
   float max = -std::numeric_limits<float>::infinity();
   for (int64_t p = lo; p <= hi; ++p) {
-    const float s = DotScalar(q, keys + p * hd, hd) * scale;
+    const float s = DotLanesScalar(q, keys + p * hd, hd) * scale;
     scores[p - lo] = s;
     max = std::max(max, s);
   }

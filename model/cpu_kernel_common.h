@@ -1,7 +1,8 @@
-// What the CPU row kernels (cpu_matmul.cc, cpu_qmatmul.cc) share, in one place because their
-// results must agree bit for bit where cpu_qmatmul.h promises it: the row-tile height, the
-// dispatch from a run-time tile size to a compile-time one, the weight prefetches, and the AVX2
-// horizontal sum whose order both scalar fallbacks reproduce. Internal to model/ (stateless,
+// What the CPU kernels (cpu_matmul.cc, cpu_qmatmul.cc, cpu_attention.cc) share, in one place
+// because their results must agree bit for bit where cpu_qmatmul.h promises it: the row-tile
+// height, the dispatch from a run-time tile size to a compile-time one, the weight prefetches, the
+// bf16 widening, the scalar lane-wise dot product, the vector loads, and the horizontal sums whose
+// order the scalar fallbacks reproduce. Internal to model/ (stateless,
 // header-only, torch-free).
 #ifndef SWARM_MODEL_CPU_KERNEL_COMMON_H_
 #define SWARM_MODEL_CPU_KERNEL_COMMON_H_
@@ -34,6 +35,31 @@ void ForTileSize(int64_t n, Fn&& fn) {
     default:
       return fn(std::integral_constant<int, 1>());
   }
+}
+
+// f32 from f32, or from bf16 (the upper 16 bits of an f32: exact).
+inline float Widen(float v) { return v; }
+inline float Widen(uint16_t v) {
+  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// Σ x[i]·w[i] in the scalar fallbacks' order: lane l (of 8) sums the products of the i with
+// i % 8 == l in increasing i, then the lanes are summed pairwise in the order of the AVX2
+// horizontal sum (HorizontalSum below).
+template <typename WT>
+float DotLanesScalar(const float* x, const WT* w, int64_t k) {
+  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= k; i += 8) {
+    for (int l = 0; l < 8; ++l) lane[l] += x[i + l] * Widen(w[i + l]);
+  }
+  for (int l = 0; i + l < k; ++l) lane[l] += x[i + l] * Widen(w[i + l]);
+  const float s0 = lane[0] + lane[4], s1 = lane[1] + lane[5];
+  const float s2 = lane[2] + lane[6], s3 = lane[3] + lane[7];
+  return (s0 + s2) + (s1 + s3);
 }
 
 #if defined(__x86_64__) || defined(__i386__)

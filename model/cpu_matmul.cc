@@ -43,31 +43,11 @@ using kernel::TailMask;
 // about a microsecond, which such a product does not repay.
 constexpr int64_t kMinParallelWork = 1 << 17;
 
-inline float Widen(float v) { return v; }
-inline float Widen(uint16_t v) {
-  const uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
+using kernel::DotLanesScalar;
+using kernel::Widen;
 
 // ---------------------------------------------------------------------------------------------
-// Portable scalar fallback.
-
-// Row-major W: lane l (of 8) sums x[i]·w[i] for i % 8 == l in increasing i, then the lanes are
-// summed pairwise in the order the AVX2 kernel's horizontal sum uses.
-template <typename WT>
-float DotLanesScalar(const float* x, const WT* w, int64_t k) {
-  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= k; i += 8) {
-    for (int l = 0; l < 8; ++l) lane[l] += x[i + l] * Widen(w[i + l]);
-  }
-  for (int l = 0; i + l < k; ++l) lane[l] += x[i + l] * Widen(w[i + l]);
-  const float s0 = lane[0] + lane[4], s1 = lane[1] + lane[5];
-  const float s2 = lane[2] + lane[6], s3 = lane[3] + lane[7];
-  return (s0 + s2) + (s1 + s3);
-}
+// Portable scalar fallback (row-major W: DotLanesScalar's 8 lanes per element).
 
 template <typename WT>
 void BlockScalar(const float* x, int64_t rows, int64_t xs, const MatrixView& w, const float* bias,
