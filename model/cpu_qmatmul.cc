@@ -264,7 +264,7 @@ void QMatmulRows(const float* x, int64_t rows, int64_t x_stride, const QuantMatr
   isa = ResolveIsa(isa);  // kAuto as ResolveIsa (SWARM_CPU_ISA caps it).
   bool avx2 = isa == MatmulIsa::kAvx2 || isa == MatmulIsa::kAvx512;
   const int64_t kp = QuantGroups(w.k) * kQuantGroup;
-  // The AVX2 tiles read whole groups of x: rows padded with zeros when k is not a multiple of 32.
+  // The vector tiles read whole groups of x: rows padded with zeros when k is not a multiple of 32.
   std::vector<float> padded;
   const float* xp = x;
   int64_t xps = x_stride;
@@ -288,20 +288,12 @@ void QMatmulRows(const float* x, int64_t rows, int64_t x_stride, const QuantMatr
   at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
     const int64_t j0 = b0 * kColumnBlock, j1 = std::min(w.n, b1 * kColumnBlock);
 #ifdef SWARM_QMATMUL_X86
-    if (avx512) {
-      if (w.format == WeightQuant::kQ8) {
-        BlockAvx512<WeightQuant::kQ8>(xp, rows, xps, w, bias, y, y_stride, j0, j1);
-      } else {
-        BlockAvx512<WeightQuant::kQ4>(xp, rows, xps, w, bias, y, y_stride, j0, j1);
-      }
-      return;
-    }
     if (avx2) {
-      if (w.format == WeightQuant::kQ8) {
-        BlockAvx2<WeightQuant::kQ8>(xp, rows, xps, w, bias, y, y_stride, j0, j1);
-      } else {
-        BlockAvx2<WeightQuant::kQ4>(xp, rows, xps, w, bias, y, y_stride, j0, j1);
-      }
+      const bool q8 = w.format == WeightQuant::kQ8;
+      const auto block = avx512
+                             ? (q8 ? BlockAvx512<WeightQuant::kQ8> : BlockAvx512<WeightQuant::kQ4>)
+                             : (q8 ? BlockAvx2<WeightQuant::kQ8> : BlockAvx2<WeightQuant::kQ4>);
+      block(xp, rows, xps, w, bias, y, y_stride, j0, j1);
       return;
     }
 #endif
