@@ -1,8 +1,8 @@
 // The quantized row kernel (model/cpu_qmatmul.h). Structure, as model/cpu_matmul.cc's:
 //   QMatmulRows → at::parallel_for over blocks of kColumnBlock output columns → per block, the
-//   columns in register tiles of JB outputs × RB rows. Per group of 32 inputs a tile converts
-//   each output's 32 codes to floats once (4 vectors of 8) and feeds them to its RB rows, so W is
-//   read from memory once per call whatever the number of rows.
+//   columns in register tiles of one output × RB rows. Per group of 32 inputs a tile converts
+//   the output's 32 codes to floats once (4 vectors of 8, or 2 of 16) and feeds them to its RB
+//   rows, so W is read from memory once per call whatever the number of rows.
 // The scalar fallback dequantizes a block of rows into a small buffer and runs the f32 scalar
 // kernel on it.
 #include "model/cpu_qmatmul.h"
@@ -81,71 +81,75 @@ SWARM_QAVX2 inline __m256 Int8ToFloat(__m128i v) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
 }
 
-// Codes 8v..8v+7 of one output's group at p, as floats (inputs 8v..8v+7 of the group).
+// A group's 32 codes at p as floats, c[v] holding inputs 8v..8v+7 (the codes' own values: an
+// integer's conversion is exact).
 template <WeightQuant F>
-SWARM_QAVX2 inline __m256 Codes(const uint8_t* p, int v) {
+SWARM_QAVX2 inline void Codes32(const uint8_t* p, __m256 c[4]) {
   if constexpr (F == WeightQuant::kQ8) {
-    return Int8ToFloat(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * v)));
+    for (int v = 0; v < 4; ++v) {
+      c[v] = Int8ToFloat(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * v)));
+    }
   } else {
-    // Byte b of the group holds input b (low nibble) and input b + 16 (high nibble).
-    const __m128i raw = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * (v & 1)));
-    const __m128i nib = v < 2 ? raw : _mm_srli_epi16(raw, 4);
-    return Int8ToFloat(_mm_sub_epi8(_mm_and_si128(nib, _mm_set1_epi8(0x0F)), _mm_set1_epi8(8)));
+    // Byte b holds input b (low nibble) and input b + 16 (high nibble), so bytes 0..7 hold inputs
+    // 0..7 and 16..23, bytes 8..15 inputs 8..15 and 24..31. A nibble n becomes the float 2^23 + n
+    // by setting the exponent bits above it, and n − 8 exactly by subtracting 2^23 + 8 (fewer ops
+    // than subtracting 8 and converting).
+    const __m256i exponent = _mm256_set1_epi32(0x4B000000), low = _mm256_set1_epi32(0x0F);
+    const __m256 offset = _mm256_set1_ps(8388616.0f);
+    for (int half = 0; half < 2; ++half) {
+      const __m256i bytes =
+          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * half)));
+      c[half] = _mm256_sub_ps(
+          _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bytes, low), exponent)), offset);
+      c[half + 2] = _mm256_sub_ps(
+          _mm256_castsi256_ps(_mm256_or_si256(_mm256_srli_epi32(bytes, 4), exponent)), offset);
+    }
   }
 }
 
-// RB rows × JB outputs from output j. x rows hold QuantGroups(k)·32 readable floats (zero past
-// k). Per (row, output) one accumulator of 8 lanes, one FMA per group (the scale times the
-// group's partial sums); the lanes summed at the end as the f32 kernel does.
-template <WeightQuant F, int RB, int JB>
+// The f16 scales of groups g..g+n-1 (n ≤ 8) widened into out[0..n), so that each group's scale is
+// one broadcast load in the tiles rather than a scalar conversion and a shuffle.
+SWARM_QAVX2 inline void WidenScales8(const uint16_t* sp, int64_t n, float* out) {
+  uint16_t h[8] = {};
+  if (n < 8) std::memcpy(h, sp, sizeof(uint16_t) * static_cast<size_t>(n));
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(n < 8 ? h : sp));
+  _mm256_storeu_ps(out, _mm256_cvtph_ps(v));
+}
+
+// RB rows × output j. x rows hold QuantGroups(k)·32 readable floats (zero past k). Per (row,
+// output) one accumulator of 8 lanes: per group, lane l gets the products x·q of the 4 inputs
+// ≡ l mod 8 in increasing order, added times the group's scale (one FMA); the lanes summed at the
+// end as the f32 kernel does.
+template <WeightQuant F, int RB>
 SWARM_QAVX2 void Tile(const float* x, int64_t xs, const QuantMatrixView& w, const float* bias,
                       float* y, int64_t ys, int64_t j, bool ahead) {
   const int64_t groups = QuantGroups(w.k), row_bytes = RowBytes(w);
   constexpr int64_t kGroupBytes = F == WeightQuant::kQ8 ? kQuantGroup : kQuantGroup / 2;
-  const uint8_t* wp[JB];
-  const uint16_t* sp[JB];
-  for (int b = 0; b < JB; ++b) {
-    wp[b] = w.data + (j + b) * row_bytes;
-    sp[b] = w.scales + (j + b) * groups;
-  }
-  __m256 acc[RB][JB];
-  for (int r = 0; r < RB; ++r) {
-    for (int b = 0; b < JB; ++b) acc[r][b] = _mm256_setzero_ps();
-  }
+  const uint8_t* wp[1] = {w.data + j * row_bytes};
+  const uint16_t* sp = w.scales + j * groups;
+  __m256 acc[RB];
+  for (int r = 0; r < RB; ++r) acc[r] = _mm256_setzero_ps();
+  float scale[8];
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t off = g * kGroupBytes;
-    if ((off & 63) == 0) PrefetchWeights<JB>(wp, off, ahead, row_bytes);  // One per 64-byte line.
-    // Per (row, output): the group's 32 products x·q (the integer codes as floats) in one vector
-    // (lane l: the 4 inputs ≡ l mod 8, in increasing order), then one FMA by the group's scale.
-    __m256 sum[RB][JB];
+    if ((off & 63) == 0) PrefetchWeights<1>(wp, off, ahead, row_bytes);  // One per 64-byte line.
+    if ((g & 7) == 0) WidenScales8(sp + g, std::min<int64_t>(8, groups - g), scale);
+    __m256 c[4];
+    Codes32<F>(wp[0] + off, c);
+    const __m256 d = _mm256_set1_ps(scale[g & 7]);
     const float* xg = x + g * kQuantGroup;
-    {
-      __m256 wv[JB];
-      for (int b = 0; b < JB; ++b) wv[b] = Codes<F>(wp[b] + off, 0);
-      for (int r = 0; r < RB; ++r) {
-        const __m256 xv = _mm256_loadu_ps(xg + r * xs);
-        for (int b = 0; b < JB; ++b) sum[r][b] = _mm256_mul_ps(xv, wv[b]);
+    for (int r = 0; r < RB; ++r) {
+      __m256 sum = _mm256_mul_ps(_mm256_loadu_ps(xg + r * xs), c[0]);
+      for (int v = 1; v < 4; ++v) {
+        sum = _mm256_fmadd_ps(_mm256_loadu_ps(xg + r * xs + 8 * v), c[v], sum);
       }
-    }
-    for (int v = 1; v < 4; ++v) {
-      __m256 wv[JB];
-      for (int b = 0; b < JB; ++b) wv[b] = Codes<F>(wp[b] + off, v);
-      for (int r = 0; r < RB; ++r) {
-        const __m256 xv = _mm256_loadu_ps(xg + r * xs + 8 * v);
-        for (int b = 0; b < JB; ++b) sum[r][b] = _mm256_fmadd_ps(xv, wv[b], sum[r][b]);
-      }
-    }
-    for (int b = 0; b < JB; ++b) {
-      const __m256 d = _mm256_set1_ps(_cvtsh_ss(sp[b][g]));
-      for (int r = 0; r < RB; ++r) acc[r][b] = _mm256_fmadd_ps(d, sum[r][b], acc[r][b]);
+      acc[r] = _mm256_fmadd_ps(d, sum, acc[r]);
     }
   }
   for (int r = 0; r < RB; ++r) {
-    for (int b = 0; b < JB; ++b) {
-      float s = HorizontalSum(acc[r][b]);
-      if (bias != nullptr) s += bias[j + b];
-      y[r * ys + j + b] = s;
-    }
+    float s = HorizontalSum(acc[r]);
+    if (bias != nullptr) s += bias[j];
+    y[r * ys + j] = s;
   }
 }
 
@@ -159,7 +163,7 @@ SWARM_QAVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const Quant
   for (int64_t j = j0; j < j1; ++j) {
     for (int64_t r = 0; r < rows; r += kRowTile) {
       ForTileSize(std::min<int64_t>(kRowTile, rows - r), [&](auto rb) {
-        Tile<F, decltype(rb)::value, 1>(x + r * xs, xs, w, bias, y + r * ys, ys, j, r > 0);
+        Tile<F, decltype(rb)::value>(x + r * xs, xs, w, bias, y + r * ys, ys, j, r > 0);
       });
     }
   }
@@ -185,15 +189,27 @@ SWARM_QAVX512 inline void Codes16(const uint8_t* p, __m512* lo, __m512* hi) {
     *lo = _mm512_maskz_cvtepi32_ps(kAll16, _mm512_maskz_cvtepi8_epi32(kAll16, a));
     *hi = _mm512_maskz_cvtepi32_ps(kAll16, _mm512_maskz_cvtepi8_epi32(kAll16, b));
   } else {
-    // Byte b holds input b (low nibble) and input b + 16 (high nibble).
+    // Byte b holds input b (low nibble) and input b + 16 (high nibble). A nibble n becomes the
+    // float 2^23 + n by setting the exponent bits above it (one ternary-logic op: (b & 0xF) | e),
+    // and n − 8 exactly by subtracting 2^23 + 8: two fewer integer ops per group than masking,
+    // subtracting 8 and converting, for the same values.
     const __m512i bytes =
         _mm512_maskz_cvtepu8_epi32(kAll16, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    const __m512i mask = _mm512_set1_epi32(0x0F), eight = _mm512_set1_epi32(8);
-    const __m512i l = _mm512_maskz_and_epi32(kAll16, bytes, mask);
-    const __m512i h = _mm512_maskz_srli_epi32(kAll16, bytes, 4);
-    *lo = _mm512_maskz_cvtepi32_ps(kAll16, _mm512_maskz_sub_epi32(kAll16, l, eight));
-    *hi = _mm512_maskz_cvtepi32_ps(kAll16, _mm512_maskz_sub_epi32(kAll16, h, eight));
+    const __m512i exponent = _mm512_set1_epi32(0x4B000000);  // The bits of 2^23.
+    const __m512 offset = _mm512_set1_ps(8388616.0f);        // 2^23 + 8.
+    const __m512i l = _mm512_maskz_ternarylogic_epi32(kAll16, bytes, _mm512_set1_epi32(0x0F),
+                                                      exponent, 0xEA);  // (a & b) | c.
+    const __m512i h =
+        _mm512_maskz_or_epi32(kAll16, _mm512_maskz_srli_epi32(kAll16, bytes, 4), exponent);
+    *lo = _mm512_maskz_sub_ps(kAll16, _mm512_castsi512_ps(l), offset);
+    *hi = _mm512_maskz_sub_ps(kAll16, _mm512_castsi512_ps(h), offset);
   }
+}
+
+// As WidenScales8, 16 groups at a time.
+SWARM_QAVX512 inline void WidenScales16(const uint16_t* sp, int64_t n, float* out) {
+  const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+  _mm512_storeu_ps(out, _mm512_maskz_cvtph_ps(kAll16, _mm256_maskz_loadu_epi16(m, sp)));
 }
 
 // RB rows × output j. Per (row, output) one accumulator of 16 lanes: per group, lane l gets
@@ -208,12 +224,14 @@ SWARM_QAVX512 void Tile512(const float* x, int64_t xs, const QuantMatrixView& w,
   const uint16_t* sp = w.scales + j * groups;
   __m512 acc[RB];
   for (int r = 0; r < RB; ++r) acc[r] = _mm512_setzero_ps();
+  float scale[16];
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t off = g * kGroupBytes;
     if ((off & 63) == 0) PrefetchWeights<1>(wp, off, ahead, row_bytes);
+    if ((g & 15) == 0) WidenScales16(sp + g, std::min<int64_t>(16, groups - g), scale);
     __m512 lo, hi;
     Codes16<F>(wp[0] + off, &lo, &hi);
-    const __m512 d = _mm512_set1_ps(_cvtsh_ss(sp[g]));
+    const __m512 d = _mm512_set1_ps(scale[g & 15]);
     const float* xg = x + g * kQuantGroup;
     for (int r = 0; r < RB; ++r) {
       const __m512 sum = _mm512_fmadd_ps(_mm512_loadu_ps(xg + r * xs + 16), hi,
