@@ -20,21 +20,22 @@ namespace swarm::model::kernel {
 // Rows per register tile: the rows that share one load of each weight vector.
 inline constexpr int kRowTile = 4;
 
-// fn(std::integral_constant<int, n>) for a tile size n in 1..4 known only at run time (n outside
-// 2..4 runs as 1).
+// fn(std::integral_constant<int, n>) for n in 1..N known only at run time (n outside 1..N runs
+// as 1).
+template <int N, typename Fn>
+void ForCountUpTo(int64_t n, Fn&& fn) {
+  if constexpr (N <= 1) {
+    fn(std::integral_constant<int, 1>());
+  } else {
+    if (n == N) return fn(std::integral_constant<int, N>());
+    ForCountUpTo<N - 1>(n, fn);
+  }
+}
+
+// The same for a tile size n in 1..kRowTile.
 template <typename Fn>
 void ForTileSize(int64_t n, Fn&& fn) {
-  static_assert(kRowTile == 4, "one case per tile size");
-  switch (n) {
-    case 4:
-      return fn(std::integral_constant<int, 4>());
-    case 3:
-      return fn(std::integral_constant<int, 3>());
-    case 2:
-      return fn(std::integral_constant<int, 2>());
-    default:
-      return fn(std::integral_constant<int, 1>());
-  }
+  ForCountUpTo<kRowTile>(n, fn);
 }
 
 // f32 from f32, or from bf16 (the upper 16 bits of an f32: exact).

@@ -80,21 +80,36 @@ void BlockScalar(const float* x, int64_t rows, int64_t xs, const MatrixView& w, 
 }
 
 // The row-major tiling both vector kernels share: outputs [j0, j1) in tiles of jt (the last one
-// narrower), each for all rows in tiles of kRowTile; tile(rb, jb, r, j, ahead) computes rows
+// narrower), each for all rows in tiles of up to kRows; tile(rb, jb, r, j, ahead) computes rows
 // r..r+rb-1 × outputs j..j+jb-1, rb and jb as integral constants. Outputs outer, rows inner: a
 // tile's few weight rows stay in cache while every row tile reads them, so W comes from memory
 // once. The first row tile streams them from memory; the others (`ahead`) find them in cache and
 // prefetch the next output tile's rows meanwhile, so that memory keeps streaming while they
 // compute (8 rows of the 12 × d768 stack: 24–27 → 16–18 ms, about the time of 1 row).
-template <typename Tile>
+template <int kRows, typename Tile>
 void RowMajorTiles(int64_t rows, int64_t j0, int64_t j1, int64_t jt, Tile&& tile) {
   for (int64_t j = j0; j < j1; j += jt) {
     const int64_t nj = std::min(jt, j1 - j);
-    for (int64_t r = 0; r < rows; r += kRowTile) {
-      ForTileSize(std::min<int64_t>(kRowTile, rows - r),
-                  [&](auto rb) { ForTileSize(nj, [&](auto jb) { tile(rb, jb, r, j, r > 0); }); });
+    for (int64_t r = 0; r < rows; r += kRows) {
+      kernel::ForCountUpTo<kRows>(std::min<int64_t>(kRows, rows - r), [&](auto rb) {
+        ForTileSize(nj, [&](auto jb) { tile(rb, jb, r, j, r > 0); });
+      });
     }
   }
+}
+
+// One weight row per tile, one stream per thread, prefetched far ahead, is what keeps memory
+// busiest: for one row, and for up to kStreamRows rows at a time while their slice of x stays in
+// L1 beside the streaming weights (kSingleStreamXBytes of 48 KB here) — every product of the
+// 12 × d768 model but the down projection (its batch-8 step with AVX-512: 24.1–24.8 → 21.8–21.9
+// ms, `model_bench --batch-steps`). Wider rows of x, or more rows, take the multi-output tiles:
+// with 8 rows of 8 KB a single stream waits on x from L2 (docs/benchmarks.md, "On this machine's
+// new CPU").
+constexpr int kStreamRows = 8;
+constexpr int64_t kSingleStreamXBytes = 32 << 10;
+inline bool SingleStream(int64_t rows, int64_t k) {
+  return rows == 1 || (rows <= kStreamRows &&
+                       rows * k * static_cast<int64_t>(sizeof(float)) <= kSingleStreamXBytes);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -210,14 +225,15 @@ template <typename WT>
 SWARM_AVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const MatrixView& w,
                           const float* bias, float* y, int64_t ys, int64_t j0, int64_t j1) {
   if (w.col_stride != 1) return ColumnMajorAvx2<WT>(x, rows, xs, w, bias, y, ys, j0, j1);
-  // Outputs per tile: 3 (12 accumulators for 4 rows, 7 loads per 12 FMAs); 1 for a single row,
-  // whose product is bound by memory: one weight stream per thread, prefetched far ahead, keeps
-  // it busiest (measured against 2 and 4).
-  RowMajorTiles(rows, j0, j1, rows == 1 ? 1 : 3,
-                [&](auto rb, auto jb, int64_t r, int64_t j, bool ahead) {
-                  TileRowMajor<WT, decltype(rb)::value, decltype(jb)::value>(
-                      x + r * xs, xs, w, bias, y + r * ys, ys, j, ahead);
-                });
+  auto tile = [&](auto rb, auto jb, int64_t r, int64_t j, bool ahead) {
+    constexpr int kRb = decltype(rb)::value, kJb = decltype(jb)::value;
+    if constexpr (kJb == 1 || kRb <= kRowTile) {  // At most 12 accumulators, or 8 of one output.
+      TileRowMajor<WT, kRb, kJb>(x + r * xs, xs, w, bias, y + r * ys, ys, j, ahead);
+    }
+  };
+  if (SingleStream(rows, w.k)) return RowMajorTiles<kStreamRows>(rows, j0, j1, 1, tile);
+  // Otherwise 3 outputs per tile: 12 accumulators for 4 rows, 7 loads per 12 FMAs.
+  RowMajorTiles<kRowTile>(rows, j0, j1, 3, tile);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -269,11 +285,14 @@ template <typename WT>
 SWARM_AVX512 void BlockAvx512(const float* x, int64_t rows, int64_t xs, const MatrixView& w,
                               const float* bias, float* y, int64_t ys, int64_t j0, int64_t j1) {
   if (w.col_stride != 1) return ColumnMajorAvx2<WT>(x, rows, xs, w, bias, y, ys, j0, j1);
-  RowMajorTiles(rows, j0, j1, rows == 1 ? 1 : 4,  // As BlockAvx2's.
-                [&](auto rb, auto jb, int64_t r, int64_t j, bool ahead) {
-                  TileRowMajor512<WT, decltype(rb)::value, decltype(jb)::value>(
-                      x + r * xs, xs, w, bias, y + r * ys, ys, j, ahead);
-                });
+  auto tile = [&](auto rb, auto jb, int64_t r, int64_t j, bool ahead) {
+    constexpr int kRb = decltype(rb)::value, kJb = decltype(jb)::value;
+    if constexpr (kJb == 1 || kRb <= kRowTile) {  // At most 16 accumulators, or 8 of one output.
+      TileRowMajor512<WT, kRb, kJb>(x + r * xs, xs, w, bias, y + r * ys, ys, j, ahead);
+    }
+  };
+  if (SingleStream(rows, w.k)) return RowMajorTiles<kStreamRows>(rows, j0, j1, 1, tile);
+  RowMajorTiles<kRowTile>(rows, j0, j1, 4, tile);
 }
 
 #endif  // SWARM_MATMUL_X86
