@@ -112,6 +112,14 @@ inline bool SingleStream(int64_t rows, int64_t k) {
                        rows * k * static_cast<int64_t>(sizeof(float)) <= kSingleStreamXBytes);
 }
 
+// A row-major block through `tile` (as RowMajorTiles's): single-stream tiles where SingleStream
+// says so, else tiles of jt outputs × up to kRowTile rows.
+template <typename Tile>
+void RowMajorBlock(int64_t rows, int64_t k, int64_t j0, int64_t j1, int64_t jt, Tile&& tile) {
+  if (SingleStream(rows, k)) return RowMajorTiles<kStreamRows>(rows, j0, j1, 1, tile);
+  RowMajorTiles<kRowTile>(rows, j0, j1, jt, tile);
+}
+
 // ---------------------------------------------------------------------------------------------
 // AVX2 + FMA.
 #ifdef SWARM_MATMUL_X86
@@ -231,9 +239,8 @@ SWARM_AVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const Matrix
       TileRowMajor<WT, kRb, kJb>(x + r * xs, xs, w, bias, y + r * ys, ys, j, ahead);
     }
   };
-  if (SingleStream(rows, w.k)) return RowMajorTiles<kStreamRows>(rows, j0, j1, 1, tile);
-  // Otherwise 3 outputs per tile: 12 accumulators for 4 rows, 7 loads per 12 FMAs.
-  RowMajorTiles<kRowTile>(rows, j0, j1, 3, tile);
+  // Multi-output tiles of 3 outputs: 12 accumulators for 4 rows, 7 loads per 12 FMAs.
+  RowMajorBlock(rows, w.k, j0, j1, 3, tile);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -291,8 +298,7 @@ SWARM_AVX512 void BlockAvx512(const float* x, int64_t rows, int64_t xs, const Ma
       TileRowMajor512<WT, kRb, kJb>(x + r * xs, xs, w, bias, y + r * ys, ys, j, ahead);
     }
   };
-  if (SingleStream(rows, w.k)) return RowMajorTiles<kStreamRows>(rows, j0, j1, 1, tile);
-  RowMajorTiles<kRowTile>(rows, j0, j1, 4, tile);
+  RowMajorBlock(rows, w.k, j0, j1, 4, tile);
 }
 
 #endif  // SWARM_MATMUL_X86
