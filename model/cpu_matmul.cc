@@ -235,7 +235,7 @@ SWARM_AVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const Matrix
   if (w.col_stride != 1) return ColumnMajorAvx2<WT>(x, rows, xs, w, bias, y, ys, j0, j1);
   auto tile = [&](auto rb, auto jb, int64_t r, int64_t j, bool ahead) {
     constexpr int kRb = decltype(rb)::value, kJb = decltype(jb)::value;
-    if constexpr (kJb == 1 || kRb <= kRowTile) {  // At most 12 accumulators, or 8 of one output.
+    if constexpr (kJb == 1 || kRb <= kRowTile) {  // The tiles RowMajorBlock asks for.
       TileRowMajor<WT, kRb, kJb>(x + r * xs, xs, w, bias, y + r * ys, ys, j, ahead);
     }
   };
@@ -294,7 +294,7 @@ SWARM_AVX512 void BlockAvx512(const float* x, int64_t rows, int64_t xs, const Ma
   if (w.col_stride != 1) return ColumnMajorAvx2<WT>(x, rows, xs, w, bias, y, ys, j0, j1);
   auto tile = [&](auto rb, auto jb, int64_t r, int64_t j, bool ahead) {
     constexpr int kRb = decltype(rb)::value, kJb = decltype(jb)::value;
-    if constexpr (kJb == 1 || kRb <= kRowTile) {  // At most 16 accumulators, or 8 of one output.
+    if constexpr (kJb == 1 || kRb <= kRowTile) {  // The tiles RowMajorBlock asks for.
       TileRowMajor512<WT, kRb, kJb>(x + r * xs, xs, w, bias, y + r * ys, ys, j, ahead);
     }
   };

@@ -385,11 +385,10 @@ absl::StatusOr<at::Tensor> WeightLoader::LoadConcat(const std::vector<TensorSpec
                                std::all_of(views.begin(), views.end(), [&](const TensorView& v) {
                                  return v.dtype == views[0].dtype;
                                });
-        if (device_.is_cpu() && same_type) {
-          if (!copy_ && views.size() == 1) return View(views[0]);
+        if (device_.is_cpu()) {
+          if (same_type && !copy_ && views.size() == 1) return View(views[0]);
           return CopyToHugePages(views, dtype_);
         }
-        if (device_.is_cpu()) return CopyToHugePages(views, dtype_);
         std::vector<at::Tensor> converted;
         for (const TensorView& v : views) converted.push_back(View(v).to(device_, dtype_));
         return converted.size() == 1 ? converted[0].contiguous() : at::cat(converted, 0);
