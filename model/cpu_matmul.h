@@ -12,10 +12,11 @@
 //     sum of the 8 lanes, then + bias[j];
 //   * column-major W (a transposed view: GPT-2's Conv1D [k, n] weights): one sum per element, in
 //     increasing k, one FMA each, then + bias[j].
-// Rows are processed in register tiles of up to 4 that share each load of W, so W is streamed
-// from memory once per call (the later row tiles re-read it from cache, prefetching the next
-// weights meanwhile); the work is split over output columns j between the threads of a
-// ComputeTeam, which never changes any element's reduction.
+// Rows are processed in register tiles that share each load of W — one output for up to 8 rows
+// when their slice of x fits in L1, else up to 4 outputs × 4 rows — so W is streamed from memory
+// once per call (the later row tiles re-read it from cache, prefetching the next weights
+// meanwhile); the work is split over output columns j between the threads of a ComputeTeam,
+// which never changes any element's reduction.
 //
 // Weights are f32 or bf16 (bf16 stays bf16 in memory and is widened in registers: exact, so a bf16
 // matrix gives the bits of its f32 widening).
