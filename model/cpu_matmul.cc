@@ -100,7 +100,7 @@ void RowMajorTiles(int64_t rows, int64_t j0, int64_t j1, int64_t jt, Tile&& tile
 
 // One weight row per tile, one stream per thread, prefetched far ahead, is what keeps memory
 // busiest: for one row, and for up to kStreamRows rows at a time while their slice of x stays in
-// L1 beside the streaming weights (kSingleStreamXBytes of 48 KB here) — every product of the
+// L1 beside the streaming weights (kSingleStreamXBytes of this CPU's 48 KB) — every product of the
 // 12 × d768 model but the down projection (its batch-8 step with AVX-512: 24.1–24.8 → 21.8–21.9
 // ms, `model_bench --batch-steps`). Wider rows of x, or more rows, take the multi-output tiles:
 // with 8 rows of 8 KB a single stream waits on x from L2 (docs/benchmarks.md, "On this machine's
