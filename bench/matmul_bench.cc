@@ -4,12 +4,14 @@
 //
 //   matmul_bench [--hidden 2048] [--intermediate 5632] [--kv-dim 512] [--layers 8]
 //                [--rows 1,8,16] [--reps 9] [--isa auto|avx512|avx2|scalar]
+//                [--layouts panel,row]
 //
 // Per layer: q and o (hidden × hidden), k and v (kv-dim × hidden), gate and up (intermediate ×
 // hidden), down (hidden × intermediate), f32, each its own allocation on transparent huge pages
-// (as the engine's weights). Each repetition times the whole stack once per row count, the row
-// counts taking turns; prints the median and best per row count, the ratio of medians to the first
-// row count's, and the weights' read rate at the median.
+// (as the engine's weights), once per layout: panel-major (what the loader builds) and row-major
+// (a checkpoint's own layout, what zero-copy loads multiply by). Each repetition times the whole
+// stack once per layout and row count, all taking turns; prints the median and best of each, the
+// ratio of medians to the first one's, and the weights' read rate at the median.
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -30,6 +32,7 @@ namespace {
 struct Matrix {
   float* data = nullptr;
   int64_t n = 0, k = 0;
+  bool panels = false;
 };
 
 float* AllocateOnHugePages(size_t floats) {
@@ -44,7 +47,7 @@ int Usage(const char* why) {
   std::fprintf(stderr,
                "matmul_bench: %s\nusage: matmul_bench [--hidden N] [--intermediate N] "
                "[--kv-dim N] [--layers N] [--rows 1,8,16] [--reps N] [--isa "
-               "auto|avx512|avx2|scalar]\n",
+               "auto|avx512|avx2|scalar] [--layouts panel,row]\n",
                why);
   return 2;
 }
@@ -55,6 +58,7 @@ int main(int argc, char** argv) {
   using swarm::model::MatmulIsa;
   int64_t hidden = 2048, intermediate = 5632, kv_dim = 512, layers = 8, reps = 9;
   std::vector<int64_t> row_counts = {1, 8, 16};
+  std::vector<bool> layouts = {true, false};  // Panel-major, row-major.
   MatmulIsa isa = MatmulIsa::kAuto;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
@@ -78,6 +82,12 @@ int main(int argc, char** argv) {
         ok = ok && absl::SimpleAtoi(part, &r) && r > 0 && r <= 256;
         row_counts.push_back(r);
       }
+    } else if (flag == "--layouts") {
+      layouts.clear();
+      for (absl::string_view part : absl::StrSplit(value, ',')) {
+        ok = ok && (part == "panel" || part == "row");
+        layouts.push_back(part == "panel");
+      }
     } else if (flag == "--isa") {
       if (value == "auto") {
         isa = MatmulIsa::kAuto;
@@ -96,7 +106,7 @@ int main(int argc, char** argv) {
     if (!ok) return Usage(("bad value for " + flag + ": " + value).c_str());
   }
 
-  std::vector<Matrix> stack;
+  std::vector<std::vector<Matrix>> stacks(layouts.size());
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> dist(-0.05f, 0.05f);
   double bytes = 0;
@@ -108,11 +118,27 @@ int main(int argc, char** argv) {
                         {intermediate, hidden},
                         {intermediate, hidden},
                         {hidden, intermediate}}) {
-      Matrix m{AllocateOnHugePages(static_cast<size_t>(n * k)), n, k};
-      if (m.data == nullptr) return Usage("out of memory for the weights");
-      for (int64_t i = 0; i < n * k; ++i) m.data[i] = dist(rng);
+      std::vector<float> values(static_cast<size_t>(n * k));
+      for (float& v : values) v = dist(rng);
       bytes += 4.0 * static_cast<double>(n * k);
-      stack.push_back(m);
+      for (size_t s = 0; s < layouts.size(); ++s) {
+        const bool panels = layouts[s];
+        Matrix m{AllocateOnHugePages(
+                     static_cast<size_t>(panels ? swarm::model::PanelElements(n, k) : n * k)),
+                 n, k, panels};
+        if (m.data == nullptr) return Usage("out of memory for the weights");
+        if (panels) {  // W[j][i] at (j / 64) · 64k + 64i + j % 64, the padding zero.
+          constexpr int64_t kP = swarm::model::kMatmulPanel;
+          std::fill(m.data, m.data + swarm::model::PanelElements(n, k), 0.0f);
+          for (int64_t j = 0; j < n; ++j) {
+            for (int64_t i = 0; i < k; ++i)
+              m.data[j / kP * kP * k + i * kP + j % kP] = values[j * k + i];
+          }
+        } else {
+          std::copy(values.begin(), values.end(), m.data);
+        }
+        stacks[s].push_back(m);
+      }
     }
   }
   const int64_t max_rows = *std::max_element(row_counts.begin(), row_counts.end());
@@ -121,7 +147,7 @@ int main(int argc, char** argv) {
       y(static_cast<size_t>(max_rows * width));
   for (float& v : x) v = dist(rng);
 
-  auto run_stack = [&](int64_t rows) {
+  auto run_stack = [&](const std::vector<Matrix>& stack, int64_t rows) {
     const auto t0 = std::chrono::steady_clock::now();
     for (const Matrix& m : stack) {
       swarm::model::MatrixView w;
@@ -129,14 +155,22 @@ int main(int argc, char** argv) {
       w.n = m.n;
       w.k = m.k;
       w.row_stride = m.k;
+      if (m.panels) w.panel = swarm::model::kMatmulPanel;
       swarm::model::MatmulRows(x.data(), rows, width, w, nullptr, y.data(), width, isa);
     }
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   };
-  for (int64_t rows : row_counts) run_stack(rows);  // Warm-up: pages, the team's threads.
-  std::vector<std::vector<double>> ms(row_counts.size());
+  // Warm-up (pages, the team's threads), then every (layout, row count) in turn.
+  for (const auto& stack : stacks) {
+    for (int64_t rows : row_counts) run_stack(stack, rows);
+  }
+  std::vector<std::vector<double>> ms(layouts.size() * row_counts.size());
   for (int64_t rep = 0; rep < reps; ++rep) {
-    for (size_t i = 0; i < row_counts.size(); ++i) ms[i].push_back(run_stack(row_counts[i]));
+    for (size_t s = 0; s < layouts.size(); ++s) {
+      for (size_t i = 0; i < row_counts.size(); ++i) {
+        ms[s * row_counts.size() + i].push_back(run_stack(stacks[s], row_counts[i]));
+      }
+    }
   }
   std::printf(
       "row kernel (%s) over %lld layers of products (hidden %lld, kv %lld, intermediate "
@@ -145,12 +179,14 @@ int main(int argc, char** argv) {
       static_cast<long long>(hidden), static_cast<long long>(kv_dim),
       static_cast<long long>(intermediate), bytes / 1e6, static_cast<long long>(reps));
   const double base = swarm::bench::Percentile(ms[0], 0.5);
-  for (size_t i = 0; i < row_counts.size(); ++i) {
-    const double med = swarm::bench::Percentile(ms[i], 0.5);
-    std::printf("  rows %3lld  %8.2f ms (best %8.2f)  %.2fx rows %lld  %.2f GB/s\n",
-                static_cast<long long>(row_counts[i]), med,
-                *std::min_element(ms[i].begin(), ms[i].end()), med / base,
-                static_cast<long long>(row_counts[0]), bytes / med / 1e6);
+  for (size_t s = 0; s < layouts.size(); ++s) {
+    for (size_t i = 0; i < row_counts.size(); ++i) {
+      const auto& t = ms[s * row_counts.size() + i];
+      const double med = swarm::bench::Percentile(t, 0.5);
+      std::printf("  %-5s rows %3lld  %8.2f ms (best %8.2f)  %.2fx the first  %.2f GB/s\n",
+                  layouts[s] ? "panel" : "row", static_cast<long long>(row_counts[i]), med,
+                  *std::min_element(t.begin(), t.end()), med / base, bytes / med / 1e6);
+    }
   }
   return 0;
 }

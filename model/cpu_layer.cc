@@ -20,20 +20,13 @@ void AddInto(float* x, const float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] += y[i];
 }
 
-int64_t InFeatures(const LinearWeights& w) {
-  return w.quant.defined() ? w.quant.View().k : w.weight.size(1);
-}
-int64_t OutFeatures(const LinearWeights& w) {
-  return w.quant.defined() ? w.quant.View().n : w.weight.size(0);
-}
-
 // The parts of a split product side by side in y (row stride `width`).
 void SplitRows(const SplitLinearWeights& w, const float* x, int64_t rows, int64_t x_stride,
                float* y, int64_t width, const RowStep& step) {
   int64_t col = 0;
   for (const LinearWeights& part : w.parts) {
     LinearRows(part, x, rows, x_stride, y + col, width, step.isa(), step.team());
-    col += OutFeatures(part);
+    col += part.out();
   }
 }
 
@@ -113,7 +106,7 @@ void RowsAttention(const AttentionWeights& w, const AttentionShape& shape, const
                    const float* xn, float* x, RowStep& step, int layer) {
   const int64_t T = step.rows(), H = shape.heads, KV = shape.kv_heads, hd = shape.head_dim;
   const int64_t G = H / KV, qd = H * hd, kvd = KV * hd, width = qd + 2 * kvd;
-  const int64_t d = InFeatures(w.qkv.parts[0]);
+  const int64_t d = w.qkv.parts[0].in();
   float* qkv = step.Scratch(RowStep::kQkv, T * width);
   SplitRows(w.qkv, xn, T, d, qkv, width, step);
 
@@ -213,7 +206,7 @@ void RowsAttention(const AttentionWeights& w, const AttentionShape& shape, const
 
 void RowsGatedMlp(const GatedMlpWeights& w, int64_t intermediate, const float* xn, float* x,
                   RowStep& step) {
-  const int64_t T = step.rows(), I = intermediate, d = InFeatures(w.gate_up.parts[0]);
+  const int64_t T = step.rows(), I = intermediate, d = w.gate_up.parts[0].in();
   float* gu = step.Scratch(RowStep::kMlp, T * 2 * I);
   SplitRows(w.gate_up, xn, T, d, gu, 2 * I, step);
   float* act = step.Scratch(RowStep::kActivation, T * I);
@@ -229,7 +222,7 @@ void RowsGatedMlp(const GatedMlpWeights& w, int64_t intermediate, const float* x
 }
 
 void RowsMlp(const MlpWeights& w, Gelu gelu, const float* xn, float* x, RowStep& step) {
-  const int64_t T = step.rows(), I = OutFeatures(w.up), d = InFeatures(w.up);
+  const int64_t T = step.rows(), I = w.up.out(), d = w.up.in();
   float* h = step.Scratch(RowStep::kMlp, T * I);
   LinearRows(w.up, xn, T, d, h, I, step.isa(), step.team());
   const float c = static_cast<float>(std::sqrt(2.0 / M_PI));

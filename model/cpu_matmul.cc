@@ -121,6 +121,103 @@ void RowMajorBlock(int64_t rows, int64_t k, int64_t j0, int64_t j1, int64_t jt, 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Panel-major W, shared by every implementation: panels [p0, p1), each for all rows in row tiles
+// of at most `max_rows` rows, balanced (8 rows are 4 + 4, not 6 + 2). A tile loads each input's
+// 64 panel weights once for its rows and broadcasts x[r][i] against them: element (r, j) is one
+// accumulator lane, an FMA per input in increasing i.
+//
+// Prefetching keeps memory streaming while the cores compute (`matmul_bench --layouts
+// panel,row`, docs/benchmarks.md "Panel-major weights"):
+//   * a panel of several row tiles: each tile prefetches its share of the next panel's lines into
+//     L2, spread evenly over its inputs (without it, each panel's first tile waits on memory and
+//     the others leave memory idle: 32 rows of the 12 × d768 stack 41 → 31 ms);
+//   * a panel of one row tile (up to 6 rows, memory-bound): the panel itself, kPanelNearBytes
+//     ahead into L1, as the row-major single stream does (one row: 20.8 → 17.0 ms).
+constexpr int64_t kPanelNearBytes = 4096;
+// Up to this many rows a panel-major product is memory-bound and split into 4 ranges per team
+// member as row-major ones are; beyond, one range per member (MatmulRows).
+constexpr int64_t kPanelSharedTaskRows = 6;
+
+// The row tiles of a panel: `count` tiles over `rows` rows, sizes differing by at most one.
+struct PanelRowTiles {
+  int64_t count, base, extra;
+  PanelRowTiles(int64_t rows, int64_t max)
+      : count((rows + max - 1) / max), base(rows / count), extra(rows % count) {}
+  int64_t Start(int64_t t) const { return t * base + std::min(t, extra); }
+  int64_t Size(int64_t t) const { return base + (t < extra ? 1 : 0); }
+};
+
+// `lines` prefetches of consecutive cache lines from `from` (into L1 when `near`, else L2), spread
+// evenly over `steps` calls of Step(). Never changes a result.
+class SpreadPrefetch {
+ public:
+  SpreadPrefetch(const char* from, int64_t lines, int64_t steps, bool near)
+      : next_(from), lines_(lines), steps_(steps), near_(near) {}
+  void Step() {
+#ifdef SWARM_MATMUL_X86
+    budget_ += lines_;
+    while (budget_ >= steps_) {
+      if (near_) {
+        _mm_prefetch(next_, _MM_HINT_T0);
+      } else {
+        _mm_prefetch(next_, _MM_HINT_T1);
+      }
+      next_ += 64;
+      budget_ -= steps_;
+    }
+#endif
+  }
+
+ private:
+  const char* next_;
+  int64_t lines_, steps_, budget_ = 0;
+  bool near_;
+};
+
+// Calls tile(p, panel, r0, rb, prefetch) for every row tile of every panel p in [p0, p1): rows
+// r0 … r0 + rb − 1 of panel p (at `panel`), with the tile's prefetches (one Step() per input).
+template <typename WT, typename Tile>
+void PanelTiles(const MatrixView& w, int64_t rows, int64_t max_rows, int64_t p0, int64_t p1,
+                Tile&& tile) {
+  const int64_t panels = (w.n + kMatmulPanel - 1) / kMatmulPanel;
+  const int64_t elements = w.k * kMatmulPanel;
+  const int64_t bytes = elements * static_cast<int64_t>(sizeof(WT)), lines = bytes / 64;
+  const PanelRowTiles tiles(rows, max_rows);
+  for (int64_t p = p0; p < p1; ++p) {
+    const WT* panel = static_cast<const WT*>(w.data) + p * elements;
+    const char* own = reinterpret_cast<const char*>(panel);
+    if (tiles.count == 1) {
+      tile(p, panel, 0, rows, SpreadPrefetch(own + kPanelNearBytes, lines, w.k, true));
+      continue;
+    }
+    const int64_t ahead = p + 1 < panels ? lines : 0;  // Nothing after the last panel.
+    for (int64_t t = 0; t < tiles.count; ++t) {
+      const int64_t l0 = ahead * t / tiles.count, l1 = ahead * (t + 1) / tiles.count;
+      tile(p, panel, tiles.Start(t), tiles.Size(t),
+           SpreadPrefetch(own + bytes + 64 * l0, l1 - l0, w.k, false));
+    }
+  }
+}
+
+// Portable: one row at a time, the panel's outputs in increasing i (no FMA).
+template <typename WT>
+void PanelsScalar(const float* x, int64_t rows, int64_t xs, const MatrixView& w, const float* bias,
+                  float* y, int64_t ys, int64_t p0, int64_t p1) {
+  PanelTiles<WT>(w, rows, 1, p0, p1, [&](int64_t p, const WT* panel, int64_t r, int64_t, auto) {
+    const int64_t j0 = p * kMatmulPanel, valid = std::min(kMatmulPanel, w.n - j0);
+    float acc[kMatmulPanel] = {};
+    for (int64_t i = 0; i < w.k; ++i) {
+      const float xv = x[r * xs + i];
+      const WT* wi = panel + i * kMatmulPanel;
+      for (int64_t j = 0; j < valid; ++j) acc[j] += xv * Widen(wi[j]);
+    }
+    for (int64_t j = 0; j < valid; ++j) {
+      y[r * ys + j0 + j] = bias != nullptr ? acc[j] + bias[j0 + j] : acc[j];
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // AVX2 + FMA.
 #ifdef SWARM_MATMUL_X86
 
@@ -228,6 +325,59 @@ SWARM_AVX2 void ColumnMajorAvx2(const float* x, int64_t rows, int64_t xs, const 
   }
 }
 
+// Panel-major W: RB rows × V vectors of 8 outputs from vector v0 of a panel (one row × the whole
+// panel, V = 8; up to 3 rows × half of it, V = 4: 12 accumulators and a broadcast, the weights
+// loaded by the FMAs, within AVX2's 16 registers), `valid` of the panel's outputs real.
+template <typename WT, int RB, int V>
+SWARM_AVX2 void TilePanelAvx2(const float* x, int64_t xs, const WT* panel, int64_t k, int v0,
+                              const float* bias, float* y, int64_t ys, int64_t valid,
+                              SpreadPrefetch pf) {
+  __m256 acc[RB][V];
+  for (int r = 0; r < RB; ++r) {
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
+  }
+  const WT* p = panel + 8 * v0;
+  for (int64_t i = 0; i < k; ++i, p += kMatmulPanel) {
+    pf.Step();
+    for (int r = 0; r < RB; ++r) {
+      const __m256 xb = _mm256_broadcast_ss(x + r * xs + i);
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(xb, Load8(p + 8 * v), acc[r][v]);
+    }
+  }
+  for (int v = 0; v < V; ++v) {
+    const int64_t j = 8 * (v0 + v), n = std::clamp<int64_t>(valid - j, 0, 8);
+    if (n == 0) break;
+    const __m256i m = TailMask(n);
+    const __m256 bv = bias != nullptr ? _mm256_maskload_ps(bias + j, m) : _mm256_setzero_ps();
+    for (int r = 0; r < RB; ++r) {
+      const __m256 out = bias != nullptr ? _mm256_add_ps(acc[r][v], bv) : acc[r][v];
+      _mm256_maskstore_ps(y + r * ys + j, m, out);
+    }
+  }
+}
+
+template <typename WT>
+SWARM_AVX2 void PanelsAvx2(const float* x, int64_t rows, int64_t xs, const MatrixView& w,
+                           const float* bias, float* y, int64_t ys, int64_t p0, int64_t p1) {
+  constexpr int kMaxRows = 3;
+  PanelTiles<WT>(w, rows, kMaxRows, p0, p1,
+                 [&](int64_t p, const WT* panel, int64_t r, int64_t rb, SpreadPrefetch pf) {
+                   const int64_t j0 = p * kMatmulPanel, valid = std::min(kMatmulPanel, w.n - j0);
+                   const float* b = bias == nullptr ? nullptr : bias + j0;
+                   if (rb == 1) {
+                     return TilePanelAvx2<WT, 1, 8>(x + r * xs, xs, panel, w.k, 0, b,
+                                                    y + r * ys + j0, ys, valid, pf);
+                   }
+                   kernel::ForCountUpTo<kMaxRows>(rb, [&](auto n) {  // Two halves.
+                     constexpr int kRb = decltype(n)::value;
+                     TilePanelAvx2<WT, kRb, 4>(x + r * xs, xs, panel, w.k, 0, b, y + r * ys + j0,
+                                               ys, valid, pf);
+                     TilePanelAvx2<WT, kRb, 4>(x + r * xs, xs, panel, w.k, 4, b, y + r * ys + j0,
+                                               ys, valid, SpreadPrefetch(nullptr, 0, w.k, false));
+                   });
+                 });
+}
+
 // One block of columns [j0, j1) for all rows.
 template <typename WT>
 SWARM_AVX2 void BlockAvx2(const float* x, int64_t rows, int64_t xs, const MatrixView& w,
@@ -301,6 +451,118 @@ SWARM_AVX512 void BlockAvx512(const float* x, int64_t rows, int64_t xs, const Ma
   RowMajorBlock(rows, w.k, j0, j1, 4, tile);
 }
 
+// Panel-major W: RB rows × V vectors of 16 outputs from vector v0 of a panel (a whole panel,
+// V = 4, for up to 6 rows: 24 accumulators, 4 weight vectors and a broadcast of 32 registers;
+// half a panel, V = 2, for 7 or 8), `valid` of the panel's outputs real.
+template <typename WT, int RB, int V>
+SWARM_AVX512 void TilePanel512(const float* x, int64_t xs, const WT* panel, int64_t k, int v0,
+                               const float* bias, float* y, int64_t ys, int64_t valid,
+                               SpreadPrefetch pf) {
+  __m512 acc[RB][V];
+  for (int r = 0; r < RB; ++r) {
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+  }
+  const WT* p = panel + 16 * v0;
+  for (int64_t i = 0; i < k; ++i, p += kMatmulPanel) {
+    pf.Step();
+    __m512 wv[V];
+    for (int v = 0; v < V; ++v) wv[v] = Load16(p + 16 * v);
+    for (int r = 0; r < RB; ++r) {
+      const __m512 xb = _mm512_set1_ps(x[r * xs + i]);
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(xb, wv[v], acc[r][v]);
+    }
+  }
+  for (int v = 0; v < V; ++v) {
+    const int64_t j = 16 * (v0 + v), n = std::clamp<int64_t>(valid - j, 0, 16);
+    if (n == 0) break;
+    const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+    const __m512 bv = bias != nullptr ? LoadPartial16(bias + j, m) : _mm512_setzero_ps();
+    for (int r = 0; r < RB; ++r) {
+      const __m512 out = bias != nullptr ? _mm512_add_ps(acc[r][v], bv) : acc[r][v];
+      _mm512_mask_storeu_ps(y + r * ys + j, m, out);
+    }
+  }
+}
+
+// Two panels at once for up to 3 rows (memory-bound): two streams, each prefetched
+// kPanelNearBytes ahead, and 8·RB accumulators (one row of the 12 × d768 stack: 17.7 → 16.6 ms,
+// the time of the row-major single stream); `valid_b` of the second panel's outputs real.
+template <typename WT, int RB>
+SWARM_AVX512 void TilePanelPair512(const float* x, int64_t xs, const WT* a, const WT* b, int64_t k,
+                                   const float* bias, float* y, int64_t ys, int64_t valid_b) {
+  constexpr int V = 4;
+  __m512 acc[RB][2 * V];
+  for (int r = 0; r < RB; ++r) {
+    for (int v = 0; v < 2 * V; ++v) acc[r][v] = _mm512_setzero_ps();
+  }
+  for (int64_t i = 0; i < k; ++i, a += kMatmulPanel, b += kMatmulPanel) {
+    constexpr int64_t kLines = kMatmulPanel * sizeof(WT) / 64;  // Per input, per panel.
+    for (int64_t l = 0; l < kLines; ++l) {
+      _mm_prefetch(reinterpret_cast<const char*>(a) + kPanelNearBytes + 64 * l, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(b) + kPanelNearBytes + 64 * l, _MM_HINT_T0);
+    }
+    __m512 wv[2 * V];
+    for (int v = 0; v < V; ++v) wv[v] = Load16(a + 16 * v);
+    for (int v = 0; v < V; ++v) wv[V + v] = Load16(b + 16 * v);
+    for (int r = 0; r < RB; ++r) {
+      const __m512 xb = _mm512_set1_ps(x[r * xs + i]);
+      for (int v = 0; v < 2 * V; ++v) acc[r][v] = _mm512_fmadd_ps(xb, wv[v], acc[r][v]);
+    }
+  }
+  for (int v = 0; v < 2 * V; ++v) {
+    const int64_t j = 16 * v, n = std::clamp<int64_t>(kMatmulPanel + valid_b - j, 0, 16);
+    if (n == 0) break;
+    const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+    const __m512 bv = bias != nullptr ? LoadPartial16(bias + j, m) : _mm512_setzero_ps();
+    for (int r = 0; r < RB; ++r) {
+      const __m512 out = bias != nullptr ? _mm512_add_ps(acc[r][v], bv) : acc[r][v];
+      _mm512_mask_storeu_ps(y + r * ys + j, m, out);
+    }
+  }
+}
+
+template <typename WT>
+SWARM_AVX512 void PanelsAvx512(const float* x, int64_t rows, int64_t xs, const MatrixView& w,
+                               const float* bias, float* y, int64_t ys, int64_t p0, int64_t p1) {
+  // Up to 8 rows (memory-bound) in one row tile; more in tiles of up to 6.
+  constexpr int kOneTile = 8, kMaxRows = 6, kPairRows = 3;
+  if (rows <= 2 * kPairRows) {  // Pairs of panels; an odd last one below.
+    const int64_t elements = w.k * kMatmulPanel;
+    int64_t p = p0;
+    const PanelRowTiles tiles(rows, kPairRows);
+    for (; p + 1 < p1; p += 2) {
+      const WT* a = static_cast<const WT*>(w.data) + p * elements;
+      const int64_t j0 = p * kMatmulPanel;
+      for (int64_t t = 0; t < tiles.count; ++t) {
+        const int64_t r = tiles.Start(t);
+        kernel::ForCountUpTo<kPairRows>(tiles.Size(t), [&](auto n) {
+          TilePanelPair512<WT, decltype(n)::value>(
+              x + r * xs, xs, a, a + elements, w.k, bias == nullptr ? nullptr : bias + j0,
+              y + r * ys + j0, ys, std::min(kMatmulPanel, w.n - j0 - kMatmulPanel));
+        });
+      }
+    }
+    p0 = p;
+  }
+  PanelTiles<WT>(w, rows, rows <= kOneTile ? kOneTile : kMaxRows, p0, p1,
+                 [&](int64_t p, const WT* panel, int64_t r, int64_t rb, SpreadPrefetch pf) {
+                   const int64_t j0 = p * kMatmulPanel, valid = std::min(kMatmulPanel, w.n - j0);
+                   const float* b = bias == nullptr ? nullptr : bias + j0;
+                   kernel::ForCountUpTo<kOneTile>(rb, [&](auto n) {
+                     constexpr int kRb = decltype(n)::value;
+                     if constexpr (kRb <= kMaxRows) {
+                       TilePanel512<WT, kRb, 4>(x + r * xs, xs, panel, w.k, 0, b, y + r * ys + j0,
+                                                ys, valid, pf);
+                     } else {  // Two halves; the first one's prefetches cover the panel.
+                       TilePanel512<WT, kRb, 2>(x + r * xs, xs, panel, w.k, 0, b, y + r * ys + j0,
+                                                ys, valid, pf);
+                       TilePanel512<WT, kRb, 2>(x + r * xs, xs, panel, w.k, 2, b, y + r * ys + j0,
+                                                ys, valid, SpreadPrefetch(nullptr, 0, w.k, false));
+                     }
+                   });
+                 });
+}
+
 #endif  // SWARM_MATMUL_X86
 
 template <typename WT>
@@ -314,6 +576,18 @@ void Block(MatmulIsa isa, const float* x, int64_t rows, int64_t xs, const Matrix
   for (int64_t j = j0; j < j1; j += kColumnBlock) {
     BlockScalar<WT>(x, rows, xs, w, bias, y, ys, j, std::min(j1, j + kColumnBlock));
   }
+}
+
+// Panels [p0, p1) of a panel-major W for all rows.
+template <typename WT>
+void Panels(MatmulIsa isa, const float* x, int64_t rows, int64_t xs, const MatrixView& w,
+            const float* bias, float* y, int64_t ys, int64_t p0, int64_t p1) {
+#ifdef SWARM_MATMUL_X86
+  if (isa == MatmulIsa::kAvx512) return PanelsAvx512<WT>(x, rows, xs, w, bias, y, ys, p0, p1);
+  if (isa == MatmulIsa::kAvx2) return PanelsAvx2<WT>(x, rows, xs, w, bias, y, ys, p0, p1);
+#endif
+  (void)isa;
+  PanelsScalar<WT>(x, rows, xs, w, bias, y, ys, p0, p1);
 }
 
 }  // namespace
@@ -366,8 +640,17 @@ void MatmulRows(const float* x, int64_t rows, int64_t x_stride, const MatrixView
                 const float* bias, float* y, int64_t y_stride, MatmulIsa isa, ComputeTeam* team) {
   if (rows <= 0 || w.n <= 0) return;
   isa = ResolveIsa(isa);
-  const int64_t blocks = (w.n + kColumnBlock - 1) / kColumnBlock;
+  // The unit of the split: a panel, or a block of kColumnBlock columns.
+  const int64_t unit = w.panel != 0 ? kMatmulPanel : kColumnBlock;
+  const int64_t blocks = (w.n + unit - 1) / unit;
   auto run = [&](int64_t b0, int64_t b1) {
+    if (w.panel != 0) {
+      if (b0 >= b1) return;
+      if (w.type == WeightType::kBf16) {
+        return Panels<uint16_t>(isa, x, rows, x_stride, w, bias, y, y_stride, b0, b1);
+      }
+      return Panels<float>(isa, x, rows, x_stride, w, bias, y, y_stride, b0, b1);
+    }
     const int64_t j0 = b0 * kColumnBlock, j1 = std::min(w.n, b1 * kColumnBlock);
     if (j0 >= j1) return;
     if (w.type == WeightType::kBf16) {
@@ -382,8 +665,11 @@ void MatmulRows(const float* x, int64_t rows, int64_t x_stride, const MatrixView
     held = SharedComputeTeam();
     team = held.get();
   }
-  // A few tasks per member, each a contiguous range of blocks, taken as members come free.
-  const int64_t tasks = std::min<int64_t>(blocks, 4 * team->size());
+  // A few tasks per member, each a contiguous range of blocks, taken as members come free; for
+  // panels of several row tiles one range per member, whose tiles prefetch the next panel of
+  // their own range (with 4 per member, a range's next panel was often another member's).
+  const bool one_range = w.panel != 0 && rows > kPanelSharedTaskRows;
+  const int64_t tasks = std::min<int64_t>(blocks, (one_range ? 1 : 4) * team->size());
   team->Run(tasks,
             [&](int64_t t, int /*member*/) { run(blocks * t / tasks, blocks * (t + 1) / tasks); });
 }

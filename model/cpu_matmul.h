@@ -11,12 +11,15 @@
 //     products of the k with k % 8 == l, in increasing k, one FMA each), then a fixed pairwise
 //     sum of the 8 lanes, then + bias[j];
 //   * column-major W (a transposed view: GPT-2's Conv1D [k, n] weights): one sum per element, in
-//     increasing k, one FMA each, then + bias[j].
-// Rows are processed in register tiles that share each load of W — one output for up to 8 rows
-// when their slice of x fits in L1, else up to 4 outputs × 4 rows — so W is streamed from memory
-// once per call (the later row tiles re-read it from cache, prefetching the next weights
-// meanwhile); the work is split over output columns j between the threads of a ComputeTeam,
-// which never changes any element's reduction.
+//     increasing k, one FMA each, then + bias[j];
+//   * panel-major W (what the loader builds from every f32/bf16 projection it copies, see
+//     kMatmulPanel): the same, one sum per element in increasing k, one FMA each, then + bias[j].
+// Rows are processed in register tiles that share each load of W — for row-major W one output for
+// up to 8 rows when their slice of x fits in L1, else up to 4 outputs × 4 rows; for panel-major W
+// a panel's 64 outputs × up to 6 rows, each x[r][i] broadcast against 64 consecutive weights, no
+// horizontal sums — so W is streamed from memory once per call (the later row tiles re-read it
+// from cache, prefetching the next weights meanwhile); the work is split over output columns j
+// between the threads of a ComputeTeam, which never changes any element's reduction.
 //
 // Weights are f32 or bf16 (bf16 stays bf16 in memory and is widened in registers: exact, so a bf16
 // matrix gives the bits of its f32 widening).
@@ -48,13 +51,28 @@ enum class WeightType {
   kBf16,  // The upper 16 bits of an f32 (uint16_t storage).
 };
 
-// A read-only matrix W [n, k] (n outputs, k inputs) of `type`: element W[j][i] is element
-// j * row_stride + i * col_stride of data. Exactly one of the strides must be 1.
+// Outputs per panel of a panel-major matrix: W [n, k] as ceil(n / 64) panels, panel p holding
+// outputs 64p … 64p + 63 as k rows of 64 consecutive values (input i's weights for the panel's
+// outputs), the outputs past n zero. A panel is one sequential stream of k · 64 values, and a
+// decode step's rows multiply it by broadcasts (16 outputs per AVX-512 FMA) rather than by dot
+// products, whose lanes must be summed at the end: at 32 rows of the 12 × d768 stack the products
+// take about half the time of row-major tiles' (docs/benchmarks.md, "Panel-major weights").
+inline constexpr int64_t kMatmulPanel = 64;
+
+// Floats (or bf16 values) a panel-major W [n, k] occupies: its panels, padding included.
+inline int64_t PanelElements(int64_t n, int64_t k) {
+  return (n + kMatmulPanel - 1) / kMatmulPanel * k * kMatmulPanel;
+}
+
+// A read-only matrix W [n, k] (n outputs, k inputs) of `type`. Strided (panel == 0): element
+// W[j][i] is element j * row_stride + i * col_stride of data, exactly one of the strides 1.
+// Panel-major (panel == kMatmulPanel): element (j / 64) · 64k + 64i + j % 64; strides unused.
 struct MatrixView {
   const void* data = nullptr;
   WeightType type = WeightType::kF32;
   int64_t n = 0, k = 0;
   int64_t row_stride = 0, col_stride = 1;
+  int64_t panel = 0;
 };
 
 enum class MatmulIsa {

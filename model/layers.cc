@@ -26,8 +26,7 @@ bool RowKernelApplies(const at::Tensor& x, const LinearWeights& w) {
 
 at::Tensor RowKernelLinear(const at::Tensor& x, const LinearWeights& w) {
   const at::Tensor xc = x.to(at::kFloat).contiguous();
-  const int64_t n = w.quant.defined() ? w.quant.View().n : w.weight.size(0);
-  at::Tensor y = at::empty({xc.size(0), n}, xc.options());
+  at::Tensor y = at::empty({xc.size(0), w.out()}, xc.options());
   LinearRows(w, xc.data_ptr<float>(), xc.size(0), xc.stride(0), y.data_ptr<float>(), y.stride(0),
              MatmulIsa::kAuto, nullptr);
   return y;
@@ -57,6 +56,13 @@ at::Tensor QuantGemmLinear(const at::Tensor& x, const LinearWeights& w) {
 
 at::Tensor TorchLinear(const at::Tensor& x, const LinearWeights& w) {
   if (w.quant.defined()) return QuantGemmLinear(x, w);
+  if (w.panels()) {
+    // x [T, in] against panels [P, in, 64]: [P, T, 64] → [T, P·64] → the first `out` columns.
+    const int64_t T = x.size(0);
+    at::Tensor y = at::matmul(x, w.weight).permute({1, 0, 2}).reshape({T, -1});
+    y = y.narrow(1, 0, w.panel_out);
+    return w.bias.defined() ? y + w.bias : y.contiguous();
+  }
   if (x.dim() == 2 && x.size(0) == 1) {
     at::Tensor y = at::mv(w.weight, x[0]);
     if (w.bias.defined()) y.add_(w.bias);
@@ -138,8 +144,9 @@ bool RowKernelSupports(const LinearWeights& w) {
   }
   const at::Tensor& W = w.weight;
   const at::ScalarType t = W.scalar_type();
-  return W.device().is_cpu() && W.dim() == 2 && (t == at::kFloat || t == at::kBFloat16) &&
-         (W.stride(1) == 1 || W.stride(0) == 1) &&
+  const bool layout =
+      w.panels() ? W.is_contiguous() : W.dim() == 2 && (W.stride(1) == 1 || W.stride(0) == 1);
+  return W.device().is_cpu() && layout && (t == at::kFloat || t == at::kBFloat16) &&
          (!w.bias.defined() || (w.bias.scalar_type() == t && w.bias.is_contiguous()));
 }
 
@@ -150,10 +157,14 @@ void LinearRows(const LinearWeights& w, const float* x, int64_t rows, int64_t x_
   MatrixView view;
   view.data = W.data_ptr();
   view.type = W.scalar_type() == at::kBFloat16 ? WeightType::kBf16 : WeightType::kF32;
-  view.n = W.size(0);
-  view.k = W.size(1);
-  view.row_stride = W.stride(1) == 1 ? W.stride(0) : 1;
-  view.col_stride = W.stride(1) == 1 ? 1 : W.stride(1);
+  view.n = w.out();
+  view.k = w.in();
+  if (w.panels()) {
+    view.panel = kMatmulPanel;
+  } else {
+    view.row_stride = W.stride(1) == 1 ? W.stride(0) : 1;
+    view.col_stride = W.stride(1) == 1 ? 1 : W.stride(1);
+  }
   std::vector<float> widened;
   const float* bias = F32Bias(w, &widened);
   MatmulRows(x, rows, x_stride, view, bias, y, y_stride, isa, team);

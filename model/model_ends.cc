@@ -94,7 +94,7 @@ class ModelEndsImpl final : public ModelEnds {
         at::Tensor x = FromHost(h).to(at::kFloat);
         if (last_only) x = x.narrow(0, x.size(0) - 1, 1);
         at::Tensor normed = family_->FinalNorm(norm_f32_, x).contiguous();
-        const int64_t vocab = head_.quant.defined() ? head_.quant.View().n : head_.weight.size(0);
+        const int64_t vocab = head_.out();
         HostTensor out;
         out.dtype = DType::kF32;
         out.shape = {in_rows, vocab};

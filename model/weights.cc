@@ -93,6 +93,36 @@ constexpr int64_t kQuantizeSliceValues = int64_t{1} << 20;
 
 }  // namespace
 
+int64_t LinearWeights::out() const {
+  if (quant.defined()) return quant.out();
+  return panels() ? panel_out : weight.size(0);
+}
+
+int64_t LinearWeights::in() const {
+  if (quant.defined()) return quant.in;
+  return weight.size(1);
+}
+
+bool PanelsPay() { return ResolveIsa(MatmulIsa::kAuto) == MatmulIsa::kAvx512; }
+
+at::Tensor ToPanels(const at::Tensor& w) {
+  const int64_t n = w.size(0), k = w.size(1);
+  const int64_t panels = (n + kMatmulPanel - 1) / kMatmulPanel, full = n / kMatmulPanel;
+  at::Tensor out = HugePageEmpty({panels, k, kMatmulPanel}, w.scalar_type());
+  // out[p][i][c] = w[p·64 + c][i]: panel p is w's rows p·64 … p·64 + 63 transposed.
+  if (full > 0) {
+    out.narrow(0, 0, full)
+        .copy_(
+            w.narrow(0, 0, full * kMatmulPanel).reshape({full, kMatmulPanel, k}).transpose(1, 2));
+  }
+  if (const int64_t rest = n - full * kMatmulPanel; rest > 0) {
+    at::Tensor last = out[full];
+    last.zero_();
+    last.narrow(1, 0, rest).copy_(w.narrow(0, full * kMatmulPanel, rest).t());
+  }
+  return out;
+}
+
 QuantMatrixView QuantizedWeight::View() const {
   QuantMatrixView v;
   v.format = format;
@@ -175,6 +205,8 @@ absl::StatusOr<WeightLoader> WeightLoader::Create(const Checkpoint& checkpoint,
                       options.copy_weights || quant != WeightQuant::kNone);
   loader.quant_ = quant;
   loader.prequantized_ = stored != WeightQuant::kNone;
+  loader.panels_ = options.layout == CpuWeightLayout::kPanels ||
+                   (options.layout == CpuWeightLayout::kAuto && PanelsPay());
   loader.on_layer_loaded_ = options.on_layer_loaded;
   return loader;
 }
@@ -184,7 +216,7 @@ absl::StatusOr<LinearWeights> WeightLoader::LoadLinear(const TensorSpec& spec, b
   if (quant_ == WeightQuant::kNone) {
     ASSIGN_OR_RETURN(at::Tensor t, Load(spec.name, spec.shape));
     out.weight = transposed ? t.t() : t;
-    return out;
+    return MaybePanels(std::move(out));
   }
   ASSIGN_OR_RETURN(QuantizedWeight q, LoadQuantized({spec}, transposed));
   if (device_.is_cpu()) {
@@ -201,6 +233,22 @@ absl::StatusOr<LinearWeights> WeightLoader::LoadLinear(const TensorSpec& spec, b
   return out;
 }
 
+absl::StatusOr<LinearWeights> WeightLoader::MaybePanels(LinearWeights w) {
+  const at::ScalarType t = w.weight.scalar_type();
+  if (!panels_ || !device_.is_cpu() || zero_copy() || (t != at::kFloat && t != at::kBFloat16)) {
+    return w;
+  }
+  ASSIGN_OR_RETURN(at::Tensor p,
+                   TorchCall("building weight panels",
+                             [&]() -> absl::StatusOr<at::Tensor> { return ToPanels(w.weight); }));
+  // bytes_ keeps counting the weight as loaded: the padding of its last panel (under 64 outputs;
+  // none where the output count is a multiple of 64, as in every real model's projections) is
+  // left out, so that the counts agree with `swarm memory`'s estimates on any CPU.
+  w.panel_out = w.weight.size(0);
+  w.weight = std::move(p);
+  return w;
+}
+
 absl::StatusOr<std::vector<LinearWeights>> WeightLoader::LoadSplitLinear(
     const std::vector<TensorSpec>& parts) {
   std::vector<LinearWeights> out;
@@ -209,6 +257,7 @@ absl::StatusOr<std::vector<LinearWeights>> WeightLoader::LoadSplitLinear(
     for (at::Tensor& t : ts) {
       LinearWeights w;
       w.weight = std::move(t);
+      ASSIGN_OR_RETURN(w, MaybePanels(std::move(w)));
       out.push_back(std::move(w));
     }
     return out;

@@ -15,6 +15,8 @@
 
 namespace swarm::model {
 
+enum class CpuWeightLayout { kAuto, kPanels, kRows };
+
 struct LoadOptions {
   std::string device = "cpu";  // "cpu" or "cuda:N".
   DType dtype = DType::kF32;   // Compute/storage dtype on the device.
@@ -28,6 +30,11 @@ struct LoadOptions {
   // decode); false keeps them as views of the file mapping (zero copy, shared page cache between
   // processes on one host, paged in on first use). Other cases always convert into new memory.
   bool copy_weights = true;
+  // The layout of the floating linear weights (projections, an untied LM head) in CPU copies
+  // (copy_weights): panel-major (model/cpu_matmul.h, kMatmulPanel) or [out, in] as the
+  // checkpoint has them. kAuto: panels where their kernel is the fast one (AVX-512, PanelsPay()).
+  // The results agree to rounding.
+  CpuWeightLayout layout = CpuWeightLayout::kAuto;
   // Called on the loading thread after each layer is loaded (may be null): progress reports.
   std::function<void()> on_layer_loaded;
 };

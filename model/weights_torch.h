@@ -48,12 +48,27 @@ at::Tensor Dequantize(const QuantizedWeight& q);
 
 // y = x·weightᵀ + bias (bias optional): what model/layers_torch.h's Linear() multiplies by. The
 // weight is either a floating tensor or, with q8/q4 weights on the CPU, `quant` (weight then
-// undefined).
+// undefined). A floating weight is [out, in] (any strides), or — what the loader builds as
+// LoadOptions::layout says — panel-major: [P, in, kMatmulPanel] holding `panel_out` outputs as
+// model/cpu_matmul.h describes (padding zero).
 struct LinearWeights {
-  at::Tensor weight;  // [out, in]
+  at::Tensor weight;  // [out, in], or [P, in, kMatmulPanel] when panel_out > 0
   at::Tensor bias;    // [out] or undefined
   QuantizedWeight quant;
+  int64_t panel_out = 0;
+
+  bool panels() const { return panel_out > 0; }
+  int64_t out() const;  // Outputs, whatever the form.
+  int64_t in() const;   // Inputs.
 };
+
+// Whether the loader builds panel-major weights here: when the row kernel this process runs
+// (ResolveIsa: the CPU, capped by SWARM_CPU_ISA) is AVX-512's; its AVX2 and scalar panel tiles
+// exist for correctness but are slower than their row-major ones at several rows.
+bool PanelsPay();
+
+// w ([out, in], f32 or bf16, on the CPU, any strides) copied panel-major into huge-page memory.
+at::Tensor ToPanels(const at::Tensor& w);
 
 // A linear map whose output is consecutive parts (q|k|v, gate|up): one fused LinearWeights (fewer,
 // larger matmuls on the decode path), or one per part (zero-copy views of the mapping).
@@ -122,6 +137,9 @@ class WeightLoader {
       : checkpoint_(&checkpoint), device_(device), dtype_(dtype), copy_(copy) {}
   // `parts` concatenated along dim 0 into one tensor (a single part in zero-copy mode).
   absl::StatusOr<at::Tensor> LoadConcat(const std::vector<TensorSpec>& parts);
+  // w as loaded, made panel-major where this loader builds panels (panels_: LoadOptions::layout)
+  // — CPU copies of f32 or bf16 weights; else w as it is.
+  absl::StatusOr<LinearWeights> MaybePanels(LinearWeights w);
   // `parts` quantized (or read quantized) into one QuantizedWeight, rows in part order.
   absl::StatusOr<QuantizedWeight> LoadQuantized(const std::vector<TensorSpec>& parts,
                                                 bool transposed);
@@ -132,6 +150,7 @@ class WeightLoader {
   bool copy_;
   WeightQuant quant_ = WeightQuant::kNone;
   bool prequantized_ = false;  // The checkpoint stores the linear weights quantized.
+  bool panels_ = false;
   std::function<void()> on_layer_loaded_;
   QuantizedSink sink_;
   int64_t bytes_ = 0;

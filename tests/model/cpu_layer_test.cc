@@ -1,6 +1,7 @@
 // The fused CPU path (model/cpu_layer_torch.h: short sequences, the default on the CPU) against
 // Hugging Face's numbers on every fixture model, once per row-kernel implementation this CPU has
-// (SWARM_CPU_ISA=scalar, avx2, avx512): every hidden state and the logits of the golden sequences
+// (SWARM_CPU_ISA=scalar, avx2, avx512) and weight layout (panel-major, row-major, each forced
+// whatever this CPU would choose): every hidden state and the logits of the golden sequences
 // fed in chunks of 1 to 16 rows (each chunk one fused step per layer, attending to the cache the
 // earlier chunks wrote), and the golden greedy ids. bf16 weights on stories260K: the greedy story
 // from BOS as f32 gives it, logits within the documented bf16 tolerance.
@@ -28,18 +29,24 @@ std::vector<std::string> IsaNames() {
 struct Case {
   Fixture fixture;
   std::string isa;
+  CpuWeightLayout layout;  // kPanels or kRows, whatever the CPU would choose.
 };
 
 std::vector<Case> Cases() {
   std::vector<Case> cases;
   for (const Fixture& f : Fixtures()) {
-    for (const std::string& isa : IsaNames()) cases.push_back({f, isa});
+    for (const std::string& isa : IsaNames()) {
+      for (CpuWeightLayout layout : {CpuWeightLayout::kPanels, CpuWeightLayout::kRows}) {
+        cases.push_back({f, isa, layout});
+      }
+    }
   }
   return cases;
 }
 
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
-  std::string n = info.param.fixture.name + "_" + info.param.isa;
+  std::string n = info.param.fixture.name + "_" + info.param.isa +
+                  (info.param.layout == CpuWeightLayout::kPanels ? "_panels" : "_rows");
   for (char& ch : n) {
     if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
   }
@@ -60,7 +67,9 @@ TEST_P(FusedTest, EveryHiddenStateTheLogitsAndTheGreedyIdsMatchHuggingFace) {
   auto golden =
       SafetensorsFile::Open(kShared + "/fixtures/golden/" + fx.name + "/golden.safetensors");
   ASSERT_TRUE(golden.ok()) << golden.status();
-  auto engine = Engine::Create(fx.model_dir);
+  LoadOptions options;
+  options.layout = GetParam().layout;
+  auto engine = Engine::Create(fx.model_dir, options);
   ASSERT_TRUE(engine.ok()) << engine.status();
   const LayerHost& host = (*engine)->layers();
   ASSERT_EQ(host.KernelPath(), "fused " + GetParam().isa);

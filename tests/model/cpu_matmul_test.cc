@@ -1,8 +1,9 @@
 // The batch-invariant row kernel (model/cpu_matmul.h) on its own: every implementation (scalar
-// and, where the CPU has them, AVX2+FMA and AVX-512) against a double-precision reference, against
-// each other, and batch-invariant bit for bit: a row's output is the same bytes computed alone,
-// among other rows at any place, whichever column range a call (or thread) covers, and on teams
-// of any size; bf16 weights give the bits of their f32 widening.
+// and, where the CPU has them, AVX2+FMA and AVX-512) and every layout of W (row-major,
+// column-major, panel-major) against a double-precision reference, against each other, and
+// batch-invariant bit for bit: a row's output is the same bytes computed alone, among other rows
+// at any place, whichever column range a call (or thread) covers, and on teams of any size; bf16
+// weights give the bits of their f32 widening.
 #include "model/cpu_matmul.h"
 
 #include <cmath>
@@ -17,14 +18,21 @@
 namespace swarm::model {
 namespace {
 
+enum Layout {
+  kRow,    // W stored as [n, k].
+  kCol,    // W stored as [k, n] (a transposed view), as GPT-2's Conv1D weights.
+  kPanel,  // Panel-major (kMatmulPanel), as the loader builds them.
+};
+
 struct Problem {
   int64_t n, k;
-  bool column_major;  // W stored as [k, n] (a transposed view), as GPT-2's Conv1D weights.
+  Layout layout;
   bool bias;
 };
 
 std::string Name(const Problem& p) {
-  return std::to_string(p.n) + "x" + std::to_string(p.k) + (p.column_major ? " col" : " row") +
+  const char* layout[] = {" row", " col", " panel"};
+  return std::to_string(p.n) + "x" + std::to_string(p.k) + layout[p.layout] +
          (p.bias ? " bias" : "");
 }
 
@@ -35,23 +43,38 @@ class Data {
     std::normal_distribution<float> normal;
     x_.resize(rows * p.k);
     for (float& v : x_) v = normal(rng);
-    w_.resize(p.n * p.k);
-    for (float& v : w_) v = normal(rng) * 0.1f;
+    w_.assign(p.layout == kPanel ? PanelElements(p.n, p.k) : p.n * p.k, 0.0f);
+    for (int64_t j = 0; j < p.n; ++j) {
+      for (int64_t i = 0; i < p.k; ++i) w_[Index(j, i)] = normal(rng) * 0.1f;
+    }
     if (p.bias) {
       bias_.resize(p.n);
       for (float& v : bias_) v = normal(rng);
     }
   }
 
-  // W[j][i] in either storage.
-  float W(int64_t j, int64_t i) const {
-    return p_.column_major ? w_[i * p_.n + j] : w_[j * p_.k + i];
+  // Where W[j][i] is in the storage.
+  int64_t Index(int64_t j, int64_t i) const {
+    switch (p_.layout) {
+      case kRow:
+        return j * p_.k + i;
+      case kCol:
+        return i * p_.n + j;
+      default:
+        return j / kMatmulPanel * kMatmulPanel * p_.k + i * kMatmulPanel + j % kMatmulPanel;
+    }
   }
+  float W(int64_t j, int64_t i) const { return w_[Index(j, i)]; }
+  int64_t elements() const { return static_cast<int64_t>(w_.size()); }
+  // Columns [j0, j0 + n) (for panels, j0 a multiple of kMatmulPanel).
   MatrixView View(int64_t j0 = 0, int64_t n = -1) const {
     MatrixView v;
     v.n = n < 0 ? p_.n : n;
     v.k = p_.k;
-    if (p_.column_major) {
+    if (p_.layout == kPanel) {
+      v.data = w_.data() + j0 * p_.k;  // Panel j0 / 64 starts at (j0 / 64) · 64k.
+      v.panel = kMatmulPanel;
+    } else if (p_.layout == kCol) {
       v.data = w_.data() + j0;
       v.row_stride = 1;
       v.col_stride = p_.n;
@@ -97,25 +120,34 @@ std::vector<MatmulIsa> Isas() {
 
 const char* IsaName(MatmulIsa isa) { return MatmulIsaName(isa); }
 
-// Odd sizes on purpose: partial vectors in k (row-major) and in n (column-major), odd output
-// counts (the single-output tile), row counts that are not multiples of the 4-row tile.
+// Odd sizes on purpose: partial vectors in k (row-major) and in n (column-major, panel-major),
+// odd output counts (the single-output tile), row counts that are not multiples of the 4-row
+// tile; panels: a partial one alone, pairs with an odd one after them, a wide k. kRows rows take
+// several row tiles of a panel, and the subsets of EachRowIsBitIdenticalAloneAndInAnyBatch every
+// other tiling (pairs up to 6 rows, half panels for 7 and 8).
 const Problem kProblems[] = {
-    {37, 53, false, true}, {64, 2048, false, false}, {5, 3, false, true},
-    {37, 53, true, true},  {200, 64, true, false},   {7, 19, true, false},
+    {37, 53, kRow, true},   {64, 2048, kRow, false},  {5, 3, kRow, true},
+    {37, 53, kCol, true},   {200, 64, kCol, false},   {7, 19, kCol, false},
+    {37, 53, kPanel, true}, {200, 64, kPanel, false}, {130, 2048, kPanel, true},
+    {5, 3, kPanel, false},
 };
 constexpr int64_t kRows = 19;
 
+// At row counts that take every tiling (panels: pairs at 1 and 3 rows, half panels at 8, row
+// tiles at kRows).
 TEST(CpuMatmul, MatchesADoublePrecisionReference) {
   for (const Problem& p : kProblems) {
     Data d(p, kRows);
     for (MatmulIsa isa : Isas()) {
-      SCOPED_TRACE(Name(p) + " " + IsaName(isa));
-      std::vector<float> y = d.Run(0, kRows, isa);
-      for (int64_t r = 0; r < kRows; ++r) {
-        for (int64_t j = 0; j < p.n; ++j) {
-          double want, scale;
-          d.Reference(r, j, &want, &scale);
-          ASSERT_LE(std::abs(y[r * p.n + j] - want), 1e-5 * scale + 1e-30) << r << "," << j;
+      for (int64_t rows : {int64_t{1}, int64_t{3}, int64_t{8}, kRows}) {
+        SCOPED_TRACE(Name(p) + " " + IsaName(isa) + " rows " + std::to_string(rows));
+        std::vector<float> y = d.Run(0, rows, isa);
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t j = 0; j < p.n; ++j) {
+            double want, scale;
+            d.Reference(r, j, &want, &scale);
+            ASSERT_LE(std::abs(y[r * p.n + j] - want), 1e-5 * scale + 1e-30) << r << "," << j;
+          }
         }
       }
     }
@@ -168,7 +200,7 @@ TEST(CpuMatmul, Bf16WeightsGiveTheBitsOfTheirF32Widening) {
   for (const Problem& p : kProblems) {
     Data d(p, kRows);
     MatrixView f32 = d.View();
-    const int64_t elements = p.n * p.k;
+    const int64_t elements = d.elements();
     const auto* src = static_cast<const float*>(f32.data);
     std::vector<uint16_t> bf16(elements);
     std::vector<float> widened(elements);
@@ -194,21 +226,25 @@ TEST(CpuMatmul, Bf16WeightsGiveTheBitsOfTheirF32Widening) {
 }
 
 // A product split over teams of 1, 2 and 3 members: the same bytes (each output's reduction is
-// one thread's, whichever).
+// one thread's, whichever), for row counts that split panel-major W in 4 ranges per member (5
+// rows) and in one (12).
 TEST(CpuMatmul, TheTeamSizeDoesNotChangeTheBits) {
-  const Problem p = {300, 1030, false, true};
-  Data d(p, 5);
-  for (MatmulIsa isa : Isas()) {
-    SCOPED_TRACE(IsaName(isa));
-    std::vector<std::vector<float>> outs;
-    for (int threads : {1, 2, 3}) {
-      ComputeTeam team(threads);
-      std::vector<float> y(5 * p.n);
-      MatmulRows(d.x(0), 5, p.k, d.View(), d.bias(), y.data(), p.n, isa, &team);
-      outs.push_back(std::move(y));
+  for (const Problem& p : {Problem{300, 1030, kRow, true}, Problem{300, 1030, kPanel, true}}) {
+    for (int64_t rows : {5, 12}) {
+      Data d(p, rows);
+      for (MatmulIsa isa : Isas()) {
+        SCOPED_TRACE(Name(p) + " " + IsaName(isa) + " rows " + std::to_string(rows));
+        std::vector<std::vector<float>> outs;
+        for (int threads : {1, 2, 3}) {
+          ComputeTeam team(threads);
+          std::vector<float> y(rows * p.n);
+          MatmulRows(d.x(0), rows, p.k, d.View(), d.bias(), y.data(), p.n, isa, &team);
+          outs.push_back(std::move(y));
+        }
+        EXPECT_EQ(outs[0], outs[1]);
+        EXPECT_EQ(outs[0], outs[2]);
+      }
     }
-    EXPECT_EQ(outs[0], outs[1]);
-    EXPECT_EQ(outs[0], outs[2]);
   }
 }
 
@@ -234,8 +270,10 @@ TEST(CpuMatmul, EachRowIsBitIdenticalAloneAndInAnyBatch) {
         }
       }
       // A call for columns [j0, j0 + n) only (what one thread's share is): the same bytes.
-      for (int64_t j0 : {int64_t{1}, int64_t{3}, p.n / 2}) {
-        const int64_t n = std::min<int64_t>(p.n - j0, 9);
+      std::vector<int64_t> starts = {1, 3, p.n / 2};
+      if (p.layout == kPanel) starts = {kMatmulPanel, 2 * kMatmulPanel};  // Panel boundaries.
+      for (int64_t j0 : starts) {
+        const int64_t n = std::min<int64_t>(p.n - j0, p.layout == kPanel ? 70 : 9);
         if (n <= 0) continue;
         std::vector<float> part(kRows * n);
         MatmulRows(d.x(0), kRows, p.k, d.View(j0, n), d.bias(j0), part.data(), n, isa);

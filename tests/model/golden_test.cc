@@ -100,6 +100,52 @@ TEST_P(GoldenTest, ZeroCopyWeightsMatchHuggingFace) {
   EXPECT_LT(MaxAbsDiff(logits->ToFloats(), ReadFloats(**golden, seq + ".logits")), 1e-4);
 }
 
+// Both layouts of CPU weight copies (panel-major, row-major; forced, whatever this CPU would
+// choose) through both CPU paths (the fused layers, and LibTorch's with SWARM_FUSED_LAYERS=0: a
+// prefill through at::matmul on the panels, decode rows through the row kernel): the full
+// forward's logits and a few decode steps' against Hugging Face's.
+TEST_P(GoldenTest, EveryCpuWeightLayoutMatchesHuggingFace) {
+  const Fixture& fx = GetParam();
+  auto golden =
+      SafetensorsFile::Open(kShared + "/fixtures/golden/" + fx.name + "/golden.safetensors");
+  ASSERT_TRUE(golden.ok()) << golden.status();
+  const std::string seq = fx.sequences[0];
+  const std::vector<int64_t> ids = ReadIds(**golden, seq + ".input_ids");
+  const std::vector<float> want = ReadFloats(**golden, seq + ".logits");
+  for (CpuWeightLayout layout : {CpuWeightLayout::kPanels, CpuWeightLayout::kRows}) {
+    for (const char* fused : {"1", "0"}) {
+      SCOPED_TRACE(std::string(layout == CpuWeightLayout::kPanels ? "panels" : "rows") + " fused " +
+                   fused);
+      ScopedEnv env("SWARM_FUSED_LAYERS", fused);
+      LoadOptions options;
+      options.layout = layout;
+      auto engine = Engine::Create(fx.model_dir, options);
+      ASSERT_TRUE(engine.ok()) << engine.status();
+      auto logits = (*engine)->Logits(ids);
+      ASSERT_TRUE(logits.ok()) << logits.status();
+      EXPECT_LT(MaxAbsDiff(logits->ToFloats(), want), 1e-4);
+      // The first half as one prefill, then decode steps of one token.
+      const int64_t T = static_cast<int64_t>(ids.size()), V = (*engine)->config().vocab_size;
+      LocalExecutor exec(&(*engine)->layers());
+      for (int64_t pos = 0; pos < T;) {
+        const int64_t n = pos == 0 ? T / 2 : 1;
+        auto h = (*engine)->ends().Embed(
+            std::vector<int64_t>(ids.begin() + pos, ids.begin() + pos + n), pos);
+        ASSERT_TRUE(h.ok()) << h.status();
+        auto out = exec.Run(*h, pos);
+        ASSERT_TRUE(out.ok()) << out.status();
+        auto l = (*engine)->ends().Logits(*out, false);
+        ASSERT_TRUE(l.ok()) << l.status();
+        EXPECT_LT(MaxAbsDiff(l->ToFloats(), std::vector<float>(want.begin() + pos * V,
+                                                               want.begin() + (pos + n) * V)),
+                  1e-4)
+            << "rows " << pos << ".." << pos + n - 1;
+        pos += n;
+      }
+    }
+  }
+}
+
 // Prefill part of the sequence, then one token at a time through the KV cache: every logits row
 // must equal the full forward's. The Mistral model's 40-token sequence crosses its 16-token window.
 TEST_P(GoldenTest, IncrementalDecodingMatchesFullForward) {
