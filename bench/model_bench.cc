@@ -8,10 +8,11 @@
 // f32,q8,q4 it loads the model once per weight format (common/weight_format.h) and times batch-1
 // decode of each, the formats taking turns within each of 7 rounds, and reports each one's median
 // tokens/s and its ratio to the first format's (with --rss: the peak RSS of a process loading all
-// layers in each format, against the first).
+// layers in each format, against the first). --layout panels|rows forces the layout of the CPU
+// weight copies (LoadOptions::layout; default auto: panels with AVX-512).
 //
 //   model_bench --model DIR [--prompt-tokens 128] [--decode-tokens 64] [--threads N] [--rss]
-//               [--batch-steps 1,8,16] [--dtypes f32,q8,q4]
+//               [--batch-steps 1,8,16] [--dtypes f32,q8,q4] [--layout auto|panels|rows]
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -100,8 +101,11 @@ long PeakRssKb() {
   return -1;
 }
 
+swarm::model::CpuWeightLayout g_layout = swarm::model::CpuWeightLayout::kAuto;
+
 swarm::model::LoadOptions Options(const swarm::WeightFormat& f) {
   swarm::model::LoadOptions o;
+  o.layout = g_layout;
   o.dtype = f.dtype;
   o.quant = f.quant;
   return o;
@@ -309,6 +313,16 @@ int main(int argc, char** argv) {
           return 2;
         }
         formats.push_back(*f);
+      }
+    } else if (a == "--layout") {
+      const std::string v = next();
+      if (v == "panels") {
+        g_layout = swarm::model::CpuWeightLayout::kPanels;
+      } else if (v == "rows") {
+        g_layout = swarm::model::CpuWeightLayout::kRows;
+      } else if (v != "auto") {
+        std::fprintf(stderr, "model_bench: --layout takes auto, panels or rows\n");
+        return 2;
       }
     } else if (a == "--rss-child")
       rss_child = std::atoi(next().c_str());

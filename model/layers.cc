@@ -172,6 +172,10 @@ void LinearRows(const LinearWeights& w, const float* x, int64_t rows, int64_t x_
 
 at::Tensor Linear(const at::Tensor& x, const LinearWeights& w, int64_t invariant_rows) {
   const int64_t T = x.size(0);
+  // Panel-major weights with f32 activations: every row through the row kernel, whose panel
+  // tiles are a gemm at any row count (at::matmul over the panels prefilled 64 tokens of the
+  // 12 × d768 model at 306–314 tokens/s, against 817–822 for gemm on row-major weights).
+  if (w.panels() && RowKernelApplies(x, w)) return RowKernelLinear(x, w);
   const int64_t a = std::clamp<int64_t>(invariant_rows, 0, T);
   if (a == 0 || !RowKernelApplies(x, w)) return TorchLinear(x, w);
   at::Tensor head = RowKernelLinear(x.narrow(0, 0, a), w);
