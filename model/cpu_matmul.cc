@@ -640,16 +640,20 @@ void MatmulRows(const float* x, int64_t rows, int64_t x_stride, const MatrixView
                 const float* bias, float* y, int64_t y_stride, MatmulIsa isa, ComputeTeam* team) {
   if (rows <= 0 || w.n <= 0) return;
   isa = ResolveIsa(isa);
-  // The unit of the split: a panel, or a block of kColumnBlock columns.
-  const int64_t unit = w.panel != 0 ? kMatmulPanel : kColumnBlock;
-  const int64_t blocks = (w.n + unit - 1) / unit;
+  // The unit of the split: a block of kColumnBlock columns, or of panels — two where a few rows
+  // take them in pairs (PanelsAvx512), so that no share ends in a single one.
+  const int64_t per_unit = rows <= kPanelSharedTaskRows ? 2 : 1;
+  const int64_t panels = (w.n + kMatmulPanel - 1) / kMatmulPanel;
+  const int64_t blocks = w.panel != 0 ? (panels + per_unit - 1) / per_unit
+                                      : (w.n + kColumnBlock - 1) / kColumnBlock;
   auto run = [&](int64_t b0, int64_t b1) {
     if (w.panel != 0) {
-      if (b0 >= b1) return;
+      const int64_t p0 = b0 * per_unit, p1 = std::min(panels, b1 * per_unit);
+      if (p0 >= p1) return;
       if (w.type == WeightType::kBf16) {
-        return Panels<uint16_t>(isa, x, rows, x_stride, w, bias, y, y_stride, b0, b1);
+        return Panels<uint16_t>(isa, x, rows, x_stride, w, bias, y, y_stride, p0, p1);
       }
-      return Panels<float>(isa, x, rows, x_stride, w, bias, y, y_stride, b0, b1);
+      return Panels<float>(isa, x, rows, x_stride, w, bias, y, y_stride, p0, p1);
     }
     const int64_t j0 = b0 * kColumnBlock, j1 = std::min(w.n, b1 * kColumnBlock);
     if (j0 >= j1) return;
