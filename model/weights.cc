@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 
@@ -103,7 +104,13 @@ int64_t LinearWeights::in() const {
   return weight.size(1);
 }
 
-bool PanelsPay() { return ResolveIsa(MatmulIsa::kAuto) == MatmulIsa::kAvx512; }
+bool PanelsPay() {
+  if (const char* env = std::getenv("SWARM_WEIGHT_LAYOUT")) {
+    if (std::strcmp(env, "rows") == 0) return false;
+    if (std::strcmp(env, "panels") == 0) return true;
+  }
+  return ResolveIsa(MatmulIsa::kAuto) == MatmulIsa::kAvx512;
+}
 
 at::Tensor ToPanels(const at::Tensor& w) {
   const int64_t n = w.size(0), k = w.size(1);

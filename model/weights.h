@@ -32,8 +32,9 @@ struct LoadOptions {
   bool copy_weights = true;
   // The layout of the floating linear weights (projections, an untied LM head) in CPU copies
   // (copy_weights): panel-major (model/cpu_matmul.h, kMatmulPanel) or [out, in] as the
-  // checkpoint has them. kAuto: panels where their kernel is the fast one (AVX-512, PanelsPay()).
-  // The results agree to rounding.
+  // checkpoint has them. kAuto: SWARM_WEIGHT_LAYOUT=panels|rows where set, else panels where
+  // their kernel is the fast one (AVX-512). The results agree to rounding; the trade-off (panels
+  // faster from 16 rows and in prefill, a few percent slower at 1–8) is in docs/benchmarks.md.
   CpuWeightLayout layout = CpuWeightLayout::kAuto;
   // Called on the loading thread after each layer is loaded (may be null): progress reports.
   std::function<void()> on_layer_loaded;

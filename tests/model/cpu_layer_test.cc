@@ -14,6 +14,7 @@
 #include "model/cpu_matmul.h"
 #include "model/generate.h"
 #include "model/safetensors.h"
+#include "model/weights_torch.h"
 #include "tests/model/fixtures.h"
 
 namespace swarm::model {
@@ -132,6 +133,16 @@ TEST(Fused, CanBeTurnedOff) {
   auto engine = Engine::Create(kShared + "/models/stories260K");
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_EQ((*engine)->layers().KernelPath(), "libtorch");
+}
+
+// SWARM_WEIGHT_LAYOUT chooses the layout LoadOptions::layout kAuto loads, whatever the CPU.
+TEST(Fused, TheEnvironmentChoosesTheWeightLayout) {
+  {
+    ScopedEnv rows("SWARM_WEIGHT_LAYOUT", "rows");
+    EXPECT_FALSE(PanelsPay());
+  }
+  ScopedEnv panels("SWARM_WEIGHT_LAYOUT", "panels");
+  EXPECT_TRUE(PanelsPay());
 }
 
 // The bf16 tolerance on stories260K's logits (docs/benchmarks.md): bf16 weights (8 bits of
