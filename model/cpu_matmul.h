@@ -25,9 +25,11 @@
 // matrix gives the bits of its f32 widening).
 //
 // Three implementations, chosen at run time: AVX-512 (16 lanes instead of 8 for row-major W, the
-// lanes summed in a fixed tree; column-major W as AVX2), AVX2+FMA, and a portable scalar fallback
-// (no FMA, sequential in k within each lane). Each is batch-invariant on its own; they agree to
-// rounding, not bit for bit (tests/model/cpu_matmul_test.cc checks all three). The environment
+// lanes summed in a fixed tree; column-major W as AVX2; panel-major W 16 outputs per vector),
+// AVX2+FMA, and a portable scalar fallback (no FMA, sequential in k within each lane). Each is
+// batch-invariant on its own; they agree to rounding, not bit for bit, except that AVX2 and
+// AVX-512 give the same bits on panel-major W (tests/model/cpu_matmul_test.cc checks all three
+// on every layout). The environment
 // variable SWARM_CPU_ISA=scalar|avx2|avx512 caps the choice (tests and benchmarks force the
 // fallback with it). The work is split over output columns between the members of a ComputeTeam
 // (common/compute_team.h); products too small to be worth waking them run on the caller.
