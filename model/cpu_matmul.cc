@@ -644,8 +644,8 @@ void MatmulRows(const float* x, int64_t rows, int64_t x_stride, const MatrixView
   // take them in pairs (PanelsAvx512), so that no share ends in a single one.
   const int64_t per_unit = rows <= kPanelSharedTaskRows ? 2 : 1;
   const int64_t panels = (w.n + kMatmulPanel - 1) / kMatmulPanel;
-  const int64_t blocks = w.panel != 0 ? (panels + per_unit - 1) / per_unit
-                                      : (w.n + kColumnBlock - 1) / kColumnBlock;
+  const int64_t blocks =
+      w.panel != 0 ? (panels + per_unit - 1) / per_unit : (w.n + kColumnBlock - 1) / kColumnBlock;
   auto run = [&](int64_t b0, int64_t b1) {
     if (w.panel != 0) {
       const int64_t p0 = b0 * per_unit, p1 = std::min(panels, b1 * per_unit);

@@ -40,6 +40,13 @@ struct LoadOptions {
   std::function<void()> on_layer_loaded;
 };
 
+// Whether the loader builds panel-major weights for LoadOptions::layout kAuto: as the
+// environment variable SWARM_WEIGHT_LAYOUT=panels|rows says where it is set, else when the row
+// kernel this process runs (ResolveIsa: the CPU, capped by SWARM_CPU_ISA) is AVX-512's (its AVX2
+// and scalar panel tiles exist for correctness but are slower than their row-major ones at
+// several rows). Read at each load.
+bool PanelsPay();
+
 // The format the linear weights load in: a quantized checkpoint's own (`stored`, its config's
 // swarm_quantization), else options.quant. (WeightLoader refuses a stored format that differs from
 // a requested one.)

@@ -62,13 +62,6 @@ struct LinearWeights {
   int64_t in() const;   // Inputs.
 };
 
-// Whether the loader builds panel-major weights for LoadOptions::layout kAuto: as the
-// environment variable SWARM_WEIGHT_LAYOUT=panels|rows says where it is set, else when the row
-// kernel this process runs (ResolveIsa: the CPU, capped by SWARM_CPU_ISA) is AVX-512's (its AVX2
-// and scalar panel tiles exist for correctness but are slower than their row-major ones at
-// several rows). Read at each load.
-bool PanelsPay();
-
 // w ([out, in], f32 or bf16, on the CPU, any strides) copied panel-major into huge-page memory.
 at::Tensor ToPanels(const at::Tensor& w);
 

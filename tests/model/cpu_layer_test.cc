@@ -14,7 +14,7 @@
 #include "model/cpu_matmul.h"
 #include "model/generate.h"
 #include "model/safetensors.h"
-#include "model/weights_torch.h"
+#include "model/weights.h"
 #include "tests/model/fixtures.h"
 
 namespace swarm::model {
