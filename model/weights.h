@@ -34,7 +34,7 @@ struct LoadOptions {
   // (copy_weights): panel-major (model/cpu_matmul.h, kMatmulPanel) or [out, in] as the
   // checkpoint has them. kAuto: SWARM_WEIGHT_LAYOUT=panels|rows where set, else panels where
   // their kernel is the fast one (AVX-512). The results agree to rounding; the trade-off (panels
-  // faster from 16 rows and in prefill, a few percent slower at 1–8) is in docs/benchmarks.md.
+  // faster from 16 rows and in prefill, within ~2 % at 1–8) is in docs/benchmarks.md.
   CpuWeightLayout layout = CpuWeightLayout::kAuto;
   // Called on the loading thread after each layer is loaded (may be null): progress reports.
   std::function<void()> on_layer_loaded;
