@@ -122,17 +122,18 @@ void RowMajorBlock(int64_t rows, int64_t k, int64_t j0, int64_t j1, int64_t jt, 
 
 // ---------------------------------------------------------------------------------------------
 // Panel-major W, shared by every implementation: panels [p0, p1), each for all rows in row tiles
-// of at most `max_rows` rows, balanced (8 rows are 4 + 4, not 6 + 2). A tile loads each input's
-// 64 panel weights once for its rows and broadcasts x[r][i] against them: element (r, j) is one
-// accumulator lane, an FMA per input in increasing i.
+// of at most `max_rows` rows, balanced (16 rows are 6 + 5 + 5, not 6 + 6 + 4). A tile loads each
+// input's 64 panel weights once for its rows and broadcasts x[r][i] against them: element (r, j) is
+// one accumulator lane, an FMA per input in increasing i.
 //
 // Prefetching keeps memory streaming while the cores compute (`matmul_bench --layouts
 // panel,row`, docs/benchmarks.md "Panel-major weights"):
 //   * a panel of several row tiles: each tile prefetches its share of the next panel's lines into
 //     L2, spread evenly over its inputs (without it, each panel's first tile waits on memory and
 //     the others leave memory idle: 32 rows of the 12 × d768 stack 41 → 31 ms);
-//   * a panel of one row tile (up to 6 rows, memory-bound): the panel itself, kPanelNearBytes
-//     ahead into L1, as the row-major single stream does (one row: 20.8 → 17.0 ms).
+//   * a panel of one row tile (memory-bound: up to 8 rows with AVX-512, 3 with AVX2): the panel
+//     itself, kPanelNearBytes ahead into L1, as the row-major single stream does (one row: 20.8 →
+//     17.0 ms); AVX-512 takes up to 6 rows two panels at a time (PanelsAvx512).
 constexpr int64_t kPanelNearBytes = 4096;
 // The second pass over a panel at 7–8 rows (its other half) finds it in cache; meanwhile it
 // prefetches the first 1/kSecondPassShare of the next panel into L2, so that memory keeps
