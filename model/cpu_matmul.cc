@@ -457,72 +457,53 @@ SWARM_AVX512 void BlockAvx512(const float* x, int64_t rows, int64_t xs, const Ma
   RowMajorBlock(rows, w.k, j0, j1, 4, tile);
 }
 
-// Panel-major W: RB rows × V vectors of 16 outputs from vector v0 of a panel (a whole panel,
-// V = 4, for up to 6 rows: 24 accumulators, 4 weight vectors and a broadcast of 32 registers;
-// half a panel, V = 2, for 7 or 8), `valid` of the panel's outputs real.
-template <typename WT, int RB, int V>
+// Panel-major W: RB rows × V vectors of 16 outputs from vector v0 of G consecutive panels from
+// `panel` (a whole panel, V = 4, for up to 6 rows: 24 accumulators, 4 weight vectors and a
+// broadcast of 32 registers; two whole ones for up to 3 rows, two streams and 8·RB accumulators;
+// half a panel, V = 2, for 7 or 8), `valid` of the outputs from the first panel's start real.
+// Prefetches: kNear, each panel's stream kPanelNearBytes ahead into L1 in a fixed loop per input
+// (through SpreadPrefetch's budget, one and 4 rows were 3–7 % slower); else one Step() of `pf`
+// per input.
+template <typename WT, int RB, int G, int V, bool kNear>
 SWARM_AVX512 void TilePanel512(const float* x, int64_t xs, const WT* panel, int64_t k, int v0,
                                const float* bias, float* y, int64_t ys, int64_t valid,
                                SpreadPrefetch pf) {
-  __m512 acc[RB][V];
+  constexpr int64_t kLines = kMatmulPanel * sizeof(WT) / 64;  // Per input and panel.
+  const int64_t stride = k * kMatmulPanel;                    // From one panel to the next.
+  __m512 acc[RB][G * V];
   for (int r = 0; r < RB; ++r) {
-    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+    for (int v = 0; v < G * V; ++v) acc[r][v] = _mm512_setzero_ps();
   }
-  const WT* p = panel + 16 * v0;
-  for (int64_t i = 0; i < k; ++i, p += kMatmulPanel) {
-    pf.Step();
-    __m512 wv[V];
-    for (int v = 0; v < V; ++v) wv[v] = Load16(p + 16 * v);
+  for (int64_t i = 0; i < k; ++i) {
+    const WT* row = panel + i * kMatmulPanel;
+    if constexpr (kNear) {
+      for (int g = 0; g < G; ++g) {
+        const char* ahead = reinterpret_cast<const char*>(row + g * stride) + kPanelNearBytes;
+        for (int64_t l = 0; l < kLines; ++l) _mm_prefetch(ahead + 64 * l, _MM_HINT_T0);
+      }
+    } else {
+      pf.Step();
+    }
+    __m512 wv[G * V];
+    for (int g = 0; g < G; ++g) {
+      for (int v = 0; v < V; ++v) wv[g * V + v] = Load16(row + g * stride + 16 * (v0 + v));
+    }
     for (int r = 0; r < RB; ++r) {
       const __m512 xb = _mm512_set1_ps(x[r * xs + i]);
-      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(xb, wv[v], acc[r][v]);
+      for (int v = 0; v < G * V; ++v) acc[r][v] = _mm512_fmadd_ps(xb, wv[v], acc[r][v]);
     }
   }
-  for (int v = 0; v < V; ++v) {
-    const int64_t j = 16 * (v0 + v), n = std::clamp<int64_t>(valid - j, 0, 16);
-    if (n == 0) break;
-    const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
-    const __m512 bv = bias != nullptr ? LoadPartial16(bias + j, m) : _mm512_setzero_ps();
-    for (int r = 0; r < RB; ++r) {
-      const __m512 out = bias != nullptr ? _mm512_add_ps(acc[r][v], bv) : acc[r][v];
-      _mm512_mask_storeu_ps(y + r * ys + j, m, out);
-    }
-  }
-}
-
-// Two panels at once for up to 3 rows (memory-bound): two streams, each prefetched
-// kPanelNearBytes ahead, and 8·RB accumulators (one row of the 12 × d768 stack: 17.7 → 16.6 ms,
-// the time of the row-major single stream); `valid_b` of the second panel's outputs real.
-template <typename WT, int RB>
-SWARM_AVX512 void TilePanelPair512(const float* x, int64_t xs, const WT* a, const WT* b, int64_t k,
-                                   const float* bias, float* y, int64_t ys, int64_t valid_b) {
-  constexpr int V = 4;
-  __m512 acc[RB][2 * V];
-  for (int r = 0; r < RB; ++r) {
-    for (int v = 0; v < 2 * V; ++v) acc[r][v] = _mm512_setzero_ps();
-  }
-  for (int64_t i = 0; i < k; ++i, a += kMatmulPanel, b += kMatmulPanel) {
-    constexpr int64_t kLines = kMatmulPanel * sizeof(WT) / 64;  // Per input, per panel.
-    for (int64_t l = 0; l < kLines; ++l) {
-      _mm_prefetch(reinterpret_cast<const char*>(a) + kPanelNearBytes + 64 * l, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(b) + kPanelNearBytes + 64 * l, _MM_HINT_T0);
-    }
-    __m512 wv[2 * V];
-    for (int v = 0; v < V; ++v) wv[v] = Load16(a + 16 * v);
-    for (int v = 0; v < V; ++v) wv[V + v] = Load16(b + 16 * v);
-    for (int r = 0; r < RB; ++r) {
-      const __m512 xb = _mm512_set1_ps(x[r * xs + i]);
-      for (int v = 0; v < 2 * V; ++v) acc[r][v] = _mm512_fmadd_ps(xb, wv[v], acc[r][v]);
-    }
-  }
-  for (int v = 0; v < 2 * V; ++v) {
-    const int64_t j = 16 * v, n = std::clamp<int64_t>(kMatmulPanel + valid_b - j, 0, 16);
-    if (n == 0) break;
-    const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
-    const __m512 bv = bias != nullptr ? LoadPartial16(bias + j, m) : _mm512_setzero_ps();
-    for (int r = 0; r < RB; ++r) {
-      const __m512 out = bias != nullptr ? _mm512_add_ps(acc[r][v], bv) : acc[r][v];
-      _mm512_mask_storeu_ps(y + r * ys + j, m, out);
+  for (int g = 0; g < G; ++g) {
+    for (int v = 0; v < V; ++v) {
+      const int64_t j = g * kMatmulPanel + 16 * (v0 + v);
+      const int64_t n = std::clamp<int64_t>(valid - j, 0, 16);
+      if (n == 0) continue;
+      const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+      const __m512 bv = bias != nullptr ? LoadPartial16(bias + j, m) : _mm512_setzero_ps();
+      for (int r = 0; r < RB; ++r) {
+        const __m512 sum = acc[r][g * V + v];
+        _mm512_mask_storeu_ps(y + r * ys + j, m, bias != nullptr ? _mm512_add_ps(sum, bv) : sum);
+      }
     }
   }
 }
@@ -532,8 +513,9 @@ SWARM_AVX512 void PanelsAvx512(const float* x, int64_t rows, int64_t xs, const M
                                const float* bias, float* y, int64_t ys, int64_t p0, int64_t p1) {
   // Up to 8 rows (memory-bound) in one row tile; more in tiles of up to 6.
   constexpr int kOneTile = 8, kMaxRows = 6, kPairRows = 3;
+  const int64_t elements = w.k * kMatmulPanel;
+  const SpreadPrefetch none(nullptr, 0, w.k, false);
   if (rows <= 2 * kPairRows) {  // Pairs of panels; an odd last one below.
-    const int64_t elements = w.k * kMatmulPanel;
     int64_t p = p0;
     const PanelRowTiles tiles(rows, kPairRows);
     for (; p + 1 < p1; p += 2) {
@@ -542,9 +524,9 @@ SWARM_AVX512 void PanelsAvx512(const float* x, int64_t rows, int64_t xs, const M
       for (int64_t t = 0; t < tiles.count; ++t) {
         const int64_t r = tiles.Start(t);
         kernel::ForCountUpTo<kPairRows>(tiles.Size(t), [&](auto n) {
-          TilePanelPair512<WT, decltype(n)::value>(
-              x + r * xs, xs, a, a + elements, w.k, bias == nullptr ? nullptr : bias + j0,
-              y + r * ys + j0, ys, std::min(kMatmulPanel, w.n - j0 - kMatmulPanel));
+          TilePanel512<WT, decltype(n)::value, 2, 4, true>(
+              x + r * xs, xs, a, w.k, 0, bias == nullptr ? nullptr : bias + j0, y + r * ys + j0, ys,
+              std::min(2 * kMatmulPanel, w.n - j0), none);
         });
       }
     }
@@ -558,17 +540,16 @@ SWARM_AVX512 void PanelsAvx512(const float* x, int64_t rows, int64_t xs, const M
         kernel::ForCountUpTo<kOneTile>(rb, [&](auto n) {
           constexpr int kRb = decltype(n)::value;
           if constexpr (kRb <= kMaxRows) {
-            TilePanel512<WT, kRb, 4>(x + r * xs, xs, panel, w.k, 0, b, y + r * ys + j0, ys, valid,
-                                     pf);
+            TilePanel512<WT, kRb, 1, 4, false>(x + r * xs, xs, panel, w.k, 0, b, y + r * ys + j0,
+                                               ys, valid, pf);
           } else {  // Two halves; the first one's prefetches cover the panel.
-            TilePanel512<WT, kRb, 2>(x + r * xs, xs, panel, w.k, 0, b, y + r * ys + j0, ys, valid,
-                                     pf);
-            const int64_t elements = w.k * kMatmulPanel;
+            TilePanel512<WT, kRb, 1, 2, false>(x + r * xs, xs, panel, w.k, 0, b, y + r * ys + j0,
+                                               ys, valid, pf);
             const int64_t lines =
                 (p + 1) * kMatmulPanel < w.n
                     ? elements * static_cast<int64_t>(sizeof(WT)) / 64 / kSecondPassShare
                     : 0;
-            TilePanel512<WT, kRb, 2>(
+            TilePanel512<WT, kRb, 1, 2, false>(
                 x + r * xs, xs, panel, w.k, 2, b, y + r * ys + j0, ys, valid,
                 SpreadPrefetch(reinterpret_cast<const char*>(panel + elements) + kPanelNearBytes,
                                lines, w.k, false));
