@@ -48,6 +48,7 @@
 #include "common/block_layout.h"
 #include "common/flags.h"
 #include "common/layer_set.h"
+#include "common/lock_checks.h"
 #include "httplib.h"
 #include "model/checkpoint.h"
 #include "router/balance.h"
@@ -345,6 +346,7 @@ void PrintCurve(const Setup& s, const RunResult& r) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  swarm::DisableLockOrderChecks();  // common/lock_checks.h: absl's release default.
   auto flags =
       swarm::Flags::Parse(argc, argv,
                           {"router", "model", "ranges", "replicas", "top-k-blocks", "streams",

@@ -32,6 +32,7 @@
 #include "absl/strings/str_cat.h"
 #include "bench/bench_util.h"
 #include "client/client.h"
+#include "common/lock_checks.h"
 #include "model/config.h"
 #include "model/generate.h"
 #include "model/layer_host.h"
@@ -195,6 +196,7 @@ int SparseMode(const std::string& model_dir, const swarm::model::ModelConfig& co
 }  // namespace
 
 int main(int argc, char** argv) {
+  swarm::DisableLockOrderChecks();  // common/lock_checks.h: absl's release default.
   std::string model_dir;
   int64_t synth_mb = 0, synth_layers = 0, decode_tokens = 64, prompt_tokens = 16, reps = 3,
           hop_steps = 400, sparse_k = 0;

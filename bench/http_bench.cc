@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
 #include "common/flags.h"
+#include "common/lock_checks.h"
 #include "coordinator/coordinator_server.h"
 #include "coordinator/http_api.h"
 #include "httplib.h"
@@ -40,6 +41,7 @@ int Fail(const std::string& what) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  swarm::DisableLockOrderChecks();  // common/lock_checks.h: absl's release default.
   using namespace swarm;
   auto flags = Flags::Parse(argc, argv, {"model", "tokens", "reps"}, {});
   if (!flags.ok()) return Fail(std::string(flags.status().message()));

@@ -25,6 +25,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_util.h"
+#include "common/lock_checks.h"
 #include "model/cpu_matmul.h"
 
 namespace {
@@ -55,6 +56,7 @@ int Usage(const char* why) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  swarm::DisableLockOrderChecks();  // common/lock_checks.h: absl's release default.
   using swarm::model::MatmulIsa;
   int64_t hidden = 2048, intermediate = 5632, kv_dim = 512, layers = 8, reps = 9;
   std::vector<int64_t> row_counts = {1, 8, 16};

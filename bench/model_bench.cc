@@ -33,6 +33,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/types/span.h"
+#include "common/lock_checks.h"
 #include "common/weight_format.h"
 #include "model/checkpoint.h"
 #include "model/generate.h"
@@ -276,6 +277,7 @@ int CompareFormats(const std::string& dir, const std::vector<swarm::WeightFormat
 }  // namespace
 
 int main(int argc, char** argv) {
+  swarm::DisableLockOrderChecks();  // common/lock_checks.h: absl's release default.
   std::string dir = "../shared/models/stories260K";
   int prompt_tokens = 128, decode_tokens = 64, threads = 0, rss_child = -1;
   bool rss = false;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "common/lock_checks.h"
 #include "common/weight_format.h"
 #include "model/generate.h"
 #include "model/safetensors.h"
@@ -84,6 +85,7 @@ std::unique_ptr<Engine> Open(const std::string& dir, const WeightFormat& f) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  swarm::DisableLockOrderChecks();  // common/lock_checks.h: absl's release default.
   std::string shared = "../shared";
   std::vector<WeightFormat> formats = {{swarm::DType::kBF16, WeightQuant::kNone},
                                        {swarm::DType::kF32, WeightQuant::kQ8},

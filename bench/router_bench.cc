@@ -26,6 +26,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/block_layout.h"
+#include "common/lock_checks.h"
 #include "model/checkpoint.h"
 #include "model/generate.h"
 #include "router/calibration/calibrate.h"
@@ -65,6 +66,7 @@ int Fail(const absl::Status& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  swarm::DisableLockOrderChecks();  // common/lock_checks.h: absl's release default.
   using namespace swarm;
   std::string model_dir = "../shared/models/stories260K", router_path;
   int64_t calib_prompts = 256, decisions = 2000, synth_layers = 8, decode_tokens = 48, reps = 3;

@@ -54,6 +54,7 @@
 #include "absl/strings/str_split.h"
 #include "bench/bench_util.h"
 #include "client/client.h"
+#include "common/lock_checks.h"
 #include "model/config.h"
 #include "model/generate.h"
 #include "tools/synth.h"
@@ -251,6 +252,7 @@ std::string Ratio(double x, double base) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  swarm::DisableLockOrderChecks();  // common/lock_checks.h: absl's release default.
   Flags f;
   if (!ParseFlags(argc, argv, &f)) return 2;
   std::string synth_dir;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/lock_checks.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {
@@ -21,6 +22,7 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  swarm::DisableLockOrderChecks();  // common/lock_checks.h: absl's release default.
   std::string shared = "../shared";
   int reps = 5;
   for (int i = 1; i < argc; ++i) {

@@ -15,6 +15,7 @@
 #include "common/fd_limit.h"
 #include "common/flags.h"
 #include "common/host_port.h"
+#include "common/lock_checks.h"
 #include "common/logging.h"
 #include "common/signals.h"
 #include "coordinator/auth.h"
@@ -165,6 +166,7 @@ int Fail(const absl::Status& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  swarm::DisableLockOrderChecks();  // common/lock_checks.h: absl's release default.
   swarm::BlockShutdownSignals();
   // Before any thread: gRPC's listener does not survive running out of descriptors
   // (common/fd_limit.h).

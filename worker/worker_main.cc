@@ -22,6 +22,7 @@
 #include "common/flags.h"
 #include "common/host_port.h"
 #include "common/layer_set.h"
+#include "common/lock_checks.h"
 #include "common/logging.h"
 #include "common/progress.h"
 #include "common/signals.h"
@@ -125,6 +126,7 @@ absl::StatusOr<std::vector<int>> HostedLayers(const swarm::Flags& flags, int64_t
 }  // namespace
 
 int main(int argc, char** argv) {
+  swarm::DisableLockOrderChecks();  // common/lock_checks.h: absl's release default.
   swarm::BlockShutdownSignals();
   // Before any thread: gRPC's listener does not survive running out of descriptors
   // (common/fd_limit.h).

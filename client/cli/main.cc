@@ -10,6 +10,7 @@
 
 #include "client/cli/command.h"
 #include "common/flags.h"
+#include "common/lock_checks.h"
 #ifdef SWARM_CLI_FRONT
 #include "client/cli/tools_exec.h"
 #endif
@@ -41,6 +42,7 @@ int UnknownCommand(const std::string& name) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  swarm::DisableLockOrderChecks();  // common/lock_checks.h: absl's release default.
   const auto& commands = swarm::cli::Commands();
   std::vector<std::string> all(argv, argv + argc);
 #ifdef SWARM_CLI_FRONT
