@@ -33,6 +33,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/types/span.h"
+#include "bench/read_bandwidth.h"
 #include "common/lock_checks.h"
 #include "common/weight_format.h"
 #include "model/checkpoint.h"
@@ -46,51 +47,6 @@ using swarm::HostTensor;
 
 double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
-}
-
-// Streaming read bandwidth: `threads` threads each sum a disjoint slice of a buffer much larger
-// than the caches, with SIMD vector accumulators and software prefetch so the loop is bound by
-// memory, not by adds or by waiting on the hardware prefetcher;
-// best of several passes.
-typedef uint64_t V4 __attribute__((vector_size(32)));
-
-double ReadBandwidth(size_t bytes, int threads) {
-  // Huge pages, like the engine's weights: in a VM 4 KiB pages add nested-paging TLB misses that
-  // would understate what the memory system delivers.
-  void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) return 0;
-  madvise(mem, bytes, MADV_HUGEPAGE);
-  absl::Span<V4> buf(static_cast<V4*>(mem), bytes / sizeof(V4));
-  for (size_t i = 0; i < buf.size(); ++i) buf[i] = V4{i, i + 1, i + 2, i + 3};
-  double best = 0;
-  std::atomic<uint64_t> sink{0};
-  for (int pass = 0; pass < 5; ++pass) {
-    auto t0 = Clock::now();
-    std::vector<std::thread> pool;
-    const size_t per = buf.size() / threads;
-    for (int t = 0; t < threads; ++t) {
-      pool.emplace_back([&, t] {
-        V4 s0 = {}, s1 = {}, s2 = {}, s3 = {};
-        const V4* p = buf.data() + t * per;
-        for (size_t i = 0; i + 4 <= per; i += 4) {
-          // Software prefetch 1 KiB ahead, as tuned BLAS kernels do.
-          __builtin_prefetch(p + i + 64);
-          __builtin_prefetch(p + i + 66);
-          s0 += p[i];
-          s1 += p[i + 1];
-          s2 += p[i + 2];
-          s3 += p[i + 3];
-        }
-        V4 s = s0 + s1 + s2 + s3;
-        sink += s[0] + s[1] + s[2] + s[3];
-      });
-    }
-    for (auto& th : pool) th.join();
-    best =
-        std::max(best, static_cast<double>(per * threads * sizeof(V4)) / Seconds(t0, Clock::now()));
-  }
-  munmap(mem, bytes);
-  return best;
 }
 
 long PeakRssKb() {
@@ -375,7 +331,7 @@ int main(int argc, char** argv) {
   }
   // Bytes read per decoded token: every layer weight once, the head once, one embedding row.
   const double bytes_per_token = BytesPerToken(**engine, formats[0]);
-  const double bw = ReadBandwidth(size_t{1} << 30, threads);
+  const double bw = swarm::bench::ReadBandwidth(size_t{1} << 30, threads);
   const double achieved = bytes_per_token / decode_best;
   std::printf("model            %s (%s, %ld layers, d=%ld, vocab %ld)\n", dir.c_str(),
               c.architecture.c_str(), static_cast<long>(c.num_layers),
