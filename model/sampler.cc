@@ -40,9 +40,34 @@ absl::Status SamplingParams::Validate() const {
   return absl::OkStatus();
 }
 
+int64_t FirstArgmax(absl::Span<const float> logits) {
+  const int64_t n = static_cast<int64_t>(logits.size());
+  if (n == 0) return 0;
+  const float* x = logits.data();
+  // The maximum: lane j of 16 keeps max(x[j], x[j + 16], ...) by `a > b ? a : b`, which skips NaNs
+  // (every comparison with one is false) as max_element's `<` does, and compiles to packed max
+  // instructions; started from x[0], so a NaN there stays the maximum only if every lane's is.
+  constexpr int kLanes = 16;
+  float lanes[kLanes];
+  for (float& l : lanes) l = x[0];
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) lanes[j] = x[i + j] > lanes[j] ? x[i + j] : lanes[j];
+  }
+  float m = lanes[0];
+  for (int j = 1; j < kLanes; ++j) m = lanes[j] > m ? lanes[j] : m;
+  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+  // Its first occurrence (±0 compare equal, as for max_element). A NaN maximum (x[0] NaN, and
+  // nothing compared larger) equals nothing: index 0, as max_element returns.
+  for (int64_t k = 0; k < n; ++k) {
+    if (x[k] == m) return k;
+  }
+  return 0;
+}
+
 float LogSoftmaxAt(absl::Span<const float> logits, int64_t id, int top_n,
                    std::vector<TokenLogprob>* top) {
-  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  const float max_logit = logits[FirstArgmax(logits)];
   double total = 0.0;
   for (float v : logits) total += std::exp(static_cast<double>(v) - max_logit);
   const double log_z = max_logit + std::log(total);
@@ -86,7 +111,7 @@ int64_t Sampler::Sample(absl::Span<const float> logits, int64_t position) {
   const int64_t n = static_cast<int64_t>(logits.size());
   if (params_.temperature == 0.0f) {
     // First maximum: ties go to the lowest id, as torch.argmax does.
-    return std::max_element(logits.begin(), logits.end()) - logits.begin();
+    return FirstArgmax(logits);
   }
   scratch_.clear();
   scratch_.reserve(n);
