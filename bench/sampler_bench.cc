@@ -20,20 +20,17 @@
 int main(int argc, char** argv) {
   swarm::DisableLockOrderChecks();  // common/lock_checks.h: absl's release default.
   int64_t vocab = 32000, rows = 32, reps = 9;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; i += 2) {
     const std::string flag = argv[i];
     int64_t* out = flag == "--vocab"  ? &vocab
                    : flag == "--rows" ? &rows
                    : flag == "--reps" ? &reps
                                       : nullptr;
-    if (out == nullptr || !absl::SimpleAtoi(argv[i + 1], out) || *out < 1 || *out > 10000000) {
+    if (out == nullptr || i + 1 >= argc || !absl::SimpleAtoi(argv[i + 1], out) || *out < 1 ||
+        *out > 10000000) {
       std::fprintf(stderr, "usage: sampler_bench [--vocab 32000] [--rows 32] [--reps 9]\n");
       return 2;
     }
-  }
-  if (argc % 2 == 0) {
-    std::fprintf(stderr, "usage: sampler_bench [--vocab 32000] [--rows 32] [--reps 9]\n");
-    return 2;
   }
   std::vector<float> logits(static_cast<size_t>(vocab * rows));
   std::mt19937 rng(1);

@@ -46,7 +46,8 @@ int64_t FirstArgmax(absl::Span<const float> logits) {
   const float* x = logits.data();
   // The maximum: lane j of 16 keeps max(x[j], x[j + 16], ...) by `a > b ? a : b`, which skips NaNs
   // (every comparison with one is false) as max_element's `<` does, and compiles to packed max
-  // instructions; started from x[0], so a NaN there stays the maximum only if every lane's is.
+  // instructions. Every lane starts from x[0]; if that is a NaN, no comparison ever succeeds and
+  // the lanes keep it.
   constexpr int kLanes = 16;
   float lanes[kLanes];
   for (float& l : lanes) l = x[0];

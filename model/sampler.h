@@ -54,8 +54,8 @@ struct TokenLogprob {
 // std::max_element (and torch.argmax on finite rows): a NaN is never larger than anything, so it
 // is chosen only as the first entry; 0 for an empty span. Greedy decoding of every request calls
 // it on a whole vocabulary row per token, so it takes the maximum over 16 independent lanes
-// first (max_element's one chain of compare-and-branch was 8-9x slower on 32,000 entries) and
-// then finds the first entry equal to it.
+// first (max_element's one chain of compare-and-branch took 6.7-10x as long on 32,000-entry rows,
+// bench/sampler_bench) and then finds the first entry equal to it.
 int64_t FirstArgmax(absl::Span<const float> logits);
 
 // The log softmax of `logits` at `id` (the chosen token), and the `top_n` highest entries in
