@@ -50,6 +50,10 @@ trap cleanup EXIT
 start() {
   local name="$1"
   shift
+  # The files exist before the loop below reads them: the background job opens its redirections
+  # only once it runs, and a sed on a missing file would end this script under set -e.
+  : >"$tmp/$name.out"
+  : >"$tmp/$name.err"
   "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
   pids+=($!)
   local pid=$!
